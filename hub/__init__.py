@@ -1,0 +1,1 @@
+"""Pairio hub: FastAPI service holding users, services, apps, compute clients and jobs."""

@@ -1,0 +1,91 @@
+"""The hub's FastAPI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from .context import HubContext
+from .errors import HubError
+from .limits import BodySizeLimit
+from .routes import v1_jobs, v1_services
+from .settings import HubSettings
+
+log = logging.getLogger("pairio.hub")
+
+
+def format_validation_error(exc: RequestValidationError) -> str:
+    """One readable line per problem: where it is and what is wrong (input values are not echoed)."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body",))
+        msg = str(err.get("msg", "invalid"))
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "invalid request: " + "; ".join(parts)
+
+
+def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext] = None) -> FastAPI:
+    """Build the hub app. Pass ``ctx`` to share a database and notifier with the caller (tests)."""
+    if ctx is None:
+        ctx = HubContext.create(settings or HubSettings())
+    settings = ctx.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(t(ctx)) for t in app.state.background_tasks]
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+
+    app = FastAPI(
+        title="Pairio hub",
+        description="Jobs, apps, services and compute clients. The original wire protocol is served under /api.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.state.background_tasks = []
+
+    @app.exception_handler(HubError)
+    async def _hub_error(request: Request, exc: HubError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": format_validation_error(exc)}, status_code=422)
+
+    app.include_router(v1_jobs.router)
+    app.include_router(v1_services.router)
+
+    upload_limits: list[tuple[str, str, int]] = []
+    app.state.upload_limits = upload_limits
+
+    def limit_for(method: str, path: str) -> Optional[int]:
+        for m, prefix, limit in upload_limits:
+            if method == m and path.startswith(prefix):
+                return limit
+        return None
+
+    app.add_middleware(BodySizeLimit, default_limit=settings.max_json_body_bytes, limit_for=limit_for)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Range"],
+        expose_headers=["Content-Length", "Content-Range", "Accept-Ranges"],
+        max_age=600,
+    )
+    return app

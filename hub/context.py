@@ -1,0 +1,65 @@
+"""Everything a request handler needs, built once per hub app."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from .db.engine import make_engine, make_session_factory
+from .db.migrate import upgrade_database
+from .files import JobFiles
+from .notifier import RunnableNotifier
+from .settings import HubSettings
+
+NOTIFY_RUNNABLE = "pairio_notify_runnable"
+DELETE_FILES_AFTER_COMMIT = "pairio_delete_files_after_commit"
+
+
+@dataclass
+class HubContext:
+    settings: HubSettings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    files: JobFiles
+    notifier: RunnableNotifier = field(default_factory=RunnableNotifier)
+
+    @classmethod
+    def create(cls, settings: HubSettings, migrate: bool = True) -> "HubContext":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.resolved_database_url())
+        if migrate:
+            upgrade_database(engine)
+        ctx = cls(settings=settings, engine=engine, sessions=make_session_factory(engine), files=JobFiles(settings.files_dir))
+        event.listen(ctx.sessions, "after_commit", ctx._after_commit)
+        return ctx
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop(NOTIFY_RUNNABLE, False):
+            self.notifier.notify()
+        for job_id in session.info.pop(DELETE_FILES_AFTER_COMMIT, []):
+            self.files.delete_job(job_id)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session that commits on success, rolls back on error, and wakes claims after commit if asked."""
+        with self.sessions() as session:
+            with session.begin():
+                yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def mark_runnable_changed(session: Session) -> None:
+    """Ask for waiting claims to be woken once this session commits."""
+    session.info[NOTIFY_RUNNABLE] = True
+
+
+def now_sec() -> float:
+    return time.time()
+

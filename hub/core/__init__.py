@@ -1,0 +1,1 @@
+"""The hub's rules, independent of HTTP: jobs, accounts, compute clients."""

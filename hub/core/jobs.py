@@ -1,0 +1,461 @@
+"""Jobs: create (with caching and dependencies), read, find, cancel, delete, and finish.
+
+Every function runs inside the caller's transaction (``HubContext.transaction``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from sqlalchemy import Select, and_, delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from pairio.models import (
+    PairioApp,
+    PairioJobData,
+    PairioJobDefinition,
+    PairioJobEvent,
+    PairioJobOutputFileResult,
+    PairioJobRequiredResources,
+    PairioJobSecret,
+)
+from pairio.status import ACTIVE_STATUSES, JobStatus
+
+from ..context import DELETE_FILES_AFTER_COMMIT, HubContext, mark_runnable_changed, now_sec
+from ..db.tables import DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag
+from ..errors import BadRequest, Forbidden, NotFound
+from ..security import new_id
+from . import accounts
+from .definition import app_fingerprint, job_definition_hash, normalize_job_definition
+
+MAX_FIND_LIMIT = 1000
+DEFAULT_FIND_LIMIT = 100
+
+
+@dataclass
+class JobCreate:
+    """Everything that describes a job to create (REST and wire protocol share it)."""
+
+    serviceName: str
+    jobDefinition: PairioJobDefinition
+    requiredResources: PairioJobRequiredResources
+    tags: list[str] = field(default_factory=list)
+    batchId: Optional[str] = None
+    targetComputeClientIds: Optional[list[str]] = None
+    secrets: Optional[list[PairioJobSecret]] = None
+    jobDependencies: list[str] = field(default_factory=list)
+    skipCache: bool = False
+    rerunFailing: bool = False
+    deleteFailing: bool = False
+
+
+def add_event(s: Session, job_id: str, status: Optional[JobStatus], message: str) -> None:
+    s.add(JobEvent(job_id=job_id, timestamp_sec=now_sec(), status=status.value if status else None, message=message))
+
+
+def output_url(ctx: HubContext, job_id: str, name: str, file_base_name: str) -> str:
+    return f"{ctx.settings.base_url}/v1/jobs/{job_id}/outputs/{name}/{file_base_name}"
+
+
+# ---------------------------------------------------------------- create
+
+
+def create_job(ctx: HubContext, s: Session, user_id: str, req: JobCreate) -> tuple[Job, bool]:
+    """Create a job, or return the cached one with the same definition hash (see the README's cache rules).
+
+    Returns the job and whether it was created (False for a cache hit).
+    """
+    accounts.require_role(s, req.serviceName, user_id, "create_jobs")
+    app = PairioApp.model_validate(accounts.get_app(s, req.serviceName, req.jobDefinition.appName).spec)
+    definition = normalize_job_definition(app, req.jobDefinition)
+    definition_hash = job_definition_hash(definition, app_fingerprint(app, definition.processorName))
+
+    if not req.skipCache:
+        existing = s.scalars(
+            select(Job)
+            .where(Job.service_name == req.serviceName, Job.job_definition_hash == definition_hash)
+            .order_by(Job.timestamp_created_sec.desc())
+            .limit(1)
+        ).first()
+        if existing is not None:
+            if existing.status == JobStatus.FAILED and req.rerunFailing:
+                if req.deleteFailing:
+                    delete_job(ctx, s, existing, reason=f"deleted by {user_id} (deleteFailing on resubmission)")
+            else:
+                _add_tags(s, existing, req.tags)
+                return existing, False
+
+    if req.targetComputeClientIds is not None:
+        for cc_id in req.targetComputeClientIds:
+            cc = accounts.get_compute_client(s, cc_id)
+            if cc.service_name != req.serviceName:
+                raise BadRequest(f"target compute client {cc_id!r} belongs to another service")
+
+    job_id = new_id()
+    dependencies = _dependencies(s, definition, req.jobDependencies, job_id)
+    dep_status = {j.job_id: (JobStatus(j.status), j.error) for j in s.scalars(select(Job).where(Job.job_id.in_(dependencies)))}
+    failed_dep = next((d for d in dependencies if dep_status[d][0] == JobStatus.FAILED), None)
+    is_runnable = all(dep_status[d][0] == JobStatus.COMPLETED for d in dependencies)
+    processor = app.get_processor(definition.processorName)
+    now = now_sec()
+    base = ctx.settings.base_url
+    job = Job(
+        job_id=job_id,
+        service_name=req.serviceName,
+        user_id=user_id,
+        batch_id=req.batchId,
+        app_name=definition.appName,
+        processor_name=definition.processorName,
+        job_definition=definition.model_dump(mode="json"),
+        job_definition_hash=definition_hash,
+        tags=list(dict.fromkeys(req.tags)),
+        num_cpus=req.requiredResources.numCpus,
+        num_gpus=req.requiredResources.numGpus,
+        memory_gb=req.requiredResources.memoryGb,
+        time_sec=req.requiredResources.timeSec,
+        target_compute_client_ids=req.targetComputeClientIds,
+        secrets=[x.model_dump() for x in req.secrets] if req.secrets else None,
+        console_output_url=f"{base}/v1/jobs/{job_id}/console-output",
+        resource_utilization_log_url=f"{base}/v1/jobs/{job_id}/resource-utilization-log",
+        timestamp_created_sec=now,
+        canceled=False,
+        status=JobStatus.PENDING.value,
+        is_runnable=is_runnable,
+        image_uri=(processor.image or None) if processor else None,
+        console_output_size=0,
+        has_resource_utilization_log=False,
+    )
+    s.add(job)
+    s.flush()
+    for tag in job.tags:
+        s.add(JobTag(job_id=job_id, tag=tag))
+    for f in definition.inputFiles:
+        s.add(JobInput(job_id=job_id, name=f.name, url=f.url))
+    for f in definition.outputFiles:
+        s.add(JobOutput(job_id=job_id, name=f.name, file_base_name=f.fileBaseName, url=output_url(ctx, job_id, f.name, f.fileBaseName)))
+    for d in dependencies:
+        s.add(JobDependency(job_id=job_id, depends_on_job_id=d))
+    add_event(s, job_id, JobStatus.PENDING, f"created by {user_id}" + ("" if is_runnable else f"; waits for {len(dependencies)} dependenc{'y' if len(dependencies) == 1 else 'ies'}"))
+    if failed_dep is not None:
+        _fail(s, job, f"dependency {failed_dep} failed: {dep_status[failed_dep][1] or 'no error given'}")
+    elif is_runnable:
+        mark_runnable_changed(s)
+    return job, True
+
+
+def _dependencies(s: Session, definition: PairioJobDefinition, listed: Sequence[str], job_id: str) -> list[str]:
+    """Jobs this one waits for: those listed plus the jobs whose outputs are its inputs."""
+    deps: dict[str, None] = {}
+    for d in listed:
+        if s.get(Job, d) is None:
+            raise BadRequest(f"jobDependencies names job {d!r}, which does not exist (or was deleted)")
+        deps[d] = None
+    urls = [f.url for f in definition.inputFiles]
+    if urls:
+        for producer in s.scalars(select(JobOutput.job_id).where(JobOutput.url.in_(urls))):
+            deps[producer] = None
+    deps.pop(job_id, None)
+    return list(deps)
+
+
+def _add_tags(s: Session, job: Job, tags: Iterable[str]) -> None:
+    new = [t for t in dict.fromkeys(tags) if t not in job.tags]
+    if new:
+        job.tags = job.tags + new
+        for t in new:
+            s.add(JobTag(job_id=job.job_id, tag=t))
+
+
+# ---------------------------------------------------------------- read
+
+
+def get_job_row(s: Session, job_id: str, *, for_update: bool = False) -> Job:
+    q = select(Job).where(Job.job_id == job_id)
+    if for_update and s.bind is not None and s.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    job = s.scalars(q).first()
+    if job is None:
+        raise NotFound(f"no job {job_id!r} (it may have been deleted)")
+    return job
+
+
+def jobs_public(s: Session, jobs: Sequence[Job], *, include_private: bool = False) -> list[PairioJobData]:
+    """Jobs as users see them: private keys and secrets are always null."""
+    ids = [j.job_id for j in jobs]
+    outputs: dict[str, list[JobOutput]] = {i: [] for i in ids}
+    deps: dict[str, list[str]] = {i: [] for i in ids}
+    if ids:
+        for o in s.scalars(select(JobOutput).where(JobOutput.job_id.in_(ids))):
+            outputs[o.job_id].append(o)
+        for d in s.scalars(select(JobDependency).where(JobDependency.job_id.in_(ids))):
+            deps[d.job_id].append(d.depends_on_job_id)
+    result = []
+    for j in jobs:
+        definition = PairioJobDefinition.model_validate(j.job_definition)
+        outs = {o.name: o for o in outputs[j.job_id]}
+        result.append(
+            PairioJobData(
+                jobId=j.job_id,
+                jobPrivateKey=None,
+                serviceName=j.service_name,
+                userId=j.user_id,
+                batchId=j.batch_id,
+                tags=list(j.tags),
+                jobDefinition=definition,
+                jobDefinitionHash=j.job_definition_hash,
+                jobDependencies=sorted(deps[j.job_id]),
+                requiredResources=PairioJobRequiredResources(numCpus=j.num_cpus, numGpus=j.num_gpus, memoryGb=j.memory_gb, timeSec=j.time_sec),
+                targetComputeClientIds=j.target_compute_client_ids,
+                secrets=[PairioJobSecret.model_validate(x) for x in j.secrets] if (include_private and j.secrets) else None,
+                inputFileUrlList=[f.url for f in definition.inputFiles],
+                outputFileUrlList=[outs[f.name].url for f in definition.outputFiles if f.name in outs],
+                outputFileResults=[
+                    PairioJobOutputFileResult(name=o.name, fileBaseName=o.file_base_name, url=o.url, size=o.size)
+                    for f in definition.outputFiles
+                    if (o := outs.get(f.name)) is not None
+                ],
+                consoleOutputUrl=j.console_output_url,
+                resourceUtilizationLogUrl=j.resource_utilization_log_url,
+                timestampCreatedSec=j.timestamp_created_sec,
+                timestampStartingSec=j.timestamp_starting_sec,
+                timestampStartedSec=j.timestamp_started_sec,
+                timestampFinishedSec=j.timestamp_finished_sec,
+                canceled=j.canceled,
+                status=JobStatus(j.status),
+                isRunnable=j.is_runnable,
+                error=j.error,
+                computeClientId=j.compute_client_id,
+                computeClientName=j.compute_client_name,
+                computeClientUserId=j.compute_client_user_id,
+                imageUri=j.image_uri,
+            )
+        )
+    return result
+
+
+def job_events(s: Session, job_id: str) -> list[PairioJobEvent]:
+    rows = s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.event_id))
+    return [PairioJobEvent(timestampSec=e.timestamp_sec, status=JobStatus(e.status) if e.status else None, message=e.message) for e in rows]
+
+
+def find_job_by_definition(s: Session, service_name: str, definition: PairioJobDefinition) -> Optional[Job]:
+    app = PairioApp.model_validate(accounts.get_app(s, service_name, definition.appName).spec)
+    normalized = normalize_job_definition(app, definition)
+    h = job_definition_hash(normalized, app_fingerprint(app, normalized.processorName))
+    return s.scalars(
+        select(Job).where(Job.service_name == service_name, Job.job_definition_hash == h).order_by(Job.timestamp_created_sec.desc()).limit(1)
+    ).first()
+
+
+@dataclass
+class JobFilter:
+    serviceName: Optional[str] = None
+    userId: Optional[str] = None
+    jobId: Optional[str] = None
+    appName: Optional[str] = None
+    processorName: Optional[str] = None
+    computeClientId: Optional[str] = None
+    batchId: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    inputFileUrl: Optional[str] = None
+    outputFileUrl: Optional[str] = None
+    status: list[JobStatus] = field(default_factory=list)
+
+    def has_filter_besides_status(self) -> bool:
+        return any(
+            getattr(self, f) for f in (
+                "serviceName", "userId", "jobId", "appName", "processorName", "computeClientId",
+                "batchId", "tags", "inputFileUrl", "outputFileUrl",
+            )
+        )
+
+
+def encode_cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(f"{job.timestamp_created_sec!r}|{job.job_id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        ts, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return float(ts), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("invalid cursor: pass back the nextCursor of a previous page unchanged") from None
+
+
+def find_jobs(s: Session, f: JobFilter, *, limit: int = DEFAULT_FIND_LIMIT, cursor: Optional[str] = None) -> tuple[list[Job], Optional[str]]:
+    """Jobs matching every filter, newest first; returns a page and the cursor of the next page."""
+    if not 1 <= limit <= MAX_FIND_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_FIND_LIMIT}")
+    q: Select[tuple[Job]] = select(Job)
+    for attr, column in (
+        ("serviceName", Job.service_name), ("userId", Job.user_id), ("jobId", Job.job_id),
+        ("appName", Job.app_name), ("processorName", Job.processor_name),
+        ("computeClientId", Job.compute_client_id), ("batchId", Job.batch_id),
+    ):
+        value = getattr(f, attr)
+        if value:
+            q = q.where(column == value)
+    for tag in dict.fromkeys(f.tags):
+        q = q.where(Job.job_id.in_(select(JobTag.job_id).where(JobTag.tag == tag)))
+    if f.inputFileUrl:
+        q = q.where(Job.job_id.in_(select(JobInput.job_id).where(JobInput.url == f.inputFileUrl)))
+    if f.outputFileUrl:
+        q = q.where(Job.job_id.in_(select(JobOutput.job_id).where(JobOutput.url == f.outputFileUrl)))
+    if f.status:
+        q = q.where(Job.status.in_([st.value for st in f.status]))
+    if cursor:
+        ts, jid = _decode_cursor(cursor)
+        q = q.where(or_(Job.timestamp_created_sec < ts, and_(Job.timestamp_created_sec == ts, Job.job_id < jid)))
+    q = q.order_by(Job.timestamp_created_sec.desc(), Job.job_id.desc()).limit(limit + 1)
+    rows = list(s.scalars(q))
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def count_jobs_by_status(s: Session, service_name: Optional[str] = None) -> dict[str, int]:
+    from sqlalchemy import func
+
+    q = select(Job.status, func.count()).group_by(Job.status)
+    if service_name:
+        q = q.where(Job.service_name == service_name)
+    counts = {st.value: 0 for st in JobStatus}
+    for status, n in s.execute(q):
+        counts[status] = n
+    return counts
+
+
+# ---------------------------------------------------------------- cancel, delete
+
+
+def _may_manage(s: Session, job: Job, user_id: str) -> bool:
+    return job.user_id == user_id or accounts.roles_of(s, job.service_name, user_id).admin
+
+
+def cancel_job(ctx: HubContext, s: Session, user_id: str, job_id: str) -> Job:
+    """Ask a job to stop. A pending job fails at once; a claimed one fails when its bridge stops it."""
+    job = get_job_row(s, job_id, for_update=True)
+    if not _may_manage(s, job, user_id):
+        raise Forbidden(f"only the job's owner ({job.user_id}) or an admin of service {job.service_name!r} may cancel it")
+    status = JobStatus(job.status)
+    if status.is_terminal or job.canceled:
+        return job
+    job.canceled = True
+    if status == JobStatus.PENDING:
+        _fail(s, job, f"canceled by {user_id} before it started")
+    else:
+        add_event(s, job.job_id, None, f"cancel requested by {user_id}; waiting for compute client {job.compute_client_name or job.compute_client_id} to stop it")
+    return job
+
+
+def delete_jobs(ctx: HubContext, s: Session, user_id: str, job_ids: Sequence[str]) -> None:
+    """Delete jobs and their files; each must be the user's own (or the user an admin of its service)."""
+    jobs = []
+    for job_id in dict.fromkeys(job_ids):
+        job = get_job_row(s, job_id, for_update=True)
+        accounts.require_role(s, job.service_name, user_id, "create_jobs")
+        if not _may_manage(s, job, user_id):
+            raise Forbidden(f"job {job_id} belongs to {job.user_id}; only they or a service admin may delete it")
+        jobs.append(job)
+    for job in jobs:
+        delete_job(ctx, s, job, reason=f"deleted by {user_id}")
+
+
+def delete_job(ctx: HubContext, s: Session, job: Job, *, reason: str) -> None:
+    s.add(
+        DeletedJob(
+            job_id=job.job_id, user_id=job.user_id, compute_client_user_id=job.compute_client_user_id,
+            num_cpus=job.num_cpus, num_gpus=job.num_gpus, memory_gb=job.memory_gb,
+            timestamp_started_sec=job.timestamp_started_sec, timestamp_finished_sec=job.timestamp_finished_sec,
+            timestamp_deleted_sec=now_sec(),
+        )
+    )
+    _fail_dependants(s, job.job_id, f"dependency {job.job_id} was {reason}")
+    s.execute(delete(JobDependency).where(JobDependency.depends_on_job_id == job.job_id))
+    s.delete(job)
+    s.flush()
+    s.info.setdefault(DELETE_FILES_AFTER_COMMIT, []).append(job.job_id)
+
+
+# ---------------------------------------------------------------- finishing and dependencies
+
+
+def _fail(s: Session, job: Job, error: str) -> None:
+    job.status = JobStatus.FAILED.value
+    job.error = error
+    job.is_runnable = False
+    job.timestamp_finished_sec = now_sec()
+    add_event(s, job.job_id, JobStatus.FAILED, error)
+    _fail_dependants(s, job.job_id, f"dependency {job.job_id} failed: {error}")
+
+
+def fail_job(s: Session, job: Job, error: str) -> None:
+    """Fail a non-terminal job and, transitively, every job waiting on it."""
+    if JobStatus(job.status).is_terminal:
+        return
+    _fail(s, job, error)
+
+
+def _fail_dependants(s: Session, job_id: str, error: str) -> None:
+    dependants = s.scalars(
+        select(Job).where(
+            Job.job_id.in_(select(JobDependency.job_id).where(JobDependency.depends_on_job_id == job_id)),
+            Job.status.not_in([JobStatus.COMPLETED.value, JobStatus.FAILED.value]),
+        )
+    ).all()
+    for d in dependants:
+        if JobStatus(d.status) in ACTIVE_STATUSES:
+            continue  # already running on a compute client; it has its inputs
+        _fail(s, d, error)
+
+
+def on_job_completed(s: Session, job: Job) -> None:
+    """Make dependants runnable when this was the last of their dependencies to complete."""
+    waiting = s.scalars(
+        select(Job).where(
+            Job.job_id.in_(select(JobDependency.job_id).where(JobDependency.depends_on_job_id == job.job_id)),
+            Job.status == JobStatus.PENDING.value,
+            Job.is_runnable.is_(False),
+        )
+    ).all()
+    for d in waiting:
+        dep_ids = select(JobDependency.depends_on_job_id).where(JobDependency.job_id == d.job_id)
+        unfinished = s.scalars(
+            select(Job.job_id).where(Job.job_id.in_(dep_ids), Job.status != JobStatus.COMPLETED.value).limit(1)
+        ).first()
+        if unfinished is None:
+            s.execute(update(Job).where(Job.job_id == d.job_id, Job.status == JobStatus.PENDING.value).values(is_runnable=True))
+            add_event(s, d.job_id, None, "all dependencies completed; the job is runnable")
+            mark_runnable_changed(s)
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def user_stats(s: Session, user_id: str) -> dict[str, Any]:
+    def empty() -> dict[str, float]:
+        return {"numJobs": 0, "cpuHours": 0.0, "gpuHours": 0.0, "gbHours": 0.0, "jobHours": 0.0}
+
+    def add(acc: dict[str, float], num_cpus: int, num_gpus: int, memory_gb: float, started: Optional[float], finished: Optional[float]) -> None:
+        hours = max(0.0, (finished - started) / 3600) if started and finished else 0.0
+        acc["numJobs"] += 1
+        acc["cpuHours"] += num_cpus * hours
+        acc["gpuHours"] += num_gpus * hours
+        acc["gbHours"] += memory_gb * hours
+        acc["jobHours"] += hours
+
+    result = {"userId": user_id, "consumed": empty(), "provided": empty(), "consumedDeleted": empty(), "providedDeleted": empty()}
+    cols = (Job.num_cpus, Job.num_gpus, Job.memory_gb, Job.timestamp_started_sec, Job.timestamp_finished_sec)
+    for row in s.execute(select(*cols).where(Job.user_id == user_id)):
+        add(result["consumed"], *row)
+    for row in s.execute(select(*cols).where(Job.compute_client_user_id == user_id)):
+        add(result["provided"], *row)
+    dcols = (DeletedJob.num_cpus, DeletedJob.num_gpus, DeletedJob.memory_gb, DeletedJob.timestamp_started_sec, DeletedJob.timestamp_finished_sec)
+    for row in s.execute(select(*dcols).where(DeletedJob.user_id == user_id)):
+        add(result["consumedDeleted"], *row)
+    for row in s.execute(select(*dcols).where(DeletedJob.compute_client_user_id == user_id)):
+        add(result["providedDeleted"], *row)
+    return result

@@ -1,0 +1,170 @@
+"""SQLAlchemy tables of the hub. Changes here need an Alembic migration (hub/migrations)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    user_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    created_sec: Mapped[float] = mapped_column(Float)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_sec: Mapped[float] = mapped_column(Float)
+    last_used_sec: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Service(Base):
+    __tablename__ = "services"
+    service_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    owner_user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id"), index=True)
+    created_sec: Mapped[float] = mapped_column(Float)
+
+
+class ServiceUser(Base):
+    __tablename__ = "service_users"
+    service_name: Mapped[str] = mapped_column(
+        ForeignKey("services.service_name", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True, index=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    create_jobs: Mapped[bool] = mapped_column(Boolean, default=False)
+    process_jobs: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ServiceApp(Base):
+    __tablename__ = "service_apps"
+    service_name: Mapped[str] = mapped_column(
+        ForeignKey("services.service_name", ondelete="CASCADE"), primary_key=True
+    )
+    app_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    created_sec: Mapped[float] = mapped_column(Float)
+    updated_sec: Mapped[float] = mapped_column(Float)
+
+
+class ComputeClient(Base):
+    __tablename__ = "compute_clients"
+    compute_client_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    service_name: Mapped[str] = mapped_column(ForeignKey("services.service_name", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id"), index=True)
+    label: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    private_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    compute_slots: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_sec: Mapped[float] = mapped_column(Float)
+    last_active_sec: Mapped[Optional[float]] = mapped_column(Float, nullable=True, index=True)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    service_name: Mapped[str] = mapped_column(String(100))
+    user_id: Mapped[str] = mapped_column(String(100), index=True)
+    batch_id: Mapped[Optional[str]] = mapped_column(String(200), nullable=True, index=True)
+    app_name: Mapped[str] = mapped_column(String(100))
+    processor_name: Mapped[str] = mapped_column(String(100))
+    job_definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    job_definition_hash: Mapped[str] = mapped_column(String(64))
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    num_cpus: Mapped[int] = mapped_column(Integer)
+    num_gpus: Mapped[int] = mapped_column(Integer)
+    memory_gb: Mapped[float] = mapped_column(Float)
+    time_sec: Mapped[float] = mapped_column(Float)
+    target_compute_client_ids: Mapped[Optional[list[str]]] = mapped_column(JSON, nullable=True)
+    secrets: Mapped[Optional[list[dict[str, str]]]] = mapped_column(JSON, nullable=True)
+    console_output_url: Mapped[str] = mapped_column(Text)
+    resource_utilization_log_url: Mapped[str] = mapped_column(Text)
+    timestamp_created_sec: Mapped[float] = mapped_column(Float)
+    timestamp_starting_sec: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    timestamp_started_sec: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    timestamp_finished_sec: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    canceled: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(20))
+    is_runnable: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    compute_client_id: Mapped[Optional[str]] = mapped_column(String(40), nullable=True)
+    compute_client_name: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
+    compute_client_user_id: Mapped[Optional[str]] = mapped_column(String(100), nullable=True)
+    image_uri: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    job_private_key_hash: Mapped[Optional[str]] = mapped_column(String(64), nullable=True, unique=True)
+    console_output_size: Mapped[int] = mapped_column(Integer, default=0)
+    has_resource_utilization_log: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (
+        Index("ix_jobs_service_hash_created", "service_name", "job_definition_hash", "timestamp_created_sec"),
+        Index("ix_jobs_claimable", "status", "is_runnable", "service_name", "timestamp_created_sec"),
+        Index("ix_jobs_compute_client_status", "compute_client_id", "status"),
+        Index("ix_jobs_service_created", "service_name", "timestamp_created_sec"),
+        Index("ix_jobs_service_app_processor", "service_name", "app_name", "processor_name"),
+    )
+
+
+class JobTag(Base):
+    __tablename__ = "job_tags"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+
+
+class JobDependency(Base):
+    __tablename__ = "job_dependencies"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
+    depends_on_job_id: Mapped[str] = mapped_column(String(40), primary_key=True, index=True)
+
+
+class JobInput(Base):
+    __tablename__ = "job_inputs"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    url: Mapped[str] = mapped_column(String(4096))
+    __table_args__ = (Index("ix_job_inputs_url", "url"),)
+
+
+class JobOutput(Base):
+    __tablename__ = "job_outputs"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    file_base_name: Mapped[str] = mapped_column(String(255))
+    url: Mapped[str] = mapped_column(String(4096))
+    size: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    __table_args__ = (Index("ix_job_outputs_url", "url"),)
+
+
+class JobEvent(Base):
+    __tablename__ = "job_events"
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), index=True)
+    timestamp_sec: Mapped[float] = mapped_column(Float)
+    status: Mapped[Optional[str]] = mapped_column(String(20), nullable=True)
+    message: Mapped[str] = mapped_column(Text)
+
+
+class DeletedJob(Base):
+    """What remains of a deleted job: enough for the consumed/provided statistics."""
+
+    __tablename__ = "deleted_jobs"
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(100), index=True)
+    compute_client_user_id: Mapped[Optional[str]] = mapped_column(String(100), nullable=True, index=True)
+    num_cpus: Mapped[int] = mapped_column(Integer)
+    num_gpus: Mapped[int] = mapped_column(Integer)
+    memory_gb: Mapped[float] = mapped_column(Float)
+    timestamp_started_sec: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    timestamp_finished_sec: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    timestamp_deleted_sec: Mapped[float] = mapped_column(Float)

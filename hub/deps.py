@@ -1,0 +1,51 @@
+"""FastAPI dependencies: the hub context, a database session, and who is calling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Optional
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from .context import HubContext
+from .core import accounts
+
+
+def get_ctx(request: Request) -> HubContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+Ctx = Annotated[HubContext, Depends(get_ctx)]
+
+
+def bearer_token(request: Request) -> Optional[str]:
+    """The token of ``Authorization: Bearer <token>``; the original client's ``Bearer: <token>`` too."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    parts = header.split()
+    if len(parts) != 2 or parts[0].rstrip(":").lower() != "bearer":
+        return None
+    return parts[1]
+
+
+def get_session(ctx: Ctx) -> Iterator[Session]:
+    with ctx.transaction() as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(get_session)]
+
+
+def current_user(request: Request, s: DbSession) -> str:
+    return accounts.user_for_api_key(s, bearer_token(request))
+
+
+def optional_user(request: Request, s: DbSession) -> Optional[str]:
+    token = bearer_token(request)
+    return accounts.user_for_api_key(s, token) if token else None
+
+
+CurrentUser = Annotated[str, Depends(current_user)]
+OptionalUser = Annotated[Optional[str], Depends(optional_user)]

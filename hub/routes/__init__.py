@@ -1,0 +1,1 @@
+"""HTTP routes: the REST API under /v1 and the original wire protocol under /api."""

@@ -1,0 +1,134 @@
+"""Request and response bodies of the REST API (``/v1``), named by role."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pairio.models import (
+    MAX_TAGS,
+
+    PairioComputeClient,
+    PairioComputeClientComputeSlot,
+    PairioJobData,
+    PairioJobDefinition,
+    PairioJobEvent,
+    PairioJobRequiredResources,
+    PairioJobSecret,
+    PairioService,
+    PairioServiceApp,
+    Tag,
+)
+
+from .core.jobs import JobCreate
+
+BatchId = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobCreateBody(_Body):
+    serviceName: str = Field(max_length=100)
+    jobDefinition: PairioJobDefinition
+    requiredResources: PairioJobRequiredResources
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    batchId: Optional[str] = BatchId
+    targetComputeClientIds: Optional[list[str]] = Field(default=None, max_length=100)
+    secrets: Optional[list[PairioJobSecret]] = Field(default=None, max_length=100)
+    jobDependencies: list[str] = Field(default_factory=list, max_length=1000)
+    skipCache: bool = False
+    rerunFailing: bool = False
+    deleteFailing: bool = False
+
+    def to_core(self) -> JobCreate:
+        return JobCreate(**{name: getattr(self, name) for name in type(self).model_fields})
+
+
+class JobPublic(PairioJobData):
+    """A job as users see it; ``jobPrivateKey`` and ``secrets`` are always null."""
+
+
+class JobsPublic(BaseModel):
+    jobs: list[JobPublic]
+    nextCursor: Optional[str] = Field(default=None, description="pass as ?cursor= to get the next page")
+
+
+class JobEventsPublic(BaseModel):
+    events: list[PairioJobEvent]
+
+
+class FindByDefinitionBody(_Body):
+    serviceName: str = Field(max_length=100)
+    jobDefinition: PairioJobDefinition
+
+
+class FindByDefinitionResult(BaseModel):
+    found: bool
+    job: Optional[JobPublic] = None
+
+
+class DeleteJobsBody(_Body):
+    jobIds: list[str] = Field(min_length=1, max_length=1000)
+
+
+class JobCounts(BaseModel):
+    counts: dict[str, int]
+
+
+class ServiceCreateBody(_Body):
+    serviceName: str = Field(max_length=100)
+
+
+class ServiceUserRolesBody(_Body):
+    admin: bool = False
+    createJobs: bool = False
+    processJobs: bool = False
+
+
+class ServicesPublic(BaseModel):
+    services: list[PairioService]
+
+
+class ServiceAppsPublic(BaseModel):
+    serviceApps: list[PairioServiceApp]
+
+
+class ComputeClientCreateBody(_Body):
+    serviceName: str = Field(max_length=100)
+    label: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=10_000)
+    computeSlots: list[PairioComputeClientComputeSlot] = Field(min_length=1, max_length=100)
+
+
+class ComputeClientCreated(BaseModel):
+    computeClient: PairioComputeClient
+    computeClientPrivateKey: str = Field(description="shown once; the bridge keeps it in its configuration file")
+
+
+class ComputeClientsPublic(BaseModel):
+    computeClients: list[PairioComputeClient]
+
+
+class ApiKeyCreateBody(_Body):
+    label: str = Field(default="", max_length=200)
+
+
+class ApiKeyPublic(BaseModel):
+    keyId: str
+    label: str
+    timestampCreatedSec: float
+    revoked: bool
+
+
+class ApiKeyCreated(BaseModel):
+    apiKey: str = Field(description="shown once; store it (pairio login) or in PAIRIO_API_KEY")
+    key: ApiKeyPublic
+
+
+class Me(BaseModel):
+    userId: str
+
+

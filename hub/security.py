@@ -1,0 +1,37 @@
+"""Keys and ids: random, URL-safe, and stored only as hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_id(length: int = 20) -> str:
+    """A random id like the original Pairio's (20 letters and digits, ~119 bits)."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+def new_secret(prefix: str) -> str:
+    """A high-entropy secret such as an API key: ``<prefix>_<43 url-safe characters>``."""
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 of a secret. Keys are 256-bit random, so a fast hash is enough (no dictionary to attack)."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def secrets_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def redact(text: str, *secret_values: str) -> str:
+    """Remove secret values from text before it is stored or shown."""
+    for value in secret_values:
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
