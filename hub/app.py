@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from .context import HubContext
 from .errors import HubError
 from .limits import BodySizeLimit
-from .routes import v1_jobs, v1_services
+from .routes import v1_compute, v1_files, v1_jobs, v1_services, wire
 from .settings import HubSettings
 
 log = logging.getLogger("pairio.hub")
@@ -69,6 +69,9 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
 
     app.include_router(v1_jobs.router)
     app.include_router(v1_services.router)
+    app.include_router(v1_files.router)
+    app.include_router(v1_compute.router)
+    app.include_router(wire.router)
 
     upload_limits: list[tuple[str, str, int]] = []
     app.state.upload_limits = upload_limits

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 02:44:57.801921
+Create Date: 2026-11-25 02:49:16.461067
 """
 from alembic import op
 import sqlalchemy as sa
