@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 
 from .context import HubContext
 from .errors import HubError
@@ -62,6 +63,14 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, exc: HubError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+        # e.g. PostgreSQL refuses NUL characters in text; the request is at fault, not the hub
+        return JSONResponse(
+            {"detail": "invalid request: a value contains characters the database cannot store (such as NUL)"},
+            status_code=400,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -26,6 +26,7 @@ class HubContext:
     engine: Engine
     sessions: sessionmaker[Session]
     files: JobFiles
+    read_sessions: sessionmaker[Session]
     notifier: RunnableNotifier = field(default_factory=RunnableNotifier)
 
     @classmethod
@@ -34,7 +35,13 @@ class HubContext:
         engine = make_engine(settings.resolved_database_url())
         if migrate:
             upgrade_database(engine)
-        ctx = cls(settings=settings, engine=engine, sessions=make_session_factory(engine), files=JobFiles(settings.files_dir))
+        ctx = cls(
+            settings=settings,
+            engine=engine,
+            sessions=make_session_factory(engine),
+            read_sessions=make_session_factory(engine, read_only=True),
+            files=JobFiles(settings.files_dir),
+        )
         event.listen(ctx.sessions, "after_commit", ctx._after_commit)
         return ctx
 
@@ -48,6 +55,13 @@ class HubContext:
     def transaction(self) -> Iterator[Session]:
         """A session that commits on success, rolls back on error, and wakes claims after commit if asked."""
         with self.sessions() as session:
+            with session.begin():
+                yield session
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[Session]:
+        """A session for reads only; on SQLite it does not take the write lock, so reads run side by side."""
+        with self.read_sessions() as session:
             with session.begin():
                 yield session
 

@@ -30,8 +30,10 @@ def bearer_token(request: Request) -> Optional[str]:
     return parts[1]
 
 
-def get_session(ctx: Ctx) -> Iterator[Session]:
-    with ctx.transaction() as session:
+def get_session(ctx: Ctx, request: Request) -> Iterator[Session]:
+    """A transaction per request: GET and HEAD read without taking SQLite's write lock."""
+    begin = ctx.read_transaction if request.method in ("GET", "HEAD") else ctx.transaction
+    with begin() as session:
         yield session
 
 
