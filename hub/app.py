@@ -17,7 +17,7 @@ from sqlalchemy.exc import DataError
 from .context import HubContext
 from .errors import HubError
 from .limits import BodySizeLimit
-from .routes import v1_compute, v1_files, v1_jobs, v1_services, wire
+from .routes import pages, v1_compute, v1_files, v1_jobs, v1_services, wire
 from .settings import HubSettings
 
 log = logging.getLogger("pairio.hub")
@@ -81,6 +81,7 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
     app.include_router(v1_files.router)
     app.include_router(v1_compute.router)
     app.include_router(wire.router)
+    app.include_router(pages.router)
 
     upload_limits: list[tuple[str, str, int]] = []
     app.state.upload_limits = upload_limits
