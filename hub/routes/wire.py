@@ -1,5 +1,476 @@
-"""(being written)"""
+"""The original Pairio wire protocol: ``POST /api/<callName>``, answered by the same core as ``/v1``.
 
-from fastapi import APIRouter
+Existing clients (the prototype's Python client, browser apps such as Neurosift)
+send ``{"type": "<callName>Request", ...}`` and read ``{"type": "<callName>Response", ...}``;
+errors are ``{"error": "<message>"}`` with 400, 401, 404, 405, 413 or 500. The calls
+and shapes are in shared/docs/wire-protocol.md.
 
-router = APIRouter()
+Every answer, errors included, is built here rather than by the app's exception
+handlers, because the REST API answers errors as ``{"detail": ...}`` with other codes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, Literal, Optional, TypeVar
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pairio.models import MAX_TAGS, PairioJobData, PairioJobDefinition
+from pairio.status import JobStatus
+
+from ..context import HubContext
+from ..core import accounts
+from ..core import jobs as core
+from ..db.tables import Job, ServiceApp
+from ..deps import bearer_token, get_ctx
+from ..errors import BadRequest, Conflict, Forbidden, HubError, PayloadTooLarge, Unauthorized
+from ..schemas import JobCreateBody
+
+log = logging.getLogger("pairio.hub.wire")
+
+router = APIRouter(tags=["wire protocol"])
+
+MAX_ID_CHARS = 200
+MAX_ERRORS_SHOWN = 5
+MAX_ERROR_PART_CHARS = 300
+
+
+# ---------------------------------------------------------------- request bodies
+
+
+class WireRequest(BaseModel):
+    """A call's body without its ``type``; unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+Id = Field(max_length=MAX_ID_CHARS)
+OptionalId = Field(default=None, max_length=MAX_ID_CHARS)
+StatusName = Literal["pending", "starting", "running", "completed", "failed"]
+
+
+class CreateJobRequest(JobCreateBody):
+    userId: str = Field(default="", max_length=MAX_ID_CHARS, description='"" means the API key\'s user')
+
+    @field_validator("batchId", mode="before")
+    @classmethod
+    def _empty_batch_is_none(cls, v: Any) -> Any:
+        # The prototype's client sends batchId "" for "no batch".
+        return None if v == "" else v
+
+    def to_core(self) -> core.JobCreate:
+        return core.JobCreate(**{f.name: getattr(self, f.name) for f in fields(core.JobCreate)})
+
+
+class GetJobRequest(WireRequest):
+    jobId: str = Id
+    includePrivateKey: bool = False
+    computeClientId: Optional[str] = OptionalId
+
+
+class FindJobByDefinitionRequest(WireRequest):
+    serviceName: str = Id
+    jobDefinition: PairioJobDefinition
+
+
+class FindJobsRequest(WireRequest):
+    userId: Optional[str] = OptionalId
+    jobId: Optional[str] = OptionalId
+    processorName: Optional[str] = OptionalId
+    computeClientId: Optional[str] = OptionalId
+    batchId: Optional[str] = OptionalId
+    tags: Optional[list[str]] = Field(default=None, max_length=MAX_TAGS)
+    serviceName: Optional[str] = OptionalId
+    appName: Optional[str] = OptionalId
+    inputFileUrl: Optional[str] = Field(default=None, max_length=4096)
+    outputFileUrl: Optional[str] = Field(default=None, max_length=4096)
+    status: Optional[list[StatusName]] = Field(default=None, max_length=len(JobStatus))
+    limit: int = Field(default=core.DEFAULT_FIND_LIMIT, ge=1, le=core.MAX_FIND_LIMIT)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_all_form(cls, v: Any) -> Any:
+        # Browser clients send {"$all": [...]}, meaning the same as a plain list.
+        if isinstance(v, dict):
+            if set(v) != {"$all"}:
+                raise ValueError('tags must be a list of tags or {"$all": [tags]}')
+            return v["$all"]
+        return v
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _one_status_is_a_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    def to_filter(self) -> core.JobFilter:
+        return core.JobFilter(
+            serviceName=self.serviceName, userId=self.userId, jobId=self.jobId, appName=self.appName,
+            processorName=self.processorName, computeClientId=self.computeClientId, batchId=self.batchId,
+            tags=self.tags or [], inputFileUrl=self.inputFileUrl, outputFileUrl=self.outputFileUrl,
+            status=[JobStatus(x) for x in self.status or []],
+        )
+
+
+class CancelJobRequest(WireRequest):
+    jobId: str = Id
+
+
+class DeleteJobsRequest(WireRequest):
+    userId: str = Field(default="", max_length=MAX_ID_CHARS)
+    jobIds: list[str] = Field(max_length=1000)
+
+
+class GetServiceRequest(WireRequest):
+    serviceName: str = Id
+
+
+class GetServicesRequest(WireRequest):
+    userId: Optional[str] = OptionalId
+
+
+class GetServiceAppRequest(WireRequest):
+    serviceName: str = Id
+    appName: str = Id
+
+
+class GetServiceAppsRequest(WireRequest):
+    serviceName: Optional[str] = OptionalId
+    appName: Optional[str] = OptionalId
+
+
+class GetComputeClientRequest(WireRequest):
+    computeClientId: str = Id
+
+
+class GetComputeClientsRequest(WireRequest):
+    serviceName: Optional[str] = OptionalId
+
+
+class ComputeUserStatsRequest(WireRequest):
+    userId: str = Id
+
+
+# ---------------------------------------------------------------- the calls
+
+
+@dataclass
+class Caller:
+    """One call's context: the hub, its transaction, and the API key it came with (if any)."""
+
+    ctx: HubContext
+    s: Session
+    api_key: Optional[str]
+
+    def user_id(self, claimed: str = "") -> str:
+        """The key's user; ``claimed`` (a request's userId) must be "" or that user."""
+        user = accounts.user_for_api_key(self.s, self.api_key)
+        if claimed and claimed != user:
+            raise Unauthorized(f'userId does not match the API key\'s user; send userId "" or {user!r}')
+        return user
+
+    def jobs(self, rows: list[Job]) -> list[dict[str, Any]]:
+        return [wire_job(j) for j in core.jobs_public(self.s, rows)]
+
+    def job(self, row: Job) -> dict[str, Any]:
+        return self.jobs([row])[0]
+
+
+RequestT = TypeVar("RequestT", bound=BaseModel)
+Answer = Callable[[Caller, Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class WireCall:
+    name: str
+    request: type[BaseModel]
+    answer: Answer
+
+
+CALLS: dict[str, WireCall] = {}
+
+
+def wire_call(name: str, request: type[RequestT]) -> Callable[[Callable[[Caller, RequestT], dict[str, Any]]], Answer]:
+    def register(answer: Callable[[Caller, RequestT], dict[str, Any]]) -> Answer:
+        CALLS[name] = WireCall(name, request, answer)
+        return answer
+
+    return register
+
+
+@wire_call("createJob", CreateJobRequest)
+def create_job(c: Caller, req: CreateJobRequest) -> dict[str, Any]:
+    job, _created = core.create_job(c.ctx, c.s, c.user_id(req.userId), req.to_core())
+    return {"job": c.job(job)}
+
+
+@wire_call("getJob", GetJobRequest)
+def get_job(c: Caller, req: GetJobRequest) -> dict[str, Any]:
+    # includePrivateKey is ignored: users never see job private keys, and
+    # compute clients get theirs from the bridge API when they claim a job.
+    return {"job": c.job(core.get_job_row(c.s, req.jobId))}
+
+
+@wire_call("findJobByDefinition", FindJobByDefinitionRequest)
+def find_job_by_definition(c: Caller, req: FindJobByDefinitionRequest) -> dict[str, Any]:
+    job = core.find_job_by_definition(c.s, req.serviceName, req.jobDefinition)
+    # "job" is left out, not null, when nothing matches: clients validate it as optional.
+    return {"found": True, "job": c.job(job)} if job is not None else {"found": False}
+
+
+@wire_call("findJobs", FindJobsRequest)
+def find_jobs(c: Caller, req: FindJobsRequest) -> dict[str, Any]:
+    job_filter = req.to_filter()
+    if not job_filter.has_filter_besides_status():
+        raise BadRequest(
+            "findJobs needs at least one filter besides status and limit: userId, jobId, processorName, "
+            "computeClientId, batchId, tags, serviceName, appName, inputFileUrl or outputFileUrl"
+        )
+    rows, _next_cursor = core.find_jobs(c.s, job_filter, limit=req.limit)
+    return {"jobs": c.jobs(rows)}
+
+
+@wire_call("cancelJob", CancelJobRequest)
+def cancel_job(c: Caller, req: CancelJobRequest) -> dict[str, Any]:
+    core.cancel_job(c.ctx, c.s, c.user_id(), req.jobId)
+    return {}
+
+
+@wire_call("deleteJobs", DeleteJobsRequest)
+def delete_jobs(c: Caller, req: DeleteJobsRequest) -> dict[str, Any]:
+    core.delete_jobs(c.ctx, c.s, c.user_id(req.userId), req.jobIds)
+    return {}
+
+
+@wire_call("getService", GetServiceRequest)
+def get_service(c: Caller, req: GetServiceRequest) -> dict[str, Any]:
+    return {"service": accounts.service_public(c.s, accounts.get_service_row(c.s, req.serviceName)).model_dump(mode="json")}
+
+
+@wire_call("getServices", GetServicesRequest)
+def get_services(c: Caller, req: GetServicesRequest) -> dict[str, Any]:
+    services = accounts.list_services(c.s, req.userId)
+    return {"services": [accounts.service_public(c.s, x).model_dump(mode="json") for x in services]}
+
+
+@wire_call("getServiceApp", GetServiceAppRequest)
+def get_service_app(c: Caller, req: GetServiceAppRequest) -> dict[str, Any]:
+    return {"serviceApp": wire_service_app(accounts.get_app(c.s, req.serviceName, req.appName))}
+
+
+@wire_call("getServiceApps", GetServiceAppsRequest)
+def get_service_apps(c: Caller, req: GetServiceAppsRequest) -> dict[str, Any]:
+    return {"serviceApps": [wire_service_app(a) for a in accounts.list_apps(c.s, req.serviceName, req.appName)]}
+
+
+@wire_call("getComputeClient", GetComputeClientRequest)
+def get_compute_client(c: Caller, req: GetComputeClientRequest) -> dict[str, Any]:
+    cc = accounts.get_compute_client(c.s, req.computeClientId)
+    return {"computeClient": accounts.compute_client_public(cc).model_dump(mode="json")}
+
+
+@wire_call("getComputeClients", GetComputeClientsRequest)
+def get_compute_clients(c: Caller, req: GetComputeClientsRequest) -> dict[str, Any]:
+    clients = accounts.list_compute_clients(c.s, req.serviceName)
+    return {"computeClients": [accounts.compute_client_public(cc).model_dump(mode="json") for cc in clients]}
+
+
+@wire_call("computeUserStats", ComputeUserStatsRequest)
+def compute_user_stats(c: Caller, req: ComputeUserStatsRequest) -> dict[str, Any]:
+    return {"userStats": core.user_stats(c.s, req.userId)}
+
+
+# ---------------------------------------------------------------- wire shapes
+
+
+def wire_job(job: PairioJobData) -> dict[str, Any]:
+    """The Job shape of the doc, as the prototype's clients validate it.
+
+    Their validators take ``batchId`` as a string (the prototype stored "" for no
+    batch) and ``cacheBust`` as absent or a string, never null.
+    """
+    d = job.model_dump(mode="json")
+    if d["batchId"] is None:
+        d["batchId"] = ""
+    if d["jobDefinition"].get("cacheBust") is None:
+        d["jobDefinition"].pop("cacheBust", None)
+    return d
+
+
+def wire_service_app(row: ServiceApp) -> dict[str, Any]:
+    """The prototype's serviceApp shape plus our extra fields.
+
+    The prototype kept a URI and commit of the spec; its clients read them as
+    strings, so they are "" here (apps are registered from a spec file).
+    """
+    app = accounts.app_public(row)
+    spec = app.appSpecification.model_dump(mode="json")
+    return {
+        "serviceName": app.serviceName,
+        "appName": app.appName,
+        "appSpecificationUri": "",
+        "appSpecificationCommit": "",
+        "processors": spec["processors"],
+        "appSpecification": spec,
+        "appSpecificationHash": app.appSpecificationHash,
+        "timestampCreatedSec": app.timestampCreatedSec,
+        "timestampUpdatedSec": app.timestampUpdatedSec,
+    }
+
+
+# ---------------------------------------------------------------- parsing and errors
+
+
+def wire_status(e: HubError) -> int:
+    """The wire protocol knows 400, 401, 404, 413 and 500: a missing role is 401, a conflict 400."""
+    if isinstance(e, Forbidden):
+        return 401
+    if isinstance(e, Conflict):
+        return 400
+    return e.status_code
+
+
+def wire_error(status_code: int, message: str, headers: Optional[dict[str, str]] = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
+
+
+def _reject_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number; send finite numbers")
+
+
+def load_json(call_name: str, body: bytes) -> Any:
+    """The parsed body, or BadRequest saying where the JSON is broken."""
+    try:
+        return json.loads(body, parse_constant=_reject_json_constant)
+    except json.JSONDecodeError as e:
+        reason = f"{e.msg} at line {e.lineno} column {e.colno}"
+    except UnicodeDecodeError:
+        reason = "it is not UTF-8"
+    except RecursionError:
+        reason = "it is nested too deeply"
+    except ValueError as e:  # NaN or Infinity, or an integer with thousands of digits
+        reason = str(e)
+    raise BadRequest(f"the body of /api/{call_name} is not valid JSON: {reason}")
+
+
+def parse_body(call: WireCall, body: bytes) -> BaseModel:
+    """The call's request model from the raw body, or BadRequest saying what to fix."""
+    data = load_json(call.name, body)
+    if not isinstance(data, dict):
+        raise BadRequest(f"the body of /api/{call.name} must be a JSON object, not {type(data).__name__}")
+    expected = f"{call.name}Request"
+    given = data.pop("type", None)
+    if given != expected:
+        shown = repr(given[:100]) if isinstance(given, str) else "missing" if given is None else "not a string"
+        raise BadRequest(f"the body's type is {shown}; /api/{call.name} takes type {expected!r}")
+    check_strings(data)
+    try:
+        # Strict, like the prototype's validators: "4" is not a number and "yes" is not a boolean.
+        return call.request.model_validate(data, strict=True)
+    except ValidationError as e:
+        raise BadRequest(f"invalid {expected}: {format_validation_error(e)}") from None
+
+
+def check_strings(data: Any) -> None:
+    """Refuse NUL characters and lone surrogates anywhere: databases cannot store them."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            for k, v in value.items():
+                _check_string(where or "body", k)
+                stack.append((f"{where}.{k}" if where else k, v))
+        elif isinstance(value, list):
+            stack.extend((f"{where}.{i}", v) for i, v in enumerate(value))
+        elif isinstance(value, str):
+            _check_string(where, value)
+
+
+def _check_string(where: str, value: str) -> None:
+    if "\x00" in value:
+        raise BadRequest(f"{where}: contains a NUL character; remove it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{where}: contains an unpaired surrogate (\\ud800-\\udfff); send valid Unicode") from None
+
+
+def format_validation_error(e: ValidationError) -> str:
+    """Where each problem is and what is wrong, without the input values (they may be secrets)."""
+    parts = []
+    for err in e.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            message = "unknown field (not part of the wire protocol; check its spelling)"
+        else:
+            message = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}"[:MAX_ERROR_PART_CHARS] if where else message[:MAX_ERROR_PART_CHARS])
+    more = len(parts) - MAX_ERRORS_SHOWN
+    return "; ".join(parts[:MAX_ERRORS_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+
+
+def answer_call(ctx: HubContext, call: WireCall, req: BaseModel, api_key: Optional[str]) -> dict[str, Any]:
+    """Run one call in one transaction (rolled back on any error). Runs in the threadpool."""
+    with ctx.transaction() as s:
+        result = call.answer(Caller(ctx=ctx, s=s, api_key=api_key), req)
+    return {"type": f"{call.name}Response", **result}
+
+
+# ---------------------------------------------------------------- routes
+
+_CALL_LIST = ", ".join(sorted(CALLS))
+
+
+def _unknown_call(call_name: str) -> JSONResponse:
+    return wire_error(404, f"unknown call {call_name[:100]!r}; the wire protocol has: {_CALL_LIST}")
+
+
+@router.post(
+    "/api/{call_name:path}",
+    summary="A call of the original Pairio wire protocol",
+    description=(
+        'Body: {"type": "<callName>Request", ...}; answer: {"type": "<callName>Response", ...}; '
+        f'errors: {{"error": "<message>"}}. Calls: {_CALL_LIST}.'
+    ),
+    response_model=None,
+)
+async def wire_call_route(call_name: str, request: Request) -> Response:
+    # Async only to read the raw body; the database work runs in the threadpool.
+    call = CALLS.get(call_name)
+    if call is None:
+        return _unknown_call(call_name)
+    try:
+        body = await request.body()
+    except StarletteHTTPException as e:  # the body-size middleware's 413 while streaming
+        if e.status_code == PayloadTooLarge.status_code:
+            return wire_error(e.status_code, str(e.detail))
+        raise
+    try:
+        req = parse_body(call, body)
+        answer = await run_in_threadpool(answer_call, get_ctx(request), call, req, bearer_token(request))
+    except HubError as e:
+        return wire_error(wire_status(e), e.message)
+    except Exception:  # noqa: BLE001 - the protocol's 500, logged with its traceback
+        log.exception("wire call %s failed", call.name)
+        return wire_error(500, f"internal error in {call.name}; the hub's log has the details")
+    return JSONResponse(answer)
+
+
+@router.api_route(
+    "/api/{call_name:path}", methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False
+)
+async def wire_wrong_method(call_name: str, request: Request) -> Response:
+    if call_name not in CALLS:
+        return _unknown_call(call_name)
+    allow = {"Allow": "POST, OPTIONS"}
+    if request.method == "OPTIONS":  # CORS preflights never get here: the CORS middleware answers them
+        return Response(status_code=204, headers=allow)
+    return wire_error(405, f"/api/{call_name} answers POST only, not {request.method}; use POST", headers=allow)
