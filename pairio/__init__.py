@@ -1,0 +1,114 @@
+"""Pairio: run analysis apps as jobs on a hub's compute clients, from Python.
+
+    from pairio import submit_job, PairioJobDefinition, PairioJobRequiredResources
+
+The hub and key come from ``PAIRIO_API_URL`` / ``PAIRIO_API_KEY`` or ``pairio login``;
+``PairioClient`` talks to a hub given explicitly.
+"""
+
+from .client import (
+    JobFilters,
+    PairioClient,
+    RetryPolicy,
+    cancel_job,
+    default_client,
+    delete_jobs,
+    find_jobs,
+    get_job,
+    set_default_client,
+    submit_job,
+)
+from .errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    JobWaitTimeoutError,
+    MissingApiKeyError,
+    NotFoundError,
+    PairioConfigError,
+    PairioConnectionError,
+    PairioError,
+    PairioHTTPError,
+    PairioResponseError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    ServerError,
+    UnknownOutputError,
+)
+from .job import PairioJob
+from .models import (
+    PairioApp,
+    PairioAppProcessor,
+    PairioAppProcessorAttribute,
+    PairioAppProcessorInputFile,
+    PairioAppProcessorOutputFile,
+    PairioAppProcessorParameter,
+    PairioComputeClient,
+    PairioComputeClientComputeSlot,
+    PairioJobDefinition,
+    PairioJobEvent,
+    PairioJobInputFile,
+    PairioJobOutputFile,
+    PairioJobOutputFileResult,
+    PairioJobParameter,
+    PairioJobRequiredResources,
+    PairioJobSecret,
+    PairioService,
+    PairioServiceApp,
+    PairioServiceUser,
+)
+from .status import TERMINAL_STATUSES, JobStatus
+
+__all__ = [
+    # submitting and following jobs
+    "submit_job",
+    "get_job",
+    "find_jobs",
+    "cancel_job",
+    "delete_jobs",
+    "PairioClient",
+    "RetryPolicy",
+    "JobFilters",
+    "default_client",
+    "set_default_client",
+    "PairioJob",
+    "JobStatus",
+    "TERMINAL_STATUSES",
+    # job definitions
+    "PairioJobDefinition",
+    "PairioJobInputFile",
+    "PairioJobOutputFile",
+    "PairioJobParameter",
+    "PairioJobRequiredResources",
+    "PairioJobSecret",
+    "PairioJobOutputFileResult",
+    "PairioJobEvent",
+    # apps, services, compute clients
+    "PairioApp",
+    "PairioAppProcessor",
+    "PairioAppProcessorInputFile",
+    "PairioAppProcessorOutputFile",
+    "PairioAppProcessorParameter",
+    "PairioAppProcessorAttribute",
+    "PairioServiceApp",
+    "PairioService",
+    "PairioServiceUser",
+    "PairioComputeClient",
+    "PairioComputeClientComputeSlot",
+    # errors
+    "PairioError",
+    "PairioConfigError",
+    "MissingApiKeyError",
+    "PairioConnectionError",
+    "PairioResponseError",
+    "UnknownOutputError",
+    "JobWaitTimeoutError",
+    "PairioHTTPError",
+    "BadRequestError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "ConflictError",
+    "PayloadTooLargeError",
+    "ServerError",
+]

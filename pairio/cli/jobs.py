@@ -1,0 +1,174 @@
+"""``pairio jobs``: list, show, follow, cancel and delete jobs on a hub."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import click
+
+from pairio.client import JobFilters, PairioClient
+from pairio.job import PairioJob
+from pairio.status import JobStatus
+
+from .tables import format_time, render_table
+
+
+@dataclass(frozen=True)
+class JobsOptions:
+    url: Optional[str]
+
+    def client(self) -> PairioClient:
+        return PairioClient(self.url)
+
+
+def _status_text(job: PairioJob) -> str:
+    if job.status == JobStatus.PENDING and not job.isRunnable:
+        return "pending (waits for dependencies)"
+    if job.canceled and not job.status.is_terminal:
+        return f"{job.status} (cancel requested)"
+    return str(job.status)
+
+
+def _resources_text(job: PairioJob) -> str:
+    r = job.requiredResources
+    return f"{r.numCpus} CPU, {r.numGpus} GPU, {r.memoryGb:g} GB, {r.timeSec:g} s"
+
+
+def _job_json(job: PairioJob) -> dict[str, Any]:
+    return {**job.model_dump(mode="json"), "jobUrl": job.job_url}
+
+
+@click.group()
+@click.option("--url", default=None, help="the hub's URL [default: $PAIRIO_API_URL or what 'pairio login' saved]")
+@click.pass_context
+def jobs(ctx: click.Context, url: Optional[str]) -> None:
+    """List, show, cancel and delete jobs (the key comes from PAIRIO_API_KEY or 'pairio login')."""
+    ctx.obj = JobsOptions(url=url)
+
+
+@jobs.command("list")
+@click.option("--service", "-s", default=None, help="only jobs of this service")
+@click.option("--status", multiple=True, type=click.Choice([s.value for s in JobStatus]), help="only jobs with this status (repeatable)")
+@click.option("--tag", multiple=True, help="only jobs with this tag (repeatable: every tag given)")
+@click.option("--user", default=None, help="only jobs submitted by this user")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="at most this many jobs, newest first")
+@click.option("--json", "as_json", is_flag=True, help="print the jobs as JSON")
+@click.pass_obj
+def list_jobs(
+    options: JobsOptions, service: Optional[str], status: tuple[str, ...], tag: tuple[str, ...],
+    user: Optional[str], limit: int, as_json: bool,
+) -> None:
+    """Jobs matching every filter given, newest first."""
+    filters: JobFilters = {}
+    if service:
+        filters["service_name"] = service
+    if user:
+        filters["user_id"] = user
+    if status:
+        filters["status"] = list(status)
+    if tag:
+        filters["tags"] = list(tag)
+    with options.client() as client:
+        found = client.find_jobs(limit=limit, **filters)
+    if as_json:
+        click.echo(json.dumps([_job_json(j) for j in found], indent=2))
+        return
+    if not found:
+        click.echo("no jobs match", err=True)
+        return
+    rows = [
+        [j.jobId, _status_text(j), j.serviceName, f"{j.jobDefinition.appName}/{j.jobDefinition.processorName}",
+         j.userId, format_time(j.timestampCreatedSec), ",".join(j.tags)]
+        for j in found
+    ]
+    click.echo(render_table(["JOB ID", "STATUS", "SERVICE", "APP/PROCESSOR", "USER", "CREATED", "TAGS"], rows))
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="print the job and its events as JSON")
+@click.pass_obj
+def show_job(options: JobsOptions, job_id: str, as_json: bool) -> None:
+    """A job's details, outputs and events (what happened to it, oldest first)."""
+    with options.client() as client:
+        job = client.get_job(job_id)
+        events = client.get_job_events(job_id)
+    if as_json:
+        click.echo(json.dumps({**_job_json(job), "events": [e.model_dump(mode="json") for e in events]}, indent=2))
+        return
+    d = job.jobDefinition
+    fields = [
+        ("job", job.jobId),
+        ("url", job.job_url),
+        ("status", _status_text(job)),
+        ("error", job.error or ""),
+        ("service", job.serviceName),
+        ("app", f"{d.appName} / {d.processorName}"),
+        ("user", job.userId),
+        ("tags", ", ".join(job.tags)),
+        ("resources", _resources_text(job)),
+        ("depends on", ", ".join(job.jobDependencies)),
+        ("compute client", job.computeClientName or job.computeClientId or ""),
+        ("created", format_time(job.timestampCreatedSec)),
+        ("started", format_time(job.timestampStartedSec) if job.timestampStartedSec else ""),
+        ("finished", format_time(job.timestampFinishedSec) if job.timestampFinishedSec else ""),
+    ]
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        if value:
+            click.echo(f"{name.ljust(width)}  {value}")
+    if d.parameters:
+        click.echo("parameters:")
+        for p in d.parameters:
+            click.echo(f"  {p.name} = {json.dumps(p.value)}")
+    if d.inputFiles:
+        click.echo("inputs:")
+        for f in d.inputFiles:
+            click.echo(f"  {f.name}  {f.fileBaseName}  {f.url}")
+    if job.outputFileResults:
+        click.echo("outputs:")
+        for o in job.outputFileResults:
+            size = f"  ({o.size} bytes)" if o.size is not None else ""
+            click.echo(f"  {o.name}  {o.fileBaseName}  {o.url}{size}")
+    click.echo("events:")
+    for e in events:
+        click.echo(f"  {format_time(e.timestampSec)}  {str(e.status or '').ljust(9)}  {e.message}")
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@click.pass_obj
+def cancel_job(options: JobsOptions, job_id: str) -> None:
+    """Stop a job: a pending job fails at once, a running one when its compute client hears."""
+    with options.client() as client:
+        job = client.cancel_job(job_id)
+    if job.status.is_terminal:
+        click.echo(f"job {job.jobId}: {job.status}" + (f" ({job.error})" if job.error else ""))
+    else:
+        click.echo(f"job {job.jobId}: {job.status}, cancel requested; its compute client stops it within seconds")
+
+
+@jobs.command("logs")
+@click.argument("job_id")
+@click.pass_obj
+def job_logs(options: JobsOptions, job_id: str) -> None:
+    """What the job printed (its console output) so far."""
+    with options.client() as client:
+        text = client.get_console_output(job_id)
+        if not text:
+            job = client.get_job(job_id)
+            click.echo(f"job {job_id} has no console output yet (status: {job.status})", err=True)
+            return
+    click.echo(text, nl=not text.endswith("\n"))
+
+
+@jobs.command("delete")
+@click.argument("job_ids", nargs=-1, required=True, metavar="JOB_ID...")
+@click.pass_obj
+def delete_jobs(options: JobsOptions, job_ids: tuple[str, ...]) -> None:
+    """Delete jobs and their files (all or none); jobs waiting on them fail."""
+    with options.client() as client:
+        client.delete_jobs(list(job_ids))
+    click.echo(f"deleted {len(job_ids)} job(s)")
