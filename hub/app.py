@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
+from . import expiry
 from .context import HubContext
 from .errors import HubError
 from .limits import BodySizeLimit
@@ -58,7 +59,7 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    app.state.background_tasks = []
+    app.state.background_tasks = [expiry.expire_lost_compute_clients_periodically]
 
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, exc: HubError) -> JSONResponse:
@@ -85,6 +86,7 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
 
     upload_limits: list[tuple[str, str, int]] = []
     app.state.upload_limits = upload_limits
+    upload_limits.append(("PUT", v1_compute.UPLOAD_PATH_PREFIX, settings.max_upload_bytes))
 
     def limit_for(method: str, path: str) -> Optional[int]:
         for m, prefix, limit in upload_limits:

@@ -344,6 +344,7 @@ def cancel_job(ctx: HubContext, s: Session, user_id: str, job_id: str) -> Job:
     if status.is_terminal or job.canceled:
         return job
     job.canceled = True
+    job.canceled_by_user_id = user_id  # the failure reported later by the bridge names who canceled
     if status == JobStatus.PENDING:
         _fail(s, job, f"canceled by {user_id} before it started")
     else:

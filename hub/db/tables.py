@@ -96,6 +96,7 @@ class Job(Base):
     timestamp_started_sec: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     timestamp_finished_sec: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     canceled: Mapped[bool] = mapped_column(Boolean, default=False)
+    canceled_by_user_id: Mapped[Optional[str]] = mapped_column(String(100), nullable=True)
     status: Mapped[str] = mapped_column(String(20))
     is_runnable: Mapped[bool] = mapped_column(Boolean)
     error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)

@@ -1,5 +1,293 @@
-"""(being written)"""
+"""REST for bridges (compute clients): heartbeat, claim, status, console output, output files.
 
-from fastapi import APIRouter
+Calls send ``Authorization: Bearer <compute client private key>``; calls under
+``/v1/compute/jobs/{jobId}`` also accept the job private key issued at claim. Long-polling
+claims wait on the event loop, not in worker threads, so a hub can hold many of them.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from pairio.models import PairioJobData
+from pairio.status import JobStatus
+
+from ..context import HubContext
+from ..core import compute
+from ..core.jobs import jobs_public
+from ..deps import Ctx, bearer_token
+from ..errors import PayloadTooLarge
+
+router = APIRouter(prefix="/v1/compute", tags=["compute (bridges)"])
+
+# Output uploads may be far larger than JSON bodies (see app.state.upload_limits).
+UPLOAD_PATH_PREFIX = "/v1/compute/jobs/"
+MAX_ACTIVE_JOB_IDS = 10_000
+MAX_CLAIM_WAIT_SEC = 3600.0
+_WRITE_BUFFER_BYTES = 1024 * 1024
+
+Key = Annotated[Optional[str], Depends(bearer_token)]
+T = TypeVar("T")
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Database and disk work off the event loop."""
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args))
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- bodies and results
+
+
+class HeartbeatBody(_Body):
+    activeJobIds: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list, max_length=MAX_ACTIVE_JOB_IDS, description="the jobs this bridge is working on"
+    )
+
+
+class HeartbeatResult(BaseModel):
+    cancelJobIds: list[str] = Field(description="jobs to stop: canceled, deleted, finished in the hub, or handed to another client")
+    heartbeatTimeoutSec: float = Field(description="a client silent this long loses its jobs; beat well within it")
+
+
+class CanceledJobs(BaseModel):
+    jobIds: list[str]
+
+
+class ClaimCapacity(_Body):
+    """What the bridge has free right now; a missing field means no limit."""
+
+    numCpus: Optional[int] = Field(default=None, ge=0)
+    numGpus: Optional[int] = Field(default=None, ge=0)
+    memoryGb: Optional[float] = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+class ClaimBody(_Body):
+    maxJobs: int = Field(default=1, ge=1, le=compute.MAX_CLAIM_JOBS)
+    waitSec: float = Field(
+        default=0, ge=0, le=MAX_CLAIM_WAIT_SEC, allow_inf_nan=False,
+        description="long-poll up to this long when nothing is runnable (reduced to the hub's claim_max_wait_sec)",
+    )
+    capacity: Optional[ClaimCapacity] = None
+
+
+class ComputeJob(PairioJobData):
+    """A job as its compute client sees it: secrets included; jobPrivateKey only in the claim's answer."""
+
+
+class ComputeJobDetail(ComputeJob):
+    consoleOutputSize: int = Field(description="bytes of console output the hub has: the offset to append at")
+
+
+class ClaimResult(BaseModel):
+    jobs: list[ComputeJob]
+
+
+class ComputeJobs(BaseModel):
+    jobs: list[ComputeJob]
+
+
+class StatusBody(_Body):
+    status: JobStatus
+    error: Optional[str] = Field(default=None, max_length=100_000, description="with status 'failed' only")
+
+
+class StatusResult(BaseModel):
+    jobId: str
+    status: JobStatus
+    canceled: bool = Field(description="true when the user asked the job to stop: stop it and report failed")
+    error: Optional[str] = None
+
+
+class ConsoleAppended(BaseModel):
+    consoleOutputSize: int
+    truncated: bool = Field(description="true when bytes were dropped at the hub's console output limit")
+
+
+class OutputUploaded(BaseModel):
+    name: str
+    fileBaseName: str
+    url: str
+    size: int
+
+
+class ResourceLogStored(BaseModel):
+    size: int
+
+
+# ---------------------------------------------------------------- the compute client
+
+
+@router.post("/heartbeat", response_model=HeartbeatResult)
+def heartbeat(body: HeartbeatBody, ctx: Ctx, key: Key) -> HeartbeatResult:
+    """Say the bridge is alive; learn which of its jobs to stop."""
+    with ctx.transaction() as s:
+        stop = compute.heartbeat(s, key, body.activeJobIds)
+    return HeartbeatResult(cancelJobIds=stop, heartbeatTimeoutSec=ctx.settings.heartbeat_timeout_sec)
+
+
+@router.get("/canceled-jobs", response_model=CanceledJobs)
+def canceled_jobs(ctx: Ctx, key: Key) -> CanceledJobs:
+    """The client's starting or running jobs that users canceled (counts as a heartbeat)."""
+    with ctx.transaction() as s:
+        return CanceledJobs(jobIds=compute.heartbeat(s, key, []))
+
+
+@router.get("/jobs", response_model=ComputeJobs)
+def my_active_jobs(ctx: Ctx, key: Key) -> ComputeJobs:
+    """The client's starting and running jobs, for a bridge that restarted."""
+    with ctx.read_transaction() as s:
+        return ComputeJobs(jobs=[ComputeJob.model_validate(j.model_dump()) for j in compute.active_jobs(s, key)])
+
+
+@router.post("/claim", response_model=ClaimResult)
+async def claim(body: ClaimBody, request: Request, ctx: Ctx, key: Key) -> ClaimResult:
+    """Take up to ``maxJobs`` runnable jobs that fit the client's slots and capacity, oldest first.
+
+    With ``waitSec`` > 0 and nothing to take, the call waits until a job becomes runnable
+    (it returns at once then) or ``waitSec`` passes, and answers ``{"jobs": []}``.
+    """
+    capacity = compute.Capacity(**body.capacity.model_dump()) if body.capacity else None
+    wait_sec = min(body.waitSec, ctx.settings.claim_max_wait_sec)
+    deadline = anyio.current_time() + wait_sec
+    while True:
+        generation = ctx.notifier.generation  # read before the attempt, so a notify during it is not missed
+        claimed = await in_thread(compute.claim_jobs, ctx, key, body.maxJobs, capacity)
+        remaining = deadline - anyio.current_time()
+        if claimed or remaining <= 0:
+            return ClaimResult(jobs=[ComputeJob.model_validate(c.job.model_dump()) for c in claimed])
+        await ctx.notifier.wait(generation, min(remaining, _recheck_interval(ctx)))
+        if await request.is_disconnected():
+            # Jobs claimed now would sit in 'starting' with nobody to run them.
+            return ClaimResult(jobs=[])
+
+
+def _recheck_interval(ctx: HubContext) -> float:
+    """Jitter keeps many waiting bridges from re-reading the database in lockstep."""
+    return ctx.settings.claim_recheck_interval_sec * random.uniform(0.8, 1.2)
+
+
+# ---------------------------------------------------------------- one job
+
+
+@router.get("/jobs/{job_id}", response_model=ComputeJobDetail)
+def get_compute_job(job_id: str, ctx: Ctx, key: Key) -> ComputeJobDetail:
+    """The job with its secrets and the console output offset (the private key is not shown again)."""
+    with ctx.read_transaction() as s:
+        job, _ = compute.job_for_call(s, job_id, key, lock=False)
+        data = jobs_public(s, [job], include_private=True)[0].model_dump()
+        return ComputeJobDetail.model_validate({**data, "consoleOutputSize": job.console_output_size or 0})
+
+
+@router.post("/jobs/{job_id}/status", response_model=StatusResult)
+def set_status(job_id: str, body: StatusBody, ctx: Ctx, key: Key) -> StatusResult:
+    """Report ``running``, ``completed`` (after uploading every output) or ``failed`` (with ``error``).
+
+    Repeating the current status is a harmless no-op; an illegal transition is 409.
+    """
+    with ctx.transaction() as s:
+        report = compute.set_job_status(s, job_id, key, body.status, body.error)
+    return StatusResult(jobId=report.jobId, status=report.status, canceled=report.canceled, error=report.error)
+
+
+@router.post(
+    "/jobs/{job_id}/console-output",
+    response_model=ConsoleAppended,
+    responses={409: {"description": "offset past the end; the body's consoleOutputSize says where to resume"}},
+)
+async def append_console_output(
+    job_id: str,
+    request: Request,
+    ctx: Ctx,
+    key: Key,
+    offset: Annotated[int, Query(ge=0, description="where these bytes start in the console output")],
+) -> Any:
+    """Write the raw request body at ``offset`` of the console output (retries with the same offset are safe)."""
+    data = await request.body()
+
+    def append() -> compute.ConsoleAppendResult:
+        with ctx.transaction() as s:
+            return compute.append_console_output(ctx, s, job_id, key, offset, data)
+
+    try:
+        result = await in_thread(append)
+    except compute.ConsoleOffsetMismatch as e:
+        return JSONResponse({"detail": e.message, "consoleOutputSize": e.size}, status_code=e.status_code)
+    return ConsoleAppended(consoleOutputSize=result.consoleOutputSize, truncated=result.truncated)
+
+
+@router.put("/jobs/{job_id}/outputs/{output_name}", response_model=OutputUploaded)
+async def upload_output(job_id: str, output_name: str, request: Request, ctx: Ctx, key: Key) -> OutputUploaded:
+    """Upload a declared output file as the raw request body (streamed to disk), while the job is starting or running."""
+    target = await in_thread(compute.prepare_output_upload, ctx, job_id, output_name, key)
+    try:
+        size = await receive_to_file(request, target.temp_path, ctx.settings.max_upload_bytes)
+        row = await in_thread(compute.finish_output_upload, ctx, target, key, size)
+    finally:
+        await in_thread(functools.partial(target.temp_path.unlink, missing_ok=True))
+    return OutputUploaded(name=row.name, fileBaseName=row.file_base_name, url=row.url, size=size)
+
+
+@router.put("/jobs/{job_id}/resource-utilization-log", response_model=ResourceLogStored)
+async def upload_resource_log(job_id: str, request: Request, ctx: Ctx, key: Key) -> ResourceLogStored:
+    """Replace the job's resource utilization log: JSON lines, one sample per line."""
+    data = await receive_limited(request, ctx.settings.max_json_body_bytes)
+
+    def store() -> None:
+        with ctx.transaction() as s:
+            compute.store_resource_log(ctx, s, job_id, key, data)
+
+    await in_thread(store)
+    return ResourceLogStored(size=len(data))
+
+
+# ---------------------------------------------------------------- request bodies
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body larger than the hub's limit of {limit} bytes")
+
+
+async def receive_limited(request: Request, limit: int) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes (uploads under /v1/compute/jobs have a larger outer limit)."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise _too_large(limit)
+    return bytes(data)
+
+
+async def receive_to_file(request: Request, path: Path, limit: int) -> int:
+    """Stream the body into ``path`` in large writes done off the event loop; returns its size."""
+    size = 0
+    buffer = bytearray()
+    f = await in_thread(open, path, "wb")
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            buffer += chunk
+            if len(buffer) >= _WRITE_BUFFER_BYTES:
+                await in_thread(f.write, bytes(buffer))
+                buffer.clear()
+        if buffer:
+            await in_thread(f.write, bytes(buffer))
+    finally:
+        await in_thread(f.close)
+    return size
+

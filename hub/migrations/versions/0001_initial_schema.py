@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 02:49:16.461067
+Create Date: 2026-11-25 02:58:27.483871
 """
 from alembic import op
 import sqlalchemy as sa
@@ -55,6 +55,7 @@ def upgrade() -> None:
     sa.Column('timestamp_started_sec', sa.Float(), nullable=True),
     sa.Column('timestamp_finished_sec', sa.Float(), nullable=True),
     sa.Column('canceled', sa.Boolean(), nullable=False),
+    sa.Column('canceled_by_user_id', sa.String(length=100), nullable=True),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('is_runnable', sa.Boolean(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),

@@ -1,0 +1,703 @@
+"""The bridge-facing side of the hub: claim, heartbeat, status reports, console output,
+output files, resource logs, and expiry of compute clients that went silent.
+
+Callers are compute clients (bridges) holding their private key, or a job's own
+process holding the job private key issued when the job was claimed. Functions that
+take a ``Session`` run inside the caller's transaction; those that take only the
+``HubContext`` open short transactions of their own (the routes call them from worker
+threads).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from pairio.models import PairioComputeClientComputeSlot, PairioJobData, PairioJobRequiredResources
+from pairio.names import check_name
+from pairio.status import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus, is_allowed_transition
+
+from ..context import HubContext, mark_runnable_changed, now_sec
+from ..db.tables import ComputeClient, Job, JobOutput
+from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from ..security import hash_secret, new_secret, redact
+from . import accounts
+from .jobs import add_event, fail_job, get_job_row, jobs_public, on_job_completed
+
+JOB_KEY_PREFIX = "pairiojob"
+MAX_CLAIM_JOBS = 100
+# How many candidate rows one claim attempt looks at: bounds the work of a claim when
+# many pending jobs are targeted at other clients or fit none of this client's slots.
+CLAIM_SCAN_LIMIT = 2000
+CLAIM_PAGE_SIZE = 100
+# A bridge flushes the last console output and the resource log after the job ended
+# (often after the hub already failed it: canceled, or lost): allow that for a while.
+FINAL_FLUSH_GRACE_SEC = 300.0
+MAX_ERROR_CHARS = 20_000
+# Writing last_active_sec on every claim attempt of a long-polling bridge is wasted I/O.
+LAST_ACTIVE_WRITE_INTERVAL_SEC = 1.0
+EXPIRY_BATCH_SIZE = 100
+
+
+# ---------------------------------------------------------------- who is calling
+
+
+@dataclass(frozen=True)
+class JobCaller:
+    """A caller allowed to act on one job: its compute client, or the job's own key."""
+
+    compute_client_id: str
+    by_job_key: bool
+
+
+def compute_client_for_key(s: Session, key: Optional[str]) -> ComputeClient:
+    return accounts.compute_client_for_key(s, key)
+
+
+def authorize_job_call(s: Session, job: Job, key: Optional[str]) -> JobCaller:
+    """Accept the key of the compute client that claimed ``job``, or the job's private key."""
+    if not key:
+        raise Unauthorized(
+            "no key: send 'Authorization: Bearer <compute client private key or job private key>'"
+        )
+    key_hash = hash_secret(key)
+    if job.job_private_key_hash is not None and job.job_private_key_hash == key_hash and job.compute_client_id:
+        return JobCaller(compute_client_id=job.compute_client_id, by_job_key=True)
+    cc = s.scalars(select(ComputeClient).where(ComputeClient.private_key_hash == key_hash)).first()
+    if cc is None:
+        raise Unauthorized(
+            f"the key is neither a compute client key nor the private key of job {job.job_id} "
+            "(a job key is replaced when the job is handed to another compute client)"
+        )
+    if job.compute_client_id != cc.compute_client_id:
+        raise Forbidden(
+            f"job {job.job_id} is not claimed by compute client {cc.label} ({cc.compute_client_id}); "
+            "stop working on it (it may have been handed back to pending after missed heartbeats)"
+        )
+    return JobCaller(compute_client_id=cc.compute_client_id, by_job_key=False)
+
+
+def job_for_call(s: Session, job_id: str, key: Optional[str], *, lock: bool = True) -> tuple[Job, JobCaller]:
+    """The job (locked for update where the database can, unless ``lock`` is False) and the authorized caller."""
+    job = get_job_row(s, job_id, for_update=lock)
+    return job, authorize_job_call(s, job, key)
+
+
+def _touch(cc: ComputeClient, now: float, *, throttled: bool = False) -> None:
+    """Record that the client was heard from (claim attempts of a waiting bridge write it at most once a second)."""
+    if not throttled or cc.last_active_sec is None or now - cc.last_active_sec >= LAST_ACTIVE_WRITE_INTERVAL_SEC:
+        cc.last_active_sec = now
+
+
+# ---------------------------------------------------------------- heartbeat and cancellation
+
+
+def heartbeat(s: Session, key: Optional[str], active_job_ids: Sequence[str]) -> list[str]:
+    """Record that the client is alive; return the jobs it should stop.
+
+    Those are the given jobs (and the client's own starting/running ones) that were
+    canceled, deleted, finished in the hub, or handed to another compute client.
+    """
+    cc = compute_client_for_key(s, key)
+    _touch(cc, now_sec())
+    return jobs_to_stop(s, cc, active_job_ids)
+
+
+def jobs_to_stop(s: Session, cc: ComputeClient, active_job_ids: Sequence[str]) -> list[str]:
+    given = list(dict.fromkeys(active_job_ids))
+    stop: set[str] = set()
+    found: dict[str, Job] = {}
+    if given:
+        found = {j.job_id: j for j in s.scalars(select(Job).where(Job.job_id.in_(given)))}
+    for job_id in given:
+        job = found.get(job_id)
+        if (
+            job is None
+            or job.compute_client_id != cc.compute_client_id
+            or JobStatus(job.status) in TERMINAL_STATUSES
+            or job.canceled
+        ):
+            stop.add(job_id)
+    stop.update(
+        s.scalars(
+            select(Job.job_id).where(
+                Job.compute_client_id == cc.compute_client_id,
+                Job.status.in_([st.value for st in ACTIVE_STATUSES]),
+                Job.canceled.is_(True),
+            )
+        )
+    )
+    return sorted(stop)
+
+
+def active_jobs(s: Session, key: Optional[str]) -> list[PairioJobData]:
+    """The client's starting and running jobs, secrets included (for a bridge that restarted)."""
+    cc = compute_client_for_key(s, key)
+    rows = s.scalars(
+        select(Job)
+        .where(Job.compute_client_id == cc.compute_client_id, Job.status.in_([st.value for st in ACTIVE_STATUSES]))
+        .order_by(Job.timestamp_starting_sec, Job.job_id)
+    ).all()
+    return jobs_public(s, rows, include_private=True)
+
+
+# ---------------------------------------------------------------- claim
+
+
+@dataclass
+class Capacity:
+    """What the compute client has free right now; None means no limit given."""
+
+    numCpus: Optional[int] = None
+    numGpus: Optional[int] = None
+    memoryGb: Optional[float] = None
+
+    def fits(self, r: PairioJobRequiredResources) -> bool:
+        return (
+            (self.numCpus is None or r.numCpus <= self.numCpus)
+            and (self.numGpus is None or r.numGpus <= self.numGpus)
+            and (self.memoryGb is None or r.memoryGb <= self.memoryGb + 1e-9)
+        )
+
+    def take(self, r: PairioJobRequiredResources) -> None:
+        if self.numCpus is not None:
+            self.numCpus -= r.numCpus
+        if self.numGpus is not None:
+            self.numGpus -= r.numGpus
+        if self.memoryGb is not None:
+            self.memoryGb -= r.memoryGb
+
+
+@dataclass
+class SlotUsage:
+    """How many more jobs each of a client's compute slots can take."""
+
+    slots: list[PairioComputeClientComputeSlot]
+    free: list[int] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, slots: list[PairioComputeClientComputeSlot], running: Sequence[PairioJobRequiredResources]) -> "SlotUsage":
+        usage = cls(slots=slots, free=[slot.multiplicity for slot in slots])
+        for r in running:
+            usage.take(r)  # a job that fits no slot any more (slots changed) uses none
+        return usage
+
+    def best_slot(self, r: PairioJobRequiredResources) -> Optional[int]:
+        """The smallest free slot the job fits, keeping big slots for big jobs."""
+        fitting = [i for i, slot in enumerate(self.slots) if self.free[i] > 0 and slot.fits(r)]
+        if not fitting:
+            return None
+        return min(fitting, key=lambda i: (self.slots[i].numGpus, self.slots[i].numCpus, self.slots[i].memoryGb, self.slots[i].timeSec))
+
+    def take(self, r: PairioJobRequiredResources) -> bool:
+        i = self.best_slot(r)
+        if i is None:
+            return False
+        self.free[i] -= 1
+        return True
+
+    def free_slots(self) -> list[PairioComputeClientComputeSlot]:
+        return [slot for slot, n in zip(self.slots, self.free) if n > 0]
+
+
+@dataclass
+class ClaimedJob:
+    job: PairioJobData  # with jobPrivateKey (plain, shown this once) and secrets
+
+
+def resources_of(job: Job) -> PairioJobRequiredResources:
+    return PairioJobRequiredResources(numCpus=job.num_cpus, numGpus=job.num_gpus, memoryGb=job.memory_gb, timeSec=job.time_sec)
+
+
+def _fits_some_slot_sql(slots: Sequence[PairioComputeClientComputeSlot]) -> ColumnElement[bool]:
+    """A WHERE clause that narrows candidates to those fitting one of the free slots."""
+    return or_(
+        *(
+            and_(
+                Job.num_cpus.between(slot.minNumCpus, slot.numCpus),
+                Job.num_gpus.between(slot.minNumGpus, slot.numGpus),
+                Job.memory_gb.between(slot.minMemoryGb, slot.memoryGb),
+                Job.time_sec.between(slot.minTimeSec, slot.timeSec),
+            )
+            for slot in slots
+        )
+    )
+
+
+def _is_targeted_elsewhere(job: Job, compute_client_id: str) -> bool:
+    targets = job.target_compute_client_ids
+    return targets is not None and compute_client_id not in targets
+
+
+def claim_jobs(ctx: HubContext, key: Optional[str], max_jobs: int, capacity: Optional[Capacity] = None) -> list[ClaimedJob]:
+    """One claim attempt in one transaction: hand up to ``max_jobs`` runnable jobs to the client.
+
+    Oldest first; each job fits a free compute slot and the capacity left. Claiming is a
+    conditional UPDATE (``WHERE status = 'pending'``) checked by its row count, so two
+    clients racing never get the same job; on PostgreSQL the candidates are also read
+    with ``FOR UPDATE SKIP LOCKED`` so racing claims take different rows instead of
+    waiting for each other.
+    """
+    if not 1 <= max_jobs <= MAX_CLAIM_JOBS:
+        raise BadRequest(f"maxJobs must be between 1 and {MAX_CLAIM_JOBS}")
+    capacity = Capacity(**vars(capacity)) if capacity else Capacity()
+    with ctx.transaction() as s:
+        cc = compute_client_for_key(s, key)
+        now = now_sec()
+        _touch(cc, now, throttled=True)
+        accounts.require_role(s, cc.service_name, cc.user_id, "process_jobs")
+        running = s.scalars(
+            select(Job).where(Job.compute_client_id == cc.compute_client_id, Job.status.in_([st.value for st in ACTIVE_STATUSES]))
+        ).all()
+        usage = SlotUsage.of([PairioComputeClientComputeSlot.model_validate(x) for x in cc.compute_slots], [resources_of(j) for j in running])
+        claimed_rows: list[Job] = []
+        for job in _candidates(s, cc, usage, capacity, max_jobs):
+            r = resources_of(job)
+            if not capacity.fits(r) or usage.best_slot(r) is None:
+                continue
+            if not _take_job(s, job, cc, now):
+                continue  # another claim got it first
+            usage.take(r)
+            capacity.take(r)
+            claimed_rows.append(job)
+            if len(claimed_rows) >= max_jobs:
+                break
+        return _issue_job_keys(s, cc, claimed_rows)
+
+
+def _candidates(s: Session, cc: ComputeClient, usage: SlotUsage, capacity: Capacity, max_jobs: int) -> Iterator[Job]:
+    """Pending runnable jobs of the client's service that might fit, oldest first, a page at a time.
+
+    The first page is only as large as the claim needs, and pages grow when some rows
+    are targeted at other clients: on PostgreSQL every row read stays locked until the
+    claim commits and racing claims skip it, so a claim for one job must not hide a
+    hundred from the others (and reading fewer rows is cheaper everywhere).
+    """
+    postgres = s.get_bind().dialect.name == "postgresql"
+    page_size = min(max_jobs, CLAIM_PAGE_SIZE)
+    after: Optional[tuple[float, str]] = None
+    scanned = 0
+    while scanned < CLAIM_SCAN_LIMIT:
+        free = usage.free_slots()
+        if not free:
+            return
+        q = select(Job).where(
+            Job.status == JobStatus.PENDING.value,
+            Job.is_runnable.is_(True),
+            Job.canceled.is_(False),
+            Job.service_name == cc.service_name,
+            _fits_some_slot_sql(free),
+        )
+        if capacity.numCpus is not None:
+            q = q.where(Job.num_cpus <= capacity.numCpus)
+        if capacity.numGpus is not None:
+            q = q.where(Job.num_gpus <= capacity.numGpus)
+        if capacity.memoryGb is not None:
+            q = q.where(Job.memory_gb <= capacity.memoryGb + 1e-9)
+        if after is not None:
+            q = q.where(or_(Job.timestamp_created_sec > after[0], and_(Job.timestamp_created_sec == after[0], Job.job_id > after[1])))
+        q = q.order_by(Job.timestamp_created_sec, Job.job_id).limit(page_size)
+        if postgres:
+            q = q.with_for_update(skip_locked=True)
+        page = s.scalars(q).all()
+        if not page:
+            return
+        for job in page:
+            if not _is_targeted_elsewhere(job, cc.compute_client_id):
+                yield job
+        if len(page) < page_size:
+            return
+        scanned += len(page)
+        after = (page[-1].timestamp_created_sec, page[-1].job_id)
+        page_size = min(page_size * 2, CLAIM_PAGE_SIZE)
+
+
+def _take_job(s: Session, job: Job, cc: ComputeClient, now: float) -> bool:
+    result = s.execute(
+        update(Job)
+        .where(Job.job_id == job.job_id, Job.status == JobStatus.PENDING.value, Job.is_runnable.is_(True), Job.canceled.is_(False))
+        .values(
+            status=JobStatus.STARTING.value,
+            compute_client_id=cc.compute_client_id,
+            compute_client_name=cc.label,
+            compute_client_user_id=cc.user_id,
+            timestamp_starting_sec=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    add_event(s, job.job_id, JobStatus.STARTING, f"claimed by compute client {cc.label} ({cc.compute_client_id})")
+    return True
+
+
+def _issue_job_keys(s: Session, cc: ComputeClient, rows: list[Job]) -> list[ClaimedJob]:
+    """A fresh private key per claimed job: only its hash is stored, the plain key goes to the bridge once."""
+    keys: dict[str, str] = {}
+    for job in rows:
+        keys[job.job_id] = new_secret(JOB_KEY_PREFIX)
+        s.execute(
+            update(Job)
+            .where(Job.job_id == job.job_id)
+            .values(job_private_key_hash=hash_secret(keys[job.job_id]))
+            .execution_options(synchronize_session=False)
+        )
+    if not rows:
+        return []
+    # The conditional UPDATEs bypassed the ORM objects: read them again, oldest first.
+    fresh = {j.job_id: j for j in s.scalars(select(Job).where(Job.job_id.in_(keys)).execution_options(populate_existing=True))}
+    public = jobs_public(s, [fresh[j.job_id] for j in rows], include_private=True)
+    return [ClaimedJob(job=p.model_copy(update={"jobPrivateKey": keys[p.jobId]})) for p in public]
+
+
+# ---------------------------------------------------------------- status reports
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    jobId: str
+    status: JobStatus
+    canceled: bool
+    error: Optional[str]
+
+
+def report_of(job: Job) -> StatusReport:
+    return StatusReport(jobId=job.job_id, status=JobStatus(job.status), canceled=job.canceled, error=job.error)
+
+
+def set_job_status(s: Session, job_id: str, key: Optional[str], new: JobStatus, error: Optional[str] = None) -> StatusReport:
+    """Apply a status reported by the job's compute client; only legal transitions change anything."""
+    job, caller = job_for_call(s, job_id, key)
+    if error is not None and new != JobStatus.FAILED:
+        raise BadRequest("'error' is only accepted with status 'failed'")
+    current = JobStatus(job.status)
+    if new == current:
+        return report_of(job)  # a repeated report (a retry, a restarted bridge): nothing to do
+    if new in (JobStatus.PENDING, JobStatus.STARTING) or not is_allowed_transition(current, new):
+        raise Conflict(_illegal_transition_message(job, current, new))
+    if new == JobStatus.RUNNING:
+        _mark_running(s, job)
+    elif new == JobStatus.COMPLETED:
+        _complete(s, job)
+    else:
+        _report_failed(s, job, error)
+    return report_of(job)
+
+
+def _illegal_transition_message(job: Job, current: JobStatus, new: JobStatus) -> str:
+    if current.is_terminal:
+        return f"job {job.job_id} is already {current.value}, which is final; it cannot become {new.value}"
+    allowed = sorted(st.value for st in {JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED} if is_allowed_transition(current, st))
+    return (
+        f"job {job.job_id} is {current.value}; a compute client may set it to {' or '.join(allowed)}, "
+        f"not {new.value} (order: starting -> running -> completed, or failed from any non-terminal status)"
+    )
+
+
+def _mark_running(s: Session, job: Job) -> None:
+    job.status = JobStatus.RUNNING.value
+    job.timestamp_started_sec = now_sec()
+    add_event(s, job.job_id, JobStatus.RUNNING, f"running on compute client {job.compute_client_name} ({job.compute_client_id})")
+
+
+def _complete(s: Session, job: Job) -> None:
+    if job.canceled:
+        # The user asked for it to stop; honour that even though it finished first.
+        fail_job(s, job, _canceled_error(job, "the job finished before its compute client could stop it"))
+        return
+    missing = s.scalars(
+        select(JobOutput.name).where(JobOutput.job_id == job.job_id, JobOutput.size.is_(None)).order_by(JobOutput.name)
+    ).all()
+    if missing:
+        raise Conflict(
+            f"job {job.job_id} cannot complete: output(s) {', '.join(missing)} not uploaded; "
+            f"upload each with PUT /v1/compute/jobs/{job.job_id}/outputs/<name> first, or report 'failed'"
+        )
+    job.status = JobStatus.COMPLETED.value
+    job.timestamp_finished_sec = now_sec()
+    add_event(s, job.job_id, JobStatus.COMPLETED, "completed")
+    on_job_completed(s, job)
+
+
+def _report_failed(s: Session, job: Job, error: Optional[str]) -> None:
+    text = _clean_error(job, error) if error else "the compute client reported a failure without an error message"
+    if job.canceled:
+        text = _canceled_error(job, f"compute client said: {text}")
+    fail_job(s, job, text)
+
+
+def _canceled_error(job: Job, detail: str) -> str:
+    who = job.canceled_by_user_id or "a user"
+    return f"canceled by {who} ({detail})"
+
+
+def _clean_error(job: Job, error: str) -> str:
+    """The bridge's error with the job's secret values removed, and bounded in size."""
+    values = [x.get("value", "") for x in (job.secrets or [])]
+    text = redact(error, *values)
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS] + " [truncated]"
+    return text
+
+
+# ---------------------------------------------------------------- console output
+
+
+class ConsoleOffsetMismatch(Conflict):
+    """An append whose offset is past the end of what the hub has; carries the size to resume from."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+@dataclass(frozen=True)
+class ConsoleAppendResult:
+    consoleOutputSize: int
+    truncated: bool
+
+
+def _require_writable(job: Job, what: str, *, allow_final_flush: bool) -> None:
+    """Writes are for claimed jobs, and (for logs) a short while after they ended."""
+    status = JobStatus(job.status)
+    if status in ACTIVE_STATUSES:
+        return
+    if allow_final_flush and status.is_terminal and job.timestamp_finished_sec is not None:
+        if now_sec() - job.timestamp_finished_sec <= FINAL_FLUSH_GRACE_SEC:
+            return
+        raise Conflict(f"job {job.job_id} finished more than {FINAL_FLUSH_GRACE_SEC:.0f} s ago; its {what} can no longer change")
+    raise Conflict(f"job {job.job_id} is {status.value}; {what} is accepted only while it is starting or running")
+
+
+def append_console_output(ctx: HubContext, s: Session, job_id: str, key: Optional[str], offset: int, data: bytes) -> ConsoleAppendResult:
+    """Write ``data`` at ``offset`` of the job's console output.
+
+    The bridge keeps the offset of what it sent, so a retried append (offset at or
+    before the end) is harmless; an offset past the end means bytes were lost in
+    between and is refused with the size to resume from. Beyond
+    ``max_console_output_bytes`` the output is dropped (a job event says so).
+    """
+    job, _ = job_for_call(s, job_id, key)
+    _require_writable(job, "console output", allow_final_flush=True)
+    size = job.console_output_size or 0
+    cap = ctx.settings.max_console_output_bytes
+    if offset > size and size < cap:
+        raise ConsoleOffsetMismatch(
+            f"console output offset {offset} is past the end of the {size} bytes the hub has; resend from offset {size}",
+            size,
+        )
+    if offset >= cap:
+        return ConsoleAppendResult(consoleOutputSize=size, truncated=bool(data))
+    kept = data[: cap - offset]
+    new_size = max(size, offset + len(kept))
+    if kept:
+        _write_at(ctx.files.console_output_path(job.job_id), offset, kept, new_size)
+    truncated = len(kept) < len(data)
+    if truncated and size < cap:
+        add_event(s, job.job_id, None, f"console output reached the hub's limit of {cap} bytes; later output is dropped")
+    job.console_output_size = new_size
+    return ConsoleAppendResult(consoleOutputSize=new_size, truncated=truncated)
+
+
+def _write_at(path: Path, offset: int, data: bytes, new_size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "r+b" if path.exists() else "w+b") as f:
+        f.seek(offset)
+        f.write(data)
+        # Drops bytes left by an earlier write whose transaction did not commit.
+        f.truncate(new_size)
+
+
+# ---------------------------------------------------------------- output files
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    job_id: str
+    output_name: str
+    final_path: Path
+    temp_path: Path
+
+
+def valid_output_name(name: str) -> str:
+    try:
+        return check_name(name, "output name")
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
+
+
+def _declared_output(s: Session, job: Job, name: str) -> JobOutput:
+    row = s.get(JobOutput, (job.job_id, name))
+    if row is None:
+        declared = ", ".join(s.scalars(select(JobOutput.name).where(JobOutput.job_id == job.job_id).order_by(JobOutput.name))) or "none"
+        raise NotFound(f"job {job.job_id} declares no output {name!r} (its outputs: {declared})")
+    return row
+
+
+def prepare_output_upload(ctx: HubContext, job_id: str, output_name: str, key: Optional[str]) -> UploadTarget:
+    """Check that the upload is allowed before any byte is read; returns where to write it."""
+    valid_output_name(output_name)
+    with ctx.transaction() as s:
+        job, _ = job_for_call(s, job_id, key)
+        _declared_output(s, job, output_name)
+        _require_writable(job, "output upload", allow_final_flush=False)
+        final = ctx.files.output_path(job.job_id, output_name)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Names cannot start with '.', so a temp file never collides with an output.
+    temp = final.parent / f".upload-{output_name}-{uuid.uuid4().hex}"
+    return UploadTarget(job_id=job.job_id, output_name=output_name, final_path=final, temp_path=temp)
+
+
+def finish_output_upload(ctx: HubContext, target: UploadTarget, key: Optional[str], size: int) -> JobOutput:
+    """Move the uploaded file into place and record its size, if the job still accepts it."""
+    with ctx.transaction() as s:
+        job, _ = job_for_call(s, target.job_id, key)
+        row = _declared_output(s, job, target.output_name)
+        _require_writable(job, "output upload", allow_final_flush=False)
+        os.replace(target.temp_path, target.final_path)
+        row.size = size
+        add_event(s, job.job_id, None, f"output file {target.output_name!r} uploaded ({size} bytes)")
+        s.flush()
+        return row
+
+
+# ---------------------------------------------------------------- resource utilization log
+
+
+def check_json_lines(data: bytes) -> None:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the resource utilization log must be UTF-8 JSON lines") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except ValueError:
+            raise BadRequest(f"line {number} of the resource utilization log is not JSON; send one JSON object per line") from None
+
+
+def store_resource_log(ctx: HubContext, s: Session, job_id: str, key: Optional[str], data: bytes) -> None:
+    """Replace the job's resource utilization log (JSON lines)."""
+    job, _ = job_for_call(s, job_id, key)
+    _require_writable(job, "resource utilization log", allow_final_flush=True)
+    check_json_lines(data)
+    path = ctx.files.resource_log_path(job.job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / f".upload-resource-log-{uuid.uuid4().hex}"
+    try:
+        temp.write_bytes(data)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    job.has_resource_utilization_log = True
+
+
+# ---------------------------------------------------------------- lost compute clients
+
+
+@dataclass
+class ExpiryResult:
+    failed_job_ids: list[str] = field(default_factory=list)
+    requeued_job_ids: list[str] = field(default_factory=list)
+
+
+def expire_lost_compute_clients(ctx: HubContext, now: Optional[float] = None) -> ExpiryResult:
+    """Deal with the jobs of compute clients silent for longer than ``heartbeat_timeout_sec``.
+
+    Running jobs fail (their process is gone or unreachable); starting jobs go back to
+    pending for another client, as they never ran. Jobs of deleted compute clients are
+    treated the same way. Each batch is a short transaction that re-checks every job
+    under a row lock, so several hub processes may run this at once.
+    """
+    now = now_sec() if now is None else now
+    silent_since = now - ctx.settings.heartbeat_timeout_sec
+    result = ExpiryResult()
+    while True:
+        handled_before = len(result.failed_job_ids) + len(result.requeued_job_ids)
+        with ctx.transaction() as s:
+            batch = _lost_jobs(s, silent_since)
+            for job_id, cc_id in batch:
+                _expire_job(s, job_id, cc_id, silent_since, now, result)
+        handled = len(result.failed_job_ids) + len(result.requeued_job_ids) - handled_before
+        if len(batch) < EXPIRY_BATCH_SIZE or handled == 0:
+            return result
+
+
+def _lost_jobs(s: Session, silent_since: float) -> list[tuple[str, str]]:
+    stale_clients = select(ComputeClient.compute_client_id).where(
+        or_(ComputeClient.last_active_sec.is_(None), ComputeClient.last_active_sec < silent_since)
+    )
+    known_clients = select(ComputeClient.compute_client_id)
+    rows = s.execute(
+        select(Job.job_id, Job.compute_client_id)
+        .where(
+            Job.status.in_([st.value for st in ACTIVE_STATUSES]),
+            or_(Job.compute_client_id.in_(stale_clients), Job.compute_client_id.not_in(known_clients)),
+        )
+        .order_by(Job.timestamp_starting_sec, Job.job_id)
+        .limit(EXPIRY_BATCH_SIZE)
+    ).all()
+    return [(job_id, cc_id) for job_id, cc_id in rows if cc_id is not None]
+
+
+def _loss_reason(job: Job, cc: Optional[ComputeClient], now: float) -> str:
+    name = f"compute client {job.compute_client_name} ({job.compute_client_id})"
+    if cc is None:
+        return f"{name} was deleted"
+    last_seen = cc.last_active_sec if cc.last_active_sec is not None else (job.timestamp_starting_sec or now)
+    return f"{name} stopped sending heartbeats for {now - last_seen:.0f} s"
+
+
+def _expire_job(s: Session, job_id: str, cc_id: str, silent_since: float, now: float, result: ExpiryResult) -> None:
+    try:
+        job = get_job_row(s, job_id, for_update=True)
+    except NotFound:
+        return  # deleted meanwhile
+    if JobStatus(job.status) not in ACTIVE_STATUSES or job.compute_client_id != cc_id:
+        return  # finished, or expired and re-claimed meanwhile (perhaps by another hub process)
+    cc = s.get(ComputeClient, cc_id, populate_existing=True)
+    if cc is not None and cc.last_active_sec is not None and cc.last_active_sec >= silent_since:
+        return  # it heartbeated after we looked
+    reason = _loss_reason(job, cc, now)
+    if job.status == JobStatus.STARTING.value and not job.canceled:
+        if _requeue(s, job, reason):
+            result.requeued_job_ids.append(job.job_id)
+        return
+    if job.canceled:
+        fail_job(s, job, _canceled_error(job, f"{reason} before stopping it"))
+    else:
+        fail_job(s, job, f"{reason}; the job was lost")
+    result.failed_job_ids.append(job.job_id)
+
+
+def _requeue(s: Session, job: Job, reason: str) -> bool:
+    """Hand a job that never started back to pending (conditional: only if still starting on that client)."""
+    done = s.execute(
+        update(Job)
+        .where(Job.job_id == job.job_id, Job.status == JobStatus.STARTING.value, Job.compute_client_id == job.compute_client_id)
+        .values(
+            status=JobStatus.PENDING.value,
+            compute_client_id=None,
+            compute_client_name=None,
+            compute_client_user_id=None,
+            timestamp_starting_sec=None,
+            job_private_key_hash=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    add_event(s, job.job_id, JobStatus.PENDING, f"{reason} before the job started; it is pending again for another compute client")
+    mark_runnable_changed(s)
+    return True
+

@@ -1,0 +1,151 @@
+"""Claims over real HTTP: racing compute clients never share a job; long-polls wake at once and hold no threads."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from hub.context import HubContext
+from hub.core import accounts
+from hub.db.tables import Job
+from pairio.models import PairioComputeClientComputeSlot
+
+from .hubtools import LiveHub, Seed
+from .test_compute_api import Client, claim, count_chars, create_jobs_directly, hello1, hello2, register, run_and_complete, submit
+
+NUM_CLAIMERS = 20
+NUM_JOBS = 500
+
+
+def register_directly(ctx: HubContext, seeded: Seed, n: int) -> list[Client]:
+    """Compute clients made in one transaction (faster than n HTTP calls)."""
+    slot = PairioComputeClientComputeSlot(numCpus=8, numGpus=0, memoryGb=32, timeSec=3600, multiplicity=NUM_JOBS)
+    with ctx.transaction() as s:
+        made = [accounts.register_compute_client(s, seeded.service, seeded.user, f"cc{i}", [slot]) for i in range(n)]
+        return [Client(id=cc.compute_client_id, key=key) for cc, key in made]
+
+
+def claim_until_empty(url: str, client: Client, start: threading.Barrier) -> list[str]:
+    got: list[str] = []
+    rng = random.Random(client.id)
+    with httpx.Client(base_url=url, timeout=60) as http:
+        start.wait()
+        while True:
+            r = http.post("/v1/compute/claim", json={"maxJobs": rng.randint(1, 8)}, headers=client.headers)
+            assert r.status_code == 200, r.text
+            jobs = r.json()["jobs"]
+            if not jobs:
+                return got
+            got.extend(j["jobId"] for j in jobs)
+
+
+def test_twenty_racing_claimers_never_get_the_same_job(ctx: HubContext, seeded: Seed, live_hub: LiveHub) -> None:
+    clients = register_directly(ctx, seeded, NUM_CLAIMERS)
+    job_ids = create_jobs_directly(ctx, seeded, NUM_JOBS)
+    start = threading.Barrier(NUM_CLAIMERS)
+    with ThreadPoolExecutor(NUM_CLAIMERS) as pool:
+        results = list(pool.map(lambda c: claim_until_empty(live_hub.url, c, start), clients))
+
+    claimed = [job_id for got in results for job_id in got]
+    assert len(claimed) == len(set(claimed)), "a job was handed to two compute clients"
+    assert sorted(claimed) == sorted(job_ids), "every job was claimed"
+    with ctx.read_transaction() as s:
+        owner = {job_id: cc for job_id, cc in s.execute(select(Job.job_id, Job.compute_client_id))}
+        statuses = set(s.scalars(select(Job.status)))
+    assert statuses == {"starting"}
+    for client, got in zip(clients, results):
+        assert all(owner[j] == client.id for j in got), "the hub's record matches what each client was told"
+    assert sum(1 for got in results if got) > 1, "the work was spread over several claimers"
+
+
+def waiting_claim(url: str, client: Client, wait_sec: float, out: dict[str, Any]) -> None:
+    with httpx.Client(base_url=url, timeout=wait_sec + 30) as http:
+        t0 = time.monotonic()
+        r = http.post("/v1/compute/claim", json={"waitSec": wait_sec}, headers=client.headers)
+        out["returned_at"] = time.monotonic()
+        out["elapsed"] = out["returned_at"] - t0
+        out["response"] = r
+
+
+def start_waiting_claim(url: str, client: Client, wait_sec: float) -> tuple[threading.Thread, dict[str, Any]]:
+    out: dict[str, Any] = {}
+    thread = threading.Thread(target=waiting_claim, args=(url, client, wait_sec, out), daemon=True)
+    thread.start()
+    time.sleep(0.5)  # let it find nothing and start waiting
+    assert "response" not in out, "the claim should be waiting"
+    return thread, out
+
+
+def test_a_waiting_claim_returns_as_soon_as_a_job_is_created(seeded: Seed, live_hub: LiveHub) -> None:
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        cc = register(api, seeded)
+        thread, out = start_waiting_claim(live_hub.url, cc, 30)
+        created_at = time.monotonic()
+        job = submit(api, seeded, hello1())
+        thread.join(timeout=20)
+    assert out["response"].status_code == 200
+    assert [j["jobId"] for j in out["response"].json()["jobs"]] == [job["jobId"]]
+    assert out["returned_at"] - created_at < 10, "woken by the new job, not by the 30 s timeout"
+
+
+def test_a_waiting_claim_returns_as_soon_as_a_dependency_completes(seeded: Seed, live_hub: LiveHub) -> None:
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        runner, waiter = register(api, seeded, "runner"), register(api, seeded, "waiter")
+        producer = submit(api, seeded, hello2())
+        consumer = submit(api, seeded, count_chars(producer["outputFileResults"][0]["url"]))
+        [claimed] = claim(api, runner)
+        thread, out = start_waiting_claim(live_hub.url, waiter, 30)
+        completed_at = time.monotonic()
+        run_and_complete(api, claimed, runner.key)
+        thread.join(timeout=20)
+    assert [j["jobId"] for j in out["response"].json()["jobs"]] == [consumer["jobId"]]
+    assert out["returned_at"] - completed_at < 10
+
+
+def test_many_waiting_claims_hold_no_worker_threads(ctx: HubContext, seeded: Seed, live_hub: LiveHub) -> None:
+    # More waiting claims than the 40 worker threads: if each held one, the sync
+    # requests below would queue behind them until the claims time out.
+    num_waiting, wait_sec = 50, 2.5
+    clients = register_directly(ctx, seeded, num_waiting)
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        outs: list[dict[str, Any]] = [{} for _ in clients]
+        threads = [threading.Thread(target=waiting_claim, args=(live_hub.url, c, wait_sec, o), daemon=True) for c, o in zip(clients, outs)]
+        for t in threads:
+            t.start()
+        time.sleep(0.6)
+        assert not any("response" in o for o in outs), "all claims are waiting"
+        t0 = time.monotonic()
+        for _ in range(5):
+            assert api.get("/v1/services").status_code == 200
+            assert api.post("/v1/compute/heartbeat", json={}, headers=clients[0].headers).status_code == 200
+        job = submit(api, seeded, hello1())
+        other_requests_sec = time.monotonic() - t0
+        for t in threads:
+            t.join(timeout=wait_sec + 20)
+    assert other_requests_sec < 3, f"other requests took {other_requests_sec:.1f} s while claims waited"
+    winners = [o for o in outs if o["response"].json()["jobs"]]
+    assert len(winners) == 1 and winners[0]["response"].json()["jobs"][0]["jobId"] == job["jobId"]
+    assert all(o["response"].status_code == 200 for o in outs)
+    assert winners[0]["elapsed"] < wait_sec, "the winner was woken before its timeout"
+
+
+def test_a_claim_whose_bridge_hung_up_takes_no_job(seeded: Seed, live_hub: LiveHub) -> None:
+    # Otherwise the job would sit in 'starting' with nobody to run it until heartbeat expiry.
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        cc = register(api, seeded)
+        with httpx.Client(base_url=live_hub.url, timeout=0.3) as impatient:
+            try:
+                impatient.post("/v1/compute/claim", json={"waitSec": 20}, headers=cc.headers)
+                raise AssertionError("the claim should still be waiting")
+            except httpx.ReadTimeout:
+                pass
+        time.sleep(0.1)
+        job = submit(api, seeded, hello1())
+        time.sleep(0.3)
+        assert api.get(f"/v1/jobs/{job['jobId']}").json()["status"] == "pending"

@@ -1,0 +1,110 @@
+"""Compute clients that stop heartbeating lose their jobs: running ones fail, starting ones go back to pending."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from hub.context import HubContext
+from hub.core.compute import expire_lost_compute_clients
+
+from .conftest import auth
+from .hubtools import LiveHub, Seed
+from .test_compute_api import claim, count_chars, events, get_job, hello1, hello2, register, report, submit
+
+LATER = 121.0  # seconds after now: past the test hub's heartbeat_timeout_sec of 120
+
+
+def test_a_lost_clients_running_job_fails_and_its_starting_job_is_pending_again(api: httpx.Client, ctx: HubContext, seeded: Seed) -> None:
+    cc = register(api, seeded, "laptop")
+    running = submit(api, seeded, hello1("running"))
+    starting = submit(api, seeded, hello1("starting"))
+    claimed = {j["jobId"]: j for j in claim(api, cc, maxJobs=2)}
+    report(api, running["jobId"], cc.key, "running")
+
+    assert expire_lost_compute_clients(ctx, time.time() + 10).failed_job_ids == [], "a client heard from recently keeps its jobs"
+    result = expire_lost_compute_clients(ctx, time.time() + LATER)
+    assert result.failed_job_ids == [running["jobId"]] and result.requeued_job_ids == [starting["jobId"]]
+
+    lost = get_job(api, running["jobId"])
+    assert lost["status"] == "failed" and lost["timestampFinishedSec"] is not None
+    assert lost["error"].startswith(f"compute client laptop ({cc.id}) stopped sending heartbeats for 12")
+    assert lost["error"].endswith("the job was lost")
+
+    again = get_job(api, starting["jobId"])
+    assert again["status"] == "pending" and again["isRunnable"] is True
+    assert again["computeClientId"] is None and again["computeClientName"] is None and again["timestampStartingSec"] is None
+    assert "pending again" in events(api, starting["jobId"])[-1]["message"]
+    old_key = claimed[starting["jobId"]]["jobPrivateKey"]
+    assert report(api, starting["jobId"], old_key, "running").status_code == 401, "the old job key no longer works"
+    assert report(api, starting["jobId"], cc.key, "running").status_code == 403
+
+    other = register(api, seeded, "desktop")
+    assert [j["jobId"] for j in claim(api, other)] == [starting["jobId"]]
+    assert expire_lost_compute_clients(ctx, time.time() + LATER).failed_job_ids == [], "nothing is expired twice"
+    hb = api.post("/v1/compute/heartbeat", json={"activeJobIds": list(claimed)}, headers=cc.headers).json()
+    assert sorted(hb["cancelJobIds"]) == sorted(claimed), "the lost client hears to stop both when it comes back"
+
+
+def test_expiry_of_a_running_job_fails_its_dependants(api: httpx.Client, ctx: HubContext, seeded: Seed) -> None:
+    cc = register(api, seeded)
+    producer = submit(api, seeded, hello2())
+    consumer = submit(api, seeded, count_chars(producer["outputFileResults"][0]["url"]))
+    claim(api, cc)
+    report(api, producer["jobId"], cc.key, "running")
+    expire_lost_compute_clients(ctx, time.time() + LATER)
+    dependant = get_job(api, consumer["jobId"])
+    assert dependant["status"] == "failed" and producer["jobId"] in dependant["error"]
+
+
+def test_a_canceled_starting_job_of_a_lost_client_fails_instead_of_waiting_again(api: httpx.Client, ctx: HubContext, seeded: Seed) -> None:
+    cc = register(api, seeded)
+    job = submit(api, seeded, hello1())
+    claim(api, cc)
+    api.post(f"/v1/jobs/{job['jobId']}/cancel", headers=auth(seeded.key))
+    assert expire_lost_compute_clients(ctx, time.time() + LATER).failed_job_ids == [job["jobId"]]
+    failed = get_job(api, job["jobId"])
+    assert failed["status"] == "failed" and failed["error"].startswith("canceled by alice")
+
+
+def test_jobs_of_a_deleted_compute_client_are_lost_at_once(api: httpx.Client, ctx: HubContext, seeded: Seed) -> None:
+    cc = register(api, seeded, "gone")
+    running = submit(api, seeded, hello1("r"))
+    starting = submit(api, seeded, hello1("s"))
+    claim(api, cc, maxJobs=2)
+    report(api, running["jobId"], cc.key, "running")
+    assert api.delete(f"/v1/compute-clients/{cc.id}", headers=auth(seeded.key)).status_code == 204
+    result = expire_lost_compute_clients(ctx)
+    assert result.failed_job_ids == [running["jobId"]] and result.requeued_job_ids == [starting["jobId"]]
+    assert f"compute client gone ({cc.id}) was deleted" in get_job(api, running["jobId"])["error"]
+
+
+def test_a_heartbeat_keeps_a_client_alive(api: httpx.Client, ctx: HubContext, seeded: Seed) -> None:
+    cc = register(api, seeded)
+    job = submit(api, seeded, hello1())
+    claim(api, cc)
+    report(api, job["jobId"], cc.key, "running")
+    ctx.settings.heartbeat_timeout_sec = 0.2
+    time.sleep(0.3)
+    api.post("/v1/compute/heartbeat", json={"activeJobIds": [job["jobId"]]}, headers=cc.headers)
+    assert expire_lost_compute_clients(ctx).failed_job_ids == []
+    assert get_job(api, job["jobId"])["status"] == "running"
+
+
+def test_the_hubs_background_loop_expires_lost_clients(ctx: HubContext, seeded: Seed, live_hub: LiveHub) -> None:
+    # The loop waits heartbeat_timeout_sec after start-up (bridges get a chance to
+    # heartbeat after the hub was down), then checks every expiry_check_interval_sec.
+    ctx.settings.heartbeat_timeout_sec = 0.3
+    with httpx.Client(base_url=live_hub.url, timeout=10) as api:
+        cc = register(api, seeded)
+        running = submit(api, seeded, hello1("r"))
+        starting = submit(api, seeded, hello1("s"))
+        claim(api, cc, maxJobs=2)
+        report(api, running["jobId"], cc.key, "running")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and get_job(api, running["jobId"])["status"] != "failed":
+            time.sleep(0.1)
+        assert get_job(api, running["jobId"])["status"] == "failed"
+        assert "stopped sending heartbeats" in get_job(api, running["jobId"])["error"]
+        assert get_job(api, starting["jobId"])["status"] == "pending"
