@@ -37,7 +37,9 @@ def get_session(ctx: Ctx, request: Request) -> Iterator[Session]:
         yield session
 
 
-DbSession = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent, so a client that sees a 2xx reads its
+# own write on the next request, and a failed commit is reported instead of lost.
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def current_user(request: Request, s: DbSession) -> str:

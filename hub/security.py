@@ -25,6 +25,11 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+def url_hash(url: str) -> str:
+    """SHA-256 of a URL: what URL lookups index, since URLs can exceed an index row's size."""
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()
+
+
 def secrets_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 

@@ -274,3 +274,44 @@ def test_openapi_docs_are_served(api: httpx.Client) -> None:
     assert api.get("/docs").status_code == 200
     paths = api.get("/openapi.json").json()["paths"]
     assert "/v1/jobs" in paths and "/v1/jobs/{job_id}/cancel" in paths
+
+
+def test_long_input_urls_are_stored_and_found(api: httpx.Client, seeded: Seed) -> None:
+    url = "https://data.example.org/" + "a" * 4000 + "?sig=x"
+    job = submit(api, seeded, count_chars(url))
+    assert job.status_code == 201, job.text
+    found = api.get("/v1/jobs", params={"inputFileUrl": url}).json()["jobs"]
+    assert [j["jobId"] for j in found] == [job.json()["jobId"]]
+
+
+def test_concurrent_identical_submissions_make_one_job(live_hub: Any, seeded: Seed) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"serviceName": seeded.service, "jobDefinition": hello1(cacheBust="race"), "requiredResources": RES}
+
+    def post(_: int) -> str:
+        with httpx.Client(base_url=live_hub.url, timeout=30) as c:
+            r = c.post("/v1/jobs", json=body, headers=auth(seeded.key))
+            assert r.status_code in (200, 201), r.text
+            return str(r.json()["jobId"])
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(post, range(16)))
+    assert len(ids) == 1
+
+
+def test_unknown_target_compute_client_is_a_bad_request(api: httpx.Client, seeded: Seed) -> None:
+    r = submit(api, seeded, hello1(), targetComputeClientIds=["nope"])
+    assert r.status_code == 400 and "nope" in r.json()["detail"]
+
+
+def test_a_write_is_committed_before_its_response(live_hub: Any, seeded: Seed) -> None:
+    """Each 2xx means committed: the very next request sees the change (read-your-writes)."""
+    with httpx.Client(base_url=live_hub.url, timeout=30) as c:
+        for i in range(40):
+            r = c.post("/v1/jobs", json={"serviceName": seeded.service, "jobDefinition": hello1(cacheBust=f"rw{i}"),
+                                         "requiredResources": RES}, headers=auth(seeded.key))
+            assert r.status_code == 201
+            assert c.get(f"/v1/jobs/{r.json()['jobId']}").status_code == 200
+            c.post(f"/v1/jobs/{r.json()['jobId']}/cancel", headers=auth(seeded.key))
+            assert c.get(f"/v1/jobs/{r.json()['jobId']}").json()["status"] == "failed"

@@ -411,7 +411,7 @@ def _bad_create_bodies(seed: Seed) -> list[tuple[str, dict[str, Any], int, str]]
         ("tag with a space", {**good, "tags": ["bad tag"]}, 400, "invalid tag"),
         ("batchId with a slash", {**good, "batchId": "a/b"}, 400, "batchId"),
         ("unknown dependency", {**good, "jobDependencies": ["nope"]}, 400, "names job 'nope'"),
-        ("unknown target compute client", {**good, "targetComputeClientIds": ["nope"]}, 404, "no compute client 'nope'"),
+        ("unknown target compute client", {**good, "targetComputeClientIds": ["nope"]}, 400, "compute client 'nope', which does not exist"),
         ("secret with an unknown field", {**good, "secrets": [{"name": "K", "value": SECRET_VALUE, "x": 1}]}, 400, "secrets.0.x"),
         ("secret value not a string", {**good, "secrets": [{"name": "K", "value": 5}]}, 400, "secrets.0.value"),
     ]

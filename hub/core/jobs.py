@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sqlalchemy import Select, and_, delete, or_, select, update
+from sqlalchemy import Select, and_, delete, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from pairio.models import (
@@ -26,9 +26,9 @@ from pairio.models import (
 from pairio.status import ACTIVE_STATUSES, JobStatus
 
 from ..context import DELETE_FILES_AFTER_COMMIT, HubContext, mark_runnable_changed, now_sec
-from ..db.tables import DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag
+from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag
 from ..errors import BadRequest, Forbidden, NotFound
-from ..security import new_id
+from ..security import new_id, url_hash
 from . import accounts
 from .definition import app_fingerprint, job_definition_hash, normalize_job_definition
 
@@ -75,6 +75,7 @@ def create_job(ctx: HubContext, s: Session, user_id: str, req: JobCreate) -> tup
     definition_hash = job_definition_hash(definition, app_fingerprint(app, definition.processorName))
 
     if not req.skipCache:
+        _serialize_same_definition(s, definition_hash)
         existing = s.scalars(
             select(Job)
             .where(Job.service_name == req.serviceName, Job.job_definition_hash == definition_hash)
@@ -91,7 +92,9 @@ def create_job(ctx: HubContext, s: Session, user_id: str, req: JobCreate) -> tup
 
     if req.targetComputeClientIds is not None:
         for cc_id in req.targetComputeClientIds:
-            cc = accounts.get_compute_client(s, cc_id)
+            cc = s.get(ComputeClient, cc_id)
+            if cc is None:
+                raise BadRequest(f"targetComputeClientIds names compute client {cc_id!r}, which does not exist")
             if cc.service_name != req.serviceName:
                 raise BadRequest(f"target compute client {cc_id!r} belongs to another service")
 
@@ -134,9 +137,10 @@ def create_job(ctx: HubContext, s: Session, user_id: str, req: JobCreate) -> tup
     for tag in job.tags:
         s.add(JobTag(job_id=job_id, tag=tag))
     for f in definition.inputFiles:
-        s.add(JobInput(job_id=job_id, name=f.name, url=f.url))
+        s.add(JobInput(job_id=job_id, name=f.name, url=f.url, url_hash=url_hash(f.url)))
     for f in definition.outputFiles:
-        s.add(JobOutput(job_id=job_id, name=f.name, file_base_name=f.fileBaseName, url=output_url(ctx, job_id, f.name, f.fileBaseName)))
+        url = output_url(ctx, job_id, f.name, f.fileBaseName)
+        s.add(JobOutput(job_id=job_id, name=f.name, file_base_name=f.fileBaseName, url=url, url_hash=url_hash(url)))
     for d in dependencies:
         s.add(JobDependency(job_id=job_id, depends_on_job_id=d))
     add_event(s, job_id, JobStatus.PENDING, f"created by {user_id}" + ("" if is_runnable else f"; waits for {len(dependencies)} dependenc{'y' if len(dependencies) == 1 else 'ies'}"))
@@ -147,6 +151,16 @@ def create_job(ctx: HubContext, s: Session, user_id: str, req: JobCreate) -> tup
     return job, True
 
 
+def _serialize_same_definition(s: Session, definition_hash: str) -> None:
+    """Make concurrent submissions of one definition take turns, so the second finds the first's job.
+
+    SQLite writers are serialised already (BEGIN IMMEDIATE); on PostgreSQL a transaction-scoped
+    advisory lock keyed by the hash does it, across hub processes too.
+    """
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(definition_hash[:15], 16)})
+
+
 def _dependencies(s: Session, definition: PairioJobDefinition, listed: Sequence[str], job_id: str) -> list[str]:
     """Jobs this one waits for: those listed plus the jobs whose outputs are its inputs."""
     deps: dict[str, None] = {}
@@ -154,9 +168,9 @@ def _dependencies(s: Session, definition: PairioJobDefinition, listed: Sequence[
         if s.get(Job, d) is None:
             raise BadRequest(f"jobDependencies names job {d!r}, which does not exist (or was deleted)")
         deps[d] = None
-    urls = [f.url for f in definition.inputFiles]
-    if urls:
-        for producer in s.scalars(select(JobOutput.job_id).where(JobOutput.url.in_(urls))):
+    hashes = [url_hash(f.url) for f in definition.inputFiles]
+    if hashes:
+        for producer in s.scalars(select(JobOutput.job_id).where(JobOutput.url_hash.in_(hashes))):
             deps[producer] = None
     deps.pop(job_id, None)
     return list(deps)
@@ -302,9 +316,9 @@ def find_jobs(s: Session, f: JobFilter, *, limit: int = DEFAULT_FIND_LIMIT, curs
     for tag in dict.fromkeys(f.tags):
         q = q.where(Job.job_id.in_(select(JobTag.job_id).where(JobTag.tag == tag)))
     if f.inputFileUrl:
-        q = q.where(Job.job_id.in_(select(JobInput.job_id).where(JobInput.url == f.inputFileUrl)))
+        q = q.where(Job.job_id.in_(select(JobInput.job_id).where(JobInput.url_hash == url_hash(f.inputFileUrl))))
     if f.outputFileUrl:
-        q = q.where(Job.job_id.in_(select(JobOutput.job_id).where(JobOutput.url == f.outputFileUrl)))
+        q = q.where(Job.job_id.in_(select(JobOutput.job_id).where(JobOutput.url_hash == url_hash(f.outputFileUrl))))
     if f.status:
         q = q.where(Job.status.in_([st.value for st in f.status]))
     if cursor:

@@ -133,8 +133,9 @@ class JobInput(Base):
     __tablename__ = "job_inputs"
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    url: Mapped[str] = mapped_column(String(4096))
-    __table_args__ = (Index("ix_job_inputs_url", "url"),)
+    url: Mapped[str] = mapped_column(Text)
+    # URLs may be longer than a btree index row allows; look them up by their hash
+    url_hash: Mapped[str] = mapped_column(String(64), index=True)
 
 
 class JobOutput(Base):
@@ -142,9 +143,9 @@ class JobOutput(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     file_base_name: Mapped[str] = mapped_column(String(255))
-    url: Mapped[str] = mapped_column(String(4096))
+    url: Mapped[str] = mapped_column(Text)
+    url_hash: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
-    __table_args__ = (Index("ix_job_outputs_url", "url"),)
 
 
 class JobEvent(Base):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 02:58:27.483871
+Create Date: 2026-11-25 03:38:42.674083
 """
 from alembic import op
 import sqlalchemy as sa
@@ -122,24 +122,26 @@ def upgrade() -> None:
     op.create_table('job_inputs',
     sa.Column('job_id', sa.String(length=40), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
-    sa.Column('url', sa.String(length=4096), nullable=False),
+    sa.Column('url', sa.Text(), nullable=False),
+    sa.Column('url_hash', sa.String(length=64), nullable=False),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.job_id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('job_id', 'name')
     )
     with op.batch_alter_table('job_inputs', schema=None) as batch_op:
-        batch_op.create_index('ix_job_inputs_url', ['url'], unique=False)
+        batch_op.create_index(batch_op.f('ix_job_inputs_url_hash'), ['url_hash'], unique=False)
 
     op.create_table('job_outputs',
     sa.Column('job_id', sa.String(length=40), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
     sa.Column('file_base_name', sa.String(length=255), nullable=False),
-    sa.Column('url', sa.String(length=4096), nullable=False),
+    sa.Column('url', sa.Text(), nullable=False),
+    sa.Column('url_hash', sa.String(length=64), nullable=False),
     sa.Column('size', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.job_id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('job_id', 'name')
     )
     with op.batch_alter_table('job_outputs', schema=None) as batch_op:
-        batch_op.create_index('ix_job_outputs_url', ['url'], unique=False)
+        batch_op.create_index(batch_op.f('ix_job_outputs_url_hash'), ['url_hash'], unique=False)
 
     op.create_table('job_tags',
     sa.Column('job_id', sa.String(length=40), nullable=False),
@@ -228,11 +230,11 @@ def downgrade() -> None:
 
     op.drop_table('job_tags')
     with op.batch_alter_table('job_outputs', schema=None) as batch_op:
-        batch_op.drop_index('ix_job_outputs_url')
+        batch_op.drop_index(batch_op.f('ix_job_outputs_url_hash'))
 
     op.drop_table('job_outputs')
     with op.batch_alter_table('job_inputs', schema=None) as batch_op:
-        batch_op.drop_index('ix_job_inputs_url')
+        batch_op.drop_index(batch_op.f('ix_job_inputs_url_hash'))
 
     op.drop_table('job_inputs')
     with op.batch_alter_table('job_events', schema=None) as batch_op:
