@@ -8,7 +8,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pairio.models import (
     MAX_TAGS,
-
     PairioComputeClient,
     PairioComputeClientComputeSlot,
     PairioJobData,

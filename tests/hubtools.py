@@ -22,7 +22,6 @@ from sqlalchemy import create_engine, text
 from hub.app import create_app
 from hub.context import HubContext
 from hub.core import accounts
-from hub.settings import HubSettings
 from pairio.models import PairioApp
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import httpx
-import pytest
 from sqlalchemy import update
 
 from hub.context import HubContext

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sqlalchemy import Select, and_, delete, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from pairio.models import (
@@ -138,9 +138,9 @@ def create_job(ctx: HubContext, s: Session, user_id: str, req: JobCreate) -> tup
         s.add(JobTag(job_id=job_id, tag=tag))
     for f in definition.inputFiles:
         s.add(JobInput(job_id=job_id, name=f.name, url=f.url, url_hash=url_hash(f.url)))
-    for f in definition.outputFiles:
-        url = output_url(ctx, job_id, f.name, f.fileBaseName)
-        s.add(JobOutput(job_id=job_id, name=f.name, file_base_name=f.fileBaseName, url=url, url_hash=url_hash(url)))
+    for out in definition.outputFiles:
+        url = output_url(ctx, job_id, out.name, out.fileBaseName)
+        s.add(JobOutput(job_id=job_id, name=out.name, file_base_name=out.fileBaseName, url=url, url_hash=url_hash(url)))
     for d in dependencies:
         s.add(JobDependency(job_id=job_id, depends_on_job_id=d))
     add_event(s, job_id, JobStatus.PENDING, f"created by {user_id}" + ("" if is_runnable else f"; waits for {len(dependencies)} dependenc{'y' if len(dependencies) == 1 else 'ies'}"))
@@ -229,8 +229,7 @@ def jobs_public(s: Session, jobs: Sequence[Job], *, include_private: bool = Fals
                 outputFileUrlList=[outs[f.name].url for f in definition.outputFiles if f.name in outs],
                 outputFileResults=[
                     PairioJobOutputFileResult(name=o.name, fileBaseName=o.file_base_name, url=o.url, size=o.size)
-                    for f in definition.outputFiles
-                    if (o := outs.get(f.name)) is not None
+                    for o in (outs[f.name] for f in definition.outputFiles if f.name in outs)
                 ],
                 consoleOutputUrl=j.console_output_url,
                 resourceUtilizationLogUrl=j.resource_utilization_log_url,
@@ -304,7 +303,7 @@ def find_jobs(s: Session, f: JobFilter, *, limit: int = DEFAULT_FIND_LIMIT, curs
     """Jobs matching every filter, newest first; returns a page and the cursor of the next page."""
     if not 1 <= limit <= MAX_FIND_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_FIND_LIMIT}")
-    q: Select[tuple[Job]] = select(Job)
+    q = select(Job)
     for attr, column in (
         ("serviceName", Job.service_name), ("userId", Job.user_id), ("jobId", Job.job_id),
         ("appName", Job.app_name), ("processorName", Job.processor_name),
@@ -325,14 +324,12 @@ def find_jobs(s: Session, f: JobFilter, *, limit: int = DEFAULT_FIND_LIMIT, curs
         ts, jid = _decode_cursor(cursor)
         q = q.where(or_(Job.timestamp_created_sec < ts, and_(Job.timestamp_created_sec == ts, Job.job_id < jid)))
     q = q.order_by(Job.timestamp_created_sec.desc(), Job.job_id.desc()).limit(limit + 1)
-    rows = list(s.scalars(q))
+    rows: list[Job] = list(s.scalars(q).all())
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
 
 def count_jobs_by_status(s: Session, service_name: Optional[str] = None) -> dict[str, int]:
-    from sqlalchemy import func
-
     q = select(Job.status, func.count()).group_by(Job.status)
     if service_name:
         q = q.where(Job.service_name == service_name)
@@ -451,26 +448,26 @@ def on_job_completed(s: Session, job: Job) -> None:
 
 
 def user_stats(s: Session, user_id: str) -> dict[str, Any]:
-    def empty() -> dict[str, float]:
-        return {"numJobs": 0, "cpuHours": 0.0, "gpuHours": 0.0, "gbHours": 0.0, "jobHours": 0.0}
+    """Jobs and CPU/GPU/GB/job hours a user consumed (submitted) and provided (ran), summed by the database."""
+    return {
+        "userId": user_id,
+        "consumed": _usage(s, Job, Job.user_id == user_id),
+        "provided": _usage(s, Job, Job.compute_client_user_id == user_id),
+        "consumedDeleted": _usage(s, DeletedJob, DeletedJob.user_id == user_id),
+        "providedDeleted": _usage(s, DeletedJob, DeletedJob.compute_client_user_id == user_id),
+    }
 
-    def add(acc: dict[str, float], num_cpus: int, num_gpus: int, memory_gb: float, started: Optional[float], finished: Optional[float]) -> None:
-        hours = max(0.0, (finished - started) / 3600) if started and finished else 0.0
-        acc["numJobs"] += 1
-        acc["cpuHours"] += num_cpus * hours
-        acc["gpuHours"] += num_gpus * hours
-        acc["gbHours"] += memory_gb * hours
-        acc["jobHours"] += hours
 
-    result = {"userId": user_id, "consumed": empty(), "provided": empty(), "consumedDeleted": empty(), "providedDeleted": empty()}
-    cols = (Job.num_cpus, Job.num_gpus, Job.memory_gb, Job.timestamp_started_sec, Job.timestamp_finished_sec)
-    for row in s.execute(select(*cols).where(Job.user_id == user_id)):
-        add(result["consumed"], *row)
-    for row in s.execute(select(*cols).where(Job.compute_client_user_id == user_id)):
-        add(result["provided"], *row)
-    dcols = (DeletedJob.num_cpus, DeletedJob.num_gpus, DeletedJob.memory_gb, DeletedJob.timestamp_started_sec, DeletedJob.timestamp_finished_sec)
-    for row in s.execute(select(*dcols).where(DeletedJob.user_id == user_id)):
-        add(result["consumedDeleted"], *row)
-    for row in s.execute(select(*dcols).where(DeletedJob.compute_client_user_id == user_id)):
-        add(result["providedDeleted"], *row)
-    return result
+def _usage(s: Session, table: type[Job] | type[DeletedJob], where: ColumnElement[bool]) -> dict[str, float]:
+    started, finished = table.timestamp_started_sec, table.timestamp_finished_sec
+    hours = case((and_(started.is_not(None), finished > started), (finished - started) / 3600.0), else_=0.0)
+    row = s.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(table.num_cpus * hours), 0.0),
+            func.coalesce(func.sum(table.num_gpus * hours), 0.0),
+            func.coalesce(func.sum(table.memory_gb * hours), 0.0),
+            func.coalesce(func.sum(hours), 0.0),
+        ).where(where)
+    ).one()
+    return {"numJobs": int(row[0]), "cpuHours": float(row[1]), "gpuHours": float(row[2]), "gbHours": float(row[3]), "jobHours": float(row[4])}

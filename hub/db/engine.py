@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-
 READ_ONLY_OPTION = "pairio_read_only"
 
 
