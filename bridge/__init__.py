@@ -1,0 +1,1 @@
+"""Bridges: compute clients that claim jobs from a hub and run them natively."""

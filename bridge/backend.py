@@ -1,0 +1,92 @@
+"""The interface every bridge backend implements (local processes, Slurm, SSH).
+
+The shared runner (bridge/runner.py) owns claim -> stage -> submit -> poll -> collect ->
+report. A backend only turns a prepared job directory into a native job and follows it:
+``submit`` one, ``poll`` many in one call, ``cancel`` many. Native states are translated
+to a ``NativeOutcome`` by the backend; the runner decides what to report.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import ClassVar, Optional
+
+from pairio.models import PairioJobRequiredResources
+
+
+class NativePhase(str, Enum):
+    """Where a native job is, in the terms the runner needs."""
+
+    QUEUED = "queued"
+    """Submitted, not yet running (e.g. Slurm PENDING); ``reason`` may say why."""
+    RUNNING = "running"
+    """The processor is running."""
+    SUCCEEDED = "succeeded"
+    """Ended with exit code 0."""
+    FAILED = "failed"
+    """Ended unsuccessfully; ``error`` says why (exit code, timeout, memory, cancelled...)."""
+    LOST = "lost"
+    """The backend no longer knows the job and it left no result: it must be failed."""
+
+    @property
+    def is_final(self) -> bool:
+        return self in (NativePhase.SUCCEEDED, NativePhase.FAILED, NativePhase.LOST)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Free resources right now (what the next claim may ask for)."""
+
+    numCpus: int
+    numGpus: int
+    memoryGb: float
+
+
+@dataclass
+class JobSubmission:
+    """A job whose directory is ready: job file written, inputs staged."""
+
+    job_id: str
+    job_dir: Path
+    command: list[str]
+    """argv of the processor, run in ``job_dir / "work"`` with PAIRIO_JOB_FILE set"""
+    resources: PairioJobRequiredResources
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NativeOutcome:
+    phase: NativePhase
+    error: Optional[str] = None
+    reason: Optional[str] = None
+    """why a queued job waits, when the backend knows"""
+    exit_code: Optional[int] = None
+
+
+class Backend(ABC):
+    """A place jobs run. Subclasses set ``name`` and implement the four methods."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def capacity(self) -> Capacity:
+        """Resources free for new jobs right now."""
+
+    @abstractmethod
+    def submit(self, job: JobSubmission) -> str:
+        """Start the job; return its native id (persisted by the runner). Raise SubmitError if refused."""
+
+    @abstractmethod
+    def poll(self, native_ids: list[str]) -> dict[str, NativeOutcome]:
+        """The state of every given job, in one batched look-up."""
+
+    @abstractmethod
+    def cancel(self, native_ids: list[str]) -> None:
+        """Stop the given jobs (their process trees); idempotent."""
+
+
+class SubmitError(Exception):
+    """The backend refused the job; the message is shown to the user as the job's error."""

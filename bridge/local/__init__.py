@@ -1,0 +1,1 @@
+"""The local bridge: jobs run as process groups on this machine."""
