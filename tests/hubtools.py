@@ -70,6 +70,25 @@ HELLO_WORLD_SPEC: dict[str, Any] = {
 }
 
 
+def hello2(name: str = "world") -> dict[str, Any]:
+    """The seed's second example: hello_world_2 writing output.txt."""
+    return {
+        "appName": "hello_world", "processorName": "hello_world_2",
+        "outputFiles": [{"name": "output", "fileBaseName": "output.txt"}],
+        "parameters": [{"name": "name", "value": name}],
+    }
+
+
+def count_chars(url: str) -> dict[str, Any]:
+    """The seed's third example: count_characters reading ``url``."""
+    return {
+        "appName": "hello_world", "processorName": "count_characters",
+        "inputFiles": [{"name": "input", "fileBaseName": "input.txt", "url": url}],
+        "outputFiles": [{"name": "output", "fileBaseName": "output.json"}],
+        "parameters": [{"name": "include_whitespace", "value": True}],
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -21,7 +21,7 @@ from hub.db.tables import Job
 from pairio.models import PairioApp, PairioJobDefinition, PairioJobRequiredResources
 
 from .conftest import auth
-from .hubtools import HELLO_WORLD_SPEC, Seed
+from .hubtools import HELLO_WORLD_SPEC, Seed, count_chars, hello2
 
 RES: dict[str, Any] = {"numCpus": 1, "numGpus": 0, "memoryGb": 1, "timeSec": 60}
 SLOT: dict[str, Any] = {"numCpus": 8, "numGpus": 0, "memoryGb": 32, "timeSec": 86400, "multiplicity": 100}
@@ -34,20 +34,8 @@ def hello1(name: str = "world") -> dict[str, Any]:
     return {"appName": "hello_world", "processorName": "hello_world_1", "parameters": [{"name": "name", "value": name}]}
 
 
-def hello2(name: str = "world") -> dict[str, Any]:
-    return {
-        "appName": "hello_world", "processorName": "hello_world_2",
-        "outputFiles": [{"name": "output", "fileBaseName": "output.txt"}],
-        "parameters": [{"name": "name", "value": name}],
-    }
 
 
-def count_chars(url: str) -> dict[str, Any]:
-    return {
-        "appName": "hello_world", "processorName": "count_characters",
-        "inputFiles": [{"name": "input", "fileBaseName": "input.txt", "url": url}],
-        "outputFiles": [{"name": "output", "fileBaseName": "output.json"}],
-    }
 
 
 def submit(api: httpx.Client, seeded: Seed, definition: dict[str, Any], resources: Optional[dict[str, Any]] = None, **kw: Any) -> dict[str, Any]:

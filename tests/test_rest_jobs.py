@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from .conftest import auth
-from .hubtools import Seed
+from .hubtools import Seed, count_chars, hello2
 
 RES = {"numCpus": 1, "numGpus": 0, "memoryGb": 4, "timeSec": 60}
 
@@ -18,21 +18,8 @@ def hello1(**kw: Any) -> dict[str, Any]:
     return {"appName": "hello_world", "processorName": "hello_world_1", **kw}
 
 
-def hello2(name: str = "world") -> dict[str, Any]:
-    return {
-        "appName": "hello_world", "processorName": "hello_world_2",
-        "outputFiles": [{"name": "output", "fileBaseName": "output.txt"}],
-        "parameters": [{"name": "name", "value": name}],
-    }
 
 
-def count_chars(url: str) -> dict[str, Any]:
-    return {
-        "appName": "hello_world", "processorName": "count_characters",
-        "inputFiles": [{"name": "input", "fileBaseName": "input.txt", "url": url}],
-        "outputFiles": [{"name": "output", "fileBaseName": "output.json"}],
-        "parameters": [{"name": "include_whitespace", "value": True}],
-    }
 
 
 def submit(api: httpx.Client, seeded: Seed, definition: dict[str, Any], key: str | None = None, **kw: Any) -> httpx.Response:
