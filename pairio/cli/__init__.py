@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from .admin import admin
+from .app_spec import make_app_spec
 from .errors import OneLineErrors
 from .hub import hub
 from .jobs import jobs
@@ -32,5 +33,6 @@ main.add_command(hub)
 main.add_command(admin)
 main.add_command(login)
 main.add_command(jobs)
+main.add_command(make_app_spec)
 
 __all__ = ["main"]

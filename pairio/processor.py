@@ -1,0 +1,271 @@
+"""Processors: the unit of work an app offers, and the files they read and write.
+
+A processor declares a pydantic *context model* as the type of its ``run`` argument.
+Each field of that model is one of
+
+- an input file (``InputFile``), or a list of them (``List[InputFile]``),
+- an output file (``OutputFile``),
+- a parameter: ``str``, ``int``, ``float``, ``bool``, ``List[...]`` or ``Optional[...]``
+  of those, or a ``Literal[...]`` of one of them (which becomes the parameter's options).
+
+``processor_spec`` turns such a class into the ``PairioAppProcessor`` that goes into
+``spec.json``; ``ContextFields`` sorts the model's fields for building a context from a job file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from .models import (
+    PairioAppProcessor,
+    PairioAppProcessorAttribute,
+    PairioAppProcessorInputFile,
+    PairioAppProcessorOutputFile,
+    PairioAppProcessorParameter,
+)
+
+_SCALAR_TYPE_NAMES: dict[type, str] = {str: "str", int: "int", float: "float", bool: "bool"}
+ALLOWED_PARAMETER_TYPES = "str, int, float, bool, List[...] or Optional[...] of those, or a Literal[...] of one of them"
+
+
+class ProcessorDefinitionError(TypeError):
+    """A processor class or its context model cannot be turned into a spec; the message says how to fix it."""
+
+
+# ---------------------------------------------------------------- files
+
+
+class InputFile(BaseModel):
+    """An input file, already staged on local disk by the bridge."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    file_base_name: str
+    url: str
+    path: str
+
+    def get_url(self) -> str:
+        return self.url
+
+    def download(self, dest: Optional[str | os.PathLike[str]] = None) -> str:
+        """Copy the staged file to ``dest`` (default: its file base name in the working directory).
+
+        A copy rather than a hard link: the staged file may be shared with the bridge's
+        cache, and a processor that edits its copy must not change it. To read the file
+        without copying it, open ``path``.
+        """
+        target = Path(dest if dest is not None else self.file_base_name)
+        if target.parent != Path(""):
+            target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.path, target)
+        return str(target)
+
+
+class OutputFile(BaseModel):
+    """An output file: ``upload(path)`` moves a local file to where the bridge collects it."""
+
+    name: str
+    file_base_name: str
+    path: str
+
+    def upload(self, local_path: str | os.PathLike[str]) -> None:
+        source = Path(local_path)
+        if not source.is_file():
+            raise FileNotFoundError(
+                f"cannot upload output {self.name!r}: {str(source)!r} is not a file; write it before calling upload()"
+            )
+        destination = Path(self.path)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(source), destination)
+
+    @property
+    def was_produced(self) -> bool:
+        """True when the file is at its output path (uploaded, or written there directly)."""
+        return Path(self.path).is_file()
+
+
+# ---------------------------------------------------------------- processors
+
+
+class ProcessorBase:
+    """Subclass this, set the class attributes, and define ``@staticmethod run(context: YourContext)``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    image: ClassVar[str] = ""
+    executable: ClassVar[str] = ""
+    attributes: ClassVar[dict[str, Any]] = {}
+    tags: ClassVar[list[str]] = []
+
+    @staticmethod
+    def run(context: Any) -> None:
+        raise NotImplementedError("a processor must define @staticmethod run(context: YourContextModel)")
+
+
+@dataclass
+class ContextFields:
+    """The fields of a processor's context model, sorted by role."""
+
+    model: type[BaseModel]
+    inputs: list[str] = field(default_factory=list)
+    list_inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    parameters: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, processor: type[ProcessorBase]) -> "ContextFields":
+        model = context_model_of(processor)
+        fields = cls(model=model)
+        for field_name, info in model.model_fields.items():
+            annotation = info.annotation
+            if annotation is InputFile:
+                fields.inputs.append(field_name)
+            elif _is_list_of(annotation, InputFile):
+                fields.list_inputs.append(field_name)
+            elif annotation is OutputFile:
+                fields.outputs.append(field_name)
+            elif _is_list_of(annotation, OutputFile):
+                raise ProcessorDefinitionError(
+                    f"{model.__name__}.{field_name}: lists of output files are not supported; declare one OutputFile field per output"
+                )
+            else:
+                parameter_type_of(annotation, f"{model.__name__}.{field_name}")  # raises if not allowed
+                fields.parameters.append(field_name)
+        return fields
+
+
+def context_model_of(processor: type[ProcessorBase]) -> type[BaseModel]:
+    """The pydantic model named as the type of the first argument of ``processor.run``."""
+    run = processor.__dict__.get("run")
+    if not isinstance(run, staticmethod):
+        raise ProcessorDefinitionError(
+            f"processor {processor.__name__} must define run as '@staticmethod def run(context: SomeContextModel)'"
+        )
+    function = run.__func__
+    try:
+        hints = typing.get_type_hints(function)
+    except NameError as e:
+        raise ProcessorDefinitionError(
+            f"cannot resolve the type hints of {processor.__name__}.run ({e}); define its context model at module level"
+        ) from e
+    argument_names = function.__code__.co_varnames[: function.__code__.co_argcount]
+    if len(argument_names) != 1:
+        raise ProcessorDefinitionError(
+            f"{processor.__name__}.run must take exactly one argument, the context, not {len(argument_names)}"
+        )
+    model = hints.get(argument_names[0])
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise ProcessorDefinitionError(
+            f"the argument of {processor.__name__}.run needs a pydantic BaseModel type hint, "
+            f"as in 'def run(context: {processor.__name__}Context)'"
+        )
+    return model
+
+
+def processor_spec(processor: type[ProcessorBase], default_image: str = "", default_executable: str = "") -> PairioAppProcessor:
+    """The spec of a processor class, as it goes into ``spec.json``."""
+    if not (isinstance(processor, type) and issubclass(processor, ProcessorBase)):
+        raise ProcessorDefinitionError(f"{processor!r} is not a subclass of pairio.app.ProcessorBase")
+    if not processor.name:
+        raise ProcessorDefinitionError(f"processor class {processor.__name__} needs a 'name' class attribute")
+    fields = ContextFields.of(processor)
+    model_fields = fields.model.model_fields
+    if not isinstance(processor.attributes, dict):
+        raise ProcessorDefinitionError(f"{processor.__name__}.attributes must be a dict of name -> JSON value")
+    return PairioAppProcessor(
+        name=processor.name,
+        description=processor.description,
+        label=processor.label,
+        image=processor.image or default_image,
+        executable=processor.executable or default_executable,
+        inputs=[
+            PairioAppProcessorInputFile(
+                name=name, description=model_fields[name].description or "", list=name in fields.list_inputs
+            )
+            for name in model_fields
+            if name in fields.inputs or name in fields.list_inputs
+        ],
+        outputs=[
+            PairioAppProcessorOutputFile(name=name, description=model_fields[name].description or "")
+            for name in fields.outputs
+        ],
+        parameters=[_parameter_spec(name, model_fields[name], fields.model.__name__) for name in fields.parameters],
+        attributes=[PairioAppProcessorAttribute(name=k, value=v) for k, v in processor.attributes.items()],
+        tags=list(processor.tags),
+    )
+
+
+def _parameter_spec(name: str, info: FieldInfo, model_name: str) -> PairioAppProcessorParameter:
+    where = f"{model_name}.{name}"
+    type_name, literal_options = parameter_type_of(info.annotation, where)
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    options = extra.get("options", literal_options)
+    if options is not None and not isinstance(options, list):
+        raise ProcessorDefinitionError(f"{where}: json_schema_extra 'options' must be a list of allowed values")
+    if info.default is not PydanticUndefined:
+        default, required = info.default, False
+    elif info.default_factory is not None:
+        default, required = info.default_factory(), False  # type: ignore[call-arg]
+    else:
+        default, required = None, True
+    return PairioAppProcessorParameter(
+        name=name,
+        description=info.description or "",
+        type=type_name,  # type: ignore[arg-type]
+        default=default,
+        required=required,
+        options=options,
+        secret=bool(extra.get("secret", False)),
+    )
+
+
+def parameter_type_of(annotation: Any, where: str) -> tuple[str, Optional[list[Any]]]:
+    """The spec type string of a parameter annotation, and its options when it is a ``Literal``."""
+    scalar = _scalar_type_name(annotation)
+    if scalar is not None:
+        return scalar
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        inner = args[0] if args[1] is type(None) else args[1]
+        scalar = _scalar_type_name(inner)
+        if scalar is not None:
+            return f"Optional[{scalar[0]}]", scalar[1]
+    if origin is list:  # both List[int] and list[int]
+        inner_scalar = _scalar_type_name(args[0]) if len(args) == 1 else None
+        if inner_scalar is not None and inner_scalar[1] is None:
+            return f"List[{inner_scalar[0]}]", None
+    raise ProcessorDefinitionError(
+        f"{where}: type {_describe(annotation)} is not allowed; use InputFile, List[InputFile], OutputFile, "
+        f"or for a parameter {ALLOWED_PARAMETER_TYPES}"
+    )
+
+
+def _scalar_type_name(annotation: Any) -> Optional[tuple[str, Optional[list[Any]]]]:
+    if annotation in _SCALAR_TYPE_NAMES:
+        return _SCALAR_TYPE_NAMES[annotation], None
+    if typing.get_origin(annotation) is Literal:
+        values = list(typing.get_args(annotation))
+        value_types = {type(v) for v in values}
+        if len(value_types) == 1 and (value_type := value_types.pop()) in _SCALAR_TYPE_NAMES:
+            return _SCALAR_TYPE_NAMES[value_type], values
+    return None
+
+
+def _describe(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else repr(annotation).replace("typing.", "")
+
+
+def _is_list_of(annotation: Any, item_type: type) -> bool:
+    return typing.get_origin(annotation) is list and typing.get_args(annotation) == (item_type,)
