@@ -1,0 +1,212 @@
+"""``pairio-bridge``: register a bridge with a hub, and run it.
+
+    pairio-bridge register --dir DIR --service NAME [--app APP=COMMAND ...]   (once, with a user's API key)
+    pairio-bridge local --dir DIR [--exit-when-idle]                          (runs jobs on this machine)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+import httpx
+
+from pairio.cli.errors import describe_expected_error
+from pairio.config import resolve_client_settings
+from pairio.errors import MissingApiKeyError, PairioConnectionError, error_for_response, redact
+from pairio.models import MAX_TIME_SEC, PairioComputeClientComputeSlot
+
+from .config import BridgeConfig, BridgeConfigError, ContainerMode, config_file, load_bridge_config, save_bridge_config
+from .hub_api import HubApiError
+
+DEFAULT_TIME_SEC = 24 * 3600.0
+log = logging.getLogger("bridge")
+
+
+class BridgeCommands(click.Group):
+    """Errors a user can fix are one line on stderr (exit status 1), never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except (BridgeConfigError, HubApiError) as e:
+            raise click.ClickException(_one_line(str(e))) from None
+        except Exception as e:
+            message = describe_expected_error(e)
+            if message is None:
+                raise
+            raise click.ClickException(_one_line(message)) from None
+
+
+def _one_line(message: str) -> str:
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+@click.group(cls=BridgeCommands, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Pairio bridges: compute clients that claim a service's jobs from a hub and run them.
+
+    \b
+    Register once:  pairio-bridge register --dir DIR --service NAME --app APP="python /abs/path/main.py"
+    Run:            pairio-bridge local --dir DIR
+    """
+
+
+# ---------------------------------------------------------------- register
+
+
+def _machine_memory_gb() -> float:
+    import psutil
+
+    return round(psutil.virtual_memory().total / 1024**3, 1)
+
+
+def _machine_gpus() -> int:
+    from .local.resources import detect_gpu_ids
+
+    try:
+        return len(detect_gpu_ids(os.environ))
+    except (OSError, subprocess.SubprocessError):
+        return 0
+
+
+def _parse_app_commands(values: tuple[str, ...]) -> dict[str, str]:
+    commands: dict[str, str] = {}
+    for value in values:
+        app, sep, command = value.partition("=")
+        if not sep or not app.strip() or not command.strip():
+            raise click.BadParameter(f"expected APP=COMMAND, e.g. hello_world=\"python /abs/path/main.py\"; got {value!r}", param_hint="--app")
+        commands[app.strip()] = command.strip()
+    return commands
+
+
+@main.command()
+@click.option("--dir", "bridge_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="the bridge's directory (bridge.json, jobs/, cache/)")
+@click.option("--service", required=True, help="the service whose jobs this bridge runs")
+@click.option("--name", "label", default=None, help="a label shown on jobs it runs [default: bridge-HOSTNAME]")
+@click.option("--hub-url", default=None, help="the hub [default: $PAIRIO_API_URL, else 'pairio login', else http://127.0.0.1:8000]")
+@click.option("--app", "apps", multiple=True, metavar="APP=COMMAND", help="container mode none: the command that runs APP (repeatable)")
+@click.option("--num-cpus", type=click.IntRange(1), default=None, help="most CPUs of one job [default: this machine's]")
+@click.option("--num-gpus", type=click.IntRange(0), default=None, help="most GPUs of one job [default: this machine's]")
+@click.option("--memory-gb", type=click.FloatRange(min=0, min_open=True), default=None, help="most memory of one job [default: this machine's]")
+@click.option("--time-sec", type=click.FloatRange(min=0, min_open=True, max=MAX_TIME_SEC), default=DEFAULT_TIME_SEC, show_default=True, help="longest time limit of one job")
+@click.option("--multiplicity", type=click.IntRange(1), default=None, help="jobs of the slot at once [default: --num-cpus; the machine's free resources limit it further]")
+@click.option("--max-concurrent-jobs", type=click.IntRange(1), default=None, help="never more jobs than this at once")
+@click.option("--container", type=click.Choice([m.value for m in ContainerMode]), default=ContainerMode.NONE.value, show_default=True, help="how processors run")
+@click.option("--force", is_flag=True, help="register a new compute client even if DIR already has one")
+def register(
+    bridge_dir: Path, service: str, label: Optional[str], hub_url: Optional[str], apps: tuple[str, ...],
+    num_cpus: Optional[int], num_gpus: Optional[int], memory_gb: Optional[float], time_sec: float,
+    multiplicity: Optional[int], max_concurrent_jobs: Optional[int], container: str, force: bool,
+) -> None:
+    """Create a compute client for SERVICE on the hub and write its configuration into DIR/bridge.json.
+
+    Uses your API key (PAIRIO_API_KEY, or the one 'pairio login' saved); your user needs
+    the processJobs role in the service.
+    """
+    path = config_file(bridge_dir)
+    if path.exists() and not force:
+        raise click.ClickException(
+            f"{path} exists already; run the bridge with 'pairio-bridge local --dir {bridge_dir}', "
+            "or pass --force to register a new compute client in its place"
+        )
+    app_commands = _parse_app_commands(apps)
+    settings = resolve_client_settings(hub_url)
+    if not settings.api_key:
+        raise MissingApiKeyError(settings.url)
+    cpus = num_cpus or os.cpu_count() or 1
+    slot = PairioComputeClientComputeSlot(
+        numCpus=cpus,
+        numGpus=_machine_gpus() if num_gpus is None else num_gpus,
+        memoryGb=memory_gb or _machine_memory_gb(),
+        timeSec=time_sec,
+        multiplicity=multiplicity or cpus,
+    )
+    label = label or f"bridge-{socket.gethostname()}"
+    created = _create_compute_client(settings.url, settings.api_key, service, label, slot)
+    config = BridgeConfig(
+        hubUrl=settings.url,
+        serviceName=service,
+        computeClientId=created["computeClient"]["computeClientId"],
+        computeClientPrivateKey=created["computeClientPrivateKey"],
+        label=label,
+        computeSlots=[slot],
+        containerMode=ContainerMode(container),
+        appCommands=app_commands,
+        maxConcurrentJobs=max_concurrent_jobs,
+    )
+    save_bridge_config(bridge_dir, config)
+    if config.containerMode is not ContainerMode.NONE and shutil.which(config.containerMode.value) is None:
+        click.echo(f"warning: {config.containerMode.value} is not on this machine's PATH; jobs will fail until it is", err=True)
+    click.echo(f"registered compute client {label!r} ({config.computeClientId}) for service {service!r} at {settings.url}")
+    click.echo(f"configuration: {path} (keep it private: it holds the compute client's key)")
+    click.echo(f"run it with: pairio-bridge local --dir {bridge_dir}")
+
+
+def _create_compute_client(url: str, api_key: str, service: str, label: str, slot: PairioComputeClientComputeSlot) -> dict[str, Any]:
+    body = {"serviceName": service, "label": label, "computeSlots": [slot.model_dump(mode="json")]}
+    try:
+        response = httpx.post(
+            f"{url}/v1/compute-clients", json=body, headers={"Authorization": f"Bearer {api_key}"}, timeout=30.0
+        )
+    except httpx.TransportError as e:
+        raise PairioConnectionError(
+            f"could not reach the Pairio hub at {url} ({type(e).__name__}: {redact(str(e), api_key)}); "
+            "check that it is running and that --hub-url or PAIRIO_API_URL points at it"
+        ) from None
+    if response.is_error:
+        raise error_for_response(response, api_key)
+    result: dict[str, Any] = response.json()
+    return result
+
+
+# ---------------------------------------------------------------- local
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
+    )
+    # httpx logs every request at INFO: far too chatty for a loop that polls.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@main.command()
+@click.option("--dir", "bridge_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="the directory 'pairio-bridge register' wrote")
+@click.option("--exit-when-idle", is_flag=True, help="exit once nothing runs and a claim found no job (batch use)")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+def local(bridge_dir: Path, exit_when_idle: bool, log_level: str) -> None:
+    """Run the bridge in DIR: jobs run as process groups on this machine.
+
+    SIGTERM or Ctrl-C drains (no new jobs; running ones are finished and reported);
+    a second one exits at once, leaving jobs running for the next start to pick up.
+    """
+    from .hub_api import HubApi
+    from .local.backend import LocalBackend
+    from .runner import BridgeRunner, ImmediateExit
+
+    _setup_logging(log_level)
+    config = load_bridge_config(bridge_dir)
+    backend = LocalBackend(config.jobs_path, consider_system_load=config.considerMachineLoad)
+    hub = HubApi(config.hubUrl, config.computeClientPrivateKey)
+    runner = BridgeRunner(config, backend, hub, exit_when_idle=exit_when_idle)
+    runner.install_signal_handlers()
+    try:
+        runner.run()
+    except ImmediateExit as e:
+        log.warning("exiting at once (%s); running jobs continue and are re-adopted by the next start", e)
+        logging.shutdown()
+        # Worker threads may be mid-download; their progress is on disk, so do not wait for them.
+        os._exit(130)
+    runner.close()
+    hub.close()

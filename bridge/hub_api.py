@@ -1,0 +1,271 @@
+"""The bridge's own small client for the hub's ``/v1/compute/*`` API, with the compute client key.
+
+    HubApiError
+    ├── HubUnreachableError     no answer, or a 5xx, after the retries: try again later
+    └── HubRejectedError        a 4xx; ``status_code`` and the hub's ``message``
+        ├── HubAuthError        401/403: the key or the user's role is wrong (re-register the bridge)
+        └── ConsoleOffsetError  409 on a console append; ``console_output_size`` says where to resume
+
+Every report a bridge makes is idempotent (a repeated status is a no-op, console
+bytes are written at an offset, outputs are PUT), so those calls are retried on any
+network error or 5xx. A claim is not: a lost answer would leave claimed jobs nobody
+runs, so a claim is retried only when the request surely never left; the runner
+finds jobs claimed by a lost answer with ``my_active_jobs``.
+
+The key is sent per request in the Authorization header and never appears in a
+message (httpx masks it in reprs; our messages go through ``redact``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import quote
+
+import httpx
+
+from pairio.errors import hub_message, redact
+from pairio.models import PairioApp, PairioJobData
+from pairio.status import JobStatus
+
+from .backend import Capacity
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS_CODES = frozenset({500, 502, 503, 504})
+_NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+
+
+class HubApiError(Exception):
+    """A call to the hub did not succeed."""
+
+
+class HubUnreachableError(HubApiError):
+    """The hub did not answer, or answered with a server error, after the retries allowed."""
+
+
+class HubRejectedError(HubApiError):
+    """The hub refused the call (4xx); repeating it unchanged will not help."""
+
+    def __init__(self, status_code: int, message: str, method: str, path: str, body: Any = None) -> None:
+        super().__init__(f"{message} (HTTP {status_code} from {method} {path})")
+        self.status_code = status_code
+        self.message = message
+        self.body = body
+
+
+class HubAuthError(HubRejectedError):
+    """401 or 403: the compute client key is unknown or its user may not process jobs."""
+
+
+class ConsoleOffsetError(HubRejectedError):
+    """The console append's offset is past the end of what the hub has."""
+
+    @property
+    def console_output_size(self) -> int:
+        return int(self.body.get("consoleOutputSize", 0)) if isinstance(self.body, dict) else 0
+
+
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    cancel_job_ids: list[str]
+    heartbeat_timeout_sec: float
+
+
+@dataclass(frozen=True)
+class StatusAnswer:
+    status: JobStatus
+    canceled: bool
+    error: Optional[str]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    initial_delay_sec: float = 0.3
+    max_delay_sec: float = 4.0
+
+    def delay(self, attempt: int) -> float:
+        """Exponential backoff with jitter, so bridges recovering together do not retry in step."""
+        return min(self.max_delay_sec, self.initial_delay_sec * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+class HubApi:
+    """Calls of one compute client. ``transport`` replaces the network in tests."""
+
+    def __init__(
+        self,
+        hub_url: str,
+        compute_client_key: str,
+        *,
+        transport: Optional[httpx.BaseTransport] = None,
+        timeout: float = 30.0,
+        retry_policy: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        self.hub_url = hub_url.rstrip("/")
+        self._key = compute_client_key
+        self.retry_policy = retry_policy
+        self._http = httpx.Client(base_url=self.hub_url, transport=transport, timeout=httpx.Timeout(timeout, connect=10.0))
+
+    def __repr__(self) -> str:
+        return f"HubApi(hub_url={self.hub_url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ---------------------------------------------------------------- transport
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool = True,
+        json: Any = None,
+        params: Any = None,
+        content: Any = None,
+        content_factory: Any = None,
+        timeout: Optional[float] = None,
+        auth: bool = True,
+    ) -> httpx.Response:
+        """One call with retries; ``content_factory()`` makes a fresh body per attempt (a streamed file)."""
+        headers = {"Authorization": f"Bearer {self._key}"} if auth else {}
+        attempt = 0
+        while True:
+            last_attempt = attempt + 1 >= self.retry_policy.max_attempts
+            body = content_factory() if content_factory is not None else content
+            try:
+                response = self._http.request(
+                    method, path, json=json, params=params, content=body, headers=headers,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                )
+            except httpx.TransportError as e:
+                if (idempotent or isinstance(e, _NOT_SENT_ERRORS)) and not last_attempt:
+                    time.sleep(self.retry_policy.delay(attempt))
+                    attempt += 1
+                    continue
+                detail = redact(str(e), self._key) or type(e).__name__
+                raise HubUnreachableError(
+                    f"could not reach the hub at {self.hub_url} for {method} {path} ({type(e).__name__}: {detail})"
+                ) from None
+            finally:
+                if hasattr(body, "close"):
+                    body.close()
+            if response.status_code in RETRY_STATUS_CODES:
+                if idempotent and not last_attempt:
+                    time.sleep(self.retry_policy.delay(attempt))
+                    attempt += 1
+                    continue
+                raise HubUnreachableError(
+                    f"the hub at {self.hub_url} answered {method} {path} with HTTP {response.status_code}: "
+                    f"{redact(hub_message(response), self._key)}"
+                )
+            if response.is_error:
+                raise self._rejected(response, method, path)
+            return response
+
+    def _rejected(self, response: httpx.Response, method: str, path: str) -> HubRejectedError:
+        message = redact(hub_message(response), self._key)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        status = response.status_code
+        if status in (401, 403):
+            return HubAuthError(
+                status, f"{message}; check the compute client key in bridge.json, or register the bridge again", method, path, body
+            )
+        if status == 409 and isinstance(body, dict) and "consoleOutputSize" in body:
+            return ConsoleOffsetError(status, message, method, path, body)
+        return HubRejectedError(status, message, method, path, body)
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise HubUnreachableError(
+                f"the answer to {response.request.method} {response.request.url.path} is not JSON; is hubUrl a Pairio hub?"
+            ) from None
+
+    # ---------------------------------------------------------------- the compute client
+
+    def heartbeat(self, active_job_ids: list[str]) -> HeartbeatAnswer:
+        body = self._json(self._request("POST", "/v1/compute/heartbeat", json={"activeJobIds": active_job_ids}))
+        return HeartbeatAnswer(cancel_job_ids=list(body["cancelJobIds"]), heartbeat_timeout_sec=float(body["heartbeatTimeoutSec"]))
+
+    def claim(self, max_jobs: int, wait_sec: float, capacity: Optional[Capacity]) -> list[PairioJobData]:
+        """Claim up to ``max_jobs`` jobs, waiting up to ``wait_sec`` for one (not retried once sent; see the module doc)."""
+        body: dict[str, Any] = {"maxJobs": max_jobs, "waitSec": wait_sec}
+        if capacity is not None:
+            body["capacity"] = {"numCpus": capacity.numCpus, "numGpus": capacity.numGpus, "memoryGb": capacity.memoryGb}
+        response = self._request("POST", "/v1/compute/claim", json=body, idempotent=False, timeout=wait_sec + 30.0)
+        return [PairioJobData.model_validate(j) for j in self._json(response)["jobs"]]
+
+    def my_active_jobs(self) -> list[PairioJobData]:
+        """The jobs the hub thinks this client is starting or running."""
+        return [PairioJobData.model_validate(j) for j in self._json(self._request("GET", "/v1/compute/jobs"))["jobs"]]
+
+    def get_job(self, job_id: str) -> tuple[PairioJobData, int]:
+        """The job and the size of the console output the hub has."""
+        body = self._json(self._request("GET", f"/v1/compute/jobs/{_segment(job_id)}"))
+        return PairioJobData.model_validate(body), int(body.get("consoleOutputSize", 0))
+
+    # ---------------------------------------------------------------- one job
+
+    def set_status(self, job_id: str, status: JobStatus, error: Optional[str] = None) -> StatusAnswer:
+        payload: dict[str, Any] = {"status": status.value}
+        if error is not None:
+            payload["error"] = error
+        body = self._json(self._request("POST", f"/v1/compute/jobs/{_segment(job_id)}/status", json=payload))
+        return StatusAnswer(status=JobStatus(body["status"]), canceled=bool(body["canceled"]), error=body.get("error"))
+
+    def append_console_output(self, job_id: str, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset`` of the job's console output; returns the hub's new size."""
+        response = self._request(
+            "POST", f"/v1/compute/jobs/{_segment(job_id)}/console-output", params={"offset": offset}, content=data
+        )
+        return int(self._json(response)["consoleOutputSize"])
+
+    def upload_output(self, job_id: str, output_name: str, path: Path) -> int:
+        """Stream the file at ``path`` as the job's output ``output_name``; returns the size stored."""
+        response = self._request(
+            "PUT", f"/v1/compute/jobs/{_segment(job_id)}/outputs/{_segment(output_name)}",
+            content_factory=lambda: _FileChunks(path), timeout=600.0,
+        )
+        return int(self._json(response)["size"])
+
+    def upload_resource_log(self, job_id: str, data: bytes) -> None:
+        self._request("PUT", f"/v1/compute/jobs/{_segment(job_id)}/resource-utilization-log", content=data)
+
+    # ---------------------------------------------------------------- apps (public)
+
+    def get_app(self, service_name: str, app_name: str) -> PairioApp:
+        body = self._json(
+            self._request("GET", f"/v1/services/{_segment(service_name)}/apps/{_segment(app_name)}", auth=False)
+        )
+        return PairioApp.model_validate(body["appSpecification"])
+
+
+class _FileChunks:
+    """A file as an iterator of chunks that closes itself, so each retry streams it afresh."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "rb")
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self._file.read(UPLOAD_CHUNK_BYTES):
+            yield chunk
+
+    def close(self) -> None:
+        self._file.close()

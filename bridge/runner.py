@@ -1,0 +1,770 @@
+"""The runner shared by every bridge: claim -> stage -> submit -> poll -> collect -> report.
+
+One main loop does the cheap, frequent work: heartbeats (which bring cancellations),
+one ``backend.poll`` for all running jobs, console output to the hub, claims. The
+slow work of one job (staging its inputs and submitting it; uploading its outputs
+and reporting its end) runs in a small thread pool so a large download never delays
+a cancellation.
+
+Every step is recorded in the job's ``state.json`` before the next one starts
+(see ``bridge.jobdir``), and every report to the hub is idempotent, so:
+
+- the hub unreachable: the runner backs off and retries; jobs keep running;
+- the bridge killed and restarted: running jobs are re-adopted (their native ids are
+  polled again), ended ones are reported, and a job that reached ``submitting`` is
+  never submitted again. A job the hub still lists as ``starting`` for this client
+  that was never submitted (no directory, or one that stopped at claimed/staged) is
+  staged and submitted now: it never ran, so running it is safe. A job that was being
+  submitted when the bridge died is failed instead, as it may or may not have started.
+- a claim whose answer was lost (the hub may have handed out jobs) is followed by a
+  look at the hub's list of this client's jobs, which adopts them the same way.
+
+SIGTERM (or a first Ctrl-C) drains: no more claims, the jobs at hand are followed to
+the end and reported, then ``run`` returns. A second signal raises ``ImmediateExit``:
+the jobs keep running detached and the next start re-adopts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Callable, Optional
+
+from pairio.jobfile import PairioJobFile, PairioJobFileInput, PairioJobFileOutput
+from pairio.models import PairioApp, PairioJobData, PairioJobRequiredResources
+from pairio.status import JobStatus
+
+from .backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError
+from .config import BridgeConfig, BridgeConfigError, processor_command
+from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError
+from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
+from .staging import InputCache, StagingError
+
+log = logging.getLogger("bridge")
+
+MAX_CLAIM_JOBS = 10
+CONSOLE_CHUNK_BYTES = 1024 * 1024
+CONSOLE_BYTES_PER_CYCLE = 4 * CONSOLE_CHUNK_BYTES
+HUB_BACKOFF_MAX_SEC = 10.0
+AUTH_BACKOFF_SEC = 30.0
+CANCEL_RESEND_SEC = 10.0
+STATUS_LOG_INTERVAL_SEC = 60.0
+STATUS_LOG_MIN_INTERVAL_SEC = 5.0
+CLEANUP_INTERVAL_SEC = 3600.0
+APP_SPEC_TTL_SEC = 60.0
+
+
+class ImmediateExit(BaseException):
+    """A second SIGTERM/SIGINT: leave now; running jobs are re-adopted by the next start."""
+
+
+class _ClaimInterrupted(BaseException):
+    """A signal arrived during an idle long-poll claim; stop waiting for jobs."""
+
+
+@dataclass
+class TrackedJob:
+    """A job the runner is responsible for, until the hub has its final status."""
+
+    dir: JobDir
+    state: JobState
+    resources: Optional[PairioJobRequiredResources] = None
+    job: Optional[PairioJobData] = None
+    """the hub's job, while it still has to be prepared"""
+    busy: bool = False
+    """a worker is preparing or finishing it; the main loop leaves it alone"""
+    cancel_requested: bool = False
+    cancel_sent_at: float = 0.0
+    retry_at: float = 0.0
+
+    @property
+    def job_id(self) -> str:
+        return self.state.jobId
+
+    @property
+    def phase(self) -> RunnerPhase:
+        return self.state.phase
+
+
+@dataclass
+class RunnerStats:
+    completed: int = 0
+    failed: int = 0
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=5))
+
+
+class BridgeRunner:
+    """Runs the jobs a hub hands to one compute client, on one backend."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        backend: Backend,
+        hub_api: HubApi,
+        *,
+        exit_when_idle: bool = False,
+        input_cache: Optional[InputCache] = None,
+        max_workers: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.hub = hub_api
+        self.exit_when_idle = exit_when_idle
+        self.cache = input_cache or InputCache(config.cache_path)
+        self.jobs_root = config.jobs_path
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="bridge-job")
+        self._lock = threading.Lock()
+        self._jobs: dict[str, TrackedJob] = {}
+        self._stats = RunnerStats()
+        self._draining = False
+        self._in_idle_claim = False
+        self._reconcile_needed = True
+        self._hub_retry_at = 0.0
+        self._hub_failures = 0
+        self._next_heartbeat = 0.0
+        self._next_status_log = 0.0
+        self._next_cleanup = 0.0
+        self._last_status_line = ""
+        self._last_status_log = -STATUS_LOG_MIN_INTERVAL_SEC
+        self._idle_claim_returned_nothing = False
+        self._capacity_note = ""
+        self._app_specs: dict[str, tuple[float, PairioApp]] = {}
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
+        name = signal.Signals(signum).name
+        if self._draining:
+            raise ImmediateExit(f"{name} while draining")
+        self._draining = True
+        log.info("%s: draining (no new jobs; finishing %d job(s)); send it again to exit at once", name, len(self._jobs))
+        if self._in_idle_claim:
+            raise _ClaimInterrupted()
+
+    def request_drain(self) -> None:
+        self._draining = True
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def run(self) -> None:
+        """Run until drained (SIGTERM) or, with ``exit_when_idle``, until there is nothing to do."""
+        self.jobs_root.mkdir(parents=True, exist_ok=True)
+        self._adopt_local_jobs()
+        log.info(
+            "bridge %r (compute client %s) of service %r on %s at %s; %d job(s) adopted",
+            self.config.label, self.config.computeClientId, self.config.serviceName, self.backend.name,
+            self.hub.hub_url, len(self._jobs),
+        )
+        while True:
+            self.run_cycle()
+            if self._finished():
+                break
+        self._log_status(force=True)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.cache.close()
+
+    def _finished(self) -> bool:
+        if self._jobs or self._reconcile_needed:
+            return False
+        if self._draining:
+            log.info("drained: no jobs left; exiting")
+            return True
+        if self.exit_when_idle and self._idle_claim_returned_nothing:
+            log.info("idle: nothing running and no job to claim; exiting (--exit-when-idle)")
+            return True
+        return False
+
+    def run_cycle(self) -> None:
+        """One pass of the main loop; it waits (a claim's long poll, or a sleep) at most a poll interval when busy."""
+        now = self._clock()
+        if now >= self._next_cleanup:
+            self._next_cleanup = now + CLEANUP_INTERVAL_SEC
+            self._clean_up_old_job_dirs()
+        if self._reconcile_needed and self._hub_ok():
+            self._reconcile_with_hub()
+        if self._hub_ok() and now >= self._next_heartbeat:
+            self._heartbeat()
+        self._poll_backend()
+        self._report_running()
+        self._stream_console()
+        self._dispatch_work()
+        self._forget_reported()
+        self._log_status()
+        if not self._claim():
+            time.sleep(self.config.pollIntervalSec)
+
+    # ---------------------------------------------------------------- the hub's availability
+
+    def _hub_ok(self) -> bool:
+        return self._clock() >= self._hub_retry_at
+
+    def _hub_failed(self, error: HubApiError) -> None:
+        """Back off from a hub that is down, or from a key it refuses (a person must fix that)."""
+        self._hub_failures += 1
+        if isinstance(error, HubAuthError):
+            delay = AUTH_BACKOFF_SEC
+            log.error("the hub refuses this bridge: %s", error)
+        else:
+            delay = min(HUB_BACKOFF_MAX_SEC, 0.5 * 2 ** min(self._hub_failures, 8))
+            log.warning("hub unavailable (%s); retrying in %.0f s; jobs keep running", error, delay)
+        self._hub_retry_at = self._clock() + delay
+
+    def _hub_succeeded(self) -> None:
+        if self._hub_failures:
+            log.info("the hub answers again")
+        self._hub_failures = 0
+
+    # ---------------------------------------------------------------- adopting jobs (start, lost claims)
+
+    def _adopt_local_jobs(self) -> None:
+        """Take up every job directory whose job is not reported yet (a restart)."""
+        for d in job_dirs(self.jobs_root):
+            try:
+                state = d.read_state()
+            except (OSError, ValueError) as e:
+                log.error("job directory %s has an unreadable state.json (%s); skipping it", d.path, e)
+                continue
+            state = state or JobState(jobId=d.job_id)
+            if state.phase is RunnerPhase.REPORTED:
+                continue
+            tracked = TrackedJob(dir=d, state=state, resources=_resources_from_job_file(d))
+            if state.phase is RunnerPhase.SUBMITTING:
+                self._recover_interrupted_submission(tracked)
+            self._jobs[d.job_id] = tracked
+            log.info("re-adopted job %s (%s%s)", d.job_id, state.phase.value, f", native id {state.nativeId}" if state.nativeId else "")
+
+    def _recover_interrupted_submission(self, tracked: TrackedJob) -> None:
+        """The bridge died inside ``backend.submit``: find the job, or make sure it is never started twice.
+
+        A backend that can look a job up by its directory (an ``adopt(job_dir) -> native id``
+        method raising LookupError when nothing was started, as LocalBackend has) tells us
+        which; without one the job is failed, since it may or may not be running.
+        """
+        state = tracked.state
+        adopt = getattr(self.backend, "adopt", None)
+        if adopt is not None:
+            try:
+                state.nativeId = adopt(tracked.dir.path)
+            except LookupError:
+                log.info("job %s: its submission was interrupted before anything started; it will be submitted", tracked.job_id)
+                state.phase, state.submitAttempted = RunnerPhase.STAGED, False
+            else:
+                state.phase = RunnerPhase.SUBMITTED
+            tracked.dir.write_state(state)
+            return
+        self._record_outcome(tracked, NativeOutcome(
+            NativePhase.LOST,
+            error="the bridge stopped while handing the job to its backend; it was not started again, so that it never runs twice",
+        ))
+
+    def _reconcile_with_hub(self) -> None:
+        """Compare with the hub's list of this client's jobs: prepare the unsubmitted ones, drop stale ones."""
+        try:
+            hub_jobs = {j.jobId: j for j in self.hub.my_active_jobs()}
+        except HubApiError as e:
+            self._hub_failed(e)
+            return
+        self._hub_succeeded()
+        self._reconcile_needed = False
+        for job_id, tracked in list(self._jobs.items()):
+            if tracked.busy or tracked.phase not in (RunnerPhase.CLAIMED, RunnerPhase.STAGED):
+                continue
+            hub_job = hub_jobs.get(job_id)
+            if hub_job is not None and hub_job.status is JobStatus.STARTING:
+                tracked.job = hub_job
+                tracked.resources = hub_job.requiredResources
+            elif tracked.job is None:
+                self._give_up(tracked, "the hub no longer assigns this job to this bridge; it was never started here")
+        for job_id, hub_job in hub_jobs.items():
+            if job_id in self._jobs:
+                continue
+            d = JobDir(self.jobs_root / job_id)
+            state = _safe_state(d)
+            if state is not None and state.phase is RunnerPhase.REPORTED:
+                continue  # reported by this bridge just now; the hub's list is older than the report
+            if hub_job.status is JobStatus.STARTING:
+                log.info("adopting job %s, claimed for this bridge but never started", job_id)
+                self._track_new(hub_job)
+            else:
+                self._report_lost(hub_job)
+
+    def _report_lost(self, hub_job: PairioJobData) -> None:
+        try:
+            self.hub.set_status(
+                hub_job.jobId, JobStatus.FAILED,
+                "the bridge has no record of this running job (its job directory is gone); it cannot be followed",
+            )
+        except HubApiError as e:
+            log.warning("could not fail untracked job %s: %s", hub_job.jobId, e)
+
+    def _track_new(self, job: PairioJobData) -> TrackedJob:
+        """Follow a job the hub just assigned to this bridge (a claim, or found starting in the hub's list)."""
+        d = JobDir(self.jobs_root / job.jobId)
+        state = _safe_state(d)
+        if state is None or not state.submitAttempted:
+            state = JobState(jobId=job.jobId)  # never handed to the backend: start afresh
+        elif state.phase is RunnerPhase.SUBMITTING:
+            state.phase = RunnerPhase.FINISHED
+            state.outcome = RecordedOutcome(
+                phase=NativePhase.LOST, error="the bridge stopped while handing the job to its backend; not started again"
+            )
+        elif state.phase is RunnerPhase.REPORTED and state.outcome is not None:
+            # The hub gave back a job this bridge already ran (it expired before hearing of it):
+            # report that run again instead of running the job a second time.
+            state.phase, state.runningReported, state.outputsUploaded = RunnerPhase.FINISHED, False, []
+        tracked = TrackedJob(dir=d, state=state, resources=job.requiredResources, job=job)
+        self._jobs[job.jobId] = tracked
+        return tracked
+
+    # ---------------------------------------------------------------- heartbeat and cancellation
+
+    def _heartbeat(self) -> None:
+        try:
+            answer = self.hub.heartbeat(sorted(self._jobs))
+        except HubApiError as e:
+            self._hub_failed(e)
+            return
+        self._hub_succeeded()
+        self._next_heartbeat = self._clock() + min(self.config.heartbeatIntervalSec, answer.heartbeat_timeout_sec / 4)
+        for job_id in answer.cancel_job_ids:
+            tracked = self._jobs.get(job_id)
+            if tracked is not None:
+                self._cancel(tracked)
+
+    def _cancel(self, tracked: TrackedJob) -> None:
+        """Stop a job the hub says to stop (canceled, deleted, or no longer this bridge's)."""
+        if not tracked.cancel_requested:
+            log.info("job %s: stopping it, as the hub asks", tracked.job_id)
+        tracked.cancel_requested = True
+        if tracked.busy or tracked.phase is not RunnerPhase.SUBMITTED or not tracked.state.nativeId:
+            return  # a preparing job is stopped by its worker before it is submitted
+        if self._clock() - tracked.cancel_sent_at < CANCEL_RESEND_SEC:
+            return
+        tracked.cancel_sent_at = self._clock()
+        try:
+            self.backend.cancel([tracked.state.nativeId])
+        except Exception:  # noqa: BLE001 - a backend failure must not stop the loop; retried next heartbeat
+            log.exception("job %s: the backend could not cancel native job %s", tracked.job_id, tracked.state.nativeId)
+            tracked.cancel_sent_at = 0.0
+
+    # ---------------------------------------------------------------- following running jobs
+
+    def _poll_backend(self) -> None:
+        running = {t.state.nativeId: t for t in self._jobs.values() if t.phase is RunnerPhase.SUBMITTED and not t.busy and t.state.nativeId}
+        if not running:
+            return
+        try:
+            outcomes = self.backend.poll(list(running))
+        except Exception:  # noqa: BLE001 - poll again next cycle
+            log.exception("the %s backend failed to poll %d job(s)", self.backend.name, len(running))
+            return
+        for native_id, outcome in outcomes.items():
+            tracked = running.get(native_id)
+            if tracked is not None and outcome.phase.is_final:
+                log.info("job %s ended on the backend: %s%s", tracked.job_id, outcome.phase.value, f" ({outcome.error})" if outcome.error else "")
+                self._record_outcome(tracked, outcome)
+
+    def _record_outcome(self, tracked: TrackedJob, outcome: NativeOutcome) -> None:
+        tracked.state.phase = RunnerPhase.FINISHED
+        tracked.state.outcome = RecordedOutcome.of(outcome)
+        tracked.dir.write_state(tracked.state)
+
+    def _report_running(self) -> None:
+        """Retry 'running' reports that failed right after submission (the hub was down)."""
+        for tracked in list(self._jobs.values()):
+            if tracked.busy or tracked.phase is not RunnerPhase.SUBMITTED or tracked.state.runningReported:
+                continue
+            if not self._hub_ok():
+                return
+            self._send_running(tracked)
+
+    def _send_running(self, tracked: TrackedJob) -> bool:
+        """Report 'running'; False when the hub is unreachable (retried later)."""
+        try:
+            answer = self.hub.set_status(tracked.job_id, JobStatus.RUNNING)
+        except HubUnreachableError as e:
+            self._hub_failed(e)
+            return False
+        except HubRejectedError as e:
+            # The hub ended the job or gave it to another client meanwhile: stop it here.
+            log.warning("job %s: the hub refused 'running' (%s); stopping it", tracked.job_id, e)
+            tracked.state.runningReported = True
+            tracked.dir.write_state(tracked.state)
+            self._cancel(tracked)
+            return True
+        tracked.state.runningReported = True
+        tracked.dir.write_state(tracked.state)
+        if answer.canceled:
+            self._cancel(tracked)
+        return True
+
+    def _stream_console(self) -> None:
+        for tracked in list(self._jobs.values()):
+            if tracked.busy or tracked.phase is not RunnerPhase.SUBMITTED:
+                continue
+            if not self._hub_ok():
+                return
+            try:
+                self._send_console(tracked, CONSOLE_BYTES_PER_CYCLE)
+            except HubUnreachableError as e:
+                self._hub_failed(e)
+            except HubRejectedError as e:
+                log.warning("job %s: the hub refused console output (%s)", tracked.job_id, e)
+
+    def _send_console(self, tracked: TrackedJob, budget: Optional[int]) -> None:
+        """Send console bytes the hub does not have yet, from the recorded offset (all of them when budget is None)."""
+        sent = 0
+        state = tracked.state
+        while budget is None or sent < budget:
+            data = tracked.dir.read_console_chunk(state.consoleOffsetSent, CONSOLE_CHUNK_BYTES)
+            if not data:
+                break
+            try:
+                state.consoleOffsetSent = self.hub.append_console_output(tracked.job_id, state.consoleOffsetSent, data)
+            except ConsoleOffsetError as e:
+                # Bytes the hub never stored (it restarted before committing them): resend from its end.
+                state.consoleOffsetSent = e.console_output_size
+            else:
+                sent += len(data)
+            tracked.dir.write_state(state)
+            if len(data) < CONSOLE_CHUNK_BYTES:
+                break
+
+    # ---------------------------------------------------------------- workers: prepare and finish
+
+    def _dispatch_work(self) -> None:
+        now = self._clock()
+        for tracked in list(self._jobs.values()):
+            if tracked.busy or now < tracked.retry_at:
+                continue
+            if tracked.phase in (RunnerPhase.CLAIMED, RunnerPhase.STAGED) and tracked.job is not None:
+                self._start_worker(tracked, self._prepare)
+            elif tracked.phase is RunnerPhase.FINISHED and self._hub_ok():
+                self._start_worker(tracked, self._finish)
+
+    def _start_worker(self, tracked: TrackedJob, work: Callable[[TrackedJob], None]) -> None:
+        tracked.busy = True
+
+        def run() -> None:
+            try:
+                work(tracked)
+            except HubApiError as e:
+                self._hub_failed(e)
+            except Exception:  # noqa: BLE001 - keep the bridge alive; the job is retried after a pause
+                log.exception("job %s: unexpected error in %s; retrying in 30 s", tracked.job_id, work.__name__.strip("_"))
+                tracked.retry_at = self._clock() + 30.0
+            finally:
+                tracked.busy = False
+
+        self._pool.submit(run)
+
+    def _prepare(self, tracked: TrackedJob) -> None:
+        """Write the job directory, stage inputs, submit, report running."""
+        job = tracked.job
+        assert job is not None
+        d, state = tracked.dir, tracked.state
+        if state.phase is RunnerPhase.CLAIMED:
+            d.create()
+            job_file = build_job_file(job, d)
+            job_file.write(d.job_file)
+            d.write_state(state)
+            try:
+                for item in job_file.inputs:
+                    self.cache.stage(item.url, d.input_path(item.name, item.fileBaseName))
+            except StagingError as e:
+                self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error=f"could not stage an input: {e}"))
+                return
+            state.phase = RunnerPhase.STAGED
+            d.write_state(state)
+        if tracked.cancel_requested:
+            self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error="canceled before it started"))
+            return
+        try:
+            command = self._command_for(job, d)
+        except (BridgeConfigError, HubRejectedError) as e:
+            self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error=str(e)))
+            return
+        state.phase = RunnerPhase.SUBMITTING
+        state.submitAttempted = True
+        d.write_state(state)
+        submission = JobSubmission(
+            job_id=job.jobId, job_dir=d.path, command=command, resources=job.requiredResources, env=_job_env(job),
+        )
+        try:
+            native_id = self.backend.submit(submission)
+        except SubmitError as e:
+            self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error=f"the {self.backend.name} backend refused the job: {e}"))
+            return
+        state.phase = RunnerPhase.SUBMITTED
+        state.nativeId = native_id
+        d.write_state(state)
+        tracked.job = None
+        log.info("job %s (%s/%s) submitted as %s", job.jobId, job.jobDefinition.appName, job.jobDefinition.processorName, native_id)
+        if tracked.cancel_requested:
+            self.backend.cancel([native_id])
+        if self._hub_ok():
+            self._send_running(tracked)
+
+    def _command_for(self, job: PairioJobData, d: JobDir) -> list[str]:
+        app_name = job.jobDefinition.appName
+        image, executable = job.imageUri, None
+        if self.config.containerMode.value != "none":
+            processor = self._app_spec(job.serviceName, app_name).get_processor(job.jobDefinition.processorName)
+            if processor is not None:
+                image, executable = image or processor.image, processor.executable
+        return processor_command(
+            self.config, app_name=app_name, image=image, executable=executable, job_dir=d.path,
+            resources=job.requiredResources, env_names=sorted(_job_env(job)),
+        )
+
+    def _app_spec(self, service_name: str, app_name: str) -> PairioApp:
+        cached = self._app_specs.get(app_name)
+        if cached is not None and self._clock() - cached[0] < APP_SPEC_TTL_SEC:
+            return cached[1]
+        spec = self.hub.get_app(service_name, app_name)
+        self._app_specs[app_name] = (self._clock(), spec)
+        return spec
+
+    def _finish(self, tracked: TrackedJob) -> None:
+        """Upload outputs and the resource log, send the last console bytes, report the final status."""
+        d, state = tracked.dir, tracked.state
+        assert state.outcome is not None
+        status = JobStatus.FAILED
+        error: Optional[str] = _error_of(state.outcome)
+        if state.outcome.phase is NativePhase.SUCCEEDED:
+            status, error = self._upload_outputs(tracked)
+        if state.runningReported or state.nativeId:
+            self._send_console(tracked, None)
+            self._upload_resource_log(tracked)
+        if status is JobStatus.COMPLETED and not state.runningReported:
+            if not self._send_running(tracked):
+                return
+        try:
+            answer = self.hub.set_status(tracked.job_id, status, error)
+        except HubRejectedError as e:
+            self._give_up(tracked, f"the hub refused the final status {status.value}: {e}")
+            return
+        state.phase = RunnerPhase.REPORTED
+        state.finalStatus = answer.status.value
+        state.finalError = answer.error
+        d.write_state(state)
+        self._note_result(tracked.job_id, answer.status, answer.error)
+
+    def _upload_outputs(self, tracked: TrackedJob) -> tuple[JobStatus, Optional[str]]:
+        d, state = tracked.dir, tracked.state
+        job_file = d.read_job_file()
+        for output in job_file.outputs:
+            if output.name in state.outputsUploaded:
+                continue
+            path = d.output_path(output.name, output.fileBaseName)
+            if not path.is_file():
+                return JobStatus.FAILED, f"processor did not produce output {output.name!r} (expected {output.fileBaseName} at {path})"
+            try:
+                self.hub.upload_output(tracked.job_id, output.name, path)
+            except HubRejectedError as e:
+                return JobStatus.FAILED, f"could not upload output {output.name!r}: {e.message}"
+            state.outputsUploaded.append(output.name)
+            d.write_state(state)
+        return JobStatus.COMPLETED, None
+
+    def _upload_resource_log(self, tracked: TrackedJob) -> None:
+        if tracked.state.resourceLogUploaded:
+            return
+        data = tracked.dir.resource_log()
+        if data:
+            try:
+                self.hub.upload_resource_log(tracked.job_id, data)
+            except HubRejectedError as e:
+                log.warning("job %s: the hub refused the resource log (%s)", tracked.job_id, e)
+        tracked.state.resourceLogUploaded = True
+        tracked.dir.write_state(tracked.state)
+
+    def _give_up(self, tracked: TrackedJob, note: str) -> None:
+        """Stop reporting a job the hub will not take reports for any more."""
+        log.warning("job %s: %s", tracked.job_id, note)
+        if tracked.phase is RunnerPhase.SUBMITTED and tracked.state.nativeId:
+            try:
+                self.backend.cancel([tracked.state.nativeId])
+            except Exception:  # noqa: BLE001
+                log.exception("job %s: the backend could not cancel it", tracked.job_id)
+        tracked.state.phase = RunnerPhase.REPORTED
+        tracked.state.note = note
+        if tracked.dir.path.is_dir():
+            tracked.dir.write_state(tracked.state)
+
+    def _forget_reported(self) -> None:
+        for job_id, tracked in list(self._jobs.items()):
+            if tracked.phase is RunnerPhase.REPORTED and not tracked.busy:
+                del self._jobs[job_id]
+
+    # ---------------------------------------------------------------- claiming
+
+    def _claim(self) -> bool:
+        """Claim jobs if there is room; True when the call waited (a long poll), so the loop need not sleep."""
+        if self._draining or self._reconcile_needed or not self._hub_ok():
+            return False
+        free = self.config.max_jobs_at_once - len(self._jobs)
+        if free <= 0:
+            return False
+        try:
+            capacity = self._free_capacity()
+        except Exception:  # noqa: BLE001 - a backend failure must not stop the loop; try again next cycle
+            log.exception("the %s backend could not say how much room it has", self.backend.name)
+            return False
+        if capacity.numCpus < 1 or capacity.memoryGb <= 0:
+            self._capacity_note = f"no room for another job on the {self.backend.name} backend (free: {capacity.numCpus} CPUs, {capacity.memoryGb:g} GB)"
+            return False
+        self._capacity_note = ""
+        idle = not self._jobs
+        wait = self.config.claimWaitSec if idle else self.config.pollIntervalSec
+        try:
+            self._in_idle_claim = idle
+            try:
+                jobs = self.hub.claim(min(free, MAX_CLAIM_JOBS), wait, capacity)
+            finally:
+                self._in_idle_claim = False
+        except _ClaimInterrupted:
+            # The hub may have handed out jobs whose answer we dropped: look for them before exiting.
+            self._reconcile_needed = True
+            return True
+        except HubApiError as e:
+            if not isinstance(e, HubRejectedError):
+                self._reconcile_needed = True  # the answer may have been lost after the hub claimed jobs
+            self._hub_failed(e)
+            return False
+        self._hub_succeeded()
+        self._idle_claim_returned_nothing = idle and not jobs
+        for job in jobs:
+            log.info("claimed job %s (%s/%s)", job.jobId, job.jobDefinition.appName, job.jobDefinition.processorName)
+            self._track_new(job)
+        if jobs:
+            self._dispatch_work()
+        return True
+
+    def _free_capacity(self) -> Capacity:
+        """The backend's free resources, less those of jobs claimed but not yet handed to it."""
+        free = self.backend.capacity()
+        cpus, gpus, memory = free.numCpus, free.numGpus, free.memoryGb
+        for tracked in self._jobs.values():
+            if tracked.phase in (RunnerPhase.CLAIMED, RunnerPhase.STAGED) and tracked.resources is not None:
+                cpus -= tracked.resources.numCpus
+                gpus -= tracked.resources.numGpus
+                memory -= tracked.resources.memoryGb
+        return Capacity(numCpus=max(0, cpus), numGpus=max(0, gpus), memoryGb=max(0.0, memory))
+
+    # ---------------------------------------------------------------- housekeeping and progress
+
+    def _clean_up_old_job_dirs(self) -> None:
+        removed = remove_old_job_dirs(self.jobs_root, self.config.jobDirCleanupAgeSec)
+        if removed:
+            log.info("removed %d job director%s older than %.0f s", len(removed), "y" if len(removed) == 1 else "ies", self.config.jobDirCleanupAgeSec)
+
+    def _note_result(self, job_id: str, status: JobStatus, error: Optional[str]) -> None:
+        if status is JobStatus.COMPLETED:
+            self._stats.completed += 1
+            self._stats.recent.append(f"{job_id} completed")
+            log.info("job %s completed", job_id)
+        else:
+            self._stats.failed += 1
+            self._stats.recent.append(f"{job_id} {status.value}")
+            log.info("job %s %s: %s", job_id, status.value, error)
+
+    def status_line(self) -> str:
+        phases = Counter(t.phase for t in self._jobs.values())
+        preparing = phases[RunnerPhase.CLAIMED] + phases[RunnerPhase.STAGED] + phases[RunnerPhase.SUBMITTING]
+        line = (
+            f"{phases[RunnerPhase.SUBMITTED]} running, {preparing} preparing, {phases[RunnerPhase.FINISHED]} reporting; "
+            f"done: {self._stats.completed} completed, {self._stats.failed} failed"
+        )
+        if self._draining:
+            line += " (draining)"
+        elif self._capacity_note:
+            line += f"; {self._capacity_note}"
+        return line
+
+    def _log_status(self, force: bool = False) -> None:
+        """A status line when the counts changed (at most every few seconds) and once a minute regardless."""
+        line = self.status_line()
+        now = self._clock()
+        changed = line != self._last_status_line and now >= self._last_status_log + STATUS_LOG_MIN_INTERVAL_SEC
+        if force or changed or now >= self._next_status_log:
+            self._last_status_log = now
+            recent = f"; recent: {', '.join(self._stats.recent)}" if self._stats.recent else ""
+            log.info("status: %s%s", line, recent)
+            self._last_status_line = line
+            self._next_status_log = now + STATUS_LOG_INTERVAL_SEC
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def build_job_file(job: PairioJobData, d: JobDir) -> PairioJobFile:
+    """The job file for ``job`` in directory ``d``: where its inputs are staged and its outputs go."""
+    definition = job.jobDefinition
+    for output in definition.outputFiles:
+        d.output_path(output.name, output.fileBaseName).parent.mkdir(parents=True, exist_ok=True)
+    return PairioJobFile(
+        jobId=job.jobId,
+        serviceName=job.serviceName,
+        appName=definition.appName,
+        processorName=definition.processorName,
+        inputs=[
+            PairioJobFileInput(name=i.name, fileBaseName=i.fileBaseName, url=i.url, path=str(d.input_path(i.name, i.fileBaseName).resolve()))
+            for i in definition.inputFiles
+        ],
+        outputs=[
+            PairioJobFileOutput(name=o.name, fileBaseName=o.fileBaseName, path=str(d.output_path(o.name, o.fileBaseName).resolve()))
+            for o in definition.outputFiles
+        ],
+        parameters={p.name: p.value for p in definition.parameters},
+        requiredResources=job.requiredResources,
+        workingDir=str(d.work_dir.resolve()),
+    )
+
+
+def _job_env(job: PairioJobData) -> dict[str, str]:
+    """Secrets reach the processor as environment variables, never through files on disk."""
+    env = {"PAIRIO_JOB_ID": job.jobId}
+    for secret in job.secrets or []:
+        env[secret.name] = secret.value
+    return env
+
+
+def _error_of(outcome: RecordedOutcome) -> str:
+    if outcome.error:
+        return outcome.error
+    if outcome.phase is NativePhase.LOST:
+        return "the bridge lost the job's process: it ended without leaving a result"
+    if outcome.exitCode is not None:
+        return f"processor exited with code {outcome.exitCode}"
+    return "the job failed without an error message from its backend"
+
+
+def _resources_from_job_file(d: JobDir) -> Optional[PairioJobRequiredResources]:
+    try:
+        return d.read_job_file().requiredResources
+    except (OSError, ValueError):
+        return None
+
+
+def _safe_state(d: JobDir) -> Optional[JobState]:
+    try:
+        return d.read_state()
+    except (OSError, ValueError):
+        return None

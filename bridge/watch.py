@@ -1,0 +1,479 @@
+"""The watcher: runs one processor and supervises it until it ends.
+
+    python -m bridge.watch --job-dir DIR --time-sec T --memory-gb M --num-cpus N [--gpus 0,1] -- COMMAND...
+
+It runs detached from the bridge (its own session), so a bridge killed with SIGKILL
+leaves its jobs running, and a restarted bridge reads what the watcher left in the job
+directory (``watcher.json``, ``console.txt``, ``resource_log.jsonl``, ``result.json``).
+The same watcher runs on Slurm compute nodes and SSH hosts, so it needs only the
+standard library and psutil: it must never import pairio.
+
+Enforces the job's limits: over ``timeSec`` the tree gets SIGTERM, then SIGKILL after a
+grace period; over ``memoryGb`` (RSS of the whole tree) it is killed at once; a ``cancel``
+file in the job directory, or SIGTERM/SIGINT/SIGHUP to the watcher, cancels the job.
+``result.json`` is written last and atomically: its presence means the job is over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import psutil
+
+BYTES_PER_GB = 1024**3
+"""memoryGb is binary (GiB), as Slurm's --mem counts it, so limits mean the same everywhere."""
+
+CONSOLE_FILE = "console.txt"
+RESOURCE_LOG_FILE = "resource_log.jsonl"
+RESULT_FILE = "result.json"
+CANCEL_FILE = "cancel"
+WATCHER_FILE = "watcher.json"
+JOB_FILE = "job.json"
+WORK_DIR = "work"
+
+THREAD_COUNT_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
+
+DEFAULT_SAMPLE_INTERVAL_SEC = 0.5
+DEFAULT_LOG_INTERVAL_SEC = 5.0
+DEFAULT_KILL_GRACE_SEC = 3.0
+CONSOLE_TAIL_LINES = 20
+CONSOLE_TAIL_MAX_CHARS = 2000
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def resource_environment(num_cpus: int, gpu_ids: Sequence[str]) -> dict[str, str]:
+    """Variables a job sees from its resources: thread pools sized to its CPUs, only its GPUs."""
+    env = {name: str(num_cpus) for name in THREAD_COUNT_VARIABLES}
+    # An empty CUDA_VISIBLE_DEVICES hides every GPU; unset would expose them all.
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+    return env
+
+
+def job_environment(base_env: dict[str, str], job_dir: Path, num_cpus: int, gpu_ids: Sequence[str]) -> dict[str, str]:
+    env = dict(base_env)
+    env.update(resource_environment(num_cpus, gpu_ids))
+    env["PAIRIO_JOB_FILE"] = str(job_dir / JOB_FILE)
+    return env
+
+
+def format_number(value: float) -> str:
+    """2.0 -> '2', 1.5 -> '1.5': limits read as the user wrote them."""
+    return f"{value:g}"
+
+
+def time_limit_error(time_sec: float) -> str:
+    return f"processor exceeded its time limit of {format_number(time_sec)} s and was killed"
+
+
+def memory_limit_error(used_bytes: int, memory_gb: float) -> str:
+    return (
+        f"processor used {used_bytes / BYTES_PER_GB:.2f} GB, over its memory limit of "
+        f"{format_number(memory_gb)} GB, and was killed"
+    )
+
+
+CANCELED_ERROR = "canceled"
+
+
+def exit_error(returncode: int, console_tail: str) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        message = f"processor was killed by {name} ({-returncode})"
+    else:
+        message = f"processor exited with code {returncode}"
+    if console_tail:
+        message += f"; the last lines of its output:\n{console_tail}"
+    return message
+
+
+def tail_text(data: bytes, max_lines: int = CONSOLE_TAIL_LINES, max_chars: int = CONSOLE_TAIL_MAX_CHARS) -> str:
+    text = data.decode("utf-8", errors="replace").rstrip()
+    lines = text.splitlines()[-max_lines:]
+    tail = "\n".join(lines)
+    return tail[-max_chars:]
+
+
+def read_file_tail(path: Path, max_bytes: int = 16 * 1024) -> bytes:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+def parse_gpu_query(text: str) -> list[dict[str, Any]]:
+    """Rows of ``nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader,nounits``."""
+    gpus = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 3:
+            continue
+        index, utilization, memory_mib = parts
+        try:
+            gpus.append(
+                {
+                    "index": index,
+                    "utilizationPercent": float(utilization),
+                    "memoryUsedBytes": int(float(memory_mib) * 1024 * 1024),
+                }
+            )
+        except ValueError:
+            continue  # "[N/A]" on some GPUs: leave that GPU out rather than guess
+    return gpus
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    """Readers see the old file or the whole new one, never a partial write."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- process tree
+
+
+def become_child_subreaper() -> None:
+    """Orphaned descendants (double forks, setsid daemons) become our children, so we still see and kill them."""
+    if not sys.platform.startswith("linux"):
+        return
+    PR_SET_CHILD_SUBREAPER = 36
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # still kill the process group and the descendants we saw
+
+
+@dataclass
+class ProcessTree:
+    """The job's processes: our descendants plus its process group, remembered across samples."""
+
+    process_group: int
+    _known: dict[int, psutil.Process] = field(default_factory=dict)
+
+    def current(self) -> list[psutil.Process]:
+        found: dict[int, psutil.Process] = {}
+        try:
+            for p in psutil.Process().children(recursive=True):
+                found[p.pid] = p
+        except psutil.Error:
+            pass
+        for pid, p in list(self._known.items()):
+            if pid not in found and is_alive(p):
+                found[pid] = p  # escaped our tree (not under a subreaper), still ours
+        for pid, p in found.items():
+            # Keep the Process objects: psutil measures cpu_percent since the previous call on the same object.
+            if pid not in self._known or not self._known[pid].is_running():  # is_running: False for a reused pid
+                self._known[pid] = p
+        self._known = {pid: self._known[pid] for pid in found}
+        return [self._known[pid] for pid in found]
+
+    def signal_all(self, sig: signal.Signals) -> None:
+        try:
+            os.killpg(self.process_group, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for p in self.current():
+            try:
+                p.send_signal(sig)
+            except psutil.Error:
+                pass
+
+    def is_empty(self) -> bool:
+        return not any(is_alive(p) for p in self.current())
+
+
+def is_alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def reap_zombie_children(keep_pid: int) -> None:
+    """Reparented orphans end as our zombies; reap them (the main child is reaped by Popen)."""
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return
+    for p in children:
+        if p.pid == keep_pid:
+            continue
+        try:
+            if p.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(p.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            pass
+
+
+# ---------------------------------------------------------------- the watcher
+
+
+@dataclass
+class WatchConfig:
+    job_dir: Path
+    command: list[str]
+    time_sec: float
+    memory_gb: float
+    num_cpus: int
+    gpu_ids: list[str]
+    sample_interval_sec: float = DEFAULT_SAMPLE_INTERVAL_SEC
+    log_interval_sec: float = DEFAULT_LOG_INTERVAL_SEC
+    kill_grace_sec: float = DEFAULT_KILL_GRACE_SEC
+
+
+@dataclass
+class Result:
+    phase: str
+    exit_code: Optional[int]
+    error: Optional[str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"exitCode": self.exit_code, "phase": self.phase, "error": self.error, "timestampFinishedSec": time.time()}
+
+
+class Watcher:
+    def __init__(self, config: WatchConfig) -> None:
+        self.config = config
+        self.job_dir = config.job_dir
+        self.stop_requested = False
+        self.gpu_sampling = bool(config.gpu_ids) and shutil.which("nvidia-smi") is not None
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self.stop_requested = True
+
+    def cancel_requested(self) -> bool:
+        return self.stop_requested or (self.job_dir / CANCEL_FILE).exists()
+
+    def run(self) -> Result:
+        if self.cancel_requested():
+            return Result("failed", None, CANCELED_ERROR)
+        work_dir = self.job_dir / WORK_DIR
+        work_dir.mkdir(parents=True, exist_ok=True)
+        env = job_environment(dict(os.environ), self.job_dir, self.config.num_cpus, self.config.gpu_ids)
+        with (self.job_dir / CONSOLE_FILE).open("ab") as console:
+            try:
+                child = subprocess.Popen(
+                    self.config.command,
+                    cwd=work_dir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=console,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own group: one killpg reaches the whole job
+                )
+            except OSError as e:
+                return Result("failed", None, f"could not start the processor {self.config.command[0]!r}: {e}")
+        try:
+            self.write_watcher_file(child)
+            return self.supervise(child)
+        except BaseException:
+            ProcessTree(process_group=child.pid).signal_all(signal.SIGKILL)  # never leave a job unsupervised
+            raise
+
+    def write_watcher_file(self, child: subprocess.Popen[bytes]) -> None:
+        me = psutil.Process()
+        write_json_atomically(
+            self.job_dir / WATCHER_FILE,
+            {
+                "pid": me.pid,
+                "createTime": me.create_time(),
+                "processGroup": child.pid,
+                "processGroupCreateTime": _create_time_or_none(child.pid),
+                "gpus": self.config.gpu_ids,
+            },
+        )
+
+    def supervise(self, child: subprocess.Popen[bytes]) -> Result:
+        tree = ProcessTree(process_group=child.pid)
+        started = time.monotonic()
+        next_log = started
+        with (self.job_dir / RESOURCE_LOG_FILE).open("a") as resource_log:
+            while True:
+                reap_zombie_children(keep_pid=child.pid)
+                returncode = child.poll()
+                if returncode is not None:
+                    self.terminate(tree, child)  # background processes it left behind
+                    return self.exit_result(returncode)
+                processes = tree.current()
+                rss = _total_rss(processes)
+                now = time.monotonic()
+                if now >= next_log:
+                    self.log_sample(resource_log, processes, rss)
+                    next_log = now + self.config.log_interval_sec
+                if rss > self.config.memory_gb * BYTES_PER_GB:
+                    self.kill(tree, child)
+                    return Result("failed", child.returncode, memory_limit_error(rss, self.config.memory_gb))
+                if self.cancel_requested():
+                    self.terminate(tree, child)
+                    return Result("failed", child.returncode, CANCELED_ERROR)
+                if now - started > self.config.time_sec:
+                    self.terminate(tree, child)
+                    return Result("failed", child.returncode, time_limit_error(self.config.time_sec))
+                time.sleep(self.config.sample_interval_sec)
+
+    def exit_result(self, returncode: int) -> Result:
+        if returncode == 0:
+            return Result("succeeded", 0, None)
+        tail = tail_text(read_file_tail(self.job_dir / CONSOLE_FILE))
+        return Result("failed", returncode, exit_error(returncode, tail))
+
+    def terminate(self, tree: ProcessTree, child: subprocess.Popen[bytes]) -> None:
+        """SIGTERM lets the processor clean up; SIGKILL after the grace period ends it regardless."""
+        tree.signal_all(signal.SIGTERM)
+        if not self.wait_tree_gone(tree, child, self.config.kill_grace_sec):
+            self.kill(tree, child)
+
+    def kill(self, tree: ProcessTree, child: subprocess.Popen[bytes]) -> None:
+        tree.signal_all(signal.SIGKILL)
+        if not self.wait_tree_gone(tree, child, 10.0):
+            print(f"watcher: some processes of the job survived SIGKILL: {[p.pid for p in tree.current()]}", file=sys.stderr)
+
+    def wait_tree_gone(self, tree: ProcessTree, child: subprocess.Popen[bytes], timeout_sec: float) -> bool:
+        deadline = time.monotonic() + timeout_sec
+        while True:
+            child.poll()
+            reap_zombie_children(keep_pid=child.pid)
+            if child.returncode is not None and tree.is_empty():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def log_sample(self, resource_log: Any, processes: list[psutil.Process], rss: int) -> None:
+        sample: dict[str, Any] = {
+            "timestampSec": time.time(),
+            "cpuPercent": round(_total_cpu_percent(processes), 1),
+            "rssBytes": rss,
+            "numProcesses": len(processes),
+        }
+        if self.gpu_sampling:
+            sample["gpus"] = self.sample_gpus()
+        resource_log.write(json.dumps(sample) + "\n")
+        resource_log.flush()
+
+    def sample_gpus(self) -> list[dict[str, Any]]:
+        try:
+            out = subprocess.run(
+                [
+                    "nvidia-smi",
+                    "--query-gpu=index,utilization.gpu,memory.used",
+                    "--format=csv,noheader,nounits",
+                    "-i",
+                    ",".join(self.config.gpu_ids),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        return parse_gpu_query(out.stdout) if out.returncode == 0 else []
+
+
+def _create_time_or_none(pid: int) -> Optional[float]:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _total_rss(processes: list[psutil.Process]) -> int:
+    total = 0
+    for p in processes:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass  # it ended between listing and measuring
+    return total
+
+
+def _total_cpu_percent(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in processes:
+        try:
+            total += p.cpu_percent(interval=None)
+        except psutil.Error:
+            pass
+    return total
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: Sequence[str]) -> WatchConfig:
+    parser = argparse.ArgumentParser(prog="python -m bridge.watch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--job-dir", required=True, type=Path)
+    parser.add_argument("--time-sec", required=True, type=float)
+    parser.add_argument("--memory-gb", required=True, type=float)
+    parser.add_argument("--num-cpus", required=True, type=int)
+    parser.add_argument("--gpus", default="", help="comma-separated GPU ids assigned to this job")
+    parser.add_argument("--sample-interval-sec", type=float, default=DEFAULT_SAMPLE_INTERVAL_SEC)
+    parser.add_argument("--log-interval-sec", type=float, default=DEFAULT_LOG_INTERVAL_SEC)
+    parser.add_argument("--kill-grace-sec", type=float, default=DEFAULT_KILL_GRACE_SEC)
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the processor's argv")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given: put the processor's argv after --")
+    return WatchConfig(
+        job_dir=args.job_dir.resolve(),
+        command=command,
+        time_sec=args.time_sec,
+        memory_gb=args.memory_gb,
+        num_cpus=args.num_cpus,
+        gpu_ids=[g for g in args.gpus.split(",") if g],
+        sample_interval_sec=args.sample_interval_sec,
+        log_interval_sec=args.log_interval_sec,
+        kill_grace_sec=args.kill_grace_sec,
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    config = parse_args(sys.argv[1:] if argv is None else argv)
+    become_child_subreaper()
+    watcher = Watcher(config)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, watcher.request_stop)
+    try:
+        result = watcher.run()
+    except Exception as e:  # a result must always be written, or the job would look running until declared lost
+        write_json_atomically(
+            config.job_dir / RESULT_FILE,
+            Result("failed", None, f"the job's watcher failed: {type(e).__name__}: {e}").as_json(),
+        )
+        raise
+    write_json_atomically(config.job_dir / RESULT_FILE, result.as_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""The contract every bridge backend must pass (local, Slurm, SSH).
+
+Subclass ``BackendContract`` in a ``Test...`` class and implement ``make_backend``:
+
+    class TestLocalBackend(BackendContract):
+        def make_backend(self, tmp_path: Path) -> Backend:
+            return LocalBackend(self.jobs_root(tmp_path), ...)
+
+``make_backend`` must build the same backend each time it is called with the same
+``tmp_path``: the restart tests call it twice and expect the second instance to follow
+jobs the first one started. Jobs are ``python -c`` scripts (``python_executable``), so the
+suite needs no other tool where the jobs run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+import pytest
+
+from bridge.backend import Backend, JobSubmission, NativeOutcome, NativePhase
+from pairio.jobfile import JOB_FILE_NAME, PairioJobFile, PairioJobFileOutput
+from pairio.models import PairioJobRequiredResources
+
+T = TypeVar("T")
+
+# A job prints this, then spawns a child in a session of its own (so it escapes the job's
+# process group) and records the child's pid, so tests can check the whole tree was killed.
+SPAWN_ESCAPING_CHILD = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+open("child.pid", "w").write(str(child.pid))
+print("started", flush=True)
+"""
+
+
+class BackendContract:
+    python_executable: str = sys.executable
+    final_timeout_sec: float = 20.0
+    """how long a short job may take from submit to a final state"""
+    cancel_deadline_sec: float = 5.0
+
+    # ------------------------------------------------------------ hooks
+
+    def make_backend(self, tmp_path: Path) -> Backend:
+        raise NotImplementedError
+
+    def jobs_root(self, tmp_path: Path) -> Path:
+        """Where job directories go (a backend on a shared file system may move it)."""
+        return tmp_path / "jobs"
+
+    # ------------------------------------------------------------ helpers
+
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> Backend:
+        return self.make_backend(tmp_path)
+
+    @pytest.fixture(autouse=True)
+    def _cancel_leftover_jobs(self, tmp_path: Path) -> Iterator[None]:
+        """A failed assertion must not leave two-minute sleepers behind."""
+        self.submitted: list[str] = []
+        yield
+        if self.submitted:
+            self.make_backend(tmp_path).cancel(self.submitted)
+
+    def prepare_job(
+        self,
+        tmp_path: Path,
+        script: str,
+        *,
+        num_cpus: int = 1,
+        num_gpus: int = 0,
+        memory_gb: float = 1.0,
+        time_sec: float = 60.0,
+        outputs: Sequence[str] = (),
+    ) -> JobSubmission:
+        """A job directory as the runner leaves it: job.json written, work/ and outputs/<name>/ created."""
+        job_id = uuid.uuid4().hex[:12]
+        job_dir = (self.jobs_root(tmp_path) / job_id).resolve()
+        (job_dir / "work").mkdir(parents=True)
+        resources = PairioJobRequiredResources(numCpus=num_cpus, numGpus=num_gpus, memoryGb=memory_gb, timeSec=time_sec)
+        output_files = []
+        for name in outputs:
+            (job_dir / "outputs" / name).mkdir(parents=True)
+            output_files.append(
+                PairioJobFileOutput(name=name, fileBaseName=f"{name}.txt", path=str(job_dir / "outputs" / name / f"{name}.txt"))
+            )
+        PairioJobFile(
+            jobId=job_id,
+            serviceName="contract_service",
+            appName="contract_app",
+            processorName="contract_processor",
+            outputs=output_files,
+            parameters={"greeting": "hello"},
+            requiredResources=resources,
+            workingDir=str(job_dir / "work"),
+        ).write(job_dir / JOB_FILE_NAME)
+        command = [self.python_executable, "-c", textwrap.dedent(script)]
+        return JobSubmission(job_id=job_id, job_dir=job_dir, command=command, resources=resources)
+
+    def submit(self, backend: Backend, tmp_path: Path, script: str, **kwargs: object) -> tuple[str, JobSubmission]:
+        job = self.prepare_job(tmp_path, script, **kwargs)  # type: ignore[arg-type]
+        native_id = backend.submit(job)
+        if hasattr(self, "submitted"):
+            self.submitted.append(native_id)
+        return native_id, job
+
+    def wait_final(self, backend: Backend, native_id: str, timeout_sec: float | None = None) -> NativeOutcome:
+        timeout_sec = timeout_sec or self.final_timeout_sec
+        return wait_for(lambda: backend.poll([native_id])[native_id], lambda o: o.phase.is_final, timeout_sec)
+
+    def wait_started(self, job: JobSubmission, timeout_sec: float = 15.0) -> None:
+        """Until the job has spawned its escaping child (see SPAWN_ESCAPING_CHILD)."""
+        wait_for(lambda: (job.job_dir / "work" / "child.pid").exists(), bool, timeout_sec)
+
+    def child_process(self, job: JobSubmission) -> psutil.Process:
+        return psutil.Process(int((job.job_dir / "work" / "child.pid").read_text()))
+
+    # ------------------------------------------------------------ outcomes
+
+    def test_successful_job(self, backend: Backend, tmp_path: Path) -> None:
+        native_id, job = self.submit(backend, tmp_path, "print('hello from the job', flush=True)")
+        outcome = self.wait_final(backend, native_id)
+        assert outcome.phase == NativePhase.SUCCEEDED, outcome
+        assert outcome.exit_code == 0
+        assert outcome.error is None
+        assert "hello from the job" in (job.job_dir / "console.txt").read_text()
+
+    def test_failing_job_reports_exit_code_and_console_tail(self, backend: Backend, tmp_path: Path) -> None:
+        script = """
+            import sys
+            print("about to fail", flush=True)
+            print("details on stderr", file=sys.stderr, flush=True)
+            sys.exit(3)
+        """
+        native_id, job = self.submit(backend, tmp_path, script)
+        outcome = self.wait_final(backend, native_id)
+        assert outcome.phase == NativePhase.FAILED
+        assert outcome.exit_code == 3
+        assert outcome.error is not None
+        assert "exited with code 3" in outcome.error
+        assert "about to fail" in outcome.error and "details on stderr" in outcome.error
+        assert "details on stderr" in (job.job_dir / "console.txt").read_text()
+
+    def test_time_limit_kills_the_whole_tree(self, backend: Backend, tmp_path: Path) -> None:
+        # The job ignores SIGTERM, so only the escalation to SIGKILL ends it.
+        script = (
+            SPAWN_ESCAPING_CHILD
+            + """
+import signal
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+time.sleep(120)
+"""
+        )
+        native_id, job = self.submit(backend, tmp_path, script, time_sec=1.5)
+        self.wait_started(job)
+        child = self.child_process(job)
+        outcome = self.wait_final(backend, native_id)
+        assert outcome.phase == NativePhase.FAILED
+        assert outcome.error is not None and "time limit of 1.5 s" in outcome.error
+        assert_gone(child)
+
+    def test_memory_limit_kills_the_job(self, backend: Backend, tmp_path: Path) -> None:
+        script = """
+            import time
+            data = b"x" * (300 * 1024 * 1024)  # touched, so it counts in RSS
+            print("allocated", flush=True)
+            time.sleep(60)
+        """
+        native_id, _ = self.submit(backend, tmp_path, script, memory_gb=0.1)
+        outcome = self.wait_final(backend, native_id)
+        assert outcome.phase == NativePhase.FAILED
+        assert outcome.error is not None and "memory limit of 0.1 GB" in outcome.error
+
+    def test_cancel_stops_the_job_and_its_tree_quickly(self, backend: Backend, tmp_path: Path) -> None:
+        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        self.wait_started(job)
+        child = self.child_process(job)
+        started = time.monotonic()
+        backend.cancel([native_id])
+        outcome = self.wait_final(backend, native_id, timeout_sec=self.cancel_deadline_sec)
+        assert time.monotonic() - started < self.cancel_deadline_sec
+        assert outcome.phase == NativePhase.FAILED
+        assert outcome.error is not None and "cancel" in outcome.error
+        assert_gone(child, timeout_sec=1.0)
+
+    def test_cancel_right_after_submit(self, backend: Backend, tmp_path: Path) -> None:
+        native_id, _ = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        backend.cancel([native_id])
+        outcome = self.wait_final(backend, native_id)
+        assert outcome.phase == NativePhase.FAILED
+        assert outcome.error is not None and "cancel" in outcome.error
+
+    def test_cancel_is_idempotent(self, backend: Backend, tmp_path: Path) -> None:
+        running_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        done_id, _ = self.submit(backend, tmp_path, "print('quick')")
+        self.wait_final(backend, done_id)
+        self.wait_started(job)
+        backend.cancel([running_id, done_id])
+        backend.cancel([running_id, done_id])
+        assert self.wait_final(backend, running_id).phase == NativePhase.FAILED
+        backend.cancel([running_id, done_id])
+        assert backend.poll([done_id])[done_id].phase == NativePhase.SUCCEEDED
+
+    # ------------------------------------------------------------ polling
+
+    def test_poll_many_jobs_in_one_call(self, backend: Backend, tmp_path: Path) -> None:
+        ids = [self.submit(backend, tmp_path, f"import sys; sys.exit({code})")[0] for code in (0, 4, 0)]
+        outcomes = wait_for(
+            lambda: backend.poll(ids), lambda o: all(x.phase.is_final for x in o.values()), self.final_timeout_sec
+        )
+        assert set(outcomes) == set(ids)
+        assert [outcomes[i].phase for i in ids] == [NativePhase.SUCCEEDED, NativePhase.FAILED, NativePhase.SUCCEEDED]
+        assert outcomes[ids[1]].exit_code == 4
+
+    def test_poll_of_unknown_ids_is_lost_not_an_error(self, backend: Backend, tmp_path: Path) -> None:
+        unknown = ["", "not-a-job-id", "999999999", "1:2:/nonexistent/job/dir", "::::"]
+        outcomes = backend.poll(unknown)
+        assert set(outcomes) == set(unknown)
+        assert all(o.phase == NativePhase.LOST for o in outcomes.values()), outcomes
+        backend.cancel(unknown)  # nothing to stop, and no exception
+
+    def test_poll_of_a_running_job(self, backend: Backend, tmp_path: Path) -> None:
+        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        self.wait_started(job)
+        assert backend.poll([native_id])[native_id].phase == NativePhase.RUNNING
+        backend.cancel([native_id])
+        self.wait_final(backend, native_id)
+
+    # ------------------------------------------------------------ the job's view
+
+    def test_job_reads_its_job_file_and_writes_its_outputs(self, backend: Backend, tmp_path: Path) -> None:
+        script = """
+            import json, os
+            job = json.load(open(os.environ["PAIRIO_JOB_FILE"]))
+            out = job["outputs"][0]
+            with open(out["path"], "w") as f:
+                f.write(job["parameters"]["greeting"] + " from " + os.getcwd())
+        """
+        native_id, job = self.submit(backend, tmp_path, script, outputs=["result"])
+        outcome = self.wait_final(backend, native_id)
+        assert outcome.phase == NativePhase.SUCCEEDED, outcome.error
+        written = (job.job_dir / "outputs" / "result" / "result.txt").read_text()
+        assert written == f"hello from {job.job_dir / 'work'}"
+
+    def test_thread_counts_follow_num_cpus(self, backend: Backend, tmp_path: Path) -> None:
+        script = """
+            import json, os
+            names = ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "CUDA_VISIBLE_DEVICES"]
+            json.dump({n: os.environ.get(n) for n in names}, open("env.json", "w"))
+        """
+        native_id, job = self.submit(backend, tmp_path, script, num_cpus=2)
+        assert self.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
+        env = json.loads((job.job_dir / "work" / "env.json").read_text())
+        assert env == {
+            "OMP_NUM_THREADS": "2",
+            "MKL_NUM_THREADS": "2",
+            "OPENBLAS_NUM_THREADS": "2",
+            "NUMEXPR_NUM_THREADS": "2",
+            "CUDA_VISIBLE_DEVICES": "",
+        }
+
+    def test_job_does_not_see_the_bridges_api_key(
+        self, backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("PAIRIO_API_KEY", "the-bridge-owners-key")
+        script = """
+            import os
+            open("key.txt", "w").write(os.environ.get("PAIRIO_API_KEY", "unset"))
+        """
+        native_id, job = self.submit(backend, tmp_path, script)
+        assert self.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
+        assert (job.job_dir / "work" / "key.txt").read_text() == "unset"
+
+    def test_resource_log_has_samples(self, backend: Backend, tmp_path: Path) -> None:
+        script = """
+            import time
+            end = time.time() + 1.2
+            while time.time() < end:
+                pass
+        """
+        native_id, job = self.submit(backend, tmp_path, script)
+        assert self.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
+        samples = [json.loads(line) for line in (job.job_dir / "resource_log.jsonl").read_text().splitlines()]
+        assert samples
+        for sample in samples:
+            assert {"timestampSec", "cpuPercent", "rssBytes", "numProcesses"} <= set(sample)
+        assert max(s["rssBytes"] for s in samples) > 0
+        assert max(s["numProcesses"] for s in samples) >= 1
+
+    # ------------------------------------------------------------ restart safety
+
+    def test_a_new_backend_follows_jobs_of_the_previous_one(self, tmp_path: Path) -> None:
+        first = self.make_backend(tmp_path)
+        quick_id, _ = self.submit(first, tmp_path, "print('done before the restart')")
+        slow_id, _ = self.submit(first, tmp_path, "import time; time.sleep(1.5); print('done after the restart')")
+        self.wait_final(first, quick_id)
+        del first
+
+        second = self.make_backend(tmp_path)
+        assert second.poll([quick_id])[quick_id].phase == NativePhase.SUCCEEDED
+        assert second.poll([slow_id])[slow_id].phase in (NativePhase.QUEUED, NativePhase.RUNNING)
+        assert self.wait_final(second, slow_id).phase == NativePhase.SUCCEEDED
+
+    def test_a_new_backend_cancels_jobs_of_the_previous_one(self, tmp_path: Path) -> None:
+        first = self.make_backend(tmp_path)
+        native_id, job = self.submit(first, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        self.wait_started(job)
+        child = self.child_process(job)
+        del first
+
+        second = self.make_backend(tmp_path)
+        second.cancel([native_id])
+        outcome = self.wait_final(second, native_id, timeout_sec=self.cancel_deadline_sec)
+        assert outcome.phase == NativePhase.FAILED and outcome.error is not None and "cancel" in outcome.error
+        assert_gone(child, timeout_sec=1.0)
+
+
+def wait_for(read: Callable[[], T], done: Callable[[T], object], timeout_sec: float, interval_sec: float = 0.1) -> T:
+    """Calls ``read`` until ``done`` accepts its value; fails the test with the last value after ``timeout_sec``."""
+    deadline = time.monotonic() + timeout_sec
+    while True:
+        value = read()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"still not done after {timeout_sec} s; last value: {value!r}")
+        time.sleep(interval_sec)
+
+
+def assert_gone(process: psutil.Process, timeout_sec: float = 5.0) -> None:
+    """The process has ended (a zombie waiting for its parent counts as ended)."""
+
+    def alive() -> bool:
+        try:
+            return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    wait_for(alive, lambda a: not a, timeout_sec, interval_sec=0.05)

@@ -1,0 +1,323 @@
+"""The bridge's parts on their own: configuration, processor command lines, job state, staging.
+
+Staging runs against a small HTTP server on 127.0.0.1 that can drop a download midway,
+so resuming with Range and the size check are exercised for real.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from bridge.backend import NativeOutcome, NativePhase
+from bridge.cli import main as bridge_main
+from bridge.config import (
+    BridgeConfig,
+    BridgeConfigError,
+    ContainerMode,
+    load_bridge_config,
+    processor_command,
+    save_bridge_config,
+)
+from bridge.jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
+from bridge.runner import build_job_file
+from bridge.staging import InputCache, StagingError
+from pairio.models import PairioComputeClientComputeSlot, PairioJobData, PairioJobRequiredResources
+
+SLOT = PairioComputeClientComputeSlot(numCpus=4, numGpus=0, memoryGb=8, timeSec=3600, multiplicity=2)
+RESOURCES = PairioJobRequiredResources(numCpus=2, numGpus=0, memoryGb=1.5, timeSec=60)
+GPU_RESOURCES = PairioJobRequiredResources(numCpus=1, numGpus=1, memoryGb=1, timeSec=60)
+
+
+def make_config(**overrides: Any) -> BridgeConfig:
+    fields: dict[str, Any] = dict(
+        hubUrl="http://127.0.0.1:8000/", serviceName="svc", computeClientId="cc1", computeClientPrivateKey="secret-key",
+        label="test bridge", computeSlots=[SLOT], appCommands={"hello_world": "python '/abs path/main.py' --flag"},
+    )
+    fields.update(overrides)
+    return BridgeConfig.model_validate(fields)
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def test_config_round_trips_privately_with_absolute_dirs(tmp_path: Path) -> None:
+    bridge_dir = tmp_path / "b"
+    path = save_bridge_config(bridge_dir, make_config())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    loaded = load_bridge_config(bridge_dir)
+    assert loaded.hubUrl == "http://127.0.0.1:8000"
+    assert loaded.jobs_path == (bridge_dir / "jobs").resolve()
+    assert loaded.cache_path == (bridge_dir / "cache").resolve()
+    assert loaded.max_jobs_at_once == 2
+    assert "secret-key" not in repr(loaded)
+
+
+def test_config_errors_say_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(BridgeConfigError, match="pairio-bridge register --dir"):
+        load_bridge_config(tmp_path)
+    (tmp_path / "bridge.json").write_text(json.dumps({"hubUrl": "ftp://x"}))
+    with pytest.raises(BridgeConfigError, match="hubUrl") as e:
+        load_bridge_config(tmp_path)
+    assert "serviceName" in str(e.value)
+
+
+def test_max_concurrent_jobs_caps_the_slots() -> None:
+    assert make_config(maxConcurrentJobs=1).max_jobs_at_once == 1
+    assert make_config(maxConcurrentJobs=10).max_jobs_at_once == 2
+
+
+# ---------------------------------------------------------------- processor command lines
+
+
+def test_mode_none_runs_the_apps_command(tmp_path: Path) -> None:
+    argv = processor_command(make_config(), app_name="hello_world", image="ignored", executable="/app/main.py", job_dir=tmp_path, resources=RESOURCES)
+    assert argv == ["python", "/abs path/main.py", "--flag"]
+
+
+def test_mode_none_without_a_command_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(BridgeConfigError, match=r"--app other=") as e:
+        processor_command(make_config(), app_name="other", image=None, executable=None, job_dir=tmp_path, resources=RESOURCES)
+    assert "hello_world" in str(e.value)
+
+
+def test_docker_command(tmp_path: Path) -> None:
+    job_dir = tmp_path / "jobs" / "J1"
+    argv = processor_command(
+        make_config(containerMode="docker"), app_name="a", image="ghcr.io/x/app:1", executable="/app/main.py",
+        job_dir=job_dir, resources=RESOURCES, env_names=["MY_SECRET"],
+    )
+    d = str(job_dir.resolve())
+    assert argv[:4] == ["docker", "run", "--rm", "--init"]
+    assert argv[-2:] == ["ghcr.io/x/app:1", "/app/main.py"]
+    pairs = list(zip(argv, argv[1:]))
+    assert ("-v", f"{d}:{d}") in pairs and ("-w", f"{d}/work") in pairs
+    assert ("--name", "pairio-J1") in pairs
+    assert ("--cpus", "2") in pairs and ("--memory", "1536m") in pairs
+    for name in ("PAIRIO_JOB_FILE", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "MY_SECRET"):
+        assert ("-e", name) in pairs  # by name only: values never appear in argv
+    assert "--gpus" not in argv
+    gpu = processor_command(make_config(containerMode="docker"), app_name="a", image="i", executable="e", job_dir=job_dir, resources=GPU_RESOURCES)
+    assert ("--gpus", "all") in list(zip(gpu, gpu[1:]))
+
+
+def test_apptainer_command(tmp_path: Path) -> None:
+    d = str(tmp_path.resolve())
+    config = make_config(containerMode=ContainerMode.APPTAINER)
+    argv = processor_command(config, app_name="a", image="ghcr.io/x/app:1", executable="/app/main.py", job_dir=tmp_path, resources=RESOURCES)
+    assert argv == ["apptainer", "exec", "--bind", f"{d}:{d}", "--pwd", f"{d}/work", "docker://ghcr.io/x/app:1", "/app/main.py"]
+    gpu = processor_command(config, app_name="a", image="/images/app.sif", executable="run", job_dir=tmp_path, resources=GPU_RESOURCES)
+    assert "--nv" in gpu and gpu[-2:] == ["/images/app.sif", "run"]
+
+
+def test_container_modes_need_an_image(tmp_path: Path) -> None:
+    with pytest.raises(BridgeConfigError, match="declares no image"):
+        processor_command(make_config(containerMode="docker"), app_name="a", image="", executable="e", job_dir=tmp_path, resources=RESOURCES)
+
+
+# ---------------------------------------------------------------- job directories and state
+
+
+def test_state_is_written_atomically_and_read_back(tmp_path: Path) -> None:
+    d = JobDir(tmp_path / "jobs" / "J1")
+    d.create()
+    assert d.read_state() is None
+    state = JobState(jobId="J1")
+    d.write_state(state)
+    state.phase, state.nativeId, state.submitAttempted = RunnerPhase.SUBMITTED, "1234", True
+    d.write_state(state)
+    state.phase, state.outcome = RunnerPhase.FINISHED, RecordedOutcome.of(NativeOutcome(NativePhase.FAILED, error="boom", exit_code=3))
+    d.write_state(state)
+    again = d.read_state()
+    assert again is not None and again.phase is RunnerPhase.FINISHED and again.nativeId == "1234"
+    assert again.outcome is not None and again.outcome.exitCode == 3 and again.outcome.error == "boom"
+    assert sorted(p.name for p in d.path.iterdir()) == ["inputs", "outputs", "state.json", "work"]  # no temp file left
+
+
+def test_console_chunks_and_resource_log_lines(tmp_path: Path) -> None:
+    d = JobDir(tmp_path / "J1")
+    d.create()
+    assert d.read_console_chunk(0, 10) == b"" and d.resource_log() is None
+    d.console_file.write_bytes(b"hello world")
+    assert d.read_console_chunk(6, 100) == b"world"
+    d.resource_log_file.write_bytes(b'{"a": 1}\n{"a": 2}\n{"a":')
+    assert d.resource_log() == b'{"a": 1}\n{"a": 2}\n'  # the line being written is left out
+
+
+def test_old_reported_job_dirs_are_removed(tmp_path: Path) -> None:
+    for job_id, phase in (("old", RunnerPhase.REPORTED), ("running", RunnerPhase.SUBMITTED)):
+        d = JobDir(tmp_path / job_id)
+        d.create()
+        d.write_state(JobState(jobId=job_id, phase=phase))
+    assert remove_old_job_dirs(tmp_path, 3600) == []
+    import time
+
+    assert remove_old_job_dirs(tmp_path, 3600, now=time.time() + 7200) == ["old"]
+    assert [d.job_id for d in job_dirs(tmp_path)] == ["running"]
+
+
+def test_job_file_points_at_the_job_directory(tmp_path: Path) -> None:
+    job = PairioJobData.model_validate({
+        "jobId": "J1", "serviceName": "svc", "userId": "u",
+        "jobDefinition": {
+            "appName": "hello_world", "processorName": "count_characters",
+            "inputFiles": [{"name": "input", "fileBaseName": "in.txt", "url": "http://h/x"}],
+            "outputFiles": [{"name": "output", "fileBaseName": "output.json"}],
+            "parameters": [{"name": "include_whitespace", "value": False}],
+        },
+        "jobDefinitionHash": "h", "requiredResources": RESOURCES.model_dump(), "consoleOutputUrl": "u",
+        "resourceUtilizationLogUrl": "u", "timestampCreatedSec": 0, "status": "starting", "isRunnable": True,
+    })
+    d = JobDir(tmp_path / "J1")
+    d.create()
+    job_file = build_job_file(job, d)
+    assert job_file.inputs[0].path == str((d.path / "inputs/input/in.txt").resolve())
+    assert job_file.outputs[0].path == str((d.path / "outputs/output/output.json").resolve())
+    assert (d.path / "outputs/output").is_dir()
+    assert job_file.parameters == {"include_whitespace": False}
+    assert job_file.workingDir == str(d.work_dir.resolve())
+
+
+# ---------------------------------------------------------------- staging
+
+
+class FileServer:
+    """Serves ``files`` on 127.0.0.1 with Range support; can cut the first N responses short."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.cut_after_bytes: dict[str, int] = {}
+        self.cuts_left = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                server.requests.append((self.path, self.headers.get("Range", "")))
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                range_header = self.headers.get("Range")
+                if range_header:
+                    start = int(range_header.removeprefix("bytes=").split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.cuts_left > 0 and self.path in server.cut_after_bytes:
+                    server.cuts_left -= 1
+                    self.wfile.write(body[: server.cut_after_bytes[self.path]])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    server = FileServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Iterator[InputCache]:
+    c = InputCache(tmp_path / "cache", initial_delay_sec=0.01)
+    yield c
+    c.close()
+
+
+def test_an_input_is_downloaded_once_and_linked_read_only(file_server: FileServer, cache: InputCache, tmp_path: Path) -> None:
+    file_server.files["/a.txt"] = b"abc" * 1000
+    first = cache.stage(f"{file_server.url}/a.txt", tmp_path / "j1/inputs/input/a.txt")
+    second = cache.stage(f"{file_server.url}/a.txt", tmp_path / "j2/inputs/input/a.txt")
+    assert first.read_bytes() == second.read_bytes() == b"abc" * 1000
+    assert len(file_server.requests) == 1
+    assert os.stat(first).st_ino == os.stat(second).st_ino  # hard links to the cached copy
+    assert not os.access(first, os.W_OK) or os.geteuid() == 0  # a processor cannot spoil the cache
+
+
+def test_concurrent_jobs_share_one_download(file_server: FileServer, cache: InputCache, tmp_path: Path) -> None:
+    file_server.files["/big.bin"] = os.urandom(3 * 1024 * 1024)
+    url = f"{file_server.url}/big.bin"
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda i: cache.stage(url, tmp_path / f"j{i}/in.bin"), range(8)))
+    assert all(p.read_bytes() == file_server.files["/big.bin"] for p in paths)
+    assert len(file_server.requests) == 1
+
+
+def test_a_dropped_download_resumes_with_range(file_server: FileServer, cache: InputCache, tmp_path: Path) -> None:
+    data = os.urandom(2 * 1024 * 1024 + 17)
+    file_server.files["/x.bin"] = data
+    file_server.cut_after_bytes["/x.bin"] = 1024 * 1024
+    file_server.cuts_left = 1
+    path = cache.stage(f"{file_server.url}/x.bin", tmp_path / "in.bin")
+    assert path.read_bytes() == data
+    assert [r for _, r in file_server.requests] == ["", f"bytes={1024 * 1024}-"]
+
+
+def test_a_download_that_keeps_failing_says_so(file_server: FileServer, tmp_path: Path) -> None:
+    file_server.files["/x.bin"] = b"x" * 100_000
+    file_server.cut_after_bytes["/x.bin"] = 10
+    file_server.cuts_left = 100
+    cache = InputCache(tmp_path / "cache", max_attempts=3, initial_delay_sec=0.01)
+    # each attempt resumes and gets 10 more bytes, then is cut again
+    with pytest.raises(StagingError, match="after 3 attempts"):
+        cache.stage(f"{file_server.url}/x.bin", tmp_path / "in.bin")
+    assert not cache.cached_path(f"{file_server.url}/x.bin").exists()
+    file_server.cuts_left = 0
+    assert cache.stage(f"{file_server.url}/x.bin", tmp_path / "in.bin").read_bytes() == b"x" * 100_000
+    cache.close()
+
+
+def test_a_missing_input_fails_at_once(file_server: FileServer, cache: InputCache, tmp_path: Path) -> None:
+    with pytest.raises(StagingError, match="HTTP 404"):
+        cache.stage(f"{file_server.url}/nope", tmp_path / "in.bin")
+    assert len(file_server.requests) == 1
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_register_refuses_to_overwrite_and_explains(tmp_path: Path) -> None:
+    save_bridge_config(tmp_path, make_config())
+    result = CliRunner().invoke(bridge_main, ["register", "--dir", str(tmp_path), "--service", "svc"])
+    assert result.exit_code == 1 and "--force" in result.output
+
+
+def test_local_without_registration_says_what_to_run(tmp_path: Path) -> None:
+    result = CliRunner().invoke(bridge_main, ["local", "--dir", str(tmp_path / "none")])
+    assert result.exit_code == 1
+    assert "pairio-bridge register --dir" in result.output and "Traceback" not in result.output
+
+
+def test_register_rejects_a_malformed_app_command(tmp_path: Path) -> None:
+    result = CliRunner().invoke(bridge_main, ["register", "--dir", str(tmp_path), "--service", "svc", "--app", "hello_world"])
+    assert result.exit_code == 2 and "APP=COMMAND" in result.output

@@ -1,0 +1,214 @@
+"""Pure parts of the watcher and the local backend: no processes started."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from bridge.backend import Capacity, NativePhase
+from bridge.local.backend import NativeId, last_sampled_rss, read_watcher_result
+from bridge.local.resources import (
+    DeclaredLimits,
+    JobReservation,
+    MachineSnapshot,
+    choose_gpus,
+    detect_gpu_ids,
+    free_capacity,
+    inherited_environment,
+    local_directives,
+    parse_cuda_visible_devices,
+    parse_nvidia_smi_list,
+)
+from bridge.watch import (
+    exit_error,
+    job_environment,
+    memory_limit_error,
+    parse_args,
+    parse_gpu_query,
+    resource_environment,
+    tail_text,
+    time_limit_error,
+    write_json_atomically,
+)
+from pairio.models import PairioJobRequiredResources
+
+# ---------------------------------------------------------------- resources -> directives
+
+
+def test_local_directives_map_every_resource() -> None:
+    resources = PairioJobRequiredResources(numCpus=4, numGpus=2, memoryGb=1.5, timeSec=90)
+    args, env = local_directives(resources, ["0", "3"])
+    assert args == ["--time-sec", "90", "--memory-gb", "1.5", "--num-cpus", "4", "--gpus", "0,3"]
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == env["NUMEXPR_NUM_THREADS"] == "4"
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,3"
+
+
+def test_local_directives_without_gpus_hide_them_all() -> None:
+    args, env = local_directives(PairioJobRequiredResources(numCpus=1, numGpus=0, memoryGb=2, timeSec=3600), [])
+    assert "--gpus" not in args
+    assert env["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_local_directives_refuse_the_wrong_number_of_gpus() -> None:
+    with pytest.raises(ValueError, match="asks for 2 GPUs but 1 were assigned"):
+        local_directives(PairioJobRequiredResources(numCpus=1, numGpus=2, memoryGb=1, timeSec=1), ["0"])
+
+
+def test_job_environment_points_at_the_job_file_and_overrides_the_bridge() -> None:
+    env = job_environment({"PATH": "/bin", "OMP_NUM_THREADS": "64", "CUDA_VISIBLE_DEVICES": "0,1"}, Path("/jobs/j1"), 2, [])
+    assert env["PAIRIO_JOB_FILE"] == "/jobs/j1/job.json"
+    assert env["PATH"] == "/bin"
+    assert env["OMP_NUM_THREADS"] == "2"
+    assert env["CUDA_VISIBLE_DEVICES"] == ""
+    assert resource_environment(3, ["GPU-abc"])["CUDA_VISIBLE_DEVICES"] == "GPU-abc"
+
+
+def test_watcher_command_line() -> None:
+    config = parse_args(["--job-dir", "/tmp/j", "--time-sec", "2", "--memory-gb", "0.5", "--num-cpus", "1", "--gpus", "1,2",
+                         "--", "python", "-c", "print(1)", "--time-sec"])  # fmt: skip
+    assert config.command == ["python", "-c", "print(1)", "--time-sec"]
+    assert (config.time_sec, config.memory_gb, config.num_cpus, config.gpu_ids) == (2.0, 0.5, 1, ["1", "2"])
+    with pytest.raises(SystemExit):
+        parse_args(["--job-dir", "/tmp/j", "--time-sec", "2", "--memory-gb", "1", "--num-cpus", "1", "--"])
+
+
+def test_jobs_do_not_inherit_the_bridges_pairio_settings() -> None:
+    env = inherited_environment({"PATH": "/bin", "PAIRIO_API_KEY": "secret", "PAIRIO_HUB_DATABASE_URL": "postgresql://u:p@h/db"})
+    assert env == {"PATH": "/bin"}
+
+
+# ---------------------------------------------------------------- GPUs
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("0,1", ["0", "1"]), ("", []), ("-1", []), (" 2 , GPU-4f2e ", ["2", "GPU-4f2e"]), ("NoDevFiles", [])],
+)
+def test_parse_cuda_visible_devices(value: str, expected: list[str]) -> None:
+    assert parse_cuda_visible_devices(value) == expected
+
+
+def test_parse_nvidia_smi_list() -> None:
+    text = (
+        "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-5d1c1f0e-aaaa)\n"
+        "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-5d1c1f0e-bbbb)\n"
+        "  MIG 1g.10gb Device 0: (UUID: MIG-xyz)\n"
+    )
+    assert parse_nvidia_smi_list(text) == ["0", "1"]
+
+
+def test_cuda_visible_devices_wins_over_nvidia_smi() -> None:
+    assert detect_gpu_ids({"CUDA_VISIBLE_DEVICES": "3,5"}) == ["3", "5"]
+    assert detect_gpu_ids({"CUDA_VISIBLE_DEVICES": ""}) == []
+
+
+def test_choose_gpus_never_hands_out_a_taken_one() -> None:
+    assert choose_gpus(["0", "1", "2"], {"0"}, 2) == ["1", "2"]
+    assert choose_gpus(["0", "1"], {"1"}, 2) is None
+    assert choose_gpus([], set(), 0) == []
+
+
+def test_parse_gpu_query_skips_unreadable_rows() -> None:
+    rows = parse_gpu_query("0, 37, 1024\n1, [N/A], [N/A]\n")
+    assert rows == [{"index": "0", "utilizationPercent": 37.0, "memoryUsedBytes": 1024 * 1024 * 1024}]
+
+
+# ---------------------------------------------------------------- capacity
+
+IDLE_MACHINE = MachineSnapshot(cpu_count=16, busy_cpus=0.0, available_memory_gb=64.0, gpu_ids=("0", "1"))
+
+
+def test_free_capacity_of_an_idle_machine_is_all_of_it() -> None:
+    assert free_capacity(IDLE_MACHINE, [], DeclaredLimits()) == Capacity(numCpus=16, numGpus=2, memoryGb=64.0)
+
+
+def test_running_jobs_reserve_what_they_asked_for() -> None:
+    running = [JobReservation(num_cpus=4, memory_gb=10, gpu_ids=("1",)), JobReservation(num_cpus=2, memory_gb=6, gpu_ids=())]
+    assert free_capacity(IDLE_MACHINE, running, DeclaredLimits()) == Capacity(numCpus=10, numGpus=1, memoryGb=48.0)
+
+
+def test_declared_limits_cap_the_machine() -> None:
+    running = [JobReservation(num_cpus=2, memory_gb=3, gpu_ids=("0",))]
+    declared = DeclaredLimits(num_cpus=4, num_gpus=1, memory_gb=8)
+    assert free_capacity(IDLE_MACHINE, running, declared) == Capacity(numCpus=2, numGpus=0, memoryGb=5.0)
+
+
+def test_our_own_load_and_memory_are_not_counted_twice() -> None:
+    # The job keeps its 4 reserved CPUs busy and already uses 8 of its 10 GB.
+    machine = MachineSnapshot(cpu_count=16, busy_cpus=4.0, available_memory_gb=56.0, gpu_ids=())
+    running = [JobReservation(num_cpus=4, memory_gb=10, gpu_ids=(), used_memory_gb=8)]
+    assert free_capacity(machine, running, DeclaredLimits()) == Capacity(numCpus=12, numGpus=0, memoryGb=54.0)
+
+
+def test_load_from_other_programs_takes_cpus() -> None:
+    machine = MachineSnapshot(cpu_count=16, busy_cpus=10.2, available_memory_gb=64.0, gpu_ids=())
+    running = [JobReservation(num_cpus=4, memory_gb=1, gpu_ids=())]
+    assert free_capacity(machine, running, DeclaredLimits()).numCpus == 6
+
+
+def test_free_capacity_is_never_negative() -> None:
+    running = [JobReservation(num_cpus=32, memory_gb=100, gpu_ids=("0", "1"))]
+    assert free_capacity(IDLE_MACHINE, running, DeclaredLimits(num_gpus=1)) == Capacity(numCpus=0, numGpus=0, memoryGb=0.0)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_limit_errors_say_what_happened() -> None:
+    assert time_limit_error(2.0) == "processor exceeded its time limit of 2 s and was killed"
+    assert time_limit_error(1.5) == "processor exceeded its time limit of 1.5 s and was killed"
+    assert memory_limit_error(3 * 1024**3 // 2, 1) == "processor used 1.50 GB, over its memory limit of 1 GB, and was killed"
+
+
+def test_exit_errors_carry_the_code_or_signal_and_the_console_tail() -> None:
+    assert exit_error(3, "") == "processor exited with code 3"
+    assert (
+        exit_error(2, "Traceback...\nValueError: bad")
+        == "processor exited with code 2; the last lines of its output:\nTraceback...\nValueError: bad"
+    )
+    assert exit_error(-signal.SIGKILL, "") == "processor was killed by SIGKILL (9)"
+
+
+def test_tail_text_keeps_the_last_lines_within_bounds() -> None:
+    data = "".join(f"line {i}\n" for i in range(100)).encode()
+    assert tail_text(data, max_lines=3) == "line 97\nline 98\nline 99"
+    assert len(tail_text(b"x" * 10_000, max_chars=500)) == 500
+    assert tail_text(b"caf\xc3") == "caf\ufffd"
+
+
+# ---------------------------------------------------------------- job directory files
+
+
+def test_native_id_round_trips_paths_with_colons() -> None:
+    native_id = NativeId(1234, 1795579300.05, Path("/data/jobs:old/abc"))
+    assert NativeId.parse(str(native_id)) == native_id
+    for garbage in ["", "abc", "12:x:/a", "12:1.0:relative/dir"]:
+        with pytest.raises(ValueError):
+            NativeId.parse(garbage)
+
+
+def test_read_watcher_result(tmp_path: Path) -> None:
+    assert read_watcher_result(tmp_path) is None
+    write_json_atomically(
+        tmp_path / "result.json",
+        {"exitCode": 3, "phase": "failed", "error": "processor exited with code 3", "timestampFinishedSec": 1.0},
+    )
+    outcome = read_watcher_result(tmp_path)
+    assert outcome is not None and (outcome.phase, outcome.exit_code, outcome.error) == (
+        NativePhase.FAILED,
+        3,
+        "processor exited with code 3",
+    )
+    (tmp_path / "result.json").write_text('{"phase": "exploded"}')
+    outcome = read_watcher_result(tmp_path)
+    assert outcome is not None and outcome.phase == NativePhase.LOST and "exploded" in (outcome.error or "")
+
+
+def test_last_sampled_rss_tolerates_a_half_written_line(tmp_path: Path) -> None:
+    assert last_sampled_rss(tmp_path) == 0
+    lines = [json.dumps({"timestampSec": i, "rssBytes": 1000 + i}) for i in range(500)]
+    (tmp_path / "resource_log.jsonl").write_text("\n".join(lines) + '\n{"timestampSec": 5, "rssB')
+    assert last_sampled_rss(tmp_path) == 1499
