@@ -87,6 +87,15 @@ class Backend(ABC):
     def cancel(self, native_ids: list[str]) -> None:
         """Stop the given jobs (their process trees); idempotent."""
 
+    def adopt(self, job_dir: Path) -> str:
+        """The native id of the job started from ``job_dir``, for a bridge that died inside ``submit``.
+
+        Raise LookupError when nothing was started there (the runner then submits it).
+        Backends that cannot tell leave this as is; the runner then fails the job rather
+        than risk running it twice.
+        """
+        raise NotImplementedError(f"the {self.name} backend cannot look jobs up by directory")
+
 
 class SubmitError(Exception):
     """The backend refused the job; the message is shown to the user as the job's error."""

@@ -252,20 +252,21 @@ class BridgeRunner:
     def _recover_interrupted_submission(self, tracked: TrackedJob) -> None:
         """The bridge died inside ``backend.submit``: find the job, or make sure it is never started twice.
 
-        A backend that can look a job up by its directory (an ``adopt(job_dir) -> native id``
-        method raising LookupError when nothing was started, as LocalBackend has) tells us
-        which; without one the job is failed, since it may or may not be running.
+        ``Backend.adopt`` tells which; a backend that cannot tell (NotImplementedError) has
+        the job failed, since it may or may not be running.
         """
         state = tracked.state
-        adopt = getattr(self.backend, "adopt", None)
-        if adopt is not None:
-            try:
-                state.nativeId = adopt(tracked.dir.path)
-            except LookupError:
-                log.info("job %s: its submission was interrupted before anything started; it will be submitted", tracked.job_id)
-                state.phase, state.submitAttempted = RunnerPhase.STAGED, False
-            else:
-                state.phase = RunnerPhase.SUBMITTED
+        try:
+            state.nativeId = self.backend.adopt(tracked.dir.path)
+        except LookupError:
+            log.info("job %s: its submission was interrupted before anything started; it will be submitted", tracked.job_id)
+            state.phase, state.submitAttempted = RunnerPhase.STAGED, False
+            tracked.dir.write_state(state)
+            return
+        except NotImplementedError:
+            pass
+        else:
+            state.phase = RunnerPhase.SUBMITTED
             tracked.dir.write_state(state)
             return
         self._record_outcome(tracked, NativeOutcome(

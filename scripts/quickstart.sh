@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: install Pairio into .venv, start a hub on SQLite
-# (data in .pairio/hub), create a user, a service and the hello_world app, and submit the
-# seed's three examples. Safe to run again: it reuses the hub, the user and the service.
+# The main job on the embedded default. Installs Pairio into .venv, starts a hub on SQLite
+# (data in .pairio/hub), creates the user "demo" and stores its key for the client
+# ('pairio login'), creates hello_world_service with the hello_world app, registers and
+# starts a local bridge (.pairio/bridge), runs the seed's three examples and waits for
+# their results. Safe to run again: it reuses the hub, the user, the service and the bridge.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT="${PAIRIO_QUICKSTART_PORT:-8000}"
 URL="http://127.0.0.1:${PORT}"
 DATA=.pairio/hub
+BRIDGE=.pairio/bridge
 mkdir -p .pairio
+unset PAIRIO_API_URL PAIRIO_API_KEY  # the examples read the hub and key stored by 'pairio login'
 
 python3 -m venv .venv 2>/dev/null || true
-.venv/bin/python -m pip install -q -e .
+.venv/bin/python -m pip install -q -e . 2> >(grep -v '^WARNING: ' >&2)
 export PATH="$PWD/.venv/bin:$PATH"
 
 hub_up() { python - "$URL" <<'PY'
@@ -22,6 +26,7 @@ except httpx.HTTPError:
     sys.exit(1)
 PY
 }
+running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 if ! hub_up; then
   echo "starting the hub on $URL (log: .pairio/hub.log)"
@@ -36,18 +41,41 @@ if [ ! -s .pairio/demo-api-key ]; then
   pairio admin --data-dir "$DATA" create-service hello_world_service --owner demo
 fi
 pairio admin --data-dir "$DATA" add-app hello_world_service apps/hello_world/spec.json
+pairio login --url "$URL" --api-key "$(cat .pairio/demo-api-key)"
 
-export PAIRIO_API_URL="$URL"
-PAIRIO_API_KEY="$(cat .pairio/demo-api-key)"
-export PAIRIO_API_KEY
+if [ ! -f "$BRIDGE/bridge.json" ]; then
+  pairio-bridge register --dir "$BRIDGE" --service hello_world_service --name quickstart \
+    --hub-url "$URL" --app "hello_world=$PWD/.venv/bin/python $PWD/apps/hello_world/main.py"
+fi
+if ! running .pairio/bridge.pid; then
+  echo "starting the local bridge (log: .pairio/bridge.log)"
+  nohup pairio-bridge local --dir "$BRIDGE" >.pairio/bridge.log 2>&1 &
+  echo $! >.pairio/bridge.pid
+fi
+
 for example in examples/example1.py examples/example2.py examples/example3.py; do
   echo "--- $example"
   python "$example"
 done
 
+echo "--- waiting for the examples' jobs"
+python - <<'PY'
+import httpx
+from pairio import find_jobs
+
+jobs = find_jobs(service_name="hello_world_service", tags=["example"], limit=20)
+for job in jobs:
+    job.wait_until_done(wait_sec=120)
+    print(job.job_url, job.status.value, job.jobDefinition.processorName)
+    if job.jobDefinition.processorName == "hello_world_1":
+        print("   console:", job.get_console_output().strip())
+    for out in job.outputFileResults:
+        print(f"   {out.name} ({out.fileBaseName}):", httpx.get(out.url).text.strip())
+PY
+
 cat <<MSG
 
-The hub is running at $URL (API docs: $URL/docs). To use it from this shell:
-  export PAIRIO_API_URL=$URL PAIRIO_API_KEY=\$(cat .pairio/demo-api-key)
-Stop it with: kill \$(cat .pairio/hub.pid)
+The hub runs at $URL (API docs: $URL/docs) with a local bridge; the client is logged in,
+so 'python examples/example1.py' and 'pairio jobs list --service hello_world_service' work
+from any shell. Stop both with: kill \$(cat .pairio/bridge.pid) \$(cat .pairio/hub.pid)
 MSG
