@@ -345,7 +345,8 @@ class BridgeRunner:
         self._next_heartbeat = self._clock() + min(self.config.heartbeatIntervalSec, answer.heartbeat_timeout_sec / 4)
         for job_id in answer.cancel_job_ids:
             tracked = self._jobs.get(job_id)
-            if tracked is not None:
+            # a job that already ended here is only waiting to be reported or cleaned up
+            if tracked is not None and tracked.phase not in (RunnerPhase.FINISHED, RunnerPhase.REPORTED):
                 self._cancel(tracked)
 
     def _cancel(self, tracked: TrackedJob) -> None:
