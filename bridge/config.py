@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import tempfile
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pairio.jobfile import JOB_FILE_ENV
 from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
+from pairio.private_file import write_private_file
 
 from .watch import THREAD_COUNT_VARIABLES
 
@@ -142,17 +142,7 @@ def save_bridge_config(bridge_dir: Path, config: BridgeConfig) -> Path:
     """Write ``bridge.json`` atomically, readable by its owner only (it holds the compute client key)."""
     bridge_dir.mkdir(parents=True, exist_ok=True)
     path = config_file(bridge_dir)
-    fd, tmp = tempfile.mkstemp(dir=bridge_dir, prefix=".bridge-", suffix=".json")  # created 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(config.model_dump_json(indent=2))
-            f.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_private_file(path, config.model_dump_json(indent=2) + "\n")
 
 
 # ---------------------------------------------------------------- the processor's command line

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from .errors import PairioConfigError
+from .private_file import write_private_file
 
 DEFAULT_HUB_URL = "http://127.0.0.1:8000"
 ENV_URL = "PAIRIO_API_URL"
@@ -74,19 +74,7 @@ def save_login(url: str, api_key: str, path: Optional[Path] = None) -> Path:
     config.default_url = url
     config.api_keys[url] = api_key
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # Write a private temporary file and rename it over the old one, so the key is
-    # never readable by others, not even for a moment, and a crash leaves the old file whole.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".json")  # mkstemp creates it 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(config.to_json(), f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_private_file(path, json.dumps(config.to_json(), indent=2) + "\n")
 
 
 @dataclass(frozen=True)
