@@ -1,0 +1,151 @@
+"""The batch script and the sbatch command line of a job: pure functions, checked against recorded files.
+
+The mapping from a job's resources to sbatch options is ``slurm_resource_options``; it
+rounds up everywhere, because a job that gets less than it asked for fails late and
+confusingly (Parsl floors ``--time`` and loses up to a minute).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from pairio.models import PairioJobRequiredResources
+
+from .site import GpuStyle, MemoryStyle, SlurmSiteOptions
+
+EXIT_CODE_FILE = "slurm_exit_code"
+STDOUT_FILE = "slurm.out"
+STDERR_FILE = "slurm.err"
+_JOB_ID = re.compile(r"[A-Za-z0-9]+")
+
+
+def check_job_id(job_id: str) -> str:
+    if not _JOB_ID.fullmatch(job_id):
+        raise ValueError(f"job id {job_id!r} may hold only letters and digits")
+    return job_id
+
+
+def _check_job_dir(job_dir: Path) -> Path:
+    if not job_dir.is_absolute():
+        raise ValueError(f"the job directory must be an absolute path (compute nodes resolve it elsewhere), got {job_dir}")
+    # sbatch expands %j, %u, ... in --output/--error, and a newline would break the script
+    if "%" in str(job_dir) or "\n" in str(job_dir):
+        raise ValueError(f"the job directory {str(job_dir)!r} may not contain '%' or a newline; choose another jobsDir")
+    return job_dir
+
+
+def _mib(gb: float) -> int:
+    return math.ceil(gb * 1024)
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def slurm_resource_options(resources: PairioJobRequiredResources, site: SlurmSiteOptions) -> list[str]:
+    """The sbatch options that ask for a job's resources (see docs/prior-art.md, "Slurm directive mapping")."""
+    minutes = max(1, math.ceil(resources.timeSec / 60))
+    options = [f"--time={minutes}"]
+    if site.memoryStyle is MemoryStyle.MEM_PER_CPU:
+        options.append(f"--mem-per-cpu={math.ceil(resources.memoryGb * 1024 / resources.numCpus)}M")
+    else:
+        options.append(f"--mem={_mib(resources.memoryGb)}M")
+    options += [f"--cpus-per-task={resources.numCpus}", "--ntasks=1", "--nodes=1"]
+    n = resources.numGpus
+    if n > 0:
+        if site.gpuStyle is GpuStyle.GRES:
+            options.append(f"--gres=gpu:{n}")
+        elif site.gpuStyle is GpuStyle.GRES_TYPED:
+            options.append(f"--gres=gpu:{site.gpuType}:{n}")
+        elif site.gpuStyle is GpuStyle.GPUS:
+            options.append(f"--gpus={n}")
+        else:
+            options.append(f"--gpus-per-node={n}")
+    return options
+
+
+def site_options(resources: PairioJobRequiredResources, site: SlurmSiteOptions) -> list[str]:
+    """The site's own sbatch options for this job (partition, account, ..., extra directives)."""
+    options = []
+    partition = site.partition_for(resources)
+    for name, value in (
+        ("partition", partition),
+        ("account", site.account),
+        ("qos", site.qos),
+        ("constraint", site.constraint),
+        ("reservation", site.reservation),
+    ):
+        if value:
+            options.append(f"--{name}={value}")
+    return options + list(site.extraDirectives)
+
+
+def job_name(site: SlurmSiteOptions, job_id: str) -> str:
+    return f"{site.jobNamePrefix}{check_job_id(job_id)}"
+
+
+def sbatch_argv(site: SlurmSiteOptions, job_id: str, job_dir: Path, script_path: Path) -> list[str]:
+    """The sbatch command line; every option comes before the script, or sbatch hands it to the script."""
+    job_dir = _check_job_dir(job_dir)
+    return [
+        site.sbatchCommand,
+        "--parsable",
+        f"--job-name={job_name(site, job_id)}",
+        f"--chdir={job_dir}",
+        f"--output={job_dir / STDOUT_FILE}",
+        f"--error={job_dir / STDERR_FILE}",
+        str(script_path),
+    ]
+
+
+def render_sbatch_script(
+    job_id: str,
+    job_dir: Path,
+    resources: PairioJobRequiredResources,
+    site: SlurmSiteOptions,
+    processor_argv: Sequence[str],
+    python_executable: str,
+) -> str:
+    """The batch script: directives, site environment and prologue, then the watcher running the processor.
+
+    The watcher enforces the time and memory limits itself (many clusters do not) and
+    writes result.json; the script records its own exit status in ``slurm_exit_code``
+    on every exit, so a job that left the queue is settled from a file, never assumed.
+    """
+    check_job_id(job_id)
+    job_dir = _check_job_dir(job_dir)
+    if not processor_argv:
+        raise ValueError("the processor's argv is empty")
+    q = shlex.quote
+    lines = ["#!/bin/bash"]
+    lines += [f"#SBATCH {option}" for option in slurm_resource_options(resources, site) + site_options(resources, site)]
+    lines += [
+        f"# Pairio job {job_id}, written by the Pairio Slurm bridge.",
+        "set -u",
+        f"JOB_DIR={q(str(job_dir))}",
+        f"PYTHON={q(python_executable)}",
+        # runs on every exit, also when the prologue fails; written then renamed so a reader never sees half a file
+        'trap \'status=$?; printf "%s\\n" "$status" > "$JOB_DIR/' + EXIT_CODE_FILE + '.tmp" && mv -f "$JOB_DIR/'
+        + EXIT_CODE_FILE + '.tmp" "$JOB_DIR/' + EXIT_CODE_FILE + '"\' EXIT',
+    ]
+    lines += [f"export {name}={q(value)}" for name, value in site.exportEnv.items()]
+    if site.prologue:
+        # module and conda scripts read unset variables, so the prologue runs without set -u
+        lines += ["# site prologue", "set +u", *site.prologue, "set -u"]
+    watcher = [
+        '"$PYTHON" -m bridge.watch --job-dir "$JOB_DIR"',
+        f"--time-sec {_number(resources.timeSec)}",
+        f"--memory-gb {_number(resources.memoryGb)}",
+        f"--num-cpus {resources.numCpus}",
+    ]
+    if resources.numGpus > 0:
+        # Slurm's allocation sets CUDA_VISIBLE_DEVICES; the watcher would otherwise hide every GPU
+        watcher.append('--gpus "${CUDA_VISIBLE_DEVICES:-}"')
+    watcher.append("-- " + " ".join(q(arg) for arg in processor_argv))
+    lines.append(" ".join(watcher))
+    lines.append("exit $?")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,13 @@
+#!/bin/bash
+#SBATCH --time=60
+#SBATCH --mem=4096M
+#SBATCH --cpus-per-task=2
+#SBATCH --ntasks=1
+#SBATCH --nodes=1
+# Pairio job job123, written by the Pairio Slurm bridge.
+set -u
+JOB_DIR=/shared/pairio/jobs/job123
+PYTHON=/opt/pairio/venv/bin/python
+trap 'status=$?; printf "%s\n" "$status" > "$JOB_DIR/slurm_exit_code.tmp" && mv -f "$JOB_DIR/slurm_exit_code.tmp" "$JOB_DIR/slurm_exit_code"' EXIT
+"$PYTHON" -m bridge.watch --job-dir "$JOB_DIR" --time-sec 3600 --memory-gb 4 --num-cpus 2 -- python main.py
+exit $?

@@ -1,0 +1,28 @@
+#!/bin/bash
+#SBATCH --time=2
+#SBATCH --mem=1127M
+#SBATCH --cpus-per-task=4
+#SBATCH --ntasks=1
+#SBATCH --nodes=1
+#SBATCH --gres=gpu:a100:2
+#SBATCH --partition=gpu
+#SBATCH --account=lab42
+#SBATCH --qos=normal
+#SBATCH --constraint=intel&ib
+#SBATCH --reservation=maint-window
+#SBATCH --exclusive
+#SBATCH --mail-type=NONE
+# Pairio job job123, written by the Pairio Slurm bridge.
+set -u
+JOB_DIR=/shared/pairio/jobs/job123
+PYTHON=/opt/pairio/venv/bin/python
+trap 'status=$?; printf "%s\n" "$status" > "$JOB_DIR/slurm_exit_code.tmp" && mv -f "$JOB_DIR/slurm_exit_code.tmp" "$JOB_DIR/slurm_exit_code"' EXIT
+export HDF5_USE_FILE_LOCKING=FALSE
+export LAB_NOTE='it'"'"'s a "test" $(whoami)'
+# site prologue
+set +u
+module load python/3.11
+source /shared/venvs/pairio/bin/activate
+set -u
+"$PYTHON" -m bridge.watch --job-dir "$JOB_DIR" --time-sec 61 --memory-gb 1.1 --num-cpus 4 --gpus "${CUDA_VISIBLE_DEVICES:-}" -- python /apps/main.py
+exit $?
