@@ -255,12 +255,6 @@ def test_fifty_jobs_on_two_slots_never_more_than_two_at_once(stack: Stack) -> No
         if done.status.value != "completed":
             failures.append((job.jobId, done.error))
     assert not failures, failures
-    spans = [json.loads((stack.record_dir / f"span-{j.jobId}.json").read_text()) for j in jobs]
-    # an end sorts before a start at the same instant: touching spans do not overlap
-    events = sorted([(s["start"], 1) for s in spans] + [(s["end"], -1) for s in spans])
-    at_once, most = 0, 0
-    for _, change in events:
-        at_once += change
-        most = max(most, at_once)
+    most = e2e.most_at_once(stack, jobs)
     assert most <= 2, f"{most} jobs ran at once"
     assert most == 2, "the two slots were never used together"
