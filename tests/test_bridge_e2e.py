@@ -189,17 +189,19 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubProcess, 
 
 
 class BridgeProcess:
-    """``pairio-bridge local --dir DIR`` as its own process."""
+    """``pairio-bridge KIND --dir DIR [ARGS]`` as its own process (KIND: local, slurm, ssh)."""
 
-    def __init__(self, bridge_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, bridge_dir: Path, env: dict[str, str], kind: str = "local", args: tuple[str, ...] = ()) -> None:
         self.bridge_dir = bridge_dir
         self.env = env
+        self.kind = kind
+        self.args = args
         self.process: Optional[subprocess.Popen[str]] = None
         self.outputs: list[OutputCollector] = []
 
     def start(self, *extra: str) -> None:
         self.process = subprocess.Popen(
-            PAIRIO_BRIDGE + ["local", "--dir", str(self.bridge_dir), *extra],
+            PAIRIO_BRIDGE + [self.kind, "--dir", str(self.bridge_dir), *self.args, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
         )
         self.outputs.append(OutputCollector(self.process))
@@ -229,9 +231,13 @@ class BridgeProcess:
 
 
 class Stack:
-    """A service of its own on the shared hub, the test app, and a bridge registered for it."""
+    """A service of its own on the shared hub, the test app, and a bridge registered for it.
 
-    def __init__(self, hub: HubProcess, key: str, tmp_path: Path) -> None:
+    ``bridge_kind`` and ``bridge_args`` choose the bridge (``pairio-bridge KIND --dir DIR ARGS``);
+    ``register(config_updates=...)`` adds settings to its bridge.json (e.g. Slurm site options).
+    """
+
+    def __init__(self, hub: HubProcess, key: str, tmp_path: Path, bridge_kind: str = "local", bridge_args: tuple[str, ...] = ()) -> None:
         self.hub = hub
         self.key = key
         self.tmp_path = tmp_path
@@ -248,9 +254,9 @@ class Stack:
         httpx.post(f"{hub.url}/v1/services", json={"serviceName": self.service}, headers=headers, timeout=30).raise_for_status()
         httpx.put(f"{hub.url}/v1/services/{self.service}/apps/testapp", json=TEST_APP_SPEC, headers=headers, timeout=30).raise_for_status()
         self.bridge_dir = tmp_path / "bridge"
-        self.bridge = BridgeProcess(self.bridge_dir, self.env)
+        self.bridge = BridgeProcess(self.bridge_dir, self.env, bridge_kind, bridge_args)
 
-    def register(self, *extra: str) -> None:
+    def register(self, *extra: str, config_updates: Optional[dict[str, Any]] = None) -> None:
         result = subprocess.run(
             PAIRIO_BRIDGE + [
                 "register", "--dir", str(self.bridge_dir), "--service", self.service, "--name", "e2e bridge",
@@ -264,6 +270,7 @@ class Stack:
         config_path = self.bridge_dir / "bridge.json"
         config = json.loads(config_path.read_text())
         config.update(pollIntervalSec=0.2, heartbeatIntervalSec=0.5, claimWaitSec=5, considerMachineLoad=False)
+        config.update(config_updates or {})
         config_path.write_text(json.dumps(config))
 
     def submit(self, processor: str, *, inputs: Optional[list[dict[str, str]]] = None, outputs: Optional[list[dict[str, str]]] = None, **parameters: Any) -> PairioJob:
