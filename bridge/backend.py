@@ -87,6 +87,10 @@ class Backend(ABC):
     def cancel(self, native_ids: list[str]) -> None:
         """Stop the given jobs (their process trees); idempotent."""
 
+    def describe(self, native_id: str) -> Optional[str]:
+        """How users know the native job (e.g. "Slurm job 4242"), for the job's timeline; None: not worth telling."""
+        return None
+
     def adopt(self, job_dir: Path) -> str:
         """The native id of the job started from ``job_dir``, for a bridge that died inside ``submit``.
 
@@ -99,3 +103,11 @@ class Backend(ABC):
 
 class SubmitError(Exception):
     """The backend refused the job; the message is shown to the user as the job's error."""
+
+
+class SubmitRetryLater(Exception):
+    """The backend could not take the job right now (its scheduler is unreachable); nothing was started.
+
+    The runner submits again later; a backend whose submission may have gone through
+    anyway must find that job in its next ``submit`` (by name) instead of starting another.
+    """

@@ -230,6 +230,10 @@ class HubApi:
         body = self._json(self._request("POST", f"/v1/compute/jobs/{_segment(job_id)}/status", json=payload))
         return StatusAnswer(status=JobStatus(body["status"]), canceled=bool(body["canceled"]), error=body.get("error"))
 
+    def add_note(self, job_id: str, message: str) -> None:
+        """A line on the job's timeline (e.g. why it waits in the cluster's queue)."""
+        self._request("POST", f"/v1/compute/jobs/{_segment(job_id)}/notes", json={"message": message})
+
     def append_console_output(self, job_id: str, offset: int, data: bytes) -> int:
         """Write ``data`` at ``offset`` of the job's console output; returns the hub's new size."""
         response = self._request(

@@ -40,7 +40,7 @@ from pairio.jobfile import PairioJobFile, PairioJobFileInput, PairioJobFileOutpu
 from pairio.models import PairioApp, PairioJobData, PairioJobRequiredResources
 from pairio.status import JobStatus
 
-from .backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError
+from .backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError, SubmitRetryLater
 from .config import BridgeConfig, BridgeConfigError, processor_command
 from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
@@ -58,6 +58,7 @@ STATUS_LOG_INTERVAL_SEC = 60.0
 STATUS_LOG_MIN_INTERVAL_SEC = 5.0
 CLEANUP_INTERVAL_SEC = 3600.0
 APP_SPEC_TTL_SEC = 60.0
+SUBMIT_RETRY_SEC = 15.0
 
 
 class ImmediateExit(BaseException):
@@ -82,6 +83,8 @@ class TrackedJob:
     cancel_requested: bool = False
     cancel_sent_at: float = 0.0
     retry_at: float = 0.0
+    last_note: Optional[str] = None
+    """the latest queue/progress note sent to the hub's timeline, so a note is sent only when it changes"""
 
     @property
     def job_id(self) -> str:
@@ -378,9 +381,36 @@ class BridgeRunner:
             return
         for native_id, outcome in outcomes.items():
             tracked = running.get(native_id)
-            if tracked is not None and outcome.phase.is_final:
+            if tracked is None:
+                continue
+            if outcome.phase.is_final:
                 log.info("job %s ended on the backend: %s%s", tracked.job_id, outcome.phase.value, f" ({outcome.error})" if outcome.error else "")
                 self._record_outcome(tracked, outcome)
+            else:
+                self._note_progress(tracked, outcome)
+
+    def _note_progress(self, tracked: TrackedJob, outcome: NativeOutcome) -> None:
+        """Put queue waits on the job's timeline (e.g. Slurm's reason), once per change."""
+        if outcome.phase is NativePhase.QUEUED:
+            note = f"waiting in the {self.backend.name} queue" + (f": {outcome.reason}" if outcome.reason else "")
+        elif tracked.last_note is not None and tracked.last_note.startswith("waiting"):
+            note = f"started on the {self.backend.name} backend"
+        else:
+            return
+        if note != tracked.last_note:
+            self._send_note(tracked, note)
+
+    def _send_note(self, tracked: TrackedJob, note: str) -> None:
+        if not self._hub_ok():
+            return
+        try:
+            self.hub.add_note(tracked.job_id, note)
+        except HubUnreachableError as e:
+            self._hub_failed(e)
+            return
+        except HubRejectedError as e:
+            log.debug("job %s: the hub refused a note (%s)", tracked.job_id, e)
+        tracked.last_note = note
 
     def _record_outcome(self, tracked: TrackedJob, outcome: NativeOutcome) -> None:
         tracked.state.phase = RunnerPhase.FINISHED
@@ -510,6 +540,12 @@ class BridgeRunner:
         )
         try:
             native_id = self.backend.submit(submission)
+        except SubmitRetryLater as e:
+            log.warning("job %s: the %s backend cannot take it now (%s); trying again in %.0f s", job.jobId, self.backend.name, e, SUBMIT_RETRY_SEC)
+            state.phase, state.submitAttempted = RunnerPhase.STAGED, False
+            d.write_state(state)
+            tracked.retry_at = self._clock() + SUBMIT_RETRY_SEC
+            return
         except SubmitError as e:
             self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error=f"the {self.backend.name} backend refused the job: {e}"))
             return
@@ -518,6 +554,9 @@ class BridgeRunner:
         d.write_state(state)
         tracked.job = None
         log.info("job %s (%s/%s) submitted as %s", job.jobId, job.jobDefinition.appName, job.jobDefinition.processorName, native_id)
+        description = self.backend.describe(native_id)
+        if description:
+            self._send_note(tracked, f"submitted as {description}")
         if tracked.cancel_requested:
             self.backend.cancel([native_id])
         if self._hub_ok():

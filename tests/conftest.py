@@ -17,6 +17,9 @@ from .hubtools import LiveHub, Seed, SyncASGITransport, postgres_schema, seed
 
 PUBLIC_URL = "http://hub.test"
 
+# session fixtures shared by several modules: one test Slurm cluster per session
+pytest_plugins = ["tests.slurm_support"]
+
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:

@@ -18,6 +18,10 @@ from pairio.models import PairioJobRequiredResources
 from .site import GpuStyle, MemoryStyle, SlurmSiteOptions
 
 EXIT_CODE_FILE = "slurm_exit_code"
+SLURM_JOB_ID_FILE = "slurm_job_id"
+SCRIPT_FILE = "slurm_job.sh"
+WATCHER_SCRIPT_FILE = "pairio_watch.py"
+"""a copy of bridge/watch.py in each job directory: compute nodes need Python and psutil, not this project"""
 STDOUT_FILE = "slurm.out"
 STDERR_FILE = "slurm.err"
 _JOB_ID = re.compile(r"[A-Za-z0-9]+")
@@ -109,12 +113,17 @@ def render_sbatch_script(
     site: SlurmSiteOptions,
     processor_argv: Sequence[str],
     python_executable: str,
+    *,
+    watcher_args: Sequence[str] = (),
 ) -> str:
     """The batch script: directives, site environment and prologue, then the watcher running the processor.
 
-    The watcher enforces the time and memory limits itself (many clusters do not) and
-    writes result.json; the script records its own exit status in ``slurm_exit_code``
-    on every exit, so a job that left the queue is settled from a file, never assumed.
+    The watcher (a copy of bridge/watch.py in the job directory) enforces the time and
+    memory limits itself (many clusters do not) and writes result.json; the script
+    records its Slurm job id when it starts (a restarted bridge finds the job by it) and
+    its own exit status in ``slurm_exit_code`` on every exit, so a job that left the
+    queue is settled from files, never assumed. A requeued job starts by removing what
+    its earlier run left.
     """
     check_job_id(job_id)
     job_dir = _check_job_dir(job_dir)
@@ -128,6 +137,9 @@ def render_sbatch_script(
         "set -u",
         f"JOB_DIR={q(str(job_dir))}",
         f"PYTHON={q(python_executable)}",
+        # a requeued job (node failure, preemption) runs this script again: forget the earlier run's ending
+        f'rm -f "$JOB_DIR/{EXIT_CODE_FILE}" "$JOB_DIR/result.json" "$JOB_DIR/watcher.json"',
+        f'printf "%s\\n" "${{SLURM_JOB_ID:-}}" > "$JOB_DIR/{SLURM_JOB_ID_FILE}"',
         # runs on every exit, also when the prologue fails; written then renamed so a reader never sees half a file
         'trap \'status=$?; printf "%s\\n" "$status" > "$JOB_DIR/' + EXIT_CODE_FILE + '.tmp" && mv -f "$JOB_DIR/'
         + EXIT_CODE_FILE + '.tmp" "$JOB_DIR/' + EXIT_CODE_FILE + '"\' EXIT',
@@ -137,10 +149,11 @@ def render_sbatch_script(
         # module and conda scripts read unset variables, so the prologue runs without set -u
         lines += ["# site prologue", "set +u", *site.prologue, "set -u"]
     watcher = [
-        '"$PYTHON" -m bridge.watch --job-dir "$JOB_DIR"',
+        f'"$PYTHON" "$JOB_DIR/{WATCHER_SCRIPT_FILE}" --job-dir "$JOB_DIR"',
         f"--time-sec {_number(resources.timeSec)}",
         f"--memory-gb {_number(resources.memoryGb)}",
         f"--num-cpus {resources.numCpus}",
+        *(q(arg) for arg in watcher_args),
     ]
     if resources.numGpus > 0:
         # Slurm's allocation sets CUDA_VISIBLE_DEVICES; the watcher would otherwise hide every GPU

@@ -103,6 +103,15 @@ class SlurmSiteOptions(BaseModel):
         default=None, description="job directories on the file system shared with the compute nodes"
     )
     maxQueuedJobs: int = Field(default=100, ge=1, description="at most this many of the bridge's jobs in the queue at once")
+    python: Optional[str] = Field(
+        default=None,
+        description="Python on the compute nodes, with psutil, that runs the job's watcher (default: the bridge's own)",
+    )
+    queuePollMinSec: float = Field(default=1.0, gt=0, le=600, description="squeue interval while jobs change")
+    queuePollMaxSec: float = Field(default=30.0, gt=0, le=3600, description="squeue interval after nothing changed for a while")
+    squeueJson: Optional[bool] = Field(
+        default=None, description="read squeue --json (true), the fixed text format (false), or try JSON first (null)"
+    )
     sbatchCommand: str = "sbatch"
     squeueCommand: str = "squeue"
     scancelCommand: str = "scancel"
@@ -160,6 +169,12 @@ class SlurmSiteOptions(BaseModel):
         if not v.strip() or "\n" in v:
             raise ValueError(f"{info.field_name} must name a program (a plain name on PATH or a path), got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _poll_bounds(self) -> SlurmSiteOptions:
+        if self.queuePollMaxSec < self.queuePollMinSec:
+            raise ValueError(f"queuePollMaxSec ({self.queuePollMaxSec:g}) must be at least queuePollMinSec ({self.queuePollMinSec:g})")
+        return self
 
     @model_validator(mode="after")
     def _gpu_type_for_typed_style(self) -> SlurmSiteOptions:

@@ -392,6 +392,19 @@ def set_job_status(s: Session, job_id: str, key: Optional[str], new: JobStatus, 
     return report_of(job)
 
 
+MAX_JOB_NOTE_CHARS = 1000
+
+
+def add_job_note(s: Session, job_id: str, key: Optional[str], message: str) -> None:
+    """A compute client's note on its job's timeline, e.g. why it waits in a batch queue."""
+    job, _ = job_for_call(s, job_id, key)
+    _require_writable(job, "a note", allow_final_flush=False)
+    message = " ".join(message.split())
+    if not message:
+        raise BadRequest("the note is empty; send a message such as 'queued on Slurm: Resources'")
+    add_event(s, job.job_id, None, _clean_error(job, message)[:MAX_JOB_NOTE_CHARS])
+
+
 def _illegal_transition_message(job: Job, current: JobStatus, new: JobStatus) -> str:
     if current.is_terminal:
         return f"job {job.job_id} is already {current.value}, which is final; it cannot become {new.value}"

@@ -105,6 +105,10 @@ class StatusBody(_Body):
     error: Optional[str] = Field(default=None, max_length=100_000, description="with status 'failed' only")
 
 
+class NoteBody(_Body):
+    message: str = Field(min_length=1, max_length=10_000, description="shown on the job's timeline (the first 1000 characters)")
+
+
 class StatusResult(BaseModel):
     jobId: str
     status: JobStatus
@@ -201,6 +205,13 @@ def set_status(job_id: str, body: StatusBody, ctx: Ctx, key: Key) -> StatusResul
     with ctx.transaction() as s:
         report = compute.set_job_status(s, job_id, key, body.status, body.error)
     return StatusResult(jobId=report.jobId, status=report.status, canceled=report.canceled, error=report.error)
+
+
+@router.post("/jobs/{job_id}/notes", status_code=204)
+def add_note(job_id: str, body: NoteBody, ctx: Ctx, key: Key) -> None:
+    """Add a line to the job's timeline while it is starting or running (why it waits in a batch queue, ...)."""
+    with ctx.transaction() as s:
+        compute.add_job_note(s, job_id, key, body.message)
 
 
 @router.post(

@@ -16,6 +16,8 @@
 set -u
 JOB_DIR=/shared/pairio/jobs/job123
 PYTHON=/opt/pairio/venv/bin/python
+rm -f "$JOB_DIR/slurm_exit_code" "$JOB_DIR/result.json" "$JOB_DIR/watcher.json"
+printf "%s\n" "${SLURM_JOB_ID:-}" > "$JOB_DIR/slurm_job_id"
 trap 'status=$?; printf "%s\n" "$status" > "$JOB_DIR/slurm_exit_code.tmp" && mv -f "$JOB_DIR/slurm_exit_code.tmp" "$JOB_DIR/slurm_exit_code"' EXIT
 export HDF5_USE_FILE_LOCKING=FALSE
 export LAB_NOTE='it'"'"'s a "test" $(whoami)'
@@ -24,5 +26,5 @@ set +u
 module load python/3.11
 source /shared/venvs/pairio/bin/activate
 set -u
-"$PYTHON" -m bridge.watch --job-dir "$JOB_DIR" --time-sec 61 --memory-gb 1.1 --num-cpus 4 --gpus "${CUDA_VISIBLE_DEVICES:-}" -- python /apps/main.py
+"$PYTHON" "$JOB_DIR/pairio_watch.py" --job-dir "$JOB_DIR" --time-sec 61 --memory-gb 1.1 --num-cpus 4 --gpus "${CUDA_VISIBLE_DEVICES:-}" -- python /apps/main.py
 exit $?

@@ -1,0 +1,346 @@
+"""SlurmBackend: each job becomes one sbatch job; all of the bridge's jobs are followed with one squeue per poll.
+
+How a job is run and followed:
+
+- ``submit`` copies the watcher (bridge/watch.py) into the job directory, writes the batch
+  script (``script.render_sbatch_script``) and runs ``sbatch --parsable``. The job directory
+  must be on a file system the compute nodes share: inputs are staged and outputs
+  collected there by the bridge on the login node, so compute nodes need no network.
+  A refusal (bad partition, impossible resources) fails the job at once with sbatch's
+  message; an unreachable controller hands it back to be submitted later.
+- ``poll`` asks ``squeue`` once for all jobs, and only when it is due: the interval grows
+  from ``queuePollMinSec`` to ``queuePollMaxSec`` while nothing changes, and is reset by a
+  change, a submission, a cancel or a result file appearing. A job that has ended is
+  settled from its files first (the watcher's result.json, the script's exit-code file),
+  then from Slurm's state (TIMEOUT, CANCELLED, ... killed the script before it could
+  write them), then from ``sacct`` where accounting exists; a job Slurm no longer lists
+  and that left nothing is lost, never assumed completed.
+- The native id is ``<slurm job id>:<job dir>``, so a restarted bridge needs nothing else;
+  ``adopt`` finds a job whose id was never recorded by its name (``pairio-<jobId>``) or by
+  the id the script writes into the job directory when it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Optional
+
+from bridge import watch
+from bridge.backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError, SubmitRetryLater
+from bridge.local.backend import read_watcher_result
+from bridge.shell import LocalShell, Shell, ShellError, ShellUnavailableError
+from bridge.watch import read_file_tail, tail_text
+
+from .commands import SbatchRejectedError, SlurmCommands, SlurmUnavailableError, check_slurm_job_id
+from .script import (
+    EXIT_CODE_FILE,
+    SCRIPT_FILE,
+    SLURM_JOB_ID_FILE,
+    STDERR_FILE,
+    WATCHER_SCRIPT_FILE,
+    job_name,
+    render_sbatch_script,
+    sbatch_argv,
+)
+from .site import SlurmSiteOptions
+from .states import SLURM_STATE_PHASE, base_state, outcome_from_slurm
+
+log = logging.getLogger(__name__)
+
+SUBMIT_MARKER_FILE = "slurm_submit_attempted"
+"""written before sbatch runs: a later submit or adopt looks the job up by name before submitting again"""
+_FILE_SETTLED_STATES = ("COMPLETED", "FAILED")
+"""final states in which the watcher's own result says more than Slurm's"""
+
+
+@dataclass(frozen=True)
+class SlurmNativeId:
+    slurm_job_id: str
+    job_dir: Path
+
+    def __str__(self) -> str:
+        return f"{self.slurm_job_id}:{self.job_dir}"
+
+    @classmethod
+    def parse(cls, text: str) -> "SlurmNativeId":
+        slurm_job_id, sep, job_dir = text.partition(":")
+        if not sep or not job_dir.startswith("/"):
+            raise ValueError(f"{text!r} is not '<slurm job id>:<absolute job dir>'")
+        return cls(check_slurm_job_id(slurm_job_id), Path(job_dir))
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """What a job left in its directory."""
+
+    result: Optional[NativeOutcome]
+    """the watcher's result.json"""
+    script_exit_code: Optional[int]
+    """the batch script's exit status, written on every exit"""
+    stderr_tail: str = ""
+    cancel_requested: bool = False
+    """Pairio asked for the job to stop (the watcher's cancel file exists)"""
+
+    @classmethod
+    def read(cls, job_dir: Path) -> "JobFiles":
+        code: Optional[int] = None
+        try:
+            code = int((job_dir / EXIT_CODE_FILE).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            pass
+        stderr_tail = tail_text(read_file_tail(job_dir / STDERR_FILE), max_lines=10) if code is not None else ""
+        return cls(
+            result=read_watcher_result(job_dir), script_exit_code=code, stderr_tail=stderr_tail,
+            cancel_requested=(job_dir / watch.CANCEL_FILE).exists(),
+        )
+
+    @property
+    def ended(self) -> bool:
+        return self.result is not None or self.script_exit_code is not None
+
+
+def settle(slurm_job_id: str, queued: Optional[tuple[str, Optional[str]]], files: JobFiles,
+           accounting: Optional[tuple[str, str, Optional[str]]] = None) -> NativeOutcome:
+    """A job's outcome from what squeue says (None: not listed), its files and sacct's line."""
+    if queued is not None:
+        state, reason = queued
+        slurm = outcome_from_slurm(state, reason=reason)
+        if not slurm.phase.is_final:
+            return slurm
+        name, _ = base_state(state)
+        if files.result is not None and (name in _FILE_SETTLED_STATES or files.result.phase is NativePhase.SUCCEEDED):
+            return files.result
+        if name in _FILE_SETTLED_STATES:
+            return _from_script_exit(slurm_job_id, files) or NativeOutcome(
+                NativePhase.FAILED,
+                error=f"Slurm job {slurm_job_id} ended {name} but its batch script left no exit code; see {STDERR_FILE} in the job directory",
+            )
+        if name == "CANCELLED" and files.cancel_requested:
+            return NativeOutcome(NativePhase.FAILED, error=watch.CANCELED_ERROR)
+        return slurm  # TIMEOUT, CANCELLED, NODE_FAIL, ...: Slurm stopped it; say so
+    if files.result is not None:
+        return files.result
+    from_script = _from_script_exit(slurm_job_id, files)
+    if from_script is not None:
+        return from_script
+    if accounting is not None:
+        state, exit_code, reason = accounting
+        outcome = outcome_from_slurm(state, exit_code, reason)
+        if base_state(state)[0] == "COMPLETED":
+            # Slurm says it completed, yet the watcher left no result: something removed the files
+            return NativeOutcome(NativePhase.FAILED, error=f"Slurm job {slurm_job_id} completed but left no result file in its job directory")
+        return outcome
+    return NativeOutcome(
+        NativePhase.LOST,
+        error=(
+            f"Slurm no longer lists job {slurm_job_id} and it left no result or exit code in its job directory "
+            "(it may have been cancelled before it started, or its node lost the files)"
+        ),
+    )
+
+
+def _from_script_exit(slurm_job_id: str, files: JobFiles) -> Optional[NativeOutcome]:
+    if files.script_exit_code is None:
+        return None
+    error = f"the batch script of Slurm job {slurm_job_id} exited with status {files.script_exit_code} before its watcher wrote a result"
+    if files.stderr_tail:
+        error += f"; {STDERR_FILE} ends with:\n{files.stderr_tail}"
+    return NativeOutcome(NativePhase.FAILED, error=error, exit_code=files.script_exit_code)
+
+
+class SlurmBackend(Backend):
+    name: ClassVar[str] = "slurm"
+
+    def __init__(
+        self,
+        site: SlurmSiteOptions = SlurmSiteOptions(),
+        *,
+        shell: Optional[Shell] = None,
+        slot_limits: Capacity = Capacity(numCpus=1_000_000, numGpus=1_000_000, memoryGb=1e12),
+        command_env: Optional[Mapping[str, str]] = None,
+        watcher_args: tuple[str, ...] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``slot_limits``: what one job may ask for (the bridge's slots); Slurm decides where it fits.
+
+        ``command_env``: variables Slurm's commands need (SLURM_CONF when it is not in the
+        environment they run in).
+        """
+        self.site = site
+        self.shell = shell or LocalShell()
+        self.slot_limits = slot_limits
+        self.commands = SlurmCommands(site, self.shell, env=command_env)
+        self.python = site.python or sys.executable
+        self.watcher_args = watcher_args
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._active: set[str] = set()
+        """native ids submitted and not yet seen final: what counts against maxQueuedJobs"""
+        self._known_states: dict[str, tuple[str, Optional[str]]] = {}
+        self._interval = site.queuePollMinSec
+        self._next_query_at = 0.0
+
+    # ------------------------------------------------------------ Backend
+
+    def capacity(self) -> Capacity:
+        with self._lock:
+            if len(self._active) >= self.site.maxQueuedJobs:
+                return Capacity(numCpus=0, numGpus=0, memoryGb=0.0)
+        return self.slot_limits
+
+    def describe(self, native_id: str) -> Optional[str]:
+        try:
+            return f"Slurm job {SlurmNativeId.parse(native_id).slurm_job_id}"
+        except ValueError:
+            return None
+
+    def submit(self, job: JobSubmission) -> str:
+        job_dir = job.job_dir.resolve()
+        if not job_dir.is_dir():
+            raise SubmitError(f"the job directory {job_dir} does not exist; the runner creates it (with job.json) before submitting")
+        name = job_name(self.site, job.job_id)
+        marker = job_dir / SUBMIT_MARKER_FILE
+        if marker.exists():
+            earlier = self._find_started(job_dir, name)
+            if earlier is not None:
+                log.info("job %s was already submitted as Slurm job %s; following that one", job.job_id, earlier)
+                return self._track(SlurmNativeId(earlier, job_dir))
+        try:
+            shutil.copyfile(watch.__file__, job_dir / WATCHER_SCRIPT_FILE)
+            script_path = job_dir / SCRIPT_FILE
+            script_path.write_text(
+                render_sbatch_script(
+                    job.job_id, job_dir, job.resources, self.site, job.command, self.python, watcher_args=self.watcher_args
+                )
+            )
+            argv = sbatch_argv(self.site, job.job_id, job_dir, script_path)
+        except (OSError, ValueError) as e:
+            raise SubmitError(f"could not write the batch script in {job_dir}: {e}") from e
+        marker.touch()
+        try:
+            slurm_job_id = self.commands.submit(self._without_bridge_settings(argv, keep=job.env), env=job.env)
+        except SbatchRejectedError as e:
+            marker.unlink(missing_ok=True)  # nothing was queued
+            raise SubmitError(f"sbatch refused the job: {e}") from None
+        except (SlurmUnavailableError, ShellUnavailableError) as e:
+            raise SubmitRetryLater(str(e)) from None
+        except ShellError as e:
+            raise SubmitError(f"could not run sbatch: {e}") from None
+        return self._track(SlurmNativeId(slurm_job_id, job_dir))
+
+    def poll(self, native_ids: list[str]) -> dict[str, NativeOutcome]:
+        outcomes: dict[str, NativeOutcome] = {}
+        parsed: dict[str, SlurmNativeId] = {}
+        for text in native_ids:
+            try:
+                parsed[text] = SlurmNativeId.parse(text)
+            except ValueError:
+                outcomes[text] = NativeOutcome(NativePhase.LOST, error=f"{text!r} is not a job id of the Slurm backend")
+        files = {text: JobFiles.read(n.job_dir) for text, n in parsed.items()}
+        if parsed and self._query_due(parsed, files):
+            self._query_queue(parsed)
+        listed = {text: self._known_states.get(n.slurm_job_id) for text, n in parsed.items()}
+        # jobs that left the queue without files: ask sacct, once for all of them
+        unlisted = [n.slurm_job_id for text, n in parsed.items() if listed[text] is None and not files[text].ended]
+        accounting = self.commands.accounting(unlisted) if unlisted else None
+        for text, n in parsed.items():
+            outcome = settle(n.slurm_job_id, listed[text], files[text], (accounting or {}).get(n.slurm_job_id))
+            outcomes[text] = outcome
+            if outcome.phase.is_final:
+                with self._lock:
+                    self._active.discard(text)
+                    self._known_states.pop(n.slurm_job_id, None)
+        return outcomes
+
+    def cancel(self, native_ids: list[str]) -> None:
+        ids = []
+        for text in native_ids:
+            try:
+                native_id = SlurmNativeId.parse(text)
+            except ValueError:
+                continue  # not ours: nothing to stop
+            if native_id.job_dir.is_dir() and not (native_id.job_dir / watch.RESULT_FILE).exists():
+                # says the stop was Pairio's (not an administrator's), and the watcher stops the job even if scancel is slow
+                (native_id.job_dir / watch.CANCEL_FILE).touch()
+            ids.append(native_id.slurm_job_id)
+        if ids:
+            self.commands.cancel(ids)
+            self._next_query_at = 0.0  # see the cancellation at the next poll
+
+    def adopt(self, job_dir: Path) -> str:
+        job_dir = job_dir.resolve()
+        job_id = job_dir.name
+        found = self._find_started(job_dir, job_name(self.site, job_id))
+        if found is None:
+            raise LookupError(f"no Slurm job was submitted for {job_dir} (none named {job_name(self.site, job_id)} and no {SLURM_JOB_ID_FILE})")
+        return self._track(SlurmNativeId(found, job_dir))
+
+    # ------------------------------------------------------------ internals
+
+    def _track(self, native_id: SlurmNativeId) -> str:
+        text = str(native_id)
+        with self._lock:
+            self._active.add(text)
+        self._next_query_at = 0.0
+        return text
+
+    def _find_started(self, job_dir: Path, name: str) -> Optional[str]:
+        """The Slurm job of this directory: still queued under its name, or recorded by its script."""
+        queued = self.commands.find_by_name(name)
+        if queued:
+            if len(queued) > 1:
+                log.warning("several Slurm jobs are named %s (%s); following the oldest", name, ", ".join(queued))
+            return queued[0]
+        try:
+            recorded = (job_dir / SLURM_JOB_ID_FILE).read_text().strip()
+            return check_slurm_job_id(recorded)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _query_due(self, parsed: dict[str, SlurmNativeId], files: dict[str, JobFiles]) -> bool:
+        now = self._clock()
+        if now >= self._next_query_at:
+            return True
+        for text, n in parsed.items():
+            if n.slurm_job_id not in self._known_states:
+                return True  # never looked at: a restarted bridge, or a job submitted since
+            state = self._known_states[n.slurm_job_id][0]
+            if files[text].ended and not SLURM_STATE_PHASE.get(base_state(state)[0], NativePhase.QUEUED).is_final:
+                return True  # its script ended: confirm with Slurm now rather than after the back-off
+        return False
+
+    def _query_queue(self, parsed: dict[str, SlurmNativeId]) -> None:
+        ids = sorted({n.slurm_job_id for n in parsed.values()}, key=lambda i: [int(p) for p in i.split("_")])
+        states = self.commands.queue(ids)  # raises when Slurm does not answer: the runner polls again later
+        changed = any(self._known_states.get(i) != states.get(i) for i in ids)
+        with self._lock:
+            for i in ids:
+                if i in states:
+                    self._known_states[i] = states[i]
+                else:
+                    self._known_states.pop(i, None)
+        if changed:
+            self._interval = self.site.queuePollMinSec
+        else:
+            self._interval = min(self.site.queuePollMaxSec, self._interval * 1.5)
+        self._next_query_at = self._clock() + self._interval
+
+    def _without_bridge_settings(self, argv: list[str], keep: Mapping[str, str]) -> list[str]:
+        """sbatch exports its environment to the job: leave out the bridge's own PAIRIO_* settings."""
+        if not self.shell.is_local:
+            return argv
+        names = sorted(n for n in os.environ if n.startswith("PAIRIO_") and n not in keep)
+        if not names:
+            return argv
+        prefix = ["env"]
+        for n in names:
+            prefix += ["-u", n]
+        return prefix + argv
