@@ -2,10 +2,12 @@
 
     pairio-bridge register --dir DIR --service NAME [--app APP=COMMAND ...]   (once, with a user's API key)
     pairio-bridge local --dir DIR [--exit-when-idle]                          (runs jobs on this machine)
+    pairio-bridge slurm --dir DIR [--exit-when-idle]                          (sbatch jobs, from a login node)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -17,6 +19,7 @@ from typing import Any, Optional
 
 import click
 import httpx
+from pydantic import ValidationError
 
 from pairio.cli.errors import describe_expected_error
 from pairio.config import resolve_client_settings
@@ -25,6 +28,7 @@ from pairio.models import MAX_TIME_SEC, PairioComputeClientComputeSlot
 
 from .config import BridgeConfig, BridgeConfigError, ContainerMode, config_file, load_bridge_config, save_bridge_config
 from .hub_api import HubApiError
+from .slurm.site import SlurmSiteOptions
 
 DEFAULT_TIME_SEC = 24 * 3600.0
 log = logging.getLogger("bridge")
@@ -57,7 +61,9 @@ def main() -> None:
 
     \b
     Register once:  pairio-bridge register --dir DIR --service NAME --app APP="python /abs/path/main.py"
-    Run:            pairio-bridge local --dir DIR
+    Run:            pairio-bridge local --dir DIR     (this machine)
+                    pairio-bridge slurm --dir DIR     (a Slurm cluster, from its login node)
+                    pairio-bridge ssh --dir DIR ...   (a remote host over SSH)
     """
 
 
@@ -102,11 +108,18 @@ def _parse_app_commands(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--multiplicity", type=click.IntRange(1), default=None, help="jobs of the slot at once [default: --num-cpus; the machine's free resources limit it further]")
 @click.option("--max-concurrent-jobs", type=click.IntRange(1), default=None, help="never more jobs than this at once")
 @click.option("--container", type=click.Choice([m.value for m in ContainerMode]), default=ContainerMode.NONE.value, show_default=True, help="how processors run")
+@click.option("--slurm-partition", default=None, help="pairio-bridge slurm: the partition jobs go to [default: the cluster's]")
+@click.option("--slurm-account", default=None, help="pairio-bridge slurm: the account jobs are charged to")
+@click.option("--slurm-qos", default=None, help="pairio-bridge slurm: the QOS of jobs")
+@click.option("--slurm-jobs-dir", default=None, help="pairio-bridge slurm: job directories on the file system the compute nodes share")
+@click.option("--slurm-option", "slurm_options", multiple=True, metavar="KEY=VALUE", help="pairio-bridge slurm: any site option (README, 'Slurm site options'); VALUE may be JSON (repeatable)")
 @click.option("--force", is_flag=True, help="register a new compute client even if DIR already has one")
 def register(
     bridge_dir: Path, service: str, label: Optional[str], hub_url: Optional[str], apps: tuple[str, ...],
     num_cpus: Optional[int], num_gpus: Optional[int], memory_gb: Optional[float], time_sec: float,
-    multiplicity: Optional[int], max_concurrent_jobs: Optional[int], container: str, force: bool,
+    multiplicity: Optional[int], max_concurrent_jobs: Optional[int], container: str,
+    slurm_partition: Optional[str], slurm_account: Optional[str], slurm_qos: Optional[str], slurm_jobs_dir: Optional[str],
+    slurm_options: tuple[str, ...], force: bool,
 ) -> None:
     """Create a compute client for SERVICE on the hub and write its configuration into DIR/bridge.json.
 
@@ -120,6 +133,9 @@ def register(
             "or pass --force to register a new compute client in its place"
         )
     app_commands = _parse_app_commands(apps)
+    slurm_site = _slurm_site_options(
+        slurm_options, partition=slurm_partition, account=slurm_account, qos=slurm_qos, jobsDir=slurm_jobs_dir
+    )
     settings = resolve_client_settings(hub_url)
     if not settings.api_key:
         raise MissingApiKeyError(settings.url)
@@ -143,13 +159,32 @@ def register(
         containerMode=ContainerMode(container),
         appCommands=app_commands,
         maxConcurrentJobs=max_concurrent_jobs,
+        slurm=slurm_site,
     )
     save_bridge_config(bridge_dir, config)
     if config.containerMode is not ContainerMode.NONE and shutil.which(config.containerMode.value) is None:
         click.echo(f"warning: {config.containerMode.value} is not on this machine's PATH; jobs will fail until it is", err=True)
     click.echo(f"registered compute client {label!r} ({config.computeClientId}) for service {service!r} at {settings.url}")
     click.echo(f"configuration: {path} (keep it private: it holds the compute client's key)")
-    click.echo(f"run it with: pairio-bridge local --dir {bridge_dir}")
+    click.echo(f"run it with: pairio-bridge local --dir {bridge_dir}   (or 'slurm' on a cluster's login node, or 'ssh')")
+
+
+def _slurm_site_options(options: tuple[str, ...], **named: Optional[str]) -> SlurmSiteOptions:
+    values: dict[str, Any] = {}
+    for option in options:
+        key, sep, raw = option.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, e.g. gpuStyle=gpus or prologue='[\"module load cuda\"]'; got {option!r}", param_hint="--slurm-option")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except ValueError:
+            values[key.strip()] = raw
+    values.update({k: v for k, v in named.items() if v is not None})
+    try:
+        return SlurmSiteOptions.model_validate(values)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise click.BadParameter(f"invalid Slurm site options ({problems})", param_hint="--slurm-option") from None
 
 
 def _create_compute_client(url: str, api_key: str, service: str, label: str, slot: PairioComputeClientComputeSlot) -> dict[str, Any]:
@@ -191,13 +226,19 @@ def local(bridge_dir: Path, exit_when_idle: bool, log_level: str) -> None:
     SIGTERM or Ctrl-C drains (no new jobs; running ones are finished and reported);
     a second one exits at once, leaving jobs running for the next start to pick up.
     """
-    from .hub_api import HubApi
     from .local.backend import LocalBackend
-    from .runner import BridgeRunner, ImmediateExit
 
     _setup_logging(log_level)
     config = load_bridge_config(bridge_dir)
     backend = LocalBackend(config.jobs_path, consider_system_load=config.considerMachineLoad)
+    run_bridge(config, backend, exit_when_idle=exit_when_idle)
+
+
+def run_bridge(config: BridgeConfig, backend: Any, *, exit_when_idle: bool) -> None:
+    """Run the shared bridge loop on ``backend`` until drained (every bridge command ends here)."""
+    from .hub_api import HubApi
+    from .runner import BridgeRunner, ImmediateExit
+
     hub = HubApi(config.hubUrl, config.computeClientPrivateKey)
     runner = BridgeRunner(config, backend, hub, exit_when_idle=exit_when_idle)
     runner.install_signal_handlers()
@@ -210,3 +251,8 @@ def local(bridge_dir: Path, exit_when_idle: bool, log_level: str) -> None:
         os._exit(130)
     runner.close()
     hub.close()
+
+
+from .slurm.cli import slurm as _slurm_command  # noqa: E402 - registered after main exists
+
+main.add_command(_slurm_command)

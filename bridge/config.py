@@ -25,6 +25,7 @@ from pairio.jobfile import JOB_FILE_ENV
 from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
 from pairio.private_file import write_private_file
 
+from .slurm.site import SlurmSiteOptions
 from .watch import THREAD_COUNT_VARIABLES
 
 CONFIG_FILE_NAME = "bridge.json"
@@ -71,6 +72,9 @@ class BridgeConfig(BaseModel):
     pollIntervalSec: float = Field(default=0.5, gt=0, le=600, description="how often running jobs are polled")
     heartbeatIntervalSec: float = Field(default=2.0, gt=0, le=600, description="how often the hub is told the bridge lives")
     maxConcurrentJobs: Optional[int] = Field(default=None, ge=1, description="at most this many jobs at once (default: the slots')")
+    slurm: SlurmSiteOptions = Field(
+        default_factory=SlurmSiteOptions, description="pairio-bridge slurm: how this cluster wants its batch jobs (site options)"
+    )
     considerMachineLoad: bool = Field(
         default=True, description="local backend: CPUs other programs keep busy count as taken (false: only this bridge's jobs do)"
     )

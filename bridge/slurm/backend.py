@@ -254,10 +254,12 @@ class SlurmBackend(Backend):
         for text, n in parsed.items():
             outcome = settle(n.slurm_job_id, listed[text], files[text], (accounting or {}).get(n.slurm_job_id))
             outcomes[text] = outcome
-            if outcome.phase.is_final:
-                with self._lock:
+            with self._lock:
+                if outcome.phase.is_final:
                     self._active.discard(text)
                     self._known_states.pop(n.slurm_job_id, None)
+                else:
+                    self._active.add(text)  # also jobs a restarted bridge took over
         return outcomes
 
     def cancel(self, native_ids: list[str]) -> None:
