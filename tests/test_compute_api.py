@@ -594,3 +594,22 @@ def test_streamed_uploads_over_real_http(ctx: HubContext, seeded: Seed, live_hub
             pass  # the hub may close the connection while the client is still sending
         assert get_job(api, job["jobId"])["outputFileResults"][0]["size"] == 1536 * 1024
     assert [n for n in files_under(ctx.settings.files_dir) if n.startswith(".upload")] == []
+
+
+def test_notes_go_on_the_timeline_of_an_active_job_only(api: httpx.Client, seeded: Seed) -> None:
+    client = register(api, seeded)
+    job = submit(api, seeded, hello1("notes"), secrets=[{"name": "TOKEN", "value": "s3cr3t-value"}])
+    (claimed,) = claim(api, client)
+    key = claimed["jobPrivateKey"]
+    url = f"/v1/compute/jobs/{job['jobId']}/notes"
+    assert api.post(url, json={"message": "waiting in the slurm queue: Priority"}, headers=auth(key)).status_code == 204
+    assert api.post(url, json={"message": "token is s3cr3t-value\n" + "x" * 5000}, headers=client.headers).status_code == 204
+    messages = [e["message"] for e in events(api, job["jobId"])]
+    assert "waiting in the slurm queue: Priority" in messages
+    leaked = [m for m in messages if m.startswith("token is")]
+    assert leaked and "s3cr3t-value" not in leaked[0] and len(leaked[0]) <= 1000
+    assert api.post(url, json={"message": "   "}, headers=auth(key)).status_code == 400
+    assert api.post(url, json={"message": ""}, headers=auth(key)).status_code == 422
+    assert api.post(url, json={"message": "not mine"}, headers=auth(seeded.key)).status_code in (401, 403)
+    assert report(api, job["jobId"], key, "failed", "stopped").status_code == 200
+    assert api.post(url, json={"message": "too late"}, headers=auth(key)).status_code == 409

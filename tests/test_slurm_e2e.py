@@ -49,7 +49,11 @@ class SlurmStack(Stack):
             "squeueCommand": str(self.squeue), "scancelCommand": str(self.scancel),
             "queuePollMinSec": 0.3, "queuePollMaxSec": 2.0, **site,
         }
-        super().register(*extra, config_updates={"slurm": slurm, **(config_updates or {})})
+        super().register(*extra, config_updates=config_updates)
+        path = self.bridge_dir / "bridge.json"
+        config = json.loads(path.read_text())
+        config["slurm"] = {**config.get("slurm", {}), **slurm}  # on top of what register wrote
+        path.write_text(json.dumps(config))
 
     def squeue_calls(self) -> list[str]:
         return self.squeue_log.read_text().splitlines() if self.squeue_log.exists() else []
@@ -184,3 +188,32 @@ def test_a_bridge_killed_while_jobs_run_settles_every_job_exactly_once(stack: Sl
         assert done.status.value == "completed", (done.error, stack.bridge.log)
         assert stack.runs_of(job) == 1
         assert "done" in public_get(done.consoleOutputUrl).text
+
+
+def test_register_writes_site_options_and_refuses_bad_ones(stack: SlurmStack) -> None:
+    stack.register(
+        "--slurm-partition", "other", "--slurm-qos", "normal",
+        "--slurm-option", 'prologue=["export LAB=1"]', "--slurm-option", "gpuStyle=gpus", "--slurm-option", "maxQueuedJobs=7",
+    )
+    site = json.loads((stack.bridge_dir / "bridge.json").read_text())["slurm"]
+    assert (site["partition"], site["qos"], site["prologue"], site["gpuStyle"], site["maxQueuedJobs"]) == (
+        "other", "normal", ["export LAB=1"], "gpus", 7
+    )
+    bad = e2e.subprocess.run(
+        e2e.PAIRIO_BRIDGE + ["register", "--dir", str(stack.tmp_path / "other"), "--service", stack.service,
+                             "--slurm-option", "gpuStyle=quantum"],
+        capture_output=True, text=True, timeout=60, env=stack.env, check=False,
+    )
+    assert bad.returncode == 2 and "gpuStyle" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_the_slurm_bridge_says_when_slurm_does_not_answer(stack: SlurmStack, tmp_path: Path) -> None:
+    stack.register()
+    conf = tmp_path / "elsewhere.conf"
+    conf.write_text((Path(stack.env["SLURM_CONF"])).read_text().replace("SlurmctldPort=", "SlurmctldPort=1") + "\n")
+    result = e2e.subprocess.run(
+        e2e.PAIRIO_BRIDGE + ["slurm", "--dir", str(stack.bridge_dir)],
+        capture_output=True, text=True, timeout=120, env={**stack.env, "SLURM_CONF": str(conf)}, check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Slurm does not answer on this machine" in result.stderr and "Traceback" not in result.stderr, result.stderr
