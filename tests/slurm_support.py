@@ -45,8 +45,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _slurm_version() -> tuple[int, int]:
-    out = subprocess.run(["sinfo", "--version"], capture_output=True, text=True, check=False).stdout
+def _slurm_version(env: dict[str, str]) -> tuple[int, int]:
+    out = subprocess.run(["sinfo", "--version"], capture_output=True, text=True, env=env, check=False).stdout
     match = re.search(r"(\d+)\.(\d+)", out)
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
@@ -56,9 +56,9 @@ class SlurmLab:
         self.root = root
         self.conf = root / "slurm.conf"
         self.node = socket.gethostname().split(".")[0]
-        self.version = _slurm_version()
         self._started_munge = False
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        self.version = (0, 0)
 
     # ------------------------------------------------------------ configuration
 
@@ -118,6 +118,7 @@ class SlurmLab:
         self._run(["slurmctld", "-f", str(self.conf)])
         self._run(["slurmd", "-f", str(self.conf), "-N", self.node])
         self.wait_idle(timeout_sec=60)
+        self.version = _slurm_version(self.env)
 
     def stop(self) -> None:
         for pid_file in ("slurmd.pid", "slurmctld.pid"):

@@ -1,0 +1,123 @@
+"""How much does the Slurm bridge add to Slurm itself? Jobs through Pairio vs a plain sbatch loop.
+
+Starts a throw-away single-node Slurm cluster (tests/slurm_support.py; needs root and
+the packages of scripts/ensure-test-packages.sh), a hub process on SQLite and a
+``pairio-bridge slurm`` process, then times, on the same cluster:
+
+- baseline: a plain loop of ``sbatch --parsable`` submitting N jobs that run the same
+  processor the Pairio jobs run (a small Python script), waiting until Slurm lists
+  all of them as ended;
+- pairio: N jobs submitted with the Python client, from ``submit_job`` until the hub
+  has all of them completed (claim, staging, sbatch, squeue, output upload, report).
+
+It prints both times, the ratio pairio / baseline, jobs per second, and the number of
+squeue calls the bridge made (counted through a wrapper, as a site may wrap squeue).
+The node advertises 8 CPUs (SlurmdParameters=config_overrides), so Slurm's own
+scheduling, not the two cores of a small machine, sets the pace of the baseline.
+
+    sudo python bench/bench_slurm_throughput.py [--jobs 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.slurm_support import SlurmLab, slurm_missing  # noqa: E402
+from tests.test_bridge_e2e import PROCESSOR, HubProcess, Stack  # noqa: E402
+
+
+def wait_until_ended(lab: SlurmLab, ids: list[str], timeout_sec: float = 600) -> None:
+    deadline = time.monotonic() + timeout_sec
+    while time.monotonic() < deadline:
+        out = lab.command("squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%T").stdout.split()
+        if len(out) == len(ids) and all(s in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") for s in out):
+            return
+        time.sleep(0.1)
+    raise SystemExit("the baseline jobs did not end in time")
+
+
+def baseline(lab: SlurmLab, root: Path, n: int) -> float:
+    processor = root / "processor.py"
+    processor.write_text(PROCESSOR)
+    job_file = root / "job.json"
+    job_file.write_text(json.dumps({"jobId": "baseline", "processorName": "work", "parameters": {"message": "hi"}, "outputs": [], "inputs": []}))
+    started = time.monotonic()
+    ids = []
+    for i in range(n):
+        result = lab.command(
+            "sbatch", "--parsable", f"--job-name=baseline-{i}", "--time=1", "--mem=512M", "--cpus-per-task=1",
+            f"--chdir={root}", f"--output={root}/baseline-{i}.out",
+            f"--wrap=PAIRIO_JOB_FILE={job_file} {sys.executable} {processor}",
+        )
+        ids.append(result.stdout.strip().split(";")[0])
+    wait_until_ended(lab, ids)
+    return time.monotonic() - started
+
+
+def through_pairio(root: Path, n: int) -> tuple[float, int]:
+    hub = HubProcess(root / "hub")
+    key = hub.admin("create-user", "bench").strip().splitlines()[-1]
+    hub.start()
+    stack = Stack(hub, key, root / "stack", bridge_kind="slurm")
+    log = root / "squeue-calls.log"
+    wrapper = root / "squeue-wrapper"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec squeue "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    try:
+        stack.register("--multiplicity", str(n), "--max-concurrent-jobs", str(n),
+                       config_updates={"slurm": {"squeueCommand": str(wrapper), "queuePollMinSec": 0.5}})
+        stack.bridge.start()
+        time.sleep(3)  # the bridge's start-up is not part of the measurement
+        started = time.monotonic()
+        jobs = [stack.submit("work", message=f"job {i}", index=i) for i in range(n)]
+        for job in jobs:
+            done = stack.wait_done(job, 600)
+            if done.status.value != "completed":
+                raise SystemExit(f"job {job.jobId} {done.status.value}: {done.error}")
+        elapsed = time.monotonic() - started
+        calls = len(log.read_text().splitlines()) if log.exists() else 0
+        return elapsed, calls
+    finally:
+        stack.close()
+        hub.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=40)
+    args = parser.parse_args()
+    missing = slurm_missing()
+    if missing:
+        raise SystemExit(f"cannot run: {missing}")
+    with tempfile.TemporaryDirectory(prefix="pairio-bench-slurm-") as tmp:
+        root = Path(tmp)
+        (root / "stack").mkdir()
+        lab = SlurmLab(root / "slurm")
+        lab.start()
+        os.environ["SLURM_CONF"] = str(lab.conf)
+        try:
+            lab.command("sbatch", "--parsable", "--wrap=true", f"--output={root}/warmup.out")  # the first scheduling pass is slow
+            time.sleep(3)
+            plain = baseline(lab, root, args.jobs)
+            pairio, calls = through_pairio(root, args.jobs)
+        finally:
+            lab.stop()
+    print(f"Slurm {'.'.join(map(str, lab.version))}, {args.jobs} jobs on one node advertising 8 CPUs")
+    print(f"  plain sbatch loop: {plain:6.1f} s ({args.jobs / plain:.1f} jobs/s)")
+    print(f"  through Pairio:    {pairio:6.1f} s ({args.jobs / pairio:.1f} jobs/s), {calls} squeue calls")
+    print(f"  ratio pairio / plain sbatch: {pairio / plain:.2f}")
+
+
+if __name__ == "__main__":
+    main()
