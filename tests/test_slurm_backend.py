@@ -225,3 +225,26 @@ def test_squeue_calls_grow_with_poll_cycles_not_with_jobs(slurm_cluster: SlurmLa
     assert len(calls) <= cycles + 1, (len(calls), cycles)  # the +1: squeue --json tried once, then the text format
     assert all(",".join(SlurmNativeId.parse(i).slurm_job_id for i in ids[:1]) in c for c in calls)
     assert os.path.exists(log)
+
+
+def test_the_squeue_interval_backs_off_while_nothing_changes(tmp_path: Path) -> None:
+    log = tmp_path / "squeue-calls.log"
+    wrapper = tmp_path / "squeue-wrapper"
+    wrapper.write_text(f'#!/bin/sh\ndate +%s.%N >> {log}\nexec squeue "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    contract = TestSlurmBackend()
+    backend = slurm_backend(fast_site(squeueCommand=str(wrapper), queuePollMinSec=0.2, queuePollMaxSec=1.0, extraDirectives=["--hold"]))
+    native_id, _ = contract.submit(backend, tmp_path, "print('held')")
+    try:
+        end = time.monotonic() + 5
+        while time.monotonic() < end:  # a runner polling every 50 ms
+            assert backend.poll([native_id])[native_id].phase is NativePhase.QUEUED
+            time.sleep(0.05)
+        times = [float(t) for t in log.read_text().split()]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert len(times) <= 10, gaps  # 100 polls; without the back-off 25 calls at 0.2 s
+        assert gaps[-1] > 0.9 and gaps[-1] > 2 * gaps[0], gaps
+        backend.cancel([native_id])  # a change: the next poll asks at once
+        assert contract.wait_final(backend, native_id, timeout_sec=3).phase is NativePhase.FAILED
+    finally:
+        backend.cancel([native_id])
