@@ -46,7 +46,8 @@ def _free_port() -> int:
 
 
 def _slurm_version(env: dict[str, str]) -> tuple[int, int]:
-    out = subprocess.run(["sinfo", "--version"], capture_output=True, text=True, env=env, check=False).stdout
+    # slurmd -V needs no slurm.conf (sinfo --version does), so it answers before the cluster exists
+    out = subprocess.run(["slurmd", "-V"], capture_output=True, text=True, env=env, check=False).stdout
     match = re.search(r"(\d+)\.(\d+)", out)
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
@@ -113,12 +114,16 @@ class SlurmLab:
     def start(self) -> None:
         (self.root / "state").mkdir(parents=True, exist_ok=True)
         (self.root / "spool").mkdir(parents=True, exist_ok=True)
+        self.version = _slurm_version(self.env)
         self.conf.write_text(self.config_text())
+        if self.version >= (24, 5):
+            # slurmd 24.11 starts its cgroup plugin even with proctrack/linuxproc and task/none, and fails
+            # where /sys/fs/cgroup is not mounted ("Unable to initialize cgroup plugin"); 24.05 can turn it off
+            (self.root / "cgroup.conf").write_text("CgroupPlugin=disabled\n")
         self._ensure_munge()
         self._run(["slurmctld", "-f", str(self.conf)])
         self._run(["slurmd", "-f", str(self.conf), "-N", self.node])
         self.wait_idle(timeout_sec=60)
-        self.version = _slurm_version(self.env)
 
     def stop(self) -> None:
         for pid_file in ("slurmd.pid", "slurmctld.pid"):
@@ -159,6 +164,8 @@ class SlurmLab:
         fields: dict[str, str] = {}
         for match in re.finditer(r"(\S+?)=(.*?)(?=\s+\S+?=|$)", text.strip()):
             fields[match.group(1)] = match.group(2)
+        if "TRES" not in fields and "ReqTRES" in fields:  # 24.11 prints ReqTRES/AllocTRES, 22.05 TRES
+            fields["TRES"] = fields["ReqTRES"]
         return fields
 
     # ------------------------------------------------------------ internals
