@@ -11,15 +11,17 @@ from typing import Optional
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
+from starlette.concurrency import run_in_threadpool
 
 from . import expiry
 from .context import HubContext
 from .errors import HubError
 from .limits import BodySizeLimit
-from .routes import pages, v1_compute, v1_files, v1_jobs, v1_services, wire
+from .routes import v1_compute, v1_files, v1_jobs, v1_services, wire
 from .settings import HubSettings
+from .ui import mount_ui, ui_error_page
 
 log = logging.getLogger("pairio.hub")
 
@@ -62,7 +64,9 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
     app.state.background_tasks = [expiry.expire_lost_compute_clients_periodically]
 
     @app.exception_handler(HubError)
-    async def _hub_error(request: Request, exc: HubError) -> JSONResponse:
+    async def _hub_error(request: Request, exc: HubError) -> Response:
+        if getattr(request.state, "ui", False):
+            return await run_in_threadpool(ui_error_page, request, exc)
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
 
     @app.exception_handler(DataError)
@@ -82,7 +86,7 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
     app.include_router(v1_files.router)
     app.include_router(v1_compute.router)
     app.include_router(wire.router)
-    app.include_router(pages.router)
+    mount_ui(app)
 
     upload_limits: list[tuple[str, str, int]] = []
     app.state.upload_limits = upload_limits

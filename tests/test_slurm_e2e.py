@@ -24,8 +24,8 @@ from pairio import PairioJobDefinition, PairioJobRequiredResources
 
 from . import test_bridge_e2e as e2e
 from .slurm_support import SlurmLab
-from .test_bridge_examples import HELLO_WORLD_COMMAND, add_hello_world, job_id_of, run_example
 from .test_bridge_e2e import Stack, public_get, wait_for
+from .test_bridge_examples import HELLO_WORLD_COMMAND, add_hello_world, job_id_of, run_example
 
 hub = e2e.hub
 

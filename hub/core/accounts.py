@@ -81,6 +81,11 @@ def list_api_keys(s: Session, user_id: str) -> list[ApiKey]:
 
 def user_for_api_key(s: Session, plain_key: Optional[str]) -> str:
     """The user id a key belongs to; Unauthorized (without echoing the key) otherwise."""
+    return api_key_for(s, plain_key).user_id
+
+
+def api_key_for(s: Session, plain_key: Optional[str]) -> ApiKey:
+    """The valid (known, unrevoked) key row of a plain key; Unauthorized (without echoing the key) otherwise."""
     if not plain_key:
         raise Unauthorized(
             "no API key: send 'Authorization: Bearer <key>'; get a key with 'pairio admin create-api-key USER'"
@@ -88,7 +93,7 @@ def user_for_api_key(s: Session, plain_key: Optional[str]) -> str:
     key = s.scalars(select(ApiKey).where(ApiKey.key_hash == hash_secret(plain_key))).first()
     if key is None or key.revoked:
         raise Unauthorized("the API key is not valid (unknown or revoked); check PAIRIO_API_KEY")
-    return key.user_id
+    return key
 
 
 # ---------------------------------------------------------------- services and roles

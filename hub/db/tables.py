@@ -112,15 +112,26 @@ class Job(Base):
         Index("ix_jobs_service_hash_created", "service_name", "job_definition_hash", "timestamp_created_sec"),
         Index("ix_jobs_claimable", "status", "is_runnable", "service_name", "timestamp_created_sec"),
         Index("ix_jobs_compute_client_status", "compute_client_id", "status"),
-        Index("ix_jobs_service_created", "service_name", "timestamp_created_sec"),
+        Index("ix_jobs_service_created", "service_name", "timestamp_created_sec", "job_id"),
         Index("ix_jobs_service_app_processor", "service_name", "app_name", "processor_name"),
+        # The jobs page: newest first, unfiltered or by one filter, and its counts per status
+        Index("ix_jobs_created", "timestamp_created_sec", "job_id"),
+        Index("ix_jobs_status_created", "status", "timestamp_created_sec", "job_id"),
+        Index("ix_jobs_user_created", "user_id", "timestamp_created_sec", "job_id"),
+        Index("ix_jobs_compute_client_created", "compute_client_id", "timestamp_created_sec", "job_id"),
+        Index("ix_jobs_app_processor_created", "app_name", "processor_name", "timestamp_created_sec", "job_id"),
+        Index("ix_jobs_service_status", "service_name", "status"),
+        Index("ix_jobs_user_status", "user_id", "status"),
     )
 
 
 class JobTag(Base):
     __tablename__ = "job_tags"
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
-    tag: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+    tag: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+    # covering: a tag filter reads the job ids from the index alone
+    __table_args__ = (Index("ix_job_tags_tag_job", "tag", "job_id"),)
 
 
 class JobDependency(Base):
@@ -170,3 +181,16 @@ class DeletedJob(Base):
     timestamp_started_sec: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     timestamp_finished_sec: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     timestamp_deleted_sec: Mapped[float] = mapped_column(Float)
+
+
+class UiSession(Base):
+    """A web UI login: the browser's cookie holds a random token, the hub keeps only its hash."""
+
+    __tablename__ = "ui_sessions"
+    session_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"), index=True)
+    # the key the user logged in with: revoking it ends the session
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.key_id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_sec: Mapped[float] = mapped_column(Float)
+    expires_sec: Mapped[float] = mapped_column(Float, index=True)
