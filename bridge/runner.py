@@ -59,6 +59,8 @@ STATUS_LOG_MIN_INTERVAL_SEC = 5.0
 CLEANUP_INTERVAL_SEC = 3600.0
 APP_SPEC_TTL_SEC = 60.0
 SUBMIT_RETRY_SEC = 15.0
+RESOURCE_LOG_UPLOAD_INTERVAL_SEC = 10.0
+RESOURCE_LOG_UPLOAD_SCALE_BYTES = 32 * 1024
 
 
 class ImmediateExit(BaseException):
@@ -83,6 +85,8 @@ class TrackedJob:
     cancel_requested: bool = False
     cancel_sent_at: float = 0.0
     retry_at: float = 0.0
+    resource_log_sent_size: int = 0
+    resource_log_next_upload: float = 0.0
     last_note: Optional[str] = None
     """the latest queue/progress note sent to the hub's timeline, so a note is sent only when it changes"""
 
@@ -206,6 +210,7 @@ class BridgeRunner:
         self._poll_backend()
         self._report_running()
         self._stream_console()
+        self._stream_resource_logs()
         self._dispatch_work()
         self._forget_reported()
         self._log_status()
@@ -458,6 +463,32 @@ class BridgeRunner:
                 self._hub_failed(e)
             except HubRejectedError as e:
                 log.warning("job %s: the hub refused console output (%s)", tracked.job_id, e)
+
+    def _stream_resource_logs(self) -> None:
+        """Upload running jobs' resource logs now and then, so their pages plot CPU and memory while they run.
+
+        The hub takes the whole log each time, so the interval grows with its size
+        (a day-long job's log is re-sent every few minutes, not every few seconds).
+        """
+        now = self._clock()
+        for tracked in list(self._jobs.values()):
+            if tracked.busy or tracked.phase is not RunnerPhase.SUBMITTED or now < tracked.resource_log_next_upload:
+                continue
+            if not self._hub_ok():
+                return
+            data = tracked.dir.resource_log()
+            size = len(data or b"")
+            tracked.resource_log_next_upload = now + RESOURCE_LOG_UPLOAD_INTERVAL_SEC * max(1.0, size / RESOURCE_LOG_UPLOAD_SCALE_BYTES)
+            if not data or size == tracked.resource_log_sent_size:
+                continue
+            try:
+                self.hub.upload_resource_log(tracked.job_id, data)
+            except HubUnreachableError as e:
+                self._hub_failed(e)
+                return
+            except HubRejectedError as e:
+                log.debug("job %s: the hub refused the resource log (%s)", tracked.job_id, e)
+            tracked.resource_log_sent_size = size
 
     def _send_console(self, tracked: TrackedJob, budget: Optional[int]) -> None:
         """Send console bytes the hub does not have yet, from the recorded offset (all of them when budget is None)."""

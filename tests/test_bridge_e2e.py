@@ -487,3 +487,21 @@ def test_sigterm_while_idle_exits_without_waiting_out_the_long_poll(stack: Stack
     stack.bridge.process.send_signal(signal.SIGTERM)
     assert stack.bridge.process.wait(timeout=10) == 0, stack.bridge.log
     assert time.monotonic() - started < 3, stack.bridge.log
+
+
+def test_the_resource_log_reaches_the_hub_while_the_job_runs(stack: Stack) -> None:
+    stack.register()
+    stack.bridge.start()
+    job = stack.submit("work", message="long", sleep=30)
+    stack.wait_status(job, "running")
+    url = stack.client.get_job(job.jobId).resourceUtilizationLogUrl
+
+    def samples() -> list[dict[str, Any]]:
+        response = httpx.get(url, timeout=30)
+        return [json.loads(line) for line in response.text.splitlines()] if response.status_code == 200 else []
+
+    found = wait_for(samples, 25, "resource samples of the running job")
+    assert stack.client.get_job(job.jobId).status.value == "running"
+    assert {"timestampSec", "cpuPercent", "rssBytes"} <= set(found[0])
+    stack.client.cancel_job(job.jobId)
+    stack.wait_done(job)
