@@ -256,3 +256,8 @@ def run_bridge(config: BridgeConfig, backend: Any, *, exit_when_idle: bool) -> N
 from .slurm.cli import slurm as _slurm_command  # noqa: E402 - registered after main exists
 
 main.add_command(_slurm_command)
+
+
+from .ssh.cli import ssh as _ssh_command  # noqa: E402 - registered after main is defined
+
+main.add_command(_ssh_command)

@@ -26,6 +26,7 @@ from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResou
 from pairio.private_file import write_private_file
 
 from .slurm.site import SlurmSiteOptions
+from .ssh.options import SshOptions
 from .watch import THREAD_COUNT_VARIABLES
 
 CONFIG_FILE_NAME = "bridge.json"
@@ -78,6 +79,7 @@ class BridgeConfig(BaseModel):
     considerMachineLoad: bool = Field(
         default=True, description="local backend: CPUs other programs keep busy count as taken (false: only this bridge's jobs do)"
     )
+    ssh: Optional[SshOptions] = Field(default=None, description="the SSH bridge: the remote host and how to reach it")
 
     @field_validator("hubUrl")
     @classmethod

@@ -12,6 +12,7 @@ Commands are argv lists, never shell strings: a remote shell gets them quoted wi
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -38,6 +39,17 @@ class CommandNotFoundError(ShellError):
 
 class CommandTimeoutError(ShellError):
     """The command did not finish within its timeout and was abandoned."""
+
+
+class ShellAccessError(ShellError):
+    """The machine answered but refused us (authentication failed, host key unknown or changed).
+
+    Retrying does not help: a person must fix the credentials or the known_hosts file.
+    """
+
+
+class DiskFullError(ShellError):
+    """No space left on the device a file was being written to; the message says where and how much is free."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +130,12 @@ class Shell(ABC):
     def remove(self, path: str, *, recursive: bool = False) -> None:
         """Delete a file (or a directory tree with ``recursive``); missing is fine."""
 
-    def close(self) -> None:
+    def makedirs(self, *paths: str) -> None:
+        """Create directories and their parents (``mkdir -p``); existing ones are fine."""
+        if paths:
+            self.run(["mkdir", "-p", "--", *paths]).check()
+
+    def close(self) -> None:  # noqa: B027 - optional: only shells that hold connections override it
         """Release connections; the shell may not be used afterwards."""
 
 
@@ -165,7 +182,13 @@ class LocalShell(Shell):
     def put_file(self, local_path: Path, path: str, *, mode: Optional[int] = None) -> None:
         target = Path(path)
         tmp = target.with_name(f".{target.name}.part")
-        shutil.copyfile(local_path, tmp)
+        try:
+            shutil.copyfile(local_path, tmp)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                tmp.unlink(missing_ok=True)
+                raise DiskFullError(f"no space left on this machine's device for {target}") from None
+            raise
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, target)
@@ -179,6 +202,10 @@ class LocalShell(Shell):
         except FileNotFoundError:
             return None
         return FileStat(size=st.st_size, mtime=st.st_mtime, is_dir=os.path.isdir(path))
+
+    def makedirs(self, *paths: str) -> None:
+        for path in paths:
+            os.makedirs(path, exist_ok=True)
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
         p = Path(path)

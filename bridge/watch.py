@@ -6,7 +6,9 @@ It runs detached from the bridge (its own session), so a bridge killed with SIGK
 leaves its jobs running, and a restarted bridge reads what the watcher left in the job
 directory (``watcher.json``, ``console.txt``, ``resource_log.jsonl``, ``result.json``).
 The same watcher runs on Slurm compute nodes and SSH hosts, so it needs only the
-standard library and psutil: it must never import pairio.
+standard library and psutil: it must never import pairio. Where psutil is missing (a
+remote host's system Python), the few process calls it makes are read from Linux's
+``/proc`` instead (``ProcfsPsutil``), so limits are enforced the same way.
 
 Enforces the job's limits: over ``timeSec`` the tree gets SIGTERM, then SIGKILL after a
 grace period; over ``memoryGb`` (RSS of the whole tree) it is killed at once; a ``cancel``
@@ -22,6 +24,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,7 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import psutil
+try:
+    import psutil
+except ImportError:  # replaced by ProcfsPsutil below, on Linux
+    psutil = None  # type: ignore[assignment]
 
 BYTES_PER_GB = 1024**3
 """memoryGb is binary (GiB), as Slurm's --mem counts it, so limits mean the same everywhere."""
@@ -155,6 +161,156 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+
+
+# ---------------------------------------------------------------- psutil's stand-in on Linux
+
+
+class ProcfsError(Exception):
+    """psutil.Error's stand-in."""
+
+
+class ProcfsNoSuchProcess(ProcfsError):
+    """The process ended (or its pid now belongs to another process)."""
+
+
+@dataclass(frozen=True)
+class ProcfsMemoryInfo:
+    rss: int
+
+
+_PROC_STATES = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stopped", "t": "tracing-stop",
+                "Z": "zombie", "X": "dead", "x": "dead", "I": "idle", "W": "waking", "P": "parked"}
+
+
+def _proc_stat_fields(pid: int) -> list[str]:
+    """Fields 3.. of /proc/PID/stat (after the command name, which may hold spaces and parentheses)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProcfsNoSuchProcess(f"no process {pid}") from None
+    except OSError as e:
+        raise ProcfsError(f"cannot read /proc/{pid}/stat: {e}") from None
+    return text[text.rindex(")") + 2 :].split()
+
+
+_boot_time_cache: list[float] = []
+
+
+def _boot_time() -> float:
+    if not _boot_time_cache:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                _boot_time_cache.append(float(line.split()[1]))
+                break
+        else:
+            _boot_time_cache.append(0.0)
+    return _boot_time_cache[0]
+
+
+class ProcfsProcess:
+    """The part of psutil.Process the watcher uses. Like psutil, it remembers the process's
+    start time, so a pid reused by another process is never mistaken for it."""
+
+    _clock_ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    _page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def __init__(self, pid: Optional[int] = None) -> None:
+        self.pid = os.getpid() if pid is None else pid
+        self._start_ticks = int(_proc_stat_fields(self.pid)[19])
+        self._last_cpu: Optional[tuple[float, float]] = None
+
+    def _fields(self) -> list[str]:
+        fields = _proc_stat_fields(self.pid)
+        if int(fields[19]) != self._start_ticks:
+            raise ProcfsNoSuchProcess(f"process {self.pid} ended and its pid was reused")
+        return fields
+
+    def create_time(self) -> float:
+        return _boot_time() + self._start_ticks / self._clock_ticks
+
+    def is_running(self) -> bool:
+        try:
+            self._fields()
+        except ProcfsError:
+            return False
+        return True
+
+    def status(self) -> str:
+        state = self._fields()[0]
+        return _PROC_STATES.get(state, state)
+
+    def memory_info(self) -> ProcfsMemoryInfo:
+        self._fields()
+        try:
+            pages = int(Path(f"/proc/{self.pid}/statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            raise ProcfsNoSuchProcess(f"no process {self.pid}") from None
+        return ProcfsMemoryInfo(rss=pages * self._page_size)
+
+    def cpu_percent(self, interval: Optional[float] = None) -> float:
+        """CPU use since the previous call (0.0 the first time), as psutil's non-blocking form."""
+        fields = self._fields()
+        cpu_sec = (int(fields[11]) + int(fields[12])) / self._clock_ticks
+        now = time.monotonic()
+        last, self._last_cpu = self._last_cpu, (now, cpu_sec)
+        if last is None or now <= last[0]:
+            return 0.0
+        return max(0.0, (cpu_sec - last[1]) / (now - last[0]) * 100)
+
+    def send_signal(self, sig: int) -> None:
+        self._fields()
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            raise ProcfsNoSuchProcess(f"no process {self.pid}") from None
+        except PermissionError as e:
+            raise ProcfsError(str(e)) from None
+
+    def children(self, recursive: bool = False) -> list["ProcfsProcess"]:
+        parents: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                ppid = int(_proc_stat_fields(int(entry))[1])
+            except (ProcfsError, ValueError, IndexError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+        found: list[ProcfsProcess] = []
+        pending = list(parents.get(self.pid, []))
+        while pending:
+            pid = pending.pop(0)
+            try:
+                found.append(ProcfsProcess(pid))
+            except ProcfsError:
+                continue
+            if recursive:
+                pending.extend(parents.get(pid, []))
+        return found
+
+
+class ProcfsPsutil:
+    """Stands in for the psutil module (the names the watcher uses) where it is not installed."""
+
+    Process = ProcfsProcess
+    Error = ProcfsError
+    NoSuchProcess = ProcfsNoSuchProcess
+    STATUS_ZOMBIE = "zombie"
+
+
+def process_support_problem() -> Optional[str]:
+    """Why this host cannot supervise a job (no psutil and no /proc), or None when it can."""
+    if psutil is ProcfsPsutil and not os.path.exists("/proc/self/stat"):
+        return (
+            "the watcher needs psutil on this host (python3 -m pip install --user psutil), "
+            "or Linux's /proc; neither is available"
+        )
+    return None
+
+
+if psutil is None:
+    psutil = ProcfsPsutil  # type: ignore[assignment]
 
 
 # ---------------------------------------------------------------- process tree
@@ -309,6 +465,7 @@ class Watcher:
                 "processGroup": child.pid,
                 "processGroupCreateTime": _create_time_or_none(child.pid),
                 "gpus": self.config.gpu_ids,
+                "hostname": socket.gethostname(),
             },
         )
 
@@ -459,6 +616,11 @@ def parse_args(argv: Sequence[str]) -> WatchConfig:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     config = parse_args(sys.argv[1:] if argv is None else argv)
+    problem = process_support_problem()
+    if problem is not None:
+        print(f"watcher: {problem}", file=sys.stderr)
+        write_json_atomically(config.job_dir / RESULT_FILE, Result("failed", None, problem).as_json())
+        return 0
     become_child_subreaper()
     watcher = Watcher(config)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

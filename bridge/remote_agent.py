@@ -1,0 +1,458 @@
+"""The bridge's helper on a remote host: one invocation per batch of work, JSON in and out.
+
+    python3 agent.py probe                      -> the host: CPUs, memory, load, GPUs, disk, Python
+    python3 agent.py launch --job-dir D [--cpus 0,1] -- WATCHER ARGV...   (stdin: {"env": {...}})
+    python3 agent.py sync                       (stdin: {"jobs": [{"dir", "console", "resourceLog"}], ...})
+    python3 agent.py cancel                     (stdin: {"dirs": [...]})
+    python3 agent.py download                   (stdin: {"files": [{"url", "path", "size"}]})
+    python3 agent.py cleanup                    (stdin: {"jobsDir", "keep": [...], "minAgeSec"})
+
+bridge/remote_jobs.py uploads this file (with bridge/watch.py) to the remote host and
+runs it there over the shell seam, so that a poll of all running jobs is one remote
+command. Like the watcher it needs only the standard library (Python 3.8+) and must
+never import pairio or bridge. Values such as secrets travel on stdin, never on a
+command line (other users of the host can read those).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+RESULT_FILE = "result.json"
+WATCHER_FILE = "watcher.json"
+LAUNCH_FILE = "launch.json"
+CANCEL_FILE = "cancel"
+CONSOLE_FILE = "console.txt"
+RESOURCE_LOG_FILE = "resource_log.jsonl"
+WATCHER_LOG_FILE = "watcher.log"
+CREATE_TIME_TOLERANCE_SEC = 1.0
+LAUNCH_STALLED_SEC = 60.0
+DEFAULT_MAX_BYTES_PER_FILE = 1024 * 1024
+DEFAULT_MAX_BYTES_TOTAL = 8 * 1024 * 1024
+
+
+# ---------------------------------------------------------------- processes, from /proc where there is one
+
+
+def _boot_time() -> Optional[float]:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def process_create_time(pid: int) -> Optional[float]:
+    """When ``pid`` started (as psutil computes it), or None when it does not run (or is a zombie)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return _create_time_without_proc(pid)
+    fields = text[text.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X", "x"):
+        return None
+    boot = _boot_time()
+    if boot is None:
+        return _create_time_without_proc(pid)
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def _create_time_without_proc(pid: int) -> Optional[float]:
+    """No /proc (macOS, BSD): alive or not, start time unknown (-1)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return -1.0
+    return -1.0
+
+
+def is_same_process_alive(pid: int, create_time: Optional[float]) -> bool:
+    started = process_create_time(pid)
+    if started is None:
+        return False
+    if started < 0 or create_time is None:
+        return True
+    return abs(started - create_time) < CREATE_TIME_TOLERANCE_SEC
+
+
+def processes_of_group(group: int, started_after: float) -> List[int]:
+    pids = []
+    if not os.path.isdir("/proc"):
+        return pids
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            if os.getpgid(pid) != group:
+                continue
+        except (ProcessLookupError, PermissionError):
+            continue
+        started = process_create_time(pid)
+        if started is not None and started >= started_after - CREATE_TIME_TOLERANCE_SEC:
+            pids.append(pid)
+    return pids
+
+
+# ---------------------------------------------------------------- files
+
+
+def read_json(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        return {"unreadable": f"{type(e).__name__}: {e}"}
+    return data if isinstance(data, dict) else {"unreadable": "not a JSON object"}
+
+
+def write_json_atomically(path: Path, data: Dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_chunk(path: Path, offset: int, max_bytes: int) -> Dict[str, Any]:
+    """The file's size and, base64, up to ``max_bytes`` from ``offset``."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            if max_bytes <= 0 or offset >= size:
+                return {"size": size, "data": ""}
+            f.seek(offset)
+            data = f.read(max_bytes)
+    except FileNotFoundError:
+        return {"size": 0, "data": ""}
+    return {"size": size, "data": base64.b64encode(data).decode("ascii")}
+
+
+def tail(path: Path, max_bytes: int = 4000) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------- the host
+
+
+def usable_cpus() -> List[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))  # type: ignore[attr-defined]
+    except AttributeError:
+        return list(range(os.cpu_count() or 1))
+
+
+def available_memory_bytes() -> Optional[int]:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def host_info(root: Optional[str]) -> Dict[str, Any]:
+    try:
+        load1: Optional[float] = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        load1 = None
+    info: Dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "cpus": usable_cpus(),
+        "memAvailableBytes": available_memory_bytes(),
+        "load1": load1,
+        "time": time.time(),
+    }
+    if root:
+        try:
+            info["diskFreeBytes"] = shutil.disk_usage(root).free
+        except OSError:
+            info["diskFreeBytes"] = None
+    return info
+
+
+def detect_gpus() -> List[str]:
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        ids = [p.strip() for p in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if p.strip()]
+        return [] if ids[:1] in (["-1"], ["NoDevFiles"]) else ids
+    if shutil.which("nvidia-smi") is None:
+        return []
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    ids = []
+    for line in out.stdout.decode("utf-8", "replace").splitlines():
+        head, sep, _ = line.partition(":")
+        if sep and head.startswith("GPU ") and head[4:].strip().isdigit():
+            ids.append(head[4:].strip())
+    return ids
+
+
+def command_probe(request: Dict[str, Any]) -> Dict[str, Any]:
+    info = host_info(request.get("root"))
+    info["gpus"] = detect_gpus()
+    info["python"] = sys.version.split()[0]
+    try:
+        import psutil  # noqa: F401
+
+        info["psutil"] = True
+    except ImportError:
+        info["psutil"] = False
+    info["procfs"] = os.path.exists("/proc/self/stat")
+    return info
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def watcher_state(job_dir: Path, my_hostname: str) -> Dict[str, Any]:
+    """Whether a watcher was started for the job and whether it still runs (None: it runs on another host)."""
+    watcher = read_json(job_dir / WATCHER_FILE)
+    launch = read_json(job_dir / LAUNCH_FILE)
+    record = watcher if watcher and "pid" in watcher else launch if launch and "pid" in launch else None
+    if record is None:
+        if launch is None:
+            return {"launched": watcher is not None, "alive": False}
+        # "launching": the agent that wrote it starts the watcher within a second, or died trying
+        stalled = time.time() - float(launch.get("time") or 0) > LAUNCH_STALLED_SEC
+        return {"launched": True, "alive": False if stalled else None}
+    if record.get("hostname") not in (None, my_hostname):
+        return {"launched": True, "alive": None, "hostname": record.get("hostname")}
+    try:
+        pid = int(record["pid"])
+        create_time = float(record["createTime"]) if record.get("createTime") is not None else None
+    except (TypeError, ValueError):
+        return {"launched": True, "alive": False}
+    return {"launched": True, "alive": is_same_process_alive(pid, create_time)}
+
+
+def kill_orphans(job_dir: Path) -> None:
+    """A watcher that died (SIGKILL, OOM killer) leaves its job unsupervised: end the job's process group."""
+    watcher = read_json(job_dir / WATCHER_FILE)
+    if not watcher or "processGroup" not in watcher:
+        return
+    try:
+        group, started = int(watcher["processGroup"]), float(watcher.get("createTime") or 0)
+    except (TypeError, ValueError):
+        return
+    for pid in processes_of_group(group, started):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def command_sync(request: Dict[str, Any]) -> Dict[str, Any]:
+    my_hostname = socket.gethostname()
+    per_file = int(request.get("maxBytesPerFile", DEFAULT_MAX_BYTES_PER_FILE))
+    budget = int(request.get("maxBytesTotal", DEFAULT_MAX_BYTES_TOTAL))
+    jobs: Dict[str, Any] = {}
+    for item in request.get("jobs", []):
+        job_dir = Path(item["dir"])
+        if not job_dir.is_dir():
+            jobs[item["dir"]] = {"exists": False}
+            continue
+        # The watcher writes result.json last: read it before the files, so a result seen here means they are complete.
+        result = read_json(job_dir / RESULT_FILE)
+        state = {} if result is not None else watcher_state(job_dir, my_hostname)
+        if result is None and state.get("alive") is False and state.get("launched"):
+            result = read_json(job_dir / RESULT_FILE)  # it may have ended between the two looks
+            if result is None and request.get("killOrphans", True):
+                kill_orphans(job_dir)
+                state["watcherLog"] = tail(job_dir / WATCHER_LOG_FILE)
+        answer: Dict[str, Any] = {"exists": True, "result": result, **state}
+        if result is not None:
+            answer["outputSizes"] = {path: _size_or_none(Path(path)) for path in item.get("outputs", [])}
+        for key, name in (("console", CONSOLE_FILE), ("resourceLog", RESOURCE_LOG_FILE)):
+            chunk = read_chunk(job_dir / name, int(item.get(key, 0)), min(per_file, budget))
+            budget -= len(chunk["data"]) * 3 // 4
+            answer[key] = chunk
+        jobs[item["dir"]] = answer
+    return {"host": host_info(request.get("root")), "jobs": jobs}
+
+
+def _size_or_none(path: Path) -> Optional[int]:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def command_cleanup(request: Dict[str, Any]) -> Dict[str, Any]:
+    """Delete job directories of ``jobsDir`` the bridge no longer keeps (not in ``keep``), once ended and old enough.
+
+    A job still running there, or one whose directory changed recently, is never touched.
+    """
+    jobs_dir = Path(request["jobsDir"])
+    keep = set(request.get("keep", []))
+    min_age = float(request.get("minAgeSec", 3600))
+    removed = []
+    if not jobs_dir.is_dir():
+        return {"removed": removed}
+    now = time.time()
+    for entry in sorted(jobs_dir.iterdir()):
+        if entry.name in keep or entry.name.startswith(".") or not entry.is_dir():
+            continue
+        try:
+            age = now - max(entry.stat().st_mtime, (entry / RESULT_FILE).stat().st_mtime if (entry / RESULT_FILE).exists() else 0)
+        except OSError:
+            continue
+        ended = (entry / RESULT_FILE).exists()
+        never_started = not (entry / LAUNCH_FILE).exists() and not (entry / WATCHER_FILE).exists()
+        if age >= min_age and (ended or never_started):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    return {"removed": removed}
+
+
+def command_launch(job_dir: Path, argv: List[str], cpus: List[int], request: Dict[str, Any]) -> Dict[str, Any]:
+    """Start the watcher detached (its own session, so it survives the connection); never twice for one directory."""
+    if (job_dir / RESULT_FILE).exists():
+        return {"state": "ended"}
+    try:
+        fd = os.open(str(job_dir / LAUNCH_FILE), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return {"state": "launched-before", "launch": read_json(job_dir / LAUNCH_FILE)}
+    with os.fdopen(fd, "w") as f:
+        json.dump({"launching": True, "hostname": socket.gethostname(), "time": time.time()}, f)
+    for stale in (CANCEL_FILE, WATCHER_FILE):
+        try:
+            (job_dir / stale).unlink()
+        except FileNotFoundError:
+            pass
+    import subprocess  # here: the commands run at every poll start faster without it
+
+    env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in (request.get("env") or {}).items()})
+
+    def pin() -> None:
+        if cpus and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, cpus)  # the watcher and the processor inherit it
+
+    try:
+        with (job_dir / WATCHER_LOG_FILE).open("ab") as log:
+            child = subprocess.Popen(
+                argv, cwd=str(job_dir), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=pin if cpus else None,
+            )
+    except OSError as e:
+        error = f"could not start the job's watcher ({argv[0]}): {e}"
+        write_json_atomically(job_dir / RESULT_FILE, {"phase": "failed", "exitCode": None, "error": error, "timestampFinishedSec": time.time()})
+        return {"state": "failed", "error": error}
+    record = {"pid": child.pid, "createTime": process_create_time(child.pid), "hostname": socket.gethostname(), "time": time.time()}
+    write_json_atomically(job_dir / LAUNCH_FILE, record)
+    return {"state": "launched", "launch": record}
+
+
+def command_cancel(request: Dict[str, Any]) -> Dict[str, Any]:
+    my_hostname = socket.gethostname()
+    done = {}
+    for d in request.get("dirs", []):
+        job_dir = Path(d)
+        if not job_dir.is_dir() or (job_dir / RESULT_FILE).exists():
+            done[d] = "not running"
+            continue
+        # The file is the durable request (the watcher checks it between samples); the signal is the fast one.
+        (job_dir / CANCEL_FILE).touch()
+        done[d] = "requested"
+        watcher = read_json(job_dir / WATCHER_FILE)
+        if not watcher or "pid" not in watcher or watcher.get("hostname") not in (None, my_hostname):
+            continue
+        try:
+            pid, create_time = int(watcher["pid"]), watcher.get("createTime")
+            if is_same_process_alive(pid, float(create_time) if create_time is not None else None):
+                os.kill(pid, signal.SIGTERM)
+                done[d] = "signaled"
+        except (TypeError, ValueError, ProcessLookupError, PermissionError):
+            pass
+    return {"dirs": done}
+
+
+def command_download(request: Dict[str, Any]) -> Dict[str, Any]:
+    """Fetch inputs from their URLs here; each answer is "ok" or why not (the bridge then uploads it)."""
+    import urllib.request
+
+    answers = {}
+    for item in request.get("files", []):
+        path = Path(item["path"])
+        tmp = path.with_name(f".{path.name}.download")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with urllib.request.urlopen(item["url"], timeout=float(request.get("timeoutSec", 60))) as response, tmp.open("wb") as out:
+                shutil.copyfileobj(response, out, 1024 * 1024)
+            size = tmp.stat().st_size
+            if item.get("size") is not None and size != int(item["size"]):
+                raise OSError(f"got {size} bytes, expected {item['size']}")
+            os.replace(tmp, path)
+            answers[item["path"]] = "ok"
+        except Exception as e:  # noqa: BLE001 - any failure means: upload it instead
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            answers[item["path"]] = f"{type(e).__name__}: {e}"
+    return {"files": answers}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    # everything after the first "--" is the watcher's argv (argparse would take options from it)
+    command = args_in[args_in.index("--") + 1 :] if "--" in args_in else []
+    options = args_in[: args_in.index("--")] if "--" in args_in else args_in
+    parser = argparse.ArgumentParser(prog="agent.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["probe", "launch", "sync", "cancel", "download", "cleanup"])
+    parser.add_argument("--job-dir", type=Path)
+    parser.add_argument("--cpus", default="", help="launch: CPU ids the job is bound to")
+    args = parser.parse_args(options)
+    raw = sys.stdin.read() if not sys.stdin.isatty() else ""
+    request = json.loads(raw) if raw.strip() else {}
+    if args.command == "probe":
+        answer = command_probe(request)
+    elif args.command == "sync":
+        answer = command_sync(request)
+    elif args.command == "cancel":
+        answer = command_cancel(request)
+    elif args.command == "download":
+        answer = command_download(request)
+    elif args.command == "cleanup":
+        answer = command_cleanup(request)
+    else:
+        if args.job_dir is None or not command:
+            parser.error("launch needs --job-dir and the watcher's argv after --")
+        cpus = [int(c) for c in args.cpus.split(",") if c.strip()]
+        answer = command_launch(args.job_dir, command, cpus, request)
+    sys.stdout.write(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
