@@ -144,7 +144,7 @@ class BackendContract:
         native_id, job = self.submit(backend, tmp_path, script)
         outcome = self.wait_final(backend, native_id)
         assert outcome.phase == NativePhase.FAILED
-        assert outcome.exit_code == 3
+        assert outcome.exit_code == 3, outcome
         assert outcome.error is not None
         assert "exited with code 3" in outcome.error
         assert "about to fail" in outcome.error and "details on stderr" in outcome.error

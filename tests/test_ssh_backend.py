@@ -38,7 +38,11 @@ from .ssh_support import TestSshd, sshd  # noqa: F401 - the fixture
 REMOTE_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
 
 
-class TestSshBackend(BackendContract):
+class RemoteContract(BackendContract):
+    """The contract for backends whose jobs run in a remote directory reached over the test sshd
+    (the SSH backend; the Slurm backend with --ssh): tests that look into a job's work directory
+    read the remote one."""
+
     final_timeout_sec = 30.0
 
     @pytest.fixture(autouse=True)
@@ -52,15 +56,10 @@ class TestSshBackend(BackendContract):
     def remote_root(self, tmp_path: Path) -> Path:
         return tmp_path / "remote"
 
-    def make_backend(self, tmp_path: Path, **kwargs: object) -> SshBackend:
+    def remote_jobs(self, tmp_path: Path) -> RemoteJobs:
         shell = SshShell(self.sshd.options())
         self.shells.append(shell)
-        remote = RemoteJobs(shell, str(self.remote_root(tmp_path)), python=REMOTE_PYTHON)
-        options: dict[str, object] = dict(
-            gpu_ids=[], consider_host_load=False, sample_interval_sec=0.1, log_interval_sec=0.2, kill_grace_sec=0.5
-        )
-        options.update(kwargs)
-        return SshBackend(remote, self.jobs_root(tmp_path), **options)  # type: ignore[arg-type]
+        return RemoteJobs(shell, str(self.remote_root(tmp_path)), python=REMOTE_PYTHON)
 
     def work_dir(self, job: JobSubmission) -> Path:
         """The job's remote work directory (on this same machine)."""
@@ -107,6 +106,16 @@ class TestSshBackend(BackendContract):
         native_id, job = self.submit(backend, tmp_path, "import os; open('key.txt', 'w').write(os.environ.get('PAIRIO_API_KEY', 'unset'))")
         assert self.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
         assert (self.work_dir(job) / "work" / "key.txt").read_text() == "unset"
+
+
+
+class TestSshBackend(RemoteContract):
+    def make_backend(self, tmp_path: Path, **kwargs: object) -> SshBackend:
+        options: dict[str, object] = dict(
+            gpu_ids=[], consider_host_load=False, sample_interval_sec=0.1, log_interval_sec=0.2, kill_grace_sec=0.5
+        )
+        options.update(kwargs)
+        return SshBackend(self.remote_jobs(tmp_path), self.jobs_root(tmp_path), **options)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ SSH only
 

@@ -15,6 +15,9 @@ How a job is run and followed:
   then from Slurm's state (TIMEOUT, CANCELLED, ... killed the script before it could
   write them), then from ``sacct`` where accounting exists; a job Slurm no longer lists
   and that left nothing is lost, never assumed completed.
+- With a ``RemoteJobs`` (``pairio-bridge slurm --ssh``: the login node is reached over SSH),
+  the job directory is uploaded to the cluster's file system before ``sbatch`` and mirrored
+  back in ``poll`` (console, resource log, outputs, result) with one command for all jobs.
 - The native id is ``<slurm job id>:<job dir>``, so a restarted bridge needs nothing else;
   ``adopt`` finds a job whose id was never recorded by its name (``pairio-<jobId>``) or by
   the id the script writes into the job directory when it starts.
@@ -36,6 +39,7 @@ from typing import ClassVar, Optional
 from bridge import watch
 from bridge.backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError, SubmitRetryLater
 from bridge.local.backend import read_watcher_result
+from bridge.remote_jobs import RemoteJobs, map_argument
 from bridge.shell import LocalShell, Shell, ShellError, ShellUnavailableError
 from bridge.watch import read_file_tail, tail_text
 
@@ -90,13 +94,15 @@ class JobFiles:
     """Pairio asked for the job to stop (the watcher's cancel file exists)"""
 
     @classmethod
-    def read(cls, job_dir: Path) -> "JobFiles":
+    def read(cls, job_dir: Path, script_files_dir: Optional[Path] = None) -> "JobFiles":
+        """``script_files_dir``: where the batch script's own files are, when not in ``job_dir`` (fetched from a remote cluster)."""
+        script_dir = script_files_dir or job_dir
         code: Optional[int] = None
         try:
-            code = int((job_dir / EXIT_CODE_FILE).read_text().strip())
+            code = int((script_dir / EXIT_CODE_FILE).read_text().strip())
         except (FileNotFoundError, ValueError):
             pass
-        stderr_tail = tail_text(read_file_tail(job_dir / STDERR_FILE), max_lines=10) if code is not None else ""
+        stderr_tail = tail_text(read_file_tail(script_dir / STDERR_FILE), max_lines=10) if code is not None else ""
         return cls(
             result=read_watcher_result(job_dir), script_exit_code=code, stderr_tail=stderr_tail,
             cancel_requested=(job_dir / watch.CANCEL_FILE).exists(),
@@ -147,6 +153,11 @@ def settle(slurm_job_id: str, queued: Optional[tuple[str, Optional[str]]], files
     )
 
 
+def _may_need_script_files(queued: Optional[tuple[str, Optional[str]]]) -> bool:
+    """Settling needs the script's exit code only once Slurm says the job ended (or no longer lists it)."""
+    return queued is None or SLURM_STATE_PHASE.get(base_state(queued[0])[0], NativePhase.QUEUED).is_final
+
+
 def _from_script_exit(slurm_job_id: str, files: JobFiles) -> Optional[NativeOutcome]:
     if files.script_exit_code is None:
         return None
@@ -166,19 +177,23 @@ class SlurmBackend(Backend):
         shell: Optional[Shell] = None,
         slot_limits: Capacity = Capacity(numCpus=1_000_000, numGpus=1_000_000, memoryGb=1e12),
         command_env: Optional[Mapping[str, str]] = None,
+        remote: Optional[RemoteJobs] = None,
         watcher_args: tuple[str, ...] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``slot_limits``: what one job may ask for (the bridge's slots); Slurm decides where it fits.
 
         ``command_env``: variables Slurm's commands need (SLURM_CONF when it is not in the
-        environment they run in).
+        environment they run in), on top of the site's ``commandEnv``.
+        ``remote``: job directories live on a cluster reached through ``remote.shell``; they are
+        uploaded before sbatch and mirrored back while jobs run.
         """
         self.site = site
-        self.shell = shell or LocalShell()
+        self.remote = remote
+        self.shell = remote.shell if remote is not None else (shell or LocalShell())
         self.slot_limits = slot_limits
-        self.commands = SlurmCommands(site, self.shell, env=command_env)
-        self.python = site.python or sys.executable
+        self.commands = SlurmCommands(site, self.shell, env={**site.commandEnv, **(command_env or {})})
+        self.python = site.python or (remote.python if remote is not None else sys.executable)
         self.watcher_args = watcher_args
         self._clock = clock
         self._lock = threading.Lock()
@@ -214,16 +229,25 @@ class SlurmBackend(Backend):
                 log.info("job %s was already submitted as Slurm job %s; following that one", job.job_id, earlier)
                 return self._track(SlurmNativeId(earlier, job_dir))
         try:
-            shutil.copyfile(watch.__file__, job_dir / WATCHER_SCRIPT_FILE)
-            script_path = job_dir / SCRIPT_FILE
-            script_path.write_text(
-                render_sbatch_script(
-                    job.job_id, job_dir, job.resources, self.site, job.command, self.python, watcher_args=self.watcher_args
-                )
+            if self.remote is not None:
+                there = self.remote.upload(job_dir)  # job.json with the cluster's paths, and the inputs
+                command = [map_argument(a, job_dir, there) for a in job.command]
+                script_dir, watcher_path = Path(there), self.remote.watcher_path
+            else:
+                shutil.copyfile(watch.__file__, job_dir / WATCHER_SCRIPT_FILE)
+                command, script_dir, watcher_path = job.command, job_dir, ""
+            script = render_sbatch_script(
+                job.job_id, script_dir, job.resources, self.site, command, self.python,
+                watcher_args=self.watcher_args, watcher_path=watcher_path,
             )
-            argv = sbatch_argv(self.site, job.job_id, job_dir, script_path)
-        except (OSError, ValueError) as e:
-            raise SubmitError(f"could not write the batch script in {job_dir}: {e}") from e
+            (job_dir / SCRIPT_FILE).write_text(script)
+            if self.remote is not None:
+                self.shell.put_file(job_dir / SCRIPT_FILE, str(script_dir / SCRIPT_FILE))
+            argv = sbatch_argv(self.site, job.job_id, script_dir, script_dir / SCRIPT_FILE)
+        except (SlurmUnavailableError, ShellUnavailableError) as e:
+            raise SubmitRetryLater(f"cannot reach {self.shell.description}: {e}") from None
+        except (OSError, ValueError, ShellError) as e:
+            raise SubmitError(f"could not write the batch script for {job_dir}: {e}") from e
         marker.touch()
         try:
             slurm_job_id = self.commands.submit(self._without_bridge_settings(argv, keep=job.env), env=job.env)
@@ -248,10 +272,24 @@ class SlurmBackend(Backend):
         if parsed and self._query_due(parsed, files):
             self._query_queue(parsed)
         listed = {text: self._known_states.get(n.slurm_job_id) for text, n in parsed.items()}
+        finishing: set[str] = set()
+        if self.remote is not None and parsed:
+            # After squeue, so that a job Slurm saw end has its result.json there for this sync to bring back.
+            # One command brings every job's console, resource log and (once ended) outputs and result here.
+            progress = self.remote.sync(sorted({n.job_dir for n in parsed.values()}))
+            finishing = {text for text, n in parsed.items() if progress.get(n.job_dir) and progress[n.job_dir].finishing}
+            files = {text: JobFiles.read(n.job_dir) for text, n in parsed.items()}
+        if self.remote is not None:
+            for text, n in parsed.items():
+                if files[text].result is None and text not in finishing and _may_need_script_files(listed[text]):
+                    files[text] = self._remote_script_files(n)
         # jobs that left the queue without files: ask sacct, once for all of them
         unlisted = [n.slurm_job_id for text, n in parsed.items() if listed[text] is None and not files[text].ended]
         accounting = self.commands.accounting(unlisted) if unlisted else None
         for text, n in parsed.items():
+            if text in finishing:
+                outcomes[text] = NativeOutcome(NativePhase.RUNNING)  # ended there; its outputs are on their way here
+                continue
             outcome = settle(n.slurm_job_id, listed[text], files[text], (accounting or {}).get(n.slurm_job_id))
             outcomes[text] = outcome
             with self._lock:
@@ -263,7 +301,8 @@ class SlurmBackend(Backend):
         return outcomes
 
     def cancel(self, native_ids: list[str]) -> None:
-        ids = []
+        ids: list[str] = []
+        dirs: list[Path] = []
         for text in native_ids:
             try:
                 native_id = SlurmNativeId.parse(text)
@@ -272,7 +311,11 @@ class SlurmBackend(Backend):
             if native_id.job_dir.is_dir() and not (native_id.job_dir / watch.RESULT_FILE).exists():
                 # says the stop was Pairio's (not an administrator's), and the watcher stops the job even if scancel is slow
                 (native_id.job_dir / watch.CANCEL_FILE).touch()
+                if self.remote is not None:
+                    dirs.append(native_id.job_dir)
             ids.append(native_id.slurm_job_id)
+        if dirs and self.remote is not None:
+            self.remote.cancel(dirs)  # the cancel file there: the watcher stops even if scancel is slow
         if ids:
             self.commands.cancel(ids)
             self._next_query_at = 0.0  # see the cancellation at the next poll
@@ -302,10 +345,38 @@ class SlurmBackend(Backend):
                 log.warning("several Slurm jobs are named %s (%s); following the oldest", name, ", ".join(queued))
             return queued[0]
         try:
-            recorded = (job_dir / SLURM_JOB_ID_FILE).read_text().strip()
-            return check_slurm_job_id(recorded)
+            if self.remote is not None:
+                recorded = self._read_remote(job_dir, SLURM_JOB_ID_FILE)
+                if recorded is None:
+                    return None
+            else:
+                recorded = (job_dir / SLURM_JOB_ID_FILE).read_text()
+            return check_slurm_job_id(recorded.strip())
         except (FileNotFoundError, ValueError):
             return None
+
+    def _read_remote(self, job_dir: Path, name: str) -> Optional[str]:
+        """A small file of the job's remote directory, or None when it is not there."""
+        assert self.remote is not None
+        scratch = job_dir / f".remote-{name}"
+        try:
+            self.shell.get_file(f"{self.remote.remote_dir(job_dir)}/{name}", scratch)
+            return scratch.read_text(errors="replace")
+        except FileNotFoundError:
+            return None
+        finally:
+            scratch.unlink(missing_ok=True)
+
+    def _remote_script_files(self, native_id: SlurmNativeId) -> JobFiles:
+        """The job's files, with the batch script's exit code and stderr fetched from the cluster (a rare path:
+        Slurm says the job ended and the watcher left no result)."""
+        scratch = native_id.job_dir / ".slurm-script-files"
+        scratch.mkdir(exist_ok=True)
+        for name in (EXIT_CODE_FILE, STDERR_FILE):
+            text = self._read_remote(native_id.job_dir, name)
+            if text is not None:
+                (scratch / name).write_text(text)
+        return JobFiles.read(native_id.job_dir, script_files_dir=scratch)
 
     def _query_due(self, parsed: dict[str, SlurmNativeId], files: dict[str, JobFiles]) -> bool:
         now = self._clock()

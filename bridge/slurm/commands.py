@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
@@ -28,6 +29,7 @@ _TRANSIENT_SBATCH = re.compile(
 _SLURM_JOB_ID = re.compile(r"\d+(_\d+)?")
 _ACCOUNTING_OFF = re.compile(r"accounting storage is disabled|slurmdbd|Connection refused|not running a supported accounting", re.IGNORECASE)
 _UNKNOWN_JOB = "Invalid job id specified"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class SlurmCommandError(ShellError):
@@ -58,15 +60,31 @@ class SlurmCommands:
         self._accounting_available = True
         self.calls: dict[str, int] = {"sbatch": 0, "squeue": 0, "sacct": 0, "scancel": 0}
 
-    def _run(self, kind: str, argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, timeout: float = 60.0) -> CommandResult:
+    def _run(
+        self, kind: str, argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, stdin: Optional[bytes] = None,
+        timeout: float = 60.0,
+    ) -> CommandResult:
         self.calls[kind] += 1
-        return self.shell.run(argv, env={**self.env, **(env or {})}, timeout=timeout)
+        return self.shell.run(argv, env={**self.env, **(env or {})}, stdin=stdin, timeout=timeout)
 
     # ------------------------------------------------------------ sbatch
 
     def submit(self, argv: Sequence[str], *, env: Mapping[str, str]) -> str:
-        """Run an ``sbatch --parsable`` command line; the Slurm job id."""
-        result = self._run("sbatch", argv, env=env, timeout=120.0)
+        """Run an ``sbatch --parsable`` command line with ``env`` added (sbatch exports it to the job); the Slurm job id.
+
+        On this machine ``env`` goes straight into sbatch's environment. Elsewhere it goes on
+        stdin to a shell that exports it and execs sbatch, so that values (secrets) never
+        appear on a command line there.
+        """
+        if self.shell.is_local or not env:
+            result = self._run("sbatch", argv, env=env, timeout=120.0)
+        else:
+            bad = [name for name in env if not _ENV_NAME.fullmatch(name)]
+            if bad:
+                raise SbatchRejectedError(f"environment variable names {bad} are not valid; use letters, digits and '_'")
+            exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
+            wrapped = ["sh", "-c", 'eval "$(cat)" && exec "$@"', "sh", *argv]
+            result = self._run("sbatch", wrapped, stdin=exports.encode(), timeout=120.0)
         if result.exit_code != 0:
             message = result.output_summary() or f"sbatch exited with status {result.exit_code} and printed nothing"
             if _TRANSIENT_SBATCH.search(message):

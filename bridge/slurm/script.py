@@ -115,6 +115,7 @@ def render_sbatch_script(
     python_executable: str,
     *,
     watcher_args: Sequence[str] = (),
+    watcher_path: str = "",
 ) -> str:
     """The batch script: directives, site environment and prologue, then the watcher running the processor.
 
@@ -149,7 +150,7 @@ def render_sbatch_script(
         # module and conda scripts read unset variables, so the prologue runs without set -u
         lines += ["# site prologue", "set +u", *site.prologue, "set -u"]
     watcher = [
-        f'"$PYTHON" "$JOB_DIR/{WATCHER_SCRIPT_FILE}" --job-dir "$JOB_DIR"',
+        (f'"$PYTHON" {q(watcher_path)}' if watcher_path else f'"$PYTHON" "$JOB_DIR/{WATCHER_SCRIPT_FILE}"') + ' --job-dir "$JOB_DIR"',
         f"--time-sec {_number(resources.timeSec)}",
         f"--memory-gb {_number(resources.memoryGb)}",
         f"--num-cpus {resources.numCpus}",

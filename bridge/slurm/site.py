@@ -112,6 +112,10 @@ class SlurmSiteOptions(BaseModel):
     squeueJson: Optional[bool] = Field(
         default=None, description="read squeue --json (true), the fixed text format (false), or try JSON first (null)"
     )
+    commandEnv: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment of Slurm's commands where they run, e.g. SLURM_CONF on a login node reached over SSH",
+    )
     sbatchCommand: str = "sbatch"
     squeueCommand: str = "squeue"
     scancelCommand: str = "scancel"
@@ -143,7 +147,7 @@ class SlurmSiteOptions(BaseModel):
                 raise ValueError(f"prologue line {line!r} contains a newline; give each line as its own list item")
         return v
 
-    @field_validator("exportEnv")
+    @field_validator("exportEnv", "commandEnv")
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
         for name, value in v.items():

@@ -81,6 +81,19 @@ def claim_remote_dir(shell: Shell, root: str, compute_client_id: str, scratch: P
         local.unlink(missing_ok=True)
 
 
+def connect_asking_for_passphrase(shell: Any, options: SshOptions) -> None:
+    """Connect; an encrypted key's passphrase is asked on a terminal (never stored), else the error says so."""
+    from .connection import KeyPassphraseNeededError
+
+    try:
+        shell.connect()
+    except KeyPassphraseNeededError:
+        if not sys.stdin.isatty():
+            raise
+        shell.passphrase = click.prompt(f"passphrase of {options.identity_path}", hide_input=True, err=True)
+        shell.connect()
+
+
 def _absolute(path: Optional[Path]) -> Optional[str]:
     return str(path.expanduser().resolve()) if path is not None else None
 
@@ -111,7 +124,7 @@ def ssh(
     from bridge.remote_jobs import RemoteJobs
 
     from .backend import SshBackend
-    from .connection import KeyPassphraseNeededError, SshShell
+    from .connection import SshShell
 
     _setup_logging(log_level)
     logging.getLogger("paramiko").setLevel(logging.WARNING)
@@ -130,13 +143,7 @@ def ssh(
 
     shell = SshShell(options)
     try:
-        try:
-            shell.connect()
-        except KeyPassphraseNeededError:
-            if not sys.stdin.isatty():
-                raise
-            shell.passphrase = click.prompt(f"passphrase of {options.identity_path}", hide_input=True, err=True)
-            shell.connect()
+        connect_asking_for_passphrase(shell, options)
         root = shell.absolute_path(options.remoteDir or default_remote_dir(config))
         claim_remote_dir(shell, root, config.computeClientId, bridge_dir)
         remote = RemoteJobs(shell, root, python=options.remotePython, command_timeout_sec=options.commandTimeoutSec)
