@@ -59,6 +59,7 @@ STATUS_LOG_MIN_INTERVAL_SEC = 5.0
 CLEANUP_INTERVAL_SEC = 3600.0
 APP_SPEC_TTL_SEC = 60.0
 SUBMIT_RETRY_SEC = 15.0
+WORKER_RETRY_SEC = 30.0
 RESOURCE_LOG_UPLOAD_INTERVAL_SEC = 10.0
 RESOURCE_LOG_UPLOAD_SCALE_BYTES = 32 * 1024
 
@@ -518,6 +519,9 @@ class BridgeRunner:
                 continue
             if tracked.phase in (RunnerPhase.CLAIMED, RunnerPhase.STAGED) and tracked.job is not None:
                 self._start_worker(tracked, self._prepare)
+            elif tracked.phase is RunnerPhase.SUBMITTING:
+                # backend.submit raised something unexpected: find out, as after a restart, whether the job started
+                self._start_worker(tracked, self._recover_interrupted_submission)
             elif tracked.phase is RunnerPhase.FINISHED and self._hub_ok():
                 self._start_worker(tracked, self._finish)
 
@@ -530,8 +534,8 @@ class BridgeRunner:
             except HubApiError as e:
                 self._hub_failed(e)
             except Exception:  # noqa: BLE001 - keep the bridge alive; the job is retried after a pause
-                log.exception("job %s: unexpected error in %s; retrying in 30 s", tracked.job_id, work.__name__.strip("_"))
-                tracked.retry_at = self._clock() + 30.0
+                log.exception("job %s: unexpected error in %s; retrying in %.0f s", tracked.job_id, work.__name__.strip("_"), WORKER_RETRY_SEC)
+                tracked.retry_at = self._clock() + WORKER_RETRY_SEC
             finally:
                 tracked.busy = False
 

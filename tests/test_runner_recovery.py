@@ -1,0 +1,83 @@
+"""The runner when its backend's submit fails unexpectedly or asks to be retried: the job still runs, once.
+
+A real hub on 127.0.0.1 (in-process uvicorn, SQLite and PostgreSQL) and the runner in this
+process on a local backend whose first submits fail: one raises an unexpected error before
+starting anything (the runner must find out, as after a restart, that nothing started, and
+submit again), one says its scheduler cannot be reached (SubmitRetryLater).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import bridge.runner as runner_module
+from bridge.backend import JobSubmission, SubmitRetryLater
+from bridge.config import BridgeConfig
+from bridge.hub_api import HubApi
+from bridge.local.backend import LocalBackend
+from bridge.runner import BridgeRunner
+from pairio.models import PairioComputeClientComputeSlot
+
+from .conftest import auth
+from .hubtools import REPO, LiveHub, Seed
+
+SLOT = PairioComputeClientComputeSlot(numCpus=1, numGpus=0, memoryGb=1, timeSec=600, multiplicity=1)
+
+
+class FlakyLocalBackend(LocalBackend):
+    def __init__(self, jobs_root: Path, failures: list[Exception]) -> None:
+        super().__init__(jobs_root, gpu_ids=[], consider_system_load=False)
+        self.failures = failures
+        self.submits = 0
+        self.lock = threading.Lock()
+
+    def submit(self, job: JobSubmission) -> str:
+        with self.lock:
+            self.submits += 1
+            if self.failures:
+                raise self.failures.pop(0)
+        return super().submit(job)
+
+
+def test_a_failed_or_postponed_submission_is_retried_and_runs_once(
+    seeded: Seed, live_hub: LiveHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "WORKER_RETRY_SEC", 0.2)
+    monkeypatch.setattr(runner_module, "SUBMIT_RETRY_SEC", 0.2)
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        created = api.post(
+            "/v1/compute-clients",
+            json={"serviceName": seeded.service, "label": "flaky", "computeSlots": [SLOT.model_dump()]},
+            headers=auth(seeded.key),
+        ).json()
+        body: dict[str, Any] = {
+            "serviceName": seeded.service,
+            "jobDefinition": {"appName": "hello_world", "processorName": "hello_world_1", "parameters": [{"name": "name", "value": "retry"}]},
+            "requiredResources": {"numCpus": 1, "numGpus": 0, "memoryGb": 0.5, "timeSec": 60},
+        }
+        job_id = api.post("/v1/jobs", json=body, headers=auth(seeded.key)).json()["jobId"]
+        config = BridgeConfig(
+            hubUrl=live_hub.url, serviceName=seeded.service, computeClientId=created["computeClient"]["computeClientId"],
+            computeClientPrivateKey=created["computeClientPrivateKey"], label="flaky", computeSlots=[SLOT],
+            appCommands={"hello_world": f"{sys.executable} {REPO / 'apps' / 'hello_world' / 'main.py'}"},
+            jobsDir=str(tmp_path / "jobs"), cacheDir=str(tmp_path / "cache"),
+            pollIntervalSec=0.05, heartbeatIntervalSec=0.5, claimWaitSec=0.2,
+        )  # fmt: skip
+        backend = FlakyLocalBackend(config.jobs_path, [RuntimeError("the scheduler hiccuped"), SubmitRetryLater("controller down")])
+        hub = HubApi(config.hubUrl, config.computeClientPrivateKey)
+        runner = BridgeRunner(config, backend, hub, exit_when_idle=True)
+        try:
+            runner.run()
+        finally:
+            runner.close()
+            hub.close()
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] == "completed", job
+        assert backend.submits == 3
+        assert "Hello, retry!" in api.get(f"/v1/jobs/{job_id}/console-output").text
