@@ -64,7 +64,25 @@ def baseline(lab: SlurmLab, root: Path, n: int) -> float:
     return time.monotonic() - started
 
 
-def through_pairio(root: Path, n: int) -> tuple[float, int]:
+def breakdown(stack: Stack, jobs: list) -> dict[str, float]:  # type: ignore[type-arg]
+    """Medians of where each job's time went, from the hub's events and the processor's own start/end times."""
+    import statistics
+
+    import httpx
+
+    parts: dict[str, list[float]] = {"created -> claimed": [], "claimed -> processor started": [], "processor ran": [], "processor ended -> completed": []}
+    for job in jobs:
+        events = httpx.get(f"{stack.hub.url}/v1/jobs/{job.jobId}/events", timeout=30).json()["events"]
+        at = {e["status"]: e["timestampSec"] for e in events if e.get("status")}
+        span = json.loads((stack.record_dir / f"span-{job.jobId}.json").read_text())
+        parts["created -> claimed"].append(at["starting"] - at["pending"])
+        parts["claimed -> processor started"].append(span["start"] - at["starting"])
+        parts["processor ran"].append(span["end"] - span["start"])
+        parts["processor ended -> completed"].append(at["completed"] - span["end"])
+    return {k: statistics.median(v) for k, v in parts.items()}
+
+
+def through_pairio(root: Path, n: int) -> tuple[float, int, dict[str, float]]:
     hub = HubProcess(root / "hub")
     key = hub.admin("create-user", "bench").strip().splitlines()[-1]
     hub.start()
@@ -86,7 +104,7 @@ def through_pairio(root: Path, n: int) -> tuple[float, int]:
                 raise SystemExit(f"job {job.jobId} {done.status.value}: {done.error}")
         elapsed = time.monotonic() - started
         calls = len(log.read_text().splitlines()) if log.exists() else 0
-        return elapsed, calls
+        return elapsed, calls, breakdown(stack, jobs)
     finally:
         stack.close()
         hub.stop()
@@ -109,13 +127,16 @@ def main() -> None:
             lab.command("sbatch", "--parsable", "--wrap=true", f"--output={root}/warmup.out")  # the first scheduling pass is slow
             time.sleep(3)
             plain = baseline(lab, root, args.jobs)
-            pairio, calls = through_pairio(root, args.jobs)
+            pairio, calls, parts = through_pairio(root, args.jobs)
         finally:
             lab.stop()
     print(f"Slurm {'.'.join(map(str, lab.version))}, {args.jobs} jobs on one node advertising 8 CPUs")
     print(f"  plain sbatch loop: {plain:6.1f} s ({args.jobs / plain:.1f} jobs/s)")
     print(f"  through Pairio:    {pairio:6.1f} s ({args.jobs / pairio:.1f} jobs/s), {calls} squeue calls")
     print(f"  ratio pairio / plain sbatch: {pairio / plain:.2f}")
+    print("  median per job through Pairio:")
+    for name, seconds in parts.items():
+        print(f"    {name:30s} {seconds:6.2f} s")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ CONSOLE_FILE = "console.txt"
 RESOURCE_LOG_FILE = "resource_log.jsonl"
 RESULT_FILE = "result.json"
 CANCEL_FILE = "cancel"
+EARLY_LOG_PERIOD_SEC = 30.0
+EARLY_LOG_INTERVAL_SEC = 1.0
 WATCHER_FILE = "watcher.json"
 JOB_FILE = "job.json"
 WORK_DIR = "work"
@@ -485,7 +487,9 @@ class Watcher:
                 now = time.monotonic()
                 if now >= next_log:
                     self.log_sample(resource_log, processes, rss)
-                    next_log = now + self.config.log_interval_sec
+                    # denser at first, so that a short job's plot has a shape
+                    interval = self.config.log_interval_sec if now - started > EARLY_LOG_PERIOD_SEC else min(self.config.log_interval_sec, EARLY_LOG_INTERVAL_SEC)
+                    next_log = now + interval
                 if rss > self.config.memory_gb * BYTES_PER_GB:
                     self.kill(tree, child)
                     return Result("failed", child.returncode, memory_limit_error(rss, self.config.memory_gb))
@@ -495,7 +499,10 @@ class Watcher:
                 if now - started > self.config.time_sec:
                     self.terminate(tree, child)
                     return Result("failed", child.returncode, time_limit_error(self.config.time_sec))
-                time.sleep(self.config.sample_interval_sec)
+                try:  # returns as soon as the processor exits, so a short job is not held up a whole interval
+                    child.wait(timeout=self.config.sample_interval_sec)
+                except subprocess.TimeoutExpired:
+                    pass
 
     def exit_result(self, returncode: int) -> Result:
         if returncode == 0:
