@@ -155,6 +155,15 @@ def parse_gpu_query(text: str) -> list[dict[str, Any]]:
     return gpus
 
 
+def timing_args(sample_interval_sec: float, log_interval_sec: float, kill_grace_sec: float) -> list[str]:
+    """The watcher's command-line options for its sampling, logging and kill-grace intervals."""
+    return [
+        "--sample-interval-sec", f"{sample_interval_sec:g}",
+        "--log-interval-sec", f"{log_interval_sec:g}",
+        "--kill-grace-sec", f"{kill_grace_sec:g}",
+    ]  # fmt: skip
+
+
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """Readers see the old file or the whole new one, never a partial write."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

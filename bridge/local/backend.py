@@ -45,6 +45,7 @@ from bridge.watch import (
     WATCHER_FILE,
     read_file_tail,
     tail_text,
+    timing_args,
     write_json_atomically,
 )
 
@@ -147,11 +148,7 @@ class LocalBackend(Backend):
         self.declared = declared
         self.gpu_ids = list(gpu_ids) if gpu_ids is not None else detect_gpu_ids(os.environ)
         self.consider_system_load = consider_system_load
-        self.watcher_timing_args = [
-            "--sample-interval-sec", f"{sample_interval_sec:g}",
-            "--log-interval-sec", f"{log_interval_sec:g}",
-            "--kill-grace-sec", f"{kill_grace_sec:g}",
-        ]  # fmt: skip
+        self.watcher_timing_args = timing_args(sample_interval_sec, log_interval_sec, kill_grace_sec)
         self._lock = threading.Lock()
         self._running: dict[Path, Reservation] = {}
         self._watchers: list[subprocess.Popen[bytes]] = []

@@ -66,7 +66,9 @@ def slurm(
 
     _setup_logging(log_level)
     config = load_bridge_config(bridge_dir)
-    flags = {"destination": destination, "identityFile": _absolute(identity), "knownHostsFile": _absolute(known_hosts)}
+    from bridge.ssh.cli import absolute_or_none
+
+    flags = {"destination": destination, "identityFile": absolute_or_none(identity), "knownHostsFile": absolute_or_none(known_hosts)}
     remote = None
     if any(v is not None for v in flags.values()) or config.ssh is not None:
         remote = _remote_cluster(bridge_dir, config, flags, accept_new_host_key)
@@ -91,29 +93,14 @@ def slurm(
             remote.shell.close()
 
 
-def _absolute(path: Optional[Path]) -> Optional[str]:
-    return str(path.expanduser().resolve()) if path is not None else None
-
-
 def _remote_cluster(bridge_dir: Path, config: BridgeConfig, flags: dict[str, Any], accept_new_host_key: bool) -> "RemoteJobs":
     """Connect to the login node and prepare the bridge's directory there (the SSH bridge's options and checks)."""
     from bridge.remote_jobs import RemoteJobs
-    from bridge.ssh.cli import (
-        claim_remote_dir,
-        connect_asking_for_passphrase,
-        default_remote_dir,
-        merged_ssh_options,
-        save_ssh_options,
-    )
+    from bridge.ssh.cli import claim_remote_dir, connect_asking_for_passphrase, default_remote_dir, resolve_ssh_options
     from bridge.ssh.connection import SshShell
 
     logging.getLogger("paramiko").setLevel(logging.WARNING)
-    given = any(v is not None for v in flags.values())
-    options = merged_ssh_options(config.ssh, dict(flags))
-    if given:
-        save_ssh_options(bridge_dir, options)
-    if accept_new_host_key:
-        options = options.model_copy(update={"acceptNewHostKey": True})
+    options = resolve_ssh_options(bridge_dir, config, flags, accept_new_host_key)
     shell = SshShell(options)
     try:
         connect_asking_for_passphrase(shell, options)

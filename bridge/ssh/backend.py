@@ -28,7 +28,14 @@ from bridge.local.backend import last_sampled_rss
 from bridge.local.resources import DeclaredLimits, JobReservation, MachineSnapshot, choose_gpus, free_capacity
 from bridge.remote_jobs import HostInfo, RemoteJobs, RemoteProgress
 from bridge.shell import ShellAccessError, ShellError, ShellUnavailableError
-from bridge.watch import BYTES_PER_GB, DEFAULT_KILL_GRACE_SEC, DEFAULT_LOG_INTERVAL_SEC, DEFAULT_SAMPLE_INTERVAL_SEC, tail_text
+from bridge.watch import (
+    BYTES_PER_GB,
+    DEFAULT_KILL_GRACE_SEC,
+    DEFAULT_LOG_INTERVAL_SEC,
+    DEFAULT_SAMPLE_INTERVAL_SEC,
+    tail_text,
+    timing_args,
+)
 
 log = logging.getLogger("bridge.ssh")
 
@@ -97,11 +104,7 @@ class SshBackend(Backend):
         self.consider_host_load = consider_host_load
         self.download_inputs = download_inputs
         self.submit_retry_sec = submit_retry_sec
-        self.watcher_args = [
-            "--sample-interval-sec", f"{sample_interval_sec:g}",
-            "--log-interval-sec", f"{log_interval_sec:g}",
-            "--kill-grace-sec", f"{kill_grace_sec:g}",
-        ]  # fmt: skip
+        self.watcher_args = timing_args(sample_interval_sec, log_interval_sec, kill_grace_sec)
         self._lock = threading.Lock()
         self._by_remote_dir: dict[str, Path] = {}
         self._running: dict[Path, Reservation] = {}

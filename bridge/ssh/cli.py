@@ -81,6 +81,18 @@ def claim_remote_dir(shell: Shell, root: str, compute_client_id: str, scratch: P
         local.unlink(missing_ok=True)
 
 
+def resolve_ssh_options(bridge_dir: Path, config: BridgeConfig, flags: dict[str, Any], accept_new_host_key: bool) -> SshOptions:
+    """The saved options with the given flags on top; flags given are saved for the next start
+    (``--accept-new-host-key`` never is: it trusts a new host for this start only)."""
+    given = any(v is not None for v in flags.values())
+    options = merged_ssh_options(config.ssh, dict(flags))
+    if given:
+        save_ssh_options(bridge_dir, options)
+    if accept_new_host_key:
+        options = options.model_copy(update={"acceptNewHostKey": True})
+    return options
+
+
 def connect_asking_for_passphrase(shell: Any, options: SshOptions) -> None:
     """Connect; an encrypted key's passphrase is asked on a terminal (never stored), else the error says so."""
     from .connection import KeyPassphraseNeededError
@@ -94,7 +106,7 @@ def connect_asking_for_passphrase(shell: Any, options: SshOptions) -> None:
         shell.connect()
 
 
-def _absolute(path: Optional[Path]) -> Optional[str]:
+def absolute_or_none(path: Optional[Path]) -> Optional[str]:
     return str(path.expanduser().resolve()) if path is not None else None
 
 
@@ -130,17 +142,11 @@ def ssh(
     logging.getLogger("paramiko").setLevel(logging.WARNING)
     config = load_bridge_config(bridge_dir)
     flags: dict[str, Any] = {
-        "destination": destination, "identityFile": _absolute(identity), "knownHostsFile": _absolute(known_hosts),
+        "destination": destination, "identityFile": absolute_or_none(identity), "knownHostsFile": absolute_or_none(known_hosts),
         "jumpHost": jump_host, "remoteDir": remote_dir, "remotePython": remote_python,
         "useAgent": False if no_agent else None,
     }  # fmt: skip
-    given = any(v is not None for v in flags.values())
-    options = merged_ssh_options(config.ssh, flags)
-    if given:
-        save_ssh_options(bridge_dir, options)
-    if accept_new_host_key:
-        options = options.model_copy(update={"acceptNewHostKey": True})
-
+    options = resolve_ssh_options(bridge_dir, config, flags, accept_new_host_key)
     shell = SshShell(options)
     try:
         connect_asking_for_passphrase(shell, options)
