@@ -53,6 +53,10 @@ class BackendContract:
     def make_backend(self, tmp_path: Path) -> Backend:
         raise NotImplementedError
 
+    def run_dir(self, job: JobSubmission) -> Path:
+        """Where the job's directory is where it runs (a remote backend's copy); the job directory itself by default."""
+        return job.job_dir
+
     def jobs_root(self, tmp_path: Path) -> Path:
         """Where job directories go (a backend on a shared file system may move it)."""
         return tmp_path / "jobs"
@@ -119,10 +123,10 @@ class BackendContract:
 
     def wait_started(self, job: JobSubmission, timeout_sec: float = 15.0) -> None:
         """Until the job has spawned its escaping child (see SPAWN_ESCAPING_CHILD)."""
-        wait_for(lambda: (job.job_dir / "work" / "child.pid").exists(), bool, timeout_sec)
+        wait_for(lambda: (self.run_dir(job) / "work" / "child.pid").exists(), bool, timeout_sec)
 
     def child_process(self, job: JobSubmission) -> psutil.Process:
-        return psutil.Process(int((job.job_dir / "work" / "child.pid").read_text()))
+        return psutil.Process(int((self.run_dir(job) / "work" / "child.pid").read_text()))
 
     # ------------------------------------------------------------ outcomes
 
@@ -249,7 +253,7 @@ time.sleep(120)
         outcome = self.wait_final(backend, native_id)
         assert outcome.phase == NativePhase.SUCCEEDED, outcome.error
         written = (job.job_dir / "outputs" / "result" / "result.txt").read_text()
-        assert written == f"hello from {job.job_dir / 'work'}"
+        assert written == f"hello from {self.run_dir(job) / 'work'}"
 
     def test_thread_counts_follow_num_cpus(self, backend: Backend, tmp_path: Path) -> None:
         script = """
@@ -259,7 +263,7 @@ time.sleep(120)
         """
         native_id, job = self.submit(backend, tmp_path, script, num_cpus=2)
         assert self.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
-        env = json.loads((job.job_dir / "work" / "env.json").read_text())
+        env = json.loads((self.run_dir(job) / "work" / "env.json").read_text())
         assert env == {
             "OMP_NUM_THREADS": "2",
             "MKL_NUM_THREADS": "2",
@@ -278,7 +282,7 @@ time.sleep(120)
         """
         native_id, job = self.submit(backend, tmp_path, script)
         assert self.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
-        assert (job.job_dir / "work" / "key.txt").read_text() == "unset"
+        assert (self.run_dir(job) / "work" / "key.txt").read_text() == "unset"
 
     def test_resource_log_has_samples(self, backend: Backend, tmp_path: Path) -> None:
         script = """

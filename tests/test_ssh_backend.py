@@ -4,7 +4,7 @@ The remote host is this machine, reached over SSH as the current user, with the 
 remote directory elsewhere under the test's tmp_path; the watcher runs there with the
 system's /usr/bin/python3 (when it lacks psutil, as on Debian, the /proc fallback is what
 enforces the limits). Contract tests that look into a job's work directory read the
-remote one (``work_dir``), which is a local path here.
+remote one (``run_dir``), which is a local path here.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
-from bridge.backend import Backend, JobSubmission, NativePhase, SubmitError
+from bridge.backend import JobSubmission, NativePhase, SubmitError
 from bridge.remote_jobs import RemoteJobs, map_argument, remote_job_file
 from bridge.shell import CommandNotFoundError, LocalShell
 from bridge.ssh.backend import SshBackend
@@ -61,52 +61,9 @@ class RemoteContract(BackendContract):
         self.shells.append(shell)
         return RemoteJobs(shell, str(self.remote_root(tmp_path)), python=REMOTE_PYTHON)
 
-    def work_dir(self, job: JobSubmission) -> Path:
-        """The job's remote work directory (on this same machine)."""
-        return Path(str(job.job_dir).replace(str(job.job_dir.parent.parent), str(job.job_dir.parent.parent / "remote")))
-
-    # ------------------------------------------------------------ the contract, reading the remote work directory
-
-    def wait_started(self, job: JobSubmission, timeout_sec: float = 15.0) -> None:
-        wait_for(lambda: (self.work_dir(job) / "work" / "child.pid").exists(), bool, timeout_sec)
-
-    def child_process(self, job: JobSubmission) -> psutil.Process:
-        return psutil.Process(int((self.work_dir(job) / "work" / "child.pid").read_text()))
-
-    def test_job_reads_its_job_file_and_writes_its_outputs(self, backend: Backend, tmp_path: Path) -> None:
-        script = """
-            import json, os
-            job = json.load(open(os.environ["PAIRIO_JOB_FILE"]))
-            out = job["outputs"][0]
-            with open(out["path"], "w") as f:
-                f.write(job["parameters"]["greeting"] + " from " + os.getcwd())
-        """
-        native_id, job = self.submit(backend, tmp_path, script, outputs=["result"])
-        outcome = self.wait_final(backend, native_id)
-        assert outcome.phase == NativePhase.SUCCEEDED, outcome.error
-        # written there, in the remote work directory; fetched here, to the local output path
-        written = (job.job_dir / "outputs" / "result" / "result.txt").read_text()
-        assert written == f"hello from {self.work_dir(job) / 'work'}"
-
-    def test_thread_counts_follow_num_cpus(self, backend: Backend, tmp_path: Path) -> None:
-        script = """
-            import json, os
-            names = ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "CUDA_VISIBLE_DEVICES"]
-            json.dump({n: os.environ.get(n) for n in names}, open("env.json", "w"))
-        """
-        native_id, job = self.submit(backend, tmp_path, script, num_cpus=2)
-        assert self.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
-        env = json.loads((self.work_dir(job) / "work" / "env.json").read_text())
-        assert env == {n: "2" for n in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")} | {
-            "CUDA_VISIBLE_DEVICES": ""
-        }
-
-    def test_job_does_not_see_the_bridges_api_key(self, backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("PAIRIO_API_KEY", "the-bridge-owners-key")
-        native_id, job = self.submit(backend, tmp_path, "import os; open('key.txt', 'w').write(os.environ.get('PAIRIO_API_KEY', 'unset'))")
-        assert self.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
-        assert (self.work_dir(job) / "work" / "key.txt").read_text() == "unset"
-
+    def run_dir(self, job: JobSubmission) -> Path:
+        """The job's remote directory (on this same machine)."""
+        return self.remote_root(job.job_dir.parent.parent) / "jobs" / job.job_id
 
 
 class TestSshBackend(RemoteContract):
@@ -196,7 +153,7 @@ class TestSshBackend(RemoteContract):
         assert during.numGpus == 0 and during.numCpus <= max(0, before.numCpus - 2)
         with pytest.raises(SubmitError, match="needs 1 GPUs but .* has 0 free of 2"):
             self.submit(backend, tmp_path, script, num_gpus=1)
-        files = [(self.work_dir(job) / "work" / "cpus.txt", self.work_dir(job) / "work" / "gpus.txt") for _, job in submitted]
+        files = [(self.run_dir(job) / "work" / "cpus.txt", self.run_dir(job) / "work" / "gpus.txt") for _, job in submitted]
         wait_for(lambda: all(c.exists() and g.exists() for c, g in files), bool, 15)
         assert sorted(c.read_text() for c, _ in files) == sorted(str(c) for c in sorted(os.sched_getaffinity(0))[:2])
         assert sorted(g.read_text() for _, g in files) == ["0", "1"]
