@@ -101,6 +101,14 @@ def memory_limit_error(used_bytes: int, memory_gb: float) -> str:
 
 
 CANCELED_ERROR = "canceled"
+STOPPED_BY_SIGNAL_PREFIX = "stopped by"
+
+
+def stopped_by_signal_error(signal_name: str) -> str:
+    return (
+        f"{STOPPED_BY_SIGNAL_PREFIX} {signal_name} from outside Pairio (a batch system's time limit or cancel, "
+        "or an administrator)"
+    )
 
 
 def exit_error(returncode: int, console_tail: str) -> str:
@@ -432,17 +440,25 @@ class Watcher:
         self.config = config
         self.job_dir = config.job_dir
         self.stop_requested = False
+        self.stop_signal: Optional[str] = None
         self.gpu_sampling = bool(config.gpu_ids) and shutil.which("nvidia-smi") is not None
 
     def request_stop(self, signum: int, frame: Any) -> None:
         self.stop_requested = True
+        self.stop_signal = signal.Signals(signum).name
+
+    def stop_error(self) -> str:
+        """"canceled" when the bridge asked (its cancel file); otherwise say that a signal came from outside."""
+        if (self.job_dir / CANCEL_FILE).exists() or self.stop_signal is None:
+            return CANCELED_ERROR
+        return stopped_by_signal_error(self.stop_signal)
 
     def cancel_requested(self) -> bool:
         return self.stop_requested or (self.job_dir / CANCEL_FILE).exists()
 
     def run(self) -> Result:
         if self.cancel_requested():
-            return Result("failed", None, CANCELED_ERROR)
+            return Result("failed", None, self.stop_error())
         work_dir = self.job_dir / WORK_DIR
         work_dir.mkdir(parents=True, exist_ok=True)
         env = job_environment(dict(os.environ), self.job_dir, self.config.num_cpus, self.config.gpu_ids)
@@ -504,7 +520,7 @@ class Watcher:
                     return Result("failed", child.returncode, memory_limit_error(rss, self.config.memory_gb))
                 if self.cancel_requested():
                     self.terminate(tree, child)
-                    return Result("failed", child.returncode, CANCELED_ERROR)
+                    return Result("failed", child.returncode, self.stop_error())
                 if now - started > self.config.time_sec:
                     self.terminate(tree, child)
                     return Result("failed", child.returncode, time_limit_error(self.config.time_sec))

@@ -65,6 +65,12 @@ def test_settling_prefers_the_watchers_result_then_slurms_killer_states() -> Non
     script_died = settle("7", None, files(code=127))
     assert script_died.phase is NativePhase.FAILED and "status 127" in (script_died.error or "")
     assert settle("7", None, files(), ("OUT_OF_MEMORY", "0:125", None)).error is not None
+    # left the queue after Slurm stopped it: sacct (where kept) says why, before the watcher's "stopped by SIGTERM"
+    stopped = NativeOutcome(NativePhase.FAILED, error="stopped by SIGTERM from outside Pairio (...)")
+    assert "TIMEOUT" in (settle("7", None, files(stopped, 0), ("TIMEOUT", "0:15", "TimeLimit")).error or "")
+    assert settle("7", None, files(stopped, 0)) == stopped
+    assert "TIMEOUT" in (settle("7", None, files(code=143), ("TIMEOUT", "0:15", None)).error or "")
+    assert settle("7", None, files(failed, 3), ("FAILED", "0:0", None)) == failed
     lost = settle("7", None, files())
     assert lost.phase is NativePhase.LOST and "no longer lists job 7" in (lost.error or "")
 

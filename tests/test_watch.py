@@ -212,3 +212,34 @@ def test_last_sampled_rss_tolerates_a_half_written_line(tmp_path: Path) -> None:
     lines = [json.dumps({"timestampSec": i, "rssBytes": 1000 + i}) for i in range(500)]
     (tmp_path / "resource_log.jsonl").write_text("\n".join(lines) + '\n{"timestampSec": 5, "rssB')
     assert last_sampled_rss(tmp_path) == 1499
+
+
+@pytest.mark.parametrize("with_cancel_file", [True, False])
+def test_a_signal_from_outside_is_not_called_a_cancel(tmp_path: Path, with_cancel_file: bool) -> None:
+    """SIGTERM with the bridge's cancel file is a cancel; without it (Slurm's time limit, an administrator) it says so."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    job_dir = tmp_path / "job"
+    (job_dir / "work").mkdir(parents=True)
+    (job_dir / "job.json").write_text("{}")
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "bridge.watch", "--job-dir", str(job_dir), "--time-sec", "60", "--memory-gb", "1",
+         "--num-cpus", "1", "--kill-grace-sec", "0.5", "--", sys.executable, "-c", "import time; time.sleep(60)"],
+    )  # fmt: skip
+    deadline = time.monotonic() + 15
+    while not (job_dir / "watcher.json").exists():
+        assert time.monotonic() < deadline, "the watcher did not start"
+        time.sleep(0.05)
+    if with_cancel_file:
+        (job_dir / "cancel").touch()
+    watcher.send_signal(signal.SIGTERM)
+    assert watcher.wait(timeout=15) == 0
+    result = json.loads((job_dir / "result.json").read_text())
+    assert result["phase"] == "failed"
+    if with_cancel_file:
+        assert result["error"] == "canceled"
+    else:
+        assert result["error"].startswith("stopped by SIGTERM from outside Pairio"), result

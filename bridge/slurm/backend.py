@@ -132,18 +132,23 @@ def settle(slurm_job_id: str, queued: Optional[tuple[str, Optional[str]]], files
         if name == "CANCELLED" and files.cancel_requested:
             return NativeOutcome(NativePhase.FAILED, error=watch.CANCELED_ERROR)
         return slurm  # TIMEOUT, CANCELLED, NODE_FAIL, ...: Slurm stopped it; say so
+    # Slurm no longer lists it. The watcher's own result says most, unless Slurm stopped the job
+    # (a signal from outside): then sacct, where the cluster keeps accounting, says why.
+    if files.result is not None and not (_stopped_from_outside(files.result) and accounting is not None):
+        return files.result
+    if accounting is not None:
+        state, exit_code, reason = accounting
+        outcome = outcome_from_slurm(state, exit_code, reason)
+        if base_state(state)[0] == "COMPLETED" and files.result is None:
+            # Slurm says it completed, yet the watcher left no result: something removed the files
+            return NativeOutcome(NativePhase.FAILED, error=f"Slurm job {slurm_job_id} completed but left no result file in its job directory")
+        if outcome.phase.is_final or files.result is None:
+            return outcome
     if files.result is not None:
         return files.result
     from_script = _from_script_exit(slurm_job_id, files)
     if from_script is not None:
         return from_script
-    if accounting is not None:
-        state, exit_code, reason = accounting
-        outcome = outcome_from_slurm(state, exit_code, reason)
-        if base_state(state)[0] == "COMPLETED":
-            # Slurm says it completed, yet the watcher left no result: something removed the files
-            return NativeOutcome(NativePhase.FAILED, error=f"Slurm job {slurm_job_id} completed but left no result file in its job directory")
-        return outcome
     return NativeOutcome(
         NativePhase.LOST,
         error=(
@@ -151,6 +156,10 @@ def settle(slurm_job_id: str, queued: Optional[tuple[str, Optional[str]]], files
             "(it may have been cancelled before it started, or its node lost the files)"
         ),
     )
+
+
+def _stopped_from_outside(result: Optional[NativeOutcome]) -> bool:
+    return result is not None and (result.error or "").startswith(watch.STOPPED_BY_SIGNAL_PREFIX)
 
 
 def _may_need_script_files(queued: Optional[tuple[str, Optional[str]]]) -> bool:
@@ -284,7 +293,10 @@ class SlurmBackend(Backend):
                 if files[text].result is None and text not in finishing and _may_need_script_files(listed[text]):
                     files[text] = self._remote_script_files(n)
         # jobs that left the queue without files: ask sacct, once for all of them
-        unlisted = [n.slurm_job_id for text, n in parsed.items() if listed[text] is None and not files[text].ended]
+        unlisted = [
+            n.slurm_job_id for text, n in parsed.items()
+            if listed[text] is None and (files[text].result is None or _stopped_from_outside(files[text].result))
+        ]
         accounting = self.commands.accounting(unlisted) if unlisted else None
         for text, n in parsed.items():
             if text in finishing:
