@@ -506,6 +506,10 @@ class Watcher:
                 returncode = child.poll()
                 if returncode is not None:
                     self.terminate(tree, child)  # background processes it left behind
+                    if returncode < 0 and not self.stop_requested:
+                        time.sleep(0.2)  # a batch system signals the whole job: let our own signal arrive too
+                    if returncode != 0 and self.stop_requested:
+                        return Result("failed", returncode, self.stop_error())  # stopped from outside, not a crash
                     return self.exit_result(returncode)
                 processes = tree.current()
                 rss = _total_rss(processes)

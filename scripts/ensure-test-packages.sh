@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the distribution packages the test suite drives for real: Slurm (slurmctld, slurmd,
-# the client commands and munge) for the Slurm bridge, OpenSSH's server for the SSH bridge,
+# slurmdbd, the client commands and munge) for the Slurm bridge, OpenSSH's server for the SSH bridge,
 # and Chromium for the web UI's browser tests. Nothing is started here: the tests start a
 # throw-away Slurm cluster and sshd of their own on 127.0.0.1 and stop them afterwards.
 # Works on Debian 12 (Slurm 22.05) and Debian 13 (Slurm 24.11). Skips what is installed.
@@ -11,6 +11,7 @@ command -v slurmctld >/dev/null 2>&1 || need+=(slurmctld)
 command -v slurmd >/dev/null 2>&1 || need+=(slurmd)
 command -v sbatch >/dev/null 2>&1 || need+=(slurm-client)
 command -v munged >/dev/null 2>&1 || [ -x /usr/sbin/munged ] || need+=(munge)
+[ -x /usr/sbin/slurmdbd ] || need+=(slurmdbd)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 [ -x /usr/bin/chromium ] || need+=(chromium)

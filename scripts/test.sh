@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs the project with its test extras into .venv, makes sure the
-# services the tests use are running, installs the distribution packages the tests drive
-# (Slurm, sshd, Chromium; the tests start and stop their own instances), and runs the whole suite. Extra arguments go to pytest.
+# services the tests use are running (PostgreSQL; MariaDB for Slurm's accounting), installs
+# the distribution packages the tests drive (Slurm, sshd, Chromium: the tests start and stop
+# their own instances), and runs the whole suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,5 +11,6 @@ python3 -m venv .venv 2>/dev/null || python3 -m venv --without-pip .venv
 .venv/bin/python -m pip install -q -e ".[test]"
 bash scripts/ensure-postgres.sh
 bash scripts/ensure-test-packages.sh
+bash scripts/ensure-mariadb.sh
 
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

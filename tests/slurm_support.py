@@ -25,6 +25,8 @@ from typing import Optional
 
 import pytest
 
+ACCOUNTING_DB_USER = "pairio_slurm"
+"""made by scripts/ensure-mariadb.sh: no password, may create databases named slurm_acct_*"""
 NODE_CPUS = 8
 NODE_MEMORY_MIB = 16384
 MUNGE_SOCKET_DIR = Path("/run/munge")
@@ -53,8 +55,14 @@ def _slurm_version(env: dict[str, str]) -> tuple[int, int]:
 
 
 class SlurmLab:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, accounting: bool = False, min_job_age_sec: int = 300) -> None:
+        """``accounting``: run slurmdbd on the MariaDB/MySQL server at 127.0.0.1:3306 (root, no password),
+        in a database of its own, so that sacct works; ``min_job_age_sec``: how long squeue lists ended jobs."""
         self.root = root
+        self.accounting = accounting
+        self.min_job_age_sec = min_job_age_sec
+        self.database = f"slurm_acct_{os.getpid()}_{abs(hash(str(root))) % 10**8}"
+        self.dbd_port = _free_port()
         self.conf = root / "slurm.conf"
         self.node = socket.gethostname().split(".")[0]
         self._started_munge = False
@@ -92,13 +100,17 @@ class SlurmLab:
             f"SlurmdSpoolDir={d}/spool",
             f"SlurmctldLogFile={d}/slurmctld.log",
             f"SlurmdLogFile={d}/slurmd.log",
-            "AccountingStorageType=accounting_storage/none",
+            *(
+                ["AccountingStorageType=accounting_storage/slurmdbd", "AccountingStorageHost=127.0.0.1",
+                 f"AccountingStoragePort={self.dbd_port}"]
+                if self.accounting else ["AccountingStorageType=accounting_storage/none"]
+            ),
             "JobAcctGatherType=jobacct_gather/none",
             "JobCompType=jobcomp/filetxt",
             f"JobCompLoc={d}/jobcomp.log",
             "InactiveLimit=0",
             "KillWait=2",
-            "MinJobAge=300",
+            f"MinJobAge={self.min_job_age_sec}",
             "OverTimeLimit=0",
             "SlurmctldTimeout=30",
             "SlurmdTimeout=30",
@@ -121,15 +133,48 @@ class SlurmLab:
             # where /sys/fs/cgroup is not mounted ("Unable to initialize cgroup plugin"); 24.05 can turn it off
             (self.root / "cgroup.conf").write_text("CgroupPlugin=disabled\n")
         self._ensure_munge()
+        if self.accounting:
+            self._start_slurmdbd()
         self._run(["slurmctld", "-f", str(self.conf)])
         self._run(["slurmd", "-f", str(self.conf), "-N", self.node])
         self.wait_idle(timeout_sec=60)
 
     def stop(self) -> None:
-        for pid_file in ("slurmd.pid", "slurmctld.pid"):
+        for pid_file in ("slurmd.pid", "slurmctld.pid", "slurmdbd.pid"):
             self._kill_from_pid_file(self.root / pid_file)
+        if self.accounting:
+            subprocess.run(["mysql", "-h", "127.0.0.1", "-u", ACCOUNTING_DB_USER, "-e", f"DROP DATABASE IF EXISTS {self.database}"],
+                           capture_output=True, check=False)
         if self._started_munge:
             self._kill_from_pid_file(MUNGE_SOCKET_DIR / "munged.pid")
+
+    def _start_slurmdbd(self) -> None:
+        dbd_conf = self.root / "slurmdbd.conf"  # next to slurm.conf, where slurmdbd and sacctmgr look for it
+        dbd_conf.write_text("\n".join([
+            "AuthType=auth/munge",
+            f"DbdHost={self.node}",
+            "DbdAddr=127.0.0.1",
+            f"DbdPort={self.dbd_port}",
+            "SlurmUser=root",
+            f"PidFile={self.root}/slurmdbd.pid",
+            f"LogFile={self.root}/slurmdbd.log",
+            "StorageType=accounting_storage/mysql",
+            "StorageHost=127.0.0.1",
+            "StoragePort=3306",
+            f"StorageUser={ACCOUNTING_DB_USER}",
+            f"StorageLoc={self.database}",
+        ]) + "\n")
+        dbd_conf.chmod(0o600)
+        self._run(["slurmdbd"])
+        deadline = time.monotonic() + 30
+        while True:
+            added = subprocess.run(["sacctmgr", "-i", "add", "cluster", "pairiotest"], capture_output=True, text=True,
+                                   env=self.env, timeout=60, check=False)
+            if added.returncode == 0 or "already exists" in added.stdout + added.stderr:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"slurmdbd did not answer sacctmgr: {added.stderr}{added.stdout}\n{self.logs()}")
+            time.sleep(0.3)
 
     def wait_idle(self, timeout_sec: float) -> None:
         deadline = time.monotonic() + timeout_sec
@@ -144,7 +189,7 @@ class SlurmLab:
 
     def logs(self) -> str:
         parts = []
-        for name in ("slurmctld.log", "slurmd.log"):
+        for name in ("slurmctld.log", "slurmd.log", "slurmdbd.log"):
             path = self.root / name
             if path.exists():
                 parts.append(f"--- {name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))

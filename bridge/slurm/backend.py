@@ -280,6 +280,8 @@ class SlurmBackend(Backend):
         files = {text: JobFiles.read(n.job_dir) for text, n in parsed.items()}
         if parsed and self._query_due(parsed, files):
             self._query_queue(parsed)
+            # read again: a job squeue now calls ended may have written its files after the first look
+            files = {text: JobFiles.read(n.job_dir) for text, n in parsed.items()}
         listed = {text: self._known_states.get(n.slurm_job_id) for text, n in parsed.items()}
         finishing: set[str] = set()
         if self.remote is not None and parsed:
