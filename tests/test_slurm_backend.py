@@ -197,15 +197,17 @@ def test_a_restarted_backend_finds_a_job_whose_id_was_never_recorded(tmp_path: P
 def test_capacity_stops_at_max_queued_jobs(tmp_path: Path) -> None:
     contract = TestSlurmBackend()
     limits = Capacity(numCpus=4, numGpus=0, memoryGb=8)
-    backend = slurm_backend(fast_site(maxQueuedJobs=2, extraDirectives=["--hold"]), slot_limits=limits)
-    assert backend.capacity() == limits
+    backend = slurm_backend(fast_site(maxQueuedJobs=3, extraDirectives=["--hold"]), slot_limits=limits)
+    assert backend.capacity() == Capacity(numCpus=12, numGpus=0, memoryGb=24)  # three jobs of the largest size
     ids = [contract.submit(backend, tmp_path, "print(1)")[0] for _ in range(2)]
+    assert backend.capacity() == limits
+    ids.append(contract.submit(backend, tmp_path, "print(1)")[0])
     try:
         assert backend.capacity().numCpus == 0
     finally:
         backend.cancel(ids)
     wait_for(lambda: backend.poll(ids), lambda o: all(x.phase.is_final for x in o.values()), 30)
-    assert backend.capacity() == limits
+    assert backend.capacity().numCpus == 12
 
 
 def test_squeue_calls_grow_with_poll_cycles_not_with_jobs(slurm_cluster: SlurmLab, tmp_path: Path) -> None:

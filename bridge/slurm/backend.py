@@ -215,10 +215,16 @@ class SlurmBackend(Backend):
     # ------------------------------------------------------------ Backend
 
     def capacity(self) -> Capacity:
+        """Room for as many more jobs of the largest size as the queue may still take.
+
+        Slurm decides where jobs fit; the bridge only bounds how many it queues. The room is
+        a pool (the runner subtracts jobs it is still preparing), so it is the slot's size
+        times the jobs that may still be queued, not one job's worth.
+        """
         with self._lock:
-            if len(self._active) >= self.site.maxQueuedJobs:
-                return Capacity(numCpus=0, numGpus=0, memoryGb=0.0)
-        return self.slot_limits
+            room = max(0, self.site.maxQueuedJobs - len(self._active))
+        limits = self.slot_limits
+        return Capacity(numCpus=limits.numCpus * room, numGpus=limits.numGpus * room, memoryGb=limits.memoryGb * room)
 
     def describe(self, native_id: str) -> Optional[str]:
         try:
