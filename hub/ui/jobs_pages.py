@@ -13,6 +13,7 @@ from sqlalchemy import select
 from pairio.models import PairioApp
 from pairio.status import JobStatus
 
+from ..context import HubContext
 from ..core import accounts
 from ..core import jobs as core
 from ..db.tables import Job, JobDependency, JobOutput
@@ -110,7 +111,7 @@ def job_page(job_id: str, request: Request, ctx: Ctx, s: DbSession, viewer: Opti
     return render(
         request, "job.html", viewer=viewer, job=job, events=events, deps=deps, dependants=dependants,
         producers=producers, param_specs=param_specs, console=console, usage=usage, plot=plot, elapsed=elapsed,
-        can=job_permissions(s, row, viewer), notice=notice_of(request), now=now,
+        resource_log_size=_resource_log_size(ctx, job_id), can=job_permissions(s, row, viewer), notice=notice_of(request), now=now,
         title=f"Job {job.jobId} · {job.jobDefinition.processorName}",
     )
 
@@ -128,9 +129,18 @@ def job_live(job_id: str, request: Request, ctx: Ctx, s: DbSession) -> JSONRespo
     body = {
         "jobId": row.job_id, "status": row.status, "canceled": row.canceled, "error": row.error,
         "isTerminal": JobStatus(row.status).is_terminal, "numEvents": num_events,
+        "resourceLogSize": _resource_log_size(ctx, job_id),
         "console": {"start": chunk.start, "end": chunk.end, "size": chunk.size, "text": chunk.text},
     }
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+def _resource_log_size(ctx: HubContext, job_id: str) -> int:
+    """Grows while a running job's bridge uploads its resource log: the page then redraws its plot."""
+    try:
+        return ctx.files.resource_log_path(job_id).stat().st_size
+    except OSError:
+        return 0
 
 
 @router.get("/job/{job_id}/console", response_class=HTMLResponse)

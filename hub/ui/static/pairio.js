@@ -34,6 +34,7 @@
     var consoleEnd = parseInt(job.getAttribute("data-console-end"), 10) || 0;
     var status = job.getAttribute("data-status");
     var numEvents = parseInt(job.getAttribute("data-num-events"), 10) || 0;
+    var resourceLogSize = parseInt(job.getAttribute("data-resource-log-size"), 10) || 0;
     var delay = 1000;
     var stopped = false;
 
@@ -92,9 +93,10 @@
           var sizeEl = document.getElementById("console-size");
           if (sizeEl) sizeEl.textContent = formatBytes(c.size);
           var moreConsole = consoleEnd < c.size;
-          var changed = data.status !== status || data.numEvents !== numEvents;
+          var changed = data.status !== status || data.numEvents !== numEvents || data.resourceLogSize !== resourceLogSize;
           status = data.status;
           numEvents = data.numEvents;
+          resourceLogSize = data.resourceLogSize;
           job.setAttribute("data-status", status);
           if (data.isTerminal && !moreConsole) stopped = true;
           delay = moreConsole ? 50 : (document.hidden ? 5000 : 1000);
