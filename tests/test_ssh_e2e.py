@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,14 @@ import pytest
 
 from . import test_bridge_e2e as e2e
 from .ssh_support import TestSshd, sshd  # noqa: F401 - the fixture
-from .test_bridge_e2e import PAIRIO_BRIDGE, BridgeProcess, Stack, public_get, wait_for
+from .test_bridge_e2e import (
+    PAIRIO_BRIDGE,
+    BridgeProcess,
+    Stack,
+    public_get,
+    test_cancel_stops_a_running_job_within_5_seconds,  # noqa: F401 - run here with an SSH bridge
+    wait_for,
+)
 from .test_bridge_examples import test_the_three_examples_run_end_to_end  # noqa: F401 - run here with an SSH bridge
 
 hub = e2e.hub
@@ -64,29 +70,6 @@ def test_a_dropped_connection_mid_job_loses_nothing(stack: Stack, sshd: TestSshd
     assert public_get(done.outputFileResults[0].url).text == "over ssh"
     assert stack.runs_of(job) == 1
     assert "reconnected" in stack.bridge.log or "answers again" in stack.bridge.log, stack.bridge.log
-
-
-def test_cancel_stops_the_remote_job_within_5_seconds(stack: Stack) -> None:
-    stack.register()
-    stack.bridge.start()
-    job = stack.submit("work", message="long", sleep=60)
-    pid_file = stack.record_dir / f"pid-{job.jobId}"
-    stack.wait_status(job, "running")
-    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 15, "the processor to start"))
-    canceled_at = time.monotonic()
-    stack.client.cancel_job(job.jobId)
-    wait_for(lambda: process_gone(pid), 5, "the remote processor to stop")
-    assert time.monotonic() - canceled_at < 5
-    failed = stack.wait_done(job, 15)
-    assert failed.status.value == "failed" and "canceled" in (failed.error or ""), failed.error
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def test_a_killed_bridge_restarted_from_its_saved_options_adopts_the_remote_job(stack: Stack, tmp_path: Path) -> None:

@@ -284,10 +284,10 @@ class SlurmBackend(Backend):
             except ValueError:
                 outcomes[text] = NativeOutcome(NativePhase.LOST, error=f"{text!r} is not a job id of the Slurm backend")
         files = {text: JobFiles.read(n.job_dir) for text, n in parsed.items()}
+        stale = False
         if parsed and self._query_due(parsed, files):
             self._query_queue(parsed)
-            # read again: a job squeue now calls ended may have written its files after the first look
-            files = {text: JobFiles.read(n.job_dir) for text, n in parsed.items()}
+            stale = True  # a job squeue now calls ended may have written its files after the first look
         listed = {text: self._known_states.get(n.slurm_job_id) for text, n in parsed.items()}
         finishing: set[str] = set()
         if self.remote is not None and parsed:
@@ -295,6 +295,8 @@ class SlurmBackend(Backend):
             # One command brings every job's console, resource log and (once ended) outputs and result here.
             progress = self.remote.sync(sorted({n.job_dir for n in parsed.values()}))
             finishing = {text for text, n in parsed.items() if progress.get(n.job_dir) and progress[n.job_dir].finishing}
+            stale = True
+        if stale:
             files = {text: JobFiles.read(n.job_dir) for text, n in parsed.items()}
         if self.remote is not None:
             for text, n in parsed.items():

@@ -58,13 +58,11 @@ class SlurmCommands:
         self.env = dict(env or {})
         self._squeue_json: Optional[bool] = site.squeueJson
         self._accounting_available = True
-        self.calls: dict[str, int] = {"sbatch": 0, "squeue": 0, "sacct": 0, "scancel": 0}
 
     def _run(
-        self, kind: str, argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, stdin: Optional[bytes] = None,
+        self, argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, stdin: Optional[bytes] = None,
         timeout: float = 60.0,
     ) -> CommandResult:
-        self.calls[kind] += 1
         return self.shell.run(argv, env={**self.env, **(env or {})}, stdin=stdin, timeout=timeout)
 
     # ------------------------------------------------------------ sbatch
@@ -77,14 +75,14 @@ class SlurmCommands:
         appear on a command line there.
         """
         if self.shell.is_local or not env:
-            result = self._run("sbatch", argv, env=env, timeout=120.0)
+            result = self._run(argv, env=env, timeout=120.0)
         else:
             bad = [name for name in env if not _ENV_NAME.fullmatch(name)]
             if bad:
                 raise SbatchRejectedError(f"environment variable names {bad} are not valid; use letters, digits and '_'")
             exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
             wrapped = ["sh", "-c", 'eval "$(cat)" && exec "$@"', "sh", *argv]
-            result = self._run("sbatch", wrapped, stdin=exports.encode(), timeout=120.0)
+            result = self._run(wrapped, stdin=exports.encode(), timeout=120.0)
         if result.exit_code != 0:
             message = result.output_summary() or f"sbatch exited with status {result.exit_code} and printed nothing"
             if _TRANSIENT_SBATCH.search(message):
@@ -107,7 +105,7 @@ class SlurmCommands:
             return {}
         ids = ",".join(slurm_job_ids)
         if self._squeue_json is not False:
-            result = self._run("squeue", [self.site.squeueCommand, "--json", "-t", "all", "-j", ids])
+            result = self._run([self.site.squeueCommand, "--json", "-t", "all", "-j", ids])
             if result.exit_code == 0:
                 try:
                     jobs = parse_squeue_json(result.stdout)
@@ -124,7 +122,7 @@ class SlurmCommands:
             if self._squeue_json is None:
                 log.info("squeue --json is not available here (%s); using squeue's text format", result.output_summary(200) or "unreadable output")
                 self._squeue_json = False
-        result = self._run("squeue", [self.site.squeueCommand, "-h", "-t", "all", "-j", ids, "-o", SQUEUE_FORMAT])
+        result = self._run([self.site.squeueCommand, "-h", "-t", "all", "-j", ids, "-o", SQUEUE_FORMAT])
         if result.exit_code != 0:
             if self._is_unknown_job(result):
                 return {}
@@ -139,7 +137,7 @@ class SlurmCommands:
 
     def find_by_name(self, job_name: str) -> list[str]:
         """Ids of the user's Slurm jobs named ``job_name`` that Slurm still lists, oldest first."""
-        result = self._run("squeue", [self.site.squeueCommand, "-h", "-t", "all", "--me", "-n", job_name, "-o", "%i"])
+        result = self._run([self.site.squeueCommand, "-h", "-t", "all", "--me", "-n", job_name, "-o", "%i"])
         if result.exit_code != 0:
             raise SlurmUnavailableError(f"squeue -n {job_name} failed: {result.output_summary()}")
         ids = [line.strip() for line in result.stdout.splitlines() if line.strip()]
@@ -153,7 +151,7 @@ class SlurmCommands:
             return None
         argv = [self.site.sacctCommand, "-n", "-P", "-X", "-j", ",".join(slurm_job_ids), "-o", SACCT_FIELDS]
         try:
-            result = self._run("sacct", argv)
+            result = self._run(argv)
         except ShellError as e:
             log.info("sacct cannot be used (%s); jobs that leave the queue are settled from their files only", e)
             self._accounting_available = False
@@ -172,7 +170,7 @@ class SlurmCommands:
         """One scancel for all; ids Slurm has forgotten are fine (scancel is silent about them)."""
         if not slurm_job_ids:
             return
-        result = self._run("scancel", [self.site.scancelCommand, *slurm_job_ids])
+        result = self._run([self.site.scancelCommand, *slurm_job_ids])
         if result.exit_code != 0:
             summary = result.output_summary()
             if "already completing or completed" in summary or _UNKNOWN_JOB in summary:
@@ -183,8 +181,8 @@ class SlurmCommands:
 
     def check_reachable(self) -> str:
         """The cluster's answer to ``squeue --version`` and a queue query; raises with how to fix it."""
-        version = self._run("squeue", [self.site.squeueCommand, "--version"]).check().stdout.strip()
-        probe = self._run("squeue", [self.site.squeueCommand, "-h", "--me", "-o", "%i"])
+        version = self._run([self.site.squeueCommand, "--version"]).check().stdout.strip()
+        probe = self._run([self.site.squeueCommand, "-h", "--me", "-o", "%i"])
         if probe.exit_code != 0:
             raise SlurmUnavailableError(
                 f"{self.site.squeueCommand} cannot reach the Slurm controller: {probe.output_summary()}; "
