@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .names import check_file_base_name, check_name, check_tag
+from .names import check_file_base_name, check_name, check_secret_name, check_tag
 from .status import JobStatus
 
 # Upper bounds keep a typo (memoryGb=40000000) from becoming a job no compute
@@ -26,6 +26,7 @@ MAX_PARAMETER_VALUE_CHARS = 100_000
 Name = Annotated[str, AfterValidator(check_name)]
 Tag = Annotated[str, AfterValidator(check_tag)]
 FileBaseName = Annotated[str, AfterValidator(check_file_base_name)]
+SecretName = Annotated[str, AfterValidator(check_secret_name)]
 
 ParameterScalar = Union[bool, int, float, str, None]
 ParameterValue = Union[ParameterScalar, list[Any]]
@@ -124,7 +125,7 @@ class PairioJobRequiredResources(_Model):
 
 
 class PairioJobSecret(_Model):
-    name: Name
+    name: SecretName
     value: str = Field(max_length=100_000)
 
 

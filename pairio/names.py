@@ -51,3 +51,47 @@ def check_file_base_name(value: str) -> str:
     if problem:
         raise ValueError(f"invalid fileBaseName {value!r}: {problem}; give a plain file name such as 'output.txt'")
     return value
+
+
+# ---------------------------------------------------------------- secret names
+
+_SECRET_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+
+# A secret becomes an environment variable of the processor. These names change how
+# programs load, find or run other programs (the dynamic loader, interpreters, shells,
+# container engines, Pairio and the batch system), so a submitter must not set them.
+RESERVED_SECRET_NAMES = frozenset({
+    "PATH", "HOME", "SHELL", "ENV", "BASH_ENV", "IFS", "PS1", "PS2", "PS3", "PS4", "PROMPT_COMMAND",
+    "CDPATH", "GLOBIGNORE", "SHELLOPTS", "BASHOPTS", "BROWSER", "EDITOR", "VISUAL", "PAGER",
+    "TMPDIR", "TMP", "TEMP", "USER", "LOGNAME", "PWD", "OLDPWD", "MAIL", "TERM", "TERMINFO", "TZ",
+    "LANG", "LANGUAGE", "NLSPATH", "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS", "GLIBC_TUNABLES",
+    "JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
+    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY",
+})  # fmt: skip
+RESERVED_SECRET_PREFIXES = (
+    "LD_", "DYLD_", "PYTHON", "PERL", "RUBY", "NODE_", "BASH_FUNC_", "GCONV_", "MALLOC_", "LC_",
+    "PAIRIO_", "SLURM_", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "NUMEXPR_", "VECLIB_", "NUMBA_",
+    "CUDA_", "NVIDIA_", "ROCR_", "HIP_",
+    "DOCKER_", "PODMAN_", "CONTAINERS_", "BUILDAH_", "APPTAINER", "SINGULARITY",
+    "SSH_", "KRB5", "XDG_", "JAVA_",
+)  # fmt: skip
+
+
+def secret_name_problem(value: object) -> str | None:
+    """Why ``value`` may not name a secret, or None when it may."""
+    if not isinstance(value, str) or not _SECRET_NAME_RE.match(value):
+        return "secret names are 1-64 characters of A-Z, 0-9 and '_', starting with a letter"
+    if value in RESERVED_SECRET_NAMES:
+        return f"{value} changes how programs on the compute host run, so a job may not set it"
+    for prefix in RESERVED_SECRET_PREFIXES:
+        if value.startswith(prefix):
+            return f"names starting with {prefix} change how programs on the compute host run, so a job may not set them"
+    return None
+
+
+def check_secret_name(value: str) -> str:
+    """A job secret's name: it becomes an environment variable of the processor, and only of it."""
+    problem = secret_name_problem(value)
+    if problem:
+        raise ValueError(f"invalid secret name {value!r}: {problem}; choose another name, such as MYAPP_API_TOKEN")
+    return value

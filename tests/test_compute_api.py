@@ -129,11 +129,11 @@ def files_under(path: Path) -> list[str]:
 
 def test_claim_hands_out_the_job_with_its_private_key_and_secrets_once(api: httpx.Client, seeded: Seed) -> None:
     cc = register(api, seeded, "laptop")
-    job = submit(api, seeded, hello1(), secrets=[{"name": "token", "value": "s3cr3t-value"}])
+    job = submit(api, seeded, hello1(), secrets=[{"name": "TOKEN", "value": "s3cr3t-value"}])
     [claimed] = claim(api, cc)
     assert claimed["jobId"] == job["jobId"]
     assert claimed["jobPrivateKey"].startswith("pairiojob_")
-    assert claimed["secrets"] == [{"name": "token", "value": "s3cr3t-value"}]
+    assert claimed["secrets"] == [{"name": "TOKEN", "value": "s3cr3t-value"}]
     assert claimed["status"] == "starting" and claimed["computeClientId"] == cc.id
     assert claimed["computeClientName"] == "laptop" and claimed["computeClientUserId"] == "alice"
     assert claimed["timestampStartingSec"] is not None
@@ -336,7 +336,7 @@ def test_completed_needs_every_declared_output(api: httpx.Client, seeded: Seed) 
 
 def test_failed_report_keeps_the_error_without_secrets(api: httpx.Client, seeded: Seed) -> None:
     cc = register(api, seeded)
-    job = submit(api, seeded, hello1(), secrets=[{"name": "token", "value": "hunter2-secret"}])
+    job = submit(api, seeded, hello1(), secrets=[{"name": "TOKEN", "value": "hunter2-secret"}])
     claim(api, cc)
     r = report(api, job["jobId"], cc.key, "failed", "exit code 3: could not log in with hunter2-secret")
     assert r.status_code == 200
