@@ -302,3 +302,23 @@ def test_a_write_is_committed_before_its_response(live_hub: Any, seeded: Seed) -
             assert c.get(f"/v1/jobs/{r.json()['jobId']}").status_code == 200
             c.post(f"/v1/jobs/{r.json()['jobId']}/cancel", headers=auth(seeded.key))
             assert c.get(f"/v1/jobs/{r.json()['jobId']}").json()["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "name, rule",
+    [
+        ("PYTHONWARNINGS", "names starting with PYTHON change how programs"),
+        ("BROWSER", "BROWSER changes how programs"),
+        ("LD_PRELOAD", "names starting with LD_ change how programs"),
+        ("BASH_ENV", "BASH_ENV changes how programs"),
+        ("lower_case", "1-64 characters of A-Z, 0-9 and '_'"),
+    ],
+)
+def test_secret_names_that_change_how_programs_run_are_refused(api: httpx.Client, seeded: Seed, name: str, rule: str) -> None:
+    # issue 10: such a secret became a variable of the bridge's watcher and ran commands on the bridge host
+    r = submit(api, seeded, hello1(), secrets=[{"name": "GOOD_TOKEN", "value": "fine"}, {"name": name, "value": "x-value-never-shown"}])
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert f"invalid secret name {name!r}" in detail and rule in detail, detail
+    assert "x-value-never-shown" not in r.text
+    assert job_count(api) == 0

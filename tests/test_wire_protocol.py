@@ -540,3 +540,17 @@ def test_every_call_checks_its_type(name: str) -> None:
     assert name in CALLS
     with pytest.raises(BadRequest, match=f"takes type '{name}Request'"):
         parse_body(CALLS[name], b'{"type": "someOtherRequest"}')
+
+
+@pytest.mark.parametrize(
+    "name, rule", [("PYTHONWARNINGS", "names starting with PYTHON"), ("BROWSER", "BROWSER changes how programs"), ("PATH", "PATH changes")]
+)
+def test_create_job_refuses_secret_names_that_change_how_programs_run(
+    api: httpx.Client, seeded: Seed, name: str, rule: str
+) -> None:
+    secrets = [{"name": name, "value": SECRET_VALUE}]
+    message = error(send(api, "createJob", job_request(seeded, secrets=secrets), seeded.key), 400)
+    assert name in message and rule in message, message
+    assert SECRET_VALUE not in message
+    found = ok(send(api, "findJobs", {"serviceName": seeded.service}, seeded.key), "findJobs")
+    assert found["jobs"] == []
