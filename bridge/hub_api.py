@@ -30,7 +30,7 @@ from urllib.parse import quote
 import httpx
 
 from pairio.errors import hub_message, redact
-from pairio.models import PairioApp, PairioJobData
+from pairio.models import PairioApp, PairioJobData, PairioJobSecret
 from pairio.status import JobStatus
 
 from .backend import Capacity
@@ -210,16 +210,16 @@ class HubApi:
         if capacity is not None:
             body["capacity"] = {"numCpus": capacity.numCpus, "numGpus": capacity.numGpus, "memoryGb": capacity.memoryGb}
         response = self._request("POST", "/v1/compute/claim", json=body, idempotent=False, timeout=wait_sec + 30.0)
-        return [PairioJobData.model_validate(j) for j in self._json(response)["jobs"]]
+        return [job_data(j) for j in self._json(response)["jobs"]]
 
     def my_active_jobs(self) -> list[PairioJobData]:
         """The jobs the hub thinks this client is starting or running."""
-        return [PairioJobData.model_validate(j) for j in self._json(self._request("GET", "/v1/compute/jobs"))["jobs"]]
+        return [job_data(j) for j in self._json(self._request("GET", "/v1/compute/jobs"))["jobs"]]
 
     def get_job(self, job_id: str) -> tuple[PairioJobData, int]:
         """The job and the size of the console output the hub has."""
         body = self._json(self._request("GET", f"/v1/compute/jobs/{_segment(job_id)}"))
-        return PairioJobData.model_validate(body), int(body.get("consoleOutputSize", 0))
+        return job_data(body), int(body.get("consoleOutputSize", 0))
 
     # ---------------------------------------------------------------- one job
 
@@ -259,6 +259,18 @@ class HubApi:
             self._request("GET", f"/v1/services/{_segment(service_name)}/apps/{_segment(app_name)}", auth=False)
         )
         return PairioApp.model_validate(body["appSpecification"])
+
+
+def job_data(raw: dict[str, Any]) -> PairioJobData:
+    """A job from the hub, its secrets taken as they are: the runner checks their names itself and fails
+    a job with a refused one (with the rule's message), where a validation error would lose a whole claim."""
+    raw = dict(raw)
+    secrets = raw.pop("secrets", None)
+    job = PairioJobData.model_validate(raw)
+    if not secrets:
+        return job
+    taken = [PairioJobSecret.model_construct(name=str(s.get("name", "")), value=str(s.get("value", ""))) for s in secrets]
+    return job.model_copy(update={"secrets": taken})
 
 
 class _FileChunks:

@@ -226,7 +226,8 @@ def jobs_public(s: Session, jobs: Sequence[Job], *, include_private: bool = Fals
                 jobDependencies=sorted(deps[j.job_id]),
                 requiredResources=PairioJobRequiredResources(numCpus=j.num_cpus, numGpus=j.num_gpus, memoryGb=j.memory_gb, timeSec=j.time_sec),
                 targetComputeClientIds=j.target_compute_client_ids,
-                secrets=[PairioJobSecret.model_validate(x) for x in j.secrets] if (include_private and j.secrets) else None,
+                # as stored: a row from before the secret-name rule must still reach its bridge, which refuses it by name
+                secrets=[PairioJobSecret.model_construct(**x) for x in j.secrets] if (include_private and j.secrets) else None,
                 inputFileUrlList=[f.url for f in definition.inputFiles],
                 outputFileUrlList=[outs[f.name].url for f in definition.outputFiles if f.name in outs],
                 outputFileResults=[

@@ -84,8 +84,18 @@ class ClaimBody(_Body):
     capacity: Optional[ClaimCapacity] = None
 
 
+class StoredJobSecret(BaseModel):
+    """A secret as stored. Its name is not checked again here: a job from before the secret-name rule must
+    reach its bridge, which refuses it by name (a validation error here would answer 500 to every claim)."""
+
+    name: str
+    value: str
+
+
 class ComputeJob(PairioJobData):
     """A job as its compute client sees it: secrets included; jobPrivateKey only in the claim's answer."""
+
+    secrets: Optional[list[StoredJobSecret]] = None  # type: ignore[assignment]
 
 
 class ComputeJobDetail(ComputeJob):
