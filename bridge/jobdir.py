@@ -124,8 +124,10 @@ class JobDir:
         return self.outputs_dir / name / file_base_name
 
     def create(self) -> None:
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path.chmod(0o700)  # whatever the umask: inputs, outputs and the job's files are its user's only
         for d in (self.inputs_dir, self.outputs_dir, self.work_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def read_job_file(self) -> PairioJobFile:
         return PairioJobFile.read(self.job_file)

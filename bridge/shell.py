@@ -183,7 +183,13 @@ class LocalShell(Shell):
         target = Path(path)
         tmp = target.with_name(f".{target.name}.part")
         try:
-            shutil.copyfile(local_path, tmp)
+            if mode is not None:
+                tmp.unlink(missing_ok=True)
+                # created with its mode: a secret is never readable by others, not even for a moment
+                with open(local_path, "rb") as source, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as out:
+                    shutil.copyfileobj(source, out)
+            else:
+                shutil.copyfile(local_path, tmp)
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 tmp.unlink(missing_ok=True)
@@ -205,7 +211,7 @@ class LocalShell(Shell):
 
     def makedirs(self, *paths: str) -> None:
         for path in paths:
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(path, mode=0o700, exist_ok=True)  # job directories are the bridge user's only
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
         p = Path(path)

@@ -23,6 +23,7 @@ import os
 import posixpath
 import select
 import shlex
+import shutil
 import socket
 import stat as stat_module
 import threading
@@ -400,9 +401,13 @@ class SshShell(Shell):
         tmp = posixpath.join(directory, f".{name}.part")
 
         def put(sftp: paramiko.SFTPClient) -> None:
-            sftp.put(str(local_path), tmp)
-            if mode is not None:
-                sftp.chmod(tmp, mode)
+            if mode is None:
+                sftp.put(str(local_path), tmp)
+            else:
+                with sftp.open(tmp, "wb") as remote_file, open(local_path, "rb") as source:
+                    remote_file.chmod(mode)  # before the first byte: a secret is never readable by others
+                    remote_file.set_pipelined(True)
+                    shutil.copyfileobj(source, remote_file, 32768)
             sftp.posix_rename(tmp, path)
 
         try:
@@ -489,7 +494,7 @@ class SshShell(Shell):
                     break
                 for directory in reversed(missing):
                     try:
-                        sftp.mkdir(directory)
+                        sftp.mkdir(directory, mode=0o700)  # job directories are the bridge user's only
                     except OSError:
                         try:
                             made = sftp.stat(directory)  # created by someone else meanwhile?
