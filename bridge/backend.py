@@ -54,7 +54,16 @@ class JobSubmission:
     command: list[str]
     """argv of the processor, run in ``job_dir / "work"`` with PAIRIO_JOB_FILE set"""
     resources: PairioJobRequiredResources
-    env: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    """the job's secrets: for the processor's environment only, handed over in the job directory's
+    secrets file (``watch.write_secrets_file``), never in the environment or argv of another process"""
+    pass_env: tuple[str, ...] = ()
+    """variables of the environment the watcher runs in that the processor also gets (the bridge's ``passEnv``)"""
+
+    def watcher_env_args(self) -> list[str]:
+        """The watcher options that say which variables pass through and that secrets are waiting."""
+        args = [f"--pass-env={pattern}" for pattern in self.pass_env]
+        return args + (["--secrets"] if self.secrets else [])
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 from collections.abc import Sequence
 from enum import Enum
@@ -32,6 +33,7 @@ from .watch import THREAD_COUNT_VARIABLES
 CONFIG_FILE_NAME = "bridge.json"
 # Environment variables the watcher sets for the processor; containers must receive them too.
 PROCESSOR_ENV_NAMES = (JOB_FILE_ENV, "PAIRIO_JOB_ID", *THREAD_COUNT_VARIABLES, "CUDA_VISIBLE_DEVICES")
+_PASS_ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
 # Image references apptainer understands without a docker:// prefix.
 _APPTAINER_SCHEMES = ("docker://", "docker-archive:", "library://", "oras://", "shub://", "http://", "https://", "instance://")
 
@@ -80,6 +82,11 @@ class BridgeConfig(BaseModel):
         default=True, description="local backend: CPUs other programs keep busy count as taken (false: only this bridge's jobs do)"
     )
     ssh: Optional[SshOptions] = Field(default=None, description="the SSH bridge: the remote host and how to reach it")
+    passEnv: list[str] = Field(
+        default_factory=list,
+        description="variables of the bridge's environment its processors also get (NAME, or PREFIX_* for all starting so); "
+        "besides these they see only PATH, HOME, LANG, LC_*, TZ, TMPDIR, USER, LOGNAME and what Pairio sets",
+    )
 
     @field_validator("hubUrl")
     @classmethod
@@ -87,6 +94,16 @@ class BridgeConfig(BaseModel):
         v = v.strip().rstrip("/")
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"hubUrl must start with http:// or https://, got {v!r}")
+        return v
+
+    @field_validator("passEnv")
+    @classmethod
+    def _pass_env_names(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            if not _PASS_ENV_RE.fullmatch(pattern):
+                raise ValueError(
+                    f"passEnv entry {pattern!r} is not a variable name (letters, digits and '_') or a PREFIX_* pattern"
+                )
         return v
 
     @field_validator("appCommands")

@@ -1,7 +1,7 @@
 """The bridge's helper on a remote host: one invocation per batch of work, JSON in and out.
 
     python3 agent.py probe                      -> the host: CPUs, memory, load, GPUs, disk, Python
-    python3 agent.py launch --job-dir D [--cpus 0,1] -- WATCHER ARGV...   (stdin: {"env": {...}})
+    python3 agent.py launch --job-dir D [--cpus 0,1] -- WATCHER ARGV...   (stdin: {"passEnv": [...]})
     python3 agent.py sync                       (stdin: {"jobs": [{"dir", "console", "resourceLog"}], ...})
     python3 agent.py cancel                     (stdin: {"dirs": [...]})
     python3 agent.py download                   (stdin: {"files": [{"url", "path", "size"}]})
@@ -10,8 +10,8 @@
 bridge/remote_jobs.py uploads this file (with bridge/watch.py) to the remote host and
 runs it there over the shell seam, so that a poll of all running jobs is one remote
 command. Like the watcher it needs only the standard library (Python 3.8+) and must
-never import pairio or bridge. Values such as secrets travel on stdin, never on a
-command line (other users of the host can read those).
+never import pairio or bridge. Secrets never pass through it: the bridge uploads them in
+the job's secrets file (mode 0600), which the watcher reads and deletes.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ CANCEL_FILE = "cancel"
 CONSOLE_FILE = "console.txt"
 RESOURCE_LOG_FILE = "resource_log.jsonl"
 WATCHER_LOG_FILE = "watcher.log"
+SECRETS_FILE = "secrets.json"
+ALLOWED_ENV = ("PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "USER", "LOGNAME")
+"""what a watcher gets of the agent's environment besides ``passEnv`` (as bridge/watch.py gives its processor)"""
 CREATE_TIME_TOLERANCE_SEC = 1.0
 LAUNCH_STALLED_SEC = 60.0
 DEFAULT_MAX_BYTES_PER_FILE = 1024 * 1024
@@ -291,6 +294,7 @@ def command_sync(request: Dict[str, Any]) -> Dict[str, Any]:
                 state["watcherLog"] = tail(job_dir / WATCHER_LOG_FILE)
         answer: Dict[str, Any] = {"exists": True, "result": result, **state}
         if result is not None:
+            _remove(job_dir / SECRETS_FILE)  # a watcher that never ran leaves it (e.g. a batch job canceled in the queue)
             answer["outputSizes"] = {path: _size_or_none(Path(path)) for path in item.get("outputs", [])}
         for key, name in (("console", CONSOLE_FILE), ("resourceLog", RESOURCE_LOG_FILE)):
             chunk = read_chunk(job_dir / name, int(item.get(key, 0)), min(per_file, budget))
@@ -298,6 +302,13 @@ def command_sync(request: Dict[str, Any]) -> Dict[str, Any]:
             answer[key] = chunk
         jobs[item["dir"]] = answer
     return {"host": host_info(request.get("root")), "jobs": jobs}
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _size_or_none(path: Path) -> Optional[int]:
@@ -339,7 +350,7 @@ def command_launch(job_dir: Path, argv: List[str], cpus: List[int], request: Dic
     if (job_dir / RESULT_FILE).exists():
         return {"state": "ended"}
     try:
-        fd = os.open(str(job_dir / LAUNCH_FILE), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(str(job_dir / LAUNCH_FILE), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return {"state": "launched-before", "launch": read_json(job_dir / LAUNCH_FILE)}
     with os.fdopen(fd, "w") as f:
@@ -351,8 +362,11 @@ def command_launch(job_dir: Path, argv: List[str], cpus: List[int], request: Dic
             pass
     import subprocess  # here: the commands run at every poll start faster without it
 
-    env = dict(os.environ)
-    env.update({str(k): str(v) for k, v in (request.get("env") or {}).items()})
+    patterns = [*ALLOWED_ENV, *(str(p) for p in request.get("passEnv") or [])]
+    env = {
+        name: value for name, value in os.environ.items()
+        if not name.startswith("PAIRIO_") and any(name.startswith(p[:-1]) if p.endswith("*") else name == p for p in patterns)
+    }
 
     def pin() -> None:
         if cpus and hasattr(os, "sched_setaffinity"):
@@ -384,6 +398,7 @@ def command_cancel(request: Dict[str, Any]) -> Dict[str, Any]:
         # The file is the durable request (the watcher checks it between samples); the signal is the fast one.
         (job_dir / CANCEL_FILE).touch()
         done[d] = "requested"
+        _remove(job_dir / SECRETS_FILE)  # a canceled job needs no secrets any more
         watcher = read_json(job_dir / WATCHER_FILE)
         if not watcher or "pid" not in watcher or watcher.get("hostname") not in (None, my_hostname):
             continue
@@ -433,6 +448,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--job-dir", type=Path)
     parser.add_argument("--cpus", default="", help="launch: CPU ids the job is bound to")
     args = parser.parse_args(options)
+    os.umask(0o077)  # what it writes in job directories (launch.json, watcher.log) is the bridge user's only
     raw = sys.stdin.read() if not sys.stdin.isatty() else ""
     request = json.loads(raw) if raw.strip() else {}
     if args.command == "probe":

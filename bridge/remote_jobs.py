@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from pairio import masking
 from pairio.jobfile import JOB_FILE_NAME, PairioJobFile
 from pairio.models import PairioJobRequiredResources
 
@@ -46,6 +47,7 @@ from .backend import NativeOutcome, NativePhase
 from .jobdir import CONSOLE_FILE_NAME, RESOURCE_LOG_FILE_NAME, RESULT_FILE_NAME, write_atomically
 from .local.resources import local_directives
 from .shell import CommandNotFoundError, Shell, ShellError
+from .watch import MASKING_SCRIPT_FILE, SECRETS_FILE, write_secrets_file
 
 log = logging.getLogger("bridge.remote")
 
@@ -54,6 +56,8 @@ REMOTE_RECORD_FILE = "remote.json"
 TOOLS_DIR = ".pairio"
 JOBS_DIR = "jobs"
 WATCHER_SOURCE = Path(__file__).with_name("watch.py")
+MASKING_SOURCE = Path(masking.__file__)
+"""shipped beside the watcher as ``pairio_masking.py``: the watcher masks secrets in the console with it"""
 AGENT_SOURCE = Path(__file__).with_name("remote_agent.py")
 MAX_BYTES_PER_FILE_PER_SYNC = 1024 * 1024
 MAX_BYTES_PER_SYNC = 8 * 1024 * 1024
@@ -156,8 +160,11 @@ def outcome_of(result: Mapping[str, Any]) -> NativeOutcome:
     return NativeOutcome(phase, error=result.get("error"), exit_code=result.get("exitCode"))
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+def file_digest(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
 
 
 def read_remote_record(job_dir: Path) -> Optional[dict[str, Any]]:
@@ -197,7 +204,8 @@ class RemoteJobs:
         self.host: Optional[HostInfo] = None
         """what the remote host offered at the last sync or probe"""
         tools = posixpath.join(self.root, TOOLS_DIR)
-        self.watcher_path = posixpath.join(tools, f"watch-{file_digest(WATCHER_SOURCE)}.py")
+        # the watcher and the masking module it loads from beside itself, in a directory named by both
+        self.watcher_path = posixpath.join(tools, f"watch-{file_digest(WATCHER_SOURCE, MASKING_SOURCE)}", "watch.py")
         self.agent_path = posixpath.join(tools, f"agent-{file_digest(AGENT_SOURCE)}.py")
         self._tools_ready = False
         self._tools_lock = threading.Lock()
@@ -218,7 +226,11 @@ class RemoteJobs:
             if self._tools_ready:
                 return
             self.shell.makedirs(posixpath.join(self.root, JOBS_DIR), posixpath.dirname(self.watcher_path))
-            for source, target in ((WATCHER_SOURCE, self.watcher_path), (AGENT_SOURCE, self.agent_path)):
+            masking_path = posixpath.join(posixpath.dirname(self.watcher_path), MASKING_SCRIPT_FILE)
+            # the watcher last: its presence means its directory is complete
+            for source, target in ((MASKING_SOURCE, masking_path), (WATCHER_SOURCE, self.watcher_path), (AGENT_SOURCE, self.agent_path)):
+                if source is MASKING_SOURCE and self.shell.stat(self.watcher_path) is not None:
+                    continue
                 if self.shell.stat(target) is None:
                     self.shell.put_file(source, target, mode=0o644)
             self._tools_ready = True
@@ -230,9 +242,11 @@ class RemoteJobs:
 
     # ------------------------------------------------------------ submit
 
-    def upload(self, job_dir: Path, *, download_inputs: bool = False) -> str:
+    def upload(self, job_dir: Path, *, download_inputs: bool = False, secrets: Optional[Mapping[str, str]] = None) -> str:
         """Copy a prepared job directory (job.json, inputs) to the remote host; returns the remote directory.
 
+        ``secrets`` go there in the secrets file (mode 0600 before its first byte), which the watcher
+        reads and deletes; the local copy made to send it is deleted at once.
         Safe to repeat: inputs already there with the right size are not sent again.
         """
         job_dir = job_dir.resolve()
@@ -246,7 +260,7 @@ class RemoteJobs:
         staged = job_dir / f".{JOB_FILE_NAME}.remote"
         staged.write_text(moved.model_dump_json(indent=2))
         try:
-            self.shell.put_file(staged, posixpath.join(remote, JOB_FILE_NAME))
+            self.shell.put_file(staged, posixpath.join(remote, JOB_FILE_NAME), mode=0o600)
         finally:
             staged.unlink(missing_ok=True)
         inputs = [(Path(local.path), local.url, there.path) for local, there in zip(job_file.inputs, moved.inputs)]
@@ -255,7 +269,13 @@ class RemoteJobs:
         for local_path, _, remote_path in inputs:
             there = self.shell.stat(remote_path)
             if there is None or there.size != local_path.stat().st_size:
-                self.shell.put_file(local_path, remote_path)
+                self.shell.put_file(local_path, remote_path, mode=0o600)
+        if secrets:
+            local_secrets = write_secrets_file(job_dir, dict(secrets))
+            try:
+                self.shell.put_file(local_secrets, posixpath.join(remote, SECRETS_FILE), mode=0o600)
+            finally:
+                local_secrets.unlink(missing_ok=True)
         write_atomically(job_dir / REMOTE_RECORD_FILE, json.dumps({"remoteDir": remote, "host": self.shell.description}).encode())
         return remote
 
@@ -289,21 +309,23 @@ class RemoteJobs:
         remote = self.remote_dir(job_dir)
         directives, _ = local_directives(resources, list(gpu_ids))
         processor = [map_argument(a, job_dir, remote) for a in command]
-        return [self.python, self.watcher_path, "--job-dir", remote, *directives, *watcher_args, "--", *processor]
+        # -I: PYTHON* variables and the user site there never change what the watcher runs
+        return [self.python, "-I", self.watcher_path, "--job-dir", remote, *directives, *watcher_args, "--", *processor]
 
     def launch(
-        self, job_dir: Path, watcher_argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, cpus: Sequence[int] = ()
+        self, job_dir: Path, watcher_argv: Sequence[str], *, pass_env: Sequence[str] = (), cpus: Sequence[int] = ()
     ) -> dict[str, Any]:
         """Start the watcher detached in the job's remote directory (its own session: it outlives the connection).
 
-        Never starts a second watcher for one directory. ``env`` (secrets included) goes on stdin,
-        never on a command line; ``cpus``: CPU ids to bind the job to.
+        Never starts a second watcher for one directory. The watcher gets an allow-list of the
+        agent's environment and the ``pass_env`` variables, never secrets (they are in the job's
+        secrets file); ``cpus``: CPU ids to bind the job to.
         """
         remote = self.remote_dir(job_dir.resolve())
         args = ["launch", "--job-dir", remote]
         if cpus:
             args += ["--cpus", ",".join(str(c) for c in cpus)]
-        answer = self._agent([*args, "--", *watcher_argv], {"env": dict(env or {})})
+        answer = self._agent([*args, "--", *watcher_argv], {"passEnv": list(pass_env)})
         return answer
 
     # ------------------------------------------------------------ follow

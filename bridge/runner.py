@@ -37,6 +37,8 @@ from types import FrameType
 from typing import Callable, Optional
 
 from pairio.jobfile import PairioJobFile, PairioJobFileInput, PairioJobFileOutput
+from pairio.masking import mask_text
+from pairio.names import secret_name_problem
 from pairio.models import PairioApp, PairioJobData, PairioJobRequiredResources
 from pairio.status import JobStatus
 
@@ -45,6 +47,7 @@ from .config import BridgeConfig, BridgeConfigError, processor_command
 from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
 from .staging import InputCache, StagingError
+from .watch import SECRETS_FILE
 
 log = logging.getLogger("bridge")
 
@@ -90,6 +93,12 @@ class TrackedJob:
     resource_log_next_upload: float = 0.0
     last_note: Optional[str] = None
     """the latest queue/progress note sent to the hub's timeline, so a note is sent only when it changes"""
+    secret_values: list[str] = field(default_factory=list)
+    """the job's secret values, held to mask them in what the runner logs, records and reports (from the hub
+    again after a restart: its list of this client's jobs includes them)"""
+
+    def masked(self, text: str) -> str:
+        return mask_text(text, self.secret_values) if self.secret_values and text else text
 
     @property
     def job_id(self) -> str:
@@ -293,6 +302,8 @@ class BridgeRunner:
         self._hub_succeeded()
         self._reconcile_needed = False
         for job_id, tracked in list(self._jobs.items()):
+            if job_id in hub_jobs and not tracked.secret_values:
+                tracked.secret_values = _secret_values(hub_jobs[job_id])
             if tracked.busy or tracked.phase not in (RunnerPhase.CLAIMED, RunnerPhase.STAGED):
                 continue
             hub_job = hub_jobs.get(job_id)
@@ -338,7 +349,7 @@ class BridgeRunner:
             # The hub gave back a job this bridge already ran (it expired before hearing of it):
             # report that run again instead of running the job a second time.
             state.phase, state.runningReported, state.outputsUploaded = RunnerPhase.FINISHED, False, []
-        tracked = TrackedJob(dir=d, state=state, resources=job.requiredResources, job=job)
+        tracked = TrackedJob(dir=d, state=state, resources=job.requiredResources, job=job, secret_values=_secret_values(job))
         self._jobs[job.jobId] = tracked
         return tracked
 
@@ -390,7 +401,7 @@ class BridgeRunner:
             if tracked is None:
                 continue
             if outcome.phase.is_final:
-                log.info("job %s ended on the backend: %s%s", tracked.job_id, outcome.phase.value, f" ({outcome.error})" if outcome.error else "")
+                log.info("job %s ended on the backend: %s%s", tracked.job_id, outcome.phase.value, f" ({tracked.masked(outcome.error)})" if outcome.error else "")
                 self._record_outcome(tracked, outcome)
             else:
                 self._note_progress(tracked, outcome)
@@ -409,6 +420,7 @@ class BridgeRunner:
     def _send_note(self, tracked: TrackedJob, note: str) -> None:
         if not self._hub_ok():
             return
+        note = tracked.masked(note)
         try:
             self.hub.add_note(tracked.job_id, note)
         except HubUnreachableError as e:
@@ -421,6 +433,10 @@ class BridgeRunner:
     def _record_outcome(self, tracked: TrackedJob, outcome: NativeOutcome) -> None:
         tracked.state.phase = RunnerPhase.FINISHED
         tracked.state.outcome = RecordedOutcome.of(outcome)
+        if tracked.state.outcome.error:
+            tracked.state.outcome.error = tracked.masked(tracked.state.outcome.error)
+        # a watcher that never started leaves the secrets file behind
+        (tracked.dir.path / SECRETS_FILE).unlink(missing_ok=True)
         tracked.dir.write_state(tracked.state)
 
     def _report_running(self) -> None:
@@ -546,6 +562,12 @@ class BridgeRunner:
         job = tracked.job
         assert job is not None
         d, state = tracked.dir, tracked.state
+        refused = _refused_secret(job)
+        if refused is not None:
+            # The hub refuses such names; a job that got past it (an older hub) must not start anything here either.
+            d.create()
+            self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error=refused))
+            return
         if state.phase is RunnerPhase.CLAIMED:
             d.create()
             job_file = build_job_file(job, d)
@@ -571,7 +593,8 @@ class BridgeRunner:
         state.submitAttempted = True
         d.write_state(state)
         submission = JobSubmission(
-            job_id=job.jobId, job_dir=d.path, command=command, resources=job.requiredResources, env=_job_env(job),
+            job_id=job.jobId, job_dir=d.path, command=command, resources=job.requiredResources,
+            secrets=_job_secrets(job), pass_env=tuple(self.config.passEnv),
         )
         try:
             native_id = self.backend.submit(submission)
@@ -584,6 +607,9 @@ class BridgeRunner:
         except SubmitError as e:
             self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error=f"the {self.backend.name} backend refused the job: {e}"))
             return
+        except BaseException:
+            (d.path / SECRETS_FILE).unlink(missing_ok=True)
+            raise
         state.phase = RunnerPhase.SUBMITTED
         state.nativeId = native_id
         d.write_state(state)
@@ -606,7 +632,7 @@ class BridgeRunner:
                 image, executable = image or processor.image, processor.executable
         return processor_command(
             self.config, app_name=app_name, image=image, executable=executable, job_dir=d.path,
-            resources=job.requiredResources, env_names=sorted(_job_env(job)),
+            resources=job.requiredResources, env_names=sorted(_job_secrets(job)),
         )
 
     def _app_spec(self, service_name: str, app_name: str) -> PairioApp:
@@ -631,6 +657,8 @@ class BridgeRunner:
         if status is JobStatus.COMPLETED and not state.runningReported:
             if not self._send_running(tracked):
                 return
+        if error is not None:
+            error = tracked.masked(error)
         try:
             answer = self.hub.set_status(tracked.job_id, status, error)
         except HubRejectedError as e:
@@ -638,9 +666,9 @@ class BridgeRunner:
             return
         state.phase = RunnerPhase.REPORTED
         state.finalStatus = answer.status.value
-        state.finalError = answer.error
+        state.finalError = tracked.masked(answer.error) if answer.error else answer.error
         d.write_state(state)
-        self._note_result(tracked.job_id, answer.status, answer.error)
+        self._note_result(tracked.job_id, answer.status, state.finalError)
 
     def _upload_outputs(self, tracked: TrackedJob) -> tuple[JobStatus, Optional[str]]:
         d, state = tracked.dir, tracked.state
@@ -673,6 +701,7 @@ class BridgeRunner:
 
     def _give_up(self, tracked: TrackedJob, note: str) -> None:
         """Stop reporting a job the hub will not take reports for any more."""
+        note = tracked.masked(note)
         log.warning("job %s: %s", tracked.job_id, note)
         if tracked.phase is RunnerPhase.SUBMITTED and tracked.state.nativeId:
             try:
@@ -814,12 +843,25 @@ def build_job_file(job: PairioJobData, d: JobDir) -> PairioJobFile:
     )
 
 
-def _job_env(job: PairioJobData) -> dict[str, str]:
-    """Secrets reach the processor as environment variables, never through files on disk."""
-    env = {"PAIRIO_JOB_ID": job.jobId}
+def _job_secrets(job: PairioJobData) -> dict[str, str]:
+    """The job's secrets: variables of its processor's environment only (the watcher puts them there)."""
+    return {secret.name: secret.value for secret in job.secrets or []}
+
+
+def _secret_values(job: PairioJobData) -> list[str]:
+    return [secret.value for secret in job.secrets or []]
+
+
+def _refused_secret(job: PairioJobData) -> Optional[str]:
+    """Why the job may not run here because of a secret's name (the hub's rule, checked again), or None."""
     for secret in job.secrets or []:
-        env[secret.name] = secret.value
-    return env
+        problem = secret_name_problem(secret.name)
+        if problem is not None:
+            return (
+                f"the job's secret {secret.name!r} was refused: {problem}; nothing was started. "
+                "Submit the job again with the secret under another name, such as MYAPP_API_TOKEN"
+            )
+    return None
 
 
 def _error_of(outcome: RecordedOutcome) -> str:

@@ -14,12 +14,20 @@ Enforces the job's limits: over ``timeSec`` the tree gets SIGTERM, then SIGKILL 
 grace period; over ``memoryGb`` (RSS of the whole tree) it is killed at once; a ``cancel``
 file in the job directory, or SIGTERM/SIGINT/SIGHUP to the watcher, cancels the job.
 ``result.json`` is written last and atomically: its presence means the job is over.
+
+Secrets: the bridge hands them over in ``secrets.json`` (mode 0600) in the job directory;
+the watcher reads and deletes it at start, keeps the values in memory and puts them only
+into the processor's environment, which it builds here from an allow-list (``ALLOWED_ENV``),
+the bridge's ``--pass-env`` patterns and Pairio's own variables, never from the whole
+environment. The processor's output reaches ``console.txt`` through a pipe that masks the
+secret values (and their encodings) with ``***``.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib.util
 import json
 import os
 import shutil
@@ -27,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +45,24 @@ try:
     import psutil
 except ImportError:  # replaced by ProcfsPsutil below, on Linux
     psutil = None  # type: ignore[assignment]
+
+
+def _masking_module() -> Any:
+    """pairio/masking.py (standard library only), loaded from its file: shipped beside a copied watcher as
+    ``pairio_masking.py`` (``python -I`` does not put the script's directory on sys.path), or Pairio's own
+    beside this package when run as ``-m bridge.watch``; never through ``import pairio``."""
+    here = Path(__file__).resolve()
+    for path in (here.with_name("pairio_masking.py"), here.parent.parent / "pairio" / "masking.py"):
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location("pairio_masking", path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise ImportError(f"pairio_masking.py is missing beside {here}; the bridge copies it there with the watcher")
+
+
+masking = _masking_module()
 
 BYTES_PER_GB = 1024**3
 """memoryGb is binary (GiB), as Slurm's --mem counts it, so limits mean the same everywhere."""
@@ -48,6 +75,9 @@ EARLY_LOG_PERIOD_SEC = 30.0
 EARLY_LOG_INTERVAL_SEC = 1.0
 WATCHER_FILE = "watcher.json"
 JOB_FILE = "job.json"
+SECRETS_FILE = "secrets.json"
+MASKING_SCRIPT_FILE = "pairio_masking.py"
+"""pairio/masking.py, copied beside a watcher that runs where Pairio is not installed"""
 WORK_DIR = "work"
 
 THREAD_COUNT_VARIABLES = (
@@ -58,6 +88,10 @@ THREAD_COUNT_VARIABLES = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMBA_NUM_THREADS",
 )
+
+ALLOWED_ENV = ("PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "USER", "LOGNAME")
+"""what a processor (and a watcher) gets of the environment it was started in, besides ``--pass-env``"""
+CONSOLE_READ_BYTES = 65536
 
 DEFAULT_SAMPLE_INTERVAL_SEC = 0.5
 DEFAULT_LOG_INTERVAL_SEC = 5.0
@@ -77,11 +111,56 @@ def resource_environment(num_cpus: int, gpu_ids: Sequence[str]) -> dict[str, str
     return env
 
 
-def job_environment(base_env: dict[str, str], job_dir: Path, num_cpus: int, gpu_ids: Sequence[str]) -> dict[str, str]:
-    env = dict(base_env)
-    env.update(resource_environment(num_cpus, gpu_ids))
+def env_name_matches(name: str, patterns: Sequence[str]) -> bool:
+    """Whether ``name`` is one of ``patterns``: exact names, or ``PREFIX*`` for every name starting with PREFIX."""
+    return any(name.startswith(p[:-1]) if p.endswith("*") else name == p for p in patterns)
+
+
+def allowed_environment(env: dict[str, str], pass_env: Sequence[str] = ()) -> dict[str, str]:
+    """The part of ``env`` a job may see: ``ALLOWED_ENV`` plus the bridge's ``passEnv``; never its other settings."""
+    patterns = (*ALLOWED_ENV, *pass_env)
+    # PAIRIO_*: the bridge's own settings (its API key, a hub's database URL) never pass, whatever passEnv says
+    return {name: value for name, value in env.items() if env_name_matches(name, patterns) and not name.startswith("PAIRIO_")}
+
+
+def job_environment(
+    base_env: dict[str, str], job_dir: Path, num_cpus: int, gpu_ids: Sequence[str], *,
+    pass_env: Sequence[str] = (), secrets: Optional[dict[str, str]] = None, job_id: str = "",
+) -> dict[str, str]:
+    """The processor's whole environment: the one place it is built, for every backend."""
+    env = allowed_environment(base_env, pass_env)
+    env.update(secrets or {})
+    env.update(resource_environment(num_cpus, gpu_ids))  # Pairio's own settings win over anything else
     env["PAIRIO_JOB_FILE"] = str(job_dir / JOB_FILE)
+    env["PAIRIO_JOB_ID"] = job_id or job_dir.name
     return env
+
+
+def write_secrets_file(job_dir: Path, secrets: dict[str, str]) -> Path:
+    """Hand the job's secrets to its watcher: a file only its user can read, from the first byte on."""
+    path = job_dir / SECRETS_FILE
+    path.unlink(missing_ok=True)  # left by an earlier attempt: O_EXCL refuses to reuse a file someone could have opened
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(secrets, f)
+    return path
+
+
+def take_secrets(job_dir: Path) -> Optional[dict[str, str]]:
+    """Read and delete the job's secrets file (None when there is none): the values then live in memory only."""
+    path = job_dir / SECRETS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    finally:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ValueError(f"{path} does not map secret names to values")
+    return data
 
 
 def format_number(value: float) -> str:
@@ -423,6 +502,51 @@ class WatchConfig:
     sample_interval_sec: float = DEFAULT_SAMPLE_INTERVAL_SEC
     log_interval_sec: float = DEFAULT_LOG_INTERVAL_SEC
     kill_grace_sec: float = DEFAULT_KILL_GRACE_SEC
+    pass_env: list[str] = field(default_factory=list)
+    """names (``PREFIX*`` patterns too) of the watcher's environment the processor also gets"""
+    expect_secrets: bool = False
+    """the bridge wrote secrets.json: fail rather than run the job without its secrets"""
+
+
+class ConsolePump:
+    """Copies the processor's output from a pipe into console.txt, masking secrets on the way.
+
+    A thread of its own, so that a processor printing much never blocks on a full pipe and the
+    watcher's loop still notices its exit at once; ``finish`` waits for the end of the output.
+    """
+
+    def __init__(self, pipe: Any, console: Any, secret_values: Sequence[str]) -> None:
+        self.pipe = pipe
+        self.console = console
+        self.masker = masking.StreamMasker(secret_values)
+        self.thread = threading.Thread(target=self._copy, name="console", daemon=True)
+        self.thread.start()
+
+    def _copy(self) -> None:
+        fd = self.pipe.fileno()
+        while True:
+            try:
+                data = os.read(fd, CONSOLE_READ_BYTES)
+            except OSError:
+                break
+            if not data:
+                break
+            self.console.write(self.masker.feed(data))
+            self.console.flush()
+
+    def finish(self, timeout_sec: float = 10.0) -> None:
+        """The output up to now is in console.txt, and the held-back end too; idempotent.
+
+        A background process that escaped the kill may hold the pipe open: then stop waiting after ``timeout_sec``.
+        """
+        if self.console.closed:
+            return
+        self.thread.join(timeout_sec)
+        if self.thread.is_alive():
+            return  # still copying; the console file stays open for it
+        self.console.write(self.masker.flush())
+        self.console.close()
+        self.pipe.close()
 
 
 @dataclass
@@ -436,8 +560,10 @@ class Result:
 
 
 class Watcher:
-    def __init__(self, config: WatchConfig) -> None:
+    def __init__(self, config: WatchConfig, secrets: Optional[dict[str, str]] = None) -> None:
         self.config = config
+        self.secrets = dict(secrets or {})
+        self.console_pump: Optional[ConsolePump] = None
         self.job_dir = config.job_dir
         self.stop_requested = False
         self.stop_signal: Optional[str] = None
@@ -459,28 +585,45 @@ class Watcher:
     def run(self) -> Result:
         if self.cancel_requested():
             return Result("failed", None, self.stop_error())
+        if self.config.expect_secrets and not self.secrets:
+            return Result(
+                "failed", None,
+                f"the job's secrets were not in {SECRETS_FILE} (a watcher that ran before took them, e.g. a batch system "
+                "requeued the job); submit the job again",
+            )
         work_dir = self.job_dir / WORK_DIR
         work_dir.mkdir(parents=True, exist_ok=True)
-        env = job_environment(dict(os.environ), self.job_dir, self.config.num_cpus, self.config.gpu_ids)
-        with (self.job_dir / CONSOLE_FILE).open("ab") as console:
-            try:
-                child = subprocess.Popen(
-                    self.config.command,
-                    cwd=work_dir,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=console,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own group: one killpg reaches the whole job
-                )
-            except OSError as e:
-                return Result("failed", None, f"could not start the processor {self.config.command[0]!r}: {e}")
+        env = job_environment(
+            dict(os.environ), self.job_dir, self.config.num_cpus, self.config.gpu_ids,
+            pass_env=self.config.pass_env, secrets=self.secrets, job_id=_job_id(self.job_dir),
+        )
+        console = (self.job_dir / CONSOLE_FILE).open("ab")
+        try:
+            child = subprocess.Popen(
+                self.config.command,
+                cwd=work_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: one killpg reaches the whole job
+            )
+        except OSError as e:
+            console.close()
+            return Result("failed", None, self.masked(f"could not start the processor {self.config.command[0]!r}: {e}"))
+        self.console_pump = ConsolePump(child.stdout, console, list(self.secrets.values()))
         try:
             self.write_watcher_file(child)
-            return self.supervise(child)
+            result = self.supervise(child)
         except BaseException:
             ProcessTree(process_group=child.pid).signal_all(signal.SIGKILL)  # never leave a job unsupervised
             raise
+        finally:
+            self.console_pump.finish()  # result.json comes after the whole console
+        return Result(result.phase, result.exit_code, self.masked(result.error))
+
+    def masked(self, text: Optional[str]) -> Optional[str]:
+        return masking.mask_text(text, self.secrets.values()) if text else text
 
     def write_watcher_file(self, child: subprocess.Popen[bytes]) -> None:
         me = psutil.Process()
@@ -536,6 +679,8 @@ class Watcher:
     def exit_result(self, returncode: int) -> Result:
         if returncode == 0:
             return Result("succeeded", 0, None)
+        if self.console_pump is not None:
+            self.console_pump.finish()  # the tail must include the processor's last words
         tail = tail_text(read_file_tail(self.job_dir / CONSOLE_FILE))
         return Result("failed", returncode, exit_error(returncode, tail))
 
@@ -592,6 +737,14 @@ class Watcher:
         return parse_gpu_query(out.stdout) if out.returncode == 0 else []
 
 
+def _job_id(job_dir: Path) -> str:
+    """The job's id from its job.json (the directory's name when that cannot be read)."""
+    try:
+        return str(json.loads((job_dir / JOB_FILE).read_text())["jobId"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return job_dir.name
+
+
 def _create_time_or_none(pid: int) -> Optional[float]:
     try:
         return psutil.Process(pid).create_time()
@@ -632,6 +785,8 @@ def parse_args(argv: Sequence[str]) -> WatchConfig:
     parser.add_argument("--sample-interval-sec", type=float, default=DEFAULT_SAMPLE_INTERVAL_SEC)
     parser.add_argument("--log-interval-sec", type=float, default=DEFAULT_LOG_INTERVAL_SEC)
     parser.add_argument("--kill-grace-sec", type=float, default=DEFAULT_KILL_GRACE_SEC)
+    parser.add_argument("--pass-env", action="append", default=[], metavar="NAME", help="also give the processor this variable (NAME or PREFIX*)")
+    parser.add_argument("--secrets", action="store_true", help=f"the job has secrets in {SECRETS_FILE}; fail when it is missing")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the processor's argv")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -647,18 +802,26 @@ def parse_args(argv: Sequence[str]) -> WatchConfig:
         sample_interval_sec=args.sample_interval_sec,
         log_interval_sec=args.log_interval_sec,
         kill_grace_sec=args.kill_grace_sec,
+        pass_env=list(args.pass_env),
+        expect_secrets=args.secrets,
     )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    os.umask(0o077)  # everything the watcher and the processor write in the job directory is the job user's only
     config = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        secrets = take_secrets(config.job_dir)  # first: the file is gone before anything else runs
+    except (OSError, ValueError) as e:
+        write_json_atomically(config.job_dir / RESULT_FILE, Result("failed", None, f"the job's secrets could not be read: {e}").as_json())
+        return 0
     problem = process_support_problem()
     if problem is not None:
         print(f"watcher: {problem}", file=sys.stderr)
         write_json_atomically(config.job_dir / RESULT_FILE, Result("failed", None, problem).as_json())
         return 0
     become_child_subreaper()
-    watcher = Watcher(config)
+    watcher = Watcher(config, secrets)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, watcher.request_stop)
     try:

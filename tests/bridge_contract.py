@@ -32,6 +32,8 @@ from pairio.models import PairioJobRequiredResources
 
 T = TypeVar("T")
 
+SECRET_VALUE = "tok-contract-s3cret-value"
+
 # A job prints this, then spawns a child in a session of its own (so it escapes the job's
 # process group) and records the child's pid, so tests can check the whole tree was killed.
 SPAWN_ESCAPING_CHILD = """
@@ -47,6 +49,8 @@ class BackendContract:
     final_timeout_sec: float = 20.0
     """how long a short job may take from submit to a final state"""
     cancel_deadline_sec: float = 5.0
+    operator_env_reaches_jobs: bool = True
+    """the jobs run in an environment made from this test process's (not a remote login's), so passEnv can be checked"""
 
     # ------------------------------------------------------------ hooks
 
@@ -283,6 +287,59 @@ time.sleep(120)
         native_id, job = self.submit(backend, tmp_path, script)
         assert self.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
         assert (self.run_dir(job) / "work" / "key.txt").read_text() == "unset"
+
+    def test_secrets_reach_the_processor_only_and_never_in_clear(
+        self, backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Issue 10: secrets are handed over in a file the watcher deletes at once, and reach the processor's
+        environment only; the operator's environment stays out of the job except for passEnv; output is masked."""
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "operator-aws-key")
+        monkeypatch.setenv("GITHUB_TOKEN", "operator-github-token")
+        monkeypatch.setenv("LAB_SHARED_SETTING", "passed-through")
+        script = """
+            import base64, json, os
+            json.dump(dict(os.environ), open("env.json", "w"))
+            job_dir = os.path.dirname(os.environ["PAIRIO_JOB_FILE"])
+            watcher = {
+                "environ": open(f"/proc/{os.getppid()}/environ", "rb").read().decode("utf-8", "replace"),
+                "cmdline": open(f"/proc/{os.getppid()}/cmdline", "rb").read().decode("utf-8", "replace"),
+                "secretsFileLeft": os.path.exists(os.path.join(job_dir, "secrets.json")),
+            }
+            json.dump(watcher, open("watcher_seen.json", "w"))
+            token = os.environ["TOKEN"]
+            print("token is", token, "and", base64.b64encode(token.encode()).decode(), flush=True)
+            raise SystemExit("failing with " + token)
+        """
+        job = self.prepare_job(tmp_path, script)
+        job.secrets = {"TOKEN": SECRET_VALUE}
+        job.pass_env = ("LAB_SHARED_*",)
+        native_id = backend.submit(job)
+        self.submitted.append(native_id)
+        outcome = self.wait_final(backend, native_id)
+        assert outcome.phase == NativePhase.FAILED and outcome.error is not None, outcome
+        assert "failing with ***" in outcome.error and SECRET_VALUE not in outcome.error  # the console tail, masked
+
+        work = self.run_dir(job) / "work"
+        env = json.loads((work / "env.json").read_text())
+        assert env["TOKEN"] == SECRET_VALUE
+        assert env["PAIRIO_JOB_ID"] == job.job_id
+        assert "AWS_SECRET_ACCESS_KEY" not in env and "GITHUB_TOKEN" not in env and "PAIRIO_API_KEY" not in env
+        if self.operator_env_reaches_jobs:
+            assert env["LAB_SHARED_SETTING"] == "passed-through"
+        watcher = json.loads((work / "watcher_seen.json").read_text())
+        assert "-I" in watcher["cmdline"].split("\0")  # isolated: PYTHON* variables cannot change the watcher
+        assert SECRET_VALUE not in watcher["environ"] and SECRET_VALUE not in watcher["cmdline"]
+        assert watcher["secretsFileLeft"] is False
+        console = (job.job_dir / "console.txt").read_text()
+        assert "token is *** and ***" in console, console
+        for directory in {self.run_dir(job), job.job_dir}:
+            assert not (directory / "secrets.json").exists()
+            for path in directory.rglob("*"):
+                if path.is_file() and path.name not in ("env.json", "watcher_seen.json"):
+                    assert SECRET_VALUE.encode() not in path.read_bytes(), path
+        for name in ("console.txt", "result.json", "resource_log.jsonl", "watcher.json", "work/env.json"):
+            mode = (self.run_dir(job) / name).stat().st_mode & 0o777
+            assert mode == 0o600, f"{name} has mode {mode:o}"
 
     def test_resource_log_has_samples(self, backend: Backend, tmp_path: Path) -> None:
         script = """

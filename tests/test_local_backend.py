@@ -166,3 +166,28 @@ def test_gpus_found_by_nvidia_smi_are_assigned_and_sampled(tmp_path: Path, monke
     assert samples and all(
         s["gpus"] == [{"index": "0", "utilizationPercent": 55.0, "memoryUsedBytes": 2048 * 1024 * 1024}] for s in samples
     )
+
+
+def test_console_is_complete_in_order_and_masked_even_across_writes(tmp_path: Path) -> None:
+    """The watcher pipes the processor's output through the masker: 2 MB arrive whole and in order, and a
+    secret written in two pieces is masked too."""
+    contract = TestLocalBackend()
+    backend = fast_backend(tmp_path / "jobs")
+    script = """
+        import sys, time
+        for i in range(20000):
+            sys.stdout.write(f"line {i:05d} " + "y" * 100 + "\\n")
+        sys.stdout.write("half tok-split-")
+        sys.stdout.flush()
+        time.sleep(0.3)
+        sys.stdout.write("s3cret end\\n")
+        sys.stdout.flush()
+        sys.stderr.write("err tok-split-s3cret\\n")
+    """
+    job = contract.prepare_job(tmp_path, script)
+    job.secrets = {"MY_TOKEN": "tok-split-s3cret"}
+    native_id = backend.submit(job)
+    assert contract.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
+    lines = (job.job_dir / "console.txt").read_text().splitlines()
+    assert lines[:20000] == [f"line {i:05d} " + "y" * 100 for i in range(20000)]
+    assert lines[20000:] == ["half *** end", "err ***"]

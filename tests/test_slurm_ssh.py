@@ -43,7 +43,7 @@ class TestSlurmOverSsh(RemoteContract):
     ) -> None:
         backend = self.make_backend(tmp_path)
         job = self.prepare_job(tmp_path, "import os; print('token', os.environ['MY_TOKEN'], flush=True); import time; time.sleep(2)")
-        job.env = {"MY_TOKEN": "tok-123-secret", "PAIRIO_JOB_ID": job.job_id}
+        job.secrets = {"MY_TOKEN": "tok-123-secret"}
         native_id = backend.submit(job)
         self.submitted.append(native_id)
         fields = slurm_cluster.show_job(SlurmNativeId.parse(native_id).slurm_job_id)
@@ -52,7 +52,7 @@ class TestSlurmOverSsh(RemoteContract):
         assert "tok-123-secret" not in (job.job_dir / "slurm_job.sh").read_text()
         outcome = self.wait_final(backend, native_id)
         assert outcome.phase is NativePhase.SUCCEEDED, outcome
-        assert "token tok-123-secret" in (job.job_dir / "console.txt").read_text()  # mirrored back
+        assert "token ***" in (job.job_dir / "console.txt").read_text()  # masked there, and mirrored back
 
     def test_a_refused_submission_quotes_slurm_over_ssh(self, tmp_path: Path) -> None:
         backend = self.make_backend(tmp_path)

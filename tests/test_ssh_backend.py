@@ -44,6 +44,7 @@ class RemoteContract(BackendContract):
     read the remote one."""
 
     final_timeout_sec = 30.0
+    operator_env_reaches_jobs = False  # they run in the remote login's environment
 
     @pytest.fixture(autouse=True)
     def _ssh(self, sshd: TestSshd) -> Iterator[None]:  # noqa: F811
@@ -93,7 +94,7 @@ class TestSshBackend(RemoteContract):
         job_file = PairioJobFile.read(job.job_dir / JOB_FILE_NAME)
         job_file.inputs = [PairioJobFileInput(name="text", fileBaseName="in.txt", url="https://example.org/in.txt", path=str(staged))]
         job_file.write(job.job_dir / JOB_FILE_NAME)
-        job.env = {"MY_SECRET": "s3cret", "PAIRIO_JOB_ID": job.job_id}
+        job.secrets = {"MY_SECRET": "s3cret"}
         native_id = backend.submit(job)
         self.submitted.append(native_id)
         assert native_id == str(self.remote_root(tmp_path) / "jobs" / job.job_id)
@@ -102,7 +103,7 @@ class TestSshBackend(RemoteContract):
         assert outcome.phase == NativePhase.SUCCEEDED, outcome.error
         assert (job.job_dir / "outputs" / "shout" / "shout.txt").read_text() == "QUIET WORDS"
         console = (job.job_dir / "console.txt").read_text()  # over 1 MiB: brought back over several polls
-        assert console.startswith("secret is s3cret\n") and console.count("\n") == 3001
+        assert console.startswith("secret is ***\n") and console.count("\n") == 3001  # masked by the watcher there
         assert console == (Path(native_id) / "console.txt").read_text()
         assert json.loads((job.job_dir / "result.json").read_text())["phase"] == "succeeded"
         remote_job = json.loads((Path(native_id) / JOB_FILE_NAME).read_text())
@@ -387,8 +388,8 @@ def test_the_mirror_works_through_any_shell(tmp_path: Path) -> None:
     remote_dir = remote.upload(job.job_dir)
     assert remote_dir == str(tmp_path / "elsewhere" / "jobs" / job.job_id)
     argv = remote.watcher_command(job.job_dir, job.command, job.resources, watcher_args=["--sample-interval-sec", "0.1"])
-    assert argv[:4] == [sys.executable, remote.watcher_path, "--job-dir", remote_dir]
-    assert remote.launch(job.job_dir, argv, env={"PAIRIO_JOB_ID": job.job_id})["state"] == "launched"
+    assert argv[:5] == [sys.executable, "-I", remote.watcher_path, "--job-dir", remote_dir]
+    assert remote.launch(job.job_dir, argv)["state"] == "launched"
     assert remote.launch(job.job_dir, argv)["state"] in ("launched-before", "ended")  # never twice
     progress = wait_for(lambda: remote.sync([job.job_dir])[job.job_dir], lambda p: p.outcome is not None, 20)
     assert progress.outcome is not None and progress.outcome.phase == NativePhase.SUCCEEDED

@@ -243,3 +243,41 @@ def test_a_signal_from_outside_is_not_called_a_cancel(tmp_path: Path, with_cance
         assert result["error"] == "canceled"
     else:
         assert result["error"].startswith("stopped by SIGTERM from outside Pairio"), result
+
+
+# ---------------------------------------------------------------- secrets and the processor's environment (issue 10)
+
+
+def test_the_processor_environment_is_an_allow_list_plus_pass_env_secrets_and_pairios_settings() -> None:
+    from bridge.watch import job_environment as build
+
+    watcher_env = {
+        "PATH": "/bin", "HOME": "/home/op", "LC_ALL": "C.UTF-8", "TZ": "UTC", "AWS_SECRET_ACCESS_KEY": "op-aws",
+        "GITHUB_TOKEN": "op-gh", "LAB_DATA": "/data", "LAB_CACHE": "/cache", "PAIRIO_API_KEY": "op-key",
+        "PYTHONPATH": "/evil", "LD_PRELOAD": "/evil.so", "BASH_ENV": "/evil.sh", "OMP_NUM_THREADS": "64",
+    }  # fmt: skip
+    env = build(watcher_env, Path("/jobs/j1"), 2, [], pass_env=["LAB_*", "PAIRIO_API_KEY"], secrets={"TOKEN": "t0ken"}, job_id="j1")
+    assert env == {
+        "PATH": "/bin", "HOME": "/home/op", "LC_ALL": "C.UTF-8", "TZ": "UTC", "LAB_DATA": "/data", "LAB_CACHE": "/cache",
+        "TOKEN": "t0ken", **resource_environment(2, []), "PAIRIO_JOB_FILE": "/jobs/j1/job.json", "PAIRIO_JOB_ID": "j1",
+    }  # fmt: skip
+
+
+def test_the_secrets_file_is_private_from_its_first_byte_and_taken_once(tmp_path: Path) -> None:
+    from bridge.watch import SECRETS_FILE, take_secrets, write_secrets_file
+
+    (tmp_path / SECRETS_FILE).write_text("left by an earlier attempt")
+    path = write_secrets_file(tmp_path, {"TOKEN": "t0ken", "OTHER": "x"})
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert take_secrets(tmp_path) == {"TOKEN": "t0ken", "OTHER": "x"}
+    assert not path.exists() and take_secrets(tmp_path) is None
+    path.write_text('["not", "a", "mapping"]')
+    with pytest.raises(ValueError, match="does not map secret names"):
+        take_secrets(tmp_path)
+    assert not path.exists()
+
+
+def test_watcher_options_for_pass_env_and_secrets() -> None:
+    config = parse_args(["--job-dir", "/tmp/j", "--time-sec", "2", "--memory-gb", "1", "--num-cpus", "1",
+                         "--pass-env=LAB_*", "--pass-env", "SCRATCH", "--secrets", "--", "true"])  # fmt: skip
+    assert config.pass_env == ["LAB_*", "SCRATCH"] and config.expect_secrets and config.command == ["true"]

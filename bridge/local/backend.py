@@ -31,7 +31,6 @@ from bridge.local.resources import (
     choose_gpus,
     detect_gpu_ids,
     free_capacity,
-    inherited_environment,
     local_directives,
 )
 from bridge.watch import (
@@ -42,11 +41,14 @@ from bridge.watch import (
     DEFAULT_SAMPLE_INTERVAL_SEC,
     RESOURCE_LOG_FILE,
     RESULT_FILE,
+    SECRETS_FILE,
     WATCHER_FILE,
+    allowed_environment,
     read_file_tail,
     tail_text,
     timing_args,
     write_json_atomically,
+    write_secrets_file,
 )
 
 RESERVATION_FILE = "local_backend.json"
@@ -190,6 +192,7 @@ class LocalBackend(Backend):
             except (OSError, psutil.Error) as e:
                 del self._running[job_dir]
                 (job_dir / RESERVATION_FILE).unlink(missing_ok=True)
+                (job_dir / SECRETS_FILE).unlink(missing_ok=True)
                 raise SubmitError(f"could not start the job's watcher ({sys.executable} -m bridge.watch): {e}") from e
             self._watchers.append(watcher)
             reservation = Reservation(**{**asdict(reservation), "watcherPid": watcher.pid, "watcherCreateTime": create_time})
@@ -267,18 +270,22 @@ class LocalBackend(Backend):
     # ------------------------------------------------------------ internals
 
     def _launch_watcher(self, job: JobSubmission, job_dir: Path, directive_args: list[str]) -> subprocess.Popen[bytes]:
+        # -I: PYTHON* variables, the user site and the job directory never change what the watcher runs
         argv = [
-            sys.executable, "-m", "bridge.watch",
+            sys.executable, "-I", "-m", "bridge.watch",
             "--job-dir", str(job_dir),
             *directive_args,
             *self.watcher_timing_args,
+            *job.watcher_env_args(),
             "--", *job.command,
         ]  # fmt: skip
+        if job.secrets:
+            write_secrets_file(job_dir, job.secrets)  # the watcher reads and deletes it; never in an environment
         with (job_dir / WATCHER_LOG_FILE).open("ab") as log:
             return subprocess.Popen(
                 argv,
                 cwd=job_dir,
-                env={**inherited_environment(os.environ), **job.env},
+                env=allowed_environment(dict(os.environ), job.pass_env),  # not the operator's whole environment
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from bridge.backend import Capacity
-from bridge.watch import resource_environment
+from bridge.watch import allowed_environment, resource_environment
 from pairio.models import PairioJobRequiredResources
 
 
@@ -35,10 +35,13 @@ def local_directives(resources: PairioJobRequiredResources, gpu_ids: Sequence[st
     return args, resource_environment(resources.numCpus, gpu_ids)
 
 
-def inherited_environment(bridge_env: Mapping[str, str]) -> dict[str, str]:
-    """The bridge's environment without its Pairio settings: a processor is someone else's code,
-    and PAIRIO_API_KEY (or a hub's database URL) must not reach it."""
-    return {name: value for name, value in bridge_env.items() if not name.startswith("PAIRIO_")}
+def inherited_environment(bridge_env: Mapping[str, str], pass_env: Sequence[str] = ()) -> dict[str, str]:
+    """What a watcher (and its processor) gets of the bridge's environment: an allow-list and ``passEnv``.
+
+    A processor is someone else's code: PAIRIO_API_KEY, a hub's database URL or an
+    operator's AWS_* must not reach it (see ``bridge.watch.allowed_environment``).
+    """
+    return allowed_environment(dict(bridge_env), pass_env)
 
 
 # ---------------------------------------------------------------- GPUs

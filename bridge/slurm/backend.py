@@ -46,6 +46,7 @@ from bridge.watch import read_file_tail, tail_text
 from .commands import SbatchRejectedError, SlurmCommands, SlurmUnavailableError, check_slurm_job_id
 from .script import (
     EXIT_CODE_FILE,
+    MASKING_SCRIPT_FILE,
     SCRIPT_FILE,
     SLURM_JOB_ID_FILE,
     STDERR_FILE,
@@ -245,15 +246,19 @@ class SlurmBackend(Backend):
                 return self._track(SlurmNativeId(earlier, job_dir))
         try:
             if self.remote is not None:
-                there = self.remote.upload(job_dir)  # job.json with the cluster's paths, and the inputs
+                # job.json with the cluster's paths, the inputs, and the secrets file (0600), for the watcher only
+                there = self.remote.upload(job_dir, secrets=job.secrets)
                 command = [map_argument(a, job_dir, there) for a in job.command]
                 script_dir, watcher_path = Path(there), self.remote.watcher_path
             else:
                 shutil.copyfile(watch.__file__, job_dir / WATCHER_SCRIPT_FILE)
+                shutil.copyfile(watch.masking.__file__, job_dir / MASKING_SCRIPT_FILE)
+                if job.secrets:
+                    watch.write_secrets_file(job_dir, job.secrets)  # on the shared file system; never in sbatch's environment
                 command, script_dir, watcher_path = job.command, job_dir, ""
             script = render_sbatch_script(
                 job.job_id, script_dir, job.resources, self.site, command, self.python,
-                watcher_args=self.watcher_args, watcher_path=watcher_path,
+                watcher_args=(*self.watcher_args, *job.watcher_env_args()), watcher_path=watcher_path,
             )
             (job_dir / SCRIPT_FILE).write_text(script)
             if self.remote is not None:
@@ -265,7 +270,7 @@ class SlurmBackend(Backend):
             raise SubmitError(f"could not write the batch script for {job_dir}: {e}") from e
         marker.touch()
         try:
-            slurm_job_id = self.commands.submit(self._without_bridge_settings(argv, keep=job.env), env=job.env)
+            slurm_job_id = self.commands.submit(self._without_bridge_settings(argv, keep={}), env={})
         except SbatchRejectedError as e:
             marker.unlink(missing_ok=True)  # nothing was queued
             raise SubmitError(f"sbatch refused the job: {e}") from None

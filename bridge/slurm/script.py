@@ -22,6 +22,11 @@ SLURM_JOB_ID_FILE = "slurm_job_id"
 SCRIPT_FILE = "slurm_job.sh"
 WATCHER_SCRIPT_FILE = "pairio_watch.py"
 """a copy of bridge/watch.py in each job directory: compute nodes need Python and psutil, not this project"""
+MASKING_SCRIPT_FILE = "pairio_masking.py"
+"""a copy of pairio/masking.py beside it: the watcher masks secrets in the console with it"""
+SLURM_PASS_ENV = ("SLURM_*",)
+"""what the processor gets of the batch job's environment besides the watcher's allow-list: the allocation's own
+variables and the site's ``exportEnv``, nothing else of the environment sbatch copied from the bridge"""
 STDOUT_FILE = "slurm.out"
 STDERR_FILE = "slurm.err"
 _JOB_ID = re.compile(r"[A-Za-z0-9]+")
@@ -149,12 +154,14 @@ def render_sbatch_script(
     if site.prologue:
         # module and conda scripts read unset variables, so the prologue runs without set -u
         lines += ["# site prologue", "set +u", *site.prologue, "set -u"]
+    # -I: PYTHON* variables and the user site never change what the watcher runs
     watcher = [
-        (f'"$PYTHON" {q(watcher_path)}' if watcher_path else f'"$PYTHON" "$JOB_DIR/{WATCHER_SCRIPT_FILE}"') + ' --job-dir "$JOB_DIR"',
+        (f'"$PYTHON" -I {q(watcher_path)}' if watcher_path else f'"$PYTHON" -I "$JOB_DIR/{WATCHER_SCRIPT_FILE}"') + ' --job-dir "$JOB_DIR"',
         f"--time-sec {_number(resources.timeSec)}",
         f"--memory-gb {_number(resources.memoryGb)}",
         f"--num-cpus {resources.numCpus}",
         *(q(arg) for arg in watcher_args),
+        *(q(f"--pass-env={name}") for name in (*SLURM_PASS_ENV, *site.exportEnv)),
     ]
     if resources.numGpus > 0:
         # Slurm's allocation sets CUDA_VISIBLE_DEVICES; the watcher would otherwise hide every GPU

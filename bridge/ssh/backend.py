@@ -170,9 +170,11 @@ class SshBackend(Backend):
             reservation.write(job_dir)  # before the launch: CPUs and GPUs are never handed out twice
             self._running[job_dir] = reservation
             self._by_remote_dir[remote_dir] = job_dir
-        self.remote.upload(job_dir, download_inputs=self.download_inputs)
-        argv = self.remote.watcher_command(job_dir, job.command, job.resources, gpu_ids=reservation.gpus, watcher_args=self.watcher_args)
-        answer = self.remote.launch(job_dir, argv, env=job.env, cpus=reservation.cpus)
+        self.remote.upload(job_dir, download_inputs=self.download_inputs, secrets=job.secrets)
+        argv = self.remote.watcher_command(
+            job_dir, job.command, job.resources, gpu_ids=reservation.gpus, watcher_args=[*self.watcher_args, *job.watcher_env_args()]
+        )
+        answer = self.remote.launch(job_dir, argv, pass_env=job.pass_env, cpus=reservation.cpus)
         if answer.get("state") == "failed":
             log.warning("job %s: %s", job.job_id, answer.get("error"))
         with self._lock:

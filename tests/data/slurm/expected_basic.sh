@@ -11,5 +11,5 @@ PYTHON=/opt/pairio/venv/bin/python
 rm -f "$JOB_DIR/slurm_exit_code" "$JOB_DIR/result.json" "$JOB_DIR/watcher.json"
 printf "%s\n" "${SLURM_JOB_ID:-}" > "$JOB_DIR/slurm_job_id"
 trap 'status=$?; printf "%s\n" "$status" > "$JOB_DIR/slurm_exit_code.tmp" && mv -f "$JOB_DIR/slurm_exit_code.tmp" "$JOB_DIR/slurm_exit_code"' EXIT
-"$PYTHON" "$JOB_DIR/pairio_watch.py" --job-dir "$JOB_DIR" --time-sec 3600 --memory-gb 4 --num-cpus 2 -- python main.py
+"$PYTHON" -I "$JOB_DIR/pairio_watch.py" --job-dir "$JOB_DIR" --time-sec 3600 --memory-gb 4 --num-cpus 2 '--pass-env=SLURM_*' -- python main.py
 exit $?

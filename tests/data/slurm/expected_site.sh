@@ -26,5 +26,5 @@ set +u
 module load python/3.11
 source /shared/venvs/pairio/bin/activate
 set -u
-"$PYTHON" "$JOB_DIR/pairio_watch.py" --job-dir "$JOB_DIR" --time-sec 61 --memory-gb 1.1 --num-cpus 4 --gpus "${CUDA_VISIBLE_DEVICES:-}" -- python /apps/main.py
+"$PYTHON" -I "$JOB_DIR/pairio_watch.py" --job-dir "$JOB_DIR" --time-sec 61 --memory-gb 1.1 --num-cpus 4 '--pass-env=SLURM_*' --pass-env=HDF5_USE_FILE_LOCKING --pass-env=LAB_NOTE --gpus "${CUDA_VISIBLE_DEVICES:-}" -- python /apps/main.py
 exit $?
