@@ -113,13 +113,14 @@ def _parse_app_commands(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--slurm-qos", default=None, help="pairio-bridge slurm: the QOS of jobs")
 @click.option("--slurm-jobs-dir", default=None, help="pairio-bridge slurm: job directories on the file system the compute nodes share")
 @click.option("--slurm-option", "slurm_options", multiple=True, metavar="KEY=VALUE", help="pairio-bridge slurm: any site option (README, 'Slurm site options'); VALUE may be JSON (repeatable)")
+@click.option("--pass-env", "pass_env", multiple=True, metavar="NAME", help="a variable of the bridge's environment processors also get: NAME or PREFIX_* (repeatable)")
 @click.option("--force", is_flag=True, help="register a new compute client even if DIR already has one")
 def register(
     bridge_dir: Path, service: str, label: Optional[str], hub_url: Optional[str], apps: tuple[str, ...],
     num_cpus: Optional[int], num_gpus: Optional[int], memory_gb: Optional[float], time_sec: float,
     multiplicity: Optional[int], max_concurrent_jobs: Optional[int], container: str,
     slurm_partition: Optional[str], slurm_account: Optional[str], slurm_qos: Optional[str], slurm_jobs_dir: Optional[str],
-    slurm_options: tuple[str, ...], force: bool,
+    slurm_options: tuple[str, ...], force: bool, pass_env: tuple[str, ...] = (),
 ) -> None:
     """Create a compute client for SERVICE on the hub and write its configuration into DIR/bridge.json.
 
@@ -160,6 +161,7 @@ def register(
         appCommands=app_commands,
         maxConcurrentJobs=max_concurrent_jobs,
         slurm=slurm_site,
+        passEnv=list(pass_env),
     )
     save_bridge_config(bridge_dir, config)
     if config.containerMode is not ContainerMode.NONE and shutil.which(config.containerMode.value) is None:
@@ -240,6 +242,7 @@ def run_bridge(config: BridgeConfig, backend: Any, *, exit_when_idle: bool) -> N
     from .runner import BridgeRunner, ImmediateExit
 
     hub = HubApi(config.hubUrl, config.computeClientPrivateKey)
+    os.umask(0o077)  # job directories and what is written in them are the bridge user's only
     runner = BridgeRunner(config, backend, hub, exit_when_idle=exit_when_idle)
     runner.install_signal_handlers()
     try:
