@@ -81,3 +81,53 @@ def test_a_failed_or_postponed_submission_is_retried_and_runs_once(
         assert job["status"] == "completed", job
         assert backend.submits == 3
         assert "Hello, retry!" in api.get(f"/v1/jobs/{job_id}/console-output").text
+
+
+def test_a_job_claimed_before_a_restart_gets_its_secrets_from_the_hub_again(
+    seeded: Seed, live_hub: LiveHub, tmp_path: Path
+) -> None:
+    """Secrets are never kept on the bridge's disk: a job claimed by a bridge that stopped before starting it
+    is run by the next start with the secrets the hub lists again for this client's jobs."""
+    token = "restart-s3cret-token"
+    processor = tmp_path / "processor.py"
+    processor.write_text(
+        "import os, pathlib\n"
+        f"pathlib.Path({str(tmp_path / 'seen.txt')!r}).write_text(os.environ['TOKEN'])\n"
+        "print('token', os.environ['TOKEN'], flush=True)\n"
+    )
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        created = api.post(
+            "/v1/compute-clients",
+            json={"serviceName": seeded.service, "label": "restarted", "computeSlots": [SLOT.model_dump()]},
+            headers=auth(seeded.key),
+        ).json()
+        body: dict[str, Any] = {
+            "serviceName": seeded.service,
+            "jobDefinition": {"appName": "hello_world", "processorName": "hello_world_1", "parameters": [{"name": "name", "value": "again"}]},
+            "requiredResources": {"numCpus": 1, "numGpus": 0, "memoryGb": 0.5, "timeSec": 60},
+            "secrets": [{"name": "TOKEN", "value": token}],
+        }
+        job_id = api.post("/v1/jobs", json=body, headers=auth(seeded.key)).json()["jobId"]
+        config = BridgeConfig(
+            hubUrl=live_hub.url, serviceName=seeded.service, computeClientId=created["computeClient"]["computeClientId"],
+            computeClientPrivateKey=created["computeClientPrivateKey"], label="restarted", computeSlots=[SLOT],
+            appCommands={"hello_world": f"{sys.executable} {processor}"},
+            jobsDir=str(tmp_path / "jobs"), cacheDir=str(tmp_path / "cache"),
+            pollIntervalSec=0.05, heartbeatIntervalSec=0.5, claimWaitSec=0.2,
+        )  # fmt: skip
+        hub = HubApi(config.hubUrl, config.computeClientPrivateKey)
+        # The earlier bridge: it claimed the job and stopped before it wrote anything.
+        assert [j.jobId for j in hub.claim(1, 0, None)] == [job_id]
+        runner = BridgeRunner(config, LocalBackend(config.jobs_path, gpu_ids=[], consider_system_load=False), hub, exit_when_idle=True)
+        try:
+            runner.run()
+        finally:
+            runner.close()
+            hub.close()
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] == "completed", job
+        assert (tmp_path / "seen.txt").read_text() == token
+        job_dir = tmp_path / "jobs" / job_id
+        assert (job_dir / "console.txt").read_text() == "token ***\n"
+        assert not (job_dir / "secrets.json").exists()
+        assert all(token.encode() not in p.read_bytes() for p in job_dir.rglob("*") if p.is_file())
