@@ -472,6 +472,13 @@ class RemoteJobs:
         if job_dirs:
             self._agent(["cancel"], {"dirs": [self.remote_dir(d) for d in job_dirs]})
 
+    def remove_secrets(self, job_dir: Path) -> None:
+        """Delete the job's secrets file there, for a job that will never start; best effort (the directory is 0700)."""
+        try:
+            self.shell.remove(posixpath.join(self.remote_dir(job_dir), SECRETS_FILE))
+        except ShellError as e:
+            log.warning("could not delete the secrets file of job %s on %s (%s)", job_dir.name, self.shell.description, e)
+
     def remove(self, job_dir: Path) -> None:
         """Delete the job's remote directory."""
         self.shell.remove(self.remote_dir(job_dir), recursive=True)

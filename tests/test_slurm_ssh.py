@@ -57,8 +57,12 @@ class TestSlurmOverSsh(RemoteContract):
     def test_a_refused_submission_quotes_slurm_over_ssh(self, tmp_path: Path) -> None:
         backend = self.make_backend(tmp_path)
         job = self.prepare_job(tmp_path, "print('never')", num_gpus=1)
+        job.secrets = {"MY_TOKEN": "tok-never-used"}
         with pytest.raises(SubmitError, match="sbatch refused the job: .*gres"):
             backend.submit(job)
+        remote_dir = self.remote_root(tmp_path) / "jobs" / job.job_id
+        assert (remote_dir / "job.json").exists() and not (remote_dir / "secrets.json").exists()  # nothing will take them
+        assert not (job.job_dir / "secrets.json").exists()
 
 
 @pytest.fixture

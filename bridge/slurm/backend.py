@@ -273,6 +273,8 @@ class SlurmBackend(Backend):
             slurm_job_id = self.commands.submit(self._without_bridge_settings(argv, keep={}), env={})
         except SbatchRejectedError as e:
             marker.unlink(missing_ok=True)  # nothing was queued
+            if self.remote is not None and job.secrets:
+                self.remote.remove_secrets(job_dir)  # no watcher will ever take them (the runner deletes the local copy)
             raise SubmitError(f"sbatch refused the job: {e}") from None
         except (SlurmUnavailableError, ShellUnavailableError) as e:
             raise SubmitRetryLater(str(e)) from None
