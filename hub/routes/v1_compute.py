@@ -193,7 +193,7 @@ def get_compute_job(job_id: str, ctx: Ctx, key: Key) -> ComputeJobDetail:
     with ctx.read_transaction() as s:
         job, _ = compute.job_for_call(s, job_id, key, lock=False)
         data = jobs_public(s, [job], include_private=True)[0].model_dump()
-        return ComputeJobDetail.model_validate({**data, "consoleOutputSize": job.console_output_size or 0})
+        return ComputeJobDetail.model_validate({**data, "consoleOutputSize": job.console_input_size or 0})
 
 
 @router.post("/jobs/{job_id}/status", response_model=StatusResult)
