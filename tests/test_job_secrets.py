@@ -12,7 +12,9 @@ import stat
 import subprocess
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -27,7 +29,7 @@ from pairio.models import PairioApp
 
 from .conftest import auth
 from .hubtools import LiveHub, Seed
-from .test_compute_api import Client, claim, console, register, report, submit
+from .test_compute_api import claim, console, register, report, submit
 
 SECRET = "s3cr3t-T0ken-value"
 B64 = base64.b64encode(SECRET.encode()).decode()
@@ -320,10 +322,10 @@ def test_rerun_of_a_finished_job_explains_that_its_secrets_were_erased(
     r = http.post(f"/job/{job['jobId']}/rerun", data={"csrf_token": csrf})
     assert r.status_code == 400 and "erased" in r.text and "password" in r.text
     with ctx.read_transaction() as s:
-        assert s.scalars(select(Job).where(Job.app_name == "vault")).all().__len__() == 1, "no job was made"
+        assert len(s.scalars(select(Job).where(Job.app_name == "vault")).all()) == 1, "no job was made"
 
 
-def test_pairio_jobs_show_masks_secret_parameters(live_hub: LiveHub, seeded: Seed, vault: str, tmp_path: Any) -> None:
+def test_pairio_jobs_show_masks_secret_parameters(live_hub: LiveHub, seeded: Seed, vault: str, tmp_path: Path) -> None:
     with httpx.Client(base_url=live_hub.url, timeout=30) as http:
         job = submit(http, seeded, vault_job(label="cli"))
     env = {**os.environ, "PAIRIO_API_URL": live_hub.url, "PAIRIO_API_KEY": seeded.key, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
@@ -363,7 +365,7 @@ def test_the_data_directory_database_and_job_files_are_private(http: httpx.Clien
     assert mode(files.job_dir(jid)) == 0o700
 
 
-def test_an_existing_data_directory_and_database_are_made_private(tmp_path: Any) -> None:
+def test_an_existing_data_directory_and_database_are_made_private(tmp_path: Path) -> None:
     from hub.settings import HubSettings
 
     data = tmp_path / "old-hub"
