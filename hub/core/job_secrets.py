@@ -24,8 +24,10 @@ listed. A keyed hash cannot be reversed and, its key being random per job, canno
 looked up in precomputed tables; the row is deleted when the grace period is over
 (``forget_expired_console_masks``), leaving nothing derived from the values. A secret
 split between the last bytes before the transition and the late ones is found because
-the last ``longest - 1`` bytes written verbatim are kept (``console_pending``, text that
-is public anyway) and scanned again with the next late piece, rewriting the file's tail.
+the raw end (shorter than the longest variant, shown masked as if the output ended
+there) is kept in ``console_pending`` and scanned again with the next late piece, which
+rewrites the file's tail. Kept raw, that end could hold the start of a secret (as the
+live masker's held-back bytes do) until the digests are forgotten.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import secrets as random_bytes
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from pairio.masking import MASK, StreamMasker, mask_bytes, mask_text, secret_variants
@@ -148,7 +150,9 @@ def had_secrets(job: Job) -> bool:
 
 
 def forget_expired_console_masks(s: Session, now: float) -> int:
-    """Delete the digests of jobs whose late uploads are no longer accepted; returns how many."""
+    """Delete the digests (and raw console ends) of jobs whose late uploads are no longer accepted; returns how many."""
+    expired = select(ConsoleMask.job_id).where(ConsoleMask.expires_sec < now)
+    s.execute(update(Job).where(Job.job_id.in_(expired)).values(console_pending=None).execution_options(synchronize_session=False))
     result = s.execute(delete(ConsoleMask).where(ConsoleMask.expires_sec < now))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
@@ -181,27 +185,37 @@ class LateMasker:
         return h.hexdigest() in self._digests[len(window)]
 
     def apply(self, buf: bytes) -> tuple[bytes, bytes]:
-        """``buf`` masked, and its end that a later piece could still turn into a secret.
+        """``buf`` masked as if it ended here, and its raw end that a later piece could still change.
 
-        That end is written verbatim (it is the end of the masked bytes too); scanning it
-        again with the next piece finds a secret split between the two.
+        Positions whose every window fits in ``buf`` are decided as masking the whole
+        stream would decide them; the raw end (shorter than the longest variant) is
+        shown masked as it stands and scanned again with the next piece, so a secret
+        split between the two is found.
         """
         if not self._lengths:
             return buf, b""
+        decided, end = self._scan(buf, max(0, len(buf) - self.longest + 1))
+        tail = buf[end:]
+        return decided + self.shown(tail), tail
+
+    def shown(self, tail: bytes) -> bytes:
+        """How ``apply`` showed a raw end: what to cut from the stored output before going on."""
+        return self._scan(tail, len(tail))[0]
+
+    def _scan(self, buf: bytes, stop: int) -> tuple[bytes, int]:
+        """Mask from the start up to ``stop`` (longest match first); returns the masked bytes and where it stopped."""
         out = bytearray()
-        i, last_end, n = 0, 0, len(buf)
-        while i < n:
+        i, n = 0, len(buf)
+        while i < stop:
             for length in self._lengths:
                 if i + length <= n and self._listed(buf[i:i + length]):
                     out += MASK.encode()
                     i += length
-                    last_end = i
                     break
             else:
                 out.append(buf[i])
                 i += 1
-        tail = buf[max(last_end, n - (self.longest - 1)):]
-        return bytes(out), tail
+        return bytes(out), i
 
 
 # ---------------------------------------------------------------- masking uploads
@@ -247,7 +261,7 @@ def _late_masker(s: Session, job: Job, what: str) -> Optional[LateMasker]:
 def _write_late_console(
     s: Session, job: Job, late: LateMasker, data: bytes, *, pending_written: bool, path: Optional[Path] = None
 ) -> None:
-    """Mask with the digests; ``pending_written``: the held-back bytes are already at the end of the file."""
+    """Mask with the digests; ``pending_written``: the raw end kept last time is already shown at the end of the file."""
     pending = job.console_pending or b""
     if not pending and not data:
         return
@@ -256,7 +270,7 @@ def _write_late_console(
         if files is None:
             raise RuntimeError("finishing a job needs a session from HubContext.transaction (to flush its console output)")
         path = files.console_output_path(job.job_id)
-    start = (job.console_output_size or 0) - (len(pending) if pending_written else 0)
+    start = (job.console_output_size or 0) - (len(late.shown(pending)) if pending_written else 0)
     masked, tail = late.apply(pending + data)
     write_at(path, start, masked, start + len(masked))
     job.console_output_size = start + len(masked)
