@@ -61,3 +61,28 @@ def test_late_masking_with_digests_and_a_rewritten_tail_equals_the_whole_masked(
             tail = new_tail
             assert secrets_in(stored, secrets) == [], "every piece is shown masked as if the stream ended"
         assert stored == mask_bytes(data, secrets), data
+
+
+@pytest.mark.parametrize("secrets", SECRET_SETS)
+def test_masking_live_then_after_the_end_with_digests_equals_the_whole_masked(secrets: list[str]) -> None:
+    """What the hub does: StreamMasker while the job runs, then digests for the bridge's final flush."""
+    rng = random.Random(13)
+    key = new_mask_key()
+    row = ConsoleMask(job_id="j", key=key.hex(), digests=keyed_digests(key, [v.encode() for v in secret_variants(secrets)]), expires_sec=0)
+    for _ in range(2000):
+        data = sample(rng, secrets)
+        parts = pieces(rng, data)
+        ended_at = rng.randint(0, len(parts))
+        live = StreamMasker(secrets)
+        stored = b""
+        for piece in parts[:ended_at]:
+            live = StreamMasker(secrets, pending=live.pending)
+            stored += live.feed(piece)
+        late = LateMasker(row)
+        shown, tail = late.apply(live.pending)  # the terminal transition: the held-back bytes are not in the file yet
+        stored += shown
+        for piece in parts[ended_at:]:
+            masked, new_tail = late.apply(tail + piece)
+            stored = stored[: len(stored) - len(late.shown(tail))] + masked
+            tail = new_tail
+        assert stored == mask_bytes(data, secrets), (data, ended_at)
