@@ -319,6 +319,8 @@ def test_rerun_of_a_finished_job_explains_that_its_secrets_were_erased(
     claim(http, cc)
     complete(http, job["jobId"], cc.key)
     csrf = log_in(http, seeded.key)
+    page = http.get(f"/job/{job['jobId']}").text
+    assert 'id="rerun-button"' not in page and "submit it anew with its secrets (password, pins)" in page
     r = http.post(f"/job/{job['jobId']}/rerun", data={"csrf_token": csrf})
     assert r.status_code == 400 and "erased" in r.text and "password" in r.text
     with ctx.read_transaction() as s:

@@ -113,6 +113,7 @@ def job_page(job_id: str, request: Request, ctx: Ctx, s: DbSession, viewer: Opti
         request, "job.html", viewer=viewer, job=job, events=events, deps=deps, dependants=dependants,
         producers=producers, param_specs=param_specs, console=console, usage=usage, plot=plot, elapsed=elapsed,
         resource_log_size=_resource_log_size(ctx, job_id), can=job_permissions(s, row, viewer), notice=notice_of(request), now=now,
+        erased_secrets=job_secrets.erased_secret_names(row),
         title=f"Job {job.jobId} · {job.jobDefinition.processorName}",
     )
 
