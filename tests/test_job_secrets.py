@@ -422,3 +422,12 @@ def test_the_migration_erases_what_finished_jobs_kept(database_url: str) -> None
     assert {p["name"]: p["value"] for p in finished.job_definition["parameters"]}["password"] is None
     assert running.secrets == [{"name": "TOKEN", "value": SECRET}], "a job still running keeps what its bridge needs"
     assert running.secret_parameter_names == ["password", "pins"] and finished.console_input_size == 42
+
+
+def test_the_playground_code_leaves_secret_parameters_out(http: httpx.Client, seeded: Seed, vault: str) -> None:
+    params = {"service": vault, "app": "vault", "processor": "use_password", "p.password": "***", "p.label": "shown"}
+    code = http.get("/submit/code", params=params).text
+    assert "PairioJobParameter(name='password', value=...),  # secret: put its value here" in code
+    assert "PairioJobParameter(name='label', value='shown')," in code
+    page = http.get("/submit", params={**params, "p.password": PASSWORD}).text
+    assert PASSWORD not in page.split('id="python-code"')[1]
