@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from .db.engine import make_engine, make_session_factory
+from .db.engine import make_engine, make_private_dir, make_session_factory
 from .db.migrate import upgrade_database
 from .files import JobFiles
 from .notifier import RunnableNotifier
 from .settings import HubSettings
 
 NOTIFY_RUNNABLE = "pairio_notify_runnable"
+JOB_FILES_INFO = "pairio_job_files"  # hub.core.job_secrets reads it
+SECRETS_ERASED = "pairio_secrets_erased"
 DELETE_FILES_AFTER_COMMIT = "pairio_delete_files_after_commit"
 
 
@@ -28,10 +30,12 @@ class HubContext:
     files: JobFiles
     read_sessions: sessionmaker[Session]
     notifier: RunnableNotifier = field(default_factory=RunnableNotifier)
+    # set when a commit erased secrets: the next housekeeping empties SQLite's write-ahead log
+    secrets_erased: bool = False
 
     @classmethod
     def create(cls, settings: HubSettings, migrate: bool = True) -> "HubContext":
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(settings.data_dir)
         engine = make_engine(settings.resolved_database_url())
         if migrate:
             upgrade_database(engine)
@@ -48,6 +52,8 @@ class HubContext:
     def _after_commit(self, session: Session) -> None:
         if session.info.pop(NOTIFY_RUNNABLE, False):
             self.notifier.notify()
+        if session.info.pop(SECRETS_ERASED, False):
+            self.secrets_erased = True
         for job_id in session.info.pop(DELETE_FILES_AFTER_COMMIT, []):
             self.files.delete_job(job_id)
 
@@ -55,6 +61,7 @@ class HubContext:
     def transaction(self) -> Iterator[Session]:
         """A session that commits on success, rolls back on error, and wakes claims after commit if asked."""
         with self.sessions() as session:
+            session.info[JOB_FILES_INFO] = self.files  # a job's terminal transition flushes its console output
             with session.begin():
                 yield session
 

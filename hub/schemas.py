@@ -47,7 +47,7 @@ class JobCreateBody(_Body):
 
 
 class JobPublic(PairioJobData):
-    """A job as users see it; ``jobPrivateKey`` and ``secrets`` are always null."""
+    """A job as users see it; ``jobPrivateKey`` and ``secrets`` are always null, secret parameters ``"***"``."""
 
 
 class JobsPublic(BaseModel):

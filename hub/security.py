@@ -32,11 +32,3 @@ def url_hash(url: str) -> str:
 
 def secrets_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
-
-
-def redact(text: str, *secret_values: str) -> str:
-    """Remove secret values from text before it is stored or shown."""
-    for value in secret_values:
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text

@@ -92,6 +92,10 @@ class StreamMasker:
         pos = 0
         hold_from: Optional[int] = None
         for match in self._pattern.finditer(buf):
+            unfinished = self._unfinished_start(buf, pos)
+            if unfinished < match.start():
+                hold_from = unfinished  # a secret starting earlier may still complete, and it would win
+                break
             if self._could_grow(buf[match.start():]):
                 hold_from = match.start()  # a longer secret may begin here: decide when more arrives
                 break

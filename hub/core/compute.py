@@ -28,9 +28,9 @@ from pairio.status import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus, is_allo
 from ..context import HubContext, mark_runnable_changed, now_sec
 from ..db.tables import ComputeClient, Job, JobOutput
 from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from ..security import hash_secret, new_secret, redact
-from . import accounts
-from .jobs import add_event, fail_job, get_job_row, jobs_public, on_job_completed
+from ..security import hash_secret, new_secret
+from . import accounts, job_secrets
+from .jobs import add_event, fail_job, get_job_row, jobs_public, on_job_completed, on_job_finished
 
 JOB_KEY_PREFIX = "pairiojob"
 MAX_CLAIM_JOBS = 100
@@ -437,6 +437,7 @@ def _complete(s: Session, job: Job) -> None:
     job.status = JobStatus.COMPLETED.value
     job.timestamp_finished_sec = now_sec()
     add_event(s, job.job_id, JobStatus.COMPLETED, "completed")
+    on_job_finished(s, job)
     on_job_completed(s, job)
 
 
@@ -454,8 +455,7 @@ def _canceled_error(job: Job, detail: str) -> str:
 
 def _clean_error(job: Job, error: str) -> str:
     """The bridge's error with the job's secret values removed, and bounded in size."""
-    values = [x.get("value", "") for x in (job.secrets or [])]
-    text = redact(error, *values)
+    text = job_secrets.mask_error_text(job, error)
     if len(text) > MAX_ERROR_CHARS:
         text = text[:MAX_ERROR_CHARS] + " [truncated]"
     return text
@@ -491,42 +491,35 @@ def _require_writable(job: Job, what: str, *, allow_final_flush: bool) -> None:
 
 
 def append_console_output(ctx: HubContext, s: Session, job_id: str, key: Optional[str], offset: int, data: bytes) -> ConsoleAppendResult:
-    """Write ``data`` at ``offset`` of the job's console output.
+    """Add ``data``, which starts at byte ``offset`` of what the bridge sends, to the job's console output.
 
-    The bridge keeps the offset of what it sent, so a retried append (offset at or
-    before the end) is harmless; an offset past the end means bytes were lost in
-    between and is refused with the size to resume from. Beyond
-    ``max_console_output_bytes`` the output is dropped (a job event says so).
+    Offsets count the raw bytes the bridge sent (``console_input_size``); the stored
+    output is masked (hub/core/job_secrets.py), so its size differs. A retried append
+    (offset at or before the end) adds only the bytes the hub does not have yet; an
+    offset past the end means bytes were lost in between and is refused with the size
+    to resume from. Beyond ``max_console_output_bytes`` received, output is dropped (a
+    job event says so).
     """
     job, _ = job_for_call(s, job_id, key)
     _require_writable(job, "console output", allow_final_flush=True)
-    size = job.console_output_size or 0
+    received = job.console_input_size or 0
     cap = ctx.settings.max_console_output_bytes
-    if offset > size and size < cap:
+    if offset > received and received < cap:
         raise ConsoleOffsetMismatch(
-            f"console output offset {offset} is past the end of the {size} bytes the hub has; resend from offset {size}",
-            size,
+            f"console output offset {offset} is past the end of the {received} bytes the hub has; resend from offset {received}",
+            received,
         )
     if offset >= cap:
-        return ConsoleAppendResult(consoleOutputSize=size, truncated=bool(data))
+        return ConsoleAppendResult(consoleOutputSize=received, truncated=bool(data))
     kept = data[: cap - offset]
-    new_size = max(size, offset + len(kept))
-    if kept:
-        _write_at(ctx.files.console_output_path(job.job_id), offset, kept, new_size)
+    new = kept[received - offset:]  # a retry resends bytes the hub has: skip them
+    if new:
+        job_secrets.store_console_bytes(s, ctx.files.console_output_path(job.job_id), job, new)
+        job.console_input_size = received + len(new)
     truncated = len(kept) < len(data)
-    if truncated and size < cap:
+    if truncated and received < cap:
         add_event(s, job.job_id, None, f"console output reached the hub's limit of {cap} bytes; later output is dropped")
-    job.console_output_size = new_size
-    return ConsoleAppendResult(consoleOutputSize=new_size, truncated=truncated)
-
-
-def _write_at(path: Path, offset: int, data: bytes, new_size: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "r+b" if path.exists() else "w+b") as f:
-        f.seek(offset)
-        f.write(data)
-        # Drops bytes left by an earlier write whose transaction did not commit.
-        f.truncate(new_size)
+    return ConsoleAppendResult(consoleOutputSize=job.console_input_size or 0, truncated=truncated)
 
 
 # ---------------------------------------------------------------- output files
@@ -563,9 +556,10 @@ def prepare_output_upload(ctx: HubContext, job_id: str, output_name: str, key: O
         _declared_output(s, job, output_name)
         _require_writable(job, "output upload", allow_final_flush=False)
         final = ctx.files.output_path(job.job_id, output_name)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    job_secrets.private_dir(final.parent)
     # Names cannot start with '.', so a temp file never collides with an output.
     temp = final.parent / f".upload-{output_name}-{uuid.uuid4().hex}"
+    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # the upload keeps this mode
     return UploadTarget(job_id=job.job_id, output_name=output_name, final_path=final, temp_path=temp)
 
 
@@ -604,11 +598,11 @@ def store_resource_log(ctx: HubContext, s: Session, job_id: str, key: Optional[s
     job, _ = job_for_call(s, job_id, key)
     _require_writable(job, "resource utilization log", allow_final_flush=True)
     check_json_lines(data)
+    data = job_secrets.mask_resource_log(s, job, data)
     path = ctx.files.resource_log_path(job.job_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.parent / f".upload-resource-log-{uuid.uuid4().hex}"
     try:
-        temp.write_bytes(data)
+        job_secrets.write_at(temp, 0, data, len(data))
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
@@ -705,6 +699,10 @@ def _requeue(s: Session, job: Job, reason: str) -> bool:
             compute_client_user_id=None,
             timestamp_starting_sec=None,
             job_private_key_hash=None,
+            # the next compute client sends its console output from offset 0
+            console_input_size=0,
+            console_output_size=0,
+            console_pending=None,
         )
         .execution_options(synchronize_session=False)
     )

@@ -25,11 +25,11 @@ from pairio.models import (
 )
 from pairio.status import ACTIVE_STATUSES, JobStatus
 
-from ..context import DELETE_FILES_AFTER_COMMIT, HubContext, mark_runnable_changed, now_sec
+from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mark_runnable_changed, now_sec
 from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag
 from ..errors import BadRequest, Forbidden, NotFound
 from ..security import new_id, url_hash
-from . import accounts
+from . import accounts, job_secrets
 from .definition import app_fingerprint, job_definition_hash, normalize_job_definition
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
@@ -132,7 +132,9 @@ def create_job(ctx: HubContext, s: Session, user_id: str, req: JobCreate) -> tup
         is_runnable=is_runnable,
         image_uri=(processor.image or None) if processor else None,
         console_output_size=0,
+        console_input_size=0,
         has_resource_utilization_log=False,
+        secret_parameter_names=job_secrets.secret_parameter_names(processor),
     )
     s.add(job)
     s.flush()
@@ -200,7 +202,11 @@ def get_job_row(s: Session, job_id: str, *, for_update: bool = False) -> Job:
 
 
 def jobs_public(s: Session, jobs: Sequence[Job], *, include_private: bool = False) -> list[PairioJobData]:
-    """Jobs as users see them: private keys and secrets are always null."""
+    """Jobs as users see them: private keys and secrets null, secret parameters ``"***"``.
+
+    ``include_private`` (for the compute client holding the jobs, checked by the caller)
+    gives the plain secrets and secret parameters of jobs that are not terminal.
+    """
     ids = [j.job_id for j in jobs]
     outputs: dict[str, list[JobOutput]] = {i: [] for i in ids}
     deps: dict[str, list[str]] = {i: [] for i in ids}
@@ -211,7 +217,8 @@ def jobs_public(s: Session, jobs: Sequence[Job], *, include_private: bool = Fals
             deps[d.job_id].append(d.depends_on_job_id)
     result = []
     for j in jobs:
-        definition = PairioJobDefinition.model_validate(j.job_definition)
+        private = include_private and not job_secrets.is_terminal(j)
+        definition = PairioJobDefinition.model_validate(j.job_definition if private else job_secrets.masked_definition(j))
         outs = {o.name: o for o in outputs[j.job_id]}
         result.append(
             PairioJobData(
@@ -227,7 +234,7 @@ def jobs_public(s: Session, jobs: Sequence[Job], *, include_private: bool = Fals
                 requiredResources=PairioJobRequiredResources(numCpus=j.num_cpus, numGpus=j.num_gpus, memoryGb=j.memory_gb, timeSec=j.time_sec),
                 targetComputeClientIds=j.target_compute_client_ids,
                 # as stored: a row from before the secret-name rule must still reach its bridge, which refuses it by name
-                secrets=[PairioJobSecret.model_construct(**x) for x in j.secrets] if (include_private and j.secrets) else None,
+                secrets=[PairioJobSecret.model_construct(**x) for x in j.secrets] if (private and j.secrets) else None,
                 inputFileUrlList=[f.url for f in definition.inputFiles],
                 outputFileUrlList=[outs[f.name].url for f in definition.outputFiles if f.name in outs],
                 outputFileResults=[
@@ -399,6 +406,8 @@ def delete_job(ctx: HubContext, s: Session, job: Job, *, reason: str) -> None:
     )
     _fail_dependants(s, job.job_id, f"dependency {job.job_id} was {reason}")
     s.execute(delete(JobDependency).where(JobDependency.depends_on_job_id == job.job_id))
+    if job_secrets.had_secrets(job):
+        s.info[SECRETS_ERASED] = True  # with the row: housekeeping empties SQLite's write-ahead log
     s.delete(job)
     s.flush()
     s.info.setdefault(DELETE_FILES_AFTER_COMMIT, []).append(job.job_id)
@@ -413,7 +422,13 @@ def _fail(s: Session, job: Job, error: str) -> None:
     job.is_runnable = False
     job.timestamp_finished_sec = now_sec()
     add_event(s, job.job_id, JobStatus.FAILED, error)
+    on_job_finished(s, job)
     _fail_dependants(s, job.job_id, f"dependency {job.job_id} failed: {error}")
+
+
+def on_job_finished(s: Session, job: Job) -> None:
+    """The one place every path to a terminal status passes (failures of every kind, completion)."""
+    job_secrets.erase_job_secrets(s, job, job.timestamp_finished_sec or now_sec())
 
 
 def fail_job(s: Session, job: Job, error: str) -> None:

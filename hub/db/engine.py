@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,30 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 READ_ONLY_OPTION = "pairio_read_only"
+# The hub's files hold job secrets for a while and everyone's console output: its user only.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) for the hub's user only; tighten it if it exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    if path.stat().st_mode & 0o777 != PRIVATE_DIR_MODE:
+        os.chmod(path, PRIVATE_DIR_MODE)
+
+
+def make_private_sqlite_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (it copies the mode to -wal and -shm); tighten old ones."""
+    if not path.parent.exists():  # an existing folder may be shared: leave its mode alone
+        make_private_dir(path.parent)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
+    for p in [path] + [Path(f"{path}{suffix}") for suffix in SQLITE_SIDE_FILES]:
+        try:
+            if p.stat().st_mode & 0o777 != PRIVATE_FILE_MODE:
+                os.chmod(p, PRIVATE_FILE_MODE)
+        except FileNotFoundError:
+            pass
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -25,7 +50,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            make_private_sqlite_file(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -36,6 +61,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=60000")
+            # Erased secrets must not linger in free space of the file (see checkpoint_sqlite too).
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -48,6 +75,24 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+def checkpoint_sqlite(engine: Engine) -> None:
+    """Copy the write-ahead log into the database file and empty it.
+
+    Old page versions (with values erased since) stay in the WAL until it is reused;
+    a TRUNCATE checkpoint removes them. It waits for readers, so it runs in the
+    background (hub.expiry), not in requests.
+    """
+    if not is_sqlite(engine):
+        return
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor.close()
+    finally:
+        raw.close()
 
 
 def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -107,6 +107,12 @@ class Job(Base):
     job_private_key_hash: Mapped[Optional[str]] = mapped_column(String(64), nullable=True, unique=True)
     console_output_size: Mapped[int] = mapped_column(Integer, default=0)
     has_resource_utilization_log: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Secrets are masked before console output is stored (hub/core/job_secrets.py): the raw
+    # bytes received (the bridge's offsets) and the masker's held-back bytes between uploads.
+    console_input_size: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    console_pending: Mapped[Optional[bytes]] = mapped_column(LargeBinary, nullable=True)
+    # the processor's secret parameters when the job was created: masked in every user-facing answer
+    secret_parameter_names: Mapped[Optional[list[str]]] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_service_hash_created", "service_name", "job_definition_hash", "timestamp_created_sec"),
@@ -123,6 +129,16 @@ class Job(Base):
         Index("ix_jobs_service_status", "service_name", "status"),
         Index("ix_jobs_user_status", "user_id", "status"),
     )
+
+
+class ConsoleMask(Base):
+    """Keyed digests of a finished job's secret values, to mask its late uploads (hub/core/job_secrets.py)."""
+
+    __tablename__ = "console_masks"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128))
+    digests: Mapped[dict[str, list[str]]] = mapped_column(JSON)
+    expires_sec: Mapped[float] = mapped_column(Float, index=True)
 
 
 class JobTag(Base):

@@ -93,13 +93,13 @@ class StoredJobSecret(BaseModel):
 
 
 class ComputeJob(PairioJobData):
-    """A job as its compute client sees it: secrets included; jobPrivateKey only in the claim's answer."""
+    """A job as its compute client sees it: secrets and secret parameters until it ends; jobPrivateKey only in the claim's answer."""
 
     secrets: Optional[list[StoredJobSecret]] = None  # type: ignore[assignment]
 
 
 class ComputeJobDetail(ComputeJob):
-    consoleOutputSize: int = Field(description="bytes of console output the hub has: the offset to append at")
+    consoleOutputSize: int = Field(description="bytes of console output the hub received (before masking secrets): the offset to append at")
 
 
 class ClaimResult(BaseModel):
@@ -199,11 +199,11 @@ def _recheck_interval(ctx: HubContext) -> float:
 
 @router.get("/jobs/{job_id}", response_model=ComputeJobDetail)
 def get_compute_job(job_id: str, ctx: Ctx, key: Key) -> ComputeJobDetail:
-    """The job with its secrets and the console output offset (the private key is not shown again)."""
+    """The job, with its secrets while it is not finished, and the console output offset (the private key is not shown again)."""
     with ctx.read_transaction() as s:
         job, _ = compute.job_for_call(s, job_id, key, lock=False)
         data = jobs_public(s, [job], include_private=True)[0].model_dump()
-        return ComputeJobDetail.model_validate({**data, "consoleOutputSize": job.console_output_size or 0})
+        return ComputeJobDetail.model_validate({**data, "consoleOutputSize": job.console_input_size or 0})
 
 
 @router.post("/jobs/{job_id}/status", response_model=StatusResult)

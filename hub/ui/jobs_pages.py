@@ -15,6 +15,7 @@ from pairio.status import JobStatus
 
 from ..context import HubContext
 from ..core import accounts
+from ..core import job_secrets
 from ..core import jobs as core
 from ..db.tables import Job, JobDependency, JobOutput
 from ..deps import Ctx, DbSession
@@ -112,6 +113,7 @@ def job_page(job_id: str, request: Request, ctx: Ctx, s: DbSession, viewer: Opti
         request, "job.html", viewer=viewer, job=job, events=events, deps=deps, dependants=dependants,
         producers=producers, param_specs=param_specs, console=console, usage=usage, plot=plot, elapsed=elapsed,
         resource_log_size=_resource_log_size(ctx, job_id), can=job_permissions(s, row, viewer), notice=notice_of(request), now=now,
+        erased_secrets=job_secrets.erased_secret_names(row),
         title=f"Job {job.jobId} · {job.jobDefinition.processorName}",
     )
 
@@ -189,6 +191,13 @@ def rerun(job_id: str, request: Request, ctx: Ctx, s: DbSession, fields: FormFie
     row = core.get_job_row(s, job_id)
     if row.user_id != viewer.user_id:
         raise Forbidden(f"only the job's owner ({row.user_id}) may rerun it; submit your own from the playground")
+    erased = job_secrets.erased_secret_names(row)
+    if erased:
+        raise BadRequest(
+            f"job {job_id} cannot be rerun from here: the hub erased the values of its secrets and secret parameters "
+            f"({', '.join(erased)}) when it finished; submit it again with them (the Submit page takes secret "
+            "parameters; secrets need the Python client)"
+        )
     job = core.jobs_public(s, [row], include_private=True)[0]
     new, _ = core.create_job(ctx, s, viewer.user_id, core.JobCreate(
         serviceName=job.serviceName, jobDefinition=job.jobDefinition, requiredResources=job.requiredResources,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Any, Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
@@ -189,8 +190,8 @@ def parse_submission(processor: PairioAppProcessor, app_name: str, fields: Mappi
     return Submission(definition, resources, tags, fields.get("skipCache", "") in ("on", "true", "1"), errors)
 
 
-def python_code(service: str, sub: Submission) -> str:
-    """The ``submit_job`` call that submits what the form describes."""
+def python_code(service: str, sub: Submission, secret_names: Collection[str] = ()) -> str:
+    """The ``submit_job`` call that submits what the form describes (secret parameters' values left out)."""
     d = sub.definition or {}
     names = ["PairioJobDefinition"] + (["PairioJobInputFile"] if d.get("inputFiles") else []) + (
         ["PairioJobOutputFile"] if d.get("outputFiles") else []) + (["PairioJobParameter"] if d.get("parameters") else [])
@@ -216,7 +217,11 @@ def python_code(service: str, sub: Submission) -> str:
         lines.append("        ],")
     if d.get("parameters"):
         lines.append("        parameters=[")
-        lines += [f"            PairioJobParameter(name={p['name']!r}, value={p['value']!r})," for p in d["parameters"]]
+        lines += [
+            f"            PairioJobParameter(name={p['name']!r}, value=...),  # secret: put its value here"
+            if p["name"] in secret_names else f"            PairioJobParameter(name={p['name']!r}, value={p['value']!r}),"
+            for p in d["parameters"]
+        ]
         lines.append("        ],")
     lines.append("    ),")
     r = sub.resources
@@ -240,7 +245,7 @@ def _page(request: Request, s: DbSession, viewer: Any, values: Mapping[str, str]
     choice = _choose(s, values, viewer.user_id if viewer else None)
     code = None
     if choice.processor is not None and choice.app is not None:
-        code = python_code(choice.service, parse_submission(choice.processor, choice.app.name, values))
+        code = python_code(choice.service, parse_submission(choice.processor, choice.app.name, values), _secret_names(choice.processor))
     can_submit = bool(viewer and choice.service and accounts.roles_of(s, choice.service, viewer.user_id).create_jobs)
     return render(
         request, "submit.html", viewer=viewer, choice=choice, values=values, field_value=field_value, code=code,
@@ -260,7 +265,11 @@ def submit_code(request: Request, s: DbSession, viewer: OptionalViewer) -> Plain
     choice = _choose(s, values, viewer.user_id if viewer else None)
     if choice.processor is None or choice.app is None:
         raise NotFound("choose a service, an app and a processor")
-    return PlainTextResponse(python_code(choice.service, parse_submission(choice.processor, choice.app.name, values)))
+    return PlainTextResponse(python_code(choice.service, parse_submission(choice.processor, choice.app.name, values), _secret_names(choice.processor)))
+
+
+def _secret_names(processor: PairioAppProcessor) -> set[str]:
+    return {p.name for p in processor.parameters if p.secret}
 
 
 @router.post("/submit")

@@ -153,6 +153,9 @@
     function update() {
       var params = new URLSearchParams();
       new FormData(form).forEach(function (value, key) {
+        var field = form.elements.namedItem(key);
+        // a secret parameter's value stays in the browser (URLs end up in logs): the code shows a placeholder
+        if (field && field.type === "password" && value) value = "***";
         if (key !== "csrf_token") params.append(key, value);
       });
       var mine = ++latest;
