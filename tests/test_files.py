@@ -113,3 +113,33 @@ def test_files_of_a_deleted_job_are_gone(api: httpx.Client, ctx: HubContext, see
     assert api.delete(f"/v1/jobs/{job['jobId']}", headers={"Authorization": f"Bearer {seeded.key}"}).status_code == 204
     assert api.get(path).status_code == 404
     assert not ctx.files.job_dir(job["jobId"]).exists()
+
+
+def test_range_headers_are_answered_as_rfc_9110_says(api: httpx.Client, seeded: Seed) -> None:
+    _, path = uploaded_output(api, seeded)
+    size = len(CONTENT)
+    for ignored in ("bytes=5-2", "bytes=abc", "items=0-1", "bytes=", "bytes=-", "bytes=0-1,4-5", "bytes=1-2-3"):
+        r = api.get(path, headers={"Range": ignored})
+        assert r.status_code == 200 and r.content == CONTENT and "content-range" not in r.headers, ignored
+    for unsatisfiable in ("bytes=20-", "bytes=100-200", "bytes=-0", "bytes=99999999999999999999999999-"):
+        r = api.get(path, headers={"Range": unsatisfiable})
+        assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{size}", unsatisfiable
+    suffix = api.get(path, headers={"Range": "bytes=-100"})
+    assert suffix.status_code == 206 and suffix.content == CONTENT and suffix.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
+    clipped = api.get(path, headers={"Range": "bytes=18-99999999999999999999999"})
+    assert clipped.status_code == 206 and clipped.content == b"ij"
+    assert api.get(path, headers={"Range": " Bytes = 1-1 "}).content == b"1"
+
+
+def test_range_decisions_unit() -> None:
+    from hub.ranges import ByteRange, Unsatisfiable, WholeFile, decide_range
+
+    assert decide_range(None, 10) == WholeFile()
+    assert decide_range("bytes=0-0", 10) == ByteRange(0, 1)
+    assert decide_range("bytes=9-", 10) == ByteRange(9, 10)
+    assert decide_range("bytes=-3", 10) == ByteRange(7, 10)
+    assert decide_range("bytes=0-", 0) == Unsatisfiable(0)
+    assert decide_range("bytes=-5", 0) == Unsatisfiable(0)
+    assert decide_range("bytes=3-2", 10) == WholeFile()
+    assert decide_range("bytes=0-1, 5-6", 10) == WholeFile()
+    assert decide_range("bytes=" + "9" * 5000 + "-", 10) == Unsatisfiable(10)
