@@ -8,7 +8,7 @@ import httpx
 
 from hub.context import HubContext
 
-from .hubtools import Seed
+from .hubtools import Seed, count_chars
 from .test_compute_api import claim, get_job, hello1, hello2, register, report, submit, upload
 
 CONTENT = b"0123456789abcdefghij"
@@ -143,3 +143,22 @@ def test_range_decisions_unit() -> None:
     assert decide_range("bytes=3-2", 10) == WholeFile()
     assert decide_range("bytes=0-1, 5-6", 10) == WholeFile()
     assert decide_range("bytes=" + "9" * 5000 + "-", 10) == Unsatisfiable(10)
+
+
+def test_output_names_with_url_characters_have_encoded_urls_that_chain(api: httpx.Client, seeded: Seed) -> None:
+    cc = register(api, seeded)
+    for name, encoded in (("a?b.txt", "a%3Fb.txt"), ("x#y.txt", "x%23y.txt"), ("%2e%2e", "%252e%252e"), ("a b+c.txt", "a%20b%2Bc.txt")):
+        definition = hello2(name)
+        definition["outputFiles"][0]["fileBaseName"] = name
+        job = submit(api, seeded, definition)
+        url = job["outputFileResults"][0]["url"]
+        assert url.endswith(f"/v1/jobs/{job['jobId']}/outputs/output/{encoded}") and job["outputFileUrlList"] == [url]
+        consumer = submit(api, seeded, count_chars(url))
+        assert consumer["jobDependencies"] == [job["jobId"]] and not consumer["isRunnable"]
+        claim(api, cc)
+        report(api, job["jobId"], cc.key, "running")
+        assert upload(api, job["jobId"], "output", cc.key, name.encode()).status_code == 200
+        served = api.get(httpx.URL(url).raw_path.decode())
+        assert served.status_code == 200 and served.content == name.encode(), name
+        found = api.get("/v1/jobs", params={"outputFileUrl": url}).json()["jobs"]
+        assert [j["jobId"] for j in found] == [job["jobId"]]
