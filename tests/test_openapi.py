@@ -4,6 +4,7 @@ bounded schemathesis run against a real hub (SQLite and PostgreSQL) finding noth
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -22,8 +23,9 @@ from .hubtools import LiveHub, Seed
 TESTS = Path(__file__).resolve().parent
 # Bounds of the schemathesis run: a fixed seed, and examples per operation (with all phases,
 # about a minute per database on a busy 2-core machine).
-SCHEMATHESIS_SEED = 20261202
-SCHEMATHESIS_MAX_EXAMPLES = 25
+# Set PAIRIO_TEST_SCHEMATHESIS_SEED / _MAX_EXAMPLES to explore further.
+SCHEMATHESIS_SEED = int(os.environ.get("PAIRIO_TEST_SCHEMATHESIS_SEED", "20261202"))
+SCHEMATHESIS_MAX_EXAMPLES = int(os.environ.get("PAIRIO_TEST_SCHEMATHESIS_MAX_EXAMPLES", "25"))
 
 
 def _operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

@@ -357,3 +357,8 @@ def test_console_offsets_are_validated_and_pieces_bounded(api: httpx.Client, ctx
         assert piece["end"] - piece["start"] <= 256 * 1024 and len(piece["text"]) <= 256 * 1024
     live = api.get(f"{base}/live", params={"consoleOffset": 0}).json()["console"]
     assert live["end"] - live["start"] == 256 * 1024
+
+
+def test_jobs_page_refuses_cursors_it_did_not_make(api: httpx.Client, seeded: Seed) -> None:
+    for cursor in ("x" * 401, "not-base64!", "MTIzfGFi"[:-1]):
+        assert api.get("/jobs", params={"cursor": cursor}).status_code == 400, cursor

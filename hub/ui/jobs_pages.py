@@ -26,6 +26,7 @@ from .jobfiles import CONSOLE_CHUNK_BYTES, console_tail, read_console, read_reso
 from .render import render
 
 JOBS_PAGE_SIZE = 50
+MAX_CURSOR_CHARS = 400  # a cursor holds a timestamp and a job id
 MAX_BYTE_OFFSET = 2**53  # the largest integer a browser's JSON numbers hold exactly
 FILTER_FIELDS = ("service", "status", "app", "processor", "tag", "user", "client", "batch")
 
@@ -58,6 +59,8 @@ def jobs_page(request: Request, s: DbSession, viewer: OptionalViewer) -> HTMLRes
     params = {k: request.query_params.get(k, "").strip() for k in FILTER_FIELDS}
     f = job_filter_from(params)
     cursor = request.query_params.get("cursor") or None
+    if cursor is not None and len(cursor) > MAX_CURSOR_CHARS:
+        raise BadRequest("invalid cursor: follow the page's 'next' link, which carries the cursor unchanged")
     rows, next_cursor = core.find_jobs(s, f, limit=JOBS_PAGE_SIZE, cursor=cursor)
     counts = core.count_jobs_by_status(s, f=f)
     return render(
