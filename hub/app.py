@@ -15,10 +15,10 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 
-from . import expiry
-from .context import HubContext
 from pairio.models import CROSS_FIELD_RULE
 
+from . import expiry
+from .context import HubContext
 from .errors import HubError
 from .limits import BodySizeLimit
 from .openapi import install_docs

@@ -15,7 +15,7 @@ package ships both, MIT licensed), so they work without internet access.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI, Request

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool  # strict: 0 or "t
 
 from pairio.models import (
     MAX_TAGS,
+    Name,
     PairioComputeClient,
     PairioComputeClientComputeSlot,
     PairioJobData,
@@ -17,7 +18,6 @@ from pairio.models import (
     PairioJobSecret,
     PairioService,
     PairioServiceApp,
-    Name,
     Tag,
 )
 
