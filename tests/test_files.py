@@ -129,6 +129,12 @@ def test_range_headers_are_answered_as_rfc_9110_says(api: httpx.Client, seeded: 
     clipped = api.get(path, headers={"Range": "bytes=18-99999999999999999999999"})
     assert clipped.status_code == 206 and clipped.content == b"ij"
     assert api.get(path, headers={"Range": " Bytes = 1-1 "}).content == b"1"
+    etag = api.head(path).headers["etag"]
+    assert api.get(path, headers={"Range": "bytes=1-1", "If-Range": etag}).content == b"1"
+    for stale in ('"other"', "W/" + etag):
+        r = api.get(path, headers={"Range": "bytes=100-", "If-Range": stale})
+        assert r.status_code == 200 and r.content == CONTENT, stale
+    assert api.get(path, headers={"Range": "bytes=100-", "If-Range": etag}).status_code == 416
 
 
 def test_range_decisions_unit() -> None:

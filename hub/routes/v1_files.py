@@ -44,6 +44,9 @@ class _RangedFileResponse(FileResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = [v for k, v in scope["headers"] if k == b"range"]
+        if raw and not self._if_range_holds(scope):
+            raw = []  # RFC 9110 13.1.5: the representation changed, so send all of it
+            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"range"]}
         if raw:
             assert self.stat_result is not None
             size = self.stat_result.st_size
@@ -61,6 +64,13 @@ class _RangedFileResponse(FileResponse):
                 headers.append((b"range", f"bytes={decision.start}-{decision.end - 1}".encode()))
             scope = {**scope, "headers": headers}
         await super().__call__(scope, receive, send)
+
+    def _if_range_holds(self, scope: Scope) -> bool:
+        """No If-Range, or one naming this file's strong ETag or Last-Modified date."""
+        given = [v.decode("latin-1") for k, v in scope["headers"] if k == b"if-range"]
+        if not given:
+            return True
+        return not given[0].startswith("W/") and given[0] in (self.headers.get("etag"), self.headers.get("last-modified"))
 
     @property
     def _extra_headers(self) -> dict[str, str]:
