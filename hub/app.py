@@ -15,10 +15,13 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 
+from pairio.models import CROSS_FIELD_RULE
+
 from . import expiry
 from .context import HubContext
 from .errors import HubError
 from .limits import BodySizeLimit
+from .openapi import install_docs
 from .routes import v1_compute, v1_files, v1_jobs, v1_services, wire
 from .settings import HubSettings
 from .ui import mount_ui, ui_error_page
@@ -59,6 +62,8 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
         description="Jobs, apps, services and compute clients. The original wire protocol is served under /api.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by hub.openapi with local assets
+        redoc_url=None,
     )
     app.state.ctx = ctx
     app.state.background_tasks = [expiry.expire_lost_compute_clients_periodically]
@@ -79,7 +84,9 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": format_validation_error(exc)}, status_code=422)
+        # 422: the request does not match the OpenAPI schema; 400: it does, but breaks a rule across fields
+        beyond_schema = all(e.get("type") == CROSS_FIELD_RULE for e in exc.errors())
+        return JSONResponse({"detail": format_validation_error(exc)}, status_code=400 if beyond_schema else 422)
 
     app.include_router(v1_jobs.router)
     app.include_router(v1_services.router)
@@ -87,6 +94,7 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
     app.include_router(v1_compute.router)
     app.include_router(wire.router)
     mount_ui(app)
+    install_docs(app, {name: call.request for name, call in wire.CALLS.items()})
 
     upload_limits: list[tuple[str, str, int]] = []
     app.state.upload_limits = upload_limits

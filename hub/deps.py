@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated, Optional
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from .context import HubContext
@@ -19,7 +20,12 @@ def get_ctx(request: Request) -> HubContext:
 Ctx = Annotated[HubContext, Depends(get_ctx)]
 
 
-def bearer_token(request: Request) -> Optional[str]:
+# Declares the key in the OpenAPI document (routes that take one list it under 'security');
+# the header is parsed by bearer_token, which also takes the original client's form.
+_documented_bearer = HTTPBearer(auto_error=False, description="an API key, or a compute client's or job's private key")
+
+
+def bearer_token(request: Request, _documented: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_documented_bearer)] = None) -> Optional[str]:
     """The token of ``Authorization: Bearer <token>``; the original client's ``Bearer: <token>`` too."""
     header = request.headers.get("authorization")
     if not header:
@@ -42,12 +48,11 @@ def get_session(ctx: Ctx, request: Request) -> Iterator[Session]:
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def current_user(request: Request, s: DbSession) -> str:
-    return accounts.user_for_api_key(s, bearer_token(request))
+def current_user(s: DbSession, token: Annotated[Optional[str], Depends(bearer_token)]) -> str:
+    return accounts.user_for_api_key(s, token)
 
 
-def optional_user(request: Request, s: DbSession) -> Optional[str]:
-    token = bearer_token(request)
+def optional_user(s: DbSession, token: Annotated[Optional[str], Depends(bearer_token)]) -> Optional[str]:
     return accounts.user_for_api_key(s, token) if token else None
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool  # strict: 0 or "true" are not booleans
 
 from pairio.models import (
     MAX_TAGS,
+    Name,
     PairioComputeClient,
     PairioComputeClientComputeSlot,
     PairioJobData,
@@ -38,9 +39,9 @@ class JobCreateBody(_Body):
     targetComputeClientIds: Optional[list[str]] = Field(default=None, max_length=100)
     secrets: Optional[list[PairioJobSecret]] = Field(default=None, max_length=100)
     jobDependencies: list[str] = Field(default_factory=list, max_length=1000)
-    skipCache: bool = False
-    rerunFailing: bool = False
-    deleteFailing: bool = False
+    skipCache: StrictBool = False
+    rerunFailing: StrictBool = False
+    deleteFailing: StrictBool = False
 
     def to_core(self) -> JobCreate:
         return JobCreate(**{name: getattr(self, name) for name in type(self).model_fields})
@@ -78,13 +79,13 @@ class JobCounts(BaseModel):
 
 
 class ServiceCreateBody(_Body):
-    serviceName: str = Field(max_length=100)
+    serviceName: Name
 
 
 class ServiceUserRolesBody(_Body):
-    admin: bool = False
-    createJobs: bool = False
-    processJobs: bool = False
+    admin: StrictBool = False
+    createJobs: StrictBool = False
+    processJobs: StrictBool = False
 
 
 class ServicesPublic(BaseModel):

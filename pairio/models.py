@@ -10,8 +10,18 @@ import math
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from .names import check_file_base_name, check_name, check_secret_name, check_tag
+from .names import (
+    FILE_BASE_NAME_SCHEMA,
+    NAME_SCHEMA,
+    SECRET_NAME_SCHEMA,
+    TAG_SCHEMA,
+    check_file_base_name,
+    check_name,
+    check_secret_name,
+    check_tag,
+)
 from .status import JobStatus
 
 # Upper bounds keep a typo (memoryGb=40000000) from becoming a job no compute
@@ -23,10 +33,11 @@ MAX_TIME_SEC = 366 * 24 * 3600.0
 MAX_TAGS = 100
 MAX_PARAMETER_VALUE_CHARS = 100_000
 
-Name = Annotated[str, AfterValidator(check_name)]
-Tag = Annotated[str, AfterValidator(check_tag)]
-FileBaseName = Annotated[str, AfterValidator(check_file_base_name)]
-SecretName = Annotated[str, AfterValidator(check_secret_name)]
+# The checks validate; json_schema_extra shows the same rules (from pairio.names) in the OpenAPI document.
+Name = Annotated[str, AfterValidator(check_name), Field(json_schema_extra=NAME_SCHEMA)]
+Tag = Annotated[str, AfterValidator(check_tag), Field(json_schema_extra=TAG_SCHEMA)]
+FileBaseName = Annotated[str, AfterValidator(check_file_base_name), Field(json_schema_extra=FILE_BASE_NAME_SCHEMA)]
+SecretName = Annotated[str, AfterValidator(check_secret_name), Field(json_schema_extra=SECRET_NAME_SCHEMA)]
 
 ParameterScalar = Union[bool, int, float, str, None]
 ParameterValue = Union[ParameterScalar, list[Any]]
@@ -66,7 +77,7 @@ def _check_parameter_value(value: Any, depth: int = 0) -> Any:
 class PairioJobInputFile(_Model):
     name: Name
     fileBaseName: FileBaseName
-    url: str = Field(min_length=1, max_length=4096)
+    url: str = Field(min_length=1, max_length=4096, json_schema_extra={"pattern": r"^https?://[^\x00-\x20]*$"})
 
     @field_validator("url")
     @classmethod
@@ -83,9 +94,17 @@ class PairioJobOutputFile(_Model):
     fileBaseName: FileBaseName
 
 
+def _parameter_value_schema(depth: int = 4) -> dict[str, Any]:
+    """What _check_parameter_value accepts, as JSON Schema: scalars, and lists nested at most 4 deep."""
+    scalar: dict[str, Any] = {"type": ["string", "number", "boolean", "null"], "maxLength": MAX_PARAMETER_VALUE_CHARS}
+    if depth == 0:
+        return scalar
+    return {"anyOf": [scalar, {"type": "array", "items": _parameter_value_schema(depth - 1)}]}
+
+
 class PairioJobParameter(_Model):
     name: Name
-    value: Any = None
+    value: Any = Field(default=None, json_schema_extra=_parameter_value_schema())
 
     @field_validator("value")
     @classmethod
@@ -93,11 +112,20 @@ class PairioJobParameter(_Model):
         return _check_parameter_value(v)
 
 
+# The type of errors for rules that span fields (no JSON Schema can say them): the hub
+# answers them 400, not 422, since a request can match the published schema and still break them.
+CROSS_FIELD_RULE = "cross_field_rule"
+
+
+def _cross_field_error(message: str) -> PydanticCustomError:
+    return PydanticCustomError(CROSS_FIELD_RULE, message)
+
+
 def _unique_names(items: list[Any], what: str) -> None:
     seen: set[str] = set()
     for item in items:
         if item.name in seen:
-            raise ValueError(f"duplicate {what} name {item.name!r}")
+            raise _cross_field_error(f"duplicate {what} name {item.name!r}")
         seen.add(item.name)
 
 
@@ -263,7 +291,7 @@ class PairioComputeClientComputeSlot(_Model):
         for field in ("numCpus", "numGpus", "memoryGb", "timeSec"):
             low = getattr(self, "min" + field[0].upper() + field[1:])
             if low > getattr(self, field):
-                raise ValueError(f"compute slot min{field[0].upper() + field[1:]} is larger than {field}")
+                raise _cross_field_error(f"compute slot min{field[0].upper() + field[1:]} is larger than {field}")
         return self
 
     def fits(self, r: PairioJobRequiredResources) -> bool:

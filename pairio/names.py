@@ -9,14 +9,27 @@ from __future__ import annotations
 
 import re
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:=@+/\-]{0,199}$")
-_FILE_BASE_NAME_MAX = 255
+# The rules as JSON Schema patterns (ECMA-262 and Python alike: no lookaround, so every
+# tool can use them); the OpenAPI document shows them (pairio.models), the checks below use them.
+# A name: letters, digits, '_', '.', '-', starting with a letter, digit or '_', never '..'
+# (each '.' is followed by another character or ends the name).
+NAME_MAX_LENGTH = 100
+NAME_PATTERN = r"^[A-Za-z0-9_](?:[A-Za-z0-9_\-]|\.[A-Za-z0-9_\-])*\.?$"
+TAG_MAX_LENGTH = 200
+TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:=@+/\-]*$"
+# A file name: no '/', '\\' or control characters, not starting with '.', never '..'.
+FILE_BASE_NAME_MAX_LENGTH = 255
+FILE_BASE_NAME_PATTERN = r"^[^./\\\x00-\x1f](?:[^./\\\x00-\x1f]|\.[^./\\\x00-\x1f])*\.?$"
+
+_NAME_RE = re.compile(NAME_PATTERN)
+_TAG_RE = re.compile(TAG_PATTERN)
+_FILE_BASE_NAME_MAX = FILE_BASE_NAME_MAX_LENGTH
 
 
 def check_name(value: str, what: str = "name") -> str:
     """A name of an app, processor, input, output, parameter, service or user."""
-    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
+    # fullmatch: '$' alone would let a trailing newline through
+    if not isinstance(value, str) or len(value) > NAME_MAX_LENGTH or not _NAME_RE.fullmatch(value):
         raise ValueError(
             f"invalid {what} {value!r}: use 1-100 characters from letters, digits, '_', '.' and '-', "
             "starting with a letter, digit or '_' (no '..')"
@@ -25,7 +38,7 @@ def check_name(value: str, what: str = "name") -> str:
 
 
 def check_tag(value: str) -> str:
-    if not isinstance(value, str) or not _TAG_RE.match(value):
+    if not isinstance(value, str) or len(value) > TAG_MAX_LENGTH or not _TAG_RE.fullmatch(value):
         raise ValueError(
             f"invalid tag {value!r}: use 1-200 characters from letters, digits and '_.:=@+/-', "
             "starting with a letter, digit or '_'"
@@ -55,7 +68,9 @@ def check_file_base_name(value: str) -> str:
 
 # ---------------------------------------------------------------- secret names
 
-_SECRET_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+SECRET_NAME_MAX_LENGTH = 64
+SECRET_NAME_PATTERN = r"^[A-Z][A-Z0-9_]*$"
+_SECRET_NAME_RE = re.compile(SECRET_NAME_PATTERN)
 
 # A secret becomes an environment variable of the processor. These names change how
 # programs load, find or run other programs (the dynamic loader, interpreters, shells,
@@ -79,7 +94,7 @@ RESERVED_SECRET_PREFIXES = (
 
 def secret_name_problem(value: object) -> str | None:
     """Why ``value`` may not name a secret, or None when it may."""
-    if not isinstance(value, str) or not _SECRET_NAME_RE.match(value):
+    if not isinstance(value, str) or len(value) > SECRET_NAME_MAX_LENGTH or not _SECRET_NAME_RE.fullmatch(value):
         return "secret names are 1-64 characters of A-Z, 0-9 and '_', starting with a letter"
     if value in RESERVED_SECRET_NAMES:
         return f"{value} changes how programs on the compute host run, so a job may not set it"
@@ -95,3 +110,17 @@ def check_secret_name(value: str) -> str:
     if problem:
         raise ValueError(f"invalid secret name {value!r}: {problem}; choose another name, such as MYAPP_API_TOKEN")
     return value
+
+
+# ---------------------------------------------------------------- the rules as JSON Schema
+
+NAME_SCHEMA = {"minLength": 1, "maxLength": NAME_MAX_LENGTH, "pattern": NAME_PATTERN}
+TAG_SCHEMA = {"minLength": 1, "maxLength": TAG_MAX_LENGTH, "pattern": TAG_PATTERN}
+FILE_BASE_NAME_SCHEMA = {"minLength": 1, "maxLength": FILE_BASE_NAME_MAX_LENGTH, "pattern": FILE_BASE_NAME_PATTERN}
+SECRET_NAME_SCHEMA = {
+    "minLength": 1, "maxLength": SECRET_NAME_MAX_LENGTH, "pattern": SECRET_NAME_PATTERN,
+    "not": {"anyOf": [
+        {"enum": sorted(RESERVED_SECRET_NAMES)},
+        {"pattern": "^(?:" + "|".join(RESERVED_SECRET_PREFIXES) + ")"},
+    ]},
+}

@@ -354,6 +354,31 @@ def test_jobs_complete_with_console_output_outputs_and_a_chained_input(stack: St
     assert public_get(chained.resourceUtilizationLogUrl).status_code == 200
 
 
+def test_outputs_named_with_url_characters_are_served_and_chained(stack: Stack) -> None:
+    """File names with '?', '#' or '%' get percent-encoded URLs that answer, and stage as inputs of the next job."""
+    stack.register()
+    stack.bridge.start()
+    names = ["a?b.txt", "x#y.txt", "%2e%2e"]
+    pairs = []
+    for i, name in enumerate(names):
+        produce = stack.submit("produce", outputs=[{"name": "output", "fileBaseName": name}], text=f"content {i}")
+        url = produce.get_output("output")
+        assert url.endswith("/outputs/output/" + {"a?b.txt": "a%3Fb.txt", "x#y.txt": "x%23y.txt", "%2e%2e": "%252e%252e"}[name])
+        count = stack.submit("count", inputs=[{"name": "input", "fileBaseName": name, "url": url}],
+                             outputs=[{"name": "output", "fileBaseName": "output.json"}])
+        assert count.jobDependencies == [produce.jobId], "the input URL is recognised as the first job's output"
+        pairs.append((name, produce, url, count))
+    for i, (name, produce, url, count) in enumerate(pairs):
+        done = stack.wait_done(produce)
+        assert done.status.value == "completed", (name, done.error, stack.bridge.log)
+        assert done.outputFileResults[0].url == url
+        assert public_get(url).text == f"content {i}", name
+        chained = stack.wait_done(count)
+        assert chained.status.value == "completed", (name, chained.error, stack.bridge.log)
+        assert json.loads(public_get(chained.outputFileResults[0].url).text)["text"] == f"content {i}"
+        assert (stack.bridge_dir / "jobs" / count.jobId / "inputs" / "input" / name).read_text() == f"content {i}"
+
+
 def test_failures_say_why(stack: Stack) -> None:
     stack.register()
     stack.bridge.start()

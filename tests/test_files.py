@@ -8,7 +8,7 @@ import httpx
 
 from hub.context import HubContext
 
-from .hubtools import Seed
+from .hubtools import Seed, count_chars
 from .test_compute_api import claim, get_job, hello1, hello2, register, report, submit, upload
 
 CONTENT = b"0123456789abcdefghij"
@@ -113,3 +113,58 @@ def test_files_of_a_deleted_job_are_gone(api: httpx.Client, ctx: HubContext, see
     assert api.delete(f"/v1/jobs/{job['jobId']}", headers={"Authorization": f"Bearer {seeded.key}"}).status_code == 204
     assert api.get(path).status_code == 404
     assert not ctx.files.job_dir(job["jobId"]).exists()
+
+
+def test_range_headers_are_answered_as_rfc_9110_says(api: httpx.Client, seeded: Seed) -> None:
+    _, path = uploaded_output(api, seeded)
+    size = len(CONTENT)
+    for ignored in ("bytes=5-2", "bytes=abc", "items=0-1", "bytes=", "bytes=-", "bytes=0-1,4-5", "bytes=1-2-3"):
+        r = api.get(path, headers={"Range": ignored})
+        assert r.status_code == 200 and r.content == CONTENT and "content-range" not in r.headers, ignored
+    for unsatisfiable in ("bytes=20-", "bytes=100-200", "bytes=-0", "bytes=99999999999999999999999999-"):
+        r = api.get(path, headers={"Range": unsatisfiable})
+        assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{size}", unsatisfiable
+    suffix = api.get(path, headers={"Range": "bytes=-100"})
+    assert suffix.status_code == 206 and suffix.content == CONTENT and suffix.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
+    clipped = api.get(path, headers={"Range": "bytes=18-99999999999999999999999"})
+    assert clipped.status_code == 206 and clipped.content == b"ij"
+    assert api.get(path, headers={"Range": " Bytes = 1-1 "}).content == b"1"
+    etag = api.head(path).headers["etag"]
+    assert api.get(path, headers={"Range": "bytes=1-1", "If-Range": etag}).content == b"1"
+    for stale in ('"other"', "W/" + etag):
+        r = api.get(path, headers={"Range": "bytes=100-", "If-Range": stale})
+        assert r.status_code == 200 and r.content == CONTENT, stale
+    assert api.get(path, headers={"Range": "bytes=100-", "If-Range": etag}).status_code == 416
+
+
+def test_range_decisions_unit() -> None:
+    from hub.ranges import ByteRange, Unsatisfiable, WholeFile, decide_range
+
+    assert decide_range(None, 10) == WholeFile()
+    assert decide_range("bytes=0-0", 10) == ByteRange(0, 1)
+    assert decide_range("bytes=9-", 10) == ByteRange(9, 10)
+    assert decide_range("bytes=-3", 10) == ByteRange(7, 10)
+    assert decide_range("bytes=0-", 0) == Unsatisfiable(0)
+    assert decide_range("bytes=-5", 0) == Unsatisfiable(0)
+    assert decide_range("bytes=3-2", 10) == WholeFile()
+    assert decide_range("bytes=0-1, 5-6", 10) == WholeFile()
+    assert decide_range("bytes=" + "9" * 5000 + "-", 10) == Unsatisfiable(10)
+
+
+def test_output_names_with_url_characters_have_encoded_urls_that_chain(api: httpx.Client, seeded: Seed) -> None:
+    cc = register(api, seeded)
+    for name, encoded in (("a?b.txt", "a%3Fb.txt"), ("x#y.txt", "x%23y.txt"), ("%2e%2e", "%252e%252e"), ("a b+c.txt", "a%20b%2Bc.txt")):
+        definition = hello2(name)
+        definition["outputFiles"][0]["fileBaseName"] = name
+        job = submit(api, seeded, definition)
+        url = job["outputFileResults"][0]["url"]
+        assert url.endswith(f"/v1/jobs/{job['jobId']}/outputs/output/{encoded}") and job["outputFileUrlList"] == [url]
+        consumer = submit(api, seeded, count_chars(url))
+        assert consumer["jobDependencies"] == [job["jobId"]] and not consumer["isRunnable"]
+        claim(api, cc)
+        report(api, job["jobId"], cc.key, "running")
+        assert upload(api, job["jobId"], "output", cc.key, name.encode()).status_code == 200
+        served = api.get(httpx.URL(url).raw_path.decode())
+        assert served.status_code == 200 and served.content == name.encode(), name
+        found = api.get("/v1/jobs", params={"outputFileUrl": url}).json()["jobs"]
+        assert [j["jobId"] for j in found] == [job["jobId"]]

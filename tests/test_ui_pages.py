@@ -340,3 +340,25 @@ def test_job_page_links_dependencies_both_ways(api: httpx.Client, seeded: Seed) 
     assert f'href="/job/{second["jobId"]}"' in first_page.split("Needed by", 1)[1]
     assert f'href="/job/{first["jobId"]}"' in second_page.split("Depends on", 1)[1]
     assert "waits for its dependencies" in second_page
+
+
+def test_console_offsets_are_validated_and_pieces_bounded(api: httpx.Client, ctx: HubContext, seeded: Seed) -> None:
+    job = create_job(api, seeded.key, hello1())
+    data = b"x" * (600 * 1024)
+    write_console(ctx, job["jobId"], data)
+    base = f"/job/{job['jobId']}"
+    for bad in ("-5", "-4", "-1", "1e3", "abc", "9" * 40, str(2**53 + 1)):
+        for path, name in ((f"{base}/console.json", "end"), (f"{base}/live", "consoleOffset"), (f"{base}/console", "start")):
+            r = api.get(path, params={name: bad})
+            assert r.status_code == 400, (path, bad, r.status_code)
+            assert f"{name} must be a byte offset" in r.text
+    for end in ("0", "1", str(len(data)), str(2**53)):
+        piece = api.get(f"{base}/console.json", params={"end": end}).json()
+        assert piece["end"] - piece["start"] <= 256 * 1024 and len(piece["text"]) <= 256 * 1024
+    live = api.get(f"{base}/live", params={"consoleOffset": 0}).json()["console"]
+    assert live["end"] - live["start"] == 256 * 1024
+
+
+def test_jobs_page_refuses_cursors_it_did_not_make(api: httpx.Client, seeded: Seed) -> None:
+    for cursor in ("x" * 401, "not-base64!", "MTIzfGFi"[:-1]):
+        assert api.get("/jobs", params={"cursor": cursor}).status_code == 400, cursor

@@ -195,7 +195,7 @@ def list_services(s: Session, user_id: Optional[str] = None) -> list[Service]:
 
 def parse_app_spec(spec: object) -> PairioApp:
     try:
-        return PairioApp.model_validate(spec)
+        return PairioApp.model_validate(spec, strict=True)  # as the schema says: 0 is not a boolean
     except ValidationError as e:
         raise BadRequest(f"invalid app spec: {e}") from None
 

@@ -10,6 +10,7 @@ import binascii
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import ColumnElement, Select, and_, case, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -60,7 +61,8 @@ def add_event(s: Session, job_id: str, status: Optional[JobStatus], message: str
 
 
 def output_url(ctx: HubContext, job_id: str, name: str, file_base_name: str) -> str:
-    return f"{ctx.settings.base_url}/v1/jobs/{job_id}/outputs/{name}/{file_base_name}"
+    # Percent-encoded: 'a?b.txt', 'x#y.txt' or '%2e%2e' are valid file names; ordinary names are unchanged.
+    return f"{ctx.settings.base_url}/v1/jobs/{quote(job_id, safe='')}/outputs/{quote(name, safe='')}/{quote(file_base_name, safe='')}"
 
 
 # ---------------------------------------------------------------- create

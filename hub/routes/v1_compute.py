@@ -35,6 +35,9 @@ UPLOAD_PATH_PREFIX = "/v1/compute/jobs/"
 MAX_ACTIVE_JOB_IDS = 10_000
 MAX_CLAIM_WAIT_SEC = 3600.0
 _WRITE_BUFFER_BYTES = 1024 * 1024
+# Bounds on numbers that reach SQL: larger ones overflow PostgreSQL's integers (a 500 instead of an answer).
+MAX_FREE_CAPACITY = 10**9
+MAX_CONSOLE_OFFSET = 2**53
 
 Key = Annotated[Optional[str], Depends(bearer_token)]
 T = TypeVar("T")
@@ -70,9 +73,9 @@ class CanceledJobs(BaseModel):
 class ClaimCapacity(_Body):
     """What the bridge has free right now; a missing field means no limit."""
 
-    numCpus: Optional[int] = Field(default=None, ge=0)
-    numGpus: Optional[int] = Field(default=None, ge=0)
-    memoryGb: Optional[float] = Field(default=None, ge=0, allow_inf_nan=False)
+    numCpus: Optional[int] = Field(default=None, ge=0, le=MAX_FREE_CAPACITY)
+    numGpus: Optional[int] = Field(default=None, ge=0, le=MAX_FREE_CAPACITY)
+    memoryGb: Optional[float] = Field(default=None, ge=0, le=MAX_FREE_CAPACITY, allow_inf_nan=False)
 
 
 class ClaimBody(_Body):
@@ -234,7 +237,7 @@ async def append_console_output(
     request: Request,
     ctx: Ctx,
     key: Key,
-    offset: Annotated[int, Query(ge=0, description="where these bytes start in the console output")],
+    offset: Annotated[int, Query(ge=0, le=MAX_CONSOLE_OFFSET, description="where these bytes start in the console output")],
 ) -> Any:
     """Write the raw request body at ``offset`` of the console output (retries with the same offset are safe)."""
     data = await request.body()

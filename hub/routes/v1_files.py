@@ -3,7 +3,7 @@
 No key is needed: job URLs are shared (a job's output is another job's input URL,
 browsers open them). Paths on disk come only from the job id and names stored in
 the database, never from the request. Responses carry Content-Length and answer
-Range requests (206) and HEAD, so large outputs can be read in pieces.
+Range requests (206, as ``hub.ranges`` decides) and HEAD, so large outputs can be read in pieces.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Optional
 
 from fastapi import APIRouter, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, PlainTextResponse
+from starlette.types import Receive, Scope, Send
 
 from ..context import HubContext
 from ..core.jobs import get_job_row
 from ..db.tables import JobOutput
 from ..deps import Ctx
 from ..errors import NotFound
+from ..ranges import ByteRange, Unsatisfiable, decide_range
 
 router = APIRouter(prefix="/v1", tags=["files"])
 
@@ -37,9 +39,47 @@ def _stat(path: Path) -> Optional[os.stat_result]:
         return None
 
 
+class _RangedFileResponse(FileResponse):
+    """A file answered as ``hub.ranges`` decides its Range header (Starlette answers 400 to some valid ones)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = [v for k, v in scope["headers"] if k == b"range"]
+        if raw and not self._if_range_holds(scope):
+            raw = []  # RFC 9110 13.1.5: the representation changed, so send all of it
+            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"range"]}
+        if raw:
+            assert self.stat_result is not None
+            size = self.stat_result.st_size
+            decision = decide_range(raw[0].decode("latin-1") if len(raw) == 1 else None, size)
+            if isinstance(decision, Unsatisfiable):
+                answer = PlainTextResponse(
+                    f"the range is outside the file's {size} bytes", status_code=416,
+                    headers={**self._extra_headers, "Content-Range": f"bytes */{size}"},
+                )
+                await answer(scope, receive, send)
+                return
+            # Starlette applies the range itself: hand it one canonical range, or none at all.
+            headers = [(k, v) for k, v in scope["headers"] if k != b"range"]
+            if isinstance(decision, ByteRange):
+                headers.append((b"range", f"bytes={decision.start}-{decision.end - 1}".encode()))
+            scope = {**scope, "headers": headers}
+        await super().__call__(scope, receive, send)
+
+    def _if_range_holds(self, scope: Scope) -> bool:
+        """No If-Range, or one naming this file's strong ETag or Last-Modified date."""
+        given = [v.decode("latin-1") for k, v in scope["headers"] if k == b"if-range"]
+        if not given:
+            return True
+        return not given[0].startswith("W/") and given[0] in (self.headers.get("etag"), self.headers.get("last-modified"))
+
+    @property
+    def _extra_headers(self) -> dict[str, str]:
+        return {k: v for k, v in self.headers.items() if k.lower() in ("content-security-policy", "x-content-type-options", "cache-control")}
+
+
 def _file_response(path: Path, st: os.stat_result, media_type: str, headers: dict[str, str], filename: Optional[str] = None) -> FileResponse:
     # Passing the stat result makes Content-Length match the bytes we serve and avoids a 500 if the file vanished.
-    return FileResponse(path, media_type=media_type, headers=headers, stat_result=st, filename=filename, content_disposition_type="inline")
+    return _RangedFileResponse(path, media_type=media_type, headers=headers, stat_result=st, filename=filename, content_disposition_type="inline")
 
 
 @router.get("/jobs/{job_id}/console-output", response_class=Response)

@@ -22,6 +22,7 @@ from ..schemas import (
 )
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
+MAX_CURSOR_CHARS = 400  # a cursor holds a timestamp and a job id
 
 
 def _public(s: DbSession, job: object) -> JobPublic:
@@ -57,7 +58,7 @@ def find_jobs(
     outputFileUrl: Optional[str] = None,
     status: Annotated[list[JobStatus], Query()] = [],
     limit: Annotated[int, Query(ge=1, le=core.MAX_FIND_LIMIT)] = core.DEFAULT_FIND_LIMIT,
-    cursor: Optional[str] = None,
+    cursor: Annotated[Optional[str], Query(max_length=MAX_CURSOR_CHARS, description="the nextCursor of the previous page")] = None,
 ) -> JobsPublic:
     """Jobs matching every filter given, newest first, a page at a time."""
     f = core.JobFilter(

@@ -46,7 +46,12 @@ def _complete_end(data: bytes) -> int:
 
 
 def read_console(path: Path, start: int, max_bytes: int = CONSOLE_CHUNK_BYTES) -> ConsoleChunk:
-    """Up to ``max_bytes`` of console output from byte ``start``, cut at character boundaries."""
+    """Up to ``max_bytes`` of console output from byte ``start``, cut at character boundaries.
+
+    ``start`` is clamped into the file and ``max_bytes`` to 0..CONSOLE_CHUNK_BYTES, so no
+    caller can ask for the whole file at once (a negative count would read it all).
+    """
+    max_bytes = max(0, min(max_bytes, CONSOLE_CHUNK_BYTES))
     try:
         f = path.open("rb")
     except FileNotFoundError:

@@ -27,6 +27,8 @@ from .jobfiles import CONSOLE_CHUNK_BYTES, console_tail, read_console, read_reso
 from .render import render
 
 JOBS_PAGE_SIZE = 50
+MAX_CURSOR_CHARS = 400  # a cursor holds a timestamp and a job id
+MAX_BYTE_OFFSET = 2**53  # the largest integer a browser's JSON numbers hold exactly
 FILTER_FIELDS = ("service", "status", "app", "processor", "tag", "user", "client", "batch")
 
 
@@ -58,6 +60,8 @@ def jobs_page(request: Request, s: DbSession, viewer: OptionalViewer) -> HTMLRes
     params = {k: request.query_params.get(k, "").strip() for k in FILTER_FIELDS}
     f = job_filter_from(params)
     cursor = request.query_params.get("cursor") or None
+    if cursor is not None and len(cursor) > MAX_CURSOR_CHARS:
+        raise BadRequest("invalid cursor: follow the page's 'next' link, which carries the cursor unchanged")
     rows, next_cursor = core.find_jobs(s, f, limit=JOBS_PAGE_SIZE, cursor=cursor)
     counts = core.count_jobs_by_status(s, f=f)
     return render(
@@ -122,11 +126,8 @@ def job_page(job_id: str, request: Request, ctx: Ctx, s: DbSession, viewer: Opti
 def job_live(job_id: str, request: Request, ctx: Ctx, s: DbSession) -> JSONResponse:
     """What the job page polls while the job runs: status, the number of events, and new console output."""
     row = core.get_job_row(s, job_id)
-    try:
-        offset = int(request.query_params.get("consoleOffset", "0"))
-    except ValueError:
-        raise BadRequest("consoleOffset must be a byte offset (an integer)") from None
-    chunk = read_console(ctx.files.console_output_path(job_id), max(0, offset))
+    offset = byte_offset_param(request, "consoleOffset")
+    chunk = read_console(ctx.files.console_output_path(job_id), offset)
     num_events = len(core.job_events(s, job_id))
     body = {
         "jobId": row.job_id, "status": row.status, "canceled": row.canceled, "error": row.error,
@@ -135,6 +136,15 @@ def job_live(job_id: str, request: Request, ctx: Ctx, s: DbSession) -> JSONRespo
         "console": {"start": chunk.start, "end": chunk.end, "size": chunk.size, "text": chunk.text},
     }
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+def byte_offset_param(request: Request, name: str) -> int:
+    """A byte offset from the query string (0 when absent): an integer from 0 to MAX_BYTE_OFFSET, else 400."""
+    raw = request.query_params.get(name, "0").strip()
+    # Digits only, and few of them: int() of a huge string is slow, and '-5' or '1e3' are not offsets.
+    if not raw.isascii() or not raw.isdigit() or len(raw) > len(str(MAX_BYTE_OFFSET)) or int(raw) > MAX_BYTE_OFFSET:
+        raise BadRequest(f"{name} must be a byte offset: a whole number from 0 to {MAX_BYTE_OFFSET}")
+    return int(raw)
 
 
 def _resource_log_size(ctx: HubContext, job_id: str) -> int:
@@ -149,11 +159,8 @@ def _resource_log_size(ctx: HubContext, job_id: str) -> int:
 def console_page(job_id: str, request: Request, ctx: Ctx, s: DbSession, viewer: OptionalViewer) -> HTMLResponse:
     """The console output a piece at a time (for pages without scripts, and logs too large to show at once)."""
     row = core.get_job_row(s, job_id)
-    try:
-        start = int(request.query_params.get("start", "0"))
-    except ValueError:
-        raise BadRequest("start must be a byte offset (an integer)") from None
-    chunk = read_console(ctx.files.console_output_path(job_id), max(0, start))
+    start = byte_offset_param(request, "start")
+    chunk = read_console(ctx.files.console_output_path(job_id), start)
     earlier = max(0, chunk.start - CONSOLE_CHUNK_BYTES) if chunk.start > 0 else None
     return render(
         request, "console.html", viewer=viewer, job=row, chunk=chunk, earlier=earlier,
@@ -165,10 +172,7 @@ def console_page(job_id: str, request: Request, ctx: Ctx, s: DbSession, viewer: 
 def console_json(job_id: str, request: Request, ctx: Ctx, s: DbSession) -> JSONResponse:
     """A piece of the console output ending at byte ``end`` (the job page's "load earlier output")."""
     core.get_job_row(s, job_id)
-    try:
-        end = int(request.query_params.get("end", "0"))
-    except ValueError:
-        raise BadRequest("end must be a byte offset (an integer)") from None
+    end = byte_offset_param(request, "end")
     start = max(0, end - CONSOLE_CHUNK_BYTES)
     chunk = read_console(ctx.files.console_output_path(job_id), start, end - start)
     return JSONResponse({"start": chunk.start, "end": chunk.end, "size": chunk.size, "text": chunk.text}, headers={"Cache-Control": "no-store"})
