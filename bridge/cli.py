@@ -27,6 +27,7 @@ from pairio.errors import MissingApiKeyError, PairioConnectionError, error_for_r
 from pairio.models import MAX_TIME_SEC, PairioComputeClientComputeSlot
 
 from .config import BridgeConfig, BridgeConfigError, ContainerMode, config_file, load_bridge_config, save_bridge_config
+from .dirlock import lock_bridge_dir
 from .hub_api import HubApiError
 from .slurm.site import SlurmSiteOptions
 
@@ -230,6 +231,7 @@ def local(bridge_dir: Path, exit_when_idle: bool, log_level: str) -> None:
 
     _setup_logging(log_level)
     config = load_bridge_config(bridge_dir)
+    lock_bridge_dir(bridge_dir)
     backend = LocalBackend(config.jobs_path, consider_system_load=config.considerMachineLoad)
     run_bridge(config, backend, exit_when_idle=exit_when_idle)
 
