@@ -174,12 +174,24 @@ def timing_args(sample_interval_sec: float, log_interval_sec: float, kill_grace_
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """Readers see the old file or the whole new one, never a partial write."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    # unique per write, not per process: the bridge writes these from several threads
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    try:
+        with tmp.open("x") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------- psutil's stand-in on Linux
