@@ -72,6 +72,7 @@ class BridgeConfig(BaseModel):
     claimWaitSec: float = Field(default=10.0, ge=0, le=3600, description="long-poll of a claim while the bridge is idle")
     pollIntervalSec: float = Field(default=0.5, gt=0, le=600, description="how often running jobs are polled")
     heartbeatIntervalSec: float = Field(default=2.0, gt=0, le=600, description="how often the hub is told the bridge lives")
+    hubTimeoutSec: float = Field(default=10.0, gt=0, le=60, description="how long one call waits for the hub's answer (claims: their wait more)")
     maxConcurrentJobs: Optional[int] = Field(default=None, ge=1, description="at most this many jobs at once (default: the slots')")
     slurm: SlurmSiteOptions = Field(
         default_factory=SlurmSiteOptions, description="pairio-bridge slurm: how this cluster wants its batch jobs (site options)"

@@ -12,6 +12,10 @@ network error or 5xx. A claim is not: a lost answer would leave claimed jobs nob
 runs, so a claim is retried only when the request surely never left; the runner
 finds jobs claimed by a lost answer with ``my_active_jobs``.
 
+Every call has a timeout well under the hub's heartbeat expiry (120 s by default), so a
+hub that stops answering (stopped, or its machine swapping) never holds the bridge's loop
+for long; the first call it leaves unanswered is logged, and so is its first answer after.
+
 The key is sent per request in the Authorization header and never appears in a
 message (httpx masks it in reprs; our messages go through ``redact``).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +45,10 @@ log = logging.getLogger(__name__)
 RETRY_STATUS_CODES = frozenset({500, 502, 503, 504})
 _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 UPLOAD_CHUNK_BYTES = 1024 * 1024
+# One attempt's limit: with the retries, an idempotent call gives up after about 35 s.
+DEFAULT_TIMEOUT_SEC = 10.0
+# A long-poll claim may take this much longer than its wait (the hub's last look at the database).
+CLAIM_TIMEOUT_MARGIN_SEC = 10.0
 
 
 class HubApiError(Exception):
@@ -109,13 +118,16 @@ class HubApi:
         compute_client_key: str,
         *,
         transport: Optional[httpx.BaseTransport] = None,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT_SEC,
         retry_policy: RetryPolicy = RetryPolicy(),
     ) -> None:
         self.hub_url = hub_url.rstrip("/")
         self._key = compute_client_key
         self.retry_policy = retry_policy
-        self._http = httpx.Client(base_url=self.hub_url, transport=transport, timeout=httpx.Timeout(timeout, connect=10.0))
+        self._http = httpx.Client(base_url=self.hub_url, transport=transport, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+        self._answering_lock = threading.Lock()
+        self.answering = True
+        """False from a call the hub left unanswered (or answered 5xx) until its next answer"""
 
     def __repr__(self) -> str:
         return f"HubApi(hub_url={self.hub_url!r})"
@@ -150,6 +162,7 @@ class HubApi:
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
             except httpx.TransportError as e:
+                self._set_answering(False, f"{type(e).__name__} on {method} {path}")
                 if (idempotent or isinstance(e, _NOT_SENT_ERRORS)) and not last_attempt:
                     time.sleep(self.retry_policy.delay(attempt))
                     attempt += 1
@@ -161,6 +174,7 @@ class HubApi:
             finally:
                 if hasattr(body, "close"):
                     body.close()
+            self._set_answering(response.status_code not in RETRY_STATUS_CODES, f"HTTP {response.status_code} from {method} {path}")
             if response.status_code in RETRY_STATUS_CODES:
                 if idempotent and not last_attempt:
                     time.sleep(self.retry_policy.delay(attempt))
@@ -173,6 +187,17 @@ class HubApi:
             if response.is_error:
                 raise self._rejected(response, method, path)
             return response
+
+    def _set_answering(self, answering: bool, detail: str) -> None:
+        """Log the hub's changes between answering and not, once each (calls come from several threads)."""
+        with self._answering_lock:
+            if answering == self.answering:
+                return
+            self.answering = answering
+        if answering:
+            log.info("the hub at %s answers again", self.hub_url)
+        else:
+            log.warning("the hub at %s is not answering (%s); retrying, and running jobs go on", self.hub_url, detail)
 
     def _rejected(self, response: httpx.Response, method: str, path: str) -> HubRejectedError:
         message = redact(hub_message(response), self._key)
@@ -209,7 +234,7 @@ class HubApi:
         body: dict[str, Any] = {"maxJobs": max_jobs, "waitSec": wait_sec}
         if capacity is not None:
             body["capacity"] = {"numCpus": capacity.numCpus, "numGpus": capacity.numGpus, "memoryGb": capacity.memoryGb}
-        response = self._request("POST", "/v1/compute/claim", json=body, idempotent=False, timeout=wait_sec + 30.0)
+        response = self._request("POST", "/v1/compute/claim", json=body, idempotent=False, timeout=wait_sec + CLAIM_TIMEOUT_MARGIN_SEC)
         return [PairioJobData.model_validate(j) for j in self._json(response)["jobs"]]
 
     def my_active_jobs(self) -> list[PairioJobData]:
