@@ -239,13 +239,17 @@ def local(bridge_dir: Path, exit_when_idle: bool, log_level: str) -> None:
 def run_bridge(config: BridgeConfig, backend: Any, *, exit_when_idle: bool) -> None:
     """Run the shared bridge loop on ``backend`` until drained (every bridge command ends here)."""
     from .hub_api import HubApi
-    from .runner import BridgeRunner, ImmediateExit
+    from .runner import BridgeRefusedError, BridgeRunner, ImmediateExit
 
-    hub = HubApi(config.hubUrl, config.computeClientPrivateKey)
+    hub = HubApi(config.hubUrl, config.computeClientPrivateKey, timeout=config.hubTimeoutSec)
     runner = BridgeRunner(config, backend, hub, exit_when_idle=exit_when_idle)
     runner.install_signal_handlers()
     try:
         runner.run()
+    except BridgeRefusedError:
+        runner.close()
+        hub.close()
+        raise  # one line on stderr, exit status 1 (BridgeCommands)
     except ImmediateExit as e:
         log.warning("exiting at once (%s); running jobs continue and are re-adopted by the next start", e)
         logging.shutdown()

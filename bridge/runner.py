@@ -52,7 +52,9 @@ MAX_CLAIM_JOBS = 10
 CONSOLE_CHUNK_BYTES = 1024 * 1024
 CONSOLE_BYTES_PER_CYCLE = 4 * CONSOLE_CHUNK_BYTES
 HUB_BACKOFF_MAX_SEC = 10.0
-AUTH_BACKOFF_SEC = 30.0
+AUTH_BACKOFF_SEC = 5.0
+# A key the hub does not know stays unknown (client deleted, another hub): give up after this many.
+MAX_REFUSALS_IN_A_ROW = 3
 CANCEL_RESEND_SEC = 10.0
 STATUS_LOG_INTERVAL_SEC = 60.0
 STATUS_LOG_MIN_INTERVAL_SEC = 5.0
@@ -66,6 +68,10 @@ RESOURCE_LOG_UPLOAD_SCALE_BYTES = 32 * 1024
 
 class ImmediateExit(BaseException):
     """A second SIGTERM/SIGINT: leave now; running jobs are re-adopted by the next start."""
+
+
+class BridgeRefusedError(HubApiError):
+    """The hub refused this bridge's key several times in a row: a person must register it again."""
 
 
 class _ClaimInterrupted(BaseException):
@@ -137,6 +143,8 @@ class BridgeRunner:
         self._reconcile_needed = True
         self._hub_retry_at = 0.0
         self._hub_failures = 0
+        self._refusals = 0
+        self._refused: Optional[HubApiError] = None
         self._next_heartbeat = 0.0
         self._next_status_log = 0.0
         self._next_cleanup = 0.0
@@ -179,6 +187,8 @@ class BridgeRunner:
         )
         while True:
             self.run_cycle()
+            if self._refused is not None:
+                raise self._refusal_error(self._refused)
             if self._finished():
                 break
         self._log_status(force=True)
@@ -187,7 +197,19 @@ class BridgeRunner:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.cache.close()
 
+    def _refusal_error(self, error: HubApiError) -> BridgeRefusedError:
+        left = f"; {len(self._jobs)} job(s) here are left as they are" if self._jobs else ""
+        return BridgeRefusedError(
+            f"the hub at {self.hub.hub_url} refused this bridge {self._refusals} times in a row ({error}); "
+            f"compute client {self.config.computeClientId} was deleted, or bridge.json belongs to another hub: register "
+            f"the bridge again (pairio-bridge register --dir DIR --service {self.config.serviceName} --force){left}"
+        )
+
     def _finished(self) -> bool:
+        if self._draining and not self._jobs and self._hub_failures:
+            # Nothing runs here; jobs a lost claim answer may have taken go back to pending when this client expires.
+            log.info("drained: no jobs left, and the hub does not answer; exiting")
+            return True
         if self._jobs or self._reconcile_needed:
             return False
         if self._draining:
@@ -223,21 +245,32 @@ class BridgeRunner:
     def _hub_ok(self) -> bool:
         return self._clock() >= self._hub_retry_at
 
-    def _hub_failed(self, error: HubApiError) -> None:
-        """Back off from a hub that is down, or from a key it refuses (a person must fix that)."""
+    def _hub_failed(self, error: HubApiError, *, client_call: bool = False) -> None:
+        """Back off from a hub that is down, or from a key it refuses (a person must fix that).
+
+        ``client_call``: the call was the compute client's own (heartbeat, claim, its job list),
+        so a refusal means the key itself is refused, not one job's call.
+        """
         self._hub_failures += 1
         if isinstance(error, HubAuthError):
             delay = AUTH_BACKOFF_SEC
             log.error("the hub refuses this bridge: %s", error)
+            if client_call:
+                self._refusals += 1
+                if self._refusals >= MAX_REFUSALS_IN_A_ROW:
+                    self._refused = error
         else:
             delay = min(HUB_BACKOFF_MAX_SEC, 0.5 * 2 ** min(self._hub_failures, 8))
-            log.warning("hub unavailable (%s); retrying in %.0f s; jobs keep running", error, delay)
+            # The hub client logs when the hub stops answering; say it here only when it did not.
+            first = self._hub_failures == 1 and getattr(self.hub, "answering", True)
+            log.log(logging.WARNING if first else logging.DEBUG, "hub unavailable (%s); retrying in %.0f s; jobs keep running", error, delay)
         self._hub_retry_at = self._clock() + delay
 
     def _hub_succeeded(self) -> None:
         if self._hub_failures:
-            log.info("the hub answers again")
+            log.debug("the hub answers again")
         self._hub_failures = 0
+        self._refusals = 0
 
     # ---------------------------------------------------------------- adopting jobs (start, lost claims)
 
@@ -288,7 +321,7 @@ class BridgeRunner:
         try:
             hub_jobs = {j.jobId: j for j in self.hub.my_active_jobs()}
         except HubApiError as e:
-            self._hub_failed(e)
+            self._hub_failed(e, client_call=True)
             return
         self._hub_succeeded()
         self._reconcile_needed = False
@@ -348,7 +381,7 @@ class BridgeRunner:
         try:
             answer = self.hub.heartbeat(sorted(self._jobs))
         except HubApiError as e:
-            self._hub_failed(e)
+            self._hub_failed(e, client_call=True)
             return
         self._hub_succeeded()
         self._next_heartbeat = self._clock() + min(self.config.heartbeatIntervalSec, answer.heartbeat_timeout_sec / 4)
@@ -722,7 +755,7 @@ class BridgeRunner:
         except HubApiError as e:
             if not isinstance(e, HubRejectedError):
                 self._reconcile_needed = True  # the answer may have been lost after the hub claimed jobs
-            self._hub_failed(e)
+            self._hub_failed(e, client_call=True)
             return False
         self._hub_succeeded()
         self._idle_claim_returned_nothing = idle and not jobs
