@@ -19,7 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pairio.jobfile import JOB_FILE_ENV
 from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
@@ -77,10 +77,20 @@ class BridgeConfig(BaseModel):
     slurm: SlurmSiteOptions = Field(
         default_factory=SlurmSiteOptions, description="pairio-bridge slurm: how this cluster wants its batch jobs (site options)"
     )
-    considerMachineLoad: bool = Field(
-        default=True, description="local backend: CPUs other programs keep busy count as taken (false: only this bridge's jobs do)"
+    respectMachineLoad: bool = Field(
+        default=False,
+        description="local and SSH: a claimed job waits while other programs keep the host's CPUs busy (default: jobs run up to the slots)",
     )
     ssh: Optional[SshOptions] = Field(default=None, description="the SSH bridge: the remote host and how to reach it")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_old_load_setting(cls, data: object) -> object:
+        # Older bridge.json files carry considerMachineLoad, written with its old default (true) by
+        # every register; honouring it would keep busy machines from running jobs: respectMachineLoad replaces it.
+        if isinstance(data, dict) and "considerMachineLoad" in data:
+            data = {k: v for k, v in data.items() if k != "considerMachineLoad"}
+        return data
 
     @field_validator("hubUrl")
     @classmethod

@@ -64,6 +64,8 @@ SUBMIT_RETRY_SEC = 15.0
 WORKER_RETRY_SEC = 30.0
 RESOURCE_LOG_UPLOAD_INTERVAL_SEC = 10.0
 RESOURCE_LOG_UPLOAD_SCALE_BYTES = 32 * 1024
+BUSY_HOST_RECHECK_SEC = 2.0
+BUSY_HOST_NOTE_PREFIX = "waiting: "
 
 
 class ImmediateExit(BaseException):
@@ -96,6 +98,8 @@ class TrackedJob:
     resource_log_next_upload: float = 0.0
     last_note: Optional[str] = None
     """the latest queue/progress note sent to the hub's timeline, so a note is sent only when it changes"""
+    held: bool = False
+    """claimed and staged, but waiting for other programs to leave the host room (respectMachineLoad)"""
 
     @property
     def job_id(self) -> str:
@@ -595,6 +599,8 @@ class BridgeRunner:
         if tracked.cancel_requested:
             self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error="canceled before it started"))
             return
+        if self._held_for_busy_host(tracked, job):
+            return
         try:
             command = self._command_for(job, d)
         except (BridgeConfigError, HubRejectedError) as e:
@@ -629,6 +635,23 @@ class BridgeRunner:
             self.backend.cancel([native_id])
         if self._hub_ok():
             self._send_running(tracked)
+
+    def _held_for_busy_host(self, tracked: TrackedJob, job: PairioJobData) -> bool:
+        """Keep a staged job back while the backend says other programs keep the host busy.
+
+        The job's timeline says so once per wait (not at each look); 'started' follows when it runs.
+        """
+        reason = self.backend.busy_reason(job.requiredResources)
+        tracked.held = reason is not None
+        if reason is None:
+            return False
+        if not (tracked.last_note or "").startswith(BUSY_HOST_NOTE_PREFIX):
+            log.info("job %s waits: %s (respectMachineLoad)", job.jobId, reason)
+            self._send_note(tracked, BUSY_HOST_NOTE_PREFIX + reason)
+        else:
+            log.debug("job %s still waits: %s", job.jobId, reason)
+        tracked.retry_at = self._clock() + BUSY_HOST_RECHECK_SEC
+        return True
 
     def _command_for(self, job: PairioJobData, d: JobDir) -> list[str]:
         app_name = job.jobDefinition.appName
@@ -729,8 +752,8 @@ class BridgeRunner:
         if self._draining or self._reconcile_needed or not self._hub_ok():
             return False
         free = self.config.max_jobs_at_once - len(self._jobs)
-        if free <= 0:
-            return False
+        if free <= 0 or any(t.held for t in self._jobs.values()):
+            return False  # a job held for a busy host is enough; the others stay pending for other bridges
         try:
             capacity = self._free_capacity()
         except Exception:  # noqa: BLE001 - a backend failure must not stop the loop; try again next cycle

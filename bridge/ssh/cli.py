@@ -174,7 +174,7 @@ def ssh(
 
     backend = SshBackend(
         remote, config.jobs_path, gpu_ids=gpu_ids, pin_cpus=options.pinCpus,
-        consider_host_load=config.considerMachineLoad, download_inputs=options.remoteDownloads,
+        respect_machine_load=config.respectMachineLoad, download_inputs=options.remoteDownloads,
     )  # fmt: skip
     try:
         run_bridge(config, backend, exit_when_idle=exit_when_idle)
