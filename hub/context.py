@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from .db.engine import make_engine, make_session_factory
 from .db.migrate import upgrade_database
 from .files import JobFiles
-from .notifier import RunnableNotifier
+from .notifier import ComputeClientNotifier, RunnableNotifier
 from .settings import HubSettings
 
 NOTIFY_RUNNABLE = "pairio_notify_runnable"
 DELETE_FILES_AFTER_COMMIT = "pairio_delete_files_after_commit"
+NOTIFY_JOBS_TO_STOP = "pairio_notify_jobs_to_stop"
 
 
 @dataclass
@@ -28,6 +29,7 @@ class HubContext:
     files: JobFiles
     read_sessions: sessionmaker[Session]
     notifier: RunnableNotifier = field(default_factory=RunnableNotifier)
+    stop_notifier: ComputeClientNotifier = field(default_factory=ComputeClientNotifier)
 
     @classmethod
     def create(cls, settings: HubSettings, migrate: bool = True) -> "HubContext":
@@ -48,6 +50,8 @@ class HubContext:
     def _after_commit(self, session: Session) -> None:
         if session.info.pop(NOTIFY_RUNNABLE, False):
             self.notifier.notify()
+        for client_id in session.info.pop(NOTIFY_JOBS_TO_STOP, set()):
+            self.stop_notifier.notify(client_id)
         for job_id in session.info.pop(DELETE_FILES_AFTER_COMMIT, []):
             self.files.delete_job(job_id)
 
@@ -72,6 +76,11 @@ class HubContext:
 def mark_runnable_changed(session: Session) -> None:
     """Ask for waiting claims to be woken once this session commits."""
     session.info[NOTIFY_RUNNABLE] = True
+
+
+def mark_job_to_stop(session: Session, compute_client_id: str) -> None:
+    """Wake the compute client's waiting heartbeat once this session commits: one of its jobs must stop."""
+    session.info.setdefault(NOTIFY_JOBS_TO_STOP, set()).add(compute_client_id)
 
 
 def now_sec() -> float:
