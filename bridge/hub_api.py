@@ -26,7 +26,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -225,8 +225,14 @@ class HubApi:
 
     # ---------------------------------------------------------------- the compute client
 
-    def heartbeat(self, active_job_ids: list[str]) -> HeartbeatAnswer:
-        body = self._json(self._request("POST", "/v1/compute/heartbeat", json={"activeJobIds": active_job_ids}))
+    def heartbeat(self, active_job_ids: list[str], *, wait_sec: float = 0.0, stopping_job_ids: Sequence[str] = ()) -> HeartbeatAnswer:
+        """Say the bridge lives; with ``wait_sec``, the hub answers early when a job not in ``stopping_job_ids`` must stop."""
+        payload: dict[str, Any] = {"activeJobIds": active_job_ids}
+        timeout = None
+        if wait_sec > 0:
+            payload.update(waitSec=wait_sec, stoppingJobIds=list(stopping_job_ids))
+            timeout = wait_sec + CLAIM_TIMEOUT_MARGIN_SEC
+        body = self._json(self._request("POST", "/v1/compute/heartbeat", json=payload, timeout=timeout))
         return HeartbeatAnswer(cancel_job_ids=list(body["cancelJobIds"]), heartbeat_timeout_sec=float(body["heartbeatTimeoutSec"]))
 
     def claim(self, max_jobs: int, wait_sec: float, capacity: Optional[Capacity]) -> list[PairioJobData]:

@@ -1,7 +1,9 @@
 """The runner shared by every bridge: claim -> stage -> submit -> poll -> collect -> report.
 
-One main loop does the cheap, frequent work: heartbeats (which bring cancellations),
-one ``backend.poll`` for all running jobs, console output to the hub, claims. The
+Heartbeats run in a thread of their own: each one waits at the hub (up to the heartbeat
+interval) and is answered at once when a user cancels one of the bridge's jobs, so a
+cancel reaches the main loop without polling for it. One main loop does the cheap,
+frequent work: the cancellations heartbeats brought, one ``backend.poll`` for all running jobs, console output to the hub, claims. The
 slow work of one job (staging its inputs and submitting it; uploading its outputs
 and reporting its end) runs in a small thread pool so a large download never delays
 a cancellation.
@@ -56,6 +58,8 @@ AUTH_BACKOFF_SEC = 5.0
 # A key the hub does not know stays unknown (client deleted, another hub): give up after this many.
 MAX_REFUSALS_IN_A_ROW = 3
 CANCEL_RESEND_SEC = 10.0
+MIN_HEARTBEAT_SPACING_SEC = 0.2
+"""heartbeats never come faster than this, whatever the hub answers"""
 STATUS_LOG_INTERVAL_SEC = 60.0
 STATUS_LOG_MIN_INTERVAL_SEC = 5.0
 CLEANUP_INTERVAL_SEC = 3600.0
@@ -149,7 +153,11 @@ class BridgeRunner:
         self._hub_failures = 0
         self._refusals = 0
         self._refused: Optional[HubApiError] = None
-        self._next_heartbeat = 0.0
+        self._stop_requests: set[str] = set()
+        self._stop_requests_lock = threading.Lock()
+        self._wake = threading.Event()
+        """set when a heartbeat brings jobs to stop: cuts the main loop's sleep short"""
+        self._heartbeats_stop = threading.Event()
         self._next_status_log = 0.0
         self._next_cleanup = 0.0
         self._last_status_line = ""
@@ -189,12 +197,17 @@ class BridgeRunner:
             self.config.label, self.config.computeClientId, self.config.serviceName, self.backend.name,
             self.hub.hub_url, len(self._jobs),
         )
-        while True:
-            self.run_cycle()
-            if self._refused is not None:
-                raise self._refusal_error(self._refused)
-            if self._finished():
-                break
+        heartbeats = threading.Thread(target=self._heartbeat_loop, name="bridge-heartbeat", daemon=True)
+        heartbeats.start()
+        try:
+            while True:
+                self.run_cycle()
+                if self._refused is not None:
+                    raise self._refusal_error(self._refused)
+                if self._finished():
+                    break
+        finally:
+            self._heartbeats_stop.set()
         self._log_status(force=True)
 
     def close(self) -> None:
@@ -232,8 +245,7 @@ class BridgeRunner:
             self._clean_up_old_job_dirs()
         if self._reconcile_needed and self._hub_ok():
             self._reconcile_with_hub()
-        if self._hub_ok() and now >= self._next_heartbeat:
-            self._heartbeat()
+        self._apply_stop_requests()
         self._poll_backend()
         self._report_running()
         self._stream_console()
@@ -242,7 +254,7 @@ class BridgeRunner:
         self._forget_reported()
         self._log_status()
         if not self._claim():
-            time.sleep(self.config.pollIntervalSec)
+            self._wake.wait(self.config.pollIntervalSec)
 
     # ---------------------------------------------------------------- the hub's availability
 
@@ -381,15 +393,43 @@ class BridgeRunner:
 
     # ---------------------------------------------------------------- heartbeat and cancellation
 
+    def _heartbeat_loop(self) -> None:
+        """The heartbeat thread: one waiting heartbeat after another, until ``run`` ends."""
+        while not self._heartbeats_stop.is_set():
+            if not self._hub_ok():
+                self._heartbeats_stop.wait(min(1.0, max(0.05, self._hub_retry_at - self._clock())))
+                continue
+            started = time.monotonic()
+            try:
+                self._heartbeat()
+            except Exception:  # noqa: BLE001 - the thread must outlive any one failure
+                log.exception("heartbeat failed")
+            self._heartbeats_stop.wait(max(0.0, MIN_HEARTBEAT_SPACING_SEC - (time.monotonic() - started)))
+
     def _heartbeat(self) -> None:
+        """One heartbeat; the hub answers early when a job not yet being stopped must stop (the main loop stops it)."""
+        tracked = list(self._jobs.values())  # a copy: the main loop changes the dict meanwhile
+        # a job that already ended here is only waiting to be reported or cleaned up
+        stopping = [t.job_id for t in tracked if t.cancel_requested or t.phase in (RunnerPhase.FINISHED, RunnerPhase.REPORTED)]
         try:
-            answer = self.hub.heartbeat(sorted(self._jobs))
+            answer = self.hub.heartbeat(
+                sorted(t.job_id for t in tracked), wait_sec=self.config.heartbeatIntervalSec, stopping_job_ids=stopping
+            )
         except HubApiError as e:
             self._hub_failed(e, client_call=True)
             return
         self._hub_succeeded()
-        self._next_heartbeat = self._clock() + min(self.config.heartbeatIntervalSec, answer.heartbeat_timeout_sec / 4)
-        for job_id in answer.cancel_job_ids:
+        if answer.cancel_job_ids:
+            with self._stop_requests_lock:
+                self._stop_requests.update(answer.cancel_job_ids)
+            self._wake.set()
+
+    def _apply_stop_requests(self) -> None:
+        """Stop the jobs heartbeats said to stop (in the main loop, which owns the jobs)."""
+        self._wake.clear()
+        with self._stop_requests_lock:
+            job_ids, self._stop_requests = self._stop_requests, set()
+        for job_id in job_ids:
             tracked = self._jobs.get(job_id)
             # a job that already ended here is only waiting to be reported or cleaned up
             if tracked is not None and tracked.phase not in (RunnerPhase.FINISHED, RunnerPhase.REPORTED):

@@ -12,7 +12,8 @@ remote host's system Python), the few process calls it makes are read from Linux
 
 Enforces the job's limits: over ``timeSec`` the tree gets SIGTERM, then SIGKILL after a
 grace period; over ``memoryGb`` (RSS of the whole tree) it is killed at once; a ``cancel``
-file in the job directory, or SIGTERM/SIGINT/SIGHUP to the watcher, cancels the job.
+file in the job directory, or SIGTERM/SIGINT/SIGHUP to the watcher, cancels the job, with
+a shorter grace (a user who cancels waits for the job to be gone).
 ``result.json`` is written last and atomically: its presence means the job is over.
 """
 
@@ -62,6 +63,9 @@ THREAD_COUNT_VARIABLES = (
 DEFAULT_SAMPLE_INTERVAL_SEC = 0.5
 DEFAULT_LOG_INTERVAL_SEC = 5.0
 DEFAULT_KILL_GRACE_SEC = 3.0
+# A cancel's tree must be gone within 3 s of the user's click: hub -> bridge -> watcher takes
+# up to a sample interval, so the SIGTERM -> SIGKILL grace of a cancel is short.
+DEFAULT_CANCEL_GRACE_SEC = 1.0
 CONSOLE_TAIL_LINES = 20
 CONSOLE_TAIL_MAX_CHARS = 2000
 
@@ -435,6 +439,7 @@ class WatchConfig:
     sample_interval_sec: float = DEFAULT_SAMPLE_INTERVAL_SEC
     log_interval_sec: float = DEFAULT_LOG_INTERVAL_SEC
     kill_grace_sec: float = DEFAULT_KILL_GRACE_SEC
+    cancel_grace_sec: float = DEFAULT_CANCEL_GRACE_SEC
 
 
 @dataclass
@@ -554,8 +559,14 @@ class Watcher:
     def terminate(self, tree: ProcessTree, child: subprocess.Popen[bytes]) -> None:
         """SIGTERM lets the processor clean up; SIGKILL after the grace period ends it regardless."""
         tree.signal_all(signal.SIGTERM)
-        if not self.wait_tree_gone(tree, child, self.config.kill_grace_sec):
+        if not self.wait_tree_gone(tree, child, self.grace_sec()):
             self.kill(tree, child)
+
+    def grace_sec(self) -> float:
+        """A cancel (or a stop signal) gets the short grace; a time limit, or a processor's leftovers, the usual one."""
+        if self.cancel_requested():
+            return min(self.config.cancel_grace_sec, self.config.kill_grace_sec)
+        return self.config.kill_grace_sec
 
     def kill(self, tree: ProcessTree, child: subprocess.Popen[bytes]) -> None:
         tree.signal_all(signal.SIGKILL)
@@ -644,6 +655,7 @@ def parse_args(argv: Sequence[str]) -> WatchConfig:
     parser.add_argument("--sample-interval-sec", type=float, default=DEFAULT_SAMPLE_INTERVAL_SEC)
     parser.add_argument("--log-interval-sec", type=float, default=DEFAULT_LOG_INTERVAL_SEC)
     parser.add_argument("--kill-grace-sec", type=float, default=DEFAULT_KILL_GRACE_SEC)
+    parser.add_argument("--cancel-grace-sec", type=float, default=DEFAULT_CANCEL_GRACE_SEC)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the processor's argv")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -659,6 +671,7 @@ def parse_args(argv: Sequence[str]) -> WatchConfig:
         sample_interval_sec=args.sample_interval_sec,
         log_interval_sec=args.log_interval_sec,
         kill_grace_sec=args.kill_grace_sec,
+        cancel_grace_sec=args.cancel_grace_sec,
     )
 
 
