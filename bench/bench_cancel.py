@@ -39,6 +39,7 @@ RESOURCES = PairioJobRequiredResources(numCpus=1, numGpus=0, memoryGb=0.5, timeS
 
 
 def end_to_end(hub: HubProcess, key: str, work: Path, rounds: int) -> list[float]:
+    work.mkdir(parents=True)
     stack = Stack(hub, key, work)
     stack.processor.write_text(TREE_PROCESSOR)
     stack.register(config_updates={"heartbeatIntervalSec": 30.0, "pollIntervalSec": 0.5})
@@ -51,13 +52,14 @@ def end_to_end(hub: HubProcess, key: str, work: Path, rounds: int) -> list[float
 
 def baseline(work: Path, rounds: int) -> list[float]:
     """The watcher's share: LocalBackend.cancel straight to the tree gone (default watcher timings)."""
+    (work / "jobs").mkdir(parents=True)
     backend = LocalBackend(work / "jobs", gpu_ids=[])
     processor = work / "processor.py"
     processor.write_text(TREE_PROCESSOR)
     times = []
     for i in range(rounds):
         job_dir = work / "jobs" / f"job{i}"
-        job_dir.mkdir(parents=True)
+        job_dir.mkdir()
         record = work / "records"
         (job_dir / "job.json").write_text(json.dumps({"jobId": f"job{i}", "parameters": {"record_dir": str(record)}}))
         native_id = backend.submit(JobSubmission(
