@@ -126,6 +126,7 @@ class HubApi:
         self.retry_policy = retry_policy
         self._http = httpx.Client(base_url=self.hub_url, transport=transport, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
         self._answering_lock = threading.Lock()
+        self._closed = False
         self.answering = True
         """False from a call the hub left unanswered (or answered 5xx) until its next answer"""
 
@@ -133,6 +134,7 @@ class HubApi:
         return f"HubApi(hub_url={self.hub_url!r})"
 
     def close(self) -> None:
+        self._closed = True  # calls still in flight (a waiting heartbeat) fail now: not the hub's doing
         self._http.close()
 
     # ---------------------------------------------------------------- transport
@@ -191,7 +193,7 @@ class HubApi:
     def _set_answering(self, answering: bool, detail: str) -> None:
         """Log the hub's changes between answering and not, once each (calls come from several threads)."""
         with self._answering_lock:
-            if answering == self.answering:
+            if answering == self.answering or self._closed:
                 return
             self.answering = answering
         if answering:

@@ -403,7 +403,8 @@ class BridgeRunner:
             try:
                 self._heartbeat()
             except Exception:  # noqa: BLE001 - the thread must outlive any one failure
-                log.exception("heartbeat failed")
+                if not self._heartbeats_stop.is_set():  # else: the connections were closed under it at exit
+                    log.exception("heartbeat failed")
             self._heartbeats_stop.wait(max(0.0, MIN_HEARTBEAT_SPACING_SEC - (time.monotonic() - started)))
 
     def _heartbeat(self) -> None:
@@ -416,7 +417,8 @@ class BridgeRunner:
                 sorted(t.job_id for t in tracked), wait_sec=self.config.heartbeatIntervalSec, stopping_job_ids=stopping
             )
         except HubApiError as e:
-            self._hub_failed(e, client_call=True)
+            if not self._heartbeats_stop.is_set():  # else the bridge is closing its connections under this call
+                self._hub_failed(e, client_call=True)
             return
         self._hub_succeeded()
         if answer.cancel_job_ids:
