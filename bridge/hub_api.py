@@ -47,8 +47,6 @@ _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 # One attempt's limit: with the retries, an idempotent call gives up after about 35 s.
 DEFAULT_TIMEOUT_SEC = 10.0
-# A long-poll claim may take this much longer than its wait (the hub's last look at the database).
-CLAIM_TIMEOUT_MARGIN_SEC = 10.0
 
 
 class HubApiError(Exception):
@@ -124,6 +122,8 @@ class HubApi:
         self.hub_url = hub_url.rstrip("/")
         self._key = compute_client_key
         self.retry_policy = retry_policy
+        # a long poll (claim, waiting heartbeat) may take this much longer than its wait: the hub's last look
+        self.long_poll_margin_sec = timeout
         self._http = httpx.Client(base_url=self.hub_url, transport=transport, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
         self._answering_lock = threading.Lock()
         self._closed = False
@@ -233,7 +233,7 @@ class HubApi:
         timeout = None
         if wait_sec > 0:
             payload.update(waitSec=wait_sec, stoppingJobIds=list(stopping_job_ids))
-            timeout = wait_sec + CLAIM_TIMEOUT_MARGIN_SEC
+            timeout = wait_sec + self.long_poll_margin_sec
         body = self._json(self._request("POST", "/v1/compute/heartbeat", json=payload, timeout=timeout))
         return HeartbeatAnswer(cancel_job_ids=list(body["cancelJobIds"]), heartbeat_timeout_sec=float(body["heartbeatTimeoutSec"]))
 
@@ -242,7 +242,7 @@ class HubApi:
         body: dict[str, Any] = {"maxJobs": max_jobs, "waitSec": wait_sec}
         if capacity is not None:
             body["capacity"] = {"numCpus": capacity.numCpus, "numGpus": capacity.numGpus, "memoryGb": capacity.memoryGb}
-        response = self._request("POST", "/v1/compute/claim", json=body, idempotent=False, timeout=wait_sec + CLAIM_TIMEOUT_MARGIN_SEC)
+        response = self._request("POST", "/v1/compute/claim", json=body, idempotent=False, timeout=wait_sec + self.long_poll_margin_sec)
         return [PairioJobData.model_validate(j) for j in self._json(response)["jobs"]]
 
     def my_active_jobs(self) -> list[PairioJobData]:
