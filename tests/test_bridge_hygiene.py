@@ -17,8 +17,6 @@ import pytest
 
 from .test_bridge_e2e import BridgeProcess, HubProcess, Stack, hub, stack, wait_for  # noqa: F401 - fixtures
 
-__all__ = ["hub", "stack"]
-
 
 def started(stack: Stack) -> None:
     wait_for(lambda: "status:" in stack.bridge.log, 30, "the bridge to start")
