@@ -3,10 +3,10 @@
 Heartbeats run in a thread of their own: each one waits at the hub (up to the heartbeat
 interval) and is answered at once when a user cancels one of the bridge's jobs, so a
 cancel reaches the main loop without polling for it. One main loop does the cheap,
-frequent work: the cancellations heartbeats brought, one ``backend.poll`` for all running jobs, console output to the hub, claims. The
-slow work of one job (staging its inputs and submitting it; uploading its outputs
-and reporting its end) runs in a small thread pool so a large download never delays
-a cancellation.
+frequent work: the cancellations heartbeats brought, one ``backend.poll`` for all
+running jobs, console output to the hub, claims. The slow work of one job (staging
+its inputs and submitting it; uploading its outputs and reporting its end) runs in a
+small thread pool so a large download never delays a cancellation.
 
 Every step is recorded in the job's ``state.json`` before the next one starts
 (see ``bridge.jobdir``), and every report to the hub is idempotent, so:
