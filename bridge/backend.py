@@ -96,6 +96,13 @@ class Backend(ABC):
     def cancel(self, native_ids: list[str]) -> None:
         """Stop the given jobs (their process trees); idempotent."""
 
+    def busy_reason(self, resources: PairioJobRequiredResources) -> Optional[str]:
+        """Why a job that fits the slots should wait anyway (other programs keep the host busy), or None to run it.
+
+        Called before each submit; only backends that respect the machine's load say anything.
+        """
+        return None
+
     def describe(self, native_id: str) -> Optional[str]:
         """How users know the native job (e.g. "Slurm job 4242"), for the job's timeline; None: not worth telling."""
         return None

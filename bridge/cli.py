@@ -27,6 +27,7 @@ from pairio.errors import MissingApiKeyError, PairioConnectionError, error_for_r
 from pairio.models import MAX_TIME_SEC, PairioComputeClientComputeSlot
 
 from .config import BridgeConfig, BridgeConfigError, ContainerMode, config_file, load_bridge_config, save_bridge_config
+from .dirlock import lock_bridge_dir
 from .hub_api import HubApiError
 from .slurm.site import SlurmSiteOptions
 
@@ -107,6 +108,11 @@ def _parse_app_commands(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--time-sec", type=click.FloatRange(min=0, min_open=True, max=MAX_TIME_SEC), default=DEFAULT_TIME_SEC, show_default=True, help="longest time limit of one job")
 @click.option("--multiplicity", type=click.IntRange(1), default=None, help="jobs of the slot at once [default: --num-cpus; the machine's free resources limit it further]")
 @click.option("--max-concurrent-jobs", type=click.IntRange(1), default=None, help="never more jobs than this at once")
+@click.option(
+    "--respect-machine-load", is_flag=True,
+    help="local and SSH: hold a claimed job back while other programs keep the machine's CPUs busy "
+    "(its timeline says so) [default: run jobs up to the slots whatever else the machine runs]",
+)
 @click.option("--container", type=click.Choice([m.value for m in ContainerMode]), default=ContainerMode.NONE.value, show_default=True, help="how processors run")
 @click.option("--slurm-partition", default=None, help="pairio-bridge slurm: the partition jobs go to [default: the cluster's]")
 @click.option("--slurm-account", default=None, help="pairio-bridge slurm: the account jobs are charged to")
@@ -118,7 +124,7 @@ def _parse_app_commands(values: tuple[str, ...]) -> dict[str, str]:
 def register(
     bridge_dir: Path, service: str, label: Optional[str], hub_url: Optional[str], apps: tuple[str, ...],
     num_cpus: Optional[int], num_gpus: Optional[int], memory_gb: Optional[float], time_sec: float,
-    multiplicity: Optional[int], max_concurrent_jobs: Optional[int], container: str,
+    multiplicity: Optional[int], max_concurrent_jobs: Optional[int], respect_machine_load: bool, container: str,
     slurm_partition: Optional[str], slurm_account: Optional[str], slurm_qos: Optional[str], slurm_jobs_dir: Optional[str],
     slurm_options: tuple[str, ...], force: bool, pass_env: tuple[str, ...] = (),
 ) -> None:
@@ -160,6 +166,7 @@ def register(
         containerMode=ContainerMode(container),
         appCommands=app_commands,
         maxConcurrentJobs=max_concurrent_jobs,
+        respectMachineLoad=respect_machine_load,
         slurm=slurm_site,
         passEnv=list(pass_env),
     )
@@ -232,21 +239,26 @@ def local(bridge_dir: Path, exit_when_idle: bool, log_level: str) -> None:
 
     _setup_logging(log_level)
     config = load_bridge_config(bridge_dir)
-    backend = LocalBackend(config.jobs_path, consider_system_load=config.considerMachineLoad)
+    lock_bridge_dir(bridge_dir)
+    backend = LocalBackend(config.jobs_path, respect_machine_load=config.respectMachineLoad)
     run_bridge(config, backend, exit_when_idle=exit_when_idle)
 
 
 def run_bridge(config: BridgeConfig, backend: Any, *, exit_when_idle: bool) -> None:
     """Run the shared bridge loop on ``backend`` until drained (every bridge command ends here)."""
     from .hub_api import HubApi
-    from .runner import BridgeRunner, ImmediateExit
+    from .runner import BridgeRefusedError, BridgeRunner, ImmediateExit
 
-    hub = HubApi(config.hubUrl, config.computeClientPrivateKey)
+    hub = HubApi(config.hubUrl, config.computeClientPrivateKey, timeout=config.hubTimeoutSec)
     os.umask(0o077)  # job directories and what is written in them are the bridge user's only
     runner = BridgeRunner(config, backend, hub, exit_when_idle=exit_when_idle)
     runner.install_signal_handlers()
     try:
         runner.run()
+    except BridgeRefusedError:
+        runner.close()
+        hub.close()
+        raise  # one line on stderr, exit status 1 (BridgeCommands)
     except ImmediateExit as e:
         log.warning("exiting at once (%s); running jobs continue and are re-adopted by the next start", e)
         logging.shutdown()

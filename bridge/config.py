@@ -20,7 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pairio.jobfile import JOB_FILE_ENV
 from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
@@ -74,12 +74,14 @@ class BridgeConfig(BaseModel):
     claimWaitSec: float = Field(default=10.0, ge=0, le=3600, description="long-poll of a claim while the bridge is idle")
     pollIntervalSec: float = Field(default=0.5, gt=0, le=600, description="how often running jobs are polled")
     heartbeatIntervalSec: float = Field(default=2.0, gt=0, le=600, description="how often the hub is told the bridge lives")
+    hubTimeoutSec: float = Field(default=10.0, gt=0, le=60, description="how long one call waits for the hub's answer (claims: their wait more)")
     maxConcurrentJobs: Optional[int] = Field(default=None, ge=1, description="at most this many jobs at once (default: the slots')")
     slurm: SlurmSiteOptions = Field(
         default_factory=SlurmSiteOptions, description="pairio-bridge slurm: how this cluster wants its batch jobs (site options)"
     )
-    considerMachineLoad: bool = Field(
-        default=True, description="local backend: CPUs other programs keep busy count as taken (false: only this bridge's jobs do)"
+    respectMachineLoad: bool = Field(
+        default=False,
+        description="local and SSH: a claimed job waits while other programs keep the host's CPUs busy (default: jobs run up to the slots)",
     )
     ssh: Optional[SshOptions] = Field(default=None, description="the SSH bridge: the remote host and how to reach it")
     passEnv: list[str] = Field(
@@ -87,6 +89,15 @@ class BridgeConfig(BaseModel):
         description="variables of the bridge's environment its processors also get (NAME, or PREFIX_* for all starting so); "
         "besides these they see only PATH, HOME, LANG, LC_*, TZ, TMPDIR, USER, LOGNAME and what Pairio sets",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_old_load_setting(cls, data: object) -> object:
+        # Older bridge.json files carry considerMachineLoad, written with its old default (true) by
+        # every register; honouring it would keep busy machines from running jobs: respectMachineLoad replaces it.
+        if isinstance(data, dict) and "considerMachineLoad" in data:
+            data = {k: v for k, v in data.items() if k != "considerMachineLoad"}
+        return data
 
     @field_validator("hubUrl")
     @classmethod

@@ -12,6 +12,10 @@ network error or 5xx. A claim is not: a lost answer would leave claimed jobs nob
 runs, so a claim is retried only when the request surely never left; the runner
 finds jobs claimed by a lost answer with ``my_active_jobs``.
 
+Every call has a timeout well under the hub's heartbeat expiry (120 s by default), so a
+hub that stops answering (stopped, or its machine swapping) never holds the bridge's loop
+for long; the first call it leaves unanswered is logged, and so is its first answer after.
+
 The key is sent per request in the Authorization header and never appears in a
 message (httpx masks it in reprs; our messages go through ``redact``).
 """
@@ -20,8 +24,9 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -40,6 +45,8 @@ log = logging.getLogger(__name__)
 RETRY_STATUS_CODES = frozenset({500, 502, 503, 504})
 _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 UPLOAD_CHUNK_BYTES = 1024 * 1024
+# One attempt's limit: with the retries, an idempotent call gives up after about 35 s.
+DEFAULT_TIMEOUT_SEC = 10.0
 
 
 class HubApiError(Exception):
@@ -109,18 +116,25 @@ class HubApi:
         compute_client_key: str,
         *,
         transport: Optional[httpx.BaseTransport] = None,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT_SEC,
         retry_policy: RetryPolicy = RetryPolicy(),
     ) -> None:
         self.hub_url = hub_url.rstrip("/")
         self._key = compute_client_key
         self.retry_policy = retry_policy
-        self._http = httpx.Client(base_url=self.hub_url, transport=transport, timeout=httpx.Timeout(timeout, connect=10.0))
+        # a long poll (claim, waiting heartbeat) may take this much longer than its wait: the hub's last look
+        self.long_poll_margin_sec = timeout
+        self._http = httpx.Client(base_url=self.hub_url, transport=transport, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+        self._answering_lock = threading.Lock()
+        self._closed = False
+        self.answering = True
+        """False from a call the hub left unanswered (or answered 5xx) until its next answer"""
 
     def __repr__(self) -> str:
         return f"HubApi(hub_url={self.hub_url!r})"
 
     def close(self) -> None:
+        self._closed = True  # calls still in flight (a waiting heartbeat) fail now: not the hub's doing
         self._http.close()
 
     # ---------------------------------------------------------------- transport
@@ -150,6 +164,7 @@ class HubApi:
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
             except httpx.TransportError as e:
+                self._set_answering(False, f"{type(e).__name__} on {method} {path}")
                 if (idempotent or isinstance(e, _NOT_SENT_ERRORS)) and not last_attempt:
                     time.sleep(self.retry_policy.delay(attempt))
                     attempt += 1
@@ -161,6 +176,7 @@ class HubApi:
             finally:
                 if hasattr(body, "close"):
                     body.close()
+            self._set_answering(response.status_code not in RETRY_STATUS_CODES, f"HTTP {response.status_code} from {method} {path}")
             if response.status_code in RETRY_STATUS_CODES:
                 if idempotent and not last_attempt:
                     time.sleep(self.retry_policy.delay(attempt))
@@ -173,6 +189,17 @@ class HubApi:
             if response.is_error:
                 raise self._rejected(response, method, path)
             return response
+
+    def _set_answering(self, answering: bool, detail: str) -> None:
+        """Log the hub's changes between answering and not, once each (calls come from several threads)."""
+        with self._answering_lock:
+            if answering == self.answering or self._closed:
+                return
+            self.answering = answering
+        if answering:
+            log.info("the hub at %s answers again", self.hub_url)
+        else:
+            log.warning("the hub at %s is not answering (%s); retrying, and running jobs go on", self.hub_url, detail)
 
     def _rejected(self, response: httpx.Response, method: str, path: str) -> HubRejectedError:
         message = redact(hub_message(response), self._key)
@@ -200,8 +227,14 @@ class HubApi:
 
     # ---------------------------------------------------------------- the compute client
 
-    def heartbeat(self, active_job_ids: list[str]) -> HeartbeatAnswer:
-        body = self._json(self._request("POST", "/v1/compute/heartbeat", json={"activeJobIds": active_job_ids}))
+    def heartbeat(self, active_job_ids: list[str], *, wait_sec: float = 0.0, stopping_job_ids: Sequence[str] = ()) -> HeartbeatAnswer:
+        """Say the bridge lives; with ``wait_sec``, the hub answers early when a job not in ``stopping_job_ids`` must stop."""
+        payload: dict[str, Any] = {"activeJobIds": active_job_ids}
+        timeout = None
+        if wait_sec > 0:
+            payload.update(waitSec=wait_sec, stoppingJobIds=list(stopping_job_ids))
+            timeout = wait_sec + self.long_poll_margin_sec
+        body = self._json(self._request("POST", "/v1/compute/heartbeat", json=payload, timeout=timeout))
         return HeartbeatAnswer(cancel_job_ids=list(body["cancelJobIds"]), heartbeat_timeout_sec=float(body["heartbeatTimeoutSec"]))
 
     def claim(self, max_jobs: int, wait_sec: float, capacity: Optional[Capacity]) -> list[PairioJobData]:
@@ -209,7 +242,7 @@ class HubApi:
         body: dict[str, Any] = {"maxJobs": max_jobs, "waitSec": wait_sec}
         if capacity is not None:
             body["capacity"] = {"numCpus": capacity.numCpus, "numGpus": capacity.numGpus, "memoryGb": capacity.memoryGb}
-        response = self._request("POST", "/v1/compute/claim", json=body, idempotent=False, timeout=wait_sec + 30.0)
+        response = self._request("POST", "/v1/compute/claim", json=body, idempotent=False, timeout=wait_sec + self.long_poll_margin_sec)
         return [job_data(j) for j in self._json(response)["jobs"]]
 
     def my_active_jobs(self) -> list[PairioJobData]:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -166,12 +167,17 @@ class JobDir:
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file, flush it to disk, and rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # A name of its own per write: two writers (threads, or a second bridge) never share a temporary file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def job_dirs(jobs_root: Path) -> list[JobDir]:

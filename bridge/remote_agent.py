@@ -127,12 +127,20 @@ def read_json(path: Path) -> Optional[Dict[str, Any]]:
 
 
 def write_json_atomically(path: Path, data: Dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # unique per write: two agents (two bridges, or a retried command) never share a temporary file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    try:
+        with tmp.open("x") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
 def read_chunk(path: Path, offset: int, max_bytes: int) -> Dict[str, Any]:
@@ -419,7 +427,7 @@ def command_download(request: Dict[str, Any]) -> Dict[str, Any]:
     answers = {}
     for item in request.get("files", []):
         path = Path(item["path"])
-        tmp = path.with_name(f".{path.name}.download")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.download")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with urllib.request.urlopen(item["url"], timeout=float(request.get("timeoutSec", 60))) as response, tmp.open("wb") as out:

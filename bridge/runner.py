@@ -1,10 +1,12 @@
 """The runner shared by every bridge: claim -> stage -> submit -> poll -> collect -> report.
 
-One main loop does the cheap, frequent work: heartbeats (which bring cancellations),
-one ``backend.poll`` for all running jobs, console output to the hub, claims. The
-slow work of one job (staging its inputs and submitting it; uploading its outputs
-and reporting its end) runs in a small thread pool so a large download never delays
-a cancellation.
+Heartbeats run in a thread of their own: each one waits at the hub (up to the heartbeat
+interval) and is answered at once when a user cancels one of the bridge's jobs, so a
+cancel reaches the main loop without polling for it. One main loop does the cheap,
+frequent work: the cancellations heartbeats brought, one ``backend.poll`` for all
+running jobs, console output to the hub, claims. The slow work of one job (staging
+its inputs and submitting it; uploading its outputs and reporting its end) runs in a
+small thread pool so a large download never delays a cancellation.
 
 Every step is recorded in the job's ``state.json`` before the next one starts
 (see ``bridge.jobdir``), and every report to the hub is idempotent, so:
@@ -55,8 +57,12 @@ MAX_CLAIM_JOBS = 10
 CONSOLE_CHUNK_BYTES = 1024 * 1024
 CONSOLE_BYTES_PER_CYCLE = 4 * CONSOLE_CHUNK_BYTES
 HUB_BACKOFF_MAX_SEC = 10.0
-AUTH_BACKOFF_SEC = 30.0
+AUTH_BACKOFF_SEC = 5.0
+# A key the hub does not know stays unknown (client deleted, another hub): give up after this many.
+MAX_REFUSALS_IN_A_ROW = 3
 CANCEL_RESEND_SEC = 10.0
+MIN_HEARTBEAT_SPACING_SEC = 0.2
+"""heartbeats never come faster than this, whatever the hub answers"""
 STATUS_LOG_INTERVAL_SEC = 60.0
 STATUS_LOG_MIN_INTERVAL_SEC = 5.0
 CLEANUP_INTERVAL_SEC = 3600.0
@@ -65,10 +71,16 @@ SUBMIT_RETRY_SEC = 15.0
 WORKER_RETRY_SEC = 30.0
 RESOURCE_LOG_UPLOAD_INTERVAL_SEC = 10.0
 RESOURCE_LOG_UPLOAD_SCALE_BYTES = 32 * 1024
+BUSY_HOST_RECHECK_SEC = 2.0
+BUSY_HOST_NOTE_PREFIX = "waiting: "
 
 
 class ImmediateExit(BaseException):
     """A second SIGTERM/SIGINT: leave now; running jobs are re-adopted by the next start."""
+
+
+class BridgeRefusedError(HubApiError):
+    """The hub refused this bridge's key several times in a row: a person must register it again."""
 
 
 class _ClaimInterrupted(BaseException):
@@ -96,6 +108,8 @@ class TrackedJob:
     secret_values: list[str] = field(default_factory=list)
     """the job's secret values, held to mask them in what the runner logs, records and reports (from the hub
     again after a restart: its list of this client's jobs includes them)"""
+    held: bool = False
+    """claimed and staged, but waiting for other programs to leave the host room (respectMachineLoad)"""
 
     def masked(self, text: str) -> str:
         return mask_text(text, self.secret_values) if self.secret_values and text else text
@@ -146,7 +160,13 @@ class BridgeRunner:
         self._reconcile_needed = True
         self._hub_retry_at = 0.0
         self._hub_failures = 0
-        self._next_heartbeat = 0.0
+        self._refusals = 0
+        self._refused: Optional[HubApiError] = None
+        self._stop_requests: set[str] = set()
+        self._stop_requests_lock = threading.Lock()
+        self._wake = threading.Event()
+        """set when a heartbeat brings jobs to stop: cuts the main loop's sleep short"""
+        self._heartbeats_stop = threading.Event()
         self._next_status_log = 0.0
         self._next_cleanup = 0.0
         self._last_status_line = ""
@@ -186,17 +206,36 @@ class BridgeRunner:
             self.config.label, self.config.computeClientId, self.config.serviceName, self.backend.name,
             self.hub.hub_url, len(self._jobs),
         )
-        while True:
-            self.run_cycle()
-            if self._finished():
-                break
+        heartbeats = threading.Thread(target=self._heartbeat_loop, name="bridge-heartbeat", daemon=True)
+        heartbeats.start()
+        try:
+            while True:
+                self.run_cycle()
+                if self._refused is not None:
+                    raise self._refusal_error(self._refused)
+                if self._finished():
+                    break
+        finally:
+            self._heartbeats_stop.set()
         self._log_status(force=True)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.cache.close()
 
+    def _refusal_error(self, error: HubApiError) -> BridgeRefusedError:
+        left = f"; {len(self._jobs)} job(s) here are left as they are" if self._jobs else ""
+        return BridgeRefusedError(
+            f"the hub at {self.hub.hub_url} refused this bridge {self._refusals} times in a row ({error}); "
+            f"compute client {self.config.computeClientId} was deleted, or bridge.json belongs to another hub: register "
+            f"the bridge again (pairio-bridge register --dir DIR --service {self.config.serviceName} --force){left}"
+        )
+
     def _finished(self) -> bool:
+        if self._draining and not self._jobs and self._hub_failures:
+            # Nothing runs here; jobs a lost claim answer may have taken go back to pending when this client expires.
+            log.info("drained: no jobs left, and the hub does not answer; exiting")
+            return True
         if self._jobs or self._reconcile_needed:
             return False
         if self._draining:
@@ -215,8 +254,7 @@ class BridgeRunner:
             self._clean_up_old_job_dirs()
         if self._reconcile_needed and self._hub_ok():
             self._reconcile_with_hub()
-        if self._hub_ok() and now >= self._next_heartbeat:
-            self._heartbeat()
+        self._apply_stop_requests()
         self._poll_backend()
         self._report_running()
         self._stream_console()
@@ -225,28 +263,39 @@ class BridgeRunner:
         self._forget_reported()
         self._log_status()
         if not self._claim():
-            time.sleep(self.config.pollIntervalSec)
+            self._wake.wait(self.config.pollIntervalSec)
 
     # ---------------------------------------------------------------- the hub's availability
 
     def _hub_ok(self) -> bool:
         return self._clock() >= self._hub_retry_at
 
-    def _hub_failed(self, error: HubApiError) -> None:
-        """Back off from a hub that is down, or from a key it refuses (a person must fix that)."""
+    def _hub_failed(self, error: HubApiError, *, client_call: bool = False) -> None:
+        """Back off from a hub that is down, or from a key it refuses (a person must fix that).
+
+        ``client_call``: the call was the compute client's own (heartbeat, claim, its job list),
+        so a refusal means the key itself is refused, not one job's call.
+        """
         self._hub_failures += 1
         if isinstance(error, HubAuthError):
             delay = AUTH_BACKOFF_SEC
             log.error("the hub refuses this bridge: %s", error)
+            if client_call:
+                self._refusals += 1
+                if self._refusals >= MAX_REFUSALS_IN_A_ROW:
+                    self._refused = error
         else:
             delay = min(HUB_BACKOFF_MAX_SEC, 0.5 * 2 ** min(self._hub_failures, 8))
-            log.warning("hub unavailable (%s); retrying in %.0f s; jobs keep running", error, delay)
+            # The hub client logs when the hub stops answering; say it here only when it did not.
+            first = self._hub_failures == 1 and getattr(self.hub, "answering", True)
+            log.log(logging.WARNING if first else logging.DEBUG, "hub unavailable (%s); retrying in %.0f s; jobs keep running", error, delay)
         self._hub_retry_at = self._clock() + delay
 
     def _hub_succeeded(self) -> None:
         if self._hub_failures:
-            log.info("the hub answers again")
+            log.debug("the hub answers again")
         self._hub_failures = 0
+        self._refusals = 0
 
     # ---------------------------------------------------------------- adopting jobs (start, lost claims)
 
@@ -297,7 +346,7 @@ class BridgeRunner:
         try:
             hub_jobs = {j.jobId: j for j in self.hub.my_active_jobs()}
         except HubApiError as e:
-            self._hub_failed(e)
+            self._hub_failed(e, client_call=True)
             return
         self._hub_succeeded()
         self._reconcile_needed = False
@@ -355,15 +404,45 @@ class BridgeRunner:
 
     # ---------------------------------------------------------------- heartbeat and cancellation
 
+    def _heartbeat_loop(self) -> None:
+        """The heartbeat thread: one waiting heartbeat after another, until ``run`` ends."""
+        while not self._heartbeats_stop.is_set():
+            if not self._hub_ok():
+                self._heartbeats_stop.wait(min(1.0, max(0.05, self._hub_retry_at - self._clock())))
+                continue
+            started = time.monotonic()
+            try:
+                self._heartbeat()
+            except Exception:  # noqa: BLE001 - the thread must outlive any one failure
+                if not self._heartbeats_stop.is_set():  # else: the connections were closed under it at exit
+                    log.exception("heartbeat failed")
+            self._heartbeats_stop.wait(max(0.0, MIN_HEARTBEAT_SPACING_SEC - (time.monotonic() - started)))
+
     def _heartbeat(self) -> None:
+        """One heartbeat; the hub answers early when a job not yet being stopped must stop (the main loop stops it)."""
+        tracked = list(self._jobs.values())  # a copy: the main loop changes the dict meanwhile
+        # a job that already ended here is only waiting to be reported or cleaned up
+        stopping = [t.job_id for t in tracked if t.cancel_requested or t.phase in (RunnerPhase.FINISHED, RunnerPhase.REPORTED)]
         try:
-            answer = self.hub.heartbeat(sorted(self._jobs))
+            answer = self.hub.heartbeat(
+                sorted(t.job_id for t in tracked), wait_sec=self.config.heartbeatIntervalSec, stopping_job_ids=stopping
+            )
         except HubApiError as e:
-            self._hub_failed(e)
+            if not self._heartbeats_stop.is_set():  # else the bridge is closing its connections under this call
+                self._hub_failed(e, client_call=True)
             return
         self._hub_succeeded()
-        self._next_heartbeat = self._clock() + min(self.config.heartbeatIntervalSec, answer.heartbeat_timeout_sec / 4)
-        for job_id in answer.cancel_job_ids:
+        if answer.cancel_job_ids:
+            with self._stop_requests_lock:
+                self._stop_requests.update(answer.cancel_job_ids)
+            self._wake.set()
+
+    def _apply_stop_requests(self) -> None:
+        """Stop the jobs heartbeats said to stop (in the main loop, which owns the jobs)."""
+        self._wake.clear()
+        with self._stop_requests_lock:
+            job_ids, self._stop_requests = self._stop_requests, set()
+        for job_id in job_ids:
             tracked = self._jobs.get(job_id)
             # a job that already ended here is only waiting to be reported or cleaned up
             if tracked is not None and tracked.phase not in (RunnerPhase.FINISHED, RunnerPhase.REPORTED):
@@ -584,6 +663,8 @@ class BridgeRunner:
         if tracked.cancel_requested:
             self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error="canceled before it started"))
             return
+        if self._held_for_busy_host(tracked, job):
+            return
         try:
             command = self._command_for(job, d)
         except (BridgeConfigError, HubRejectedError) as e:
@@ -622,6 +703,23 @@ class BridgeRunner:
             self.backend.cancel([native_id])
         if self._hub_ok():
             self._send_running(tracked)
+
+    def _held_for_busy_host(self, tracked: TrackedJob, job: PairioJobData) -> bool:
+        """Keep a staged job back while the backend says other programs keep the host busy.
+
+        The job's timeline says so once per wait (not at each look); 'started' follows when it runs.
+        """
+        reason = self.backend.busy_reason(job.requiredResources)
+        tracked.held = reason is not None
+        if reason is None:
+            return False
+        if not (tracked.last_note or "").startswith(BUSY_HOST_NOTE_PREFIX):
+            log.info("job %s waits: %s (respectMachineLoad)", job.jobId, reason)
+            self._send_note(tracked, BUSY_HOST_NOTE_PREFIX + reason)
+        else:
+            log.debug("job %s still waits: %s", job.jobId, reason)
+        tracked.retry_at = self._clock() + BUSY_HOST_RECHECK_SEC
+        return True
 
     def _command_for(self, job: PairioJobData, d: JobDir) -> list[str]:
         app_name = job.jobDefinition.appName
@@ -725,8 +823,8 @@ class BridgeRunner:
         if self._draining or self._reconcile_needed or not self._hub_ok():
             return False
         free = self.config.max_jobs_at_once - len(self._jobs)
-        if free <= 0:
-            return False
+        if free <= 0 or any(t.held for t in self._jobs.values()):
+            return False  # a job held for a busy host is enough; the others stay pending for other bridges
         try:
             capacity = self._free_capacity()
         except Exception:  # noqa: BLE001 - a backend failure must not stop the loop; try again next cycle
@@ -751,7 +849,7 @@ class BridgeRunner:
         except HubApiError as e:
             if not isinstance(e, HubRejectedError):
                 self._reconcile_needed = True  # the answer may have been lost after the hub claimed jobs
-            self._hub_failed(e)
+            self._hub_failed(e, client_call=True)
             return False
         self._hub_succeeded()
         self._idle_claim_returned_nothing = idle and not jobs

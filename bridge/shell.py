@@ -181,23 +181,20 @@ class LocalShell(Shell):
 
     def put_file(self, local_path: Path, path: str, *, mode: Optional[int] = None) -> None:
         target = Path(path)
-        tmp = target.with_name(f".{target.name}.part")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(6).hex()}.part")  # unique: writers never share it
         try:
             if mode is not None:
-                tmp.unlink(missing_ok=True)
                 # created with its mode: a secret is never readable by others, not even for a moment
                 with open(local_path, "rb") as source, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as out:
                     shutil.copyfileobj(source, out)
             else:
                 shutil.copyfile(local_path, tmp)
+            os.replace(tmp, target)
         except OSError as e:
+            tmp.unlink(missing_ok=True)
             if e.errno == errno.ENOSPC:
-                tmp.unlink(missing_ok=True)
                 raise DiskFullError(f"no space left on this machine's device for {target}") from None
             raise
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
 
     def get_file(self, path: str, local_path: Path) -> None:
         shutil.copyfile(path, local_path)

@@ -12,7 +12,8 @@ remote host's system Python), the few process calls it makes are read from Linux
 
 Enforces the job's limits: over ``timeSec`` the tree gets SIGTERM, then SIGKILL after a
 grace period; over ``memoryGb`` (RSS of the whole tree) it is killed at once; a ``cancel``
-file in the job directory, or SIGTERM/SIGINT/SIGHUP to the watcher, cancels the job.
+file in the job directory, or SIGTERM/SIGINT/SIGHUP to the watcher, cancels the job, with
+a shorter grace (a user who cancels waits for the job to be gone).
 ``result.json`` is written last and atomically: its presence means the job is over.
 
 Secrets: the bridge hands them over in ``secrets.json`` (mode 0600) in the job directory;
@@ -96,6 +97,9 @@ CONSOLE_READ_BYTES = 65536
 DEFAULT_SAMPLE_INTERVAL_SEC = 0.5
 DEFAULT_LOG_INTERVAL_SEC = 5.0
 DEFAULT_KILL_GRACE_SEC = 3.0
+# A cancel's tree must be gone within 3 s of the user's click: hub -> bridge -> watcher takes
+# up to a sample interval, so the SIGTERM -> SIGKILL grace of a cancel is short.
+DEFAULT_CANCEL_GRACE_SEC = 1.0
 CONSOLE_TAIL_LINES = 20
 CONSOLE_TAIL_MAX_CHARS = 2000
 
@@ -253,12 +257,24 @@ def timing_args(sample_interval_sec: float, log_interval_sec: float, kill_grace_
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """Readers see the old file or the whole new one, never a partial write."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    # unique per write, not per process: the bridge writes these from several threads
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    try:
+        with tmp.open("x") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------- psutil's stand-in on Linux
@@ -506,6 +522,7 @@ class WatchConfig:
     """names (``PREFIX*`` patterns too) of the watcher's environment the processor also gets"""
     expect_secrets: bool = False
     """the bridge wrote secrets.json: fail rather than run the job without its secrets"""
+    cancel_grace_sec: float = DEFAULT_CANCEL_GRACE_SEC
 
 
 class ConsolePump:
@@ -687,8 +704,14 @@ class Watcher:
     def terminate(self, tree: ProcessTree, child: subprocess.Popen[bytes]) -> None:
         """SIGTERM lets the processor clean up; SIGKILL after the grace period ends it regardless."""
         tree.signal_all(signal.SIGTERM)
-        if not self.wait_tree_gone(tree, child, self.config.kill_grace_sec):
+        if not self.wait_tree_gone(tree, child, self.grace_sec()):
             self.kill(tree, child)
+
+    def grace_sec(self) -> float:
+        """A cancel (or a stop signal) gets the short grace; a time limit, or a processor's leftovers, the usual one."""
+        if self.cancel_requested():
+            return min(self.config.cancel_grace_sec, self.config.kill_grace_sec)
+        return self.config.kill_grace_sec
 
     def kill(self, tree: ProcessTree, child: subprocess.Popen[bytes]) -> None:
         tree.signal_all(signal.SIGKILL)
@@ -787,6 +810,7 @@ def parse_args(argv: Sequence[str]) -> WatchConfig:
     parser.add_argument("--kill-grace-sec", type=float, default=DEFAULT_KILL_GRACE_SEC)
     parser.add_argument("--pass-env", action="append", default=[], metavar="NAME", help="also give the processor this variable (NAME or PREFIX*)")
     parser.add_argument("--secrets", action="store_true", help=f"the job has secrets in {SECRETS_FILE}; fail when it is missing")
+    parser.add_argument("--cancel-grace-sec", type=float, default=DEFAULT_CANCEL_GRACE_SEC)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the processor's argv")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -804,6 +828,7 @@ def parse_args(argv: Sequence[str]) -> WatchConfig:
         kill_grace_sec=args.kill_grace_sec,
         pass_env=list(args.pass_env),
         expect_secrets=args.secrets,
+        cancel_grace_sec=args.cancel_grace_sec,
     )
 
 

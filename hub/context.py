@@ -13,13 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from .db.engine import make_engine, make_private_dir, make_session_factory
 from .db.migrate import upgrade_database
 from .files import JobFiles
-from .notifier import RunnableNotifier
+from .notifier import ComputeClientNotifier, RunnableNotifier
 from .settings import HubSettings
 
 NOTIFY_RUNNABLE = "pairio_notify_runnable"
 JOB_FILES_INFO = "pairio_job_files"  # hub.core.job_secrets reads it
 SECRETS_ERASED = "pairio_secrets_erased"
 DELETE_FILES_AFTER_COMMIT = "pairio_delete_files_after_commit"
+NOTIFY_JOBS_TO_STOP = "pairio_notify_jobs_to_stop"
 
 
 @dataclass
@@ -32,6 +33,7 @@ class HubContext:
     notifier: RunnableNotifier = field(default_factory=RunnableNotifier)
     # set when a commit erased secrets: the next housekeeping empties SQLite's write-ahead log
     secrets_erased: bool = False
+    stop_notifier: ComputeClientNotifier = field(default_factory=ComputeClientNotifier)
 
     @classmethod
     def create(cls, settings: HubSettings, migrate: bool = True) -> "HubContext":
@@ -54,6 +56,8 @@ class HubContext:
             self.notifier.notify()
         if session.info.pop(SECRETS_ERASED, False):
             self.secrets_erased = True
+        for client_id in session.info.pop(NOTIFY_JOBS_TO_STOP, set()):
+            self.stop_notifier.notify(client_id)
         for job_id in session.info.pop(DELETE_FILES_AFTER_COMMIT, []):
             self.files.delete_job(job_id)
 
@@ -79,6 +83,11 @@ class HubContext:
 def mark_runnable_changed(session: Session) -> None:
     """Ask for waiting claims to be woken once this session commits."""
     session.info[NOTIFY_RUNNABLE] = True
+
+
+def mark_job_to_stop(session: Session, compute_client_id: str) -> None:
+    """Wake the compute client's waiting heartbeat once this session commits: one of its jobs must stop."""
+    session.info.setdefault(NOTIFY_JOBS_TO_STOP, set()).add(compute_client_id)
 
 
 def now_sec() -> float:

@@ -72,6 +72,17 @@ def test_config_errors_say_how_to_fix(tmp_path: Path) -> None:
     assert "serviceName" in str(e.value)
 
 
+def test_jobs_run_up_to_the_slots_unless_told_to_respect_the_machines_load(tmp_path: Path) -> None:
+    save_bridge_config(tmp_path, make_config())
+    assert load_bridge_config(tmp_path).respectMachineLoad is False
+    # files written before the option carry considerMachineLoad (true, its old default): it no longer holds jobs back
+    raw = json.loads((tmp_path / "bridge.json").read_text())
+    (tmp_path / "bridge.json").write_text(json.dumps({**raw, "considerMachineLoad": True}))
+    assert load_bridge_config(tmp_path).respectMachineLoad is False
+    (tmp_path / "bridge.json").write_text(json.dumps({**raw, "respectMachineLoad": True}))
+    assert load_bridge_config(tmp_path).respectMachineLoad is True
+
+
 def test_max_concurrent_jobs_caps_the_slots() -> None:
     assert make_config(maxConcurrentJobs=1).max_jobs_at_once == 1
     assert make_config(maxConcurrentJobs=10).max_jobs_at_once == 2

@@ -16,6 +16,7 @@ from hub.core import accounts
 from hub.db.tables import Job
 from pairio.models import PairioComputeClientComputeSlot
 
+from .conftest import auth
 from .hubtools import LiveHub, Seed
 from .test_compute_api import Client, claim, count_chars, create_jobs_directly, hello1, hello2, register, run_and_complete, submit
 
@@ -149,3 +150,37 @@ def test_a_claim_whose_bridge_hung_up_takes_no_job(seeded: Seed, live_hub: LiveH
         job = submit(api, seeded, hello1())
         time.sleep(0.3)
         assert api.get(f"/v1/jobs/{job['jobId']}").json()["status"] == "pending"
+
+
+def waiting_heartbeat(url: str, client: Client, body: dict[str, Any], out: dict[str, Any]) -> None:
+    with httpx.Client(base_url=url, timeout=body["waitSec"] + 30) as http:
+        r = http.post("/v1/compute/heartbeat", json=body, headers=client.headers)
+        out["returned_at"] = time.monotonic()
+        out["response"] = r
+
+
+def test_a_waiting_heartbeat_returns_as_soon_as_one_of_its_jobs_is_canceled(ctx: HubContext, seeded: Seed, live_hub: LiveHub) -> None:
+    # No re-reads of the database while waiting: only the notify can answer it early.
+    ctx.settings.claim_recheck_interval_sec = 60
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        cc, other = register(api, seeded, "cc"), register(api, seeded, "other")
+        stopping, running = (submit(api, seeded, hello1(f"h{i}"))["jobId"] for i in range(2))
+        assert len(claim(api, cc, maxJobs=2)) == 2
+        elsewhere = submit(api, seeded, hello1("elsewhere"))["jobId"]
+        assert len(claim(api, other)) == 1
+        api.post(f"/v1/jobs/{stopping}/cancel", headers=auth(seeded.key)).raise_for_status()
+        out: dict[str, Any] = {}
+        body = {"activeJobIds": [stopping, running], "stoppingJobIds": [stopping], "waitSec": 30}
+        thread = threading.Thread(target=waiting_heartbeat, args=(live_hub.url, cc, body, out), daemon=True)
+        thread.start()
+        time.sleep(0.5)
+        assert "response" not in out, "a job the bridge is stopping already does not answer the heartbeat early"
+        api.post(f"/v1/jobs/{elsewhere}/cancel", headers=auth(seeded.key)).raise_for_status()
+        time.sleep(0.5)
+        assert "response" not in out, "another client's cancel does not answer this client's heartbeat"
+        canceled_at = time.monotonic()
+        api.post(f"/v1/jobs/{running}/cancel", headers=auth(seeded.key)).raise_for_status()
+        thread.join(timeout=25)
+    assert out["response"].status_code == 200, out["response"].text
+    assert out["response"].json()["cancelJobIds"] == sorted([stopping, running])
+    assert out["returned_at"] - canceled_at < 10, "woken by the cancel, not by the 30 s wait"

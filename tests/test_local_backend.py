@@ -24,14 +24,14 @@ def fast_backend(
     *,
     declared: DeclaredLimits = DeclaredLimits(),
     gpu_ids: Optional[list[str]] = [],
-    consider_system_load: bool = True,
+    respect_machine_load: bool = False,
 ) -> LocalBackend:
     """Short watcher intervals keep the suite fast; the defaults are for real jobs."""
     return LocalBackend(
         jobs_root,
         declared=declared,
         gpu_ids=gpu_ids,
-        consider_system_load=consider_system_load,
+        respect_machine_load=respect_machine_load,
         sample_interval_sec=0.1,
         log_interval_sec=0.2,
         kill_grace_sec=0.5,
@@ -55,7 +55,7 @@ class TestLocalBackend(BackendContract):
         if (psutil.cpu_count() or 1) < 2:
             pytest.skip("needs a machine with at least 2 CPUs")
         declared = DeclaredLimits(num_cpus=64, memory_gb=4.0)
-        backend = fast_backend(self.jobs_root(tmp_path), declared=declared, consider_system_load=False)
+        backend = fast_backend(self.jobs_root(tmp_path), declared=declared)
         before = backend.capacity()
         assert before.memoryGb == 4.0
         ids = [self.submit(backend, tmp_path, "import time; time.sleep(120)", num_cpus=1, memory_gb=1.5)[0] for _ in range(2)]
@@ -64,7 +64,7 @@ class TestLocalBackend(BackendContract):
         assert during.numCpus == before.numCpus - 2
         assert during.memoryGb == pytest.approx(1.0)
         # A restarted bridge re-learns the reservations from the job directories.
-        restarted = LocalBackend(self.jobs_root(tmp_path), declared=declared, gpu_ids=[], consider_system_load=False)
+        restarted = LocalBackend(self.jobs_root(tmp_path), declared=declared, gpu_ids=[])
         assert restarted.capacity() == during
 
         backend.cancel(ids)

@@ -32,7 +32,7 @@ SLOT = PairioComputeClientComputeSlot(numCpus=1, numGpus=0, memoryGb=1, timeSec=
 
 class FlakyLocalBackend(LocalBackend):
     def __init__(self, jobs_root: Path, failures: list[Exception]) -> None:
-        super().__init__(jobs_root, gpu_ids=[], consider_system_load=False)
+        super().__init__(jobs_root, gpu_ids=[])
         self.failures = failures
         self.submits = 0
         self.lock = threading.Lock()

@@ -26,6 +26,7 @@ from . import test_bridge_e2e as e2e
 from .slurm_support import SlurmLab
 from .test_bridge_e2e import Stack, public_get, wait_for
 from .test_bridge_examples import HELLO_WORLD_COMMAND, add_hello_world, job_id_of, run_example
+from .test_cancel_e2e import test_cancel_kills_the_whole_tree_within_3_seconds  # noqa: F401 - run here with a Slurm bridge
 
 hub = e2e.hub
 

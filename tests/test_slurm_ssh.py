@@ -23,6 +23,7 @@ from . import test_bridge_e2e as e2e
 from .slurm_support import SlurmLab
 from .ssh_support import TestSshd, sshd  # noqa: F401 - the fixture
 from .test_bridge_e2e import Stack, public_get
+from .test_cancel_e2e import CANCEL_ASSERT_SEC, CANCEL_BOUND_SEC, TREE_PROCESSOR, cancel_to_tree_gone
 from .test_bridge_examples import HELLO_WORLD_COMMAND, add_hello_world, job_id_of, run_example
 from .test_slurm_backend import FAST_WATCHER, fast_site
 from .test_ssh_backend import REMOTE_PYTHON, RemoteContract
@@ -103,3 +104,20 @@ def test_the_examples_through_pairio_bridge_slurm_over_ssh(stack: Stack, slurm_c
     ran_there = stack.tmp_path / "cluster" / "jobs" / hello1.jobId
     slurm_id = (ran_there / "slurm_job_id").read_text().strip()
     assert slurm_cluster.show_job(slurm_id)["WorkDir"] == str(ran_there)
+
+
+def test_cancel_kills_the_whole_tree_within_3_seconds(stack: Stack, slurm_cluster: SlurmLab, sshd: TestSshd) -> None:  # noqa: F811
+    """tests/test_cancel_e2e.py's test, through Slurm over SSH (its setup needs the cluster's and the host's settings)."""
+    stack.processor.write_text(TREE_PROCESSOR)
+    stack.register(config_updates={
+        "heartbeatIntervalSec": 30.0, "pollIntervalSec": 0.5,
+        "slurm": {
+            "commandEnv": {"SLURM_CONF": str(slurm_cluster.conf)}, "python": REMOTE_PYTHON,
+            "jobsDir": str(stack.tmp_path / "cluster"), "queuePollMinSec": 0.3, "queuePollMaxSec": 2.0,
+        },
+        "ssh": {"host": "127.0.0.1", "port": sshd.port, "user": sshd.user, "useAgent": False, "remotePython": REMOTE_PYTHON},
+    })  # fmt: skip
+    stack.bridge.start()
+    elapsed = cancel_to_tree_gone(stack)
+    print(f"\ncancel -> tree gone on the Slurm-over-SSH bridge: {elapsed:.2f} s (bound {CANCEL_BOUND_SEC:g} s)")
+    assert elapsed < CANCEL_ASSERT_SEC, stack.bridge.log

@@ -70,7 +70,7 @@ class RemoteContract(BackendContract):
 class TestSshBackend(RemoteContract):
     def make_backend(self, tmp_path: Path, **kwargs: object) -> SshBackend:
         options: dict[str, object] = dict(
-            gpu_ids=[], consider_host_load=False, sample_interval_sec=0.1, log_interval_sec=0.2, kill_grace_sec=0.5
+            gpu_ids=[], sample_interval_sec=0.1, log_interval_sec=0.2, kill_grace_sec=0.5
         )
         options.update(kwargs)
         return SshBackend(self.remote_jobs(tmp_path), self.jobs_root(tmp_path), **options)  # type: ignore[arg-type]

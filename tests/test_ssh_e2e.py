@@ -28,6 +28,7 @@ from .test_bridge_e2e import (
     wait_for,
 )
 from .test_bridge_examples import test_the_three_examples_run_end_to_end  # noqa: F401 - run here with an SSH bridge
+from .test_cancel_e2e import test_cancel_kills_the_whole_tree_within_3_seconds  # noqa: F401 - run here with an SSH bridge
 
 hub = e2e.hub
 REMOTE_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"

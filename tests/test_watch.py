@@ -14,6 +14,7 @@ from bridge.local.resources import (
     DeclaredLimits,
     JobReservation,
     MachineSnapshot,
+    busy_reason,
     choose_gpus,
     detect_gpu_ids,
     free_capacity,
@@ -281,3 +282,15 @@ def test_watcher_options_for_pass_env_and_secrets() -> None:
     config = parse_args(["--job-dir", "/tmp/j", "--time-sec", "2", "--memory-gb", "1", "--num-cpus", "1",
                          "--pass-env=LAB_*", "--pass-env", "SCRATCH", "--secrets", "--", "true"])  # fmt: skip
     assert config.pass_env == ["LAB_*", "SCRATCH"] and config.expect_secrets and config.command == ["true"]
+
+
+def test_busy_reason_holds_a_job_only_while_other_programs_leave_it_no_cpu() -> None:
+    loaded = MachineSnapshot(cpu_count=2, busy_cpus=2.0, available_memory_gb=8.0, gpu_ids=())
+    assert busy_reason(loaded, [], 1, 4.8) == "the host is busy, load 4.8 on 2 CPUs"
+    half = MachineSnapshot(cpu_count=2, busy_cpus=1.0, available_memory_gb=8.0, gpu_ids=())
+    assert busy_reason(half, [], 1, 1.0) is None
+    assert busy_reason(half, [], 2, 1.0) is not None
+    # the busy CPU is our own job's: the other one is free
+    ours = [JobReservation(num_cpus=1, memory_gb=1.0, gpu_ids=())]
+    assert busy_reason(half, ours, 1, 1.0) is None
+

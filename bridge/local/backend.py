@@ -28,6 +28,7 @@ from bridge.local.resources import (
     DeclaredLimits,
     JobReservation,
     MachineSnapshot,
+    busy_reason,
     choose_gpus,
     detect_gpu_ids,
     free_capacity,
@@ -50,8 +51,10 @@ from bridge.watch import (
     write_json_atomically,
     write_secrets_file,
 )
+from pairio.models import PairioJobRequiredResources
 
 RESERVATION_FILE = "local_backend.json"
+LOAD_SAMPLE_SEC = 1.0
 WATCHER_LOG_FILE = "watcher.log"
 
 # psutil derives create times from the boot time, which shifts by up to a second when the
@@ -137,7 +140,7 @@ class LocalBackend(Backend):
         *,
         declared: DeclaredLimits = DeclaredLimits(),
         gpu_ids: Optional[list[str]] = None,
-        consider_system_load: bool = True,
+        respect_machine_load: bool = False,
         sample_interval_sec: float = DEFAULT_SAMPLE_INTERVAL_SEC,
         log_interval_sec: float = DEFAULT_LOG_INTERVAL_SEC,
         kill_grace_sec: float = DEFAULT_KILL_GRACE_SEC,
@@ -145,16 +148,16 @@ class LocalBackend(Backend):
         """``jobs_root``: where earlier instances' job directories are, to re-learn what still runs.
 
         ``gpu_ids``: the GPUs to hand out; detected from CUDA_VISIBLE_DEVICES or nvidia-smi when None.
-        ``consider_system_load``: count CPUs other programs keep busy as taken.
+        ``respect_machine_load``: a job waits while other programs keep the CPUs busy
+        (``busy_reason``); otherwise jobs run up to the slots whatever else runs here.
         """
         self.declared = declared
         self.gpu_ids = list(gpu_ids) if gpu_ids is not None else detect_gpu_ids(os.environ)
-        self.consider_system_load = consider_system_load
+        self.respect_machine_load = respect_machine_load
         self.watcher_timing_args = timing_args(sample_interval_sec, log_interval_sec, kill_grace_sec)
         self._lock = threading.Lock()
         self._running: dict[Path, Reservation] = {}
         self._watchers: list[subprocess.Popen[bytes]] = []
-        psutil.cpu_percent(interval=None)  # starts the measuring window the first capacity() reads
         if jobs_root is not None and jobs_root.is_dir():
             for job_dir in sorted(p for p in jobs_root.iterdir() if p.is_dir()):
                 self._learn(job_dir.resolve())
@@ -165,7 +168,17 @@ class LocalBackend(Backend):
         with self._lock:
             self._forget_ended()
             running = [self._job_reservation(job_dir, r) for job_dir, r in self._running.items()]
-        return free_capacity(self._machine_snapshot(), running, self.declared)
+        return free_capacity(self._machine_snapshot(busy_cpus=0.0), running, self.declared)
+
+    def busy_reason(self, resources: PairioJobRequiredResources) -> Optional[str]:
+        if not self.respect_machine_load:
+            return None
+        with self._lock:
+            self._forget_ended()
+            running = [self._job_reservation(job_dir, r) for job_dir, r in self._running.items()]
+        # A sample of its own (a second), so no other caller's window shortens it.
+        busy_cpus = psutil.cpu_percent(interval=LOAD_SAMPLE_SEC) / 100 * _usable_cpu_count()
+        return busy_reason(self._machine_snapshot(busy_cpus), running, resources.numCpus, os.getloadavg()[0])
 
     def submit(self, job: JobSubmission) -> str:
         job_dir = job.job_dir.resolve()
@@ -344,11 +357,9 @@ class LocalBackend(Backend):
             used_memory_gb=last_sampled_rss(job_dir) / BYTES_PER_GB,
         )
 
-    def _machine_snapshot(self) -> MachineSnapshot:
-        cpu_count = _usable_cpu_count()
-        busy_cpus = psutil.cpu_percent(interval=None) / 100 * cpu_count if self.consider_system_load else 0.0
+    def _machine_snapshot(self, busy_cpus: float) -> MachineSnapshot:
         return MachineSnapshot(
-            cpu_count=cpu_count,
+            cpu_count=_usable_cpu_count(),
             busy_cpus=busy_cpus,
             available_memory_gb=psutil.virtual_memory().available / BYTES_PER_GB,
             gpu_ids=tuple(self.gpu_ids),

@@ -119,6 +119,18 @@ class DeclaredLimits:
     memory_gb: Optional[float] = None
 
 
+def busy_reason(machine: MachineSnapshot, running: Sequence[JobReservation], wanted_cpus: int, load_average: float) -> Optional[str]:
+    """Why a job of ``wanted_cpus`` should wait for other programs to leave it room, or None.
+
+    Only for bridges that respect the machine's load; CPUs are counted as in ``free_capacity``.
+    """
+    reserved_cpus = sum(j.num_cpus for j in running)
+    free = math.floor(machine.cpu_count - max(reserved_cpus, machine.busy_cpus) + 0.5)
+    if free >= wanted_cpus:
+        return None
+    return f"the host is busy, load {load_average:.1f} on {machine.cpu_count} CPUs"
+
+
 def free_capacity(machine: MachineSnapshot, running: Sequence[JobReservation], declared: DeclaredLimits) -> Capacity:
     """What a new job may ask for now: the smaller of the declared limits and the machine's real room.
 

@@ -10,6 +10,7 @@ import click
 
 from bridge.backend import Capacity
 from bridge.config import BridgeConfig, load_bridge_config
+from bridge.dirlock import lock_bridge_dir
 from bridge.shell import ShellError
 
 from .backend import SlurmBackend
@@ -66,6 +67,7 @@ def slurm(
 
     _setup_logging(log_level)
     config = load_bridge_config(bridge_dir)
+    lock_bridge_dir(bridge_dir)
     from bridge.ssh.cli import absolute_or_none
 
     flags = {"destination": destination, "identityFile": absolute_or_none(identity), "knownHostsFile": absolute_or_none(known_hosts)}

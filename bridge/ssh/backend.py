@@ -25,7 +25,7 @@ from typing import ClassVar, Optional
 from bridge.backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError
 from bridge.jobdir import write_atomically
 from bridge.local.backend import last_sampled_rss
-from bridge.local.resources import DeclaredLimits, JobReservation, MachineSnapshot, choose_gpus, free_capacity
+from bridge.local.resources import DeclaredLimits, JobReservation, MachineSnapshot, busy_reason, choose_gpus, free_capacity
 from bridge.remote_jobs import HostInfo, RemoteJobs, RemoteProgress
 from bridge.shell import ShellAccessError, ShellError, ShellUnavailableError
 from bridge.watch import (
@@ -36,6 +36,7 @@ from bridge.watch import (
     tail_text,
     timing_args,
 )
+from pairio.models import PairioJobRequiredResources
 
 log = logging.getLogger("bridge.ssh")
 
@@ -84,7 +85,7 @@ class SshBackend(Backend):
         declared: DeclaredLimits = DeclaredLimits(),
         gpu_ids: Optional[list[str]] = None,
         pin_cpus: bool = True,
-        consider_host_load: bool = True,
+        respect_machine_load: bool = False,
         download_inputs: bool = False,
         submit_retry_sec: float = SUBMIT_RETRY_SEC,
         sample_interval_sec: float = DEFAULT_SAMPLE_INTERVAL_SEC,
@@ -94,14 +95,15 @@ class SshBackend(Backend):
         """``jobs_root``: the local job directories (this and earlier instances'), to re-learn what runs.
 
         ``gpu_ids``: the remote GPUs to hand out; detected there (nvidia-smi -L) when None.
-        ``consider_host_load``: count CPUs the host's other programs keep busy (its load average) as taken.
+        ``respect_machine_load``: a job waits while the host's load average leaves it no CPUs
+        (``busy_reason``); otherwise jobs run up to the slots whatever else runs there.
         """
         self.remote = remote
         self.jobs_root = jobs_root
         self.declared = declared
         self.gpu_ids = list(gpu_ids) if gpu_ids is not None else None
         self.pin_cpus = pin_cpus
-        self.consider_host_load = consider_host_load
+        self.respect_machine_load = respect_machine_load
         self.download_inputs = download_inputs
         self.submit_retry_sec = submit_retry_sec
         self.watcher_args = timing_args(sample_interval_sec, log_interval_sec, kill_grace_sec)
@@ -128,11 +130,25 @@ class SshBackend(Backend):
             return Capacity(numCpus=0, numGpus=0, memoryGb=0.0)
         with self._lock:
             running = [self._job_reservation(d, r) for d, r in self._running.items()]
-        cpu_count = len(host.cpus) or 1
-        busy = min(float(cpu_count), host.load1 or 0.0) if self.consider_host_load else 0.0
+        return free_capacity(self._machine_snapshot(host, gpu_ids, busy_cpus=0.0), running, self.declared)
+
+    def busy_reason(self, resources: PairioJobRequiredResources) -> Optional[str]:
+        if not self.respect_machine_load:
+            return None
+        try:
+            host = self._fresh_host_info()
+        except ShellError:
+            return None  # submit finds out, and retries
+        with self._lock:
+            running = [self._job_reservation(d, r) for d, r in self._running.items()]
+        load = host.load1 or 0.0
+        machine = self._machine_snapshot(host, [], busy_cpus=min(float(len(host.cpus) or 1), load))
+        return busy_reason(machine, running, resources.numCpus, load)
+
+    @staticmethod
+    def _machine_snapshot(host: HostInfo, gpu_ids: list[str], *, busy_cpus: float) -> MachineSnapshot:
         memory_gb = host.mem_available_bytes / BYTES_PER_GB if host.mem_available_bytes is not None else UNKNOWN_MEMORY_GB
-        machine = MachineSnapshot(cpu_count=cpu_count, busy_cpus=busy, available_memory_gb=memory_gb, gpu_ids=tuple(gpu_ids))
-        return free_capacity(machine, running, self.declared)
+        return MachineSnapshot(cpu_count=len(host.cpus) or 1, busy_cpus=busy_cpus, available_memory_gb=memory_gb, gpu_ids=tuple(gpu_ids))
 
     def submit(self, job: JobSubmission) -> str:
         """Upload and launch the job; while the host is unreachable, keep trying for ``submit_retry_sec``.

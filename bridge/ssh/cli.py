@@ -21,6 +21,7 @@ from typing import Any, Optional
 import click
 
 from bridge.config import BridgeConfig, BridgeConfigError, config_file, load_bridge_config, save_bridge_config
+from bridge.dirlock import lock_bridge_dir
 from bridge.shell import Shell, ShellError
 
 from .options import SshOptions, parse_destination
@@ -141,6 +142,7 @@ def ssh(
     _setup_logging(log_level)
     logging.getLogger("paramiko").setLevel(logging.WARNING)
     config = load_bridge_config(bridge_dir)
+    lock_bridge_dir(bridge_dir)
     flags: dict[str, Any] = {
         "destination": destination, "identityFile": absolute_or_none(identity), "knownHostsFile": absolute_or_none(known_hosts),
         "jumpHost": jump_host, "remoteDir": remote_dir, "remotePython": remote_python,
@@ -172,7 +174,7 @@ def ssh(
 
     backend = SshBackend(
         remote, config.jobs_path, gpu_ids=gpu_ids, pin_cpus=options.pinCpus,
-        consider_host_load=config.considerMachineLoad, download_inputs=options.remoteDownloads,
+        respect_machine_load=config.respectMachineLoad, download_inputs=options.remoteDownloads,
     )  # fmt: skip
     try:
         run_bridge(config, backend, exit_when_idle=exit_when_idle)

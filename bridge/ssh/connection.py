@@ -398,7 +398,7 @@ class SshShell(Shell):
 
     def put_file(self, local_path: Path, path: str, *, mode: Optional[int] = None) -> None:
         directory, name = posixpath.split(path)
-        tmp = posixpath.join(directory, f".{name}.part")
+        tmp = posixpath.join(directory, f".{name}.{os.getpid()}.{os.urandom(6).hex()}.part")  # unique: writers never share it
 
         def put(sftp: paramiko.SFTPClient) -> None:
             if mode is None:
@@ -449,7 +449,7 @@ class SshShell(Shell):
             return None
 
     def get_file(self, path: str, local_path: Path) -> None:
-        tmp = local_path.with_name(f".{local_path.name}.part")
+        tmp = local_path.with_name(f".{local_path.name}.{os.getpid()}.{os.urandom(6).hex()}.part")
         try:
             self._with_sftp(f"copying {posixpath.basename(path)} here", lambda sftp: sftp.get(path, str(tmp)))
         except OSError as e:

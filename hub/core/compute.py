@@ -106,7 +106,11 @@ def heartbeat(s: Session, key: Optional[str], active_job_ids: Sequence[str]) -> 
     Those are the given jobs (and the client's own starting/running ones) that were
     canceled, deleted, finished in the hub, or handed to another compute client.
     """
-    cc = compute_client_for_key(s, key)
+    return heartbeat_of(s, compute_client_for_key(s, key), active_job_ids)
+
+
+def heartbeat_of(s: Session, cc: ComputeClient, active_job_ids: Sequence[str]) -> list[str]:
+    """``heartbeat`` for a client already looked up (a waiting heartbeat reads its notify generation in between)."""
     _touch(cc, now_sec())
     return jobs_to_stop(s, cc, active_job_ids)
 

@@ -26,7 +26,7 @@ from pairio.models import (
 )
 from pairio.status import ACTIVE_STATUSES, JobStatus
 
-from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mark_runnable_changed, now_sec
+from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mark_job_to_stop, mark_runnable_changed, now_sec
 from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag
 from ..errors import BadRequest, Forbidden, NotFound
 from ..security import new_id, url_hash
@@ -381,6 +381,8 @@ def cancel_job(ctx: HubContext, s: Session, user_id: str, job_id: str) -> Job:
         _fail(s, job, f"canceled by {user_id} before it started")
     else:
         add_event(s, job.job_id, None, f"cancel requested by {user_id}; waiting for compute client {job.compute_client_name or job.compute_client_id} to stop it")
+        if job.compute_client_id:
+            mark_job_to_stop(s, job.compute_client_id)  # its bridge's waiting heartbeat hears of it at once
     return job
 
 
@@ -407,6 +409,8 @@ def delete_job(ctx: HubContext, s: Session, job: Job, *, reason: str) -> None:
         )
     )
     _fail_dependants(s, job.job_id, f"dependency {job.job_id} was {reason}")
+    if job.compute_client_id and not JobStatus(job.status).is_terminal:
+        mark_job_to_stop(s, job.compute_client_id)
     s.execute(delete(JobDependency).where(JobDependency.depends_on_job_id == job.job_id))
     if job_secrets.had_secrets(job):
         s.info[SECRETS_ERASED] = True  # with the row: housekeeping empties SQLite's write-ahead log

@@ -59,6 +59,15 @@ class HeartbeatBody(_Body):
     activeJobIds: list[Annotated[str, Field(max_length=100)]] = Field(
         default_factory=list, max_length=MAX_ACTIVE_JOB_IDS, description="the jobs this bridge is working on"
     )
+    stoppingJobIds: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list, max_length=MAX_ACTIVE_JOB_IDS,
+        description="jobs the bridge is stopping or finishing already: a waiting heartbeat does not answer early for them",
+    )
+    waitSec: float = Field(
+        default=0, ge=0, le=MAX_CLAIM_WAIT_SEC, allow_inf_nan=False,
+        description="with nothing to stop, wait up to this long for one of the client's jobs to be canceled or deleted "
+        "(answered at once then; reduced to a quarter of the heartbeat timeout)",
+    )
 
 
 class HeartbeatResult(BaseModel):
@@ -149,11 +158,32 @@ class ResourceLogStored(BaseModel):
 
 
 @router.post("/heartbeat", response_model=HeartbeatResult)
-def heartbeat(body: HeartbeatBody, ctx: Ctx, key: Key) -> HeartbeatResult:
-    """Say the bridge is alive; learn which of its jobs to stop."""
+async def heartbeat(body: HeartbeatBody, request: Request, ctx: Ctx, key: Key) -> HeartbeatResult:
+    """Say the bridge is alive; learn which of its jobs to stop.
+
+    With ``waitSec`` > 0 and nothing to stop, the call waits until a user cancels or deletes
+    one of the client's jobs (it answers at once then) or ``waitSec`` passes, so a bridge
+    waiting here hears of a cancel without polling for it.
+    """
+    wait_sec = min(body.waitSec, ctx.settings.heartbeat_timeout_sec / 4)
+    deadline = anyio.current_time() + wait_sec
+    known = set(body.stoppingJobIds)
+    while True:
+        client_id, generation, stop = await in_thread(_beat, ctx, key, body.activeJobIds)
+        remaining = deadline - anyio.current_time()
+        if not set(stop) <= known or remaining <= 0:
+            return HeartbeatResult(cancelJobIds=stop, heartbeatTimeoutSec=ctx.settings.heartbeat_timeout_sec)
+        await ctx.stop_notifier.wait(client_id, generation, min(remaining, _recheck_interval(ctx)))
+        if await request.is_disconnected():
+            return HeartbeatResult(cancelJobIds=[], heartbeatTimeoutSec=ctx.settings.heartbeat_timeout_sec)
+
+
+def _beat(ctx: HubContext, key: Optional[str], active_job_ids: list[str]) -> tuple[str, int, list[str]]:
+    """One heartbeat: the client's id, its stop-notify generation (read before the jobs are), the jobs to stop."""
     with ctx.transaction() as s:
-        stop = compute.heartbeat(s, key, body.activeJobIds)
-    return HeartbeatResult(cancelJobIds=stop, heartbeatTimeoutSec=ctx.settings.heartbeat_timeout_sec)
+        cc = compute.compute_client_for_key(s, key)
+        generation = ctx.stop_notifier.generation(cc.compute_client_id)
+        return cc.compute_client_id, generation, compute.heartbeat_of(s, cc, active_job_ids)
 
 
 @router.get("/canceled-jobs", response_model=CanceledJobs)
