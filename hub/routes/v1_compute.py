@@ -173,7 +173,7 @@ async def heartbeat(body: HeartbeatBody, request: Request, ctx: Ctx, key: Key) -
         remaining = deadline - anyio.current_time()
         if not set(stop) <= known or remaining <= 0:
             return HeartbeatResult(cancelJobIds=stop, heartbeatTimeoutSec=ctx.settings.heartbeat_timeout_sec)
-        await ctx.stop_notifier.wait(client_id, generation, min(remaining, _recheck_interval(ctx)))
+        await ctx.stop_notifier.wait(generation, min(remaining, _recheck_interval(ctx)), key=client_id)
         if await request.is_disconnected():
             return HeartbeatResult(cancelJobIds=[], heartbeatTimeoutSec=ctx.settings.heartbeat_timeout_sec)
 
@@ -211,7 +211,7 @@ async def claim(body: ClaimBody, request: Request, ctx: Ctx, key: Key) -> ClaimR
     wait_sec = min(body.waitSec, ctx.settings.claim_max_wait_sec)
     deadline = anyio.current_time() + wait_sec
     while True:
-        generation = ctx.notifier.generation  # read before the attempt, so a notify during it is not missed
+        generation = ctx.notifier.generation()  # read before the attempt, so a notify during it is not missed
         claimed = await in_thread(compute.claim_jobs, ctx, key, body.maxJobs, capacity)
         remaining = deadline - anyio.current_time()
         if claimed or remaining <= 0:
