@@ -118,7 +118,7 @@ def test_a_job_claimed_before_a_restart_gets_its_secrets_from_the_hub_again(
         hub = HubApi(config.hubUrl, config.computeClientPrivateKey)
         # The earlier bridge: it claimed the job and stopped before it wrote anything.
         assert [j.jobId for j in hub.claim(1, 0, None)] == [job_id]
-        runner = BridgeRunner(config, LocalBackend(config.jobs_path, gpu_ids=[], consider_system_load=False), hub, exit_when_idle=True)
+        runner = BridgeRunner(config, LocalBackend(config.jobs_path, gpu_ids=[]), hub, exit_when_idle=True)
         try:
             runner.run()
         finally:
