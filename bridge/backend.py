@@ -59,11 +59,13 @@ class JobSubmission:
     secrets file (``watch.write_secrets_file``), never in the environment or argv of another process"""
     pass_env: tuple[str, ...] = ()
     """variables of the environment the watcher runs in that the processor also gets (the bridge's ``passEnv``)"""
+    container_args: tuple[str, ...] = ()
+    """container mode: the watcher options naming the engine and the container (``bridge.containers``)"""
 
     def watcher_env_args(self) -> list[str]:
-        """The watcher options that say which variables pass through and that secrets are waiting."""
+        """The watcher options that say which variables pass through, that secrets are waiting, and which container runs."""
         args = [f"--pass-env={pattern}" for pattern in self.pass_env]
-        return args + (["--secrets"] if self.secrets else [])
+        return args + (["--secrets"] if self.secrets else []) + list(self.container_args)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from pairio.config import resolve_client_settings
 from pairio.errors import MissingApiKeyError, PairioConnectionError, error_for_response, redact
 from pairio.models import MAX_TIME_SEC, PairioComputeClientComputeSlot
 
+from .containers import PullPolicy
 from .config import BridgeConfig, BridgeConfigError, ContainerMode, config_file, load_bridge_config, save_bridge_config
 from .dirlock import lock_bridge_dir
 from .hub_api import HubApiError
@@ -113,7 +114,8 @@ def _parse_app_commands(values: tuple[str, ...]) -> dict[str, str]:
     help="local and SSH: hold a claimed job back while other programs keep the machine's CPUs busy "
     "(its timeline says so) [default: run jobs up to the slots whatever else the machine runs]",
 )
-@click.option("--container", type=click.Choice([m.value for m in ContainerMode]), default=ContainerMode.NONE.value, show_default=True, help="how processors run")
+@click.option("--container", type=click.Choice([m.value for m in ContainerMode]), default=ContainerMode.NONE.value, show_default=True, help="how processors run: on the host (none) or in their image's container")
+@click.option("--pull-policy", type=click.Choice([p.value for p in PullPolicy]), default=PullPolicy.MISSING.value, show_default=True, help="podman/docker: when images may be pulled")
 @click.option("--slurm-partition", default=None, help="pairio-bridge slurm: the partition jobs go to [default: the cluster's]")
 @click.option("--slurm-account", default=None, help="pairio-bridge slurm: the account jobs are charged to")
 @click.option("--slurm-qos", default=None, help="pairio-bridge slurm: the QOS of jobs")
@@ -124,7 +126,7 @@ def _parse_app_commands(values: tuple[str, ...]) -> dict[str, str]:
 def register(
     bridge_dir: Path, service: str, label: Optional[str], hub_url: Optional[str], apps: tuple[str, ...],
     num_cpus: Optional[int], num_gpus: Optional[int], memory_gb: Optional[float], time_sec: float,
-    multiplicity: Optional[int], max_concurrent_jobs: Optional[int], respect_machine_load: bool, container: str,
+    multiplicity: Optional[int], max_concurrent_jobs: Optional[int], respect_machine_load: bool, container: str, pull_policy: str,
     slurm_partition: Optional[str], slurm_account: Optional[str], slurm_qos: Optional[str], slurm_jobs_dir: Optional[str],
     slurm_options: tuple[str, ...], force: bool, pass_env: tuple[str, ...] = (),
 ) -> None:
@@ -164,6 +166,7 @@ def register(
         label=label,
         computeSlots=[slot],
         containerMode=ContainerMode(container),
+        pullPolicy=PullPolicy(pull_policy),
         appCommands=app_commands,
         maxConcurrentJobs=max_concurrent_jobs,
         respectMachineLoad=respect_machine_load,

@@ -4,9 +4,9 @@ The file holds the compute client's private key, so it is written readable by it
 owner only (0600). Paths in it may be relative; they are relative to the bridge
 directory and are made absolute when the file is loaded.
 
-``processor_command`` turns a job's processor into the argv the backend runs, for
-each container mode: ``none`` (a command configured per app), ``docker`` and
-``apptainer`` (built from the processor's image and executable).
+``processor_command`` turns a job's processor into what the watcher runs, for each
+container mode: ``none`` (a command configured per app), ``podman``, ``docker`` and
+``apptainer`` (built by ``bridge.containers`` from the processor's image and executable).
 """
 
 from __future__ import annotations
@@ -15,27 +15,23 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Optional
 
+from dataclasses import dataclass
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pairio.jobfile import JOB_FILE_ENV
 from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
 from pairio.private_file import write_private_file
 
+from .containers import PullPolicy, apptainer_exec_command, container_name, executable_argv, oci_create_command
 from .slurm.site import SlurmSiteOptions
 from .ssh.options import SshOptions
-from .watch import THREAD_COUNT_VARIABLES
 
 CONFIG_FILE_NAME = "bridge.json"
-# Environment variables the watcher sets for the processor; containers must receive them too.
-PROCESSOR_ENV_NAMES = (JOB_FILE_ENV, "PAIRIO_JOB_ID", *THREAD_COUNT_VARIABLES, "CUDA_VISIBLE_DEVICES")
 _PASS_ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
-# Image references apptainer understands without a docker:// prefix.
-_APPTAINER_SCHEMES = ("docker://", "docker-archive:", "library://", "oras://", "shub://", "http://", "https://", "instance://")
 
 
 class ContainerMode(str, Enum):
@@ -43,10 +39,12 @@ class ContainerMode(str, Enum):
 
     NONE = "none"
     """No container: the app's command from ``appCommands`` runs on the host."""
+    PODMAN = "podman"
+    """a podman container of the processor's image, created, followed and removed by the watcher"""
     DOCKER = "docker"
-    """``docker run`` of the processor's image."""
+    """the same through the docker CLI (Docker, or podman's Docker-compatible socket via DOCKER_HOST)"""
     APPTAINER = "apptainer"
-    """``apptainer exec`` of the processor's image (docker:// unless the image names another source)."""
+    """``apptainer exec`` of the processor's image (docker:// unless the image names another source)"""
 
 
 class BridgeConfigError(Exception):
@@ -65,6 +63,9 @@ class BridgeConfig(BaseModel):
     label: str
     computeSlots: list[PairioComputeClientComputeSlot] = Field(min_length=1)
     containerMode: ContainerMode = ContainerMode.NONE
+    pullPolicy: PullPolicy = Field(
+        default=PullPolicy.MISSING, description="podman/docker: when an image may be pulled (never, missing, always)"
+    )
     appCommands: dict[str, str] = Field(
         default_factory=dict, description="container mode none: the command that runs each app, e.g. 'python /abs/main.py'"
     )
@@ -182,6 +183,14 @@ def save_bridge_config(bridge_dir: Path, config: BridgeConfig) -> Path:
 # ---------------------------------------------------------------- the processor's command line
 
 
+@dataclass(frozen=True)
+class ProcessorLaunch:
+    """What the watcher runs for a job: the processor's argv (podman/docker: the container's ``create``) and its own options."""
+
+    command: list[str]
+    watcher_args: tuple[str, ...] = ()
+
+
 def processor_command(
     config: BridgeConfig,
     *,
@@ -189,17 +198,17 @@ def processor_command(
     image: Optional[str],
     executable: Optional[str],
     job_dir: Path,
+    job_id: str,
     resources: PairioJobRequiredResources,
-    env_names: Sequence[str] = (),
-) -> list[str]:
-    """The argv that runs a job's processor in ``job_dir/work``, for the bridge's container mode.
+) -> ProcessorLaunch:
+    """How a job's processor runs in ``job_dir/work``, for the bridge's container mode.
 
-    Containers see the job directory at the same path as the host, so the paths in
-    job.json are valid inside them; the watcher's environment (job file, thread counts,
-    GPUs) and ``env_names`` (the job's secrets) are passed through by name, so values
-    never appear on a command line.
+    Containers see the job directory at the same path as the host, so the paths in job.json
+    hold inside them; the job's variables and secrets reach them in an env file the watcher
+    writes (``bridge.containers``), never on a command line.
     """
-    if config.containerMode is ContainerMode.NONE:
+    mode = config.containerMode
+    if mode is ContainerMode.NONE:
         command = config.appCommands.get(app_name)
         if not command:
             known = ", ".join(sorted(config.appCommands)) or "none"
@@ -208,52 +217,24 @@ def processor_command(
                 f"'pairio-bridge register ... --app {app_name}=\"python /abs/path/main.py\"' "
                 f"or in 'appCommands' of its {CONFIG_FILE_NAME}"
             )
-        return shlex.split(command)
+        return ProcessorLaunch(shlex.split(command))
     if not image:
         raise BridgeConfigError(
-            f"app {app_name!r} declares no image, so container mode {config.containerMode.value!r} cannot run it; "
+            f"app {app_name!r} declares no image, so container mode {mode.value!r} cannot run it; "
             "give the processor an image in its spec, or run this app on a bridge with container mode 'none'"
         )
     if not executable:
         raise BridgeConfigError(f"app {app_name!r} declares no executable for its processor; set 'executable' in its spec")
-    job_dir = job_dir.resolve()
-    work_dir = job_dir / "work"
-    if config.containerMode is ContainerMode.DOCKER:
-        return docker_command(image, executable, job_dir, work_dir, resources, env_names)
-    return apptainer_command(image, executable, job_dir, work_dir, resources)
-
-
-def docker_command(
-    image: str, executable: str, job_dir: Path, work_dir: Path, resources: PairioJobRequiredResources, env_names: Sequence[str] = ()
-) -> list[str]:
-    argv = [
-        "docker", "run", "--rm", "--init",
-        # a recognisable name lets an operator (or a restarted bridge) find the container
-        "--name", f"pairio-{job_dir.name}",
-        # files the processor writes belong to the bridge's user, not root
-        "--user", f"{os.getuid()}:{os.getgid()}",
-        "-v", f"{job_dir}:{job_dir}",
-        "-w", str(work_dir),
-        "--cpus", str(resources.numCpus),
-        # processes in the container are not children of the watcher, so docker enforces memory
-        "--memory", f"{max(1, int(resources.memoryGb * 1024))}m",
-    ]
-    for name in dict.fromkeys([*PROCESSOR_ENV_NAMES, *env_names]):
-        argv += ["-e", name]
+    argv = executable_argv(executable)
+    watcher_args = ("--container-engine", mode.value, "--container-image", image)
+    if mode is ContainerMode.APPTAINER:
+        return ProcessorLaunch(apptainer_exec_command(image=image, argv=argv, job_dir=job_dir, resources=resources), watcher_args)
     if resources.numGpus > 0:
-        argv += ["--gpus", "all"]
-    return argv + [image, executable]
-
-
-def apptainer_command(image: str, executable: str, job_dir: Path, work_dir: Path, resources: PairioJobRequiredResources) -> list[str]:
-    # apptainer passes the host environment through, so the watcher's variables arrive as they are
-    argv = ["apptainer", "exec", "--bind", f"{job_dir}:{job_dir}", "--pwd", str(work_dir)]
-    if resources.numGpus > 0:
-        argv.append("--nv")
-    return argv + [apptainer_image(image), executable]
-
-
-def apptainer_image(image: str) -> str:
-    if image.startswith(_APPTAINER_SCHEMES) or image.endswith(".sif") or image.startswith("/"):
-        return image
-    return f"docker://{image}"
+        raise BridgeConfigError(
+            f"the job asks for {resources.numGpus} GPU(s), and container mode {mode.value!r} does not hand GPUs to containers yet; "
+            "run GPU jobs on a bridge with container mode 'none' or 'apptainer' (--nv)"
+        )
+    command = oci_create_command(
+        mode.value, image=image, argv=argv, job_dir=job_dir, job_id=job_id, resources=resources, pull_policy=config.pullPolicy,
+    )
+    return ProcessorLaunch(command, (*watcher_args, "--container-name", container_name(job_id)))

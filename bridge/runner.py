@@ -45,7 +45,7 @@ from pairio.models import PairioApp, PairioJobData, PairioJobRequiredResources
 from pairio.status import JobStatus
 
 from .backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError, SubmitRetryLater
-from .config import BridgeConfig, BridgeConfigError, processor_command
+from .config import BridgeConfig, BridgeConfigError, ProcessorLaunch, processor_command
 from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
 from .staging import InputCache, StagingError
@@ -666,7 +666,7 @@ class BridgeRunner:
         if self._held_for_busy_host(tracked, job):
             return
         try:
-            command = self._command_for(job, d)
+            launch = self._command_for(job, d)
         except (BridgeConfigError, HubRejectedError) as e:
             self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error=str(e)))
             return
@@ -674,8 +674,8 @@ class BridgeRunner:
         state.submitAttempted = True
         d.write_state(state)
         submission = JobSubmission(
-            job_id=job.jobId, job_dir=d.path, command=command, resources=job.requiredResources,
-            secrets=_job_secrets(job), pass_env=tuple(self.config.passEnv),
+            job_id=job.jobId, job_dir=d.path, command=launch.command, resources=job.requiredResources,
+            secrets=_job_secrets(job), pass_env=tuple(self.config.passEnv), container_args=launch.watcher_args,
         )
         try:
             native_id = self.backend.submit(submission)
@@ -721,7 +721,7 @@ class BridgeRunner:
         tracked.retry_at = self._clock() + BUSY_HOST_RECHECK_SEC
         return True
 
-    def _command_for(self, job: PairioJobData, d: JobDir) -> list[str]:
+    def _command_for(self, job: PairioJobData, d: JobDir) -> ProcessorLaunch:
         app_name = job.jobDefinition.appName
         image, executable = job.imageUri, None
         if self.config.containerMode.value != "none":
@@ -729,8 +729,8 @@ class BridgeRunner:
             if processor is not None:
                 image, executable = image or processor.image, processor.executable
         return processor_command(
-            self.config, app_name=app_name, image=image, executable=executable, job_dir=d.path,
-            resources=job.requiredResources, env_names=sorted(_job_secrets(job)),
+            self.config, app_name=app_name, image=image, executable=executable, job_dir=d.path, job_id=job.jobId,
+            resources=job.requiredResources,
         )
 
     def _app_spec(self, service_name: str, app_name: str) -> PairioApp:

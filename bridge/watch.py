@@ -80,6 +80,18 @@ SECRETS_FILE = "secrets.json"
 MASKING_SCRIPT_FILE = "pairio_masking.py"
 """pairio/masking.py, copied beside a watcher that runs where Pairio is not installed"""
 WORK_DIR = "work"
+JOB_TMP_DIR = "tmp"
+"""the job's own /tmp inside a container"""
+CONTAINER_ENV_FILE = "container.env"
+"""the job's variables and secrets for the container engine (mode 0600); deleted once the engine has read it"""
+CONTAINER_ENGINES = ("podman", "docker", "apptainer")
+# The engine's own settings: the watcher's engine commands need them, the job never sees them.
+ENGINE_ENV = ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF", "DOCKER_HOST", "DOCKER_CONFIG", "XDG_RUNTIME_DIR")
+# Variables of the host that would break an image: it has its own PATH and HOME; /tmp is the job's.
+HOST_ONLY_ENV = ("PATH", "HOME", "TMPDIR", "USER", "LOGNAME")
+ENGINE_OOM_EXIT_CODE = 137
+ENGINE_ERROR_EXIT_CODE = 125
+ENGINE_COMMAND_TIMEOUT_SEC = 60.0
 
 THREAD_COUNT_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -165,6 +177,39 @@ def take_secrets(job_dir: Path) -> Optional[dict[str, str]]:
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise ValueError(f"{path} does not map secret names to values")
     return data
+
+
+def container_environment(job_env: dict[str, str]) -> dict[str, str]:
+    """What a container gets of the job's environment: all but the host's paths, and /tmp as TMPDIR."""
+    env = {name: value for name, value in job_env.items() if name not in HOST_ONLY_ENV}
+    env["TMPDIR"] = "/tmp"
+    return env
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> Path:
+    """NAME=VALUE lines for ``--env-file``, readable by the job's user only from the first byte on."""
+    for name, value in env.items():
+        if "\n" in value or "\r" in value:
+            raise ValueError(
+                f"the variable {name} holds a line break, which an engine's env file cannot carry; "
+                "store the value without line breaks (e.g. base64-encoded)"
+            )
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{name}={value}\n" for name, value in env.items()))
+    return path
+
+
+def image_missing_error(image: str, engine: str, detail: str) -> str:
+    return (
+        f"image {image} not found by {engine}: pull it on the bridge host or allow pulls (pull policy: "
+        f"'pairio-bridge register ... --pull-policy missing'); {engine} said: {detail}"
+    )
+
+
+def engine_failed_error(engine: str, action: str, returncode: int, detail: str) -> str:
+    return f"{engine} could not {action} the job's container (exit {returncode}): {detail}"
 
 
 def format_number(value: float) -> str:
@@ -523,6 +568,11 @@ class WatchConfig:
     expect_secrets: bool = False
     """the bridge wrote secrets.json: fail rather than run the job without its secrets"""
     cancel_grace_sec: float = DEFAULT_CANCEL_GRACE_SEC
+    container_engine: str = ""
+    """podman or docker: ``command`` creates the container, the watcher starts and follows it;
+    apptainer: ``command`` runs as a processor; both get the job's variables in CONTAINER_ENV_FILE"""
+    container_name: str = ""
+    container_image: str = ""
 
 
 class ConsolePump:
@@ -614,6 +664,19 @@ class Watcher:
             dict(os.environ), self.job_dir, self.config.num_cpus, self.config.gpu_ids,
             pass_env=self.config.pass_env, secrets=self.secrets, job_id=_job_id(self.job_dir),
         )
+        if self.config.container_engine:
+            (self.job_dir / JOB_TMP_DIR).mkdir(exist_ok=True)
+            try:
+                write_env_file(self.job_dir / CONTAINER_ENV_FILE, container_environment(env))
+            except (OSError, ValueError) as e:
+                return Result("failed", None, self.masked(f"could not write the container's env file: {e}"))
+            # the engine reads the job's variables from the env file; its own process gets only its settings
+            env = allowed_environment(dict(os.environ), ENGINE_ENV)
+        if self.config.container_engine in ("podman", "docker"):
+            try:
+                return self.run_container(env)
+            finally:
+                (self.job_dir / CONTAINER_ENV_FILE).unlink(missing_ok=True)
         console = (self.job_dir / CONSOLE_FILE).open("ab")
         try:
             child = subprocess.Popen(
@@ -637,7 +700,87 @@ class Watcher:
             raise
         finally:
             self.console_pump.finish()  # result.json comes after the whole console
+            (self.job_dir / CONTAINER_ENV_FILE).unlink(missing_ok=True)  # apptainer's
         return Result(result.phase, result.exit_code, self.masked(result.error))
+
+    # ------------------------------------------------------------ podman and docker
+
+    def run_container(self, engine_env: dict[str, str]) -> Result:
+        """Create, start and follow the job's container through its engine; it is removed whatever happens."""
+        container = Container(self.config.container_engine, self.config.container_name, engine_env)
+        container.remove()  # left by an earlier attempt of this job (a watcher that was lost)
+        try:
+            created = container.engine(self.config.command[1:])
+            (self.job_dir / CONTAINER_ENV_FILE).unlink(missing_ok=True)  # the container holds the values now
+            if created.returncode != 0:
+                return Result("failed", created.returncode, self.masked(self.create_error(created)))
+            console = (self.job_dir / CONSOLE_FILE).open("ab")
+            try:
+                attach = subprocess.Popen(
+                    container.command("start", "--attach", container.name),
+                    env=engine_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as e:
+                console.close()
+                return Result("failed", None, f"could not run {container.program}: {e}")
+            self.console_pump = ConsolePump(attach.stdout, console, list(self.secrets.values()))
+            try:
+                self.write_watcher_file(attach)
+                result = self.supervise_container(container, attach)
+            finally:
+                self.console_pump.finish()
+            return Result(result.phase, result.exit_code, self.masked(result.error))
+        finally:
+            container.remove()
+
+    def create_error(self, created: subprocess.CompletedProcess[str]) -> str:
+        detail = tail_text(created.stderr.encode(), max_lines=5)
+        engine = self.config.container_engine
+        if created.returncode == ENGINE_ERROR_EXIT_CODE and any(
+            marker in detail.lower() for marker in ("image not known", "no such image", "not found", "manifest unknown", "pinging container registry", "initializing source")
+        ):
+            return image_missing_error(self.config.container_image, engine, detail)
+        return engine_failed_error(engine, "create", created.returncode, detail)
+
+    def supervise_container(self, container: "Container", attach: subprocess.Popen[bytes]) -> Result:
+        started = time.monotonic()
+        next_log = started
+        peak_rss = 0
+        with (self.job_dir / RESOURCE_LOG_FILE).open("a") as resource_log:
+            while True:
+                if attach.poll() is not None:
+                    return self.container_exit_result(container, peak_rss)
+                processes = container.processes()
+                rss = _total_rss(processes)
+                peak_rss = max(peak_rss, rss)
+                now = time.monotonic()
+                if now >= next_log and processes:
+                    self.log_sample(resource_log, processes, rss)
+                    interval = self.config.log_interval_sec if now - started > EARLY_LOG_PERIOD_SEC else min(self.config.log_interval_sec, EARLY_LOG_INTERVAL_SEC)
+                    next_log = now + interval
+                if self.cancel_requested():
+                    container.stop(self.grace_sec())
+                    return Result("failed", container.exit_code(), self.stop_error())
+                if now - started > self.config.time_sec:
+                    container.stop(self.grace_sec())
+                    return Result("failed", container.exit_code(), time_limit_error(self.config.time_sec))
+                try:
+                    attach.wait(timeout=self.config.sample_interval_sec)
+                except subprocess.TimeoutExpired:
+                    pass
+
+    def container_exit_result(self, container: "Container", peak_rss: int) -> Result:
+        returncode = container.exit_code()
+        if returncode is None:
+            return Result("failed", None, f"{container.program} lost the job's container {container.name} (no exit code)")
+        if self.stop_requested and returncode != 0:
+            return Result("failed", returncode, self.stop_error())
+        if returncode == ENGINE_OOM_EXIT_CODE:
+            # the engine's memory cgroup killed it (runc on cgroup v1 does not set OOMKilled: the code is the sign)
+            limit = int(self.config.memory_gb * BYTES_PER_GB)
+            return Result("failed", returncode, memory_limit_error(max(peak_rss, limit + 1), self.config.memory_gb))
+        return self.exit_result(returncode)
 
     def masked(self, text: Optional[str]) -> Optional[str]:
         return masking.mask_text(text, self.secrets.values()) if text else text
@@ -653,6 +796,9 @@ class Watcher:
                 "processGroupCreateTime": _create_time_or_none(child.pid),
                 "gpus": self.config.gpu_ids,
                 "hostname": socket.gethostname(),
+                # a bridge that finds this watcher gone removes the container (see bridge/local/backend.py)
+                "containerEngine": self.config.container_engine if self.config.container_name else "",
+                "containerName": self.config.container_name,
             },
         )
 
@@ -760,6 +906,62 @@ class Watcher:
         return parse_gpu_query(out.stdout) if out.returncode == 0 else []
 
 
+class Container:
+    """One job's podman/docker container, driven through the engine's command line."""
+
+    def __init__(self, program: str, name: str, env: dict[str, str]) -> None:
+        self.program = program
+        self.name = name
+        self.env = env
+        self._pid: Optional[int] = None
+
+    def command(self, *args: str) -> list[str]:
+        return [self.program, *args]
+
+    def engine(self, args: Sequence[str], timeout_sec: float = ENGINE_COMMAND_TIMEOUT_SEC) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                self.command(*args), env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_sec,
+            )
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(args, 124, "", f"{self.program} {' '.join(args[:1])} did not answer in {timeout_sec:g} s")
+        except OSError as e:
+            return subprocess.CompletedProcess(args, 127, "", f"cannot run {self.program}: {e}; install it or fix PATH")
+
+    def processes(self) -> list[psutil.Process]:
+        """The container's processes as the host sees them (rootful engines share the host's pid view)."""
+        if self._pid is None:
+            out = self.engine(["inspect", "--format", "{{.State.Pid}}", self.name], timeout_sec=10)
+            try:
+                pid = int(out.stdout.strip() or 0)
+            except ValueError:
+                pid = 0
+            if pid <= 0:
+                return []
+            self._pid = pid
+        try:
+            root = psutil.Process(self._pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def exit_code(self) -> Optional[int]:
+        out = self.engine(["wait", self.name])
+        try:
+            return int(out.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return None
+
+    def stop(self, grace_sec: float) -> None:
+        """SIGTERM to the container, SIGKILL after the grace period (the engine does both)."""
+        stopped = self.engine(["stop", "--time", str(max(0, int(round(grace_sec)))), self.name], timeout_sec=grace_sec + 30)
+        if stopped.returncode != 0:
+            self.engine(["kill", self.name], timeout_sec=30)
+
+    def remove(self) -> None:
+        self.engine(["rm", "--force", self.name], timeout_sec=60)
+
+
 def _job_id(job_dir: Path) -> str:
     """The job's id from its job.json (the directory's name when that cannot be read)."""
     try:
@@ -811,11 +1013,16 @@ def parse_args(argv: Sequence[str]) -> WatchConfig:
     parser.add_argument("--pass-env", action="append", default=[], metavar="NAME", help="also give the processor this variable (NAME or PREFIX*)")
     parser.add_argument("--secrets", action="store_true", help=f"the job has secrets in {SECRETS_FILE}; fail when it is missing")
     parser.add_argument("--cancel-grace-sec", type=float, default=DEFAULT_CANCEL_GRACE_SEC)
+    parser.add_argument("--container-engine", choices=CONTAINER_ENGINES, default="", help="the command creates (podman, docker) or is (apptainer) the job's container")
+    parser.add_argument("--container-name", default="", help="podman/docker: the container's name (pairio-<jobId>)")
+    parser.add_argument("--container-image", default="", help="the job's image, for error messages")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the processor's argv")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given: put the processor's argv after --")
+    if args.container_engine in ("podman", "docker") and not args.container_name:
+        parser.error("--container-name is required with --container-engine podman or docker")
     return WatchConfig(
         job_dir=args.job_dir.resolve(),
         command=command,
@@ -829,6 +1036,9 @@ def parse_args(argv: Sequence[str]) -> WatchConfig:
         pass_env=list(args.pass_env),
         expect_secrets=args.secrets,
         cancel_grace_sec=args.cancel_grace_sec,
+        container_engine=args.container_engine,
+        container_name=args.container_name,
+        container_image=args.container_image,
     )
 
 

@@ -92,48 +92,57 @@ def test_max_concurrent_jobs_caps_the_slots() -> None:
 
 
 def test_mode_none_runs_the_apps_command(tmp_path: Path) -> None:
-    argv = processor_command(make_config(), app_name="hello_world", image="ignored", executable="/app/main.py", job_dir=tmp_path, resources=RESOURCES)
-    assert argv == ["python", "/abs path/main.py", "--flag"]
+    launch = processor_command(make_config(), app_name="hello_world", image="ignored", executable="/app/main.py", job_dir=tmp_path, job_id="J", resources=RESOURCES)
+    assert launch.command == ["python", "/abs path/main.py", "--flag"] and launch.watcher_args == ()
 
 
 def test_mode_none_without_a_command_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(BridgeConfigError, match=r"--app other=") as e:
-        processor_command(make_config(), app_name="other", image=None, executable=None, job_dir=tmp_path, resources=RESOURCES)
+        processor_command(make_config(), app_name="other", image=None, executable=None, job_dir=tmp_path, job_id="J", resources=RESOURCES)
     assert "hello_world" in str(e.value)
 
 
-def test_docker_command(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["podman", "docker"])
+def test_oci_create_command(tmp_path: Path, engine: str) -> None:
     job_dir = tmp_path / "jobs" / "J1"
-    argv = processor_command(
-        make_config(containerMode="docker"), app_name="a", image="ghcr.io/x/app:1", executable="/app/main.py",
-        job_dir=job_dir, resources=RESOURCES, env_names=["MY_SECRET"],
+    launch = processor_command(
+        make_config(containerMode=engine, pullPolicy="never"), app_name="a", image="ghcr.io/x/app:1", executable="/app/main.py",
+        job_dir=job_dir, job_id="J1", resources=RESOURCES,
     )
-    d = str(job_dir.resolve())
-    assert argv[:4] == ["docker", "run", "--rm", "--init"]
-    assert argv[-2:] == ["ghcr.io/x/app:1", "/app/main.py"]
+    argv, d = launch.command, str(job_dir.resolve())
+    assert argv[:2] == [engine, "create"]  # never 'run --rm': docker through podman's socket loses the exit code
+    assert argv[-3:] == ["ghcr.io/x/app:1", "python", "/app/main.py"]  # main.py files are not executable
     pairs = list(zip(argv, argv[1:]))
-    assert ("-v", f"{d}:{d}") in pairs and ("-w", f"{d}/work") in pairs
-    assert ("--name", "pairio-J1") in pairs
-    assert ("--cpus", "2") in pairs and ("--memory", "1536m") in pairs
-    for name in ("PAIRIO_JOB_FILE", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "MY_SECRET"):
-        assert ("-e", name) in pairs  # by name only: values never appear in argv
-    assert "--gpus" not in argv
-    gpu = processor_command(make_config(containerMode="docker"), app_name="a", image="i", executable="e", job_dir=job_dir, resources=GPU_RESOURCES)
-    assert ("--gpus", "all") in list(zip(gpu, gpu[1:]))
+    for pair in [
+        ("--name", "pairio-J1"), ("--pull", "never"), ("--cpus", "2"), ("--memory", "1536m"), ("--memory-swap", "1536m"),
+        ("--pids-limit", "4096"), ("--network", "none"), ("--env-file", f"{d}/container.env"),
+        ("--user", f"{os.getuid()}:{os.getgid()}"), ("-v", f"{d}:{d}"), ("-v", f"{d}/tmp:/tmp"), ("-w", f"{d}/work"),
+    ]:
+        assert pair in pairs, pair
+    assert "-e" not in argv and "--env" not in argv  # values go through the env file only
+    assert launch.watcher_args == ("--container-engine", engine, "--container-image", "ghcr.io/x/app:1", "--container-name", "pairio-J1")
+    plain = processor_command(make_config(containerMode=engine), app_name="a", image="i", executable="/app/run", job_dir=job_dir, job_id="J1", resources=RESOURCES)
+    assert plain.command[-2:] == ["i", "/app/run"] and ("--pull", "missing") in list(zip(plain.command, plain.command[1:]))
+    with pytest.raises(BridgeConfigError, match="does not hand GPUs"):
+        processor_command(make_config(containerMode=engine), app_name="a", image="i", executable="e", job_dir=job_dir, job_id="J1", resources=GPU_RESOURCES)
 
 
 def test_apptainer_command(tmp_path: Path) -> None:
     d = str(tmp_path.resolve())
     config = make_config(containerMode=ContainerMode.APPTAINER)
-    argv = processor_command(config, app_name="a", image="ghcr.io/x/app:1", executable="/app/main.py", job_dir=tmp_path, resources=RESOURCES)
-    assert argv == ["apptainer", "exec", "--bind", f"{d}:{d}", "--pwd", f"{d}/work", "docker://ghcr.io/x/app:1", "/app/main.py"]
-    gpu = processor_command(config, app_name="a", image="/images/app.sif", executable="run", job_dir=tmp_path, resources=GPU_RESOURCES)
-    assert "--nv" in gpu and gpu[-2:] == ["/images/app.sif", "run"]
+    launch = processor_command(config, app_name="a", image="ghcr.io/x/app:1", executable="/app/main.py", job_dir=tmp_path, job_id="J", resources=RESOURCES)
+    assert launch.command == [
+        "apptainer", "exec", "--containall", "--cleanenv", "--bind", f"{d}:{d}", "--bind", f"{d}/tmp:/tmp",
+        "--pwd", f"{d}/work", "--env-file", f"{d}/container.env", "docker://ghcr.io/x/app:1", "python", "/app/main.py",
+    ]
+    assert launch.watcher_args == ("--container-engine", "apptainer", "--container-image", "ghcr.io/x/app:1")
+    gpu = processor_command(config, app_name="a", image="/images/app.sif", executable="run", job_dir=tmp_path, job_id="J", resources=GPU_RESOURCES)
+    assert "--nv" in gpu.command and gpu.command[-2:] == ["/images/app.sif", "run"]
 
 
 def test_container_modes_need_an_image(tmp_path: Path) -> None:
     with pytest.raises(BridgeConfigError, match="declares no image"):
-        processor_command(make_config(containerMode="docker"), app_name="a", image="", executable="e", job_dir=tmp_path, resources=RESOURCES)
+        processor_command(make_config(containerMode="docker"), app_name="a", image="", executable="e", job_dir=tmp_path, job_id="J", resources=RESOURCES)
 
 
 # ---------------------------------------------------------------- job directories and state

@@ -37,6 +37,7 @@ from bridge.local.resources import (
 from bridge.watch import (
     BYTES_PER_GB,
     CANCEL_FILE,
+    ENGINE_ENV,
     DEFAULT_KILL_GRACE_SEC,
     DEFAULT_LOG_INTERVAL_SEC,
     DEFAULT_SAMPLE_INTERVAL_SEC,
@@ -44,6 +45,7 @@ from bridge.watch import (
     RESULT_FILE,
     SECRETS_FILE,
     WATCHER_FILE,
+    Container,
     allowed_environment,
     read_file_tail,
     tail_text,
@@ -298,7 +300,8 @@ class LocalBackend(Backend):
             return subprocess.Popen(
                 argv,
                 cwd=job_dir,
-                env=allowed_environment(dict(os.environ), job.pass_env),  # not the operator's whole environment
+                # not the operator's whole environment; the engine's settings for container mode (the watcher keeps them from the job)
+                env=allowed_environment(dict(os.environ), (*job.pass_env, *ENGINE_ENV)),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -394,12 +397,16 @@ def lost_error(job_dir: Path) -> str:
 
 
 def kill_orphaned_job(native_id: NativeId) -> None:
-    """A watcher that died (SIGKILL, OOM killer) leaves its job running unsupervised: end it."""
+    """A watcher that died (SIGKILL, OOM killer) leaves its job running unsupervised: end it, container included."""
     try:
         data: dict[str, Any] = json.loads((native_id.job_dir / WATCHER_FILE).read_text())
         process_group = int(data["processGroup"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         return
+    engine, name = data.get("containerEngine"), data.get("containerName")
+    if engine in ("podman", "docker") and isinstance(name, str) and name:
+        # the container's processes are the engine's children, not the watcher's group's
+        Container(engine, name, dict(os.environ)).remove()
     # Only processes of that group started after our watcher: a group id is a pid, and pids are reused.
     for p in psutil.process_iter():
         try:
