@@ -90,8 +90,12 @@ ENGINE_ENV = ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRI
 # Variables of the host that would break an image: it has its own PATH and HOME; /tmp is the job's.
 HOST_ONLY_ENV = ("PATH", "HOME", "TMPDIR", "USER", "LOGNAME")
 ENGINE_OOM_EXIT_CODE = 137
-ENGINE_ERROR_EXIT_CODE = 125
 ENGINE_COMMAND_TIMEOUT_SEC = 60.0
+# What podman and docker say when an image is neither on the host nor pullable.
+IMAGE_MISSING_MARKERS = (
+    "image not known", "no such image", "manifest unknown", "unable to find image", "pull access denied",
+    "pinging container registry", "initializing source", "repository does not exist",
+)
 
 THREAD_COUNT_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -737,9 +741,8 @@ class Watcher:
     def create_error(self, created: subprocess.CompletedProcess[str]) -> str:
         detail = tail_text(created.stderr.encode(), max_lines=5)
         engine = self.config.container_engine
-        if created.returncode == ENGINE_ERROR_EXIT_CODE and any(
-            marker in detail.lower() for marker in ("image not known", "no such image", "not found", "manifest unknown", "pinging container registry", "initializing source")
-        ):
+        # podman exits 125 for engine errors, the docker CLI 1: the message tells a missing image apart
+        if any(marker in detail.lower() for marker in IMAGE_MISSING_MARKERS):
             return image_missing_error(self.config.container_image, engine, detail)
         return engine_failed_error(engine, "create", created.returncode, detail)
 

@@ -61,6 +61,10 @@ class BackendContract:
         """Where the job's directory is where it runs (a remote backend's copy); the job directory itself by default."""
         return job.job_dir
 
+    def launch(self, job_id: str, job_dir: Path, resources: PairioJobRequiredResources, argv: list[str]) -> tuple[list[str], tuple[str, ...]]:
+        """The command and watcher options that run ``argv`` as the job (container mode: the engine's, around it)."""
+        return argv, ()
+
     def jobs_root(self, tmp_path: Path) -> Path:
         """Where job directories go (a backend on a shared file system may move it)."""
         return tmp_path / "jobs"
@@ -111,8 +115,8 @@ class BackendContract:
             requiredResources=resources,
             workingDir=str(job_dir / "work"),
         ).write(job_dir / JOB_FILE_NAME)
-        command = [self.python_executable, "-c", textwrap.dedent(script)]
-        return JobSubmission(job_id=job_id, job_dir=job_dir, command=command, resources=resources)
+        command, container_args = self.launch(job_id, job_dir, resources, [self.python_executable, "-c", textwrap.dedent(script)])
+        return JobSubmission(job_id=job_id, job_dir=job_dir, command=command, resources=resources, container_args=container_args)
 
     def submit(self, backend: Backend, tmp_path: Path, script: str, **kwargs: object) -> tuple[str, JobSubmission]:
         job = self.prepare_job(tmp_path, script, **kwargs)  # type: ignore[arg-type]

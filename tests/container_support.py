@@ -1,0 +1,207 @@
+"""Real container engines for the tests: podman (runc), and the docker CLI through podman's socket.
+
+Nothing of the host's engine setup is used or changed: a containers.conf and a storage.conf of
+the session's own (runc, cgroupfs, file events, ulimits this kernel allows; see
+shared docs/containers-lab.md) are pointed to by CONTAINERS_CONF and CONTAINERS_STORAGE_CONF, so
+images and containers live under the session's temporary directory. The test image is built
+offline from busybox and the host's python3 (with the libraries ``ldd`` names); nothing is
+pulled, and jobs run with ``--pull never``.
+
+Container tests are skipped when podman is missing, except under CI=true, where they fail
+saying what to install (``bash scripts/ensure-container-engine.sh``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TEST_IMAGE = "localhost/pairio-test-python:1"
+HOST_PYTHON = Path("/usr/bin/python3")
+BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
+ENGINE_VARIABLES = ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF")
+
+CONTAINERS_CONF = """\
+# tests only: this host has hybrid cgroups (crun refuses them), no systemd, and no CAP_SYS_RESOURCE
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+tmp_dir = "{tmp_dir}"
+"""
+
+STORAGE_CONF = """\
+[storage]
+driver = "overlay"
+graphroot = "{root}"
+runroot = "{runroot}"
+"""
+
+
+def require_podman() -> None:
+    """Skip (outside CI) or fail (under CI=true) when podman, runc or busybox is missing."""
+    missing = [name for name in ("podman", "runc") if not shutil.which(name) and not Path(f"/usr/sbin/{name}").exists()]
+    if not any(p.exists() for p in BUSYBOX_PATHS):
+        missing.append("busybox-static")
+    if not HOST_PYTHON.exists():
+        missing.append("python3")
+    if not missing:
+        return
+    message = f"the container tests need {', '.join(missing)}: bash scripts/ensure-container-engine.sh installs them (as root)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@dataclass(frozen=True)
+class PodmanSetup:
+    env: dict[str, str]
+    """CONTAINERS_CONF and CONTAINERS_STORAGE_CONF: the session's private engine settings and store"""
+    image: str
+    base_dir: Path
+
+    def podman(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["podman", *args], env={**os.environ, **self.env}, capture_output=True, text=True, timeout=timeout, check=check
+        )
+
+    def container_names(self) -> list[str]:
+        out = self.podman("ps", "--all", "--format", "{{.Names}}")
+        return [line for line in out.stdout.split() if line]
+
+
+def write_engine_config(base_dir: Path) -> dict[str, str]:
+    (base_dir / "libpod-tmp").mkdir(parents=True, exist_ok=True)
+    conf = base_dir / "containers.conf"
+    conf.write_text(CONTAINERS_CONF.format(tmp_dir=base_dir / "libpod-tmp"))
+    storage = base_dir / "storage.conf"
+    storage.write_text(STORAGE_CONF.format(root=base_dir / "storage", runroot=base_dir / "run"))
+    return {"CONTAINERS_CONF": str(conf), "CONTAINERS_STORAGE_CONF": str(storage)}
+
+
+def build_rootfs(root: Path) -> Path:
+    """busybox plus the host's python3, its standard library and every library ``ldd`` names, at their paths."""
+    for sub in ("bin", "etc", "tmp", "proc", "sys", "dev", "usr/bin", "var/tmp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    busybox = next(p for p in BUSYBOX_PATHS if p.exists())
+    shutil.copy2(busybox, root / "bin" / "busybox")
+    applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox" and not (root / "bin" / applet).exists():
+            (root / "bin" / applet).symlink_to("busybox")
+    (root / "etc" / "passwd").write_text(f"root:x:0:0:root:/root:/bin/sh\nbridge:x:{os.getuid()}:{os.getgid()}::/tmp:/bin/sh\n")
+    (root / "etc" / "group").write_text(f"root:x:0:\nbridge:x:{os.getgid()}:\n")
+    python = HOST_PYTHON.resolve()
+    stdlib = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"], capture_output=True, text=True, check=True).stdout.strip())
+    copy_at_same_path(python, root)
+    shutil.copytree(stdlib, root / stdlib.relative_to("/"), symlinks=True, ignore=shutil.ignore_patterns("test", "__pycache__", "idlelib", "tkinter", "turtledemo", "ensurepip"))
+    for name in ("python3", "python"):
+        (root / "usr" / "bin" / name).symlink_to(python.name)
+    for binary in [python, *sorted((stdlib / "lib-dynload").glob("*.so"))]:
+        for library in ldd_paths(binary):
+            copy_at_same_path(library, root)
+    return root
+
+
+def ldd_paths(binary: Path) -> list[Path]:
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
+    paths = []
+    for line in out.splitlines():
+        for word in line.split():
+            if word.startswith("/"):
+                paths.append(Path(word))
+    return paths
+
+
+def copy_at_same_path(path: Path, root: Path) -> None:
+    target = root / str(path).lstrip("/")
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(path, target, follow_symlinks=True)
+
+
+def build_test_image(setup_env: dict[str, str], base_dir: Path, image: str) -> None:
+    rootfs = build_rootfs(base_dir / "rootfs")
+    tarball = base_dir / "rootfs.tar"
+    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True, timeout=120)
+    subprocess.run(
+        ["podman", "import", "--change", "ENV PATH=/usr/bin:/bin", "--change", 'CMD ["/bin/sh"]', str(tarball), image],
+        env={**os.environ, **setup_env}, check=True, capture_output=True, timeout=300,
+    )
+    tarball.unlink()
+
+
+@pytest.fixture(scope="session")
+def podman_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanSetup]:
+    """The session's private podman (settings, store) with the test image built; the variables are set
+    in this process's environment while it lasts, so bridges and watchers started here use the same store."""
+    require_podman()
+    base_dir = tmp_path_factory.mktemp("podman")
+    env = write_engine_config(base_dir)
+    build_test_image(env, base_dir, TEST_IMAGE)
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    setup = PodmanSetup(env=env, image=TEST_IMAGE, base_dir=base_dir)
+    try:
+        yield setup
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        setup.podman("rm", "--all", "--force", check=False)
+        # overlay mounts and root-owned layers: podman itself cleans its store
+        setup.podman("system", "reset", "--force", check=False, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def podman_socket(podman_setup: PodmanSetup) -> Iterator[str]:
+    """``podman system service`` on a unix socket: DOCKER_HOST for the docker CLI."""
+    if not shutil.which("docker"):
+        message = "docker mode needs a docker CLI: bash scripts/ensure-container-engine.sh installs docker.io (as root)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    sock = podman_setup.base_dir / "podman.sock"
+    service = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+        env={**os.environ, **podman_setup.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _socket_answers(sock):
+            if service.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"podman system service did not open {sock} (exit {service.poll()})", pytrace=False)
+            time.sleep(0.1)
+        yield f"unix://{sock}"
+    finally:
+        service.terminate()
+        try:
+            service.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
+
+
+def _socket_answers(path: Path) -> bool:
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False
+

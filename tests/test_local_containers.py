@@ -1,0 +1,203 @@
+"""The local backend in container mode, with real engines: podman, and the docker CLI through podman's socket.
+
+The whole bridge contract runs with each job inside a container of the offline test image
+(tests/container_support.py), plus what only containers have: the engine's memory and CPU
+limits, the container's removal, the env file, a missing image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bridge.backend import Backend, NativePhase
+from bridge.containers import PullPolicy, container_name, oci_create_command
+from bridge.local.backend import NativeId
+from pairio.models import PairioJobRequiredResources
+
+from .bridge_contract import SECRET_VALUE, SPAWN_ESCAPING_CHILD, BackendContract, wait_for
+from .container_support import PodmanSetup, podman_setup, podman_socket  # noqa: F401  (fixtures)
+from .test_local_backend import fast_backend
+
+
+class ContainerContract(BackendContract):
+    """Jobs run as ``python3 -c SCRIPT`` in the test image; the engine is podman or docker."""
+
+    engine = "podman"
+    python_executable = "python3"
+    final_timeout_sec = 30.0
+    cancel_deadline_sec = 3.0
+    operator_env_reaches_jobs = True
+
+    @pytest.fixture(autouse=True)
+    def _engine(self, podman_setup: PodmanSetup) -> Iterator[None]:
+        self.setup = podman_setup
+        yield
+
+    def make_backend(self, tmp_path: Path) -> Backend:
+        return fast_backend(self.jobs_root(tmp_path))
+
+    def launch(self, job_id: str, job_dir: Path, resources: PairioJobRequiredResources, argv: list[str]) -> tuple[list[str], tuple[str, ...]]:
+        command = oci_create_command(
+            self.engine, image=self.setup.image, argv=argv, job_dir=job_dir, job_id=job_id, resources=resources,
+            pull_policy=PullPolicy.NEVER,
+        )
+        return command, ("--container-engine", self.engine, "--container-image", self.setup.image, "--container-name", container_name(job_id))
+
+    def child_process(self, job) -> psutil.Process:  # type: ignore[no-untyped-def]
+        """The escaping child as the host sees it: its pid inside the container is another."""
+        for p in psutil.process_iter():
+            try:
+                if "time.sleep(120)" in " ".join(p.cmdline()) and p.environ().get("PAIRIO_JOB_ID") == job.job_id:
+                    return p
+            except psutil.Error:
+                continue
+        raise AssertionError(f"no process of job {job.job_id} sleeps on the host")
+
+    def assert_no_container(self, job_id: str) -> None:
+        wait_for(self.setup.container_names, lambda names: container_name(job_id) not in names, 10.0)
+
+    # ------------------------------------------------------------ container only
+
+    def test_secrets_reach_the_processor_only_and_never_in_clear(  # type: ignore[override]
+        self, backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """In a container the secrets travel in the env file, which is gone once the container exists;
+        neither the engine's command lines nor the container's command show them, and the output is masked."""
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "operator-aws-key")
+        monkeypatch.setenv("LAB_SHARED_SETTING", "passed-through")
+        script = """
+            import json, os, time
+            json.dump(dict(os.environ), open("env.json", "w"))
+            print("token is", os.environ["TOKEN"], flush=True)
+            time.sleep(1.5)
+            raise SystemExit("failing with " + os.environ["TOKEN"])
+        """
+        job = self.prepare_job(tmp_path, script)
+        job.secrets = {"TOKEN": SECRET_VALUE}
+        job.pass_env = ("LAB_SHARED_*",)
+        native_id = backend.submit(job)
+        self.submitted.append(native_id)
+        name = container_name(job.job_id)
+        wait_for(lambda: (job.job_dir / "work" / "env.json").exists(), bool, 20.0)
+        inspected = json.loads(self.setup.podman("inspect", name).stdout)[0]
+        assert SECRET_VALUE not in json.dumps(inspected.get("Args")) and SECRET_VALUE not in json.dumps(inspected["Config"].get("Cmd"))
+        for p in psutil.process_iter():
+            try:
+                assert SECRET_VALUE not in " ".join(p.cmdline()), p
+            except psutil.Error:
+                continue
+        assert not (job.job_dir / "container.env").exists()  # removed once the engine has read it
+        outcome = self.wait_final(backend, native_id)
+        assert outcome.phase == NativePhase.FAILED and outcome.error is not None
+        assert "failing with ***" in outcome.error and SECRET_VALUE not in outcome.error
+        env = json.loads((job.job_dir / "work" / "env.json").read_text())
+        assert env["TOKEN"] == SECRET_VALUE and env["PAIRIO_JOB_ID"] == job.job_id
+        assert env["LAB_SHARED_SETTING"] == "passed-through" and "AWS_SECRET_ACCESS_KEY" not in env
+        assert "CONTAINERS_CONF" not in env and env["TMPDIR"] == "/tmp" and env["PATH"] == "/usr/bin:/bin"
+        assert "token is ***" in (job.job_dir / "console.txt").read_text()
+        assert not (job.job_dir / "secrets.json").exists() and not (job.job_dir / "container.env").exists()
+        self.assert_no_container(job.job_id)
+
+    def test_engine_enforces_the_memory_limit(self, backend: Backend, tmp_path: Path) -> None:
+        script = """
+            data = bytearray(400 * 1024 * 1024)
+            print("allocated", flush=True)
+        """
+        native_id, job = self.submit(backend, tmp_path, script, memory_gb=0.125)
+        outcome = self.wait_final(backend, native_id)
+        assert outcome.phase == NativePhase.FAILED
+        assert outcome.error is not None and "over its memory limit of 0.125 GB" in outcome.error, outcome
+        self.assert_no_container(job.job_id)
+
+    def test_cpu_limit_is_in_the_containers_cgroup(self, backend: Backend, tmp_path: Path) -> None:
+        script = """
+            import os
+            def read(path):
+                try:
+                    return open(path).read().strip()
+                except OSError:
+                    return ""
+            open("cpu.txt", "w").write(read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") + "/" + read("/sys/fs/cgroup/cpu/cpu.cfs_period_us") + "|" + read("/sys/fs/cgroup/cpu.max"))
+        """
+        native_id, job = self.submit(backend, tmp_path, script, num_cpus=1)
+        assert self.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
+        text = (job.job_dir / "work" / "cpu.txt").read_text()
+        v1, v2 = text.split("|")
+        if v1 != "/":
+            quota, period = (int(x) for x in v1.split("/"))
+            assert quota == period, text  # --cpus 1: one period of CPU time per period
+        else:
+            quota, period = (int(x) for x in v2.split())
+            assert quota == period, text
+
+    def test_container_is_gone_after_each_outcome(self, backend: Backend, tmp_path: Path) -> None:
+        ok_id, ok = self.submit(backend, tmp_path, "print('hi')")
+        bad_id, bad = self.submit(backend, tmp_path, "raise SystemExit(3)")
+        assert self.wait_final(backend, ok_id).phase == NativePhase.SUCCEEDED
+        outcome = self.wait_final(backend, bad_id)
+        assert outcome.phase == NativePhase.FAILED and outcome.exit_code == 3
+        self.assert_no_container(ok.job_id)
+        self.assert_no_container(bad.job_id)
+        assert (ok.job_dir / "console.txt").read_text().strip() == "hi"
+
+    def test_cancel_removes_the_container(self, backend: Backend, tmp_path: Path) -> None:
+        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        self.wait_started(job)
+        backend.cancel([native_id])
+        outcome = self.wait_final(backend, native_id, timeout_sec=self.cancel_deadline_sec)
+        assert outcome.phase == NativePhase.FAILED and outcome.error is not None and "cancel" in outcome.error
+        self.assert_no_container(job.job_id)
+
+    def test_a_killed_watcher_leaves_no_container(self, tmp_path: Path) -> None:
+        """SIGKILL to the watcher: the next bridge declares the job lost and removes its container."""
+        first = self.make_backend(tmp_path)
+        native_id, job = self.submit(first, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        self.wait_started(job)
+        os.kill(NativeId.parse(native_id).watcher_pid, signal.SIGKILL)
+        second = self.make_backend(tmp_path)
+        outcome = self.wait_final(second, native_id)
+        assert outcome.phase == NativePhase.LOST
+        self.assert_no_container(job.job_id)
+
+    def test_a_missing_image_says_how_to_fix_it(self, backend: Backend, tmp_path: Path) -> None:
+        job = self.prepare_job(tmp_path, "print('never')")
+        missing = "localhost/pairio-no-such-image:404"
+        job.command[job.command.index(self.setup.image)] = missing
+        job.container_args = tuple(missing if arg == self.setup.image else arg for arg in job.container_args)
+        native_id = backend.submit(job)
+        outcome = self.wait_final(backend, native_id)
+        assert outcome.phase == NativePhase.FAILED and outcome.error is not None
+        assert "image localhost/pairio-no-such-image:404 not found" in outcome.error, outcome.error
+        assert "pull policy" in outcome.error
+        self.assert_no_container(job.job_id)
+
+
+class TestPodmanContainers(ContainerContract):
+    engine = "podman"
+
+
+class TestDockerContainers(ContainerContract):
+    """The docker CLI through podman's Docker-compatible socket (DOCKER_HOST)."""
+
+    engine = "docker"
+
+    @pytest.fixture(autouse=True)
+    def _docker_host(self, podman_socket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("DOCKER_HOST", podman_socket)
+
+
+def test_podman_runs_the_test_image(podman_setup: PodmanSetup) -> None:
+    """The session's engine setup works at all (a failure here explains every other one)."""
+    out = subprocess.run(
+        ["podman", "run", "--rm", "--pull", "never", "--network", "none", podman_setup.image, "python3", "-c", "print(6 * 7)"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "42", out.stderr
