@@ -27,7 +27,8 @@ import pytest
 TEST_IMAGE = "localhost/pairio-test-python:1"
 HOST_PYTHON = Path("/usr/bin/python3")
 BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
-ENGINE_VARIABLES = ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF")
+# Libraries manylinux wheels may link against beyond python's own (pydantic_core needs libgcc_s and librt).
+MANYLINUX_LIBRARIES = ("libgcc_s.so.1", "libstdc++.so.6", "librt.so.1", "libpthread.so.0", "libdl.so.2", "libutil.so.1")
 
 CONTAINERS_CONF = """\
 # tests only: this host has hybrid cgroups (crun refuses them), no systemd, and no CAP_SYS_RESOURCE
@@ -107,10 +108,23 @@ def build_rootfs(root: Path) -> Path:
     shutil.copytree(stdlib, root / stdlib.relative_to("/"), symlinks=True, ignore=shutil.ignore_patterns("test", "__pycache__", "idlelib", "tkinter", "turtledemo", "ensurepip"))
     for name in ("python3", "python"):
         (root / "usr" / "bin" / name).symlink_to(python.name)
-    for binary in [python, *sorted((stdlib / "lib-dynload").glob("*.so"))]:
+    for binary in [python, *sorted((stdlib / "lib-dynload").glob("*.so")), *system_libraries(MANYLINUX_LIBRARIES)]:
+        copy_at_same_path(binary, root)
         for library in ldd_paths(binary):
             copy_at_same_path(library, root)
     return root
+
+
+def system_libraries(names: tuple[str, ...]) -> list[Path]:
+    """Where the host's dynamic linker finds these libraries (``ldconfig -p``)."""
+    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    found: dict[str, Path] = {}
+    for line in out.splitlines():
+        name, _, path = line.strip().partition(" => ")
+        name = name.split(" ")[0]
+        if name in names and "x86-64" in line and name not in found:
+            found[name] = Path(path)
+    return list(found.values())
 
 
 def ldd_paths(binary: Path) -> list[Path]:
