@@ -82,12 +82,23 @@ def oci_create_command(
         "--pids-limit", str(DEFAULT_PIDS_LIMIT),
         "--network", "bridge" if network else "none",
         "--env-file", str(job_dir / CONTAINER_ENV_FILE),
-        "--user", f"{os.getuid()}:{os.getgid()}",
+        *owner_options(engine),
         "-v", f"{job_dir}:{job_dir}",
         "-v", f"{job_dir / JOB_TMP_DIR}:/tmp",
         "-w", str(job_dir / WORK_DIR),
         image, *argv,
     ]  # fmt: skip
+
+
+def owner_options(engine: str) -> list[str]:
+    """Run as the bridge's user, so outputs are its files on the host.
+
+    Rootless podman maps the user's own id into the container with ``keep-id`` (a plain ``--user``
+    would be a sub-id there); docker and rootful podman take the uid and gid as they are.
+    """
+    if engine == "podman" and os.getuid() != 0:
+        return ["--userns", "keep-id"]
+    return ["--user", f"{os.getuid()}:{os.getgid()}"]
 
 
 def apptainer_exec_command(
