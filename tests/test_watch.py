@@ -24,7 +24,9 @@ from bridge.local.resources import (
     parse_nvidia_smi_list,
 )
 from bridge.watch import (
+    container_environment,
     exit_error,
+    image_missing_error,
     job_environment,
     memory_limit_error,
     parse_args,
@@ -32,6 +34,7 @@ from bridge.watch import (
     resource_environment,
     tail_text,
     time_limit_error,
+    write_env_file,
     write_json_atomically,
 )
 from pairio.models import PairioJobRequiredResources
@@ -294,3 +297,34 @@ def test_busy_reason_holds_a_job_only_while_other_programs_leave_it_no_cpu() -> 
     ours = [JobReservation(num_cpus=1, memory_gb=1.0, gpu_ids=())]
     assert busy_reason(half, ours, 1, 1.0) is None
 
+
+
+# ---------------------------------------------------------------- container mode
+
+
+def test_container_environment_leaves_the_hosts_paths_out() -> None:
+    env = container_environment({"PATH": "/usr/bin", "HOME": "/root", "TMPDIR": "/var/tmp", "USER": "op", "TOKEN": "t", "OMP_NUM_THREADS": "2"})
+    assert env == {"TOKEN": "t", "OMP_NUM_THREADS": "2", "TMPDIR": "/tmp"}  # the image's PATH and HOME hold
+
+
+def test_env_file_is_private_and_refuses_line_breaks(tmp_path: Path) -> None:
+    path = write_env_file(tmp_path / "container.env", {"A": "1", "B": "x=y z"})
+    assert path.read_text() == "A=1\nB=x=y z\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ValueError, match="line break"):
+        write_env_file(tmp_path / "container.env", {"KEY": "-----BEGIN\nEND-----"})
+
+
+def test_image_missing_error_says_how_to_fix_it() -> None:
+    message = image_missing_error("ghcr.io/x/app:1", "podman", "Error: ghcr.io/x/app:1: image not known")
+    assert message.startswith("image ghcr.io/x/app:1 not found by podman: pull it on the bridge host or allow pulls")
+    assert "--pull-policy" in message
+
+
+def test_parse_args_container_options() -> None:
+    base = ["--job-dir", "/tmp/j", "--time-sec", "2", "--memory-gb", "1", "--num-cpus", "1"]
+    config = parse_args([*base, "--container-engine", "podman", "--container-name", "pairio-J", "--container-image", "img", "--", "podman", "create"])
+    assert (config.container_engine, config.container_name, config.container_image) == ("podman", "pairio-J", "img")
+    assert parse_args([*base, "--container-engine", "apptainer", "--", "apptainer", "exec"]).container_engine == "apptainer"
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--container-engine", "docker", "--", "docker", "create"])  # a name is needed to follow it
