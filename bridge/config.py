@@ -200,6 +200,7 @@ def processor_command(
     job_dir: Path,
     job_id: str,
     resources: PairioJobRequiredResources,
+    needs_network: bool = False,
 ) -> ProcessorLaunch:
     """How a job's processor runs in ``job_dir/work``, for the bridge's container mode.
 
@@ -236,5 +237,6 @@ def processor_command(
         )
     command = oci_create_command(
         mode.value, image=image, argv=argv, job_dir=job_dir, job_id=job_id, resources=resources, pull_policy=config.pullPolicy,
+        network=needs_network,
     )
     return ProcessorLaunch(command, (*watcher_args, "--container-name", container_name(job_id)))

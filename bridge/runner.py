@@ -723,14 +723,14 @@ class BridgeRunner:
 
     def _command_for(self, job: PairioJobData, d: JobDir) -> ProcessorLaunch:
         app_name = job.jobDefinition.appName
-        image, executable = job.imageUri, None
+        image, executable, needs_network = job.imageUri, None, False
         if self.config.containerMode.value != "none":
             processor = self._app_spec(job.serviceName, app_name).get_processor(job.jobDefinition.processorName)
             if processor is not None:
-                image, executable = image or processor.image, processor.executable
+                image, executable, needs_network = image or processor.image, processor.executable, processor.needsNetwork
         return processor_command(
             self.config, app_name=app_name, image=image, executable=executable, job_dir=d.path, job_id=job.jobId,
-            resources=job.requiredResources,
+            resources=job.requiredResources, needs_network=needs_network,
         )
 
     def _app_spec(self, service_name: str, app_name: str) -> PairioApp:

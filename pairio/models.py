@@ -212,6 +212,10 @@ class PairioAppProcessor(_Model):
     label: str = ""
     image: str = ""
     executable: str = ""
+    needsNetwork: bool = Field(
+        default=False,
+        description="container mode: the processor needs the network (e.g. it reads inputs remotely); otherwise its container has none",
+    )
     inputs: list[PairioAppProcessorInputFile] = Field(default_factory=list)
     outputs: list[PairioAppProcessorOutputFile] = Field(default_factory=list)
     parameters: list[PairioAppProcessorParameter] = Field(default_factory=list)

@@ -106,6 +106,8 @@ class ProcessorBase:
     label: ClassVar[str] = ""
     image: ClassVar[str] = ""
     executable: ClassVar[str] = ""
+    needs_network: ClassVar[bool] = False
+    """True when the processor needs the network in a container (bridges give containers none otherwise)"""
     attributes: ClassVar[dict[str, Any]] = {}
     tags: ClassVar[list[str]] = []
 
@@ -190,6 +192,7 @@ def processor_spec(processor: type[ProcessorBase], default_image: str = "", defa
         label=processor.label,
         image=processor.image or default_image,
         executable=processor.executable or default_executable,
+        needsNetwork=bool(processor.needs_network),
         inputs=[
             PairioAppProcessorInputFile(
                 name=name, description=model_fields[name].description or "", list=name in fields.list_inputs

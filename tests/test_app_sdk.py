@@ -410,3 +410,26 @@ def test_main_without_a_job_file_prints_usage(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in (JOB_FILE_ENV, "PAIRIO_APP_SPEC_OUTPUT")}
     result = subprocess.run([sys.executable, str(HELLO_WORLD_MAIN)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "PAIRIO_JOB_FILE" in result.stderr and "make-app-spec" in result.stderr
+
+
+
+class FetchContext(BaseModel):
+    url: str = Field(description="What to fetch", default="")
+
+
+class Fetch(ProcessorBase):
+    name = "fetch"
+    description = "Reads a remote file"
+    needs_network = True
+
+    @staticmethod
+    def run(context: FetchContext) -> None:
+        pass
+
+
+def test_a_processor_that_needs_the_network_says_so_in_its_spec() -> None:
+    app = App(name="net_app", description="", image="img", executable="/app/main.py")
+    app.add_processor(Fetch)
+    spec = app.get_spec()
+    assert spec.processors[0].needsNetwork is True
+    assert PairioApp.model_validate(json.loads(spec.model_dump_json())).processors[0].needsNetwork is True

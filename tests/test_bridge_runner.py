@@ -123,6 +123,8 @@ def test_oci_create_command(tmp_path: Path, engine: str) -> None:
     assert launch.watcher_args == ("--container-engine", engine, "--container-image", "ghcr.io/x/app:1", "--container-name", "pairio-J1")
     plain = processor_command(make_config(containerMode=engine), app_name="a", image="i", executable="/app/run", job_dir=job_dir, job_id="J1", resources=RESOURCES)
     assert plain.command[-2:] == ["i", "/app/run"] and ("--pull", "missing") in list(zip(plain.command, plain.command[1:]))
+    networked = processor_command(make_config(containerMode=engine), app_name="a", image="i", executable="e", job_dir=job_dir, job_id="J1", resources=RESOURCES, needs_network=True)
+    assert ("--network", "bridge") in list(zip(networked.command, networked.command[1:]))  # the spec's needsNetwork
     with pytest.raises(BridgeConfigError, match="does not hand GPUs"):
         processor_command(make_config(containerMode=engine), app_name="a", image="i", executable="e", job_dir=job_dir, job_id="J1", resources=GPU_RESOURCES)
 

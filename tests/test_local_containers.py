@@ -167,6 +167,17 @@ class ContainerContract(BackendContract):
         assert outcome.phase == NativePhase.LOST
         self.assert_no_container(job.job_id)
 
+    def test_network_only_when_the_processor_asks(self, backend: Backend, tmp_path: Path) -> None:
+        script = "import os; open('net.txt', 'w').write(' '.join(sorted(os.listdir('/sys/class/net'))))"
+        isolated_id, isolated = self.submit(backend, tmp_path, script)
+        networked = self.prepare_job(tmp_path, script)
+        networked.command[networked.command.index("--network") + 1] = "bridge"  # as for a spec with needsNetwork
+        networked_id = backend.submit(networked)
+        for native_id in (isolated_id, networked_id):
+            assert self.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
+        assert (isolated.job_dir / "work" / "net.txt").read_text() == "lo"
+        assert "eth0" in (networked.job_dir / "work" / "net.txt").read_text().split()
+
     def test_a_missing_image_says_how_to_fix_it(self, backend: Backend, tmp_path: Path) -> None:
         job = self.prepare_job(tmp_path, "print('never')")
         missing = "localhost/pairio-no-such-image:404"
