@@ -212,3 +212,29 @@ def test_podman_runs_the_test_image(podman_setup: PodmanSetup) -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0 and out.stdout.strip() == "42", out.stderr
+
+
+def test_apptainer_runs_a_job_from_a_sandbox_directory(tmp_path: Path) -> None:
+    """Real apptainer where one is installed (Debian 12 has no package; see the README): exit code, env file, binds."""
+    import shutil
+
+    from bridge.containers import apptainer_exec_command
+    from bridge.local.backend import LocalBackend
+
+    from .container_support import build_rootfs
+
+    if shutil.which("apptainer") is None:
+        pytest.skip("no apptainer on this machine (Debian 12 has no package for it); its command line is checked in tests/test_bridge_runner.py")
+    sandbox = build_rootfs(tmp_path / "sandbox")
+    contract = BackendContract()
+    job = contract.prepare_job(tmp_path, "import os; open('seen.txt', 'w').write(os.environ['TOKEN']); raise SystemExit(4)")
+    job.secrets = {"TOKEN": SECRET_VALUE}
+    job.command = apptainer_exec_command(image=str(sandbox), argv=job.command, job_dir=job.job_dir, resources=job.resources)
+    job.command[job.command.index(str(sandbox)) + 1] = "python3"
+    job.container_args = ("--container-engine", "apptainer", "--container-image", str(sandbox))
+    backend = LocalBackend(tmp_path / "jobs", gpu_ids=[], sample_interval_sec=0.1, log_interval_sec=0.2, kill_grace_sec=0.5)
+    native_id = backend.submit(job)
+    outcome = wait_for(lambda: backend.poll([native_id])[native_id], lambda o: o.phase.is_final, 60.0)
+    assert outcome.phase == NativePhase.FAILED and outcome.exit_code == 4, outcome
+    assert (job.job_dir / "work" / "seen.txt").read_text() == SECRET_VALUE
+    assert not (job.job_dir / "container.env").exists()
