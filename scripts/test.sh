@@ -12,5 +12,6 @@ python3 -m venv .venv 2>/dev/null || python3 -m venv --without-pip .venv
 bash scripts/ensure-postgres.sh
 bash scripts/ensure-test-packages.sh
 bash scripts/ensure-mariadb.sh
+bash scripts/ensure-original-pairio.sh
 
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
