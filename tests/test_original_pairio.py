@@ -104,6 +104,69 @@ def test_upload_additional_job_output_says_what_to_do_instead(tmp_path: Path) ->
         upload_additional_job_output(str(tmp_path / "x.txt"), "extra/x.txt")
 
 
+# ---------------------------------------------------------------- point 2: the original SDK's API on ours
+
+
+def test_spec_output_file_makes_main_py_write_its_spec(tmp_path: Path) -> None:
+    out = tmp_path / "spec.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("PAIRIO_APP_SPEC_OUTPUT", "PAIRIO_JOB_FILE")}
+    result = subprocess.run(
+        [sys.executable, str(APP_DIR / "main.py")], env={**env, "SPEC_OUTPUT_FILE": str(out)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.read_text().startswith('{\n    "name": "original_style"')
+    assert json.loads(out.read_text()) == spec_from_our_sdk(tmp_path / "ours.json")
+
+
+def test_input_and_output_files_answer_the_original_sdk_calls(tmp_path: Path) -> None:
+    from pairio.sdk import InputFile, OutputFile
+
+    staged = tmp_path / "staged.txt"
+    staged.write_text("abc")
+    f = InputFile(name="x", file_base_name="a.txt", url="https://example.org/a.txt", path=str(staged), job_id="j1")
+    assert (f.get_url(), f.is_local(), f.get_local_file_name(), f.local_file_name) == (
+        "https://example.org/a.txt", True, str(staged), str(staged))
+    f.download(dest_file_path=str(tmp_path / "copy.txt"))
+    assert (tmp_path / "copy.txt").read_text() == "abc"
+    assert f.download(str(staged)) == str(staged)  # already there: nothing to copy
+
+    out = OutputFile(name="y", file_base_name="y.txt", path=str(tmp_path / "outputs" / "y" / "y.txt"))
+    assert not out.was_uploaded and out.size is None
+    local = tmp_path / "local.txt"
+    local.write_text("first")
+    out.upload(str(local), delete_local_file=False)
+    assert local.read_text() == "first" and out.was_uploaded
+    local.write_text("second")
+    out.upload(str(local))  # the default deletes the local file, as the original's does; a repeat overwrites
+    assert not local.exists() and Path(out.path).read_text() == "second"
+
+
+def test_app_takes_the_original_constructor_arguments() -> None:
+    from pairio.sdk import App
+
+    app = App(app_name="a1", description="d", app_image="img:1", app_executable="/app/main.py")
+    assert (app.name, app.description, app.image, app.executable) == ("a1", "d", "img:1", "/app/main.py")
+    with pytest.raises(TypeError, match="give one of them"):
+        App("a1", app_name="a2")
+
+
+def test_the_original_style_app_runs_from_a_job_file_with_list_elements_and_nested_parameters(tmp_path: Path) -> None:
+    from .test_app_sdk import make_job_dir, run_job
+
+    job_dir = make_job_dir(
+        tmp_path, "original_style", "summarize",
+        inputs={"texts[1]": ("greeting.txt", "bb"), "texts[0]": ("greeting.txt", "a")},
+        outputs={"summary": "summary.json"},
+        parameters={"repeat": 3, "channels": [4], "threshold": None, "options.label": "L", "options.scale": 2.0},
+    )
+    result = run_job(APP_DIR / "main.py", job_dir)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((job_dir / "outputs" / "summary" / "summary.json").read_text()) == {
+        "counts": [6.0, 12.0], "label": "L", "channels": [4], "threshold": None}
+    assert (job_dir / "work" / "summary.json").exists(), "upload(..., delete_local_file=False) keeps the local file"
+
+
 # ---------------------------------------------------------------- points 2 and 3: the same spec from both SDKs
 
 
