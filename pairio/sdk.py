@@ -7,7 +7,7 @@
 
 from pydantic import BaseModel, Field
 
-from .app import App, InputFile, OutputFile, ProcessorBase
 from .additional_outputs import upload_additional_job_output
+from .app import App, InputFile, OutputFile, ProcessorBase
 
 __all__ = ["App", "InputFile", "OutputFile", "ProcessorBase", "BaseModel", "Field", "upload_additional_job_output"]

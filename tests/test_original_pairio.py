@@ -77,6 +77,7 @@ def spec_from_our_sdk(out: Path, *, command: str = "make-app-spec-file") -> dict
 
 
 def test_the_originals_import_paths_work() -> None:
+    import pairio
     from pairio.client import (  # noqa: F401
         PairioJobDefinition,
         PairioJobInputFile,
@@ -86,11 +87,11 @@ def test_the_originals_import_paths_work() -> None:
         submit_job,
     )
     from pairio.sdk import App, BaseModel, Field, InputFile, OutputFile, ProcessorBase, upload_additional_job_output  # noqa: F401
-    import pairio
 
     assert pairio.BaseModel is BaseModel and pairio.Field is Field and isinstance(pairio.__version__, str)
     # our own names stay
-    from pairio import PairioClient, submit_job as our_submit_job  # noqa: F401
+    from pairio import PairioClient  # noqa: F401
+    from pairio import submit_job as our_submit_job
     from pairio.app import App as OurApp
 
     assert OurApp is App and our_submit_job is submit_job
