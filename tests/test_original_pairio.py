@@ -300,3 +300,28 @@ job = submit_job(
 )
 print(job.jobId, job.get_output('greeting').url)
 """
+
+
+def test_the_seeds_examples_run_with_the_original_client(original_bin: Path, stack: Stack) -> None:
+    """examples/ as written (the original's imports), run by pairio==0.5.9's client against our hub."""
+    from .test_bridge_examples import EXAMPLES, start_examples_stack
+
+    start_examples_stack(stack)
+    job_ids: list[str] = []
+    for name in ("example1.py", "example2.py", "example3.py"):
+        result = subprocess.run(
+            [str(original_bin / "python"), "-I", str(EXAMPLES / name)], capture_output=True, text=True, timeout=60, check=False,
+            env=original_env(original_bin, PAIRIO_API_URL=stack.hub.url, PAIRIO_API_KEY=stack.key, PAIRIO_SERVICE_NAME=stack.service),
+            cwd=stack.tmp_path,
+        )
+        assert result.returncode == 0, f"{name} on the original client failed:\n{result.stdout}\n{result.stderr}"
+        # The original client prints its own hard-coded job page URL; the job id ends it.
+        job_ids += [line.split()[0].rsplit("/", 1)[-1] for line in result.stdout.splitlines() if line.strip()]
+    assert len(job_ids) == 4 and job_ids[2] == job_ids[1], "example3's first job is example2's: same definition, a cache hit"
+
+    jobs = [stack.wait_done(stack.client.get_job(job_id), 60) for job_id in job_ids]
+    assert [j.status.value for j in jobs] == ["completed"] * 4, ([j.error for j in jobs], stack.bridge.log)
+    assert "Hello, world!" in public_get(jobs[0].consoleOutputUrl).text
+    assert public_get(jobs[1].get_output("output")).text == "Hello, world!"
+    assert jobs[3].jobDependencies == [jobs[1].jobId], "the original client names the dependency itself"
+    assert json.loads(public_get(jobs[3].get_output("output")).text) == {"num_characters": 13}
