@@ -22,7 +22,8 @@
 ``app.run()`` looks at the environment:
 
 - ``PAIRIO_APP_SPEC_OUTPUT``: write the app's spec as JSON to that path
-  (what ``pairio make-app-spec`` does);
+  (what ``pairio make-app-spec`` does); ``SPEC_OUTPUT_FILE``, the original Pairio's
+  variable, does the same;
 - ``PAIRIO_JOB_FILE``: run the job that job file describes (what a bridge does). Inputs are
   already on disk and outputs go where the job file says, so a processor needs no network.
   A processor that raises, or leaves a declared output unproduced, makes the process exit
