@@ -264,10 +264,14 @@ def test_an_original_style_app_runs_on_our_sdk_with_its_original_spec_and_the_or
         env=original_env(original_bin, PAIRIO_API_URL=stack.hub.url, PAIRIO_API_KEY=stack.key, SERVICE=stack.service),
     )
     assert submit.returncode == 0, f"the original client's submit_job failed:\n{submit.stdout}\n{submit.stderr}"
-    greet_id, greeting_url = submit.stdout.split()
+    greet_id, greeting_url, first_summary_id = submit.stdout.split()
     greet = stack.wait_done(stack.client.get_job(greet_id), 60)
     assert greet.status.value == "completed", (greet.error, stack.bridge.log)
     assert public_get(greeting_url).text == "Hello, Pairio!"
+    first_summary = stack.wait_done(stack.client.get_job(first_summary_id), 60)
+    assert first_summary.status.value == "completed", (first_summary.error, stack.bridge.log)
+    assert first_summary.jobDependencies == [greet_id]
+    assert json.loads(public_get(first_summary.get_output("summary")).text)["counts"] == [14.0]
 
     # A list input named as the original names its elements, and nested (dotted) parameters.
     summarize = stack.client.submit_job(stack.service, {
@@ -288,7 +292,9 @@ def test_an_original_style_app_runs_on_our_sdk_with_its_original_spec_and_the_or
 
 ORIGINAL_SUBMIT = """
 import os
-from pairio.client import submit_job, PairioJobDefinition, PairioJobRequiredResources, PairioJobOutputFile, PairioJobParameter
+from pairio.client import (
+    submit_job, PairioJobDefinition, PairioJobRequiredResources, PairioJobInputFile, PairioJobOutputFile, PairioJobParameter,
+)
 job = submit_job(
     service_name=os.environ['SERVICE'],
     job_definition=PairioJobDefinition(
@@ -298,7 +304,18 @@ job = submit_job(
     ),
     required_resources=PairioJobRequiredResources(numCpus=1, numGpus=0, memoryGb=0.5, timeSec=60),
 )
-print(job.jobId, job.get_output('greeting').url)
+# A list input element named as the original names them, fed by the first job's output.
+summary = submit_job(
+    service_name=os.environ['SERVICE'],
+    job_definition=PairioJobDefinition(
+        appName='original_style', processorName='summarize',
+        inputFiles=[PairioJobInputFile(name='texts[0]', fileBaseName='greeting.txt', url=job.get_output('greeting'))],
+        outputFiles=[PairioJobOutputFile(name='summary', fileBaseName='summary.json')],
+        parameters=[PairioJobParameter(name='repeat', value=1), PairioJobParameter(name='options.label', value='one')],
+    ),
+    required_resources=PairioJobRequiredResources(numCpus=1, numGpus=0, memoryGb=0.5, timeSec=60),
+)
+print(job.jobId, job.get_output('greeting').url, summary.jobId)
 """
 
 
