@@ -6,7 +6,9 @@ Each field of that model is one of
 - an input file (``InputFile``), or a list of them (``List[InputFile]``),
 - an output file (``OutputFile``),
 - a parameter: ``str``, ``int``, ``float``, ``bool``, ``List[...]`` or ``Optional[...]``
-  of those, or a ``Literal[...]`` of one of them (which becomes the parameter's options).
+  of those, or a ``Literal[...]`` of one of them (which becomes the parameter's options),
+- or another ``BaseModel``, whose fields count as the context's under ``outer.inner`` names
+  (as in the original Pairio SDK).
 
 ``processor_spec`` turns such a class into the ``PairioAppProcessor`` that goes into
 ``spec.json``; ``ContextFields`` sorts the model's fields for building a context from a job file.
