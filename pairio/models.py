@@ -197,15 +197,13 @@ def implied_required(default: Any, type_name: str) -> bool:
 class PairioAppProcessorInputFile(_Model):
     name: Name
     description: str = ""
-    list: bool = False
+    # null, which the original spec schema allows, means a plain input; it is stored as false.
+    list: Optional[bool] = Field(default=False, description="true for a list input (null: false)")
 
-    @model_validator(mode="before")
+    @field_validator("list")
     @classmethod
-    def _from_original_form(cls, data: Any) -> Any:
-        # The original spec schema allows "list": null for a plain input.
-        if isinstance(data, dict) and "list" in data and data["list"] is None:
-            data = {k: v for k, v in data.items() if k != "list"}
-        return data
+    def _null_is_false(cls, v: Optional[bool]) -> bool:
+        return bool(v)
 
 
 class PairioAppProcessorOutputFile(_Model):
@@ -221,6 +219,8 @@ class PairioAppProcessorParameter(_Model):
     required: bool = Field(default=False, description="true when the parameter has no default")
     options: Optional[list[Any]] = None
     secret: bool = False
+    # Declared so that the published schema shows the original form; read into default, never kept.
+    defaultValue: Any = Field(default=None, exclude=True, repr=False, description="the original Pairio's name for default")
 
     @model_validator(mode="before")
     @classmethod
