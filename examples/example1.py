@@ -5,7 +5,7 @@ Run with PAIRIO_API_KEY set (or after 'pairio login'); PAIRIO_SERVICE_NAME picks
 
 import os
 
-from pairio import PairioJobDefinition, PairioJobRequiredResources, submit_job
+from pairio.client import PairioJobDefinition, PairioJobRequiredResources, submit_job
 
 
 def main() -> None:

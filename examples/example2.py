@@ -5,7 +5,7 @@ Run with PAIRIO_API_KEY set (or after 'pairio login'); PAIRIO_SERVICE_NAME picks
 
 import os
 
-from pairio import (
+from pairio.client import (
     PairioJobDefinition,
     PairioJobOutputFile,
     PairioJobParameter,

@@ -7,7 +7,7 @@ PAIRIO_SERVICE_NAME picks the service.
 
 import os
 
-from pairio import (
+from pairio.client import (
     PairioJobDefinition,
     PairioJobInputFile,
     PairioJobOutputFile,

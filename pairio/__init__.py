@@ -6,6 +6,12 @@ The hub and key come from ``PAIRIO_API_URL`` / ``PAIRIO_API_KEY`` or ``pairio lo
 ``PairioClient`` talks to a hub given explicitly.
 """
 
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
+# The original Pairio package offers these at its top level too (its SDK imports them from here).
+from pydantic import BaseModel, Field
+
 from .client import (
     JobFilters,
     PairioClient,
@@ -59,6 +65,11 @@ from .models import (
 )
 from .status import TERMINAL_STATUSES, JobStatus
 
+try:
+    __version__ = _version("pairio")
+except _PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = [
     # submitting and following jobs
     "submit_job",
@@ -111,4 +122,7 @@ __all__ = [
     "ConflictError",
     "PayloadTooLargeError",
     "ServerError",
+    # pydantic's, as the original package offers them
+    "BaseModel",
+    "Field",
 ]

@@ -22,7 +22,8 @@
 ``app.run()`` looks at the environment:
 
 - ``PAIRIO_APP_SPEC_OUTPUT``: write the app's spec as JSON to that path
-  (what ``pairio make-app-spec`` does);
+  (what ``pairio make-app-spec`` does); ``SPEC_OUTPUT_FILE``, the original Pairio's
+  variable, does the same;
 - ``PAIRIO_JOB_FILE``: run the job that job file describes (what a bridge does). Inputs are
   already on disk and outputs go where the job file says, so a processor needs no network.
   A processor that raises, or leaves a declared output unproduced, makes the process exit
@@ -49,10 +50,14 @@ from .processor import (
     OutputFile,
     ProcessorBase,
     ProcessorDefinitionError,
+    get_dotted,
     processor_spec,
+    set_dotted,
 )
 
 APP_SPEC_OUTPUT_ENV = "PAIRIO_APP_SPEC_OUTPUT"
+# What the original Pairio's 'make-app-spec-file' sets; it gets the same spec, 4-space indented as there.
+ORIGINAL_SPEC_OUTPUT_ENV = "SPEC_OUTPUT_FILE"
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
 
@@ -72,16 +77,36 @@ class JobSetupError(Exception):
 
 
 class App:
-    def __init__(self, name: str, *, description: str = "", version: str = "", image: str = "", executable: str = "") -> None:
-        """``image`` and ``executable`` are the defaults for processors that do not set their own."""
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        description: str = "",
+        version: str = "",
+        image: str = "",
+        executable: str = "",
+        app_name: Optional[str] = None,
+        app_image: Optional[str] = None,
+        app_executable: Optional[str] = None,
+    ) -> None:
+        """``image`` and ``executable`` are the defaults for processors that do not set their own.
+
+        ``app_name``, ``app_image`` and ``app_executable`` are the original Pairio SDK's
+        names for ``name``, ``image`` and ``executable``, so its apps run unchanged.
+        """
+        if name is not None and app_name is not None and name != app_name:
+            raise ProcessorDefinitionError(f"App() got name {name!r} and app_name {app_name!r}; give one of them")
+        chosen = name if name is not None else app_name
+        if chosen is None:
+            raise ProcessorDefinitionError("App() needs the app's name, as in App('my_app', description='...')")
         try:
-            self.name = check_name(name, "app name")
+            self.name = check_name(chosen, "app name")
         except ValueError as e:
             raise ProcessorDefinitionError(str(e)) from None
         self.description = description
         self.version = version
-        self.image = image
-        self.executable = executable
+        self.image = image or app_image or ""
+        self.executable = executable or app_executable or ""
         self._processors: dict[str, type[ProcessorBase]] = {}
 
     def add_processor(self, processor: type[ProcessorBase]) -> None:
@@ -107,6 +132,10 @@ class App:
         spec_output = os.environ.get(APP_SPEC_OUTPUT_ENV)
         if spec_output:
             Path(spec_output).write_text(self.get_spec().model_dump_json(indent=2) + "\n")
+            return
+        original_spec_output = os.environ.get(ORIGINAL_SPEC_OUTPUT_ENV)
+        if original_spec_output:
+            Path(original_spec_output).write_text(self.get_spec().model_dump_json(indent=4) + "\n")
             return
         job_file = os.environ.get(JOB_FILE_ENV)
         if job_file:
@@ -161,7 +190,7 @@ def run_job(app: App, job_file_path: Path) -> int:
         return EXIT_JOB_FAILED
     sys.stdout.flush()
 
-    missing = [getattr(context, name) for name in fields.outputs if not getattr(context, name).was_produced]
+    missing = [get_dotted(context, name) for name in fields.outputs if not get_dotted(context, name).was_produced]
     if missing:
         listed = ", ".join(f"{o.name!r} (expected at {o.path})" for o in missing)
         print(
@@ -188,14 +217,14 @@ def _build_context(fields: ContextFields, job: PairioJobFile, where: str) -> Bas
         entry = job.input(name)
         if entry is None:
             raise JobSetupError(f"{where} needs input {name!r}, but the job file has none; add it to the job's inputFiles")
-        values[name] = _input_file(entry)
+        set_dotted(values, name, _input_file(entry, job.jobId))
     for name in fields.list_inputs:
-        values[name] = [_input_file(entry) for entry in _list_input_entries(job, name)]
+        set_dotted(values, name, [_input_file(entry, job.jobId) for entry in _list_input_entries(job, name)])
     for name in fields.outputs:
         output = job.output(name)
         if output is None:
             raise JobSetupError(f"{where} produces output {name!r}, but the job file has none; add it to the job's outputFiles")
-        values[name] = OutputFile(name=output.name, file_base_name=output.fileBaseName, path=output.path)
+        set_dotted(values, name, OutputFile(name=output.name, file_base_name=output.fileBaseName, path=output.path, job_id=job.jobId))
 
     unknown = sorted(set(job.parameters) - set(fields.parameters))
     if unknown:
@@ -203,7 +232,8 @@ def _build_context(fields: ContextFields, job: PairioJobFile, where: str) -> Bas
             f"{where} has no parameter {unknown[0]!r} (parameters: {', '.join(fields.parameters) or 'none'}); "
             "is the spec the hub holds out of date with main.py? Regenerate it with 'pairio make-app-spec'"
         )
-    values.update(job.parameters)
+    for name, value in job.parameters.items():
+        set_dotted(values, name, value)  # 'outer.inner' goes into the nested model 'outer'
     try:
         # Strict, like the hub's own check: "3" is not an int and 1 is not a bool.
         return fields.model.model_validate(values, strict=True)
@@ -211,18 +241,19 @@ def _build_context(fields: ContextFields, job: PairioJobFile, where: str) -> Bas
         raise JobSetupError(_describe_validation_error(e, where)) from None
 
 
-def _input_file(entry: PairioJobFileInput) -> InputFile:
-    return InputFile(name=entry.name, file_base_name=entry.fileBaseName, url=entry.url, path=entry.path)
+def _input_file(entry: PairioJobFileInput, job_id: str) -> InputFile:
+    return InputFile(name=entry.name, file_base_name=entry.fileBaseName, url=entry.url, path=entry.path, job_id=job_id)
 
 
 def _list_input_entries(job: PairioJobFile, name: str) -> list[PairioJobFileInput]:
-    """The items of a list input: named ``name`` or ``name.<index>``, in index order (as the hub accepts them)."""
-    item_name = re.compile(rf"^{re.escape(name)}(?:\.(\d+))?$")
+    """The items of a list input: named ``name``, ``name.<index>`` or ``name[<index>]`` (the original's form), in index order."""
+    item_name = re.compile(rf"^{re.escape(name)}(?:\.(\d+)|\[(\d+)\])?$")
     indexed: list[tuple[int, PairioJobFileInput]] = []
     for entry in job.inputs:
         m = item_name.match(entry.name)
         if m:
-            indexed.append((int(m.group(1)) if m.group(1) else -1, entry))
+            index = m.group(1) or m.group(2)
+            indexed.append((int(index) if index else -1, entry))
     return [entry for _, entry in sorted(indexed, key=lambda pair: pair[0])]
 
 

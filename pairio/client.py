@@ -40,11 +40,22 @@ from .models import (
     PairioComputeClient,
     PairioJobDefinition,
     PairioJobEvent,
+    PairioJobInputFile,
+    PairioJobOutputFile,
+    PairioJobParameter,
     PairioJobRequiredResources,
     PairioJobSecret,
     PairioService,
     PairioServiceApp,
 )
+
+# Scripts written for the original Pairio import the job models from here:
+#   from pairio.client import submit_job, PairioJobDefinition, PairioJobRequiredResources, ...
+__all__ = [
+    "submit_job", "get_job", "find_jobs", "cancel_job", "delete_jobs", "PairioClient", "RetryPolicy", "JobFilters",
+    "default_client", "set_default_client", "PairioJob", "PairioJobDefinition", "PairioJobRequiredResources",
+    "PairioJobInputFile", "PairioJobOutputFile", "PairioJobParameter", "PairioJobSecret",
+]
 from .status import JobStatus
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)

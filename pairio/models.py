@@ -14,10 +14,12 @@ from pydantic_core import PydanticCustomError
 
 from .names import (
     FILE_BASE_NAME_SCHEMA,
+    INPUT_NAME_SCHEMA,
     NAME_SCHEMA,
     SECRET_NAME_SCHEMA,
     TAG_SCHEMA,
     check_file_base_name,
+    check_input_name,
     check_name,
     check_secret_name,
     check_tag,
@@ -35,6 +37,7 @@ MAX_PARAMETER_VALUE_CHARS = 100_000
 
 # The checks validate; json_schema_extra shows the same rules (from pairio.names) in the OpenAPI document.
 Name = Annotated[str, AfterValidator(check_name), Field(json_schema_extra=NAME_SCHEMA)]
+InputName = Annotated[str, AfterValidator(check_input_name), Field(json_schema_extra=INPUT_NAME_SCHEMA)]
 Tag = Annotated[str, AfterValidator(check_tag), Field(json_schema_extra=TAG_SCHEMA)]
 FileBaseName = Annotated[str, AfterValidator(check_file_base_name), Field(json_schema_extra=FILE_BASE_NAME_SCHEMA)]
 SecretName = Annotated[str, AfterValidator(check_secret_name), Field(json_schema_extra=SECRET_NAME_SCHEMA)]
@@ -75,7 +78,7 @@ def _check_parameter_value(value: Any, depth: int = 0) -> Any:
 
 
 class PairioJobInputFile(_Model):
-    name: Name
+    name: InputName
     fileBaseName: FileBaseName
     url: str = Field(min_length=1, max_length=4096, json_schema_extra={"pattern": r"^https?://[^\x00-\x20]*$"})
 
@@ -177,13 +180,30 @@ ParameterType = Literal[
     "str", "int", "float", "bool",
     "List[str]", "List[int]", "List[float]", "List[bool]",
     "Optional[str]", "Optional[int]", "Optional[float]", "Optional[bool]",
+    "Optional[List[str]]", "Optional[List[int]]", "Optional[List[float]]", "Optional[List[bool]]",
 ]
+
+
+def implied_required(default: Any, type_name: str) -> bool:
+    """Whether a parameter is required when its spec does not say: when it has no default.
+
+    The original Pairio's rule (its spec.json omits ``defaultValue`` for a default of None,
+    and its hub then demands the parameter). A parameter of an Optional type is the one
+    exception: null is a value it takes, so it defaults to null instead.
+    """
+    return default is None and not type_name.startswith("Optional[")
 
 
 class PairioAppProcessorInputFile(_Model):
     name: Name
     description: str = ""
-    list: bool = False
+    # null, which the original spec schema allows, means a plain input; it is stored as false.
+    list: Optional[bool] = Field(default=False, description="true for a list input (null: false)")
+
+    @field_validator("list")
+    @classmethod
+    def _null_is_false(cls, v: Optional[bool]) -> bool:
+        return bool(v)
 
 
 class PairioAppProcessorOutputFile(_Model):
@@ -199,6 +219,27 @@ class PairioAppProcessorParameter(_Model):
     required: bool = Field(default=False, description="true when the parameter has no default")
     options: Optional[list[Any]] = None
     secret: bool = False
+    # Declared so that the published schema shows the original form; read into default, never kept.
+    defaultValue: Any = Field(default=None, exclude=True, repr=False, description="the original Pairio's name for default")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_original_form(cls, data: Any) -> Any:
+        """Read the original Pairio's form too: ``defaultValue``, and no ``required`` (see implied_required)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "defaultValue" in data:
+            if "default" in data:
+                raise _cross_field_error(
+                    f"parameter {data.get('name')!r} has both 'default' and 'defaultValue'; keep one "
+                    "('defaultValue' is the original Pairio's name for 'default')"
+                )
+            data["default"] = data.pop("defaultValue")
+        if "required" not in data:
+            type_name = data.get("type", "str")
+            data["required"] = implied_required(data.get("default"), type_name if isinstance(type_name, str) else "")
+        return data
 
 
 class PairioAppProcessorAttribute(_Model):

@@ -37,6 +37,23 @@ def check_name(value: str, what: str = "name") -> str:
     return value
 
 
+# A job's input file may also name one element of a list input, as the original Pairio's
+# jobs do: 'recordings[0]'. Only this form: a name, then a decimal index in brackets. Input
+# names become directory names on bridges (brackets are plain characters there) and never URLs.
+INPUT_NAME_PATTERN = NAME_PATTERN[:-1] + r"(?:\[(?:0|[1-9][0-9]{0,5})\])?$"
+_INPUT_NAME_RE = re.compile(INPUT_NAME_PATTERN)
+
+
+def check_input_name(value: str) -> str:
+    """The name of a job's input file: a name, or a list input's element ``name[i]``."""
+    if not isinstance(value, str) or len(value) > NAME_MAX_LENGTH + 8 or not _INPUT_NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"invalid input file name {value!r}: use 1-100 characters from letters, digits, '_', '.' and '-', "
+            "starting with a letter, digit or '_' (no '..'), optionally followed by a list index such as '[0]'"
+        )
+    return value
+
+
 def check_tag(value: str) -> str:
     if not isinstance(value, str) or len(value) > TAG_MAX_LENGTH or not _TAG_RE.fullmatch(value):
         raise ValueError(
@@ -115,6 +132,7 @@ def check_secret_name(value: str) -> str:
 # ---------------------------------------------------------------- the rules as JSON Schema
 
 NAME_SCHEMA = {"minLength": 1, "maxLength": NAME_MAX_LENGTH, "pattern": NAME_PATTERN}
+INPUT_NAME_SCHEMA = {"minLength": 1, "maxLength": NAME_MAX_LENGTH + 8, "pattern": INPUT_NAME_PATTERN}
 TAG_SCHEMA = {"minLength": 1, "maxLength": TAG_MAX_LENGTH, "pattern": TAG_PATTERN}
 FILE_BASE_NAME_SCHEMA = {"minLength": 1, "maxLength": FILE_BASE_NAME_MAX_LENGTH, "pattern": FILE_BASE_NAME_PATTERN}
 SECRET_NAME_SCHEMA = {

@@ -6,7 +6,9 @@ Each field of that model is one of
 - an input file (``InputFile``), or a list of them (``List[InputFile]``),
 - an output file (``OutputFile``),
 - a parameter: ``str``, ``int``, ``float``, ``bool``, ``List[...]`` or ``Optional[...]``
-  of those, or a ``Literal[...]`` of one of them (which becomes the parameter's options).
+  of those, or a ``Literal[...]`` of one of them (which becomes the parameter's options),
+- or another ``BaseModel``, whose fields count as the context's under ``outer.inner`` names
+  (as in the original Pairio SDK).
 
 ``processor_spec`` turns such a class into the ``PairioAppProcessor`` that goes into
 ``spec.json``; ``ContextFields`` sorts the model's fields for building a context from a job file.
@@ -32,6 +34,7 @@ from .models import (
     PairioAppProcessorInputFile,
     PairioAppProcessorOutputFile,
     PairioAppProcessorParameter,
+    implied_required,
 )
 
 _SCALAR_TYPE_NAMES: dict[type, str] = {str: "str", int: "int", float: "float", bool: "bool"}
@@ -46,7 +49,11 @@ class ProcessorDefinitionError(TypeError):
 
 
 class InputFile(BaseModel):
-    """An input file, already staged on local disk by the bridge."""
+    """An input file, already staged on local disk by the bridge.
+
+    Also answers the original Pairio SDK's API: ``local_file_name``, ``is_local()``,
+    ``get_local_file_name()``, ``download(dest_file_path=...)``, ``job_id``.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -54,18 +61,38 @@ class InputFile(BaseModel):
     file_base_name: str
     url: str
     path: str
+    job_id: Optional[str] = None
+    # The original SDK's processors could sign URLs with the job's key; here jobs hold none.
+    job_private_key: Optional[str] = None
 
     def get_url(self) -> str:
         return self.url
 
-    def download(self, dest: Optional[str | os.PathLike[str]] = None) -> str:
+    @property
+    def local_file_name(self) -> str:
+        return self.path
+
+    def is_local(self) -> bool:
+        return True
+
+    def get_local_file_name(self) -> str:
+        return self.path
+
+    def download(
+        self, dest: Optional[str | os.PathLike[str]] = None, *, dest_file_path: Optional[str | os.PathLike[str]] = None
+    ) -> str:
         """Copy the staged file to ``dest`` (default: its file base name in the working directory).
 
-        A copy rather than a hard link: the staged file may be shared with the bridge's
-        cache, and a processor that edits its copy must not change it. To read the file
-        without copying it, open ``path``.
+        ``dest_file_path`` is the original SDK's name for ``dest``. A copy rather than a hard
+        link: the staged file may be shared with the bridge's cache, and a processor that
+        edits its copy must not change it. To read the file without copying it, open ``path``.
         """
-        target = Path(dest if dest is not None else self.file_base_name)
+        if dest is not None and dest_file_path is not None:
+            raise TypeError("give dest or dest_file_path (the same thing), not both")
+        chosen = dest if dest is not None else dest_file_path
+        target = Path(chosen if chosen is not None else self.file_base_name)
+        if target.resolve() == Path(self.path).resolve():
+            return str(target)  # already there, as the original SDK allows
         if target.parent != Path(""):
             target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.path, target)
@@ -78,8 +105,15 @@ class OutputFile(BaseModel):
     name: str
     file_base_name: str
     path: str
+    job_id: Optional[str] = None
+    job_private_key: Optional[str] = None
+    size: Optional[int] = None  # as in the original SDK, which never fills it either
 
-    def upload(self, local_path: str | os.PathLike[str]) -> None:
+    def upload(self, local_path: str | os.PathLike[str], delete_local_file: bool = True) -> None:
+        """Hand ``local_path`` over as this output; ``delete_local_file=False`` keeps a copy where it is.
+
+        A repeated upload replaces the earlier file.
+        """
         source = Path(local_path)
         if not source.is_file():
             raise FileNotFoundError(
@@ -87,12 +121,22 @@ class OutputFile(BaseModel):
             )
         destination = Path(self.path)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(source), destination)
+        if source.resolve() == destination.resolve():
+            return
+        if delete_local_file:
+            shutil.move(str(source), destination)
+        else:
+            shutil.copyfile(source, destination)
 
     @property
     def was_produced(self) -> bool:
         """True when the file is at its output path (uploaded, or written there directly)."""
         return Path(self.path).is_file()
+
+    @property
+    def was_uploaded(self) -> bool:
+        """The original SDK's name for ``was_produced``."""
+        return self.was_produced
 
 
 # ---------------------------------------------------------------- processors
@@ -118,34 +162,63 @@ class ProcessorBase:
 
 @dataclass
 class ContextFields:
-    """The fields of a processor's context model, sorted by role."""
+    """The fields of a processor's context model, sorted by role.
+
+    A field whose type is itself a ``BaseModel`` is flattened into ``outer.inner`` names, as
+    the original Pairio does; ``infos`` holds each (dotted) name's pydantic field.
+    """
 
     model: type[BaseModel]
     inputs: list[str] = field(default_factory=list)
     list_inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     parameters: list[str] = field(default_factory=list)
+    infos: dict[str, FieldInfo] = field(default_factory=dict)
 
     @classmethod
     def of(cls, processor: type[ProcessorBase]) -> "ContextFields":
         model = context_model_of(processor)
         fields = cls(model=model)
+        fields._add_model(model, prefix="", depth=0)
+        return fields
+
+    def _add_model(self, model: type[BaseModel], prefix: str, depth: int) -> None:
         for field_name, info in model.model_fields.items():
+            name = prefix + field_name
             annotation = info.annotation
+            self.infos[name] = info
             if annotation is InputFile:
-                fields.inputs.append(field_name)
+                self.inputs.append(name)
             elif _is_list_of(annotation, InputFile):
-                fields.list_inputs.append(field_name)
+                self.list_inputs.append(name)
             elif annotation is OutputFile:
-                fields.outputs.append(field_name)
+                self.outputs.append(name)
             elif _is_list_of(annotation, OutputFile):
                 raise ProcessorDefinitionError(
                     f"{model.__name__}.{field_name}: lists of output files are not supported; declare one OutputFile field per output"
                 )
+            elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation not in (InputFile, OutputFile):
+                if depth >= 8:
+                    raise ProcessorDefinitionError(f"{model.__name__}.{field_name}: context models may be nested at most 8 deep")
+                self._add_model(annotation, prefix=name + ".", depth=depth + 1)
             else:
                 parameter_type_of(annotation, f"{model.__name__}.{field_name}")  # raises if not allowed
-                fields.parameters.append(field_name)
-        return fields
+                self.parameters.append(name)
+
+
+def get_dotted(obj: Any, dotted_name: str) -> Any:
+    """``context.outer.inner`` for the name ``outer.inner``."""
+    for part in dotted_name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def set_dotted(values: dict[str, Any], dotted_name: str, value: Any) -> None:
+    """Put ``value`` at ``values["outer"]["inner"]`` for the name ``outer.inner``."""
+    *outer, last = dotted_name.split(".")
+    for part in outer:
+        values = values.setdefault(part, {})
+    values[last] = value
 
 
 def context_model_of(processor: type[ProcessorBase]) -> type[BaseModel]:
@@ -183,7 +256,7 @@ def processor_spec(processor: type[ProcessorBase], default_image: str = "", defa
     if not processor.name:
         raise ProcessorDefinitionError(f"processor class {processor.__name__} needs a 'name' class attribute")
     fields = ContextFields.of(processor)
-    model_fields = fields.model.model_fields
+    model_fields = fields.infos
     if not isinstance(processor.attributes, dict):
         raise ProcessorDefinitionError(f"{processor.__name__}.attributes must be a dict of name -> JSON value")
     return PairioAppProcessor(
@@ -218,11 +291,13 @@ def _parameter_spec(name: str, info: FieldInfo, model_name: str) -> PairioAppPro
     if options is not None and not isinstance(options, list):
         raise ProcessorDefinitionError(f"{where}: json_schema_extra 'options' must be a list of allowed values")
     if info.default is not PydanticUndefined:
-        default, required = info.default, False
+        default = info.default
     elif info.default_factory is not None:
-        default, required = info.default_factory(), False  # type: ignore[call-arg]
+        default = info.default_factory()  # type: ignore[call-arg]
     else:
-        default, required = None, True
+        default = None
+    # The same rule as for a spec.json that does not say (the original Pairio's): no default, required.
+    required = implied_required(default, type_name)
     return PairioAppProcessorParameter(
         name=name,
         description=info.description or "",
@@ -245,6 +320,10 @@ def parameter_type_of(annotation: Any, where: str) -> tuple[str, Optional[list[A
         scalar = _scalar_type_name(inner)
         if scalar is not None:
             return f"Optional[{scalar[0]}]", scalar[1]
+        if typing.get_origin(inner) is list and len(typing.get_args(inner)) == 1:
+            inner_scalar = _scalar_type_name(typing.get_args(inner)[0])
+            if inner_scalar is not None and inner_scalar[1] is None:
+                return f"Optional[List[{inner_scalar[0]}]]", None
     if origin is list:  # both List[int] and list[int]
         inner_scalar = _scalar_type_name(args[0]) if len(args) == 1 else None
         if inner_scalar is not None and inner_scalar[1] is None:

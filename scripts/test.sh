@@ -13,5 +13,6 @@ bash scripts/ensure-postgres.sh
 bash scripts/ensure-test-packages.sh
 bash scripts/ensure-mariadb.sh
 bash scripts/ensure-container-engine.sh
+bash scripts/ensure-original-pairio.sh
 
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -105,7 +105,7 @@ def test_processor_image_and_executable_default_to_the_apps() -> None:
         (dict, "type dict is not allowed"),
         (List[OutputFile], "lists of output files are not supported"),
         (List[List[int]], "is not allowed"),
-        (Optional[List[int]], "is not allowed"),
+        (Optional[List[List[int]]], "is not allowed"),  # Optional[List[int]] is allowed, as in the original SDK
     ],
 )
 def test_unsupported_field_types_are_refused_when_the_processor_is_added(annotation: Any, message: str) -> None:

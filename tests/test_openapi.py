@@ -15,7 +15,15 @@ import httpx
 import pytest
 
 from hub.context import HubContext
-from pairio.names import FILE_BASE_NAME_PATTERN, NAME_PATTERN, SECRET_NAME_PATTERN, check_file_base_name, check_name
+from pairio.names import (
+    FILE_BASE_NAME_PATTERN,
+    INPUT_NAME_PATTERN,
+    NAME_PATTERN,
+    SECRET_NAME_PATTERN,
+    check_file_base_name,
+    check_input_name,
+    check_name,
+)
 
 from .conftest import auth
 from .hubtools import LiveHub, Seed
@@ -73,7 +81,9 @@ def test_name_rules_are_patterns_in_the_schemas(api: httpx.Client) -> None:
     assert schemas["ServiceCreateBody"]["properties"]["serviceName"]["pattern"] == NAME_PATTERN
 
 
-@pytest.mark.parametrize("value", ["a", "a.b", "a..b", ".a", "a.", "a\n", "a" * 100, "a" * 101, "a-b.c_d", "", "a/b", "é"])
+@pytest.mark.parametrize(
+    "value", ["a", "a.b", "a..b", ".a", "a.", "a\n", "a" * 100, "a" * 101, "a-b.c_d", "", "a/b", "é", "a[0]", "a.b[12]", "a[01]", "a[]", "a[0]\n"]
+)
 def test_name_pattern_and_check_agree(value: str) -> None:
     def ok(check: Any) -> bool:
         try:
@@ -84,6 +94,7 @@ def test_name_pattern_and_check_agree(value: str) -> None:
 
     assert ok(check_name) == (bool(re.fullmatch(NAME_PATTERN, value)) and len(value) <= 100)
     assert ok(check_file_base_name) == (bool(re.fullmatch(FILE_BASE_NAME_PATTERN, value)) and len(value) <= 255)
+    assert ok(check_input_name) == (bool(re.fullmatch(INPUT_NAME_PATTERN, value)) and len(value) <= 108)
 
 
 def test_405_names_every_allowed_method(api: httpx.Client) -> None:

@@ -11,7 +11,7 @@ from pairio.models import PairioApp, PairioAppProcessor, PairioAppProcessorParam
 
 from ..errors import BadRequest
 
-_LIST_ITEM_RE = re.compile(r"^(?P<base>.+)\.(?P<index>\d+)$")
+_LIST_ITEM_RE = re.compile(r"^(?P<base>.+)(?:\.(?P<index>\d+)|\[(?P<bracket_index>\d+)\])$")  # x.0, or x[0] as the original names them
 _SCALAR_CHECKS = {
     "str": lambda v: isinstance(v, str),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),

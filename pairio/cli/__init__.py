@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from .admin import admin
-from .app_spec import make_app_spec
+from .app_spec import make_app_spec, make_app_spec_file
 from .errors import OneLineErrors
 from .hub import hub
 from .jobs import jobs
@@ -34,5 +34,6 @@ main.add_command(admin)
 main.add_command(login)
 main.add_command(jobs)
 main.add_command(make_app_spec)
+main.add_command(make_app_spec_file)
 
 __all__ = ["main"]

@@ -90,3 +90,27 @@ def make_app_spec(app_dir: Path, output: Optional[Path]) -> None:
     output_path.write_text(format_app_spec(spec))
     processors = ", ".join(p.name for p in spec.processors) or "none"
     click.echo(f"wrote {output_path} (app {spec.name!r}, processors: {processors})")
+
+
+@click.command("make-app-spec-file")
+@click.option(
+    "--app-dir",
+    default=".",
+    show_default=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="the app's folder, holding main.py",
+)
+@click.option(
+    "--spec-output-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="where to write the spec [default: APP_DIR/spec.json]",
+)
+def make_app_spec_file(app_dir: Path, spec_output_file: Optional[Path]) -> None:
+    """The original Pairio's name and options for make-app-spec: write an app's spec.json."""
+    spec = generate_app_spec(app_dir.resolve())
+    output_path = spec_output_file if spec_output_file is not None else app_dir / "spec.json"
+    # 4-space indented, like the original's files, so regenerating one changes only what changed.
+    output_path.write_text(json.dumps(spec.model_dump(mode="json"), indent=4) + "\n")
+    processors = ", ".join(p.name for p in spec.processors) or "none"
+    click.echo(f"wrote {output_path} (app {spec.name!r}, processors: {processors})")
