@@ -60,9 +60,9 @@ def generate_app_spec(app_dir: Path, timeout_sec: float = MAIN_SCRIPT_TIMEOUT_SE
         raise click.ClickException(f"the spec {main_script} produced is not valid:\n{e}") from None
 
 
-def format_app_spec(spec: PairioApp) -> str:
+def format_app_spec(spec: PairioApp, indent: int = 2) -> str:
     """The spec as written to spec.json: pretty-printed, with a trailing newline."""
-    return json.dumps(spec.model_dump(mode="json"), indent=2) + "\n"
+    return json.dumps(spec.model_dump(mode="json"), indent=indent) + "\n"
 
 
 def _tail(text: str, max_lines: int = 30) -> str:
@@ -85,11 +85,7 @@ def _tail(text: str, max_lines: int = 30) -> str:
 )
 def make_app_spec(app_dir: Path, output: Optional[Path]) -> None:
     """Write an app's spec.json from the processors its main.py declares."""
-    spec = generate_app_spec(app_dir.resolve())
-    output_path = output if output is not None else app_dir / "spec.json"
-    output_path.write_text(format_app_spec(spec))
-    processors = ", ".join(p.name for p in spec.processors) or "none"
-    click.echo(f"wrote {output_path} (app {spec.name!r}, processors: {processors})")
+    _write_app_spec(app_dir, output, indent=2)
 
 
 @click.command("make-app-spec-file")
@@ -108,9 +104,13 @@ def make_app_spec(app_dir: Path, output: Optional[Path]) -> None:
 )
 def make_app_spec_file(app_dir: Path, spec_output_file: Optional[Path]) -> None:
     """The original Pairio's name and options for make-app-spec: write an app's spec.json."""
-    spec = generate_app_spec(app_dir.resolve())
-    output_path = spec_output_file if spec_output_file is not None else app_dir / "spec.json"
     # 4-space indented, like the original's files, so regenerating one changes only what changed.
-    output_path.write_text(json.dumps(spec.model_dump(mode="json"), indent=4) + "\n")
+    _write_app_spec(app_dir, spec_output_file, indent=4)
+
+
+def _write_app_spec(app_dir: Path, output: Optional[Path], *, indent: int) -> None:
+    spec = generate_app_spec(app_dir.resolve())
+    output_path = output if output is not None else app_dir / "spec.json"
+    output_path.write_text(format_app_spec(spec, indent=indent))
     processors = ", ".join(p.name for p in spec.processors) or "none"
     click.echo(f"wrote {output_path} (app {spec.name!r}, processors: {processors})")
