@@ -75,6 +75,8 @@ class NativeOutcome:
     reason: Optional[str] = None
     """why a queued job waits, when the backend knows"""
     exit_code: Optional[int] = None
+    image_digest: Optional[str] = None
+    """the container image's digest, when the job ran in a podman/docker container"""
 
 
 class Backend(ABC):

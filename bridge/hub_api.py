@@ -256,10 +256,14 @@ class HubApi:
 
     # ---------------------------------------------------------------- one job
 
-    def set_status(self, job_id: str, status: JobStatus, error: Optional[str] = None) -> StatusAnswer:
+    def set_status(
+        self, job_id: str, status: JobStatus, error: Optional[str] = None, *, image_digest: Optional[str] = None
+    ) -> StatusAnswer:
         payload: dict[str, Any] = {"status": status.value}
         if error is not None:
             payload["error"] = error
+        if image_digest is not None:
+            payload["imageDigest"] = image_digest
         body = self._json(self._request("POST", f"/v1/compute/jobs/{_segment(job_id)}/status", json=payload))
         return StatusAnswer(status=JobStatus(body["status"]), canceled=bool(body["canceled"]), error=body.get("error"))
 

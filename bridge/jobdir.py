@@ -52,10 +52,11 @@ class RecordedOutcome(BaseModel):
     phase: NativePhase
     error: Optional[str] = None
     exitCode: Optional[int] = None
+    imageDigest: Optional[str] = None
 
     @classmethod
     def of(cls, outcome: NativeOutcome) -> "RecordedOutcome":
-        return cls(phase=outcome.phase, error=outcome.error, exitCode=outcome.exit_code)
+        return cls(phase=outcome.phase, error=outcome.error, exitCode=outcome.exit_code, imageDigest=outcome.image_digest)
 
 
 class JobState(BaseModel):

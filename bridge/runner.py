@@ -758,7 +758,7 @@ class BridgeRunner:
         if error is not None:
             error = tracked.masked(error)
         try:
-            answer = self.hub.set_status(tracked.job_id, status, error)
+            answer = self.hub.set_status(tracked.job_id, status, error, image_digest=state.outcome.imageDigest)
         except HubRejectedError as e:
             self._give_up(tracked, f"the hub refused the final status {status.value}: {e}")
             return

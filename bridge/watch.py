@@ -625,9 +625,14 @@ class Result:
     phase: str
     exit_code: Optional[int]
     error: Optional[str]
+    image_digest: Optional[str] = None
+    """podman/docker: the digest of the image the container ran (recorded on the job by the bridge)"""
 
     def as_json(self) -> dict[str, Any]:
-        return {"exitCode": self.exit_code, "phase": self.phase, "error": self.error, "timestampFinishedSec": time.time()}
+        data: dict[str, Any] = {"exitCode": self.exit_code, "phase": self.phase, "error": self.error, "timestampFinishedSec": time.time()}
+        if self.image_digest:
+            data["imageDigest"] = self.image_digest
+        return data
 
 
 class Watcher:
@@ -718,6 +723,7 @@ class Watcher:
             (self.job_dir / CONTAINER_ENV_FILE).unlink(missing_ok=True)  # the container holds the values now
             if created.returncode != 0:
                 return Result("failed", created.returncode, self.masked(self.create_error(created)))
+            digest = container.image_digest()
             console = (self.job_dir / CONSOLE_FILE).open("ab")
             try:
                 attach = subprocess.Popen(
@@ -734,7 +740,7 @@ class Watcher:
                 result = self.supervise_container(container, attach)
             finally:
                 self.console_pump.finish()
-            return Result(result.phase, result.exit_code, self.masked(result.error))
+            return Result(result.phase, result.exit_code, self.masked(result.error), image_digest=digest)
         finally:
             container.remove()
 
@@ -963,6 +969,33 @@ class Container:
 
     def remove(self) -> None:
         self.engine(["rm", "--force", self.name], timeout_sec=60)
+
+    def image_digest(self) -> Optional[str]:
+        """The resolved digest of the image the (created) container runs, or None when the engine does not say.
+
+        podman records the manifest digest on the container; docker has only the image's id there, so its
+        first repository digest is taken when the image came from a registry, else the id (itself a sha256 digest).
+        """
+        if self.program == "podman":
+            return digest_or_none(self.engine(["inspect", "--format", "{{.ImageDigest}}", self.name], timeout_sec=30).stdout)
+        image_id = digest_or_none(self.engine(["inspect", "--format", "{{.Image}}", self.name], timeout_sec=30).stdout)
+        if image_id is None:
+            return None
+        repo_digests = self.engine(["image", "inspect", "--format", "{{range .RepoDigests}}{{println .}}{{end}}", image_id], timeout_sec=30).stdout
+        for line in repo_digests.splitlines():
+            digest = digest_or_none(line.rpartition("@")[2])
+            if digest is not None:
+                return digest
+        return image_id
+
+
+def digest_or_none(text: str) -> Optional[str]:
+    """``algorithm:hex`` as an engine prints it, or None for anything else (an error, "<no value>")."""
+    text = text.strip()
+    algorithm, _, hex_part = text.partition(":")
+    if algorithm.isalnum() and len(hex_part) >= 32 and all(c in "0123456789abcdef" for c in hex_part):
+        return text
+    return None
 
 
 def _job_id(job_dir: Path) -> str:

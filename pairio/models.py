@@ -395,3 +395,5 @@ class PairioJobData(_ReadModel):
     computeClientName: Optional[str] = None
     computeClientUserId: Optional[str] = None
     imageUri: Optional[str] = None
+    imageDigest: Optional[str] = None
+    """the resolved digest (``sha256:...``) of the image the job's container ran, once its bridge reported it"""

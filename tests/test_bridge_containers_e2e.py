@@ -56,6 +56,11 @@ def test_the_three_examples_run_in_podman_containers(stack: Stack, hello_world_i
     hello1 = stack.wait_done(jobs[url1], 90)
     assert hello1.status.value == "completed", (hello1.error, stack.bridge.log)
     assert "Hello, world!" in public_get(hello1.consoleOutputUrl).text
+    # the digest of the image the container ran is recorded on the job: in GET /v1/jobs/{id} and on its page
+    digest = podman_setup.podman("image", "inspect", "--format", "{{.Digest}}", hello_world_image).stdout.strip()
+    assert hello1.imageDigest is not None and hello1.imageDigest.startswith("sha256:"), (hello1.imageDigest, stack.bridge.log)
+    assert hello1.imageDigest == digest
+    assert hello1.imageDigest in public_get(f"{stack.hub.url}/job/{hello1.jobId}").text
     hello2 = stack.wait_done(jobs[url2], 90)
     assert hello2.status.value == "completed", (hello2.error, stack.bridge.log)
     assert public_get(hello2.get_output("output")).text == "Hello, world!"

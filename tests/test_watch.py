@@ -24,7 +24,9 @@ from bridge.local.resources import (
     parse_nvidia_smi_list,
 )
 from bridge.watch import (
+    Result,
     container_environment,
+    digest_or_none,
     exit_error,
     image_missing_error,
     job_environment,
@@ -319,6 +321,21 @@ def test_image_missing_error_says_how_to_fix_it() -> None:
     message = image_missing_error("ghcr.io/x/app:1", "podman", "Error: ghcr.io/x/app:1: image not known")
     assert message.startswith("image ghcr.io/x/app:1 not found by podman: pull it on the bridge host or allow pulls")
     assert "--pull-policy" in message
+
+
+def test_digest_or_none_takes_only_what_an_engine_prints_for_a_digest() -> None:
+    digest = "sha256:" + "0123456789abcdef" * 4
+    assert digest_or_none(digest + "\n") == digest
+    assert digest_or_none("<no value>") is None and digest_or_none("") is None
+    assert digest_or_none("Error: no such container pairio-J") is None and digest_or_none("sha256:XYZ") is None
+
+
+def test_the_image_digest_travels_in_result_json(tmp_path: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    write_json_atomically(tmp_path / "result.json", Result("succeeded", 0, None, image_digest=digest).as_json())
+    outcome = read_watcher_result(tmp_path)
+    assert outcome is not None and outcome.phase == NativePhase.SUCCEEDED and outcome.image_digest == digest
+    assert "imageDigest" not in Result("failed", None, "x").as_json()  # native runs have none
 
 
 def test_parse_args_container_options() -> None:

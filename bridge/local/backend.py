@@ -121,7 +121,7 @@ def read_watcher_result(job_dir: Path) -> Optional[NativeOutcome]:
     phase = RESULT_PHASES.get(data.get("phase"))
     if phase is None:
         return NativeOutcome(NativePhase.LOST, error=f"the job's result file has an unknown phase {data.get('phase')!r}")
-    return NativeOutcome(phase, error=data.get("error"), exit_code=data.get("exitCode"))
+    return NativeOutcome(phase, error=data.get("error"), exit_code=data.get("exitCode"), image_digest=data.get("imageDigest"))
 
 
 def watcher_is_alive(native_id: NativeId) -> bool:

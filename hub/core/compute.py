@@ -377,12 +377,16 @@ def report_of(job: Job) -> StatusReport:
     return StatusReport(jobId=job.job_id, status=JobStatus(job.status), canceled=job.canceled, error=job.error)
 
 
-def set_job_status(s: Session, job_id: str, key: Optional[str], new: JobStatus, error: Optional[str] = None) -> StatusReport:
+def set_job_status(
+    s: Session, job_id: str, key: Optional[str], new: JobStatus, error: Optional[str] = None, *, image_digest: Optional[str] = None
+) -> StatusReport:
     """Apply a status reported by the job's compute client; only legal transitions change anything."""
     job, caller = job_for_call(s, job_id, key)
     if error is not None and new != JobStatus.FAILED:
         raise BadRequest("'error' is only accepted with status 'failed'")
     current = JobStatus(job.status)
+    if image_digest is not None and not current.is_terminal:
+        job.image_digest = image_digest  # a finished job's record stays as it was
     if new == current:
         return report_of(job)  # a repeated report (a retry, a restarted bridge): nothing to do
     if new in (JobStatus.PENDING, JobStatus.STARTING) or not is_allowed_transition(current, new):

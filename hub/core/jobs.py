@@ -257,6 +257,7 @@ def jobs_public(s: Session, jobs: Sequence[Job], *, include_private: bool = Fals
                 computeClientName=j.compute_client_name,
                 computeClientUserId=j.compute_client_user_id,
                 imageUri=j.image_uri,
+                imageDigest=j.image_digest,
             )
         )
     return result

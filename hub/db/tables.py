@@ -104,6 +104,8 @@ class Job(Base):
     compute_client_name: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
     compute_client_user_id: Mapped[Optional[str]] = mapped_column(String(100), nullable=True)
     image_uri: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    # the resolved digest of the image a container-mode bridge ran (reported with the final status)
+    image_digest: Mapped[Optional[str]] = mapped_column(String(300), nullable=True)
     job_private_key_hash: Mapped[Optional[str]] = mapped_column(String(64), nullable=True, unique=True)
     console_output_size: Mapped[int] = mapped_column(Integer, default=0)
     has_resource_utilization_log: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -125,6 +125,10 @@ class ComputeJobs(BaseModel):
 class StatusBody(_Body):
     status: JobStatus
     error: Optional[str] = Field(default=None, max_length=100_000, description="with status 'failed' only")
+    imageDigest: Optional[str] = Field(
+        default=None, max_length=300, pattern=r"^[a-z0-9]+:[a-f0-9]{32,256}$",
+        description="the resolved digest of the container image the job ran (e.g. sha256:...), recorded on the job",
+    )
 
 
 class NoteBody(_Body):
@@ -246,7 +250,7 @@ def set_status(job_id: str, body: StatusBody, ctx: Ctx, key: Key) -> StatusResul
     Repeating the current status is a harmless no-op; an illegal transition is 409.
     """
     with ctx.transaction() as s:
-        report = compute.set_job_status(s, job_id, key, body.status, body.error)
+        report = compute.set_job_status(s, job_id, key, body.status, body.error, image_digest=body.imageDigest)
     return StatusResult(jobId=report.jobId, status=report.status, canceled=report.canceled, error=report.error)
 
 

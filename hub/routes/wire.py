@@ -298,6 +298,7 @@ def wire_job(job: PairioJobData) -> dict[str, Any]:
     batch) and ``cacheBust`` as absent or a string, never null.
     """
     d = job.model_dump(mode="json")
+    d.pop("imageDigest", None)  # not in the doc's Job shape: the prototype's validators reject unknown fields
     if d["batchId"] is None:
         d["batchId"] = ""
     if d["jobDefinition"].get("cacheBust") is None:
