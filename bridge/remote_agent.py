@@ -38,6 +38,13 @@ WATCHER_LOG_FILE = "watcher.log"
 SECRETS_FILE = "secrets.json"
 ALLOWED_ENV = ("PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "USER", "LOGNAME")
 """what a watcher gets of the agent's environment besides ``passEnv`` (as bridge/watch.py gives its processor)"""
+ENGINE_ENV = ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF", "DOCKER_HOST", "DOCKER_CONFIG", "XDG_RUNTIME_DIR")
+"""the container engine's settings: a watcher in container mode hands them to the engine only (as bridge/watch.py's ENGINE_ENV)"""
+ENGINE_INSTALL_HINTS = {
+    "podman": "install it (Debian/Ubuntu: apt-get install podman runc)",
+    "docker": "install the docker CLI (Debian/Ubuntu: apt-get install docker.io) and make its daemon reachable (DOCKER_HOST)",
+    "apptainer": "install apptainer (https://apptainer.org/docs/admin/main/installation.html)",
+}
 CREATE_TIME_TOLERANCE_SEC = 1.0
 LAUNCH_STALLED_SEC = 60.0
 DEFAULT_MAX_BYTES_PER_FILE = 1024 * 1024
@@ -239,7 +246,27 @@ def command_probe(request: Dict[str, Any]) -> Dict[str, Any]:
     except ImportError:
         info["psutil"] = False
     info["procfs"] = os.path.exists("/proc/self/stat")
+    engine = request.get("containerEngine")
+    if engine:
+        info["containerEngine"] = check_engine(str(engine))
     return info
+
+
+def check_engine(engine: str) -> Dict[str, Any]:
+    """Whether the container engine runs here: its version, or why not and how to fix it."""
+    import subprocess  # here: the commands run at every poll start faster without it
+
+    hint = ENGINE_INSTALL_HINTS.get(engine, "install it")
+    if shutil.which(engine) is None:
+        return {"name": engine, "error": f"{engine} is not on the PATH of this login ({os.environ.get('PATH', '')}): {hint}"}
+    try:
+        out = subprocess.run([engine, "--version"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"name": engine, "error": f"{engine} --version failed: {e}; {hint}"}
+    if out.returncode != 0:
+        detail = " ".join((out.stderr or out.stdout).split())[-500:]
+        return {"name": engine, "error": f"{engine} --version exited with {out.returncode}: {detail}"}
+    return {"name": engine, "version": out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""}
 
 
 # ---------------------------------------------------------------- jobs
@@ -267,10 +294,13 @@ def watcher_state(job_dir: Path, my_hostname: str) -> Dict[str, Any]:
 
 
 def kill_orphans(job_dir: Path) -> None:
-    """A watcher that died (SIGKILL, OOM killer) leaves its job unsupervised: end the job's process group."""
+    """A watcher that died (SIGKILL, OOM killer) leaves its job unsupervised: end the job's process group, and its container."""
     watcher = read_json(job_dir / WATCHER_FILE)
     if not watcher or "processGroup" not in watcher:
         return
+    engine, name = watcher.get("containerEngine"), watcher.get("containerName")
+    if engine and name:
+        remove_container(str(engine), str(name))
     try:
         group, started = int(watcher["processGroup"]), float(watcher.get("createTime") or 0)
     except (TypeError, ValueError):
@@ -280,6 +310,16 @@ def kill_orphans(job_dir: Path) -> None:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def remove_container(engine: str, name: str) -> None:
+    """The container's processes are the engine's children, not the watcher's group's: the engine removes them."""
+    import subprocess
+
+    try:
+        subprocess.run([engine, "rm", "--force", name], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # the engine is gone or hangs: nothing more to do from here
 
 
 def command_sync(request: Dict[str, Any]) -> Dict[str, Any]:
@@ -370,7 +410,7 @@ def command_launch(job_dir: Path, argv: List[str], cpus: List[int], request: Dic
             pass
     import subprocess  # here: the commands run at every poll start faster without it
 
-    patterns = [*ALLOWED_ENV, *(str(p) for p in request.get("passEnv") or [])]
+    patterns = [*ALLOWED_ENV, *ENGINE_ENV, *(str(p) for p in request.get("passEnv") or [])]
     env = {
         name: value for name, value in os.environ.items()
         if not name.startswith("PAIRIO_") and any(name.startswith(p[:-1]) if p.endswith("*") else name == p for p in patterns)

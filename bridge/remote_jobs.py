@@ -86,6 +86,8 @@ class HostInfo:
     python: Optional[str] = None
     psutil: Optional[bool] = None
     procfs: Optional[bool] = None
+    container_engine: Optional[Mapping[str, Any]] = None
+    """only from ``probe`` asked about an engine: its ``name`` and ``version``, or an ``error`` saying how to fix it"""
     received_at: float = field(default_factory=time.monotonic)
 
     @classmethod
@@ -100,7 +102,20 @@ class HostInfo:
             python=data.get("python"),
             psutil=data.get("psutil"),
             procfs=data.get("procfs"),
+            container_engine=data.get("containerEngine"),
         )
+
+
+def container_engine_problem(host: HostInfo, engine: str, where: str) -> Optional[str]:
+    """Why jobs in ``engine``'s containers cannot run on the host (from a probe that asked), or None when they can."""
+    found = host.container_engine or {}
+    if found.get("version") is not None and not found.get("error"):
+        return None
+    why = found.get("error") or f"the agent there did not check {engine}"
+    return (
+        f"container mode {engine!r} needs {engine} on {where}: {why}; "
+        f"or register the bridge with another --container mode (none runs each app's command on the host)"
+    )
 
 
 @dataclass(frozen=True)
@@ -157,7 +172,7 @@ def outcome_of(result: Mapping[str, Any]) -> NativeOutcome:
     phase = _RESULT_PHASES.get(str(result.get("phase")))
     if phase is None:
         return NativeOutcome(NativePhase.LOST, error=f"the job's result file has an unknown phase {result.get('phase')!r}")
-    return NativeOutcome(phase, error=result.get("error"), exit_code=result.get("exitCode"))
+    return NativeOutcome(phase, error=result.get("error"), exit_code=result.get("exitCode"), image_digest=result.get("imageDigest"))
 
 
 def file_digest(*paths: Path) -> str:
@@ -235,9 +250,13 @@ class RemoteJobs:
                     self.shell.put_file(source, target, mode=0o644)
             self._tools_ready = True
 
-    def probe(self) -> HostInfo:
-        """Ask the host what it offers (CPUs, memory, GPUs, disk, Python); also checks that Python runs there."""
-        self.host = HostInfo.from_agent(self._agent(["probe"], {"root": self.root}))
+    def probe(self, container_engine: str = "") -> HostInfo:
+        """Ask the host what it offers (CPUs, memory, GPUs, disk, Python); also checks that Python runs there,
+        and that ``container_engine`` does (``HostInfo.container_engine``)."""
+        request: dict[str, Any] = {"root": self.root}
+        if container_engine:
+            request["containerEngine"] = container_engine
+        self.host = HostInfo.from_agent(self._agent(["probe"], request))
         return self.host
 
     # ------------------------------------------------------------ submit

@@ -54,7 +54,8 @@ class TestSshd:
 
     __test__ = False  # not a test class, despite its name
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, set_env: Optional[dict[str, str]] = None) -> None:
+        """``set_env``: variables every login gets (sshd's SetEnv), e.g. a container engine's private settings."""
         self.dir = directory
         self.port = free_port()
         self.user = getpass.getuser()
@@ -87,6 +88,7 @@ class TestSshd:
                     "MaxStartups 100",
                     "Subsystem sftp internal-sftp",
                     "LogLevel ERROR",
+                    *([" ".join(["SetEnv", *(f"{k}={v}" for k, v in set_env.items())])] if set_env else []),
                     "",
                 ]
             )

@@ -86,7 +86,7 @@ class ContainerContract(BackendContract):
         native_id = backend.submit(job)
         self.submitted.append(native_id)
         name = container_name(job.job_id)
-        wait_for(lambda: (job.job_dir / "work" / "env.json").exists(), bool, 20.0)
+        wait_for(lambda: (self.run_dir(job) / "work" / "env.json").exists(), bool, 20.0)
         inspected = json.loads(self.setup.podman("inspect", name).stdout)[0]
         assert SECRET_VALUE not in json.dumps(inspected.get("Args")) and SECRET_VALUE not in json.dumps(inspected["Config"].get("Cmd"))
         for p in psutil.process_iter():
@@ -98,7 +98,7 @@ class ContainerContract(BackendContract):
         outcome = self.wait_final(backend, native_id)
         assert outcome.phase == NativePhase.FAILED and outcome.error is not None
         assert "failing with ***" in outcome.error and SECRET_VALUE not in outcome.error
-        env = json.loads((job.job_dir / "work" / "env.json").read_text())
+        env = json.loads((self.run_dir(job) / "work" / "env.json").read_text())
         assert env["TOKEN"] == SECRET_VALUE and env["PAIRIO_JOB_ID"] == job.job_id
         assert env["LAB_SHARED_SETTING"] == "passed-through" and "AWS_SECRET_ACCESS_KEY" not in env
         assert "CONTAINERS_CONF" not in env and env["TMPDIR"] == "/tmp" and env["PATH"] == "/usr/bin:/bin"
@@ -129,7 +129,7 @@ class ContainerContract(BackendContract):
         """
         native_id, job = self.submit(backend, tmp_path, script, num_cpus=1)
         assert self.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
-        text = (job.job_dir / "work" / "cpu.txt").read_text()
+        text = (self.run_dir(job) / "work" / "cpu.txt").read_text()
         v1, v2 = text.split("|")
         if v1 != "/":
             quota, period = (int(x) for x in v1.split("/"))
@@ -175,8 +175,8 @@ class ContainerContract(BackendContract):
         networked_id = backend.submit(networked)
         for native_id in (isolated_id, networked_id):
             assert self.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
-        assert (isolated.job_dir / "work" / "net.txt").read_text() == "lo"
-        assert "eth0" in (networked.job_dir / "work" / "net.txt").read_text().split()
+        assert (self.run_dir(isolated) / "work" / "net.txt").read_text() == "lo"
+        assert "eth0" in (self.run_dir(networked) / "work" / "net.txt").read_text().split()
 
     def test_a_missing_image_says_how_to_fix_it(self, backend: Backend, tmp_path: Path) -> None:
         job = self.prepare_job(tmp_path, "print('never')")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,3 +156,15 @@ def test_a_remote_directory_of_another_bridge_is_refused(stack: Stack) -> None:
     second = subprocess.run(PAIRIO_BRIDGE + ["ssh", "--dir", str(stack.bridge_dir), *stack.bridge.args, "--exit-when-idle"],
                             capture_output=True, text=True, timeout=60, env=stack.env, check=False)
     assert second.returncode == 1 and "belongs to another bridge" in second.stderr and "--remote-dir" in second.stderr, second.stderr
+
+
+def test_a_container_engine_missing_on_the_remote_host_stops_the_bridge_with_the_fix(stack: Stack) -> None:
+    """Checked at connect time: the engine named, how to install it, and the other modes; no job is claimed first."""
+    if shutil.which("apptainer"):
+        pytest.skip("apptainer is installed here; the check needs an engine that is missing")
+    stack.register("--container", "apptainer", config_updates=SHORT_IDLE_CLAIMS)
+    result = subprocess.run(PAIRIO_BRIDGE + ["ssh", "--dir", str(stack.bridge_dir), *stack.bridge.args, "--exit-when-idle"],
+                            capture_output=True, text=True, timeout=60, env=stack.env, check=False)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "container mode 'apptainer' needs apptainer on" in result.stderr and "install apptainer" in result.stderr, result.stderr
+    assert "another --container mode" in result.stderr and "Traceback" not in result.stderr

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import click
 
-from bridge.config import BridgeConfig, BridgeConfigError, config_file, load_bridge_config, save_bridge_config
+from bridge.config import BridgeConfig, BridgeConfigError, ContainerMode, config_file, load_bridge_config, save_bridge_config
 from bridge.dirlock import lock_bridge_dir
 from bridge.shell import Shell, ShellError
 
@@ -134,7 +134,7 @@ def ssh(
     a second one exits at once, leaving the remote jobs running for the next start to pick up.
     """
     from bridge.cli import _setup_logging, run_bridge
-    from bridge.remote_jobs import RemoteJobs
+    from bridge.remote_jobs import RemoteJobs, container_engine_problem
 
     from .backend import SshBackend
     from .connection import SshShell
@@ -155,7 +155,11 @@ def ssh(
         root = shell.absolute_path(options.remoteDir or default_remote_dir(config))
         claim_remote_dir(shell, root, config.computeClientId, bridge_dir)
         remote = RemoteJobs(shell, root, python=options.remotePython, command_timeout_sec=options.commandTimeoutSec)
-        host = remote.probe()
+        engine = config.containerMode.value if config.containerMode is not ContainerMode.NONE else ""
+        host = remote.probe(container_engine=engine)
+        problem = container_engine_problem(host, engine, shell.description) if engine else None
+        if problem is not None:
+            raise BridgeConfigError(problem)
         if not host.psutil and not host.procfs:
             raise BridgeConfigError(
                 f"{shell.description} has neither psutil for {options.remotePython} nor Linux's /proc, so jobs cannot be "
@@ -170,6 +174,8 @@ def ssh(
         shell.description, host.hostname, len(host.cpus), (host.mem_available_bytes or 0) / 1024**3,
         ",".join(gpu_ids) or "none", host.python, "" if host.psutil else " (no psutil: the watcher reads /proc)", root,
     )  # fmt: skip
+    if host.container_engine:
+        log.info("jobs run in containers: %s", host.container_engine.get("version") or host.container_engine.get("name"))
     _warn_about_slots(config, len(host.cpus), len(gpu_ids), host.mem_available_bytes)
 
     backend = SshBackend(

@@ -1,0 +1,136 @@
+"""The SSH backend in podman container mode: the bridge contract over the test sshd, with each job
+in a container of the offline test image on the "remote" host (this machine).
+
+The test sshd's logins get the session's private engine settings (CONTAINERS_CONF and
+CONTAINERS_STORAGE_CONF, through sshd's SetEnv), as a real host's login would have its own;
+the remote agent hands them to the watcher, which gives them to the engine only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.backend import Backend, NativePhase
+from bridge.remote_jobs import RemoteJobs, container_engine_problem
+from bridge.ssh.backend import SshBackend
+from bridge.ssh.connection import SshShell
+
+from . import test_bridge_e2e as e2e
+from .bridge_contract import SPAWN_ESCAPING_CHILD, wait_for
+from .container_support import PodmanSetup, podman_setup  # noqa: F401  (fixture)
+from .ssh_support import TestSshd, require_ssh_tools
+from .test_bridge_containers_e2e import add_hello_world_with_image, hello_world_image  # noqa: F401  (fixture)
+from .test_bridge_e2e import Stack, public_get
+from .test_bridge_examples import job_id_of, run_example
+from .test_local_containers import ContainerContract
+from .test_ssh_backend import REMOTE_PYTHON, RemoteContract
+from .test_ssh_e2e import ssh_args
+
+hub = e2e.hub
+
+
+@pytest.fixture(scope="module")
+def sshd(podman_setup: PodmanSetup, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestSshd]:  # noqa: F811
+    """A test sshd whose logins use the session's podman store (overrides the plain one for this module)."""
+    require_ssh_tools()
+    server = TestSshd(tmp_path_factory.mktemp("sshd-containers"), set_env=podman_setup.env)
+    server.start()
+    yield server
+    server.stop()
+
+
+class TestSshPodmanContainers(ContainerContract, RemoteContract):
+    engine = "podman"
+    operator_env_reaches_jobs = False  # the remote login's environment, not this process's
+
+    def make_backend(self, tmp_path: Path, **kwargs: object) -> SshBackend:
+        options: dict[str, object] = dict(gpu_ids=[], sample_interval_sec=0.1, log_interval_sec=0.2, kill_grace_sec=0.5)
+        options.update(kwargs)
+        return SshBackend(self.remote_jobs(tmp_path), self.jobs_root(tmp_path), **options)  # type: ignore[arg-type]
+
+    def test_secrets_reach_the_processor_only_and_never_in_clear(  # type: ignore[override]
+        self, backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Over SSH the secrets reach the container through the env file there; the engine's settings do not."""
+        job = self.prepare_job(tmp_path, """
+            import json, os
+            json.dump(dict(os.environ), open("env.json", "w"))
+            print("token is", os.environ["TOKEN"], flush=True)
+        """)
+        job.secrets = {"TOKEN": "s3cr3t-over-ssh"}
+        native_id = backend.submit(job)
+        self.submitted.append(native_id)
+        assert self.wait_final(backend, native_id).phase == NativePhase.SUCCEEDED
+        env = json.loads((self.run_dir(job) / "work" / "env.json").read_text())
+        assert env["TOKEN"] == "s3cr3t-over-ssh" and env["PAIRIO_JOB_ID"] == job.job_id
+        assert "CONTAINERS_CONF" not in env and env["TMPDIR"] == "/tmp"
+        assert "token is ***" in (job.job_dir / "console.txt").read_text()
+        assert not (self.run_dir(job) / "container.env").exists() and not (self.run_dir(job) / "secrets.json").exists()
+        self.assert_no_container(job.job_id)
+
+    def test_a_killed_watcher_leaves_no_container(self, tmp_path: Path) -> None:  # type: ignore[override]
+        """SIGKILL to the remote watcher: the job is lost, and the agent removes its container."""
+        backend = self.make_backend(tmp_path)
+        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        self.wait_started(job)
+        wait_for(lambda: (Path(native_id) / "watcher.json").exists(), bool, 20)
+        wait_for(self.setup.container_names, lambda names: f"pairio-{job.job_id}" in names, 20)
+        os.kill(json.loads((Path(native_id) / "watcher.json").read_text())["pid"], 9)
+        outcome = self.wait_final(backend, native_id)
+        assert outcome.phase == NativePhase.LOST and "watcher on" in (outcome.error or "")
+        self.assert_no_container(job.job_id)
+
+    def test_the_image_digest_comes_back_with_the_outcome(self, backend: Backend, tmp_path: Path) -> None:
+        native_id, _ = self.submit(backend, tmp_path, "print('hi')")
+        outcome = self.wait_final(backend, native_id)
+        digest = self.setup.podman("image", "inspect", "--format", "{{.Digest}}", self.setup.image).stdout.strip()
+        assert outcome.phase == NativePhase.SUCCEEDED and outcome.image_digest == digest and digest.startswith("sha256:")
+
+    def test_the_engine_is_checked_at_connect_time(self, tmp_path: Path) -> None:
+        remote = self.remote_jobs(tmp_path)
+        host = remote.probe(container_engine="podman")
+        assert container_engine_problem(host, "podman", "the host") is None
+        assert "podman version" in str((host.container_engine or {}).get("version"))
+
+
+def test_a_missing_remote_engine_is_a_clear_error(sshd: TestSshd, tmp_path: Path) -> None:  # noqa: F811
+    """An engine the remote login cannot find: the probe says which, how to install it, and the other modes."""
+    if shutil.which("apptainer"):
+        pytest.skip("apptainer is installed here; the check needs an engine that is missing")
+    shell = SshShell(sshd.options())
+    try:
+        host = RemoteJobs(shell, str(tmp_path / "remote"), python=REMOTE_PYTHON).probe(container_engine="apptainer")
+    finally:
+        shell.close()
+    problem = container_engine_problem(host, "apptainer", shell.description)
+    assert problem is not None
+    assert "container mode 'apptainer' needs apptainer on" in problem and "not on the PATH" in problem
+    assert "install apptainer" in problem and "another --container mode" in problem
+
+
+def test_an_example_runs_through_pairio_bridge_ssh_in_podman_mode(
+    hub: tuple[e2e.HubProcess, str], sshd: TestSshd, tmp_path: Path, hello_world_image: str, podman_setup: PodmanSetup,  # noqa: F811
+) -> None:
+    """A hub, ``pairio-bridge ssh`` registered with ``--container podman``: the job runs in a container on the
+    remote host, and the image's digest is on the job (GET /v1/jobs/{id} and its page)."""
+    stack = Stack(hub[0], hub[1], tmp_path, bridge_kind="ssh", bridge_args=ssh_args(sshd, tmp_path))
+    try:
+        add_hello_world_with_image(stack, hello_world_image)
+        stack.register("--container", "podman", "--pull-policy", "never")
+        stack.bridge.start()
+        url = run_example(stack, "example1.py")[0][0]
+        job = stack.wait_done(stack.client.get_job(job_id_of(stack, url)), 90)
+        assert job.status.value == "completed", (job.error, stack.bridge.log)
+        assert "Hello, world!" in public_get(job.consoleOutputUrl).text
+        digest = podman_setup.podman("image", "inspect", "--format", "{{.Digest}}", hello_world_image).stdout.strip()
+        assert job.imageDigest == digest and digest.startswith("sha256:"), (job.imageDigest, stack.bridge.log)
+        assert digest in public_get(f"{stack.hub.url}/job/{job.jobId}").text
+        assert not [name for name in podman_setup.container_names() if name.startswith("pairio-")]
+    finally:
+        stack.close()
