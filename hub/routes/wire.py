@@ -3,7 +3,7 @@
 Existing clients (the prototype's Python client, browser apps such as Neurosift)
 send ``{"type": "<callName>Request", ...}`` and read ``{"type": "<callName>Response", ...}``;
 errors are ``{"error": "<message>"}`` with 400, 401, 404, 405, 413 or 500. The calls
-and shapes are in shared/docs/wire-protocol.md.
+and shapes are in shared/docs/wire-protocol.md and app-protocol.md (section 5).
 
 Every answer, errors included, is built here rather than by the app's exception
 handlers, because the REST API answers errors as ``{"detail": ...}`` with other codes.
