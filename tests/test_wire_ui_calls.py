@@ -172,6 +172,28 @@ def test_compute_clients_are_created_shown_and_deleted(hub: httpx.Client, seeded
     ]
     for key, name, fields, status, fragment in bad_cases:
         assert fragment in error(send(hub, name, key, **fields), status), name
+
+    # setComputeClientInfo changes name, description and slots; the one service stays.
+    slot = {"numCpus": 2, "numGpus": 1, "memoryGb": 16, "timeSec": 600, "minNumCpus": 0, "minNumGpus": 0,
+            "minMemoryGb": 0, "minTimeSec": 0, "multiplicity": 2}
+    ok(send(hub, "setComputeClientInfo", seeded.key, computeClientId=cc_id, serviceNames=[seeded.service],
+            computeClientName="lab2", description="the lab's box", computeSlots=[slot], processJobsForUsers=None),
+       "setComputeClientInfo")
+    client = ok(send(hub, "getComputeClient", computeClientId=cc_id), "getComputeClient")["computeClient"]
+    assert (client["computeClientName"], client["description"], client["computeSlots"]) == ("lab2", "the lab's box", [slot])
+    info_cases: list[tuple[Optional[str], dict[str, Any], int, str]] = [
+        (seeded.key, {}, 400, "Nothing to update"),
+        (seeded.key, {"serviceNames": ["other"]}, 400, "serves one service"),
+        (seeded.key, {"processJobsForUsers": ["bob"]}, 400, "not supported"),
+        (seeded.key, {"computeSlots": []}, 400, "at least one compute slot"),
+        (seeded.key, {"computeSlots": [{**slot, "extra": 1}]}, 400, "unknown field"),
+        (seeded.other_key, {"description": "mine"}, 401, "owner"),
+        (None, {"description": "mine"}, 401, "no API key"),
+    ]
+    for key, fields, status, fragment in info_cases:
+        assert fragment in error(send(hub, "setComputeClientInfo", key, computeClientId=cc_id, **fields), status), fields
+    assert "no compute client" in error(send(hub, "setComputeClientInfo", seeded.key, computeClientId="nope", description=""), 404)
+
     ok(send(hub, "deleteComputeClient", seeded.key, computeClientId=cc_id), "deleteComputeClient")
     assert ok(send(hub, "getComputeClients", serviceName=seeded.service), "getComputeClients")["computeClients"] == []
 

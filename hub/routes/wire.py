@@ -212,6 +212,15 @@ class DeleteComputeClientRequest(WireRequest):
     computeClientId: str = Id
 
 
+class SetComputeClientInfoRequest(WireRequest):
+    computeClientId: str = Id
+    serviceNames: Optional[list[str]] = Field(default=None, max_length=100)
+    computeClientName: Optional[str] = Field(default=None, max_length=200)
+    description: Optional[str] = Field(default=None, max_length=10_000)
+    computeSlots: Optional[list[PairioComputeClientComputeSlot]] = Field(default=None, max_length=100)
+    processJobsForUsers: Optional[list[str]] = Field(default=None, max_length=1000)
+
+
 class PingComputeClientsRequest(WireRequest):
     serviceName: str = Id
 
@@ -437,6 +446,25 @@ def create_compute_client(c: Caller, req: CreateComputeClientRequest) -> dict[st
 @wire_call("deleteComputeClient", DeleteComputeClientRequest)
 def delete_compute_client(c: Caller, req: DeleteComputeClientRequest) -> dict[str, Any]:
     accounts.delete_compute_client(c.s, req.computeClientId, c.user_id())
+    return {}
+
+
+@wire_call("setComputeClientInfo", SetComputeClientInfoRequest)
+def set_compute_client_info(c: Caller, req: SetComputeClientInfoRequest) -> dict[str, Any]:
+    user = c.user_id()
+    cc = accounts.get_compute_client(c.s, req.computeClientId)
+    if req.serviceNames is not None and req.serviceNames != [cc.service_name]:
+        raise BadRequest(
+            f"serviceNames must stay [{cc.service_name!r}]: a compute client of this hub serves one service; "
+            "register another client for another service"
+        )
+    if req.processJobsForUsers is not None:
+        raise BadRequest("processJobsForUsers is not supported here; send null or leave it out (roles decide whose jobs run)")
+    if req.computeClientName is None and req.description is None and req.computeSlots is None:
+        raise BadRequest("Nothing to update: send computeClientName, description or computeSlots")
+    accounts.update_compute_client(
+        c.s, req.computeClientId, user, label=req.computeClientName, description=req.description, compute_slots=req.computeSlots
+    )
     return {}
 
 
