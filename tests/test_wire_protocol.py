@@ -540,6 +540,9 @@ def test_prototype_client_over_real_http(live_hub: LiveHub, seeded: Seed) -> Non
 DOC_CALLS = [
     "createJob", "getJob", "findJobByDefinition", "findJobs", "cancelJob", "deleteJobs", "getService", "getServices",
     "getServiceApp", "getServiceApps", "getComputeClient", "getComputeClients", "computeUserStats",
+    # app-protocol.md section 5: the web UI's calls and the job process's setJobStatus
+    "addService", "setServiceInfo", "addServiceApp", "setServiceAppInfo", "deleteServiceApp", "createComputeClient",
+    "setComputeClientInfo", "deleteComputeClient", "pingComputeClients", "resetUserApiKey", "setJobStatus",
 ]
 
 
