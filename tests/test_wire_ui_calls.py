@@ -2,7 +2,8 @@
 
 Answers are parsed by the original package's own pydantic models (pairio==0.5.9 in
 .venv-original, run in a subprocess) where it has them, and checked for exactly the
-original's fields everywhere (its web UI discards answers with extra fields).
+original's fields everywhere (its web UI discards answers with extra fields; the
+Python package's models ignore extras, so they check types and required fields).
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def test_apps_are_added_updated_and_deleted_with_original_specs(hub: httpx.Clien
     assert "no app 'echo_app'" in error(send(hub, "getServiceApp", serviceName=seeded.service, appName="echo_app"), 404)
 
 
-def test_compute_clients_are_created_shown_and_deleted(hub: httpx.Client, seeded: Seed) -> None:
+def test_compute_clients_are_created_shown_and_deleted(hub: httpx.Client, seeded: Seed, original_bin: Path) -> None:  # noqa: F811
     created = ok(send(hub, "createComputeClient", seeded.key, serviceNames=[seeded.service], computeClientName="lab",
                       userId="alice"), "createComputeClient")
     assert set(created) == {"type", "computeClientId", "computeClientPrivateKey"}
@@ -158,6 +159,7 @@ def test_compute_clients_are_created_shown_and_deleted(hub: httpx.Client, seeded
         "computeClientName": "lab", "userId": "alice", "processJobsForUsers": None, "description": "", "computeSlots": None,
     }
     assert clients[0]["computeSlots"] == [default]
+    parse_with_original(original_bin, "PairioJob.ComputeClientComputeSlot", clients[0]["computeSlots"])
     ok(send(hub, "pingComputeClients", serviceName=seeded.service), "pingComputeClients")
     assert "no service 'nope'" in error(send(hub, "pingComputeClients", serviceName="nope"), 404)
 
@@ -198,7 +200,9 @@ def test_compute_clients_are_created_shown_and_deleted(hub: httpx.Client, seeded
     assert ok(send(hub, "getComputeClients", serviceName=seeded.service), "getComputeClients")["computeClients"] == []
 
 
-def test_set_job_status_takes_the_job_key_in_both_header_forms(hub: httpx.Client, seeded: Seed, ctx: HubContext) -> None:
+def test_set_job_status_takes_the_job_key_in_both_header_forms(
+    hub: httpx.Client, seeded: Seed, ctx: HubContext, original_bin: Path  # noqa: F811
+) -> None:
     created = ok(send(hub, "createComputeClient", seeded.key, serviceNames=[seeded.service], computeClientName="lab",
                       userId="alice"), "createComputeClient")
     cc_id, cc_key = created["computeClientId"], created["computeClientPrivateKey"]
@@ -225,6 +229,7 @@ def test_set_job_status_takes_the_job_key_in_both_header_forms(hub: httpx.Client
     ok(set_status("completed"), "setJobStatus")
     job = ok(send(hub, "getJob", jobId=job_id, includePrivateKey=False), "getJob")["job"]
     assert job["status"] == "completed" and job["jobPrivateKey"] is None
+    parse_with_original(original_bin, "PairioJob.PairioJob", [job])
     assert error(set_status("failed", error="late"), 400)  # a terminal status never changes
     assert "no job" in error(hub.post("/api/setJobStatus", json={
         "type": "setJobStatusRequest", "jobId": "nope", "computeClientId": cc_id, "status": "running"},
