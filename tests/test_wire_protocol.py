@@ -26,6 +26,13 @@ JOB_KEYS = {
     "timestampFinishedSec", "canceled", "status", "isRunnable", "error", "computeClientId",
     "computeClientName", "computeClientUserId", "imageUri",
 }
+# The prototype's Service App, Processor and ComputeClient shapes (app-protocol.md, section 5), exactly.
+SERVICE_APP_KEYS = {"serviceName", "appName", "appSpecificationUri", "appSpecificationCommit", "appSpecification"}
+PROCESSOR_KEYS = {"name", "description", "label", "image", "executable", "inputs", "outputs", "parameters", "attributes"}
+COMPUTE_CLIENT_KEYS = {
+    "serviceNames", "computeClientId", "computeClientPrivateKey", "computeClientName", "userId",
+    "processJobsForUsers", "description", "computeSlots",
+}
 STATS_KEYS = {"numJobs", "cpuHours", "gpuHours", "gbHours", "jobHours"}
 SECRET_VALUE = "s3cret-value-never-shown"
 
@@ -164,6 +171,7 @@ def test_services_apps_compute_clients_and_user_stats(api: httpx.Client, seeded:
         cc_id = cc.compute_client_id
 
     service = ok(call(api, "getService", serviceName=seeded.service), "getService")["service"]
+    assert set(service) == {"serviceName", "userId", "users"}
     assert service["serviceName"] == seeded.service and service["userId"] == "alice"
     assert service["users"][0] == {"userId": "alice", "admin": True, "createJobs": True, "processJobs": True}
     assert [x["serviceName"] for x in ok(call(api, "getServices"), "getServices")["services"]] == [seeded.service]
@@ -171,13 +179,15 @@ def test_services_apps_compute_clients_and_user_stats(api: httpx.Client, seeded:
     assert ok(call(api, "getServices", userId="bob"), "getServices")["services"] == []
 
     app = ok(call(api, "getServiceApp", serviceName=seeded.service, appName="hello_world"), "getServiceApp")["serviceApp"]
-    prototype_keys = {"serviceName", "appName", "appSpecificationUri", "appSpecificationCommit", "appSpecification"}
-    assert prototype_keys | {"processors"} <= set(app)
+    assert set(app) == SERVICE_APP_KEYS
     assert (app["serviceName"], app["appName"]) == (seeded.service, "hello_world")
     assert app["appSpecificationUri"] == "" and app["appSpecificationCommit"] == ""
-    assert [p["name"] for p in app["processors"]] == ["hello_world_1", "hello_world_2", "count_characters", "typed"]
-    assert app["appSpecification"]["processors"] == app["processors"]
-    assert app["appSpecificationHash"] and app["timestampCreatedSec"] > 0
+    processors = app["appSpecification"]["processors"]
+    assert [p["name"] for p in processors] == ["hello_world_1", "hello_world_2", "count_characters", "typed"]
+    for p in processors:
+        assert set(p) == PROCESSOR_KEYS
+        for x in p["parameters"]:
+            assert {"name", "type", "description"} <= set(x) <= {"name", "type", "description", "defaultValue", "options"}
     for fields in ({}, {"serviceName": seeded.service}, {"appName": "hello_world"}):
         assert ok(send(api, "getServiceApps", fields), "getServiceApps")["serviceApps"] == [app]
     assert ok(call(api, "getServiceApps", appName="nope"), "getServiceApps")["serviceApps"] == []
@@ -186,7 +196,9 @@ def test_services_apps_compute_clients_and_user_stats(api: httpx.Client, seeded:
     client = ok(resp, "getComputeClient")["computeClient"]
     assert cc_key not in resp.text
     assert client["computeClientId"] == cc_id and client["computeClientPrivateKey"] is None
-    assert (client["serviceName"], client["userId"], client["label"]) == (seeded.service, "alice", "laptop")
+    assert set(client) == COMPUTE_CLIENT_KEYS
+    assert (client["serviceNames"], client["userId"], client["computeClientName"]) == ([seeded.service], "alice", "laptop")
+    assert client["computeSlots"] == [slot.model_dump(mode="json")] and client["processJobsForUsers"] is None
     resp = call(api, "getComputeClients", serviceName=seeded.service)
     assert ok(resp, "getComputeClients")["computeClients"] == [client] and cc_key not in resp.text
     assert ok(call(api, "getComputeClients", serviceName="other"), "getComputeClients")["computeClients"] == []
@@ -528,6 +540,9 @@ def test_prototype_client_over_real_http(live_hub: LiveHub, seeded: Seed) -> Non
 DOC_CALLS = [
     "createJob", "getJob", "findJobByDefinition", "findJobs", "cancelJob", "deleteJobs", "getService", "getServices",
     "getServiceApp", "getServiceApps", "getComputeClient", "getComputeClients", "computeUserStats",
+    # app-protocol.md section 5: the web UI's calls and the job process's setJobStatus
+    "addService", "setServiceInfo", "addServiceApp", "setServiceAppInfo", "deleteServiceApp", "createComputeClient",
+    "setComputeClientInfo", "deleteComputeClient", "pingComputeClients", "resetUserApiKey", "setJobStatus",
 ]
 
 

@@ -312,6 +312,32 @@ def delete_compute_client(s: Session, compute_client_id: str, user_id: str) -> N
     s.delete(cc)
 
 
+def update_compute_client(
+    s: Session,
+    compute_client_id: str,
+    user_id: str,
+    *,
+    label: Optional[str] = None,
+    description: Optional[str] = None,
+    compute_slots: Optional[list[PairioComputeClientComputeSlot]] = None,
+) -> ComputeClient:
+    """Change what is given (None: unchanged); the same people as for deleting may do it."""
+    cc = get_compute_client(s, compute_client_id)
+    if cc.user_id != user_id and not roles_of(s, cc.service_name, user_id).admin:
+        raise Forbidden("only the compute client's owner or a service admin may change it")
+    if label is not None:
+        if not label or len(label) > 200:
+            raise BadRequest("a compute client needs a label of 1-200 characters")
+        cc.label = label
+    if description is not None:
+        cc.description = description
+    if compute_slots is not None:
+        if not compute_slots:
+            raise BadRequest("a compute client needs at least one compute slot (numCpus, numGpus, memoryGb, timeSec)")
+        cc.compute_slots = [slot.model_dump() for slot in compute_slots]
+    return cc
+
+
 def compute_client_public(cc: ComputeClient) -> PairioComputeClient:
     return PairioComputeClient(
         computeClientId=cc.compute_client_id,

@@ -3,7 +3,7 @@
 Existing clients (the prototype's Python client, browser apps such as Neurosift)
 send ``{"type": "<callName>Request", ...}`` and read ``{"type": "<callName>Response", ...}``;
 errors are ``{"error": "<message>"}`` with 400, 401, 404, 405, 413 or 500. The calls
-and shapes are in shared/docs/wire-protocol.md.
+and shapes are in shared/docs/wire-protocol.md and app-protocol.md (section 5).
 
 Every answer, errors included, is built here rather than by the app's exception
 handlers, because the REST API answers errors as ``{"detail": ...}`` with other codes.
@@ -24,13 +24,14 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pairio.models import MAX_TAGS, PairioJobData, PairioJobDefinition
+from pairio.models import MAX_TAGS, PairioApp, PairioComputeClientComputeSlot, PairioJobData, PairioJobDefinition
 from pairio.status import JobStatus
 
 from ..context import HubContext
 from ..core import accounts
+from ..core import compute
 from ..core import jobs as core
-from ..db.tables import Job, ServiceApp
+from ..db.tables import ComputeClient, Job, Service, ServiceApp
 from ..deps import bearer_token, get_ctx
 from ..errors import BadRequest, Conflict, Forbidden, HubError, PayloadTooLarge, Unauthorized
 from ..schemas import JobCreateBody
@@ -159,6 +160,82 @@ class ComputeUserStatsRequest(WireRequest):
     userId: str = Id
 
 
+class AddServiceRequest(WireRequest):
+    serviceName: str = Id
+    userId: str = Id
+
+
+class ServiceUserEntry(WireRequest):
+    userId: str = Id
+    admin: bool
+    createJobs: bool
+    processJobs: bool
+
+
+class SetServiceInfoRequest(WireRequest):
+    serviceName: str = Id
+    users: Optional[list[ServiceUserEntry]] = Field(default=None, max_length=1000)
+
+
+class WireServiceApp(WireRequest):
+    serviceName: str = Id
+    appName: str = Id
+    appSpecificationUri: str = Field(max_length=4096)
+    appSpecificationCommit: str = Field(max_length=200)
+    appSpecification: dict[str, Any]
+
+
+class AddServiceAppRequest(WireRequest):
+    serviceApp: WireServiceApp
+
+
+class SetServiceAppInfoRequest(WireRequest):
+    serviceName: str = Id
+    appName: str = Id
+    appSpecificationUri: Optional[str] = Field(default=None, max_length=4096)
+    appSpecificationCommit: Optional[str] = Field(default=None, max_length=200)
+    appSpecification: Optional[dict[str, Any]] = None
+
+
+class DeleteServiceAppRequest(WireRequest):
+    serviceName: str = Id
+    appName: str = Id
+
+
+class CreateComputeClientRequest(WireRequest):
+    serviceNames: list[str] = Field(max_length=100)
+    computeClientName: str = Field(max_length=200)
+    userId: str = Id
+
+
+class DeleteComputeClientRequest(WireRequest):
+    computeClientId: str = Id
+
+
+class SetComputeClientInfoRequest(WireRequest):
+    computeClientId: str = Id
+    serviceNames: Optional[list[str]] = Field(default=None, max_length=100)
+    computeClientName: Optional[str] = Field(default=None, max_length=200)
+    description: Optional[str] = Field(default=None, max_length=10_000)
+    computeSlots: Optional[list[PairioComputeClientComputeSlot]] = Field(default=None, max_length=100)
+    processJobsForUsers: Optional[list[str]] = Field(default=None, max_length=1000)
+
+
+class PingComputeClientsRequest(WireRequest):
+    serviceName: str = Id
+
+
+class ResetUserApiKeyRequest(WireRequest):
+    userId: str = Id
+
+
+class SetJobStatusRequest(WireRequest):
+    jobId: str = Id
+    computeClientId: str = Id
+    status: Literal["starting", "running", "completed", "failed"]
+    error: Optional[str] = Field(default=None, max_length=100_000)
+
+
 # ---------------------------------------------------------------- the calls
 
 
@@ -252,13 +329,13 @@ def delete_jobs(c: Caller, req: DeleteJobsRequest) -> dict[str, Any]:
 
 @wire_call("getService", GetServiceRequest)
 def get_service(c: Caller, req: GetServiceRequest) -> dict[str, Any]:
-    return {"service": accounts.service_public(c.s, accounts.get_service_row(c.s, req.serviceName)).model_dump(mode="json")}
+    return {"service": wire_service(c.s, accounts.get_service_row(c.s, req.serviceName))}
 
 
 @wire_call("getServices", GetServicesRequest)
 def get_services(c: Caller, req: GetServicesRequest) -> dict[str, Any]:
     services = accounts.list_services(c.s, req.userId)
-    return {"services": [accounts.service_public(c.s, x).model_dump(mode="json") for x in services]}
+    return {"services": [wire_service(c.s, x) for x in services]}
 
 
 @wire_call("getServiceApp", GetServiceAppRequest)
@@ -273,19 +350,156 @@ def get_service_apps(c: Caller, req: GetServiceAppsRequest) -> dict[str, Any]:
 
 @wire_call("getComputeClient", GetComputeClientRequest)
 def get_compute_client(c: Caller, req: GetComputeClientRequest) -> dict[str, Any]:
-    cc = accounts.get_compute_client(c.s, req.computeClientId)
-    return {"computeClient": accounts.compute_client_public(cc).model_dump(mode="json")}
+    return {"computeClient": wire_compute_client(accounts.get_compute_client(c.s, req.computeClientId))}
 
 
 @wire_call("getComputeClients", GetComputeClientsRequest)
 def get_compute_clients(c: Caller, req: GetComputeClientsRequest) -> dict[str, Any]:
     clients = accounts.list_compute_clients(c.s, req.serviceName)
-    return {"computeClients": [accounts.compute_client_public(cc).model_dump(mode="json") for cc in clients]}
+    return {"computeClients": [wire_compute_client(cc) for cc in clients]}
 
 
 @wire_call("computeUserStats", ComputeUserStatsRequest)
 def compute_user_stats(c: Caller, req: ComputeUserStatsRequest) -> dict[str, Any]:
     return {"userStats": core.user_stats(c.s, req.userId)}
+
+
+# The web UI's calls that change state. The prototype authenticated them with a GitHub
+# token for userId; here the caller's API key stands for that user.
+
+
+@wire_call("addService", AddServiceRequest)
+def add_service(c: Caller, req: AddServiceRequest) -> dict[str, Any]:
+    accounts.create_service(c.s, req.serviceName, c.user_id(req.userId))
+    return {}
+
+
+@wire_call("setServiceInfo", SetServiceInfoRequest)
+def set_service_info(c: Caller, req: SetServiceInfoRequest) -> dict[str, Any]:
+    accounts.require_role(c.s, req.serviceName, c.user_id(), "admin")
+    if req.users is None:
+        raise BadRequest("Nothing to update: send users, the service's whole list of users and their roles")
+    service = accounts.get_service_row(c.s, req.serviceName)
+    listed = {u.userId for u in req.users}
+    # The list replaces the service's users; the owner keeps every role whatever it says.
+    for old in accounts.service_public(c.s, service).users:
+        if old.userId not in listed and old.userId != service.owner_user_id:
+            accounts.remove_service_user(c.s, req.serviceName, old.userId)
+    for u in req.users:
+        accounts.set_service_user(
+            c.s, req.serviceName, u.userId, admin=u.admin, create_jobs=u.createJobs, process_jobs=u.processJobs
+        )
+    return {}
+
+
+def _add_app_from_spec(c: Caller, service_name: str, app_name: str, spec: dict[str, Any]) -> None:
+    app = accounts.parse_app_spec(spec)
+    if app.name != app_name:
+        raise BadRequest(f"appName {app_name!r} differs from the spec's name {app.name!r}; send the same name in both")
+    accounts.add_app(c.s, service_name, app)
+
+
+@wire_call("addServiceApp", AddServiceAppRequest)
+def add_service_app(c: Caller, req: AddServiceAppRequest) -> dict[str, Any]:
+    # The spec comes inside the request: the prototype's UI fetches it from the URI itself,
+    # so the hub makes no outbound request. The URI and commit are not kept.
+    app = req.serviceApp
+    accounts.require_role(c.s, app.serviceName, c.user_id(), "admin")
+    _add_app_from_spec(c, app.serviceName, app.appName, app.appSpecification)
+    return {}
+
+
+@wire_call("setServiceAppInfo", SetServiceAppInfoRequest)
+def set_service_app_info(c: Caller, req: SetServiceAppInfoRequest) -> dict[str, Any]:
+    accounts.require_role(c.s, req.serviceName, c.user_id(), "admin")
+    accounts.get_app(c.s, req.serviceName, req.appName)
+    if req.appSpecification is None:
+        raise BadRequest("Nothing to update: send appSpecification (this hub keeps no spec URI or commit)")
+    _add_app_from_spec(c, req.serviceName, req.appName, req.appSpecification)
+    return {}
+
+
+@wire_call("deleteServiceApp", DeleteServiceAppRequest)
+def delete_service_app(c: Caller, req: DeleteServiceAppRequest) -> dict[str, Any]:
+    accounts.require_role(c.s, req.serviceName, c.user_id(), "admin")
+    accounts.remove_app(c.s, req.serviceName, req.appName)
+    return {}
+
+
+# The prototype's createComputeClient gives a new client one slot of this size.
+DEFAULT_SLOT = PairioComputeClientComputeSlot(numCpus=4, numGpus=0, memoryGb=8, timeSec=3600)
+
+
+@wire_call("createComputeClient", CreateComputeClientRequest)
+def create_compute_client(c: Caller, req: CreateComputeClientRequest) -> dict[str, Any]:
+    user = c.user_id(req.userId)
+    if len(req.serviceNames) != 1:
+        raise BadRequest(
+            f"serviceNames has {len(req.serviceNames)} names; a compute client of this hub serves exactly one "
+            "service, so register one client per service"
+        )
+    cc, key = accounts.register_compute_client(c.s, req.serviceNames[0], user, req.computeClientName, [DEFAULT_SLOT])
+    c.s.flush()
+    return {"computeClientId": cc.compute_client_id, "computeClientPrivateKey": key}
+
+
+@wire_call("deleteComputeClient", DeleteComputeClientRequest)
+def delete_compute_client(c: Caller, req: DeleteComputeClientRequest) -> dict[str, Any]:
+    accounts.delete_compute_client(c.s, req.computeClientId, c.user_id())
+    return {}
+
+
+@wire_call("setComputeClientInfo", SetComputeClientInfoRequest)
+def set_compute_client_info(c: Caller, req: SetComputeClientInfoRequest) -> dict[str, Any]:
+    user = c.user_id()
+    cc = accounts.get_compute_client(c.s, req.computeClientId)
+    if req.serviceNames is not None and req.serviceNames != [cc.service_name]:
+        raise BadRequest(
+            f"serviceNames must stay [{cc.service_name!r}]: a compute client of this hub serves one service; "
+            "register another client for another service"
+        )
+    if req.processJobsForUsers is not None:
+        raise BadRequest("processJobsForUsers is not supported here; send null or leave it out (roles decide whose jobs run)")
+    if req.computeClientName is None and req.description is None and req.computeSlots is None:
+        raise BadRequest("Nothing to update: send computeClientName, description or computeSlots")
+    accounts.update_compute_client(
+        c.s, req.computeClientId, user, label=req.computeClientName, description=req.description, compute_slots=req.computeSlots
+    )
+    return {}
+
+
+@wire_call("pingComputeClients", PingComputeClientsRequest)
+def ping_compute_clients(c: Caller, req: PingComputeClientsRequest) -> dict[str, Any]:
+    # Bridges here poll for work themselves, so a ping has nothing to wake; the UI's
+    # following getComputeClients shows each client's last activity.
+    accounts.get_service_row(c.s, req.serviceName)
+    return {}
+
+
+@wire_call("resetUserApiKey", ResetUserApiKeyRequest)
+def reset_user_api_key(c: Caller, req: ResetUserApiKeyRequest) -> dict[str, Any]:
+    user = c.user_id(req.userId)
+    old_keys = [k for k in accounts.list_api_keys(c.s, user) if not k.revoked]
+    _key, plain = accounts.create_api_key(c.s, user, label="resetUserApiKey")
+    for k in old_keys:  # a reset replaces the user's keys, the one sent with this call included
+        accounts.revoke_api_key(c.s, user, k.key_id)
+    return {"apiKey": plain}
+
+
+# The job process's call, made with the job's private key.
+
+
+@wire_call("setJobStatus", SetJobStatusRequest)
+def set_job_status(c: Caller, req: SetJobStatusRequest) -> dict[str, Any]:
+    job, caller = compute.job_for_call(c.s, req.jobId, c.api_key)
+    if caller.compute_client_id != req.computeClientId:
+        raise Unauthorized(
+            f"job {job.job_id} is run by compute client {caller.compute_client_id}, not {req.computeClientId!r}; "
+            "send the COMPUTE_CLIENT_ID the job was started with"
+        )
+    # "starting" is set when a bridge claims the job, so here it can only repeat the current status.
+    compute.set_job_status(c.s, req.jobId, c.api_key, JobStatus(req.status), req.error)
+    return {}
 
 
 # ---------------------------------------------------------------- wire shapes
@@ -306,25 +520,81 @@ def wire_job(job: PairioJobData) -> dict[str, Any]:
     return d
 
 
+def wire_service(s: Session, service: Service) -> dict[str, Any]:
+    """The prototype's Service, with exactly its fields (its web UI refuses others)."""
+    d = accounts.service_public(s, service).model_dump(mode="json")
+    return {"serviceName": d["serviceName"], "userId": d["userId"], "users": d["users"]}
+
+
 def wire_service_app(row: ServiceApp) -> dict[str, Any]:
-    """The prototype's serviceApp shape plus our extra fields.
+    """The prototype's serviceApp, with exactly its fields: its web UI discards answers with others.
 
     The prototype kept a URI and commit of the spec; its clients read them as
-    strings, so they are "" here (apps are registered from a spec file).
+    strings, so they are "" here (this hub keeps only the spec itself).
     """
     app = accounts.app_public(row)
-    spec = app.appSpecification.model_dump(mode="json")
     return {
         "serviceName": app.serviceName,
         "appName": app.appName,
         "appSpecificationUri": "",
         "appSpecificationCommit": "",
-        "processors": spec["processors"],
-        "appSpecification": spec,
-        "appSpecificationHash": app.appSpecificationHash,
-        "timestampCreatedSec": app.timestampCreatedSec,
-        "timestampUpdatedSec": app.timestampUpdatedSec,
+        "appSpecification": original_spec(app.appSpecification),
     }
+
+
+def original_spec(app: PairioApp) -> dict[str, Any]:
+    """The spec in the prototype's spec.json form (its validators refuse our extra fields).
+
+    Our additions (version, tags, needsNetwork, required, secret) are left out;
+    ``defaultValue``, ``options`` and ``list`` appear only where the prototype writes them.
+    """
+    return {
+        "name": app.name,
+        "description": app.description,
+        "processors": [
+            {
+                "name": p.name,
+                "description": p.description,
+                "label": p.label,
+                "image": p.image,
+                "executable": p.executable,
+                "inputs": [
+                    {"name": i.name, "description": i.description, **({"list": True} if i.list else {})} for i in p.inputs
+                ],
+                "outputs": [{"name": o.name, "description": o.description} for o in p.outputs],
+                "parameters": [_original_parameter(x.model_dump(mode="json")) for x in p.parameters],
+                "attributes": [{"name": a.name, "value": a.value} for a in p.attributes],
+            }
+            for p in app.processors
+        ],
+    }
+
+
+def _original_parameter(d: dict[str, Any]) -> dict[str, Any]:
+    out = {"name": d["name"], "type": d["type"], "description": d["description"]}
+    if d["default"] is not None:
+        out["defaultValue"] = d["default"]
+    if d["options"] is not None:
+        out["options"] = d["options"]
+    return out
+
+
+def wire_compute_client(cc: ComputeClient) -> dict[str, Any]:
+    """The prototype's ComputeClient, with exactly its fields (its web UI refuses others)."""
+    public = accounts.compute_client_public(cc)
+    d: dict[str, Any] = {
+        "serviceNames": [public.serviceName],
+        "computeClientId": public.computeClientId,
+        "computeClientPrivateKey": None,
+        "computeClientName": public.label,
+        "userId": public.userId,
+        "processJobsForUsers": None,
+        "description": public.description,
+        "computeSlots": [slot.model_dump(mode="json") for slot in public.computeSlots],
+    }
+    if public.timestampLastActiveSec is not None:  # optional there, but not nullable
+        d["timestampLastActiveSec"] = public.timestampLastActiveSec
+    return d
 
 
 # ---------------------------------------------------------------- parsing and errors
