@@ -45,30 +45,41 @@ class FlakyLocalBackend(LocalBackend):
         return super().submit(job)
 
 
+def _client_and_job(
+    api: httpx.Client, seeded: Seed, live_hub: LiveHub, tmp_path: Path, label: str, app_command: str, **job_fields: Any
+) -> tuple[str, BridgeConfig]:
+    """A compute client for a runner made in the test, and one hello_world_1 job for it."""
+    created = api.post(
+        "/v1/compute-clients",
+        json={"serviceName": seeded.service, "label": label, "computeSlots": [SLOT.model_dump()]},
+        headers=auth(seeded.key),
+    ).json()
+    body: dict[str, Any] = {
+        "serviceName": seeded.service,
+        "jobDefinition": {"appName": "hello_world", "processorName": "hello_world_1", "parameters": [{"name": "name", "value": label}]},
+        "requiredResources": {"numCpus": 1, "numGpus": 0, "memoryGb": 0.5, "timeSec": 60},
+        **job_fields,
+    }
+    job_id = api.post("/v1/jobs", json=body, headers=auth(seeded.key)).json()["jobId"]
+    config = BridgeConfig(
+        hubUrl=live_hub.url, serviceName=seeded.service, computeClientId=created["computeClient"]["computeClientId"],
+        computeClientPrivateKey=created["computeClientPrivateKey"], label=label, computeSlots=[SLOT],
+        appCommands={"hello_world": app_command},
+        jobsDir=str(tmp_path / "jobs"), cacheDir=str(tmp_path / "cache"),
+        pollIntervalSec=0.05, heartbeatIntervalSec=0.5, claimWaitSec=0.2,
+    )  # fmt: skip
+    return job_id, config
+
+
 def test_a_failed_or_postponed_submission_is_retried_and_runs_once(
     seeded: Seed, live_hub: LiveHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runner_module, "WORKER_RETRY_SEC", 0.2)
     monkeypatch.setattr(runner_module, "SUBMIT_RETRY_SEC", 0.2)
     with httpx.Client(base_url=live_hub.url, timeout=30) as api:
-        created = api.post(
-            "/v1/compute-clients",
-            json={"serviceName": seeded.service, "label": "flaky", "computeSlots": [SLOT.model_dump()]},
-            headers=auth(seeded.key),
-        ).json()
-        body: dict[str, Any] = {
-            "serviceName": seeded.service,
-            "jobDefinition": {"appName": "hello_world", "processorName": "hello_world_1", "parameters": [{"name": "name", "value": "retry"}]},
-            "requiredResources": {"numCpus": 1, "numGpus": 0, "memoryGb": 0.5, "timeSec": 60},
-        }
-        job_id = api.post("/v1/jobs", json=body, headers=auth(seeded.key)).json()["jobId"]
-        config = BridgeConfig(
-            hubUrl=live_hub.url, serviceName=seeded.service, computeClientId=created["computeClient"]["computeClientId"],
-            computeClientPrivateKey=created["computeClientPrivateKey"], label="flaky", computeSlots=[SLOT],
-            appCommands={"hello_world": f"{sys.executable} {REPO / 'apps' / 'hello_world' / 'main.py'}"},
-            jobsDir=str(tmp_path / "jobs"), cacheDir=str(tmp_path / "cache"),
-            pollIntervalSec=0.05, heartbeatIntervalSec=0.5, claimWaitSec=0.2,
-        )  # fmt: skip
+        job_id, config = _client_and_job(
+            api, seeded, live_hub, tmp_path, "retry", f"{sys.executable} {REPO / 'apps' / 'hello_world' / 'main.py'}"
+        )
         backend = FlakyLocalBackend(config.jobs_path, [RuntimeError("the scheduler hiccuped"), SubmitRetryLater("controller down")])
         hub = HubApi(config.hubUrl, config.computeClientPrivateKey)
         runner = BridgeRunner(config, backend, hub, exit_when_idle=True)
@@ -96,25 +107,9 @@ def test_a_job_claimed_before_a_restart_gets_its_secrets_from_the_hub_again(
         "print('token', os.environ['TOKEN'], flush=True)\n"
     )
     with httpx.Client(base_url=live_hub.url, timeout=30) as api:
-        created = api.post(
-            "/v1/compute-clients",
-            json={"serviceName": seeded.service, "label": "restarted", "computeSlots": [SLOT.model_dump()]},
-            headers=auth(seeded.key),
-        ).json()
-        body: dict[str, Any] = {
-            "serviceName": seeded.service,
-            "jobDefinition": {"appName": "hello_world", "processorName": "hello_world_1", "parameters": [{"name": "name", "value": "again"}]},
-            "requiredResources": {"numCpus": 1, "numGpus": 0, "memoryGb": 0.5, "timeSec": 60},
-            "secrets": [{"name": "TOKEN", "value": token}],
-        }
-        job_id = api.post("/v1/jobs", json=body, headers=auth(seeded.key)).json()["jobId"]
-        config = BridgeConfig(
-            hubUrl=live_hub.url, serviceName=seeded.service, computeClientId=created["computeClient"]["computeClientId"],
-            computeClientPrivateKey=created["computeClientPrivateKey"], label="restarted", computeSlots=[SLOT],
-            appCommands={"hello_world": f"{sys.executable} {processor}"},
-            jobsDir=str(tmp_path / "jobs"), cacheDir=str(tmp_path / "cache"),
-            pollIntervalSec=0.05, heartbeatIntervalSec=0.5, claimWaitSec=0.2,
-        )  # fmt: skip
+        job_id, config = _client_and_job(
+            api, seeded, live_hub, tmp_path, "again", f"{sys.executable} {processor}", secrets=[{"name": "TOKEN", "value": token}]
+        )
         hub = HubApi(config.hubUrl, config.computeClientPrivateKey)
         # The earlier bridge: it claimed the job and stopped before it wrote anything.
         assert [j.jobId for j in hub.claim(1, 0, None)] == [job_id]
