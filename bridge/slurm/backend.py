@@ -270,7 +270,7 @@ class SlurmBackend(Backend):
             raise SubmitError(f"could not write the batch script for {job_dir}: {e}") from e
         marker.touch()
         try:
-            slurm_job_id = self.commands.submit(self._without_bridge_settings(argv, keep={}), env={})
+            slurm_job_id = self.commands.submit(self._without_bridge_settings(argv))
         except SbatchRejectedError as e:
             marker.unlink(missing_ok=True)  # nothing was queued
             if self.remote is not None and job.secrets:
@@ -435,11 +435,11 @@ class SlurmBackend(Backend):
             self._interval = min(self.site.queuePollMaxSec, self._interval * 1.5)
         self._next_query_at = self._clock() + self._interval
 
-    def _without_bridge_settings(self, argv: list[str], keep: Mapping[str, str]) -> list[str]:
+    def _without_bridge_settings(self, argv: list[str]) -> list[str]:
         """sbatch exports its environment to the job: leave out the bridge's own PAIRIO_* settings."""
         if not self.shell.is_local:
             return argv
-        names = sorted(n for n in os.environ if n.startswith("PAIRIO_") and n not in keep)
+        names = sorted(n for n in os.environ if n.startswith("PAIRIO_"))
         if not names:
             return argv
         prefix = ["env"]

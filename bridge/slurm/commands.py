@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
@@ -29,7 +28,6 @@ _TRANSIENT_SBATCH = re.compile(
 _SLURM_JOB_ID = re.compile(r"\d+(_\d+)?")
 _ACCOUNTING_OFF = re.compile(r"accounting storage is disabled|slurmdbd|Connection refused|not running a supported accounting", re.IGNORECASE)
 _UNKNOWN_JOB = "Invalid job id specified"
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class SlurmCommandError(ShellError):
@@ -67,22 +65,13 @@ class SlurmCommands:
 
     # ------------------------------------------------------------ sbatch
 
-    def submit(self, argv: Sequence[str], *, env: Mapping[str, str]) -> str:
-        """Run an ``sbatch --parsable`` command line with ``env`` added (sbatch exports it to the job); the Slurm job id.
+    def submit(self, argv: Sequence[str]) -> str:
+        """Run an ``sbatch --parsable`` command line; the Slurm job id.
 
-        On this machine ``env`` goes straight into sbatch's environment. Elsewhere it goes on
-        stdin to a shell that exports it and execs sbatch, so that values (secrets) never
-        appear on a command line there.
+        Nothing of the job's goes into sbatch's environment: secrets reach the watcher in the
+        job directory's secrets.json, never sbatch, its environment or a command line.
         """
-        if self.shell.is_local or not env:
-            result = self._run(argv, env=env, timeout=120.0)
-        else:
-            bad = [name for name in env if not _ENV_NAME.fullmatch(name)]
-            if bad:
-                raise SbatchRejectedError(f"environment variable names {bad} are not valid; use letters, digits and '_'")
-            exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
-            wrapped = ["sh", "-c", 'eval "$(cat)" && exec "$@"', "sh", *argv]
-            result = self._run(wrapped, stdin=exports.encode(), timeout=120.0)
+        result = self._run(argv, timeout=120.0)
         if result.exit_code != 0:
             message = result.output_summary() or f"sbatch exited with status {result.exit_code} and printed nothing"
             if _TRANSIENT_SBATCH.search(message):
