@@ -8,6 +8,7 @@ is logged, and the bridge carries on when it answers again.
 from __future__ import annotations
 
 import json
+import re
 import signal
 from collections.abc import Iterator
 
@@ -53,8 +54,10 @@ def test_a_bridge_whose_compute_client_was_deleted_exits_saying_how_to_fix_it(st
     assert stack.bridge.process is not None
     assert stack.bridge.process.wait(timeout=90) == 1, stack.bridge.log
     log = stack.bridge.log
-    assert "refused this bridge 3 times in a row" in log and "pairio-bridge register --dir" in log, log
-    assert log.count("the hub refuses this bridge") == 3, log
+    # The heartbeat thread and the main loop's claim may both be refused in one round, so the count can pass 3.
+    refused = re.search(r"refused this bridge (\d+) times in a row", log)
+    assert refused is not None and int(refused.group(1)) >= 3 and "pairio-bridge register --dir" in log, log
+    assert log.count("the hub refuses this bridge") >= 3, log
     assert "Traceback" not in log, log
 
 
