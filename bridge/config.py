@@ -230,11 +230,6 @@ def processor_command(
     watcher_args = ("--container-engine", mode.value, "--container-image", image)
     if mode is ContainerMode.APPTAINER:
         return ProcessorLaunch(apptainer_exec_command(image=image, argv=argv, job_dir=job_dir, resources=resources), watcher_args)
-    if resources.numGpus > 0:
-        raise BridgeConfigError(
-            f"the job asks for {resources.numGpus} GPU(s), and container mode {mode.value!r} does not hand GPUs to containers yet; "
-            "run GPU jobs on a bridge with container mode 'none' or 'apptainer' (--nv)"
-        )
     command = oci_create_command(
         mode.value, image=image, argv=argv, job_dir=job_dir, job_id=job_id, resources=resources, pull_policy=config.pullPolicy,
         network=needs_network,

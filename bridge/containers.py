@@ -5,7 +5,8 @@ and removes the container itself (bridge/watch.py), under the name ``pairio-<job
 restarted bridge can find it. apptainer: the ``exec`` argv runs under the watcher like a native
 processor. Either way the job's variables and secrets reach the container only through an env
 file the watcher writes in the job directory (``watch.CONTAINER_ENV_FILE``, mode 0600), never
-through a command line, where ``ps`` would show them.
+through a command line, where ``ps`` would show them. GPU flags are added by the watcher on the
+job's host (``watch.with_gpu_options``), where the job's GPUs are known.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from pairio.models import PairioJobRequiredResources
 
-from .watch import CONTAINER_ENV_FILE, JOB_TMP_DIR, WORK_DIR
+from .watch import CONTAINER_ENV_FILE, INPUTS_DIR, JOB_FILE, JOB_TMP_DIR, OUTPUTS_DIR, WORK_DIR
 
 CONTAINER_NAME_PREFIX = "pairio-"
 # Enough for any real processor's threads and subprocesses; stops a fork bomb from taking the host.
@@ -65,9 +66,10 @@ def oci_create_command(
 ) -> list[str]:
     """``podman create`` / ``docker create`` of the job's container; the watcher starts it.
 
-    The job directory is mounted at the same path, so the paths in job.json hold inside; /tmp is
-    the job's own ``tmp/`` (jobs never fill the host's /tmp); files written inside belong to the
-    bridge's user. Never ``run --rm``: docker through podman's socket loses the exit code with it.
+    The parts of the job directory a processor uses are mounted at their own paths (``job_mounts``),
+    so the paths in job.json hold inside; /tmp is the job's own ``tmp/`` (jobs never fill the host's
+    /tmp); files written inside belong to the bridge's user. Never ``run --rm``: docker through
+    podman's socket loses the exit code with it.
     """
     job_dir = job_dir.resolve()
     memory = f"{memory_limit_mb(resources.memoryGb)}m"
@@ -83,11 +85,27 @@ def oci_create_command(
         "--network", "bridge" if network else "none",
         "--env-file", str(job_dir / CONTAINER_ENV_FILE),
         *owner_options(engine),
-        "-v", f"{job_dir}:{job_dir}",
-        "-v", f"{job_dir / JOB_TMP_DIR}:/tmp",
+        *[option for source, target, mode in job_mounts(job_dir) for option in ("-v", f"{source}:{target}:{mode}")],
         "-w", str(job_dir / WORK_DIR),
         image, *argv,
     ]  # fmt: skip
+
+
+def job_mounts(job_dir: Path) -> list[tuple[Path, str, str]]:
+    """What of the job directory a container sees, as (host path, path inside, ro|rw).
+
+    The job file and the staged inputs read-only; the outputs and the working directory writable,
+    at the same paths as on the host; the job's ``tmp/`` as /tmp. Never the whole directory: the
+    watcher's files there (watcher.json, result.json, the cancel mark, the env file) are the bridge's,
+    and a processor in a container must not be able to write them.
+    """
+    return [
+        (job_dir / JOB_FILE, str(job_dir / JOB_FILE), "ro"),
+        (job_dir / INPUTS_DIR, str(job_dir / INPUTS_DIR), "ro"),
+        (job_dir / OUTPUTS_DIR, str(job_dir / OUTPUTS_DIR), "rw"),
+        (job_dir / WORK_DIR, str(job_dir / WORK_DIR), "rw"),
+        (job_dir / JOB_TMP_DIR, "/tmp", "rw"),
+    ]
 
 
 def owner_options(engine: str) -> list[str]:
@@ -104,12 +122,11 @@ def owner_options(engine: str) -> list[str]:
 def apptainer_exec_command(
     *, image: str, argv: Sequence[str], job_dir: Path, resources: PairioJobRequiredResources
 ) -> list[str]:
-    """``apptainer exec`` with nothing of the host but the job directory and a job-local /tmp."""
+    """``apptainer exec`` with nothing of the host but the job's files (``job_mounts``) and a job-local /tmp."""
     job_dir = job_dir.resolve()
     command = [
         "apptainer", "exec", "--containall", "--cleanenv",
-        "--bind", f"{job_dir}:{job_dir}",
-        "--bind", f"{job_dir / JOB_TMP_DIR}:/tmp",
+        *[option for source, target, mode in job_mounts(job_dir) for option in ("--bind", f"{source}:{target}:{mode}")],
         "--pwd", str(job_dir / WORK_DIR),
         "--env-file", str(job_dir / CONTAINER_ENV_FILE),
     ]  # fmt: skip

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pairio.jobfile import JOB_FILE_NAME, PairioJobFile
 
 from .backend import NativeOutcome, NativePhase
+from .watch import INPUTS_DIR, OUTPUTS_DIR, WORK_DIR
 
 STATE_FILE_NAME = "state.json"
 CONSOLE_FILE_NAME = "console.txt"
@@ -101,15 +102,15 @@ class JobDir:
 
     @property
     def inputs_dir(self) -> Path:
-        return self.path / "inputs"
+        return self.path / INPUTS_DIR
 
     @property
     def outputs_dir(self) -> Path:
-        return self.path / "outputs"
+        return self.path / OUTPUTS_DIR
 
     @property
     def work_dir(self) -> Path:
-        return self.path / "work"
+        return self.path / WORK_DIR
 
     @property
     def console_file(self) -> Path:

@@ -80,8 +80,13 @@ SECRETS_FILE = "secrets.json"
 MASKING_SCRIPT_FILE = "pairio_masking.py"
 """pairio/masking.py, copied beside a watcher that runs where Pairio is not installed"""
 WORK_DIR = "work"
+INPUTS_DIR = "inputs"
+"""staged inputs (hard links to the bridge's read-only cache)"""
+OUTPUTS_DIR = "outputs"
 JOB_TMP_DIR = "tmp"
 """the job's own /tmp inside a container"""
+ENGINE_DIR = "engine"
+"""the container engine's working directory (out of the container's reach: only parts of the job directory are mounted)"""
 CONTAINER_ENV_FILE = "container.env"
 """the job's variables and secrets for the container engine (mode 0600); deleted once the engine has read it"""
 CONTAINER_ENGINES = ("podman", "docker", "apptainer")
@@ -183,11 +188,51 @@ def take_secrets(job_dir: Path) -> Optional[dict[str, str]]:
     return data
 
 
-def container_environment(job_env: dict[str, str]) -> dict[str, str]:
-    """What a container gets of the job's environment: all but the host's paths, and /tmp as TMPDIR."""
+def container_environment(job_env: dict[str, str], engine: str = "podman", gpu_ids: Sequence[str] = ()) -> dict[str, str]:
+    """What a container gets of the job's environment: all but the host's paths, /tmp as TMPDIR, its GPUs as it sees them."""
     env = {name: value for name, value in job_env.items() if name not in HOST_ONLY_ENV}
     env["TMPDIR"] = "/tmp"
+    env.update(container_gpu_environment(engine, gpu_ids))
     return env
+
+
+def gpu_options(engine: str, gpu_ids: Sequence[str]) -> list[str]:
+    """The engine's flags that hand exactly these host GPUs to a podman/docker container (no ids: no GPU at all).
+
+    podman takes CDI device names (``nvidia.com/gpu=N``, from ``nvidia-ctk cdi generate``); docker takes
+    ``--gpus`` (NVIDIA container toolkit), its device list quoted because docker reads the value as a CSV field.
+    Inside, the GPUs are numbered from 0 (``container_gpu_environment``).
+    """
+    if not gpu_ids:
+        return []
+    if engine == "podman":
+        return [option for gpu in gpu_ids for option in ("--device", f"nvidia.com/gpu={gpu}")]
+    if engine == "docker":
+        return ["--gpus", f'"device={",".join(gpu_ids)}"']
+    raise ValueError(f"no GPU flags for engine {engine!r}")
+
+
+def container_gpu_environment(engine: str, gpu_ids: Sequence[str]) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES as the job sees it in its container.
+
+    podman/docker containers hold only the job's GPUs, numbered from 0; apptainer's ``--nv`` shows every
+    GPU of the host, so there the host's ids pick the job's (an empty value hides them all).
+    """
+    if engine in ("podman", "docker"):
+        return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(gpu_ids)))}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(gpu_ids)}
+
+
+def with_gpu_options(create_command: Sequence[str], gpu_ids: Sequence[str]) -> list[str]:
+    """A ``create`` argv (bridge/containers.py) with the flags for the GPUs this job was given.
+
+    Added here, on the job's host, where the GPUs are known: the local bridge's assignment or
+    Slurm's allocation. They go right after ``create``.
+    """
+    engine, verb, *rest = create_command
+    if verb != "create":
+        raise ValueError(f"not a container engine's create command: {' '.join(create_command[:2])}")
+    return [engine, verb, *gpu_options(Path(engine).name, gpu_ids), *rest]
 
 
 def write_env_file(path: Path, env: dict[str, str]) -> Path:
@@ -674,9 +719,13 @@ class Watcher:
             pass_env=self.config.pass_env, secrets=self.secrets, job_id=_job_id(self.job_dir),
         )
         if self.config.container_engine:
-            (self.job_dir / JOB_TMP_DIR).mkdir(exist_ok=True)
+            for mounted in (JOB_TMP_DIR, INPUTS_DIR, OUTPUTS_DIR):  # the engine refuses to mount what is not there
+                (self.job_dir / mounted).mkdir(exist_ok=True)
             try:
-                write_env_file(self.job_dir / CONTAINER_ENV_FILE, container_environment(env))
+                write_env_file(
+                    self.job_dir / CONTAINER_ENV_FILE,
+                    container_environment(env, self.config.container_engine, self.config.gpu_ids),
+                )
             except (OSError, ValueError) as e:
                 return Result("failed", None, self.masked(f"could not write the container's env file: {e}"))
             # the engine reads the job's variables from the env file; its own process gets only its settings
@@ -716,10 +765,10 @@ class Watcher:
 
     def run_container(self, engine_env: dict[str, str]) -> Result:
         """Create, start and follow the job's container through its engine; it is removed whatever happens."""
-        container = Container(self.config.container_engine, self.config.container_name, engine_env)
+        container = Container(self.config.container_engine, self.config.container_name, engine_env, self.job_dir)
         container.remove()  # left by an earlier attempt of this job (a watcher that was lost)
         try:
-            created = container.engine(self.config.command[1:])
+            created = container.engine(with_gpu_options(self.config.command, self.config.gpu_ids)[1:])
             (self.job_dir / CONTAINER_ENV_FILE).unlink(missing_ok=True)  # the container holds the values now
             if created.returncode != 0:
                 return Result("failed", created.returncode, self.masked(self.create_error(created)))
@@ -728,7 +777,7 @@ class Watcher:
             try:
                 attach = subprocess.Popen(
                     container.command("start", "--attach", container.name),
-                    env=engine_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    env=engine_env, cwd=container.work_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             except OSError as e:
@@ -742,7 +791,7 @@ class Watcher:
                 self.console_pump.finish()
             return Result(result.phase, result.exit_code, self.masked(result.error), image_digest=digest)
         finally:
-            container.remove()
+            container.close()
 
     def create_error(self, created: subprocess.CompletedProcess[str]) -> str:
         detail = tail_text(created.stderr.encode(), max_lines=5)
@@ -785,8 +834,7 @@ class Watcher:
             return Result("failed", None, f"{container.program} lost the job's container {container.name} (no exit code)")
         if self.stop_requested and returncode != 0:
             return Result("failed", returncode, self.stop_error())
-        if returncode == ENGINE_OOM_EXIT_CODE:
-            # the engine's memory cgroup killed it (runc on cgroup v1 does not set OOMKilled: the code is the sign)
+        if returncode == ENGINE_OOM_EXIT_CODE and container.killed_for_memory():
             limit = int(self.config.memory_gb * BYTES_PER_GB)
             return Result("failed", returncode, memory_limit_error(max(peak_rss, limit + 1), self.config.memory_gb))
         return self.exit_result(returncode)
@@ -918,11 +966,15 @@ class Watcher:
 class Container:
     """One job's podman/docker container, driven through the engine's command line."""
 
-    def __init__(self, program: str, name: str, env: dict[str, str]) -> None:
+    def __init__(self, program: str, name: str, env: dict[str, str], job_dir: Path) -> None:
         self.program = program
         self.name = name
         self.env = env
         self._pid: Optional[int] = None
+        # The engine's commands run here: podman's conmon leaves its OOM record (a file named "oom")
+        # in its working directory on cgroup v1 hosts, where the engine's OOMKilled stays false.
+        self.work_dir = job_dir / ENGINE_DIR
+        self.work_dir.mkdir(mode=0o700, exist_ok=True)
 
     def command(self, *args: str) -> list[str]:
         return [self.program, *args]
@@ -930,7 +982,8 @@ class Container:
     def engine(self, args: Sequence[str], timeout_sec: float = ENGINE_COMMAND_TIMEOUT_SEC) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(
-                self.command(*args), env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_sec,
+                self.command(*args), env=self.env, cwd=self.work_dir, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                timeout=timeout_sec,
             )
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(args, 124, "", f"{self.program} {' '.join(args[:1])} did not answer in {timeout_sec:g} s")
@@ -967,8 +1020,25 @@ class Container:
         if stopped.returncode != 0:
             self.engine(["kill", self.name], timeout_sec=30)
 
+    def killed_for_memory(self) -> bool:
+        """Whether the engine's memory limit ended the container (after an exit 137, which any SIGKILL gives).
+
+        The engine's own record where it keeps one (docker; podman on cgroup v2), or podman's conmon's OOM
+        file on cgroup v1. The docker CLI through podman's socket keeps neither: there exit 137 is taken as
+        the memory limit, the usual cause of a SIGKILL nobody sent.
+        """
+        state = self.engine(["inspect", "--format", "{{.State.OOMKilled}}", self.name], timeout_sec=30).stdout.strip()
+        if state == "true" or (self.work_dir / "oom").exists():
+            return True
+        return self.program != "podman"
+
     def remove(self) -> None:
         self.engine(["rm", "--force", self.name], timeout_sec=60)
+
+    def close(self) -> None:
+        """Remove the container and the engine's working directory."""
+        self.remove()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def image_digest(self) -> Optional[str]:
         """The resolved digest of the image the (created) container runs, or None when the engine does not say.

@@ -191,7 +191,8 @@ def podman_socket(podman_setup: PodmanSetup) -> Iterator[str]:
     sock = podman_setup.base_dir / "podman.sock"
     service = subprocess.Popen(
         ["podman", "system", "service", "--time=0", f"unix://{sock}"],
-        env={**os.environ, **podman_setup.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # conmon leaves its OOM record ("oom") in the service's working directory: not in the checkout
+        cwd=podman_setup.base_dir, env={**os.environ, **podman_setup.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30

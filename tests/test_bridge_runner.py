@@ -116,17 +116,38 @@ def test_oci_create_command(tmp_path: Path, engine: str) -> None:
     for pair in [
         ("--name", "pairio-J1"), ("--pull", "never"), ("--cpus", "2"), ("--memory", "1536m"), ("--memory-swap", "1536m"),
         ("--pids-limit", "4096"), ("--network", "none"), ("--env-file", f"{d}/container.env"),
-        ("--user", f"{os.getuid()}:{os.getgid()}"), ("-v", f"{d}:{d}"), ("-v", f"{d}/tmp:/tmp"), ("-w", f"{d}/work"),
+        ("--user", f"{os.getuid()}:{os.getgid()}"), ("-v", f"{d}/job.json:{d}/job.json:ro"), ("-v", f"{d}/inputs:{d}/inputs:ro"),
+        ("-v", f"{d}/outputs:{d}/outputs:rw"), ("-v", f"{d}/work:{d}/work:rw"), ("-v", f"{d}/tmp:/tmp:rw"), ("-w", f"{d}/work"),
     ]:
         assert pair in pairs, pair
     assert "-e" not in argv and "--env" not in argv  # values go through the env file only
+    assert f"{d}:{d}" not in argv  # never the whole job directory: the watcher's files there are not the job's
     assert launch.watcher_args == ("--container-engine", engine, "--container-image", "ghcr.io/x/app:1", "--container-name", "pairio-J1")
     plain = processor_command(make_config(containerMode=engine), app_name="a", image="i", executable="/app/run", job_dir=job_dir, job_id="J1", resources=RESOURCES)
     assert plain.command[-2:] == ["i", "/app/run"] and ("--pull", "missing") in list(zip(plain.command, plain.command[1:]))
     networked = processor_command(make_config(containerMode=engine), app_name="a", image="i", executable="e", job_dir=job_dir, job_id="J1", resources=RESOURCES, needs_network=True)
     assert ("--network", "bridge") in list(zip(networked.command, networked.command[1:]))  # the spec's needsNetwork
-    with pytest.raises(BridgeConfigError, match="does not hand GPUs"):
-        processor_command(make_config(containerMode=engine), app_name="a", image="i", executable="e", job_dir=job_dir, job_id="J1", resources=GPU_RESOURCES)
+    gpu = processor_command(make_config(containerMode=engine), app_name="a", image="i", executable="e", job_dir=job_dir, job_id="J1", resources=GPU_RESOURCES)
+    assert gpu.command[:2] == [engine, "create"]  # the watcher adds the flags for the GPUs the job is given on its host
+
+
+def test_gpu_flags_name_exactly_the_jobs_gpus() -> None:
+    """podman: one CDI device per GPU; docker: --gpus with a quoted device list; inside, GPUs count from 0."""
+    from bridge.watch import container_environment, gpu_options, with_gpu_options
+
+    assert gpu_options("podman", ["1", "3"]) == ["--device", "nvidia.com/gpu=1", "--device", "nvidia.com/gpu=3"]
+    assert gpu_options("docker", ["1", "3"]) == ["--gpus", '"device=1,3"']
+    assert gpu_options("podman", []) == [] and gpu_options("docker", []) == []  # no GPU asked: none in the container
+    create = ["podman", "create", "--name", "pairio-J", "img", "python", "main.py"]
+    assert with_gpu_options(create, ["2"]) == ["podman", "create", "--device", "nvidia.com/gpu=2", "--name", "pairio-J", "img", "python", "main.py"]
+    assert with_gpu_options(["/usr/bin/docker", *create[1:]], ["0"])[2:4] == ["--gpus", '"device=0"']
+    with pytest.raises(ValueError):
+        with_gpu_options(["podman", "run", "img"], ["0"])
+    job_env = {"PATH": "/host/bin", "HOME": "/root", "CUDA_VISIBLE_DEVICES": "1,3", "X": "y"}
+    assert container_environment(job_env, "podman", ["1", "3"])["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert container_environment(job_env, "docker", [])["CUDA_VISIBLE_DEVICES"] == ""
+    inside = container_environment(job_env, "apptainer", ["1", "3"])  # --nv shows all of the host's GPUs
+    assert inside["CUDA_VISIBLE_DEVICES"] == "1,3" and "PATH" not in inside and inside["TMPDIR"] == "/tmp"
 
 
 def test_apptainer_command(tmp_path: Path) -> None:
@@ -134,7 +155,9 @@ def test_apptainer_command(tmp_path: Path) -> None:
     config = make_config(containerMode=ContainerMode.APPTAINER)
     launch = processor_command(config, app_name="a", image="ghcr.io/x/app:1", executable="/app/main.py", job_dir=tmp_path, job_id="J", resources=RESOURCES)
     assert launch.command == [
-        "apptainer", "exec", "--containall", "--cleanenv", "--bind", f"{d}:{d}", "--bind", f"{d}/tmp:/tmp",
+        "apptainer", "exec", "--containall", "--cleanenv", "--bind", f"{d}/job.json:{d}/job.json:ro",
+        "--bind", f"{d}/inputs:{d}/inputs:ro", "--bind", f"{d}/outputs:{d}/outputs:rw", "--bind", f"{d}/work:{d}/work:rw",
+        "--bind", f"{d}/tmp:/tmp:rw",
         "--pwd", f"{d}/work", "--env-file", f"{d}/container.env", "docker://ghcr.io/x/app:1", "python", "/app/main.py",
     ]
     assert launch.watcher_args == ("--container-engine", "apptainer", "--container-image", "ghcr.io/x/app:1")

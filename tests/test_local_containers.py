@@ -117,6 +117,45 @@ class ContainerContract(BackendContract):
         assert outcome.error is not None and "over its memory limit of 0.125 GB" in outcome.error, outcome
         self.assert_no_container(job.job_id)
 
+    def test_the_watchers_files_are_out_of_the_containers_reach(self, backend: Backend, tmp_path: Path) -> None:
+        """The container sees job.json and the inputs read-only, the outputs and work writable, and nothing else of
+        the job directory: what a processor writes beside them stays in its container's own layer, so it cannot
+        touch the result, the watcher's record or the cancel mark on the host."""
+        script = """
+            import json, os
+            job_dir = os.path.dirname(os.environ["PAIRIO_JOB_FILE"])
+            for name in ("job.json", "inputs/x"):
+                try:
+                    open(os.path.join(job_dir, name), "w").write("{}")
+                    print("wrote", name, flush=True)
+                except OSError as e:
+                    print("refused", name, type(e).__name__, flush=True)
+            for name in ("result.json", "watcher.json", "cancel"):
+                open(os.path.join(job_dir, name), "w").write(json.dumps({"phase": "failed", "pid": 1}))
+            open(os.path.join(job_dir, "outputs", "ok.txt"), "w").write("fine")
+        """
+        native_id, job = self.submit(backend, tmp_path, script)
+        outcome = self.wait_final(backend, native_id)
+        console = (job.job_dir / "console.txt").read_text()
+        assert outcome.phase == NativePhase.SUCCEEDED, (outcome, console)
+        assert "refused job.json" in console and "refused inputs/x" in console, console
+        run_dir = self.run_dir(job)  # where the watcher ran (over SSH: the remote directory)
+        assert not (run_dir / "cancel").exists()
+        assert json.loads((run_dir / "result.json").read_text())["phase"] == "succeeded"
+        assert json.loads((run_dir / "watcher.json").read_text())["pid"] != 1
+        assert (run_dir / "outputs" / "ok.txt").read_text() == "fine"
+
+    def test_exit_137_that_is_not_the_memory_limit_is_not_called_one(self, backend: Backend, tmp_path: Path) -> None:
+        """Exit 137 alone is any SIGKILL (or a shell passing one on): podman's OOM record tells the memory limit
+        apart (the docker CLI through podman's socket has no such record, so only podman is held to it)."""
+        if self.engine != "podman":
+            pytest.skip("the docker CLI through podman's socket keeps no OOM record")
+        native_id, job = self.submit(backend, tmp_path, "import os\nprint('bye', flush=True)\nos._exit(137)\n", memory_gb=0.125)
+        outcome = self.wait_final(backend, native_id)
+        assert outcome.phase == NativePhase.FAILED and outcome.exit_code == 137, outcome
+        assert "memory limit" not in (outcome.error or "") and "137" in (outcome.error or ""), outcome
+        self.assert_no_container(job.job_id)
+
     def test_cpu_limit_is_in_the_containers_cgroup(self, backend: Backend, tmp_path: Path) -> None:
         script = """
             import os

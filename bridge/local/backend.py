@@ -406,7 +406,7 @@ def kill_orphaned_job(native_id: NativeId) -> None:
     engine, name = data.get("containerEngine"), data.get("containerName")
     if engine in ("podman", "docker") and isinstance(name, str) and name:
         # the container's processes are the engine's children, not the watcher's group's
-        Container(engine, name, dict(os.environ)).remove()
+        Container(engine, name, dict(os.environ), native_id.job_dir).close()
     # Only processes of that group started after our watcher: a group id is a pid, and pids are reused.
     for p in psutil.process_iter():
         try:
