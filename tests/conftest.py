@@ -1,4 +1,4 @@
-"""Fixtures: every hub-level test runs against SQLite and against PostgreSQL."""
+"""Fixtures: every hub-level test runs against SQLite and against PostgreSQL. Test tiers: see TIERS."""
 
 from __future__ import annotations
 
@@ -19,6 +19,70 @@ PUBLIC_URL = "http://hub.test"
 
 # session fixtures shared by several modules: one test Slurm cluster per session
 pytest_plugins = ["tests.slurm_support"]
+
+# Every test module's tiers, so one tier runs alone: ``bash scripts/test.sh -m slurm``.
+# unit: no process, server or database beyond the test itself; hub: the hub on SQLite/PostgreSQL;
+# bridge: real hub and bridge processes, local backend; slurm, ssh, container, browser: the real
+# Slurm cluster, sshd, container engine, Chromium; compat: the original pairio==0.5.9 as the peer.
+TIERS: dict[str, tuple[str, ...]] = {
+    "test_app_sdk": ("unit",),
+    "test_bridge_containers_e2e": ("bridge", "container"),
+    "test_bridge_e2e": ("bridge",),
+    "test_bridge_examples": ("bridge",),
+    "test_bridge_hygiene": ("bridge",),
+    "test_bridge_runner": ("unit",),
+    "test_bridge_secrets_e2e": ("bridge",),
+    "test_busy_machine": ("bridge",),
+    "test_cancel_e2e": ("bridge",),
+    "test_claim_concurrency": ("hub",),
+    "test_cli": ("hub",),
+    "test_client": ("hub",),
+    "test_compute_api": ("hub",),
+    "test_files": ("hub",),
+    "test_heartbeat_expiry": ("hub",),
+    "test_job_page": ("hub",),
+    "test_job_secrets": ("hub",),
+    "test_job_secrets_e2e": ("bridge",),
+    "test_local_backend": ("bridge",),
+    "test_local_containers": ("bridge", "container"),
+    "test_masking_stream": ("unit",),
+    "test_migrations": ("hub",),
+    "test_models": ("unit",),
+    "test_openapi": ("hub",),
+    "test_original_pairio": ("compat",),
+    "test_rest_jobs": ("hub",),
+    "test_runner_recovery": ("bridge",),
+    "test_slurm_accounting": ("slurm",),
+    "test_slurm_backend": ("slurm",),
+    "test_slurm_containers": ("slurm", "container"),
+    "test_slurm_e2e": ("slurm",),
+    "test_slurm_script": ("unit",),
+    "test_slurm_ssh": ("slurm", "ssh"),
+    "test_ssh_backend": ("ssh",),
+    "test_ssh_containers": ("ssh", "container"),
+    "test_ssh_e2e": ("ssh",),
+    "test_ssh_shell": ("ssh",),
+    "test_ui_browser": ("browser",),
+    "test_ui_pages": ("hub",),
+    "test_watch": ("unit",),
+    "test_wire_protocol": ("hub",),
+    "test_wire_ui_calls": ("compat",),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for tier in sorted({t for tiers in TIERS.values() for t in tiers}):
+        config.addinivalue_line("markers", f"{tier}: test tier (tests/conftest.py TIERS)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        tiers = TIERS.get(module)
+        if tiers is None:
+            raise pytest.UsageError(f"tests/{module}.py has no tier: add it to TIERS in tests/conftest.py")
+        for tier in tiers:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
