@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bridge.backend import Backend, NativePhase
-from bridge.containers import container_name
+from bridge.config import BridgeConfig, ContainerMode, processor_command
+from bridge.containers import PullPolicy, container_name
 from bridge.slurm.backend import SlurmNativeId
+from bridge.slurm.script import render_sbatch_script
+from bridge.slurm.site import SlurmSiteOptions
+from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
 
 from . import test_bridge_e2e as e2e
 from .bridge_contract import SPAWN_ESCAPING_CHILD, wait_for
@@ -28,20 +34,23 @@ from .test_bridge_containers_e2e import add_hello_world_with_image, hello_world_
 from .test_bridge_e2e import public_get
 from .test_bridge_examples import job_id_of, run_example
 from .test_local_containers import ContainerContract
-from .test_slurm_backend import TestSlurmBackend, slurm_backend
+from . import test_slurm_backend as slurm_contract  # not its Test class by name: pytest would run it here again
 from .test_slurm_e2e import SlurmStack
 
 hub = e2e.hub
+DATA = Path(__file__).parent / "data" / "slurm"
+JOB_DIR = Path("/shared/pairio/jobs/job123")
+PYTHON = "/opt/pairio/venv/bin/python"
+IMAGE = "ghcr.io/lab/app:1"
 
-pytestmark = pytest.mark.usefixtures("slurm_cluster")
 
-
-class TestSlurmPodmanContainers(ContainerContract, TestSlurmBackend):
+@pytest.mark.usefixtures("slurm_cluster")
+class TestSlurmPodmanContainers(ContainerContract, slurm_contract.TestSlurmBackend):
     engine = "podman"
     final_timeout_sec = 60.0
 
     def make_backend(self, tmp_path: Path) -> Backend:
-        return slurm_backend()
+        return slurm_contract.slurm_backend()
 
     def watcher_pid(self, native_id: str) -> int:
         job_dir = SlurmNativeId.parse(native_id).job_dir
@@ -132,3 +141,81 @@ def test_the_examples_run_as_slurm_jobs_in_podman_containers(
     assert "--container-engine podman" in (stack.bridge_dir / "jobs" / hello1.jobId / "slurm_job.sh").read_text()
     assert not [name for name in podman_setup.container_names() if name.startswith("pairio-")]
 
+
+
+# ---------------------------------------------------------------- the batch script in container mode (pure)
+
+
+def bridge_config(mode: ContainerMode) -> BridgeConfig:
+    return BridgeConfig(
+        hubUrl="http://127.0.0.1:1", serviceName="svc", computeClientId="cc", computeClientPrivateKey="k", label="slurm",
+        computeSlots=[PairioComputeClientComputeSlot(numCpus=8, numGpus=2, memoryGb=32, timeSec=3600)],
+        containerMode=mode, pullPolicy=PullPolicy.NEVER,
+    )
+
+
+def container_script(mode: ContainerMode, num_gpus: int = 0, job_dir: Path = JOB_DIR, python: str = PYTHON) -> str:
+    """The batch script as SlurmBackend.submit writes it for a job of this container mode."""
+    resources = PairioJobRequiredResources(numCpus=2, numGpus=num_gpus, memoryGb=4, timeSec=600)
+    launch = processor_command(
+        bridge_config(mode), app_name="app", image=IMAGE, executable="/app/main.py", job_dir=job_dir, job_id="job123",
+        resources=resources,
+    )
+    return render_sbatch_script("job123", job_dir, resources, SlurmSiteOptions(), launch.command, python, watcher_args=launch.watcher_args)
+
+
+def test_the_apptainer_command_line_runs_under_the_watcher_in_the_batch_script() -> None:
+    """apptainer: the same ``apptainer exec`` as on the local bridge, as the watcher's processor; the GPUs as the
+    allocation's processes number them (apptainer shares the node's devices, --nv)."""
+    assert container_script(ContainerMode.APPTAINER, num_gpus=1) == (DATA / "expected_apptainer.sh").read_text()
+
+
+def test_the_podman_batch_script_removes_a_left_container_on_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """podman: the watcher creates the container; should it be killed, the script's exit trap removes the container
+    (before the exit code is written, so a job the bridge sees ended has no container left)."""
+    monkeypatch.setattr(os, "getuid", lambda: 1000)  # a cluster user, not this session's root: rootless podman
+    monkeypatch.setattr(os, "getgid", lambda: 1000)
+    assert container_script(ContainerMode.PODMAN) == (DATA / "expected_podman.sh").read_text()
+
+
+def watcher_gpus(tmp_path: Path, mode: ContainerMode, allocation: dict[str, str]) -> str:
+    """Runs the batch script with bash, in an allocation with these variables: the ``--gpus`` its watcher gets."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash is not installed")
+    job_dir = tmp_path / "job"
+    job_dir.mkdir(exist_ok=True)
+    fake = tmp_path / "fake-python"  # stands in for the watcher: records its argv
+    fake.write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > {tmp_path}/argv.txt\ntouch "$JOB_DIR/result.json" 2>/dev/null; exit 0\n')
+    fake.chmod(0o755)
+    script = tmp_path / "job.sbatch"
+    resources = PairioJobRequiredResources(numCpus=1, numGpus=2, memoryGb=1, timeSec=60)
+    engine = mode.value
+    # the watcher's options as processor_command gives them (podman: once GPU flags exist for it; it refuses GPU jobs today)
+    args = ("--container-engine", engine, "--container-image", IMAGE, *(("--container-name", "pairio-job123") if engine == "podman" else ()))
+    script.write_text(render_sbatch_script("job123", job_dir, resources, SlurmSiteOptions(), [engine, "run"], str(fake), watcher_args=args))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k != "CUDA_VISIBLE_DEVICES"} | allocation
+    done = subprocess.run([bash, str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    argv = (tmp_path / "argv.txt").read_text().splitlines()
+    return argv[argv.index("--gpus") + 1]
+
+
+@pytest.mark.parametrize(
+    "allocation, engine_ids, visible_ids",
+    [
+        # batch step of a cluster that constrains devices: global ids 2,3 are 0,1 inside the job's device cgroup
+        ({"SLURM_JOB_GPUS": "2,3", "CUDA_VISIBLE_DEVICES": "0,1"}, "2,3", "0,1"),
+        ({"SLURM_STEP_GPUS": "5,7", "SLURM_JOB_GPUS": "4,5,6,7", "CUDA_VISIBLE_DEVICES": "1,3"}, "5,7", "1,3"),  # a step's own GPUs
+        ({"CUDA_VISIBLE_DEVICES": "1"}, "1", "1"),  # an older Slurm that sets only CUDA_VISIBLE_DEVICES
+        ({"SLURM_JOB_GPUS": "", "CUDA_VISIBLE_DEVICES": "0"}, "0", "0"),
+        ({}, "", ""),  # no GPUs in the allocation: the watcher hides every GPU
+    ],
+)
+def test_the_watcher_gets_the_gpus_of_slurms_allocation(
+    tmp_path: Path, allocation: dict[str, str], engine_ids: str, visible_ids: str
+) -> None:
+    """podman/docker name host devices, so they get Slurm's global ids; apptainer and plain processes see the
+    allocation's devices as CUDA numbers them there."""
+    assert watcher_gpus(tmp_path, ContainerMode.PODMAN, allocation) == engine_ids
+    assert watcher_gpus(tmp_path, ContainerMode.APPTAINER, allocation) == visible_ids
