@@ -18,6 +18,12 @@ How a job is run and followed:
 - With a ``RemoteJobs`` (``pairio-bridge slurm --ssh``: the login node is reached over SSH),
   the job directory is uploaded to the cluster's file system before ``sbatch`` and mirrored
   back in ``poll`` (console, resource log, outputs, result) with one command for all jobs.
+- Container mode (``--container podman|docker|apptainer``): the processor's command is the engine's, built on
+  the bridge's host as for the local bridge, and the watcher runs it inside the allocation with the same limits.
+  The engine's own settings (CONTAINERS_CONF, DOCKER_HOST, ...) reach it through the environment sbatch copies
+  into the job; the watcher gives them to the engine only. A job Slurm stops (scancel, TIMEOUT) or whose watcher
+  is killed loses its podman/docker container to the batch script's exit trap (``script.container_removal``);
+  the watcher's ``--gpus`` are the allocation's (``script.gpu_ids_expression``).
 - The native id is ``<slurm job id>:<job dir>``, so a restarted bridge needs nothing else;
   ``adopt`` finds a job whose id was never recorded by its name (``pairio-<jobId>``) or by
   the id the script writes into the job directory when it starts.

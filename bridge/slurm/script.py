@@ -111,6 +111,41 @@ def sbatch_argv(site: SlurmSiteOptions, job_id: str, job_dir: Path, script_path:
     ]
 
 
+OCI_ENGINES = ("podman", "docker")
+"""container modes whose watcher creates a named container: the batch script removes it should the watcher be killed"""
+GPU_IDS_VISIBLE = '"${CUDA_VISIBLE_DEVICES:-}"'
+"""the job's GPUs as its processes number them: Slurm's CUDA_VISIBLE_DEVICES (relative to a device cgroup, where the
+site constrains devices); what a processor on the node, or in apptainer (which shares the node's devices), uses"""
+GPU_IDS_GLOBAL = '"${SLURM_STEP_GPUS:-${SLURM_JOB_GPUS:-${CUDA_VISIBLE_DEVICES:-}}}"'
+"""the job's GPUs as the node numbers them (Slurm's global ids; CUDA_VISIBLE_DEVICES where Slurm sets no other): what a
+container engine's device options name, since the engine hands host devices to the container"""
+
+
+def watcher_option(watcher_args: Sequence[str], name: str) -> str:
+    """The value of ``name`` (``--container-engine``, ...) among the watcher's options, or "" when absent."""
+    for i, arg in enumerate(watcher_args):
+        if arg == name and i + 1 < len(watcher_args):
+            return watcher_args[i + 1]
+        if arg.startswith(name + "="):
+            return arg[len(name) + 1:]
+    return ""
+
+
+def gpu_ids_expression(container_engine: str) -> str:
+    """Where the watcher's ``--gpus`` come from in the allocation, for a job run with this engine ("" for none)."""
+    return GPU_IDS_GLOBAL if container_engine in OCI_ENGINES else GPU_IDS_VISIBLE
+
+
+def container_removal(container_engine: str, container_name: str) -> str:
+    """The shell command the batch script runs on exit when the watcher left no result (it was killed): the container
+    goes with the job. ``--time 0``: Slurm's KillWait (seconds after its SIGTERM) is all the time there is."""
+    q = shlex.quote
+    force = "--force --time 0" if container_engine == "podman" else "--force"
+    return (
+        f'[ -e "$JOB_DIR/result.json" ] || {q(container_engine)} rm {force} {q(container_name)} >/dev/null 2>&1 || true'
+    )
+
+
 def render_sbatch_script(
     job_id: str,
     job_dir: Path,
@@ -136,6 +171,11 @@ def render_sbatch_script(
     if not processor_argv:
         raise ValueError("the processor's argv is empty")
     q = shlex.quote
+    engine = watcher_option(watcher_args, "--container-engine")
+    container = watcher_option(watcher_args, "--container-name") if engine in OCI_ENGINES else ""
+    on_exit = 'status=$?; '
+    if container:
+        on_exit += container_removal(engine, container).replace("'", "'\"'\"'") + "; "
     lines = ["#!/bin/bash"]
     lines += [f"#SBATCH {option}" for option in slurm_resource_options(resources, site) + site_options(resources, site)]
     lines += [
@@ -147,7 +187,8 @@ def render_sbatch_script(
         f'rm -f "$JOB_DIR/{EXIT_CODE_FILE}" "$JOB_DIR/result.json" "$JOB_DIR/watcher.json"',
         f'printf "%s\\n" "${{SLURM_JOB_ID:-}}" > "$JOB_DIR/{SLURM_JOB_ID_FILE}"',
         # runs on every exit, also when the prologue fails; written then renamed so a reader never sees half a file
-        'trap \'status=$?; printf "%s\\n" "$status" > "$JOB_DIR/' + EXIT_CODE_FILE + '.tmp" && mv -f "$JOB_DIR/'
+        # podman/docker: a killed watcher leaves its container; it goes first, so a job seen ended has none left
+        "trap '" + on_exit + 'printf "%s\\n" "$status" > "$JOB_DIR/' + EXIT_CODE_FILE + '.tmp" && mv -f "$JOB_DIR/'
         + EXIT_CODE_FILE + '.tmp" "$JOB_DIR/' + EXIT_CODE_FILE + '"\' EXIT',
     ]
     lines += [f"export {name}={q(value)}" for name, value in site.exportEnv.items()]
@@ -164,8 +205,8 @@ def render_sbatch_script(
         *(q(f"--pass-env={name}") for name in (*SLURM_PASS_ENV, *site.exportEnv)),
     ]
     if resources.numGpus > 0:
-        # Slurm's allocation sets CUDA_VISIBLE_DEVICES; the watcher would otherwise hide every GPU
-        watcher.append('--gpus "${CUDA_VISIBLE_DEVICES:-}"')
+        # the GPUs of Slurm's allocation (the watcher would otherwise hide every GPU); see gpu_ids_expression
+        watcher.append(f"--gpus {gpu_ids_expression(engine)}")
     watcher.append("-- " + " ".join(q(arg) for arg in processor_argv))
     lines.append(" ".join(watcher))
     lines.append("exit $?")

@@ -1,0 +1,16 @@
+#!/bin/bash
+#SBATCH --time=10
+#SBATCH --mem=4096M
+#SBATCH --cpus-per-task=2
+#SBATCH --ntasks=1
+#SBATCH --nodes=1
+#SBATCH --gres=gpu:1
+# Pairio job job123, written by the Pairio Slurm bridge.
+set -u
+JOB_DIR=/shared/pairio/jobs/job123
+PYTHON=/opt/pairio/venv/bin/python
+rm -f "$JOB_DIR/slurm_exit_code" "$JOB_DIR/result.json" "$JOB_DIR/watcher.json"
+printf "%s\n" "${SLURM_JOB_ID:-}" > "$JOB_DIR/slurm_job_id"
+trap 'status=$?; printf "%s\n" "$status" > "$JOB_DIR/slurm_exit_code.tmp" && mv -f "$JOB_DIR/slurm_exit_code.tmp" "$JOB_DIR/slurm_exit_code"' EXIT
+"$PYTHON" -I "$JOB_DIR/pairio_watch.py" --job-dir "$JOB_DIR" --time-sec 600 --memory-gb 4 --num-cpus 2 --container-engine apptainer --container-image ghcr.io/lab/app:1 '--pass-env=SLURM_*' --gpus "${CUDA_VISIBLE_DEVICES:-}" -- apptainer exec --containall --cleanenv --bind /shared/pairio/jobs/job123:/shared/pairio/jobs/job123 --bind /shared/pairio/jobs/job123/tmp:/tmp --pwd /shared/pairio/jobs/job123/work --env-file /shared/pairio/jobs/job123/container.env --nv docker://ghcr.io/lab/app:1 python /app/main.py
+exit $?

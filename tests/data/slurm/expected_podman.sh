@@ -1,0 +1,15 @@
+#!/bin/bash
+#SBATCH --time=10
+#SBATCH --mem=4096M
+#SBATCH --cpus-per-task=2
+#SBATCH --ntasks=1
+#SBATCH --nodes=1
+# Pairio job job123, written by the Pairio Slurm bridge.
+set -u
+JOB_DIR=/shared/pairio/jobs/job123
+PYTHON=/opt/pairio/venv/bin/python
+rm -f "$JOB_DIR/slurm_exit_code" "$JOB_DIR/result.json" "$JOB_DIR/watcher.json"
+printf "%s\n" "${SLURM_JOB_ID:-}" > "$JOB_DIR/slurm_job_id"
+trap 'status=$?; [ -e "$JOB_DIR/result.json" ] || podman rm --force --time 0 pairio-job123 >/dev/null 2>&1 || true; printf "%s\n" "$status" > "$JOB_DIR/slurm_exit_code.tmp" && mv -f "$JOB_DIR/slurm_exit_code.tmp" "$JOB_DIR/slurm_exit_code"' EXIT
+"$PYTHON" -I "$JOB_DIR/pairio_watch.py" --job-dir "$JOB_DIR" --time-sec 600 --memory-gb 4 --num-cpus 2 --container-engine podman --container-image ghcr.io/lab/app:1 --container-name pairio-job123 '--pass-env=SLURM_*' -- podman create --name pairio-job123 --label pairio.job=job123 --pull never --cpus 2 --memory 4096m --memory-swap 4096m --pids-limit 4096 --network none --env-file /shared/pairio/jobs/job123/container.env --userns keep-id -v /shared/pairio/jobs/job123:/shared/pairio/jobs/job123 -v /shared/pairio/jobs/job123/tmp:/tmp -w /shared/pairio/jobs/job123/work ghcr.io/lab/app:1 python /app/main.py
+exit $?
