@@ -116,6 +116,7 @@ def _parse_app_commands(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--container", type=click.Choice([m.value for m in ContainerMode]), default=ContainerMode.NONE.value, show_default=True, help="how processors run: on the host (none) or in their image's container")
 @click.option("--pull-policy", type=click.Choice([p.value for p in PullPolicy]), default=PullPolicy.MISSING.value, show_default=True, help="podman/docker: when images may be pulled")
+@click.option("--apptainer-limits", is_flag=True, help="apptainer: memory and CPU limits by apptainer's cgroups (needs cgroup support on the job's host) [default: the watcher's limits]")
 @click.option("--slurm-partition", default=None, help="pairio-bridge slurm: the partition jobs go to [default: the cluster's]")
 @click.option("--slurm-account", default=None, help="pairio-bridge slurm: the account jobs are charged to")
 @click.option("--slurm-qos", default=None, help="pairio-bridge slurm: the QOS of jobs")
@@ -127,7 +128,7 @@ def register(
     bridge_dir: Path, service: str, label: Optional[str], hub_url: Optional[str], apps: tuple[str, ...],
     num_cpus: Optional[int], num_gpus: Optional[int], memory_gb: Optional[float], time_sec: float,
     multiplicity: Optional[int], max_concurrent_jobs: Optional[int], respect_machine_load: bool, container: str, pull_policy: str,
-    slurm_partition: Optional[str], slurm_account: Optional[str], slurm_qos: Optional[str], slurm_jobs_dir: Optional[str],
+    apptainer_limits: bool, slurm_partition: Optional[str], slurm_account: Optional[str], slurm_qos: Optional[str], slurm_jobs_dir: Optional[str],
     slurm_options: tuple[str, ...], force: bool, pass_env: tuple[str, ...] = (),
 ) -> None:
     """Create a compute client for SERVICE on the hub and write its configuration into DIR/bridge.json.
@@ -167,6 +168,7 @@ def register(
         computeSlots=[slot],
         containerMode=ContainerMode(container),
         pullPolicy=PullPolicy(pull_policy),
+        apptainerLimits=apptainer_limits,
         appCommands=app_commands,
         maxConcurrentJobs=max_concurrent_jobs,
         respectMachineLoad=respect_machine_load,

@@ -66,6 +66,11 @@ class BridgeConfig(BaseModel):
     pullPolicy: PullPolicy = Field(
         default=PullPolicy.MISSING, description="podman/docker: when an image may be pulled (never, missing, always)"
     )
+    apptainerLimits: bool = Field(
+        default=False,
+        description="apptainer: also pass --memory/--memory-swap/--cpus (needs an apptainer with cgroup support "
+        "on the job's host; without it the watcher's limits apply, as for native runs)",
+    )
     appCommands: dict[str, str] = Field(
         default_factory=dict, description="container mode none: the command that runs each app, e.g. 'python /abs/main.py'"
     )
@@ -229,7 +234,10 @@ def processor_command(
     argv = executable_argv(executable)
     watcher_args = ("--container-engine", mode.value, "--container-image", image)
     if mode is ContainerMode.APPTAINER:
-        return ProcessorLaunch(apptainer_exec_command(image=image, argv=argv, job_dir=job_dir, resources=resources), watcher_args)
+        command = apptainer_exec_command(
+            image=image, argv=argv, job_dir=job_dir, resources=resources, engine_limits=config.apptainerLimits
+        )
+        return ProcessorLaunch(command, watcher_args)
     command = oci_create_command(
         mode.value, image=image, argv=argv, job_dir=job_dir, job_id=job_id, resources=resources, pull_policy=config.pullPolicy,
         network=needs_network,

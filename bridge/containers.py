@@ -120,9 +120,13 @@ def owner_options(engine: str) -> list[str]:
 
 
 def apptainer_exec_command(
-    *, image: str, argv: Sequence[str], job_dir: Path, resources: PairioJobRequiredResources
+    *, image: str, argv: Sequence[str], job_dir: Path, resources: PairioJobRequiredResources, engine_limits: bool = False
 ) -> list[str]:
-    """``apptainer exec`` with nothing of the host but the job's files (``job_mounts``) and a job-local /tmp."""
+    """``apptainer exec`` with nothing of the host but the job's files (``job_mounts``) and a job-local /tmp.
+
+    ``engine_limits``: memory and CPU limits by apptainer's cgroups (apptainer 1.1 or later with cgroup
+    support on the host, or every job fails at start); otherwise the watcher enforces memory and time.
+    """
     job_dir = job_dir.resolve()
     command = [
         "apptainer", "exec", "--containall", "--cleanenv",
@@ -130,6 +134,9 @@ def apptainer_exec_command(
         "--pwd", str(job_dir / WORK_DIR),
         "--env-file", str(job_dir / CONTAINER_ENV_FILE),
     ]  # fmt: skip
+    if engine_limits:
+        memory = f"{memory_limit_mb(resources.memoryGb)}M"
+        command += ["--memory", memory, "--memory-swap", memory, "--cpus", f"{resources.numCpus:g}"]
     if resources.numGpus > 0:
         command.append("--nv")  # CUDA_VISIBLE_DEVICES in the env file picks the job's GPUs
     return [*command, apptainer_image(image), *argv]

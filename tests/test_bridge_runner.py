@@ -163,6 +163,13 @@ def test_apptainer_command(tmp_path: Path) -> None:
     assert launch.watcher_args == ("--container-engine", "apptainer", "--container-image", "ghcr.io/x/app:1")
     gpu = processor_command(config, app_name="a", image="/images/app.sif", executable="run", job_dir=tmp_path, job_id="J", resources=GPU_RESOURCES)
     assert "--nv" in gpu.command and gpu.command[-2:] == ["/images/app.sif", "run"]
+    assert "--memory" not in gpu.command  # the watcher's limits, as for native runs
+    limited = processor_command(
+        make_config(containerMode=ContainerMode.APPTAINER, apptainerLimits=True), app_name="a", image="/images/app.sif",
+        executable="run", job_dir=tmp_path, job_id="J", resources=RESOURCES,
+    ).command
+    pairs = list(zip(limited, limited[1:]))
+    assert ("--memory", "1536M") in pairs and ("--memory-swap", "1536M") in pairs and ("--cpus", "2") in pairs
 
 
 def test_container_modes_need_an_image(tmp_path: Path) -> None:
