@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from pairio.cli.errors import describe_expected_error
 from pairio.config import resolve_client_settings
+from pairio.extras import extra_of_missing_module, require_extra
 from pairio.errors import MissingApiKeyError, PairioConnectionError, error_for_response, redact
 from pairio.models import MAX_TIME_SEC, PairioComputeClientComputeSlot
 
@@ -53,11 +54,15 @@ class BridgeCommands(click.Group):
             raise click.ClickException(_one_line(message)) from None
 
 
+HELP_FLAGS = {"-h", "--help"}
+
+
 def _one_line(message: str) -> str:
     return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 @click.group(cls=BridgeCommands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pairio", prog_name="pairio-bridge")
 def main() -> None:
     """Pairio bridges: compute clients that claim a service's jobs from a hub and run them.
 
@@ -67,6 +72,8 @@ def main() -> None:
                     pairio-bridge slurm --dir DIR     (a Slurm cluster, from its login node)
                     pairio-bridge ssh --dir DIR ...   (a remote host over SSH)
     """
+    if not HELP_FLAGS & set(sys.argv[1:]):
+        require_extra("bridge", "a bridge")
 
 
 # ---------------------------------------------------------------- register
@@ -273,11 +280,22 @@ def run_bridge(config: BridgeConfig, backend: Any, *, exit_when_idle: bool) -> N
     hub.close()
 
 
-from .slurm.cli import slurm as _slurm_command  # noqa: E402 - registered after main exists
+def _needs_the_bridge_extra(name: str, error: ModuleNotFoundError) -> click.Command:
+    """Stands in for a command whose modules need the bridge extra, which is not installed."""
 
-main.add_command(_slurm_command)
+    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+                   help=f"(not installed: pip install 'pairio[bridge]'; {error})")
+    def command() -> None:
+        require_extra("bridge", "a bridge")
+
+    return command
 
 
-from .ssh.cli import ssh as _ssh_command  # noqa: E402 - registered after main is defined
-
-main.add_command(_ssh_command)
+# registered after main exists; without the bridge extra (paramiko, psutil) they say how to install it
+for _name, _module in (("slurm", "bridge.slurm.cli"), ("ssh", "bridge.ssh.cli")):
+    try:
+        main.add_command(getattr(__import__(_module, fromlist=[_name]), _name))
+    except ModuleNotFoundError as _error:
+        if extra_of_missing_module(_error) != "bridge":
+            raise
+        main.add_command(_needs_the_bridge_extra(_name, _error))

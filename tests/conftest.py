@@ -40,6 +40,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_compute_api": ("hub",),
     "test_files": ("hub",),
     "test_heartbeat_expiry": ("hub",),
+    "test_install_extras": ("hub", "bridge"),
     "test_job_page": ("hub",),
     "test_job_secrets": ("hub",),
     "test_job_secrets_e2e": ("bridge",),

@@ -8,12 +8,16 @@ from typing import Any, Optional
 import click
 
 from pairio.errors import PairioError
+from pairio.extras import extra_of_missing_module
 
 
 def describe_expected_error(error: BaseException) -> Optional[str]:
     """A one-line message for an error the user can act on; None for a bug, which keeps its traceback."""
     if isinstance(error, PairioError):
         return str(error)
+    extra = extra_of_missing_module(error)
+    if extra is not None:
+        return f"this command needs Pairio's {extra} packages ({error}): pip install 'pairio[{extra}]'"
     # The hub's modules are imported only by the commands that need them; an error of one
     # of their types can only come from a module that is already loaded, so look there
     # instead of importing the hub (slow) into every client command.

@@ -29,6 +29,10 @@ def load_hub_settings(data_dir: Optional[Path], **overrides: Any) -> "HubSetting
     """The hub's settings from ``PAIRIO_HUB_*``, with ``--data-dir`` and ``overrides`` taking precedence."""
     from pydantic import ValidationError
 
+    from pairio.extras import require_extra
+
+    require_extra("hub", "running or administering a hub")
+
     from hub.settings import HubSettings
 
     if data_dir is not None:
@@ -80,6 +84,9 @@ def serve(host: str, port: int, data_dir: Optional[Path], log_level: str) -> Non
 
     Job and file URLs start with PAIRIO_HUB_PUBLIC_URL, by default http://HOST:PORT.
     """
+    from pairio.extras import require_extra
+
+    require_extra("hub", "running or administering a hub")
     import uvicorn
     from sqlalchemy import select
 
