@@ -15,7 +15,7 @@ mkdir -p .pairio
 unset PAIRIO_API_URL PAIRIO_API_KEY  # the examples read the hub and key stored by 'pairio login'
 
 python3 -m venv .venv 2>/dev/null || true
-.venv/bin/python -m pip install -q -e . 2> >(grep -v '^WARNING: ' >&2)
+.venv/bin/python -m pip install -q -e '.[all]' 2> >(grep -v '^WARNING: ' >&2)
 export PATH="$PWD/.venv/bin:$PATH"
 
 hub_up() { python - "$URL" <<'PY'
