@@ -22,7 +22,7 @@ from .context import HubContext
 from .errors import HubError
 from .limits import BodySizeLimit
 from .openapi import install_docs
-from .routes import v1_compute, v1_files, v1_jobs, v1_services, wire
+from .routes import health, v1_compute, v1_files, v1_jobs, v1_services, wire
 from .settings import HubSettings
 from .ui import mount_ui, ui_error_page
 
@@ -93,6 +93,7 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
     app.include_router(v1_files.router)
     app.include_router(v1_compute.router)
     app.include_router(wire.router)
+    app.include_router(health.router)
     mount_ui(app)
     install_docs(app, {name: call.request for name, call in wire.CALLS.items()})
 
