@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 import pairio
 
 from ..deps import Ctx
+from ..openapi import ErrorBody
 
 router = APIRouter()
 
@@ -22,7 +23,7 @@ class Health(BaseModel):
 
 @router.get(
     "/healthz", response_model=Health, tags=["health"],
-    responses={503: {"description": "the hub runs, but its database does not answer (the detail says why)"}},
+    responses={503: {"model": ErrorBody, "description": "the hub runs, but its database does not answer (the detail says why)"}},
 )
 def healthz(ctx: Ctx) -> object:
     """200 when the hub answers and its database runs a query; 503 otherwise. No key needed; nothing private."""
