@@ -10,14 +10,13 @@ through a command line, where ``ps`` would show them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 
 from pairio.models import PairioJobRequiredResources
 
-from .watch import CONTAINER_ENV_FILE, JOB_TMP_DIR, WORK_DIR
+from .watch import CONTAINER_ENV_FILE, JOB_TMP_DIR, OWNER_PLACEHOLDER, WORK_DIR
 
 CONTAINER_NAME_PREFIX = "pairio-"
 # Enough for any real processor's threads and subprocesses; stops a fork bomb from taking the host.
@@ -67,7 +66,8 @@ def oci_create_command(
 
     The job directory is mounted at the same path, so the paths in job.json hold inside; /tmp is
     the job's own ``tmp/`` (jobs never fill the host's /tmp); files written inside belong to the
-    bridge's user. Never ``run --rm``: docker through podman's socket loses the exit code with it.
+    job's user on the host it runs on (``watch.with_owner``: over SSH or Slurm that is not the bridge's host).
+    Never ``run --rm``: docker through podman's socket loses the exit code with it.
     """
     job_dir = job_dir.resolve()
     memory = f"{memory_limit_mb(resources.memoryGb)}m"
@@ -82,23 +82,12 @@ def oci_create_command(
         "--pids-limit", str(DEFAULT_PIDS_LIMIT),
         "--network", "bridge" if network else "none",
         "--env-file", str(job_dir / CONTAINER_ENV_FILE),
-        *owner_options(engine),
+        OWNER_PLACEHOLDER,  # the owner on the host the container runs on: the watcher there fills it in
         "-v", f"{job_dir}:{job_dir}",
         "-v", f"{job_dir / JOB_TMP_DIR}:/tmp",
         "-w", str(job_dir / WORK_DIR),
         image, *argv,
     ]  # fmt: skip
-
-
-def owner_options(engine: str) -> list[str]:
-    """Run as the bridge's user, so outputs are its files on the host.
-
-    Rootless podman maps the user's own id into the container with ``keep-id`` (a plain ``--user``
-    would be a sub-id there); docker and rootful podman take the uid and gid as they are.
-    """
-    if engine == "podman" and os.getuid() != 0:
-        return ["--userns", "keep-id"]
-    return ["--user", f"{os.getuid()}:{os.getgid()}"]
 
 
 def apptainer_exec_command(

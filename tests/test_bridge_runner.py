@@ -116,7 +116,7 @@ def test_oci_create_command(tmp_path: Path, engine: str) -> None:
     for pair in [
         ("--name", "pairio-J1"), ("--pull", "never"), ("--cpus", "2"), ("--memory", "1536m"), ("--memory-swap", "1536m"),
         ("--pids-limit", "4096"), ("--network", "none"), ("--env-file", f"{d}/container.env"),
-        ("--user", f"{os.getuid()}:{os.getgid()}"), ("-v", f"{d}:{d}"), ("-v", f"{d}/tmp:/tmp"), ("-w", f"{d}/work"),
+        ("--pairio-owner", "-v"), ("-v", f"{d}:{d}"), ("-v", f"{d}/tmp:/tmp"), ("-w", f"{d}/work"),
     ]:
         assert pair in pairs, pair
     assert "-e" not in argv and "--env" not in argv  # values go through the env file only

@@ -238,3 +238,25 @@ def test_apptainer_runs_a_job_from_a_sandbox_directory(tmp_path: Path) -> None:
     assert outcome.phase == NativePhase.FAILED and outcome.exit_code == 4, outcome
     assert (job.job_dir / "work" / "seen.txt").read_text() == SECRET_VALUE
     assert not (job.job_dir / "container.env").exists()
+
+
+def test_the_owner_is_chosen_where_the_container_runs(tmp_path: Path) -> None:
+    """The create argv the bridge builds names no uid: the watcher on the engine's host puts that host's user in."""
+    from bridge.watch import OWNER_PLACEHOLDER, with_owner
+
+    resources = PairioJobRequiredResources(numCpus=1, numGpus=0, memoryGb=1, timeSec=60)
+    for engine in ("podman", "docker"):
+        argv = oci_create_command(engine, image="img", argv=["python", OWNER_PLACEHOLDER], job_dir=tmp_path, job_id="J", resources=resources)
+        assert argv.count(OWNER_PLACEHOLDER) == 2 and "--user" not in argv and "--userns" not in argv
+        assert argv.index(OWNER_PLACEHOLDER) < argv.index("img")
+    podman = oci_create_command("podman", image="img", argv=["run", OWNER_PLACEHOLDER], job_dir=tmp_path, job_id="J", resources=resources)
+    rootless = with_owner(podman[1:], "podman", uid=1234, gid=99)
+    assert ["--userns", "keep-id"] == rootless[rootless.index("--userns") : rootless.index("--userns") + 2]
+    assert rootless[-3:] == ["img", "run", OWNER_PLACEHOLDER]  # the processor's own argv is left alone
+    rootful = with_owner(podman[1:], "podman", uid=0, gid=0)
+    assert ("--user", "0:0") in list(zip(rootful, rootful[1:])) and "--userns" not in rootful
+    docker = with_owner(podman[1:], "docker", uid=1234, gid=99)
+    assert ("--user", "1234:99") in list(zip(docker, docker[1:])) and docker.count(OWNER_PLACEHOLDER) == 1
+    here = with_owner(podman[1:], "docker")
+    assert ("--user", f"{os.getuid()}:{os.getgid()}") in list(zip(here, here[1:]))
+    assert with_owner(["create", "img"], "docker") == ["create", "img"]  # a command without the placeholder runs as built
