@@ -8,6 +8,7 @@ limits, the container's removal, the env file, a missing image.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -190,6 +191,13 @@ class ContainerContract(BackendContract):
         assert "pull policy" in outcome.error
         self.assert_no_container(job.job_id)
 
+    def test_the_engine_says_which_images_are_on_its_host(self, tmp_path: Path) -> None:
+        """What the bridge logs at start: the engine on the jobs' host is asked about each app's image."""
+        missing = "localhost/pairio-no-such-image:404"
+        check = self.make_backend(tmp_path).check_images(self.engine, [self.setup.image, missing])
+        assert check is not None and check.error is None, check
+        assert dict(check.present) == {self.setup.image: True, missing: False}
+
 
 class TestPodmanContainers(ContainerContract):
     engine = "podman"
@@ -260,3 +268,26 @@ def test_the_owner_is_chosen_where_the_container_runs(tmp_path: Path) -> None:
     here = with_owner(podman[1:], "docker")
     assert ("--user", f"{os.getuid()}:{os.getgid()}") in list(zip(here, here[1:]))
     assert with_owner(["create", "img"], "docker") == ["create", "img"]  # a command without the placeholder runs as built
+
+
+def test_the_image_report_names_the_app_and_the_fix() -> None:
+    from bridge.images import ImageCheck, app_images, image_report
+    from pairio.models import PairioApp
+
+    apps = [
+        PairioApp.model_validate({"name": "a1", "processors": [{"name": "p1", "image": "img:1"}, {"name": "p2", "image": "img:1"}, {"name": "p3"}]}),
+        PairioApp.model_validate({"name": "a2", "processors": [{"name": "p1", "image": "img:1"}, {"name": "p2", "image": "gone:2"}]}),
+    ]
+    images = app_images(apps)
+    assert images == {"img:1": ["a1", "a2"], "gone:2": ["a2"]}
+    check = ImageCheck.from_agent("bob@node:22", {"images": {"img:1": True, "gone:2": False}})
+    never = dict((m, level) for level, m in image_report(check, images, "docker", PullPolicy.NEVER))
+    (ok,) = [m for m in never if m.startswith("image img:1")]
+    assert ok == "image img:1 (app 'a1', 'a2') is on bob@node:22: ok" and never[ok] == logging.INFO
+    (bad,) = [m for m in never if m.startswith("image gone:2")]
+    assert never[bad] == logging.ERROR and "(app 'a2') is not on bob@node:22" in bad
+    assert "run 'docker pull gone:2' on bob@node:22" in bad and "--pull-policy missing" in bad
+    pulled = [m for level, m in image_report(check, images, "podman", PullPolicy.MISSING) if m.startswith("image gone:2")]
+    assert pulled == ["image gone:2 (app 'a2') is not on bob@node:22 yet: podman pulls it for the first job (pull policy 'missing')"]
+    failed = image_report(ImageCheck.from_agent("h", {"error": "docker cannot reach its daemon"}), images, "docker", PullPolicy.NEVER)
+    assert failed == [(logging.WARNING, "could not check the apps' images with docker on h: docker cannot reach its daemon")]
