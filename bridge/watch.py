@@ -230,9 +230,11 @@ def with_owner(argv: Sequence[str], engine: str, uid: Optional[int] = None, gid:
     return [*argv[:at], *options, *argv[at + 1 :]]
 
 
-def image_missing_error(image: str, engine: str, detail: str) -> str:
+def image_missing_error(image: str, engine: str, detail: str, host: Optional[str] = None) -> str:
+    """``host``: where the job ran (the watcher's host: over SSH or Slurm not the bridge's)."""
+    host = host or socket.gethostname()
     return (
-        f"image {image} not found by {engine}: pull it on the bridge host or allow pulls (pull policy: "
+        f"image {image} not found by {engine} on {host}: pull it there ('{engine} pull {image}') or allow pulls (pull policy: "
         f"'pairio-bridge register ... --pull-policy missing'); {engine} said: {detail}"
     )
 
