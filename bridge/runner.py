@@ -207,10 +207,10 @@ class BridgeRunner:
             self.config.label, self.config.computeClientId, self.config.serviceName, self.backend.name,
             self.hub.hub_url, len(self._jobs),
         )
-        self.check_images()
         heartbeats = threading.Thread(target=self._heartbeat_loop, name="bridge-heartbeat", daemon=True)
         heartbeats.start()
         try:
+            self.check_images()  # the heartbeats run meanwhile: adopted jobs stay this bridge's however long it takes
             while True:
                 self.run_cycle()
                 if self._refused is not None:

@@ -23,9 +23,13 @@ from bridge.containers import PullPolicy, container_name, oci_create_command
 from bridge.local.backend import NativeId
 from pairio.models import PairioJobRequiredResources
 
+from . import test_bridge_e2e as e2e
 from .bridge_contract import SECRET_VALUE, SPAWN_ESCAPING_CHILD, BackendContract, wait_for
 from .container_support import PodmanSetup, podman_setup, podman_socket  # noqa: F401  (fixtures)
+from .test_bridge_e2e import Stack
 from .test_local_backend import fast_backend
+
+hub = e2e.hub
 
 
 class ContainerContract(BackendContract):
@@ -291,3 +295,32 @@ def test_the_image_report_names_the_app_and_the_fix() -> None:
     assert pulled == ["image gone:2 (app 'a2') is not on bob@node:22 yet: podman pulls it for the first job (pull policy 'missing')"]
     failed = image_report(ImageCheck.from_agent("h", {"error": "docker cannot reach its daemon"}), images, "docker", PullPolicy.NEVER)
     assert failed == [(logging.WARNING, "could not check the apps' images with docker on h: docker cannot reach its daemon")]
+
+
+def add_app_with_image(stack: Stack, app_name: str, image: str) -> None:
+    spec = {"name": app_name, "processors": [{"name": "run", "image": image, "executable": "/app/main.py"}]}
+    path = stack.tmp_path / f"{app_name}_spec.json"
+    path.write_text(json.dumps(spec))
+    stack.hub.admin("add-app", stack.service, str(path))
+
+
+def test_a_local_bridge_reports_the_apps_images_at_start(
+    hub: tuple[e2e.HubProcess, str], tmp_path: Path, podman_setup: PodmanSetup, podman_socket: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``pairio-bridge local --container docker``: at start the log says which apps' images are here, and which
+    the engine will pull (pull policy 'missing')."""
+    monkeypatch.setenv("DOCKER_HOST", podman_socket)
+    stack = Stack(hub[0], hub[1], tmp_path)
+    missing = "localhost/pairio-no-such-image:404"
+    try:
+        add_app_with_image(stack, "img_present", podman_setup.image)
+        add_app_with_image(stack, "img_missing", missing)
+        stack.register("--container", "docker", "--pull-policy", "missing")
+        stack.bridge.start()
+        log = wait_for(lambda: stack.bridge.log, lambda text: "'img_missing'" in text and "'img_present'" in text, 60.0)
+        assert f"image {missing} (app 'img_missing') is not on this host (" in log, log
+        assert "yet: docker pulls it for the first job (pull policy 'missing')" in log, log
+        assert f"image {podman_setup.image} (app 'img_present') is on this host (" in log and "): ok" in log, log
+    finally:
+        stack.close()

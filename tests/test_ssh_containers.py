@@ -1,9 +1,11 @@
-"""The SSH backend in podman container mode: the bridge contract over the test sshd, with each job
-in a container of the offline test image on the "remote" host (this machine).
+"""The SSH backend in podman and docker container modes: the bridge contract over the test sshd, with
+each job in a container of the offline test image on the "remote" host (this machine).
 
 The test sshd's logins get the session's private engine settings (CONTAINERS_CONF and
 CONTAINERS_STORAGE_CONF, through sshd's SetEnv), as a real host's login would have its own;
-the remote agent hands them to the watcher, which gives them to the engine only.
+for docker also DOCKER_HOST, podman's Docker-compatible socket. The remote agent hands them to
+the watcher, which gives them to the engine only. At start the bridge checks the apps' images
+on the remote host (bridge/images.py).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .ssh_support import TestSshd, require_ssh_tools
 from .test_bridge_containers_e2e import add_hello_world_with_image, hello_world_image  # noqa: F401  (fixture)
 from .test_bridge_e2e import Stack, public_get
 from .test_bridge_examples import job_id_of, run_example
-from .test_local_containers import ContainerContract
+from .test_local_containers import ContainerContract, add_app_with_image
 from .test_ssh_backend import REMOTE_PYTHON, RemoteContract
 from .test_ssh_e2e import ssh_args
 
@@ -179,13 +181,6 @@ def test_an_example_runs_through_pairio_bridge_ssh_in_podman_mode(
         assert not [name for name in podman_setup.container_names() if name.startswith("pairio-")]
     finally:
         stack.close()
-
-
-def add_app_with_image(stack: Stack, app_name: str, image: str) -> None:
-    spec = {"name": app_name, "processors": [{"name": "run", "image": image, "executable": "/app/main.py"}]}
-    path = stack.tmp_path / f"{app_name}_spec.json"
-    path.write_text(json.dumps(spec))
-    stack.hub.admin("add-app", stack.service, str(path))
 
 
 def test_the_apps_images_are_checked_at_connect_time(
