@@ -18,9 +18,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from collections.abc import Sequence
 from typing import ClassVar, Optional
 
 from bridge.backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError
