@@ -223,3 +223,19 @@ def test_an_example_runs_through_pairio_bridge_ssh_in_docker_mode(
         assert not [name for name in podman_setup.container_names() if name.startswith("pairio-")]
     finally:
         stack.close()
+
+
+def test_an_unreachable_docker_daemon_is_reported_by_the_image_check(sshd: TestSshd, tmp_path: Path, podman_setup: PodmanSetup) -> None:  # noqa: F811
+    """A login without DOCKER_HOST (and no daemon at docker's default socket): the check says the daemon is unreachable."""
+    if not shutil.which("docker"):
+        pytest.skip("no docker CLI here")
+    if Path("/var/run/docker.sock").exists():
+        pytest.skip("a docker daemon may answer at the default socket here")
+    shell = SshShell(sshd.options())
+    try:
+        backend = SshBackend(RemoteJobs(shell, str(tmp_path / "remote"), python=REMOTE_PYTHON), tmp_path / "jobs", gpu_ids=[])
+        check = backend.check_images("docker", [podman_setup.image])
+    finally:
+        shell.close()
+    assert check is not None and check.error is not None and "docker cannot reach its daemon" in check.error, check
+    assert check.where == shell.description
