@@ -743,13 +743,16 @@ class BridgeRunner:
             return
         try:
             apps = self.hub.list_apps(self.config.serviceName)
-        except HubApiError as e:
-            log.warning("could not list the apps of service %r to check their images (%s); jobs whose image is missing fail when they start", self.config.serviceName, e)
+            images = app_images(apps)
+            check = self.backend.check_images(engine, sorted(images)) if images else None
+        except Exception as e:  # noqa: BLE001 - only a report: the bridge runs on, and each job's create says the same
+            log.warning(
+                "could not check the images of service %r's apps (%s: %s); a job whose image is missing fails when it starts",
+                self.config.serviceName, type(e).__name__, e,
+            )
             return
         now = self._clock()
         self._app_specs.update({app.name: (now, app) for app in apps})
-        images = app_images(apps)
-        check = self.backend.check_images(engine, sorted(images)) if images else None
         if check is not None:
             for level, message in image_report(check, images, engine, self.config.pullPolicy):
                 log.log(level, message)
