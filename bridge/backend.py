@@ -9,12 +9,15 @@ to a ``NativeOutcome`` by the backend; the runner decides what to report.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import ClassVar, Optional
 
 from pairio.models import PairioJobRequiredResources
+
+from .images import ImageCheck
 
 
 class NativePhase(str, Enum):
@@ -105,6 +108,11 @@ class Backend(ABC):
 
         Called before each submit; only backends that respect the machine's load say anything.
         """
+        return None
+
+    def check_images(self, engine: str, images: Sequence[str]) -> Optional[ImageCheck]:
+        """Whether podman/docker has ``images`` on the host the jobs run on, for the bridge log at start;
+        None: this backend cannot tell (e.g. Slurm's compute nodes have their own)."""
         return None
 
     def describe(self, native_id: str) -> Optional[str]:

@@ -11,14 +11,13 @@ job's host (``watch.with_gpu_options``), where the job's GPUs are known.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 
 from pairio.models import PairioJobRequiredResources
 
-from .watch import CONTAINER_ENV_FILE, INPUTS_DIR, JOB_FILE, JOB_TMP_DIR, OUTPUTS_DIR, WORK_DIR
+from .watch import CONTAINER_ENV_FILE, INPUTS_DIR, JOB_FILE, JOB_TMP_DIR, OUTPUTS_DIR, OWNER_PLACEHOLDER, WORK_DIR
 
 CONTAINER_NAME_PREFIX = "pairio-"
 # Enough for any real processor's threads and subprocesses; stops a fork bomb from taking the host.
@@ -68,8 +67,9 @@ def oci_create_command(
 
     The parts of the job directory a processor uses are mounted at their own paths (``job_mounts``),
     so the paths in job.json hold inside; /tmp is the job's own ``tmp/`` (jobs never fill the host's
-    /tmp); files written inside belong to the bridge's user. Never ``run --rm``: docker through
-    podman's socket loses the exit code with it.
+    /tmp); files written inside belong to the job's user on the host it runs on (``watch.with_owner``:
+    over SSH or Slurm that is not the bridge's host). Never ``run --rm``: docker through podman's
+    socket loses the exit code with it.
     """
     job_dir = job_dir.resolve()
     memory = f"{memory_limit_mb(resources.memoryGb)}m"
@@ -84,7 +84,7 @@ def oci_create_command(
         "--pids-limit", str(DEFAULT_PIDS_LIMIT),
         "--network", "bridge" if network else "none",
         "--env-file", str(job_dir / CONTAINER_ENV_FILE),
-        *owner_options(engine),
+        OWNER_PLACEHOLDER,  # the owner on the host the container runs on: the watcher there fills it in
         *[option for source, target, mode in job_mounts(job_dir) for option in ("-v", f"{source}:{target}:{mode}")],
         "-w", str(job_dir / WORK_DIR),
         image, *argv,
@@ -106,17 +106,6 @@ def job_mounts(job_dir: Path) -> list[tuple[Path, str, str]]:
         (job_dir / WORK_DIR, str(job_dir / WORK_DIR), "rw"),
         (job_dir / JOB_TMP_DIR, "/tmp", "rw"),
     ]
-
-
-def owner_options(engine: str) -> list[str]:
-    """Run as the bridge's user, so outputs are its files on the host.
-
-    Rootless podman maps the user's own id into the container with ``keep-id`` (a plain ``--user``
-    would be a sub-id there); docker and rootful podman take the uid and gid as they are.
-    """
-    if engine == "podman" and os.getuid() != 0:
-        return ["--userns", "keep-id"]
-    return ["--user", f"{os.getuid()}:{os.getgid()}"]
 
 
 def apptainer_exec_command(

@@ -297,6 +297,10 @@ class HubApi:
         )
         return PairioApp.model_validate(body["appSpecification"])
 
+    def list_apps(self, service_name: str) -> list[PairioApp]:
+        body = self._json(self._request("GET", f"/v1/services/{_segment(service_name)}/apps", auth=False))
+        return [PairioApp.model_validate(app["appSpecification"]) for app in body["serviceApps"]]
+
 
 def job_data(raw: dict[str, Any]) -> PairioJobData:
     """A job from the hub, its secrets taken as they are: the runner checks their names itself and fails

@@ -1,6 +1,7 @@
 """The bridge's helper on a remote host: one invocation per batch of work, JSON in and out.
 
     python3 agent.py probe                      -> the host: CPUs, memory, load, GPUs, disk, Python
+                                                   (stdin: {"containerEngine", "images"}: also the engine and those images)
     python3 agent.py launch --job-dir D [--cpus 0,1] -- WATCHER ARGV...   (stdin: {"passEnv": [...]})
     python3 agent.py sync                       (stdin: {"jobs": [{"dir", "console", "resourceLog"}], ...})
     python3 agent.py cancel                     (stdin: {"dirs": [...]})
@@ -249,6 +250,9 @@ def command_probe(request: Dict[str, Any]) -> Dict[str, Any]:
     engine = request.get("containerEngine")
     if engine:
         info["containerEngine"] = check_engine(str(engine))
+        images = [str(i) for i in request.get("images") or []]
+        if images and "version" in info["containerEngine"]:
+            info["containerEngine"]["imageCheck"] = check_images(str(engine), images)
     return info
 
 
@@ -267,6 +271,33 @@ def check_engine(engine: str) -> Dict[str, Any]:
         detail = " ".join((out.stderr or out.stdout).split())[-500:]
         return {"name": engine, "error": f"{engine} --version exited with {out.returncode}: {detail}"}
     return {"name": engine, "version": out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""}
+
+
+def check_images(engine: str, images: List[str]) -> Dict[str, Any]:
+    """Which of ``images`` podman or docker has here: ``{"images": {IMAGE: true, false, or why it could not
+    be told}}``, or ``{"error": ...}`` when the engine cannot be asked at all (e.g. docker's daemon is
+    unreachable). The local bridge calls it too."""
+    import subprocess
+
+    if engine not in ("podman", "docker"):
+        return {"error": f"images are not checked for {engine}"}
+    found: Dict[str, Any] = {}
+    for image in images:
+        argv = ["podman", "image", "exists", image] if engine == "podman" else ["docker", "image", "inspect", "--format", "{{.Id}}", image]
+        try:
+            out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return {"error": f"{' '.join(argv[:3])} failed: {e}"}
+        detail = " ".join((out.stderr or "").split())[-500:]
+        if out.returncode == 0:
+            found[image] = True
+        elif (engine == "podman" and out.returncode == 1) or "no such image" in detail.lower():
+            found[image] = False
+        elif "cannot connect" in detail.lower():
+            return {"error": f"{engine} cannot reach its daemon: {detail}"}
+        else:
+            found[image] = f"{' '.join(argv[:3])} exited with {out.returncode}: {detail}"
+    return {"images": found}
 
 
 # ---------------------------------------------------------------- jobs

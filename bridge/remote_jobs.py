@@ -250,12 +250,15 @@ class RemoteJobs:
                     self.shell.put_file(source, target, mode=0o644)
             self._tools_ready = True
 
-    def probe(self, container_engine: str = "") -> HostInfo:
+    def probe(self, container_engine: str = "", images: Sequence[str] = ()) -> HostInfo:
         """Ask the host what it offers (CPUs, memory, GPUs, disk, Python); also checks that Python runs there,
-        and that ``container_engine`` does (``HostInfo.container_engine``)."""
+        that ``container_engine`` does (``HostInfo.container_engine``), and whether it has ``images``
+        (its ``imageCheck``: see bridge/images.py)."""
         request: dict[str, Any] = {"root": self.root}
         if container_engine:
             request["containerEngine"] = container_engine
+            if images:
+                request["images"] = list(images)
         self.host = HostInfo.from_agent(self._agent(["probe"], request))
         return self.host
 

@@ -47,6 +47,7 @@ from pairio.status import JobStatus
 from .backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError, SubmitRetryLater
 from .config import BridgeConfig, BridgeConfigError, ProcessorLaunch, processor_command
 from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError
+from .images import app_images, image_report
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
 from .staging import InputCache, StagingError
 from .watch import SECRETS_FILE
@@ -209,6 +210,7 @@ class BridgeRunner:
         heartbeats = threading.Thread(target=self._heartbeat_loop, name="bridge-heartbeat", daemon=True)
         heartbeats.start()
         try:
+            self.check_images()  # the heartbeats run meanwhile: adopted jobs stay this bridge's however long it takes
             while True:
                 self.run_cycle()
                 if self._refused is not None:
@@ -732,6 +734,28 @@ class BridgeRunner:
             self.config, app_name=app_name, image=image, executable=executable, job_dir=d.path, job_id=job.jobId,
             resources=job.requiredResources, needs_network=needs_network,
         )
+
+    def check_images(self) -> None:
+        """podman/docker: say in the log whether the images of the service's apps are on the engine's host
+        (with pull policy 'never', a missing one fails its app's jobs: the line says how to fix it)."""
+        engine = self.config.containerMode.value
+        if engine not in ("podman", "docker"):
+            return
+        try:
+            apps = self.hub.list_apps(self.config.serviceName)
+            images = app_images(apps)
+            check = self.backend.check_images(engine, sorted(images)) if images else None
+        except Exception as e:  # noqa: BLE001 - only a report: the bridge runs on, and each job's create says the same
+            log.warning(
+                "could not check the images of service %r's apps (%s: %s); a job whose image is missing fails when it starts",
+                self.config.serviceName, type(e).__name__, e,
+            )
+            return
+        now = self._clock()
+        self._app_specs.update({app.name: (now, app) for app in apps})
+        if check is not None:
+            for level, message in image_report(check, images, engine, self.config.pullPolicy):
+                log.log(level, message)
 
     def _app_spec(self, service_name: str, app_name: str) -> PairioApp:
         cached = self._app_specs.get(app_name)

@@ -90,6 +90,9 @@ ENGINE_DIR = "engine"
 CONTAINER_ENV_FILE = "container.env"
 """the job's variables and secrets for the container engine (mode 0600); deleted once the engine has read it"""
 CONTAINER_ENGINES = ("podman", "docker", "apptainer")
+OWNER_PLACEHOLDER = "--pairio-owner"
+"""in a podman/docker ``create`` argv (bridge/containers.py): the watcher puts the owner options of the host
+it runs on in its place (``with_owner``), as the job's user there may not be the bridge's user"""
 # The engine's own settings: the watcher's engine commands need them, the job never sees them.
 ENGINE_ENV = ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF", "DOCKER_HOST", "DOCKER_CONFIG", "XDG_RUNTIME_DIR")
 # Variables of the host that would break an image: it has its own PATH and HOME; /tmp is the job's.
@@ -250,9 +253,33 @@ def write_env_file(path: Path, env: dict[str, str]) -> Path:
     return path
 
 
-def image_missing_error(image: str, engine: str, detail: str) -> str:
+def owner_options(engine: str, uid: int, gid: int) -> list[str]:
+    """Run the container as the job's user on its host, so outputs are that user's files there.
+
+    Rootless podman maps the user's own id into the container with ``keep-id`` (a plain ``--user``
+    would be a sub-id there); docker and rootful podman take the uid and gid as they are.
+    """
+    if engine == "podman" and uid != 0:
+        return ["--userns", "keep-id"]
+    return ["--user", f"{uid}:{gid}"]
+
+
+def with_owner(argv: Sequence[str], engine: str, uid: Optional[int] = None, gid: Optional[int] = None) -> list[str]:
+    """``argv`` with its first OWNER_PLACEHOLDER replaced by the owner options of this host's user (only the
+    first: it comes before the image, and what follows the image is the processor's own argv)."""
+    argv = list(argv)
+    if OWNER_PLACEHOLDER not in argv:
+        return argv
+    at = argv.index(OWNER_PLACEHOLDER)
+    options = owner_options(engine, os.getuid() if uid is None else uid, os.getgid() if gid is None else gid)
+    return [*argv[:at], *options, *argv[at + 1 :]]
+
+
+def image_missing_error(image: str, engine: str, detail: str, host: Optional[str] = None) -> str:
+    """``host``: where the job ran (the watcher's host: over SSH or Slurm not the bridge's)."""
+    host = host or socket.gethostname()
     return (
-        f"image {image} not found by {engine}: pull it on the bridge host or allow pulls (pull policy: "
+        f"image {image} not found by {engine} on {host}: pull it there ('{engine} pull {image}') or allow pulls (pull policy: "
         f"'pairio-bridge register ... --pull-policy missing'); {engine} said: {detail}"
     )
 
@@ -768,7 +795,9 @@ class Watcher:
         container = Container(self.config.container_engine, self.config.container_name, engine_env, self.job_dir)
         container.remove()  # left by an earlier attempt of this job (a watcher that was lost)
         try:
-            created = container.engine(with_gpu_options(self.config.command, self.config.gpu_ids)[1:])
+            created = container.engine(
+                with_owner(with_gpu_options(self.config.command, self.config.gpu_ids), self.config.container_engine)[1:]
+            )
             (self.job_dir / CONTAINER_ENV_FILE).unlink(missing_ok=True)  # the container holds the values now
             if created.returncode != 0:
                 return Result("failed", created.returncode, self.masked(self.create_error(created)))

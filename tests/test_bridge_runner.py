@@ -116,7 +116,7 @@ def test_oci_create_command(tmp_path: Path, engine: str) -> None:
     for pair in [
         ("--name", "pairio-J1"), ("--pull", "never"), ("--cpus", "2"), ("--memory", "1536m"), ("--memory-swap", "1536m"),
         ("--pids-limit", "4096"), ("--network", "none"), ("--env-file", f"{d}/container.env"),
-        ("--user", f"{os.getuid()}:{os.getgid()}"), ("-v", f"{d}/job.json:{d}/job.json:ro"), ("-v", f"{d}/inputs:{d}/inputs:ro"),
+        ("--pairio-owner", "-v"), ("-v", f"{d}/job.json:{d}/job.json:ro"), ("-v", f"{d}/inputs:{d}/inputs:ro"),
         ("-v", f"{d}/outputs:{d}/outputs:rw"), ("-v", f"{d}/work:{d}/work:rw"), ("-v", f"{d}/tmp:/tmp:rw"), ("-w", f"{d}/work"),
     ]:
         assert pair in pairs, pair

@@ -8,6 +8,7 @@ limits, the container's removal, the env file, a missing image.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -22,9 +23,13 @@ from bridge.containers import PullPolicy, container_name, oci_create_command
 from bridge.local.backend import NativeId
 from pairio.models import PairioJobRequiredResources
 
+from . import test_bridge_e2e as e2e
 from .bridge_contract import SECRET_VALUE, SPAWN_ESCAPING_CHILD, BackendContract, wait_for
 from .container_support import PodmanSetup, podman_setup, podman_socket  # noqa: F401  (fixtures)
+from .test_bridge_e2e import Stack
 from .test_local_backend import fast_backend
+
+hub = e2e.hub
 
 
 class ContainerContract(BackendContract):
@@ -229,6 +234,13 @@ class ContainerContract(BackendContract):
         assert "pull policy" in outcome.error
         self.assert_no_container(job.job_id)
 
+    def test_the_engine_says_which_images_are_on_its_host(self, tmp_path: Path) -> None:
+        """What the bridge logs at start: the engine on the jobs' host is asked about each app's image."""
+        missing = "localhost/pairio-no-such-image:404"
+        check = self.make_backend(tmp_path).check_images(self.engine, [self.setup.image, missing])
+        assert check is not None and check.error is None, check
+        assert dict(check.present) == {self.setup.image: True, missing: False}
+
 
 class TestPodmanContainers(ContainerContract):
     engine = "podman"
@@ -277,3 +289,77 @@ def test_apptainer_runs_a_job_from_a_sandbox_directory(tmp_path: Path) -> None:
     assert outcome.phase == NativePhase.FAILED and outcome.exit_code == 4, outcome
     assert (job.job_dir / "work" / "seen.txt").read_text() == SECRET_VALUE
     assert not (job.job_dir / "container.env").exists()
+
+
+def test_the_owner_is_chosen_where_the_container_runs(tmp_path: Path) -> None:
+    """The create argv the bridge builds names no uid: the watcher on the engine's host puts that host's user in."""
+    from bridge.watch import OWNER_PLACEHOLDER, with_owner
+
+    resources = PairioJobRequiredResources(numCpus=1, numGpus=0, memoryGb=1, timeSec=60)
+    for engine in ("podman", "docker"):
+        argv = oci_create_command(engine, image="img", argv=["python", OWNER_PLACEHOLDER], job_dir=tmp_path, job_id="J", resources=resources)
+        assert argv.count(OWNER_PLACEHOLDER) == 2 and "--user" not in argv and "--userns" not in argv
+        assert argv.index(OWNER_PLACEHOLDER) < argv.index("img")
+    podman = oci_create_command("podman", image="img", argv=["run", OWNER_PLACEHOLDER], job_dir=tmp_path, job_id="J", resources=resources)
+    rootless = with_owner(podman[1:], "podman", uid=1234, gid=99)
+    assert ["--userns", "keep-id"] == rootless[rootless.index("--userns") : rootless.index("--userns") + 2]
+    assert rootless[-3:] == ["img", "run", OWNER_PLACEHOLDER]  # the processor's own argv is left alone
+    rootful = with_owner(podman[1:], "podman", uid=0, gid=0)
+    assert ("--user", "0:0") in list(zip(rootful, rootful[1:])) and "--userns" not in rootful
+    docker = with_owner(podman[1:], "docker", uid=1234, gid=99)
+    assert ("--user", "1234:99") in list(zip(docker, docker[1:])) and docker.count(OWNER_PLACEHOLDER) == 1
+    here = with_owner(podman[1:], "docker")
+    assert ("--user", f"{os.getuid()}:{os.getgid()}") in list(zip(here, here[1:]))
+    assert with_owner(["create", "img"], "docker") == ["create", "img"]  # a command without the placeholder runs as built
+
+
+def test_the_image_report_names_the_app_and_the_fix() -> None:
+    from bridge.images import ImageCheck, app_images, image_report
+    from pairio.models import PairioApp
+
+    apps = [
+        PairioApp.model_validate({"name": "a1", "processors": [{"name": "p1", "image": "img:1"}, {"name": "p2", "image": "img:1"}, {"name": "p3"}]}),
+        PairioApp.model_validate({"name": "a2", "processors": [{"name": "p1", "image": "img:1"}, {"name": "p2", "image": "gone:2"}]}),
+    ]
+    images = app_images(apps)
+    assert images == {"img:1": ["a1", "a2"], "gone:2": ["a2"]}
+    check = ImageCheck.from_agent("bob@node:22", {"images": {"img:1": True, "gone:2": False}})
+    never = dict((m, level) for level, m in image_report(check, images, "docker", PullPolicy.NEVER))
+    (ok,) = [m for m in never if m.startswith("image img:1")]
+    assert ok == "image img:1 (app 'a1', 'a2') is on bob@node:22: ok" and never[ok] == logging.INFO
+    (bad,) = [m for m in never if m.startswith("image gone:2")]
+    assert never[bad] == logging.ERROR and "(app 'a2') is not on bob@node:22" in bad
+    assert "run 'docker pull gone:2' on bob@node:22" in bad and "--pull-policy missing" in bad
+    pulled = [m for level, m in image_report(check, images, "podman", PullPolicy.MISSING) if m.startswith("image gone:2")]
+    assert pulled == ["image gone:2 (app 'a2') is not on bob@node:22 yet: podman pulls it for the first job (pull policy 'missing')"]
+    failed = image_report(ImageCheck.from_agent("h", {"error": "docker cannot reach its daemon"}), images, "docker", PullPolicy.NEVER)
+    assert failed == [(logging.WARNING, "could not check the apps' images with docker on h: docker cannot reach its daemon")]
+
+
+def add_app_with_image(stack: Stack, app_name: str, image: str) -> None:
+    spec = {"name": app_name, "processors": [{"name": "run", "image": image, "executable": "/app/main.py"}]}
+    path = stack.tmp_path / f"{app_name}_spec.json"
+    path.write_text(json.dumps(spec))
+    stack.hub.admin("add-app", stack.service, str(path))
+
+
+def test_a_local_bridge_reports_the_apps_images_at_start(
+    hub: tuple[e2e.HubProcess, str], tmp_path: Path, podman_setup: PodmanSetup, podman_socket: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``pairio-bridge local --container docker``: at start the log says which apps' images are here, and which
+    the engine will pull (pull policy 'missing')."""
+    monkeypatch.setenv("DOCKER_HOST", podman_socket)
+    stack = Stack(hub[0], hub[1], tmp_path)
+    missing = "localhost/pairio-no-such-image:404"
+    try:
+        add_app_with_image(stack, "img_present", podman_setup.image)
+        add_app_with_image(stack, "img_missing", missing)
+        stack.register("--container", "docker", "--pull-policy", "missing")
+        stack.bridge.start()
+        log = wait_for(lambda: stack.bridge.log, lambda text: "'img_missing'" in text and "'img_present'" in text, 60.0)
+        assert f"image {missing} (app 'img_missing') is not on this host (" in log, log
+        assert "yet: docker pulls it for the first job (pull policy 'missing')" in log, log
+        assert f"image {podman_setup.image} (app 'img_present') is on this host (" in log and "): ok" in log, log
+    finally:
+        stack.close()

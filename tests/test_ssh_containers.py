@@ -1,9 +1,11 @@
-"""The SSH backend in podman container mode: the bridge contract over the test sshd, with each job
-in a container of the offline test image on the "remote" host (this machine).
+"""The SSH backend in podman and docker container modes: the bridge contract over the test sshd, with
+each job in a container of the offline test image on the "remote" host (this machine).
 
 The test sshd's logins get the session's private engine settings (CONTAINERS_CONF and
 CONTAINERS_STORAGE_CONF, through sshd's SetEnv), as a real host's login would have its own;
-the remote agent hands them to the watcher, which gives them to the engine only.
+for docker also DOCKER_HOST, podman's Docker-compatible socket. The remote agent hands them to
+the watcher, which gives them to the engine only. At start the bridge checks the apps' images
+on the remote host (bridge/images.py).
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from bridge.ssh.connection import SshShell
 
 from . import test_bridge_e2e as e2e
 from .bridge_contract import SPAWN_ESCAPING_CHILD, wait_for
-from .container_support import PodmanSetup, podman_setup  # noqa: F401  (fixture)
+from .container_support import PodmanSetup, podman_setup, podman_socket  # noqa: F401  (fixtures)
 from .ssh_support import TestSshd, require_ssh_tools
 from .test_bridge_containers_e2e import add_hello_world_with_image, hello_world_image  # noqa: F401  (fixture)
 from .test_bridge_e2e import Stack, public_get
 from .test_bridge_examples import job_id_of, run_example
-from .test_local_containers import ContainerContract
+from .test_local_containers import ContainerContract, add_app_with_image
 from .test_ssh_backend import REMOTE_PYTHON, RemoteContract
 from .test_ssh_e2e import ssh_args
 
@@ -45,7 +47,19 @@ def sshd(podman_setup: PodmanSetup, tmp_path_factory: pytest.TempPathFactory) ->
     server.stop()
 
 
-class TestSshPodmanContainers(ContainerContract, RemoteContract):
+@pytest.fixture(scope="module")
+def docker_sshd(podman_setup: PodmanSetup, podman_socket: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestSshd]:  # noqa: F811
+    """A test sshd whose logins reach the docker CLI's daemon: DOCKER_HOST is the session's podman socket."""
+    require_ssh_tools()
+    server = TestSshd(tmp_path_factory.mktemp("sshd-docker"), set_env={**podman_setup.env, "DOCKER_HOST": podman_socket})
+    server.start()
+    yield server
+    server.stop()
+
+
+class SshContainerContract(ContainerContract, RemoteContract):
+    """The container contract over the test sshd, for one engine of the remote login."""
+
     engine = "podman"
     operator_env_reaches_jobs = False  # the remote login's environment, not this process's
 
@@ -89,14 +103,47 @@ class TestSshPodmanContainers(ContainerContract, RemoteContract):
     def test_the_image_digest_comes_back_with_the_outcome(self, backend: Backend, tmp_path: Path) -> None:
         native_id, _ = self.submit(backend, tmp_path, "print('hi')")
         outcome = self.wait_final(backend, native_id)
-        digest = self.setup.podman("image", "inspect", "--format", "{{.Digest}}", self.setup.image).stdout.strip()
-        assert outcome.phase == NativePhase.SUCCEEDED and outcome.image_digest == digest and digest.startswith("sha256:")
+        inspected = self.setup.podman("image", "inspect", "--format", "{{.Digest}} sha256:{{.Id}}", self.setup.image).stdout.split()
+        # podman records the manifest digest; docker has the image's id (no registry digest for an imported image)
+        expected = inspected[0] if self.engine == "podman" else outcome.image_digest
+        assert outcome.phase == NativePhase.SUCCEEDED and outcome.image_digest == expected, (outcome, inspected)
+        assert outcome.image_digest in inspected
 
     def test_the_engine_is_checked_at_connect_time(self, tmp_path: Path) -> None:
         remote = self.remote_jobs(tmp_path)
-        host = remote.probe(container_engine="podman")
-        assert container_engine_problem(host, "podman", "the host") is None
-        assert "podman version" in str((host.container_engine or {}).get("version"))
+        host = remote.probe(container_engine=self.engine)
+        assert container_engine_problem(host, self.engine, "the host") is None
+        assert f"{self.engine} version" in str((host.container_engine or {}).get("version")).lower()
+
+    def test_a_killed_bridge_and_watcher_leave_no_container_after_a_restart(self, tmp_path: Path) -> None:
+        """SIGKILL to the bridge (its backend simply gone) and to the remote watcher: the next bridge finds the
+        job lost, and its agent removes the container with the login's engine settings."""
+        first = self.make_backend(tmp_path)
+        native_id, job = self.submit(first, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        self.wait_started(job)
+        wait_for(lambda: (Path(native_id) / "watcher.json").exists(), bool, 20)
+        wait_for(self.setup.container_names, lambda names: f"pairio-{job.job_id}" in names, 20)
+        os.kill(json.loads((Path(native_id) / "watcher.json").read_text())["pid"], 9)
+        for shell in self.shells:
+            shell.close()  # the dead bridge's connection
+        second = self.make_backend(tmp_path)
+        outcome = self.wait_final(second, native_id)
+        assert outcome.phase == NativePhase.LOST
+        self.assert_no_container(job.job_id)
+
+
+class TestSshPodmanContainers(SshContainerContract):
+    engine = "podman"
+
+
+class TestSshDockerContainers(SshContainerContract):
+    """The docker CLI on the remote host, its daemon podman's Docker-compatible socket (DOCKER_HOST of the login)."""
+
+    engine = "docker"
+
+    @pytest.fixture
+    def sshd(self, docker_sshd: TestSshd) -> TestSshd:
+        return docker_sshd
 
 
 def test_a_missing_remote_engine_is_a_clear_error(sshd: TestSshd, tmp_path: Path) -> None:  # noqa: F811
@@ -134,3 +181,61 @@ def test_an_example_runs_through_pairio_bridge_ssh_in_podman_mode(
         assert not [name for name in podman_setup.container_names() if name.startswith("pairio-")]
     finally:
         stack.close()
+
+
+def test_the_apps_images_are_checked_at_connect_time(
+    hub: tuple[e2e.HubProcess, str], sshd: TestSshd, tmp_path: Path, podman_setup: PodmanSetup,  # noqa: F811
+) -> None:
+    """``pairio-bridge ssh --container podman --pull-policy never``: at connect the bridge log names an app whose image
+    the remote host lacks, and how to fix it; an image that is there is reported ok."""
+    stack = Stack(hub[0], hub[1], tmp_path, bridge_kind="ssh", bridge_args=ssh_args(sshd, tmp_path))
+    missing = "localhost/pairio-no-such-image:404"
+    try:
+        add_app_with_image(stack, "img_present", podman_setup.image)
+        add_app_with_image(stack, "img_missing", missing)
+        stack.register("--container", "podman", "--pull-policy", "never")
+        stack.bridge.start()
+        where = sshd.destination()
+        problem = f"image {missing} (app 'img_missing') is not on {where} and pull policy 'never' forbids pulling it"
+        wait_for(lambda: stack.bridge.log, lambda text: problem in text and "is on" in text, 60)
+        log = stack.bridge.log
+        assert f"run 'podman pull {missing}' on {where}" in log and "--pull-policy missing" in log, log
+        assert f"image {podman_setup.image} (app 'img_present') is on {where}: ok" in log, log
+    finally:
+        stack.close()
+
+
+def test_an_example_runs_through_pairio_bridge_ssh_in_docker_mode(
+    hub: tuple[e2e.HubProcess, str], docker_sshd: TestSshd, tmp_path: Path, hello_world_image: str, podman_setup: PodmanSetup,  # noqa: F811
+) -> None:
+    """``pairio-bridge ssh --container docker``: the remote login's docker CLI runs the job (its daemon is podman's socket)."""
+    stack = Stack(hub[0], hub[1], tmp_path, bridge_kind="ssh", bridge_args=ssh_args(docker_sshd, tmp_path))
+    try:
+        add_hello_world_with_image(stack, hello_world_image)
+        stack.register("--container", "docker", "--pull-policy", "never")
+        stack.bridge.start()
+        url = run_example(stack, "example1.py")[0][0]
+        job = stack.wait_done(stack.client.get_job(job_id_of(stack, url)), 90)
+        assert job.status.value == "completed", (job.error, stack.bridge.log)
+        assert "Hello, world!" in public_get(job.consoleOutputUrl).text
+        assert job.imageDigest is not None and job.imageDigest.startswith("sha256:"), (job.imageDigest, stack.bridge.log)
+        assert f"image {hello_world_image} (app 'hello_world') is on {docker_sshd.destination()}: ok" in stack.bridge.log
+        assert not [name for name in podman_setup.container_names() if name.startswith("pairio-")]
+    finally:
+        stack.close()
+
+
+def test_an_unreachable_docker_daemon_is_reported_by_the_image_check(sshd: TestSshd, tmp_path: Path, podman_setup: PodmanSetup) -> None:  # noqa: F811
+    """A login without DOCKER_HOST (and no daemon at docker's default socket): the check says the daemon is unreachable."""
+    if not shutil.which("docker"):
+        pytest.skip("no docker CLI here")
+    if Path("/var/run/docker.sock").exists():
+        pytest.skip("a docker daemon may answer at the default socket here")
+    shell = SshShell(sshd.options())
+    try:
+        backend = SshBackend(RemoteJobs(shell, str(tmp_path / "remote"), python=REMOTE_PYTHON), tmp_path / "jobs", gpu_ids=[])
+        check = backend.check_images("docker", [podman_setup.image])
+    finally:
+        shell.close()
+    assert check is not None and check.error is not None and "docker cannot reach its daemon" in check.error, check
+    assert check.where == shell.description

@@ -306,7 +306,7 @@ def test_busy_reason_holds_a_job_only_while_other_programs_leave_it_no_cpu() -> 
 
 def test_container_environment_leaves_the_hosts_paths_out() -> None:
     env = container_environment({"PATH": "/usr/bin", "HOME": "/root", "TMPDIR": "/var/tmp", "USER": "op", "TOKEN": "t", "OMP_NUM_THREADS": "2"})
-    assert env == {"TOKEN": "t", "OMP_NUM_THREADS": "2", "TMPDIR": "/tmp"}  # the image's PATH and HOME hold
+    assert env == {"TOKEN": "t", "OMP_NUM_THREADS": "2", "TMPDIR": "/tmp", "CUDA_VISIBLE_DEVICES": ""}  # the image's PATH and HOME hold; no GPU
 
 
 def test_env_file_is_private_and_refuses_line_breaks(tmp_path: Path) -> None:
@@ -318,8 +318,8 @@ def test_env_file_is_private_and_refuses_line_breaks(tmp_path: Path) -> None:
 
 
 def test_image_missing_error_says_how_to_fix_it() -> None:
-    message = image_missing_error("ghcr.io/x/app:1", "podman", "Error: ghcr.io/x/app:1: image not known")
-    assert message.startswith("image ghcr.io/x/app:1 not found by podman: pull it on the bridge host or allow pulls")
+    message = image_missing_error("ghcr.io/x/app:1", "podman", "Error: ghcr.io/x/app:1: image not known", host="node7")
+    assert message.startswith("image ghcr.io/x/app:1 not found by podman on node7: pull it there ('podman pull ghcr.io/x/app:1') or allow pulls")
     assert "--pull-policy" in message
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -24,6 +26,7 @@ from typing import Any, ClassVar, Optional
 import psutil
 
 from bridge.backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError
+from bridge.images import ImageCheck
 from bridge.local.resources import (
     DeclaredLimits,
     JobReservation,
@@ -165,6 +168,12 @@ class LocalBackend(Backend):
                 self._learn(job_dir.resolve())
 
     # ------------------------------------------------------------ Backend
+
+    def check_images(self, engine: str, images: Sequence[str]) -> Optional[ImageCheck]:
+        """Asked of the engine here, with the bridge's own engine settings (as its watchers get them)."""
+        from bridge.remote_agent import check_images  # the agent's check: one home for the engines' commands
+
+        return ImageCheck.from_agent(f"this host ({socket.gethostname()})", check_images(engine, list(images)))
 
     def capacity(self) -> Capacity:
         with self._lock:

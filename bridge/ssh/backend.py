@@ -18,11 +18,13 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Optional
 
 from bridge.backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError
+from bridge.images import ImageCheck
 from bridge.jobdir import write_atomically
 from bridge.local.backend import last_sampled_rss
 from bridge.local.resources import DeclaredLimits, JobReservation, MachineSnapshot, busy_reason, choose_gpus, free_capacity
@@ -119,6 +121,18 @@ class SshBackend(Backend):
         return self.remote.shell.description
 
     # ------------------------------------------------------------ Backend
+
+    def check_images(self, engine: str, images: Sequence[str]) -> Optional[ImageCheck]:
+        """Asked of the remote host's engine, in the agent's probe (one command for all images)."""
+        where = self.host_description
+        try:
+            found = self.remote.probe(container_engine=engine, images=images).container_engine or {}
+        except ShellError as e:
+            return ImageCheck(where, {}, f"the host did not answer: {' '.join(str(e).split())}")
+        answer = found.get("imageCheck")
+        if not isinstance(answer, dict):
+            return ImageCheck(where, {}, str(found.get("error") or f"the agent there did not check the images with {engine}"))
+        return ImageCheck.from_agent(where, answer)
 
     def capacity(self) -> Capacity:
         try:

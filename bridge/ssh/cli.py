@@ -130,7 +130,9 @@ def ssh(
 ) -> None:
     """Run the bridge in DIR: jobs run on a remote host over SSH (one connection, jobs detached there).
 
-    Needs Python 3 on the remote host (psutil optional on Linux). SIGTERM or Ctrl-C drains;
+    Needs Python 3 on the remote host (psutil optional on Linux). In container mode podman or docker
+    (register --container) the engine there is checked at connect, then the images of the service's apps (the log
+    names each missing one and how to fix it). SIGTERM or Ctrl-C drains;
     a second one exits at once, leaving the remote jobs running for the next start to pick up.
     """
     from bridge.cli import _setup_logging, run_bridge
