@@ -57,6 +57,11 @@ class TestSlurmPodmanContainers(ContainerContract, slurm_contract.TestSlurmBacke
         wait_for(lambda: (job_dir / "watcher.json").exists(), bool, 30.0)
         return int(json.loads((job_dir / "watcher.json").read_text())["pid"])
 
+    def test_the_engine_says_which_images_are_on_its_host(self, tmp_path: Path) -> None:  # type: ignore[override]
+        """The compute nodes have their own image stores, which the login node cannot see: the Slurm backend
+        does not claim to know (the bridge logs nothing at start), and a missing image fails its job there."""
+        assert self.make_backend(tmp_path).check_images(self.engine, [self.setup.image]) is None
+
     def test_a_killed_watcher_leaves_no_container(self, tmp_path: Path) -> None:  # type: ignore[override]
         """SIGKILL to the watcher inside the allocation: the batch script removes the container, and a restarted
         bridge settles the job from the script's exit code."""
