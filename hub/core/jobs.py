@@ -482,7 +482,11 @@ def on_job_completed(s: Session, job: Job) -> None:
 
 
 def user_stats(s: Session, user_id: str) -> dict[str, Any]:
-    """Jobs and CPU/GPU/GB/job hours a user consumed (submitted) and provided (ran), summed by the database."""
+    """Jobs and CPU/GPU/GB/job hours a user consumed (submitted) and provided (ran), summed by the database.
+
+    As in the original Pairio, only jobs that both started and finished count: a
+    pending, running or never-started (e.g. canceled while pending) job adds nothing.
+    """
     return {
         "userId": user_id,
         "consumed": _usage(s, Job, Job.user_id == user_id),
@@ -494,7 +498,7 @@ def user_stats(s: Session, user_id: str) -> dict[str, Any]:
 
 def _usage(s: Session, table: type[Job] | type[DeletedJob], where: ColumnElement[bool]) -> dict[str, float]:
     started, finished = table.timestamp_started_sec, table.timestamp_finished_sec
-    hours = case((and_(started.is_not(None), finished > started), (finished - started) / 3600.0), else_=0.0)
+    hours = case((finished > started, (finished - started) / 3600.0), else_=0.0)
     row = s.execute(
         select(
             func.count(),
@@ -502,6 +506,6 @@ def _usage(s: Session, table: type[Job] | type[DeletedJob], where: ColumnElement
             func.coalesce(func.sum(table.num_gpus * hours), 0.0),
             func.coalesce(func.sum(table.memory_gb * hours), 0.0),
             func.coalesce(func.sum(hours), 0.0),
-        ).where(where)
+        ).where(where, started.is_not(None), finished.is_not(None))
     ).one()
     return {"numJobs": int(row[0]), "cpuHours": float(row[1]), "gpuHours": float(row[2]), "gbHours": float(row[3]), "jobHours": float(row[4])}
