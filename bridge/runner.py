@@ -45,10 +45,10 @@ from pairio.models import PairioApp, PairioJobData, PairioJobRequiredResources
 from pairio.status import JobStatus
 
 from .backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError, SubmitRetryLater
-from .config import BridgeConfig, BridgeConfigError, ProcessorLaunch, processor_command
+from .config import BridgeConfig, BridgeConfigError, ContainerMode, ProcessorLaunch, processor_command
 from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
-from .staging import InputCache, StagingError
+from .staging import CACHE_VISIBLE_TO_PROCESSOR, InputCache, InputStaging, StagingError, input_staging_for
 from .watch import SECRETS_FILE
 
 log = logging.getLogger("bridge")
@@ -649,11 +649,11 @@ class BridgeRunner:
             return
         if state.phase is RunnerPhase.CLAIMED:
             d.create()
-            job_file = build_job_file(job, d)
+            job_file = build_job_file(job, d, lazy_cache=self._lazy_cache())
             job_file.write(d.job_file)
             d.write_state(state)
             try:
-                for item in job_file.inputs:
+                for item in job_file.inputs if job_file.inputStaging == "ahead" else []:
                     self.cache.stage(item.url, d.input_path(item.name, item.fileBaseName))
             except StagingError as e:
                 self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error=f"could not stage an input: {e}"))
@@ -703,6 +703,13 @@ class BridgeRunner:
             self.backend.cancel([native_id])
         if self._hub_ok():
             self._send_running(tracked)
+
+    def _lazy_cache(self) -> Optional[LazyInputs]:
+        """None when inputs are staged ahead; else where the processor fetches them through (see bridge.staging)."""
+        if input_staging_for(self.config.inputStaging, self.backend.name) is InputStaging.AHEAD:
+            return None
+        visible = self.backend.name in CACHE_VISIBLE_TO_PROCESSOR and self.config.containerMode is ContainerMode.NONE
+        return LazyInputs(cache_dir=str(self.cache.cache_dir.resolve()) if visible else None)
 
     def _held_for_busy_host(self, tracked: TrackedJob, job: PairioJobData) -> bool:
         """Keep a staged job back while the backend says other programs keep the host busy.
@@ -917,8 +924,15 @@ class BridgeRunner:
 # ---------------------------------------------------------------- pure helpers
 
 
-def build_job_file(job: PairioJobData, d: JobDir) -> PairioJobFile:
-    """The job file for ``job`` in directory ``d``: where its inputs are staged and its outputs go."""
+@dataclass(frozen=True)
+class LazyInputs:
+    """Inputs are fetched by the processor, through ``cache_dir`` when it can see the bridge's cache."""
+
+    cache_dir: Optional[str]
+
+
+def build_job_file(job: PairioJobData, d: JobDir, lazy_cache: Optional[LazyInputs] = None) -> PairioJobFile:
+    """The job file for ``job`` in directory ``d``: where its inputs are staged (or fetched, when lazy) and its outputs go."""
     definition = job.jobDefinition
     for output in definition.outputFiles:
         d.output_path(output.name, output.fileBaseName).parent.mkdir(parents=True, exist_ok=True)
@@ -938,6 +952,8 @@ def build_job_file(job: PairioJobData, d: JobDir) -> PairioJobFile:
         parameters={p.name: p.value for p in definition.parameters},
         requiredResources=job.requiredResources,
         workingDir=str(d.work_dir.resolve()),
+        inputStaging="lazy" if lazy_cache is not None else "ahead",
+        cacheDir=lazy_cache.cache_dir if lazy_cache is not None else None,
     )
 
 

@@ -1,5 +1,12 @@
 """Staging inputs: download each input URL once into the bridge's cache, then link it into the job.
 
+When (``InputStaging``): a bridge whose jobs have network stages *lazily*: nothing is
+downloaded before the job starts, and the processor's ``InputFile.download()`` (or its
+local file name) fetches the input then, through this cache where the processor can see
+it. A processor that only passes ``get_url()`` to a reader of remote files (large NWB
+files read by ranges) never downloads anything. Bridges for compute nodes without
+network (Slurm's default) stage every input *ahead*, before submitting the job.
+
 The cache (``<bridge dir>/cache/``) is keyed by a hash of the URL; a file there is
 complete (downloads go to ``<key>.part`` and are renamed when their size checks out),
 and read-only, because jobs get hard links to it. A lock file per URL makes
@@ -22,6 +29,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from enum import Enum
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -37,6 +45,42 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 class StagingError(Exception):
     """An input could not be downloaded; the message names the URL and why."""
+
+
+class InputStaging(str, Enum):
+    """When a job's inputs are downloaded."""
+
+    AHEAD = "ahead"
+    """before the job is submitted, all of them (compute nodes without network)"""
+    LAZY = "lazy"
+    """when the processor asks for a local copy; ``get_url()`` alone downloads nothing"""
+
+
+# Slurm compute nodes often have no network; an SSH host's jobs get their inputs copied
+# over with the job directory. A local bridge's jobs run where the bridge runs, with its network.
+DEFAULT_INPUT_STAGING: dict[str, InputStaging] = {"local": InputStaging.LAZY, "slurm": InputStaging.AHEAD, "ssh": InputStaging.AHEAD}
+# Where a processor runs on a file system that holds the bridge's cache (and not in a container).
+CACHE_VISIBLE_TO_PROCESSOR = frozenset({"local", "slurm"})
+
+
+def input_staging_for(configured: Optional[InputStaging], backend_name: str) -> InputStaging:
+    """The bridge's setting, or the default of its kind."""
+    if configured is not None:
+        return configured
+    return DEFAULT_INPUT_STAGING.get(backend_name, InputStaging.AHEAD)
+
+
+def fetch_input(url: str, dest: Path, cache_dir: Optional[Path]) -> Path:
+    """A lazily staged input, fetched now into ``dest`` (by a processor's ``InputFile.download()``).
+
+    Through the bridge's cache when the processor can see it (a later job reading the same
+    URL gets it from there); otherwise through a cache of the job's own next to ``dest``.
+    """
+    cache = InputCache(cache_dir if cache_dir is not None else dest.parent / ".download")
+    try:
+        return cache.stage(url, dest)
+    finally:
+        cache.close()
 
 
 class InputCache:
