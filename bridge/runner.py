@@ -649,7 +649,7 @@ class BridgeRunner:
             return
         if state.phase is RunnerPhase.CLAIMED:
             d.create()
-            job_file = build_job_file(job, d, lazy_cache=self._lazy_cache())
+            job_file = build_job_file(job, d, lazy_cache=self._lazy_cache(job))
             job_file.write(d.job_file)
             d.write_state(state)
             try:
@@ -704,12 +704,26 @@ class BridgeRunner:
         if self._hub_ok():
             self._send_running(tracked)
 
-    def _lazy_cache(self) -> Optional[LazyInputs]:
-        """None when inputs are staged ahead; else where the processor fetches them through (see bridge.staging)."""
+    def _lazy_cache(self, job: PairioJobData) -> Optional[LazyInputs]:
+        """None when the job's inputs are staged ahead; else where its processor fetches them through (bridge.staging).
+
+        Lazy needs a job with network: a podman or docker container has one only when its
+        processor declares needsNetwork, so other containers get their inputs ahead.
+        """
         if input_staging_for(self.config.inputStaging, self.backend.name) is InputStaging.AHEAD:
             return None
-        visible = self.backend.name in CACHE_VISIBLE_TO_PROCESSOR and self.config.containerMode is ContainerMode.NONE
-        return LazyInputs(cache_dir=str(self.cache.cache_dir.resolve()) if visible else None)
+        mode = self.config.containerMode
+        if mode is ContainerMode.NONE:
+            visible = self.backend.name in CACHE_VISIBLE_TO_PROCESSOR
+            return LazyInputs(cache_dir=str(self.cache.cache_dir.resolve()) if visible else None)
+        if mode in (ContainerMode.PODMAN, ContainerMode.DOCKER):
+            try:
+                processor = self._app_spec(job.serviceName, job.jobDefinition.appName).get_processor(job.jobDefinition.processorName)
+            except HubRejectedError:
+                return None  # the launch fails with the hub's reason; staging ahead changes nothing there
+            if processor is None or not processor.needsNetwork:
+                return None
+        return LazyInputs(cache_dir=None)  # the container sees only the job's directory
 
     def _held_for_busy_host(self, tracked: TrackedJob, job: PairioJobData) -> bool:
         """Keep a staged job back while the backend says other programs keep the host busy.

@@ -91,7 +91,7 @@ class InputFile(BaseModel):
 
     def _local_path(self) -> str:
         if self.lazy and not self.is_staged():
-            from bridge.staging import fetch_input  # the bridge's downloader: resumable, size-checked, shared cache
+            from .input_cache import fetch_input  # resumable, size-checked, shared with the bridge
 
             fetch_input(self.url, Path(self.path), Path(self.cache_dir) if self.cache_dir else None)
         return self.path

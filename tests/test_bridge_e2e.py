@@ -61,7 +61,7 @@ PROCESSOR = textwrap.dedent(
     if job["processorName"] == "count":
         entry = job["inputs"][0]
         if job.get("inputStaging") == "lazy":  # the local bridge's default: this processor fetches its input
-            from bridge.staging import fetch_input
+            from pairio.input_cache import fetch_input
             fetch_input(entry["url"], Path(entry["path"]), Path(job["cacheDir"]) if job.get("cacheDir") else None)
         text = Path(entry["path"]).read_text()
         Path(job["outputs"][0]["path"]).write_text(json.dumps({"count": len(text), "text": text}))
