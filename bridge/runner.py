@@ -35,6 +35,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Callable, Optional
 
@@ -705,25 +706,16 @@ class BridgeRunner:
             self._send_running(tracked)
 
     def _lazy_cache(self, job: PairioJobData) -> Optional[LazyInputs]:
-        """None when the job's inputs are staged ahead; else where its processor fetches them through (bridge.staging).
-
-        Lazy needs a job with network: a podman or docker container has one only when its
-        processor declares needsNetwork, so other containers get their inputs ahead.
-        """
-        if input_staging_for(self.config.inputStaging, self.backend.name) is InputStaging.AHEAD:
-            return None
-        mode = self.config.containerMode
-        if mode is ContainerMode.NONE:
-            visible = self.backend.name in CACHE_VISIBLE_TO_PROCESSOR
-            return LazyInputs(cache_dir=str(self.cache.cache_dir.resolve()) if visible else None)
-        if mode in (ContainerMode.PODMAN, ContainerMode.DOCKER):
+        """None when the job's inputs are staged ahead; else where its processor fetches them through."""
+        staging = input_staging_for(self.config.inputStaging, self.backend.name)
+        needs_network = False
+        if staging is InputStaging.LAZY and self.config.containerMode in (ContainerMode.PODMAN, ContainerMode.DOCKER):
             try:
                 processor = self._app_spec(job.serviceName, job.jobDefinition.appName).get_processor(job.jobDefinition.processorName)
             except HubRejectedError:
-                return None  # the launch fails with the hub's reason; staging ahead changes nothing there
-            if processor is None or not processor.needsNetwork:
-                return None
-        return LazyInputs(cache_dir=None)  # the container sees only the job's directory
+                processor = None  # the launch fails with the hub's reason; staging ahead changes nothing there
+            needs_network = processor is not None and processor.needsNetwork
+        return lazy_inputs(staging, self.backend.name, self.config.containerMode, needs_network, self.cache.cache_dir)
 
     def _held_for_busy_host(self, tracked: TrackedJob, job: PairioJobData) -> bool:
         """Keep a staged job back while the backend says other programs keep the host busy.
@@ -943,6 +935,25 @@ class LazyInputs:
     """Inputs are fetched by the processor, through ``cache_dir`` when it can see the bridge's cache."""
 
     cache_dir: Optional[str]
+
+
+def lazy_inputs(
+    staging: InputStaging, backend_name: str, container_mode: ContainerMode, needs_network: bool, cache_dir: Path
+) -> Optional[LazyInputs]:
+    """How a job's processor gets its inputs: None when they are staged ahead (see bridge.staging).
+
+    Lazy needs a job with network: a podman or docker container has one only when its
+    processor declares needsNetwork, so other containers get their inputs ahead. Only a
+    processor outside any container on the bridge's file system sees the bridge's cache.
+    """
+    if staging is InputStaging.AHEAD:
+        return None
+    if container_mode is ContainerMode.NONE:
+        visible = backend_name in CACHE_VISIBLE_TO_PROCESSOR
+        return LazyInputs(cache_dir=str(cache_dir.resolve()) if visible else None)
+    if container_mode in (ContainerMode.PODMAN, ContainerMode.DOCKER) and not needs_network:
+        return None
+    return LazyInputs(cache_dir=None)  # the container sees only the job's directory
 
 
 def build_job_file(job: PairioJobData, d: JobDir, lazy_cache: Optional[LazyInputs] = None) -> PairioJobFile:

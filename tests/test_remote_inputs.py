@@ -16,11 +16,12 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
-from bridge.config import BridgeConfig
+from bridge.config import BridgeConfig, ContainerMode
+from bridge.runner import LazyInputs, lazy_inputs
 from bridge.staging import InputStaging, input_staging_for
 from pairio import PairioJobDefinition, PairioJobRequiredResources
 from pairio.job import PairioJob
@@ -182,3 +183,23 @@ def test_an_unknown_staging_setting_is_refused_saying_the_choices() -> None:
     assert BridgeConfig.model_validate({**base, "inputStaging": "lazy"}).inputStaging is InputStaging.LAZY
     with pytest.raises(ValueError, match="'ahead' or 'lazy'"):
         BridgeConfig.model_validate({**base, "inputStaging": "later"})
+
+
+CACHE = Path("/srv/bridge/cache")
+
+
+@pytest.mark.parametrize(
+    "kind, mode, needs_network, expected",
+    [
+        ("local", ContainerMode.NONE, False, LazyInputs(cache_dir=str(CACHE))),  # on the bridge's own disk: its cache
+        ("slurm", ContainerMode.NONE, False, LazyInputs(cache_dir=str(CACHE))),  # the shared file system
+        ("ssh", ContainerMode.NONE, False, LazyInputs(cache_dir=None)),  # another host: a cache of the job's own
+        ("local", ContainerMode.PODMAN, False, None),  # --network none: it could not fetch, so ahead
+        ("local", ContainerMode.DOCKER, False, None),
+        ("local", ContainerMode.PODMAN, True, LazyInputs(cache_dir=None)),  # the container sees only its job directory
+        ("local", ContainerMode.APPTAINER, False, LazyInputs(cache_dir=None)),  # apptainer keeps the host's network
+    ],
+)
+def test_where_a_lazy_job_fetches_its_inputs(kind: str, mode: ContainerMode, needs_network: bool, expected: Optional[LazyInputs]) -> None:
+    assert lazy_inputs(InputStaging.LAZY, kind, mode, needs_network, CACHE) == expected
+    assert lazy_inputs(InputStaging.AHEAD, kind, mode, needs_network, CACHE) is None
