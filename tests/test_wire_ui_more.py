@@ -19,6 +19,7 @@ from hub.context import HubContext
 
 from .hubtools import LiveHub, Seed
 from .test_original_pairio import original_bin, original_env  # noqa: F401 - the fixture
+from .test_ui_pages import log_in
 from .test_wire_protocol import COMPUTE_CLIENT_KEYS, error, greeting, job_request, ok
 from .test_wire_ui_calls import ORIGINAL_SPEC, parse_with_original
 
@@ -68,9 +69,17 @@ def test_delete_service_refuses_while_jobs_wait_or_run(hub: httpx.Client, seeded
     job = ok(send(hub, "createJob", seeded.key, **job_request(seeded, greeting())), "createJob")["job"]
     message = error(send(hub, "deleteService", seeded.key, serviceName=seeded.service), 400)
     assert "1 unfinished jobs" in message and "cancel them" in message
-    ok(send(hub, "deleteJobs", seeded.key, userId="alice", jobIds=[job["jobId"]]), "deleteJobs")
+    ok(send(hub, "cancelJob", seeded.key, jobId=job["jobId"]), "cancelJob")  # a pending job fails at once
     ok(send(hub, "deleteService", seeded.key, serviceName=seeded.service), "deleteService")
     assert ok(send(hub, "getServices"), "getServices")["services"] == []
+    # Finished jobs stay readable: their pages, files and the usage statistics keep working.
+    kept = ok(send(hub, "getJob", jobId=job["jobId"], includePrivateKey=False), "getJob")["job"]
+    assert kept["status"] == "failed" and kept["serviceName"] == seeded.service
+    assert hub.get(f"/job/{job['jobId']}").status_code == 200
+    with httpx.Client(base_url=str(hub.base_url), timeout=30) as browser:  # bob, logged in, is no admin of a gone service
+        log_in(browser, seeded.other_key)
+        page = browser.get(f"/job/{job['jobId']}")
+        assert page.status_code == 200 and 'id="delete-button"' not in page.text
 
 
 def test_get_services_for_a_user_lists_only_what_it_owns(hub: httpx.Client, seeded: Seed) -> None:

@@ -27,7 +27,7 @@ from pairio.models import (
 from pairio.status import ACTIVE_STATUSES, JobStatus
 
 from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mark_job_to_stop, mark_runnable_changed, now_sec
-from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag
+from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag, Service
 from ..errors import BadRequest, Forbidden, NotFound
 from ..security import new_id, url_hash
 from . import accounts, job_secrets
@@ -364,8 +364,10 @@ def count_jobs_by_status(s: Session, service_name: Optional[str] = None, f: Opti
 
 
 def may_manage(s: Session, job: Job, user_id: str) -> bool:
-    """Whether the user may cancel or delete the job: its owner or an admin of its service."""
-    return job.user_id == user_id or accounts.roles_of(s, job.service_name, user_id).admin
+    """Whether the user may cancel or delete the job: its owner or an admin of its service (if the service still exists)."""
+    if job.user_id == user_id:
+        return True
+    return s.get(Service, job.service_name) is not None and accounts.roles_of(s, job.service_name, user_id).admin
 
 
 def cancel_job(ctx: HubContext, s: Session, user_id: str, job_id: str) -> Job:
