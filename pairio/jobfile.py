@@ -52,11 +52,14 @@ class PairioJobFile(BaseModel):
     )
     cacheDir: Optional[str] = Field(default=None, description="lazy: the bridge's input cache, where the processor can see it")
 
-    def write(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
+    def to_json(self) -> str:
         # An ahead job's file has no staging fields, so processors of older SDKs still read it.
         lazy_fields = None if self.inputStaging == "lazy" else {"inputStaging", "cacheDir"}
-        tmp.write_text(self.model_dump_json(indent=2, exclude=lazy_fields))
+        return self.model_dump_json(indent=2, exclude=lazy_fields)
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.to_json())
         tmp.replace(path)
 
     @classmethod

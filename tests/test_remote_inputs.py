@@ -25,10 +25,13 @@ from bridge.runner import LazyInputs, lazy_inputs
 from bridge.staging import InputStaging, input_staging_for
 from pairio import PairioJobDefinition, PairioJobRequiredResources
 from pairio.job import PairioJob
+from pairio.jobfile import PairioJobFile
 
 from . import test_bridge_e2e as e2e
 from .test_bridge_e2e import PAIRIO, Stack, public_get
+from .ssh_support import TestSshd, sshd  # noqa: F401 - the fixture
 from .test_bridge_runner import FileServer
+from .test_ssh_e2e import ssh_args
 
 hub = e2e.hub
 stack = e2e.stack
@@ -203,3 +206,41 @@ CACHE = Path("/srv/bridge/cache")
 def test_where_a_lazy_job_fetches_its_inputs(kind: str, mode: ContainerMode, needs_network: bool, expected: Optional[LazyInputs]) -> None:
     assert lazy_inputs(InputStaging.LAZY, kind, mode, needs_network, CACHE) == expected
     assert lazy_inputs(InputStaging.AHEAD, kind, mode, needs_network, CACHE) is None
+
+
+@pytest.fixture
+def ssh_stack(hub: tuple[e2e.HubProcess, str], tmp_path: Path, sshd: TestSshd) -> Iterator[Stack]:  # noqa: F811
+    s = Stack(hub[0], hub[1], tmp_path, bridge_kind="ssh", bridge_args=ssh_args(sshd, tmp_path))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_an_ssh_bridge_set_to_lazy_fetches_on_the_remote_host(ssh_stack: Stack) -> None:
+    """SSH stages ahead by default; set to lazy, nothing goes up with the job and the processor fetches its input there."""
+    stack = ssh_stack
+    stack.register(config_updates={"inputStaging": "lazy"})
+    stack.bridge.start()
+    produce = stack.submit("produce", outputs=[{"name": "output", "fileBaseName": "greeting.txt"}], text="Hello, lazy!")
+    count = stack.submit("count", inputs=[{"name": "input", "fileBaseName": "in.txt", "url": produce.get_output("output")}],
+                         outputs=[{"name": "output", "fileBaseName": "output.json"}])
+    done = stack.wait_done(count, 60)
+    assert done.status.value == "completed", (done.error, stack.bridge.log)
+    assert json.loads(public_get(done.outputFileResults[0].url).text) == {"count": 12, "text": "Hello, lazy!"}
+    remote = stack.tmp_path / "remote" / "jobs" / count.jobId
+    assert json.loads((remote / "job.json").read_text())["inputStaging"] == "lazy"
+    assert (remote / "inputs" / "input" / "in.txt").read_text() == "Hello, lazy!"  # fetched there, by the processor
+    assert not (stack.bridge_dir / "jobs" / count.jobId / "inputs" / "input" / "in.txt").exists()  # not staged locally
+
+
+def test_a_job_file_staged_ahead_reads_as_before(tmp_path: Path) -> None:
+    """Processors with an older SDK refuse unknown job-file fields: an ahead job's file has none of the new ones."""
+    job = PairioJobFile(jobId="j", serviceName="s", appName="a", processorName="p", workingDir="/w",
+                        requiredResources=PairioJobRequiredResources(numCpus=1, numGpus=0, memoryGb=1, timeSec=60))
+    job.write(tmp_path / "job.json")
+    written = json.loads((tmp_path / "job.json").read_text())
+    assert "inputStaging" not in written and "cacheDir" not in written
+    assert PairioJobFile.read(tmp_path / "job.json").inputStaging == "ahead"
+    lazy = job.model_copy(update={"inputStaging": "lazy", "cacheDir": "/c"})
+    assert json.loads(lazy.to_json())["inputStaging"] == "lazy" and json.loads(lazy.to_json())["cacheDir"] == "/c"
