@@ -28,9 +28,11 @@ from pairio.job import PairioJob
 from pairio.jobfile import PairioJobFile
 
 from . import test_bridge_e2e as e2e
-from .test_bridge_e2e import PAIRIO, Stack, public_get
+from .slurm_support import SlurmLab
 from .ssh_support import TestSshd, sshd  # noqa: F401 - the fixture
+from .test_bridge_e2e import PAIRIO, Stack, public_get
 from .test_bridge_runner import FileServer
+from .test_slurm_e2e import SlurmStack
 from .test_ssh_e2e import ssh_args
 
 hub = e2e.hub
@@ -244,3 +246,29 @@ def test_a_job_file_staged_ahead_reads_as_before(tmp_path: Path) -> None:
     assert PairioJobFile.read(tmp_path / "job.json").inputStaging == "ahead"
     lazy = job.model_copy(update={"inputStaging": "lazy", "cacheDir": "/c"})
     assert json.loads(lazy.to_json())["inputStaging"] == "lazy" and json.loads(lazy.to_json())["cacheDir"] == "/c"
+
+
+@pytest.fixture
+def slurm_stack(slurm_cluster: SlurmLab, hub: tuple[e2e.HubProcess, str], tmp_path: Path) -> Iterator[SlurmStack]:
+    s = SlurmStack(hub[0], hub[1], tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_a_slurm_bridge_set_to_lazy_fetches_through_its_cache_on_the_shared_file_system(slurm_stack: SlurmStack) -> None:
+    """Slurm stages ahead by default (nodes without network); set to lazy, the job fetches its input through the bridge's cache."""
+    stack = slurm_stack
+    stack.register(config_updates={"inputStaging": "lazy"})
+    stack.bridge.start()
+    produce = stack.submit("produce", outputs=[{"name": "output", "fileBaseName": "greeting.txt"}], text="Hello, node!")
+    count = stack.submit("count", inputs=[{"name": "input", "fileBaseName": "in.txt", "url": produce.get_output("output")}],
+                         outputs=[{"name": "output", "fileBaseName": "output.json"}])
+    done = stack.wait_done(count, 120)
+    assert done.status.value == "completed", (done.error, stack.bridge.log)
+    assert json.loads(public_get(done.outputFileResults[0].url).text) == {"count": 12, "text": "Hello, node!"}
+    job_file = json.loads((stack.bridge_dir / "jobs" / count.jobId / "job.json").read_text())
+    assert job_file["inputStaging"] == "lazy" and job_file["cacheDir"] == str((stack.bridge_dir / "cache").resolve())
+    cached = [p for p in (stack.bridge_dir / "cache").iterdir() if not p.name.endswith((".lock", ".json"))]
+    assert [p.read_text() for p in cached] == ["Hello, node!"]
