@@ -178,3 +178,14 @@ def test_every_ui_call_answers_exactly_the_originals_fields(hub: httpx.Client, s
     stats = ok(send(hub, "computeUserStats", userId="alice"), "computeUserStats")
     assert set(stats) == {"type", "userStats"}
     assert set(stats["userStats"]) == {"userId", "consumed", "provided", "consumedDeleted", "providedDeleted"}
+
+
+@pytest.mark.parametrize("name", ["deleteService", "addUser", "setUserInfo", "getPubsubSubscription"])
+def test_the_new_calls_check_their_type(name: str) -> None:
+    """Served, and each refuses another call's type (no database needed)."""
+    from hub.errors import BadRequest
+    from hub.routes.wire import CALLS, parse_body
+
+    assert name in CALLS
+    with pytest.raises(BadRequest, match=f"takes type '{name}Request'"):
+        parse_body(CALLS[name], b'{"type": "someOtherRequest"}')
