@@ -29,6 +29,7 @@ from pairio.private_file import write_private_file
 from .containers import PullPolicy, apptainer_exec_command, container_name, executable_argv, oci_create_command
 from .slurm.site import SlurmSiteOptions
 from .ssh.options import SshOptions
+from .staging import InputStaging
 
 CONFIG_FILE_NAME = "bridge.json"
 _PASS_ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
@@ -76,6 +77,11 @@ class BridgeConfig(BaseModel):
     )
     jobsDir: str = Field(default="jobs", description="where job directories go; relative to the bridge directory")
     cacheDir: str = Field(default="cache", description="where staged inputs are cached; relative to the bridge directory")
+    inputStaging: Optional[InputStaging] = Field(
+        default=None,
+        description="when inputs are downloaded: 'ahead' (before the job starts) or 'lazy' (when the processor downloads "
+        "one; get_url() alone downloads nothing). Default: lazy on the local bridge, ahead on Slurm and SSH",
+    )
     jobDirCleanupAgeSec: float = Field(default=7 * 24 * 3600.0, ge=0, description="reported jobs' directories are deleted after this")
     claimWaitSec: float = Field(default=10.0, ge=0, le=3600, description="long-poll of a claim while the bridge is idle")
     pollIntervalSec: float = Field(default=0.5, gt=0, le=600, description="how often running jobs are polled")

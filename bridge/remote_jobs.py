@@ -280,12 +280,14 @@ class RemoteJobs:
         directories |= {posixpath.dirname(o.path) for o in moved.outputs} | {posixpath.dirname(i.path) for i in moved.inputs}
         self.shell.makedirs(*sorted(directories))
         staged = job_dir / f".{JOB_FILE_NAME}.remote"
-        staged.write_text(moved.model_dump_json(indent=2))
+        staged.write_text(moved.to_json())
         try:
             self.shell.put_file(staged, posixpath.join(remote, JOB_FILE_NAME), mode=0o600)
         finally:
             staged.unlink(missing_ok=True)
         inputs = [(Path(local.path), local.url, there.path) for local, there in zip(job_file.inputs, moved.inputs)]
+        if job_file.inputStaging == "lazy":
+            inputs = []  # the processor fetches them there (bridge/staging.py)
         if download_inputs and inputs:
             inputs = self._download_there(inputs)
         for local_path, _, remote_path in inputs:

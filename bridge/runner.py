@@ -35,6 +35,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Callable, Optional
 
@@ -45,11 +46,11 @@ from pairio.models import PairioApp, PairioJobData, PairioJobRequiredResources
 from pairio.status import JobStatus
 
 from .backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError, SubmitRetryLater
-from .config import BridgeConfig, BridgeConfigError, ProcessorLaunch, processor_command
+from .config import BridgeConfig, BridgeConfigError, ContainerMode, ProcessorLaunch, processor_command
 from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError
 from .images import app_images, image_report
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
-from .staging import InputCache, StagingError
+from .staging import CACHE_VISIBLE_TO_PROCESSOR, InputCache, InputStaging, StagingError, input_staging_for
 from .watch import SECRETS_FILE
 
 log = logging.getLogger("bridge")
@@ -651,11 +652,11 @@ class BridgeRunner:
             return
         if state.phase is RunnerPhase.CLAIMED:
             d.create()
-            job_file = build_job_file(job, d)
+            job_file = build_job_file(job, d, lazy_cache=self._lazy_cache(job))
             job_file.write(d.job_file)
             d.write_state(state)
             try:
-                for item in job_file.inputs:
+                for item in job_file.inputs if job_file.inputStaging == "ahead" else []:
                     self.cache.stage(item.url, d.input_path(item.name, item.fileBaseName))
             except StagingError as e:
                 self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error=f"could not stage an input: {e}"))
@@ -705,6 +706,18 @@ class BridgeRunner:
             self.backend.cancel([native_id])
         if self._hub_ok():
             self._send_running(tracked)
+
+    def _lazy_cache(self, job: PairioJobData) -> Optional[LazyInputs]:
+        """None when the job's inputs are staged ahead; else where its processor fetches them through."""
+        staging = input_staging_for(self.config.inputStaging, self.backend.name)
+        needs_network = False
+        if staging is InputStaging.LAZY and self.config.containerMode in (ContainerMode.PODMAN, ContainerMode.DOCKER):
+            try:
+                processor = self._app_spec(job.serviceName, job.jobDefinition.appName).get_processor(job.jobDefinition.processorName)
+            except HubRejectedError:
+                processor = None  # the launch fails with the hub's reason; staging ahead changes nothing there
+            needs_network = processor is not None and processor.needsNetwork
+        return lazy_inputs(staging, self.backend.name, self.config.containerMode, needs_network, self.cache.cache_dir)
 
     def _held_for_busy_host(self, tracked: TrackedJob, job: PairioJobData) -> bool:
         """Keep a staged job back while the backend says other programs keep the host busy.
@@ -941,8 +954,34 @@ class BridgeRunner:
 # ---------------------------------------------------------------- pure helpers
 
 
-def build_job_file(job: PairioJobData, d: JobDir) -> PairioJobFile:
-    """The job file for ``job`` in directory ``d``: where its inputs are staged and its outputs go."""
+@dataclass(frozen=True)
+class LazyInputs:
+    """Inputs are fetched by the processor, through ``cache_dir`` when it can see the bridge's cache."""
+
+    cache_dir: Optional[str]
+
+
+def lazy_inputs(
+    staging: InputStaging, backend_name: str, container_mode: ContainerMode, needs_network: bool, cache_dir: Path
+) -> Optional[LazyInputs]:
+    """How a job's processor gets its inputs: None when they are staged ahead (see bridge.staging).
+
+    Lazy needs a job with network: a podman or docker container has one only when its
+    processor declares needsNetwork, so other containers get their inputs ahead. Only a
+    processor outside any container on the bridge's file system sees the bridge's cache.
+    """
+    if staging is InputStaging.AHEAD:
+        return None
+    if container_mode is ContainerMode.NONE:
+        visible = backend_name in CACHE_VISIBLE_TO_PROCESSOR
+        return LazyInputs(cache_dir=str(cache_dir.resolve()) if visible else None)
+    if container_mode in (ContainerMode.PODMAN, ContainerMode.DOCKER) and not needs_network:
+        return None
+    return LazyInputs(cache_dir=None)  # the container sees only the job's directory
+
+
+def build_job_file(job: PairioJobData, d: JobDir, lazy_cache: Optional[LazyInputs] = None) -> PairioJobFile:
+    """The job file for ``job`` in directory ``d``: where its inputs are staged (or fetched, when lazy) and its outputs go."""
     definition = job.jobDefinition
     for output in definition.outputFiles:
         d.output_path(output.name, output.fileBaseName).parent.mkdir(parents=True, exist_ok=True)
@@ -962,6 +1001,8 @@ def build_job_file(job: PairioJobData, d: JobDir) -> PairioJobFile:
         parameters={p.name: p.value for p in definition.parameters},
         requiredResources=job.requiredResources,
         workingDir=str(d.work_dir.resolve()),
+        inputStaging="lazy" if lazy_cache is not None else "ahead",
+        cacheDir=lazy_cache.cache_dir if lazy_cache is not None else None,
     )
 
 

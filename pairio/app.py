@@ -217,9 +217,9 @@ def _build_context(fields: ContextFields, job: PairioJobFile, where: str) -> Bas
         entry = job.input(name)
         if entry is None:
             raise JobSetupError(f"{where} needs input {name!r}, but the job file has none; add it to the job's inputFiles")
-        set_dotted(values, name, _input_file(entry, job.jobId))
+        set_dotted(values, name, _input_file(entry, job))
     for name in fields.list_inputs:
-        set_dotted(values, name, [_input_file(entry, job.jobId) for entry in _list_input_entries(job, name)])
+        set_dotted(values, name, [_input_file(entry, job) for entry in _list_input_entries(job, name)])
     for name in fields.outputs:
         output = job.output(name)
         if output is None:
@@ -241,8 +241,11 @@ def _build_context(fields: ContextFields, job: PairioJobFile, where: str) -> Bas
         raise JobSetupError(_describe_validation_error(e, where)) from None
 
 
-def _input_file(entry: PairioJobFileInput, job_id: str) -> InputFile:
-    return InputFile(name=entry.name, file_base_name=entry.fileBaseName, url=entry.url, path=entry.path, job_id=job_id)
+def _input_file(entry: PairioJobFileInput, job: PairioJobFile) -> InputFile:
+    return InputFile(
+        name=entry.name, file_base_name=entry.fileBaseName, url=entry.url, path=entry.path, job_id=job.jobId,
+        lazy=job.inputStaging == "lazy", cache_dir=job.cacheDir,
+    )
 
 
 def _list_input_entries(job: PairioJobFile, name: str) -> list[PairioJobFileInput]:

@@ -1,13 +1,15 @@
 """The job file: what a bridge writes into a job's directory and a processor reads.
 
-A processor runs with ``PAIRIO_JOB_FILE`` pointing at this JSON file, so it needs no
-network: inputs are already staged on disk and outputs are written where it says.
+A processor runs with ``PAIRIO_JOB_FILE`` pointing at this JSON file. With ``inputStaging``
+"ahead" (the default) it needs no network: inputs are already staged on disk. With "lazy"
+an input's file appears at its path only once the processor fetches it (the SDK's
+``InputFile.download()``); its URL is there to read remotely. Outputs are written where it says.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,10 +45,21 @@ class PairioJobFile(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     requiredResources: PairioJobRequiredResources
     workingDir: str = Field(description="absolute path the processor runs in")
+    inputStaging: Literal["ahead", "lazy"] = Field(
+        default="ahead",
+        description="ahead: every input is at its path before the processor starts; lazy: an input is fetched to its "
+        "path when the processor asks for a local copy (InputFile.download())",
+    )
+    cacheDir: Optional[str] = Field(default=None, description="lazy: the bridge's input cache, where the processor can see it")
+
+    def to_json(self) -> str:
+        # An ahead job's file has no staging fields, so processors of older SDKs still read it.
+        lazy_fields = None if self.inputStaging == "lazy" else {"inputStaging", "cacheDir"}
+        return self.model_dump_json(indent=2, exclude=lazy_fields)
 
     def write(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.write_text(self.to_json())
         tmp.replace(path)
 
     @classmethod

@@ -49,7 +49,11 @@ class ProcessorDefinitionError(TypeError):
 
 
 class InputFile(BaseModel):
-    """An input file, already staged on local disk by the bridge.
+    """An input file: staged on local disk by the bridge ahead of the job, or fetched when first asked for (lazy).
+
+    ``get_url()`` is the input's URL and never downloads anything: hand it to readers of
+    remote files (lindi, remfile, h5py over HTTP) to read a large file by ranges. ``download()``
+    and ``local_file_name`` give a local copy, fetching it first if the bridge staged lazily.
 
     Also answers the original Pairio SDK's API: ``local_file_name``, ``is_local()``,
     ``get_local_file_name()``, ``download(dest_file_path=...)``, ``job_id``.
@@ -64,38 +68,54 @@ class InputFile(BaseModel):
     job_id: Optional[str] = None
     # The original SDK's processors could sign URLs with the job's key; here jobs hold none.
     job_private_key: Optional[str] = None
+    # Lazy staging: the file is at ``path`` only once fetched, through ``cache_dir`` when given (bridge.staging).
+    lazy: bool = False
+    cache_dir: Optional[str] = None
 
     def get_url(self) -> str:
         return self.url
 
     @property
     def local_file_name(self) -> str:
-        return self.path
+        return self._local_path()
 
     def is_local(self) -> bool:
-        return True
+        return True  # a local file name is always available (fetched on first use when lazy)
 
     def get_local_file_name(self) -> str:
+        return self._local_path()
+
+    def is_staged(self) -> bool:
+        """Whether the file is on local disk already (always, unless the bridge stages lazily)."""
+        return Path(self.path).is_file()
+
+    def _local_path(self) -> str:
+        if self.lazy and not self.is_staged():
+            from .input_cache import fetch_input  # resumable, size-checked, shared with the bridge
+
+            fetch_input(self.url, Path(self.path), Path(self.cache_dir) if self.cache_dir else None)
         return self.path
 
     def download(
         self, dest: Optional[str | os.PathLike[str]] = None, *, dest_file_path: Optional[str | os.PathLike[str]] = None
     ) -> str:
-        """Copy the staged file to ``dest`` (default: its file base name in the working directory).
+        """Copy the input to ``dest`` (default: its file base name in the working directory).
 
         ``dest_file_path`` is the original SDK's name for ``dest``. A copy rather than a hard
         link: the staged file may be shared with the bridge's cache, and a processor that
-        edits its copy must not change it. To read the file without copying it, open ``path``.
+        edits its copy must not change it. To read the file without copying it, open
+        ``local_file_name``.
         """
         if dest is not None and dest_file_path is not None:
             raise TypeError("give dest or dest_file_path (the same thing), not both")
         chosen = dest if dest is not None else dest_file_path
         target = Path(chosen if chosen is not None else self.file_base_name)
-        if target.resolve() == Path(self.path).resolve():
+        source = self._local_path()
+        if target.resolve() == Path(source).resolve():
             return str(target)  # already there, as the original SDK allows
         if target.parent != Path(""):
             target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.path, target)
+        shutil.copyfile(source, target)
         return str(target)
 
 

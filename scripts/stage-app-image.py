@@ -28,6 +28,7 @@ def sdk_module_roots() -> list[Path]:
         "import sys, sysconfig\n"
         "SKIP = ('__editable__', '_distutils_hack')  # an editable install's and setuptools' import hooks\n"
         f"for name in {SDK_ENTRY_POINTS!r}: __import__(name)\n"
+        "import httpx; httpx.Client().close()  # what a lazily staged input's download loads (httpcore, h11, certifi)\n"
         "stdlib = sysconfig.get_paths()['stdlib']\n"
         "for m in list(sys.modules.values()):\n"
         "    f = getattr(m, '__file__', None)\n"

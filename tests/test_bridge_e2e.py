@@ -59,7 +59,11 @@ PROCESSOR = textwrap.dedent(
     if job["processorName"] == "produce" and not p.get("skip_output"):
         Path(job["outputs"][0]["path"]).write_text(p["text"])
     if job["processorName"] == "count":
-        text = Path(job["inputs"][0]["path"]).read_text()
+        entry = job["inputs"][0]
+        if job.get("inputStaging") == "lazy":  # the local bridge's default: this processor fetches its input
+            from pairio.input_cache import fetch_input
+            fetch_input(entry["url"], Path(entry["path"]), Path(job["cacheDir"]) if job.get("cacheDir") else None)
+        text = Path(entry["path"]).read_text()
         Path(job["outputs"][0]["path"]).write_text(json.dumps({"count": len(text), "text": text}))
     if record:
         (record / f"span-{job['jobId']}.json").write_text(json.dumps({"start": start, "end": time.time()}))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pairio.models import (
@@ -18,9 +18,10 @@ from pairio.models import (
     PairioServiceUser,
 )
 from pairio.names import check_name
+from pairio.status import TERMINAL_STATUSES
 
 from ..context import now_sec
-from ..db.tables import ApiKey, ComputeClient, Service, ServiceApp, ServiceUser, User
+from ..db.tables import ApiKey, ComputeClient, Job, Service, ServiceApp, ServiceUser, User
 from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from ..security import hash_secret, new_id, new_secret
 from .definition import spec_hash
@@ -188,6 +189,30 @@ def list_services(s: Session, user_id: Optional[str] = None) -> list[Service]:
             | Service.service_name.in_(select(ServiceUser.service_name).where(ServiceUser.user_id == user_id))
         )
     return list(s.scalars(q))
+
+
+def delete_service(s: Session, service_name: str, user_id: str) -> None:
+    """Delete a service with its apps, compute clients and roles; only its owner may, and only when no job waits or runs.
+
+    Finished jobs stay (their pages, files and the usage statistics keep working);
+    unfinished ones would be orphans that no compute client could ever run.
+    """
+    service = get_service_row(s, service_name)
+    if service.owner_user_id != user_id:
+        raise Forbidden(f"only the owner of service {service_name!r} ({service.owner_user_id}) may delete it")
+    unfinished = s.scalar(
+        select(func.count()).select_from(Job).where(Job.service_name == service_name, Job.status.not_in([x.value for x in TERMINAL_STATUSES]))
+    )
+    if unfinished:
+        raise Conflict(
+            f"service {service_name!r} has {unfinished} unfinished jobs; cancel them (or wait until they finish) "
+            "before deleting the service"
+        )
+    for table in (ServiceApp, ComputeClient, ServiceUser):
+        for row in s.scalars(select(table).where(table.service_name == service_name)):
+            s.delete(row)
+    s.flush()
+    s.delete(service)
 
 
 # ---------------------------------------------------------------- apps

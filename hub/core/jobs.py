@@ -27,7 +27,7 @@ from pairio.models import (
 from pairio.status import ACTIVE_STATUSES, JobStatus
 
 from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mark_job_to_stop, mark_runnable_changed, now_sec
-from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag
+from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag, Service
 from ..errors import BadRequest, Forbidden, NotFound
 from ..security import new_id, url_hash
 from . import accounts, job_secrets
@@ -364,8 +364,10 @@ def count_jobs_by_status(s: Session, service_name: Optional[str] = None, f: Opti
 
 
 def may_manage(s: Session, job: Job, user_id: str) -> bool:
-    """Whether the user may cancel or delete the job: its owner or an admin of its service."""
-    return job.user_id == user_id or accounts.roles_of(s, job.service_name, user_id).admin
+    """Whether the user may cancel or delete the job: its owner or an admin of its service (if the service still exists)."""
+    if job.user_id == user_id:
+        return True
+    return s.get(Service, job.service_name) is not None and accounts.roles_of(s, job.service_name, user_id).admin
 
 
 def cancel_job(ctx: HubContext, s: Session, user_id: str, job_id: str) -> Job:
@@ -482,7 +484,11 @@ def on_job_completed(s: Session, job: Job) -> None:
 
 
 def user_stats(s: Session, user_id: str) -> dict[str, Any]:
-    """Jobs and CPU/GPU/GB/job hours a user consumed (submitted) and provided (ran), summed by the database."""
+    """Jobs and CPU/GPU/GB/job hours a user consumed (submitted) and provided (ran), summed by the database.
+
+    As in the original Pairio, only jobs that both started and finished count: a
+    pending, running or never-started (e.g. canceled while pending) job adds nothing.
+    """
     return {
         "userId": user_id,
         "consumed": _usage(s, Job, Job.user_id == user_id),
@@ -494,7 +500,7 @@ def user_stats(s: Session, user_id: str) -> dict[str, Any]:
 
 def _usage(s: Session, table: type[Job] | type[DeletedJob], where: ColumnElement[bool]) -> dict[str, float]:
     started, finished = table.timestamp_started_sec, table.timestamp_finished_sec
-    hours = case((and_(started.is_not(None), finished > started), (finished - started) / 3600.0), else_=0.0)
+    hours = case((finished > started, (finished - started) / 3600.0), else_=0.0)
     row = s.execute(
         select(
             func.count(),
@@ -502,6 +508,6 @@ def _usage(s: Session, table: type[Job] | type[DeletedJob], where: ColumnElement
             func.coalesce(func.sum(table.num_gpus * hours), 0.0),
             func.coalesce(func.sum(table.memory_gb * hours), 0.0),
             func.coalesce(func.sum(hours), 0.0),
-        ).where(where)
+        ).where(where, started.is_not(None), finished.is_not(None))
     ).one()
     return {"numJobs": int(row[0]), "cpuHours": float(row[1]), "gpuHours": float(row[2]), "gbHours": float(row[3]), "jobHours": float(row[4])}

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pairio.models import MAX_TAGS, PairioApp, PairioComputeClientComputeSlot, PairioJobData, PairioJobDefinition
 from pairio.status import JobStatus
 
-from ..context import HubContext
+from ..context import HubContext, now_sec
 from ..core import accounts
 from ..core import compute
 from ..core import jobs as core
@@ -335,6 +335,8 @@ def get_service(c: Caller, req: GetServiceRequest) -> dict[str, Any]:
 @wire_call("getServices", GetServicesRequest)
 def get_services(c: Caller, req: GetServicesRequest) -> dict[str, Any]:
     services = accounts.list_services(c.s, req.userId)
+    if req.userId:  # the original lists only the services the user owns, not those it has a role in
+        services = [x for x in services if x.owner_user_id == req.userId]
     return {"services": [wire_service(c.s, x) for x in services]}
 
 
@@ -484,6 +486,73 @@ def reset_user_api_key(c: Caller, req: ResetUserApiKeyRequest) -> dict[str, Any]
     for k in old_keys:  # a reset replaces the user's keys, the one sent with this call included
         accounts.revoke_api_key(c.s, user, k.key_id)
     return {"apiKey": plain}
+
+
+# The rest of the original web UI's calls, and the old compute client's pubsub look-up.
+
+
+class DeleteServiceRequest(WireRequest):
+    serviceName: str = Id
+
+
+class AddUserRequest(WireRequest):
+    userId: str = Id
+
+
+class SetUserInfoRequest(WireRequest):
+    userId: str = Id
+    name: Optional[str] = Field(default=None, max_length=200)
+    email: Optional[str] = Field(default=None, max_length=200)
+
+
+class GetPubsubSubscriptionRequest(WireRequest):
+    computeClientId: Optional[str] = OptionalId
+
+
+@wire_call("deleteService", DeleteServiceRequest)
+def delete_service(c: Caller, req: DeleteServiceRequest) -> dict[str, Any]:
+    accounts.delete_service(c.s, req.serviceName, c.user_id())
+    return {}
+
+
+@wire_call("addUser", AddUserRequest)
+def add_user(c: Caller, req: AddUserRequest) -> dict[str, Any]:
+    # The prototype's addUser could never succeed (app-protocol.md section 6); its users came
+    # from resetUserApiKey. Here a user exists as soon as it has an API key, so adding
+    # oneself is a no-op, and other users are created by an administrator.
+    c.user_id(req.userId)
+    return {}
+
+
+@wire_call("setUserInfo", SetUserInfoRequest)
+def set_user_info(c: Caller, req: SetUserInfoRequest) -> dict[str, Any]:
+    c.user_id(req.userId)
+    if req.name or req.email:
+        raise BadRequest(
+            "this hub keeps no user name or email (a user is its userId and API keys); "
+            "send setUserInfo without name and email, or leave the call out"
+        )
+    return {}
+
+
+# Bridges here ask the hub for work themselves; there is no PubNub channel. The old compute
+# client subscribes with what it gets and, hearing nothing, falls back to asking
+# getRunnableJobsForComputeClient every 10 minutes; the placeholder key says why.
+NO_PUBSUB_KEY = "pairio-hub-has-no-pubsub"
+PUBSUB_CHANNEL = "pairio-compute-clients"
+
+
+@wire_call("getPubsubSubscription", GetPubsubSubscriptionRequest)
+def get_pubsub_subscription(c: Caller, req: GetPubsubSubscriptionRequest) -> dict[str, Any]:
+    if req.computeClientId is None:
+        raise BadRequest("computeClientId is missing; send the id of the compute client whose key is in Authorization")
+    cc = accounts.compute_client_for_key(c.s, c.api_key)
+    if cc.compute_client_id != req.computeClientId:
+        raise Unauthorized(
+            f"the key is compute client {cc.compute_client_id}'s, not {req.computeClientId!r}; send the matching id and key"
+        )
+    cc.last_active_sec = now_sec()
+    return {"subscription": {"pubnubSubscribeKey": NO_PUBSUB_KEY, "pubnubChannel": PUBSUB_CHANNEL, "pubnubUser": cc.compute_client_id}}
 
 
 # The job process's call, made with the job's private key.

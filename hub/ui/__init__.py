@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..errors import HubError
-from . import account_pages, jobs_pages, service_pages, submit_pages  # noqa: F401 - they register their routes
+from . import account_pages, jobs_pages, service_pages, submit_pages, user_pages  # noqa: F401 - they register their routes
 from .auth import viewer_for
 from .common import json_router, router
 from .render import STATIC_DIR, render_error
