@@ -212,6 +212,7 @@ def processor_command(
     job_id: str,
     resources: PairioJobRequiredResources,
     needs_network: bool = False,
+    fetches_inputs: bool = False,
 ) -> ProcessorLaunch:
     """How a job's processor runs in ``job_dir/work``, for the bridge's container mode.
 
@@ -241,11 +242,12 @@ def processor_command(
     watcher_args = ("--container-engine", mode.value, "--container-image", image)
     if mode is ContainerMode.APPTAINER:
         command = apptainer_exec_command(
-            image=image, argv=argv, job_dir=job_dir, resources=resources, engine_limits=config.apptainerLimits
+            image=image, argv=argv, job_dir=job_dir, resources=resources, engine_limits=config.apptainerLimits,
+            writable_inputs=fetches_inputs,
         )
         return ProcessorLaunch(command, watcher_args)
     command = oci_create_command(
         mode.value, image=image, argv=argv, job_dir=job_dir, job_id=job_id, resources=resources, pull_policy=config.pullPolicy,
-        network=needs_network,
+        network=needs_network, writable_inputs=fetches_inputs,
     )
     return ProcessorLaunch(command, (*watcher_args, "--container-name", container_name(job_id)))

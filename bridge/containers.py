@@ -62,6 +62,7 @@ def oci_create_command(
     resources: PairioJobRequiredResources,
     pull_policy: PullPolicy = PullPolicy.MISSING,
     network: bool = False,
+    writable_inputs: bool = False,
 ) -> list[str]:
     """``podman create`` / ``docker create`` of the job's container; the watcher starts it.
 
@@ -85,23 +86,25 @@ def oci_create_command(
         "--network", "bridge" if network else "none",
         "--env-file", str(job_dir / CONTAINER_ENV_FILE),
         OWNER_PLACEHOLDER,  # the owner on the host the container runs on: the watcher there fills it in
-        *[option for source, target, mode in job_mounts(job_dir) for option in ("-v", f"{source}:{target}:{mode}")],
+        *[option for source, target, mode in job_mounts(job_dir, writable_inputs) for option in ("-v", f"{source}:{target}:{mode}")],
         "-w", str(job_dir / WORK_DIR),
         image, *argv,
     ]  # fmt: skip
 
 
-def job_mounts(job_dir: Path) -> list[tuple[Path, str, str]]:
+def job_mounts(job_dir: Path, writable_inputs: bool = False) -> list[tuple[Path, str, str]]:
     """What of the job directory a container sees, as (host path, path inside, ro|rw).
 
-    The job file and the staged inputs read-only; the outputs and the working directory writable,
-    at the same paths as on the host; the job's ``tmp/`` as /tmp. Never the whole directory: the
-    watcher's files there (watcher.json, result.json, the cancel mark, the env file) are the bridge's,
-    and a processor in a container must not be able to write them.
+    The job file and the staged inputs read-only (staged inputs are hard links to the bridge's cache:
+    written through, they would change every job's copy); the outputs and the working directory
+    writable, at the same paths as on the host; the job's ``tmp/`` as /tmp. ``writable_inputs``: the
+    processor fetches its inputs itself (lazy staging), into the job's own directory, never the cache.
+    Never the whole directory: the watcher's files there (watcher.json, result.json, the cancel mark,
+    the env file) are the bridge's, and a processor in a container must not be able to write them.
     """
     return [
         (job_dir / JOB_FILE, str(job_dir / JOB_FILE), "ro"),
-        (job_dir / INPUTS_DIR, str(job_dir / INPUTS_DIR), "ro"),
+        (job_dir / INPUTS_DIR, str(job_dir / INPUTS_DIR), "rw" if writable_inputs else "ro"),
         (job_dir / OUTPUTS_DIR, str(job_dir / OUTPUTS_DIR), "rw"),
         (job_dir / WORK_DIR, str(job_dir / WORK_DIR), "rw"),
         (job_dir / JOB_TMP_DIR, "/tmp", "rw"),
@@ -109,7 +112,8 @@ def job_mounts(job_dir: Path) -> list[tuple[Path, str, str]]:
 
 
 def apptainer_exec_command(
-    *, image: str, argv: Sequence[str], job_dir: Path, resources: PairioJobRequiredResources, engine_limits: bool = False
+    *, image: str, argv: Sequence[str], job_dir: Path, resources: PairioJobRequiredResources, engine_limits: bool = False,
+    writable_inputs: bool = False,
 ) -> list[str]:
     """``apptainer exec`` with nothing of the host but the job's files (``job_mounts``) and a job-local /tmp.
 
@@ -119,7 +123,7 @@ def apptainer_exec_command(
     job_dir = job_dir.resolve()
     command = [
         "apptainer", "exec", "--containall", "--cleanenv",
-        *[option for source, target, mode in job_mounts(job_dir) for option in ("--bind", f"{source}:{target}:{mode}")],
+        *[option for source, target, mode in job_mounts(job_dir, writable_inputs) for option in ("--bind", f"{source}:{target}:{mode}")],
         "--pwd", str(job_dir / WORK_DIR),
         "--env-file", str(job_dir / CONTAINER_ENV_FILE),
     ]  # fmt: skip

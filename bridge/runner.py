@@ -746,6 +746,7 @@ class BridgeRunner:
         return processor_command(
             self.config, app_name=app_name, image=image, executable=executable, job_dir=d.path, job_id=job.jobId,
             resources=job.requiredResources, needs_network=needs_network,
+            fetches_inputs=PairioJobFile.read(d.job_file).inputStaging == "lazy",
         )
 
     def check_images(self) -> None:

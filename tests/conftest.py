@@ -53,6 +53,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_models": ("unit",),
     "test_openapi": ("hub",),
     "test_original_pairio": ("compat",),
+    "test_remote_inputs": ("bridge",),
     "test_rest_jobs": ("hub",),
     "test_runner_recovery": ("bridge",),
     "test_slurm_accounting": ("slurm",),
@@ -67,9 +68,11 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_ssh_shell": ("ssh",),
     "test_ui_browser": ("browser",),
     "test_ui_pages": ("hub",),
+    "test_user_stats": ("hub",),
     "test_watch": ("unit",),
     "test_wire_protocol": ("hub",),
     "test_wire_ui_calls": ("compat",),
+    "test_wire_ui_more": ("compat",),
 }
 
 

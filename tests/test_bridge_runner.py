@@ -127,6 +127,12 @@ def test_oci_create_command(tmp_path: Path, engine: str) -> None:
     assert plain.command[-2:] == ["i", "/app/run"] and ("--pull", "missing") in list(zip(plain.command, plain.command[1:]))
     networked = processor_command(make_config(containerMode=engine), app_name="a", image="i", executable="e", job_dir=job_dir, job_id="J1", resources=RESOURCES, needs_network=True)
     assert ("--network", "bridge") in list(zip(networked.command, networked.command[1:]))  # the spec's needsNetwork
+    assert ("-v", f"{d}/inputs:{d}/inputs:ro") in list(zip(networked.command, networked.command[1:]))
+    fetching = processor_command(
+        make_config(containerMode=engine), app_name="a", image="i", executable="e", job_dir=job_dir, job_id="J1",
+        resources=RESOURCES, needs_network=True, fetches_inputs=True,
+    )  # lazy inputs: fetched into the job's own inputs/, never hard links to the bridge's cache
+    assert ("-v", f"{d}/inputs:{d}/inputs:rw") in list(zip(fetching.command, fetching.command[1:]))
     gpu = processor_command(make_config(containerMode=engine), app_name="a", image="i", executable="e", job_dir=job_dir, job_id="J1", resources=GPU_RESOURCES)
     assert gpu.command[:2] == [engine, "create"]  # the watcher adds the flags for the GPUs the job is given on its host
 
