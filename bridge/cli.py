@@ -23,12 +23,12 @@ from pydantic import ValidationError
 
 from pairio.cli.errors import describe_expected_error
 from pairio.config import resolve_client_settings
-from pairio.extras import extra_of_missing_module, require_extra
 from pairio.errors import MissingApiKeyError, PairioConnectionError, error_for_response, redact
+from pairio.extras import extra_of_missing_module, require_extra
 from pairio.models import MAX_TIME_SEC, PairioComputeClientComputeSlot
 
-from .containers import PullPolicy
 from .config import BridgeConfig, BridgeConfigError, ContainerMode, config_file, load_bridge_config, save_bridge_config
+from .containers import PullPolicy
 from .dirlock import lock_bridge_dir
 from .hub_api import HubApiError
 from .slurm.site import SlurmSiteOptions

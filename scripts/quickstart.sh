@@ -11,22 +11,37 @@ PORT="${PAIRIO_QUICKSTART_PORT:-8000}"
 URL="http://127.0.0.1:${PORT}"
 DATA=.pairio/hub
 BRIDGE=.pairio/bridge
+# A Pairio hub answers /healthz with {"status": "ok", ...}
+hub_up() { python3 - "$URL" <<'PY'
+import json, sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1] + "/healthz", timeout=2) as r:
+        sys.exit(0 if json.load(r).get("status") == "ok" else 1)
+except (OSError, ValueError):
+    sys.exit(1)
+PY
+}
+# Anything at all listening on the port
+port_taken() { python3 - "$PORT" <<'PY'
+import socket, sys
+with socket.socket() as s:
+    s.settimeout(2)
+    sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) == 0 else 1)
+PY
+}
+running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+if port_taken && ! { running .pairio/hub.pid && hub_up; }; then
+  echo "another program listens on $URL (not this quick start's hub, whose pid is kept in .pairio/hub.pid):" >&2
+  echo "stop it, or pick another port: PAIRIO_QUICKSTART_PORT=8001 bash scripts/quickstart.sh" >&2
+  exit 1
+fi
 mkdir -p .pairio
 unset PAIRIO_API_URL PAIRIO_API_KEY  # the examples read the hub and key stored by 'pairio login'
 
 python3 -m venv .venv 2>/dev/null || true
 .venv/bin/python -m pip install -q -e '.[all]' 2> >(grep -v '^WARNING: ' >&2)
 export PATH="$PWD/.venv/bin:$PATH"
-
-hub_up() { python - "$URL" <<'PY'
-import sys, httpx
-try:
-    sys.exit(0 if httpx.get(sys.argv[1] + "/v1/services", timeout=2).status_code == 200 else 1)
-except httpx.HTTPError:
-    sys.exit(1)
-PY
-}
-running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 if ! hub_up; then
   echo "starting the hub on $URL (log: .pairio/hub.log)"

@@ -41,6 +41,7 @@ from pairio.config import config_path, load_config_file
 from .conftest import PUBLIC_URL
 from .hubtools import (
     HELLO_WORLD_SPEC,
+    REPO,
     LiveHub,
     Seed,
     SyncASGITransport,
@@ -323,3 +324,25 @@ def test_hub_serve_shows_the_database_without_its_password(tmp_path: Path) -> No
     settings = HubSettings(data_dir=tmp_path, database_url="postgresql+psycopg://pairio:s3cret@db.example.org/pairio")
     assert database_for_display(settings) == "postgresql+psycopg://pairio:***@db.example.org/pairio"
     assert database_for_display(HubSettings(data_dir=tmp_path)) == f"sqlite:///{tmp_path.resolve()}/hub.db"
+
+
+def test_the_quick_start_refuses_a_port_another_program_holds() -> None:
+    """Something else on the quick start's port (here a plain HTTP server): it stops before it changes
+    anything, naming the port and how to pick another, instead of talking to a program that is no hub."""
+    import http.server
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PAIRIO_")}
+        result = subprocess.run(
+            ["bash", str(REPO / "scripts" / "quickstart.sh")], env={**env, "PAIRIO_QUICKSTART_PORT": str(port)},
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert f"another program listens on http://127.0.0.1:{port}" in result.stderr
+    assert "PAIRIO_QUICKSTART_PORT=8001" in result.stderr and result.stdout == ""
