@@ -172,6 +172,8 @@ class HubProcess:
                 self.process.wait()
 
     def admin(self, *args: str) -> str:
+        if not (self.data_dir / "hub.db").exists():  # pairio admin refuses a directory with no hub database
+            subprocess.run(PAIRIO + ["hub", "init", "--data-dir", str(self.data_dir)], capture_output=True, timeout=60, check=True)
         result = subprocess.run(
             PAIRIO + ["admin", "--data-dir", str(self.data_dir), *args], capture_output=True, text=True, timeout=60, check=False
         )

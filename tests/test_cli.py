@@ -100,10 +100,16 @@ class HubDatabase:
         return run_pairio(["admin", "--data-dir", str(self.data_dir), *args], env=self.env, ok=ok)
 
 
+def init_hub(data_dir: Path) -> Path:
+    """A hub data directory with its database, as after 'pairio hub init' (pairio admin refuses one without)."""
+    assert invoke(["hub", "init", "--data-dir", str(data_dir)]).exit_code == 0
+    return data_dir
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def hub_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HubDatabase]:
     if request.param == "sqlite":
-        yield HubDatabase(tmp_path / "hub", {})
+        yield HubDatabase(init_hub(tmp_path / "hub"), {})
     else:
         with postgres_schema() as url:
             yield HubDatabase(tmp_path / "hub", {"PAIRIO_HUB_DATABASE_URL": url})
@@ -144,7 +150,7 @@ def test_admin_sets_up_a_hub_whose_keys_work(hub_database: HubDatabase, spec_fil
 
 
 def test_admin_errors_are_one_line_messages(tmp_path: Path, spec_file: Path) -> None:
-    data_dir = str(tmp_path / "hub")
+    data_dir = str(init_hub(tmp_path / "hub"))
     admin = ["admin", "--data-dir", data_dir]
     assert invoke([*admin, "create-user", "carol"]).exit_code == 0
     assert_one_line_error(invoke([*admin, "create-user", "carol"]), "user 'carol' exists already")
@@ -166,7 +172,7 @@ def test_admin_errors_are_one_line_messages(tmp_path: Path, spec_file: Path) -> 
 
 
 def test_admin_lists_and_keys(tmp_path: Path, spec_file: Path) -> None:
-    admin = ["admin", "--data-dir", str(tmp_path / "hub")]
+    admin = ["admin", "--data-dir", str(init_hub(tmp_path / "hub"))]
     for args in (["create-user", "carol"], ["create-service", "svc", "--owner", "carol"], ["add-app", "svc", str(spec_file)]):
         assert invoke([*admin, *args]).exit_code == 0
     second = invoke([*admin, "create-api-key", "carol", "--label", "laptop"])
@@ -346,3 +352,13 @@ def test_the_quick_start_refuses_a_port_another_program_holds() -> None:
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert f"another program listens on http://127.0.0.1:{port}" in result.stderr
     assert "PAIRIO_QUICKSTART_PORT=8001" in result.stderr and result.stdout == ""
+
+
+def test_admin_refuses_a_data_directory_without_a_hub_database(tmp_path: Path) -> None:
+    """A mistyped --data-dir must not quietly become a new, empty hub database."""
+    elsewhere = tmp_path / "typo"
+    result = invoke(["admin", "--data-dir", str(elsewhere), "create-user", "carol"])
+    assert_one_line_error(result, f"no hub database in {elsewhere}", f"pairio hub init --data-dir {elsewhere}")
+    assert not (elsewhere / "hub.db").exists()
+    assert invoke(["hub", "init", "--data-dir", str(elsewhere)]).exit_code == 0
+    assert invoke(["admin", "--data-dir", str(elsewhere), "create-user", "carol"]).exit_code == 0

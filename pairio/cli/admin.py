@@ -7,6 +7,7 @@ so the first user and key can be made before anyone has a key to call the API wi
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +33,17 @@ def hub_database(options: AdminOptions) -> Iterator["Session"]:
     """One transaction on the hub's database, migrated to the current schema first."""
     from hub.context import HubContext
 
-    ctx = HubContext.create(load_hub_settings(options.data_dir))
+    settings = load_hub_settings(options.data_dir)
+    database = settings.data_dir / "hub.db"
+    if not settings.database_url and not database.exists():
+        # a mistyped --data-dir must not quietly start an empty hub database that no hub serves
+        where = shlex.quote(str(settings.data_dir))
+        raise click.ClickException(
+            f"no hub database in {settings.data_dir} ({database.name} is missing): check --data-dir or "
+            f"PAIRIO_HUB_DATA_DIR, or create one there with 'pairio hub init --data-dir {where}' "
+            f"(or by starting the hub: 'pairio hub serve --data-dir {where}')"
+        )
+    ctx = HubContext.create(settings)
     try:
         with ctx.transaction() as session:
             yield session

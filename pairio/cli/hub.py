@@ -71,6 +71,21 @@ def hub() -> None:
     """Run a Pairio hub."""
 
 
+@hub.command("init")
+@data_dir_option()
+def init(data_dir: Optional[Path]) -> None:
+    """Create the hub's database (or bring it to the current schema) without serving.
+
+    'pairio admin' then works on it before the hub first starts; 'pairio hub serve' does the same on its own.
+    """
+    from hub.context import HubContext
+
+    settings = load_hub_settings(data_dir)
+    ctx = HubContext.create(settings)
+    ctx.close()
+    click.echo(f"hub database ready: {database_for_display(settings)}")
+
+
 @hub.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (0.0.0.0 for every interface)")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="port to listen on")
