@@ -362,3 +362,19 @@ def test_admin_refuses_a_data_directory_without_a_hub_database(tmp_path: Path) -
     assert not (elsewhere / "hub.db").exists()
     assert invoke(["hub", "init", "--data-dir", str(elsewhere)]).exit_code == 0
     assert invoke(["admin", "--data-dir", str(elsewhere), "create-user", "carol"]).exit_code == 0
+
+
+def test_jobs_commands_take_url_and_key_before_or_after_the_subcommand(live_hub: LiveHub, seeded: Seed, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PAIRIO_API_KEY", raising=False)
+    monkeypatch.delenv("PAIRIO_API_URL", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(live_hub.ctx.settings.data_dir / "no-login"))  # nothing saved by 'pairio login'
+    with PairioClient(live_hub.url, seeded.key) as alice:
+        job = alice.submit_job(service_name=seeded.service, job_definition=HELLO, required_resources=RESOURCES)
+    for args in (
+        ["jobs", "--url", live_hub.url, "--key", seeded.key, "show", job.jobId],
+        ["jobs", "show", job.jobId, "--url", live_hub.url, "--key", seeded.key],
+        ["jobs", "--url", live_hub.url, "show", "--api-key", seeded.key, job.jobId],
+    ):
+        shown = invoke(args)
+        assert shown.exit_code == 0 and job.jobId in shown.stdout, (args, shown.output)
+    assert_one_line_error(invoke(["jobs", "cancel", job.jobId, "--url", live_hub.url]), "no Pairio API key")  # reading needs none

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Any, Optional, TypeVar
 
 import click
 
@@ -15,12 +16,33 @@ from pairio.status import JobStatus
 from .tables import format_time, render_table
 
 
-@dataclass(frozen=True)
+@dataclass
 class JobsOptions:
-    url: Optional[str]
+    url: Optional[str] = None
+    api_key: Optional[str] = None
 
     def client(self) -> PairioClient:
-        return PairioClient(self.url)
+        return PairioClient(self.url, self.api_key)
+
+
+URL_HELP = "the hub's URL [default: $PAIRIO_API_URL or what 'pairio login' saved]"
+KEY_HELP = "your API key [default: $PAIRIO_API_KEY or what 'pairio login' saved]; the environment keeps it out of shell history"
+FC = TypeVar("FC", bound=Callable[..., Any])
+
+
+def _remember(field: str) -> Callable[[click.Context, click.Parameter, Optional[str]], None]:
+    def store(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> None:
+        options = ctx.ensure_object(JobsOptions)  # one object: the group's, which each subcommand's context shares
+        if value is not None:
+            setattr(options, field, value)
+
+    return store
+
+
+def hub_options(command: FC) -> FC:
+    """--url and --key, taken before the subcommand (``pairio jobs --url U list``) or after it (``pairio jobs list --url U``)."""
+    command = click.option("--key", "--api-key", default=None, expose_value=False, callback=_remember("api_key"), help=KEY_HELP)(command)
+    return click.option("--url", default=None, expose_value=False, callback=_remember("url"), help=URL_HELP)(command)
 
 
 def _status_text(job: PairioJob) -> str:
@@ -41,14 +63,13 @@ def _job_json(job: PairioJob) -> dict[str, Any]:
 
 
 @click.group()
-@click.option("--url", default=None, help="the hub's URL [default: $PAIRIO_API_URL or what 'pairio login' saved]")
-@click.pass_context
-def jobs(ctx: click.Context, url: Optional[str]) -> None:
-    """List, show, cancel and delete jobs (the key comes from PAIRIO_API_KEY or 'pairio login')."""
-    ctx.obj = JobsOptions(url=url)
+@hub_options
+def jobs() -> None:
+    """List, show, cancel and delete jobs (the key comes from --key, PAIRIO_API_KEY or 'pairio login')."""
 
 
 @jobs.command("list")
+@hub_options
 @click.option("--service", "-s", default=None, help="only jobs of this service")
 @click.option("--status", multiple=True, type=click.Choice([s.value for s in JobStatus]), help="only jobs with this status (repeatable)")
 @click.option("--tag", multiple=True, help="only jobs with this tag (repeatable: every tag given)")
@@ -87,6 +108,7 @@ def list_jobs(
 
 
 @jobs.command("show")
+@hub_options
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="print the job and its events as JSON")
 @click.pass_obj
@@ -138,6 +160,7 @@ def show_job(options: JobsOptions, job_id: str, as_json: bool) -> None:
 
 
 @jobs.command("cancel")
+@hub_options
 @click.argument("job_id")
 @click.pass_obj
 def cancel_job(options: JobsOptions, job_id: str) -> None:
@@ -151,6 +174,7 @@ def cancel_job(options: JobsOptions, job_id: str) -> None:
 
 
 @jobs.command("logs")
+@hub_options
 @click.argument("job_id")
 @click.pass_obj
 def job_logs(options: JobsOptions, job_id: str) -> None:
@@ -165,6 +189,7 @@ def job_logs(options: JobsOptions, job_id: str) -> None:
 
 
 @jobs.command("delete")
+@hub_options
 @click.argument("job_ids", nargs=-1, required=True, metavar="JOB_ID...")
 @click.pass_obj
 def delete_jobs(options: JobsOptions, job_ids: tuple[str, ...]) -> None:
