@@ -41,9 +41,10 @@ class PairioConfigError(PairioError):
 class MissingApiKeyError(PairioConfigError):
     def __init__(self, url: str) -> None:
         super().__init__(
-            f"no Pairio API key for the hub at {url}. Give one with 'export PAIRIO_API_KEY=<key>', "
-            "'pairio login', or PairioClient(api_key=...). To get a key, run on the hub's machine "
-            "'pairio admin create-user NAME' (a new user) or 'pairio admin create-api-key USER' (an existing one)."
+            f"no Pairio API key for the hub at {url}. Give one with 'pairio login --url {url}' (asks for it), "
+            "'export PAIRIO_API_KEY=<key>', or PairioClient(api_key=...). Keys come from the hub's administrator, "
+            "who makes them on the hub's machine: 'pairio admin create-user NAME' (a new user) or "
+            "'pairio admin create-api-key USER' (an existing one)."
         )
         self.url = url
 

@@ -378,3 +378,16 @@ def test_jobs_commands_take_url_and_key_before_or_after_the_subcommand(live_hub:
         shown = invoke(args)
         assert shown.exit_code == 0 and job.jobId in shown.stdout, (args, shown.output)
     assert_one_line_error(invoke(["jobs", "cancel", job.jobId, "--url", live_hub.url]), "no Pairio API key")  # reading needs none
+
+
+def test_shell_completion_as_the_readme_sets_it_up() -> None:
+    """The README's completion lines: both commands answer click's completion protocol."""
+    for program, variable, words, expected in (
+        ("pairio", "_PAIRIO_COMPLETE", "pairio jo", "plain,jobs"),
+        ("pairio-bridge", "_PAIRIO_BRIDGE_COMPLETE", "pairio-bridge lo", "plain,local"),
+    ):
+        env = {**os.environ, variable: "bash_complete", "COMP_WORDS": words, "COMP_CWORD": "1"}
+        out = subprocess.run([str(Path(sys.executable).parent / program)], env=env, capture_output=True, text=True, timeout=60)
+        assert expected in out.stdout.splitlines(), (program, out.stdout, out.stderr)
+        source = subprocess.run([str(Path(sys.executable).parent / program)], env={**os.environ, variable: "bash_source"}, capture_output=True, text=True, timeout=60)
+        assert "complete -o nosort -F" in source.stdout, source.stdout
