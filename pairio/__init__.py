@@ -24,10 +24,12 @@ from .client import (
     set_default_client,
     submit_job,
 )
+from .batch import as_completed, wait_for_jobs
 from .errors import (
     AuthenticationError,
     BadRequestError,
     ConflictError,
+    JobsWaitTimeoutError,
     JobWaitTimeoutError,
     MissingApiKeyError,
     NotFoundError,
@@ -77,6 +79,8 @@ __all__ = [
     "find_jobs",
     "cancel_job",
     "delete_jobs",
+    "wait_for_jobs",
+    "as_completed",
     "PairioClient",
     "RetryPolicy",
     "JobFilters",
@@ -114,6 +118,7 @@ __all__ = [
     "PairioResponseError",
     "UnknownOutputError",
     "JobWaitTimeoutError",
+    "JobsWaitTimeoutError",
     "PairioHTTPError",
     "BadRequestError",
     "AuthenticationError",

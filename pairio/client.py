@@ -185,8 +185,11 @@ class PairioClient:
         send_key: bool = True,
         json: Any = None,
         params: Any = None,
+        headers: Optional[dict[str, str]] = None,
+        accept_statuses: tuple[int, ...] = (),
     ) -> httpx.Response:
-        headers = self._auth_headers(auth_required) if send_key else {}
+        """``accept_statuses``: error statuses that are answers here (e.g. 416 for a range past the end)."""
+        headers = {**(self._auth_headers(auth_required) if send_key else {}), **(headers or {})}
         attempt = 0
         while True:
             last_attempt = attempt + 1 >= self.retry_policy.max_attempts
@@ -209,7 +212,7 @@ class PairioClient:
                 time.sleep(self.retry_policy.delay(attempt))
                 attempt += 1
                 continue
-            if response.is_error:
+            if response.is_error and response.status_code not in accept_statuses:
                 raise error_for_response(response, self._api_key)
             return response
 
@@ -328,6 +331,18 @@ class PairioClient:
         if console_output_url is None or console_output_url.endswith(hub_path):
             return self._request("GET", hub_path, retry=Retry.IDEMPOTENT).text
         return self._request("GET", console_output_url, retry=Retry.IDEMPOTENT, send_key=False).text
+
+    def get_console_output_since(self, job_id: str, offset: int) -> bytes:
+        """The bytes the job printed after the first ``offset`` (b"" when nothing new): for following a job's output."""
+        response = self._request(
+            "GET", f"/v1/jobs/{_segment(job_id)}/console-output", retry=Retry.IDEMPOTENT,
+            headers={"Range": f"bytes={offset}-"}, accept_statuses=(416,),
+        )
+        if response.status_code == 416:
+            return b""
+        if response.status_code == 200:  # a hub that ignored the range sends it all
+            return response.content[offset:]
+        return response.content
 
     # ---------------------------------------------------------------- services, apps, compute clients
 

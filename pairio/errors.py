@@ -66,6 +66,18 @@ class UnknownOutputError(PairioError, ValueError):
         self.valid_names = valid_names
 
 
+class JobsWaitTimeoutError(PairioError, TimeoutError):
+    def __init__(self, unfinished: list[str], total: int, wait_sec: float) -> None:
+        shown = ", ".join(unfinished[:10]) + (f" and {len(unfinished) - 10} more" if len(unfinished) > 10 else "")
+        super().__init__(
+            f"{len(unfinished)} of {total} jobs are unfinished after waiting {wait_sec:g} s ({shown}); "
+            "wait again to keep waiting, or cancel them"
+        )
+        self.unfinished = unfinished
+        self.total = total
+        self.wait_sec = wait_sec
+
+
 class JobWaitTimeoutError(PairioError, TimeoutError):
     def __init__(self, job_id: str, status: JobStatus, wait_sec: float) -> None:
         super().__init__(

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any, Optional, TypeVar
 
 import click
 
+from pairio.batch import wait_for_jobs
 from pairio.client import JobFilters, PairioClient
+from pairio.errors import JobsWaitTimeoutError
 from pairio.job import PairioJob
 from pairio.status import JobStatus
 
@@ -74,15 +77,24 @@ def jobs() -> None:
 @click.option("--status", multiple=True, type=click.Choice([s.value for s in JobStatus]), help="only jobs with this status (repeatable)")
 @click.option("--tag", multiple=True, help="only jobs with this tag (repeatable: every tag given)")
 @click.option("--user", default=None, help="only jobs submitted by this user")
+@click.option("--batch", default=None, help="only jobs of this batch (submit_job's batch_id)")
+@click.option("--app", default=None, help="only jobs of this app")
+@click.option("--processor", default=None, help="only jobs of this processor")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="at most this many jobs, newest first")
 @click.option("--json", "as_json", is_flag=True, help="print the jobs as JSON")
 @click.pass_obj
 def list_jobs(
     options: JobsOptions, service: Optional[str], status: tuple[str, ...], tag: tuple[str, ...],
-    user: Optional[str], limit: int, as_json: bool,
+    user: Optional[str], batch: Optional[str], app: Optional[str], processor: Optional[str], limit: int, as_json: bool,
 ) -> None:
     """Jobs matching every filter given, newest first."""
     filters: JobFilters = {}
+    if batch:
+        filters["batch_id"] = batch
+    if app:
+        filters["app_name"] = app
+    if processor:
+        filters["processor_name"] = processor
     if service:
         filters["service_name"] = service
     if user:
@@ -176,9 +188,13 @@ def cancel_job(options: JobsOptions, job_id: str) -> None:
 @jobs.command("logs")
 @hub_options
 @click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="keep printing what the job prints until it ends")
 @click.pass_obj
-def job_logs(options: JobsOptions, job_id: str) -> None:
+def job_logs(options: JobsOptions, job_id: str, follow: bool) -> None:
     """What the job printed (its console output) so far."""
+    if follow:
+        _follow_logs(options, job_id)
+        return
     with options.client() as client:
         text = client.get_console_output(job_id)
         if not text:
@@ -197,3 +213,61 @@ def delete_jobs(options: JobsOptions, job_ids: tuple[str, ...]) -> None:
     with options.client() as client:
         client.delete_jobs(list(job_ids))
     click.echo(f"deleted {len(job_ids)} job(s)")
+
+
+def _follow_logs(options: JobsOptions, job_id: str, poll_interval_sec: float = 1.0, max_poll_interval_sec: float = 5.0) -> None:
+    """Print the console output as it grows (only the new bytes each poll) until the job has ended and all is shown."""
+    offset = 0
+    delay = poll_interval_sec
+    with options.client() as client:
+        while True:
+            job = client.get_job(job_id)  # first: output that arrives after a final status is read below
+            chunk = client.get_console_output_since(job_id, offset)
+            while chunk:
+                offset += len(chunk)
+                click.echo(chunk.decode("utf-8", errors="replace"), nl=False)
+                delay = poll_interval_sec
+                chunk = client.get_console_output_since(job_id, offset)
+            if job.status.is_terminal:
+                if job.status == JobStatus.FAILED:
+                    click.echo(f"job {job_id}: failed" + (f" ({job.error})" if job.error else ""), err=True)
+                    raise SystemExit(1)
+                return
+            time.sleep(delay)
+            delay = min(delay * 1.5, max_poll_interval_sec)
+
+
+@jobs.command("wait")
+@hub_options
+@click.argument("job_ids", nargs=-1, metavar="[JOB_ID...]")
+@click.option("--batch", default=None, help="every job of this batch (submit_job's batch_id)")
+@click.option("--timeout", "timeout_sec", type=click.FloatRange(min=0, min_open=True), default=None, help="give up after this many seconds (exit status 2)")
+@click.option("--quiet", "-q", is_flag=True, help="no progress line")
+@click.pass_obj
+def wait_jobs(options: JobsOptions, job_ids: tuple[str, ...], batch: Optional[str], timeout_sec: Optional[float], quiet: bool) -> None:
+    """Wait until the jobs (or a batch's) are completed or failed, with a progress line on a terminal.
+
+    Exit status 0 when every job completed, 1 when some failed (they are listed first), 2 on --timeout.
+    """
+    if bool(job_ids) == bool(batch):
+        raise click.UsageError("give job ids, or --batch ID (not both)")
+    with options.client() as client:
+        if batch:
+            waiting = client.find_jobs(batch_id=batch)
+            if not waiting:
+                raise click.ClickException(f"no jobs in batch {batch!r} (check the id: 'pairio jobs list --batch {batch}')")
+        else:
+            waiting = [client.get_job(job_id) for job_id in job_ids]
+        try:
+            done = wait_for_jobs(waiting, timeout_sec=timeout_sec, progress=False if quiet else None)
+        except JobsWaitTimeoutError as e:
+            click.echo(f"Error: {e}", err=True)
+            raise SystemExit(2) from None
+    failed = [j for j in done if j.status == JobStatus.FAILED]
+    rows = [[j.jobId, _status_text(j), f"{j.jobDefinition.appName}/{j.jobDefinition.processorName}", (j.error or "")[:80]] for j in failed]
+    failed_ids = {j.jobId for j in failed}
+    rows += [[j.jobId, _status_text(j), f"{j.jobDefinition.appName}/{j.jobDefinition.processorName}", ""] for j in done if j.jobId not in failed_ids]
+    click.echo(render_table(["JOB ID", "STATUS", "APP/PROCESSOR", "ERROR"], rows))
+    if failed:
+        click.echo(f"Error: {len(failed)} of {len(done)} jobs failed", err=True)
+        raise SystemExit(1)
