@@ -145,7 +145,12 @@ def test_cancel_needs_a_session_a_csrf_token_and_the_right_user(api: httpx.Clien
     assert done.status_code == 303 and done.headers["location"] == f"/job/{job['jobId']}?notice=canceled"
     after = api.get(f"/v1/jobs/{job['jobId']}").json()
     assert after["status"] == "failed" and after["canceled"] and "canceled by alice" in after["error"]
-    assert "Cancel requested" in api.get(done.headers["location"]).text
+    page = api.get(done.headers["location"]).text
+    assert "Cancel requested" in page
+    # a cancelled job reads as cancelled, not as a failure; its error is preformatted text
+    assert '<p class="status-line"><span class="status status-canceled" data-status="failed"' in page
+    assert '<pre class="error job-error" id="job-error" role="status">' in page
+    assert "status-canceled" in api.get("/jobs").text
 
 
 def test_rerun_and_delete(api: httpx.Client, seeded: Seed) -> None:
