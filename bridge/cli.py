@@ -27,7 +27,16 @@ from pairio.errors import MissingApiKeyError, PairioConnectionError, error_for_r
 from pairio.extras import extra_of_missing_module, require_extra
 from pairio.models import MAX_TIME_SEC, PairioComputeClientComputeSlot
 
-from .config import BridgeConfig, BridgeConfigError, ContainerMode, config_file, load_bridge_config, save_bridge_config
+from .config import (
+    AppCommandsFile,
+    BridgeConfig,
+    BridgeConfigError,
+    ContainerMode,
+    config_file,
+    load_bridge_config,
+    save_bridge_config,
+    update_app_commands,
+)
 from .containers import PullPolicy
 from .dirlock import lock_bridge_dir
 from .hub_api import HubApiError
@@ -147,6 +156,7 @@ def register(
     if path.exists() and not force:
         raise click.ClickException(
             f"{path} exists already; run the bridge with 'pairio-bridge local --dir {bridge_dir}', "
+            f"change its apps with 'pairio-bridge apps add --dir {bridge_dir} APP=COMMAND', "
             "or pass --force to register a new compute client in its place"
         )
     app_commands = _parse_app_commands(apps)
@@ -183,6 +193,7 @@ def register(
         passEnv=list(pass_env),
     )
     save_bridge_config(bridge_dir, config)
+    _warn_about_unknown_apps(settings.url, settings.api_key, service, list(app_commands))
     if config.containerMode is not ContainerMode.NONE and shutil.which(config.containerMode.value) is None:
         click.echo(f"warning: {config.containerMode.value} is not on this machine's PATH; jobs will fail until it is", err=True)
     click.echo(f"registered compute client {label!r} ({config.computeClientId}) for service {service!r} at {settings.url}")
@@ -225,6 +236,72 @@ def _create_compute_client(url: str, api_key: str, service: str, label: str, slo
     return result
 
 
+def _warn_about_unknown_apps(url: str, api_key: str, service: str, apps: list[str]) -> None:
+    """Say which --app names the service has no app for (their jobs can never come); silent when the hub cannot tell."""
+    if not apps:
+        return
+    try:
+        response = httpx.get(f"{url}/v1/services/{service}/apps", headers={"Authorization": f"Bearer {api_key}"}, timeout=30.0)
+        known = {a["appName"] for a in response.json()["serviceApps"]} if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        known = None
+    if known is None:
+        return
+    for app in sorted(set(apps) - known):
+        click.echo(
+            f"warning: service {service!r} has no app {app!r} (it has: {', '.join(sorted(known)) or 'none'}); "
+            f"no job will ever ask for it: check the name, or add the app to the service",
+            err=True,
+        )
+
+
+# ---------------------------------------------------------------- apps
+
+
+@main.group()
+def apps() -> None:
+    """List and change the commands that run each app (container mode none) of a registered bridge.
+
+    A running bridge picks a change up at its next job; no restart needed.
+    """
+
+
+@apps.command("list")
+@click.option("--dir", "bridge_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="the bridge's directory")
+def apps_list(bridge_dir: Path) -> None:
+    """The bridge's app commands, one per line: APP<TAB>COMMAND."""
+    config = load_bridge_config(bridge_dir)
+    if config.containerMode is not ContainerMode.NONE:
+        click.echo(f"container mode {config.containerMode.value}: each app runs its processors' images; the commands below are not used", err=True)
+    if not config.appCommands:
+        click.echo("no app commands (add one: pairio-bridge apps add --dir DIR APP='python /abs/path/main.py')", err=True)
+    for app, command in sorted(config.appCommands.items()):
+        click.echo(f"{app}\t{command}")
+
+
+@apps.command("add")
+@click.option("--dir", "bridge_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="the bridge's directory")
+@click.argument("commands", nargs=-1, required=True, metavar="APP=COMMAND...")
+def apps_add(bridge_dir: Path, commands: tuple[str, ...]) -> None:
+    """Add (or replace) the command that runs an app, e.g. hello_world="python /abs/path/main.py"."""
+    added = _parse_app_commands(commands)
+    config = load_bridge_config(bridge_dir)
+    now = update_app_commands(bridge_dir, add=added)
+    settings = resolve_client_settings(config.hubUrl)
+    if settings.api_key:
+        _warn_about_unknown_apps(config.hubUrl, settings.api_key, config.serviceName, list(added))
+    click.echo(f"app commands of {bridge_dir}: {', '.join(sorted(now))}; a running bridge uses them from its next job")
+
+
+@apps.command("remove")
+@click.option("--dir", "bridge_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="the bridge's directory")
+@click.argument("names", nargs=-1, required=True, metavar="APP...")
+def apps_remove(bridge_dir: Path, names: tuple[str, ...]) -> None:
+    """Remove apps' commands: the bridge stops running them (their jobs wait for another compute client)."""
+    now = update_app_commands(bridge_dir, remove=names)
+    click.echo(f"app commands of {bridge_dir}: {', '.join(sorted(now)) or 'none'}; a running bridge uses them from its next job")
+
+
 # ---------------------------------------------------------------- local
 
 
@@ -253,17 +330,18 @@ def local(bridge_dir: Path, exit_when_idle: bool, log_level: str) -> None:
     config = load_bridge_config(bridge_dir)
     lock_bridge_dir(bridge_dir)
     backend = LocalBackend(config.jobs_path, respect_machine_load=config.respectMachineLoad)
-    run_bridge(config, backend, exit_when_idle=exit_when_idle)
+    run_bridge(config, backend, exit_when_idle=exit_when_idle, bridge_dir=bridge_dir)
 
 
-def run_bridge(config: BridgeConfig, backend: Any, *, exit_when_idle: bool) -> None:
+def run_bridge(config: BridgeConfig, backend: Any, *, exit_when_idle: bool, bridge_dir: Optional[Path] = None) -> None:
     """Run the shared bridge loop on ``backend`` until drained (every bridge command ends here)."""
     from .hub_api import HubApi
     from .runner import BridgeRefusedError, BridgeRunner, ImmediateExit
 
     hub = HubApi(config.hubUrl, config.computeClientPrivateKey, timeout=config.hubTimeoutSec)
     os.umask(0o077)  # job directories and what is written in them are the bridge user's only
-    runner = BridgeRunner(config, backend, hub, exit_when_idle=exit_when_idle)
+    app_commands = AppCommandsFile(bridge_dir) if bridge_dir is not None else None
+    runner = BridgeRunner(config, backend, hub, exit_when_idle=exit_when_idle, app_commands_file=app_commands)
     runner.install_signal_handlers()
     try:
         runner.run()

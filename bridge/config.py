@@ -191,6 +191,57 @@ def save_bridge_config(bridge_dir: Path, config: BridgeConfig) -> Path:
     return write_private_file(path, config.model_dump_json(indent=2) + "\n")
 
 
+def update_app_commands(bridge_dir: Path, add: Optional[dict[str, str]] = None, remove: tuple[str, ...] = ()) -> dict[str, str]:
+    """Change the app commands in ``bridge.json`` in place (everything else as written); returns the new set.
+
+    The file is replaced atomically, so a running bridge reads either the old or the new one.
+    """
+    path = config_file(bridge_dir)
+    load_bridge_config(bridge_dir)  # says what is wrong with a missing or broken file
+    raw = json.loads(path.read_text())
+    commands = dict(raw.get("appCommands") or {})
+    unknown = [app for app in remove if app not in commands]
+    if unknown:
+        known = ", ".join(sorted(commands)) or "none"
+        raise BridgeConfigError(f"this bridge has no command for {', '.join(map(repr, unknown))} (it has: {known})")
+    for app in remove:
+        del commands[app]
+    commands.update(add or {})
+    raw["appCommands"] = commands
+    try:
+        BridgeConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise BridgeConfigError(f"invalid app command ({problems})") from None
+    write_private_file(path, json.dumps(raw, indent=2) + "\n")
+    return commands
+
+
+class AppCommandsFile:
+    """A running bridge's view of the app commands in its ``bridge.json``: re-read when the file changes
+    (``pairio-bridge apps add/remove``), so new commands apply from the next job on, without a restart."""
+
+    def __init__(self, bridge_dir: Path) -> None:
+        self.path = config_file(bridge_dir)
+        self._seen = self._stamp()
+
+    def _stamp(self) -> Optional[tuple[int, int]]:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_ino)
+
+    def changed(self) -> Optional[dict[str, str]]:
+        """The app commands when the file changed since the last look (None: unchanged); raises BridgeConfigError
+        for a file that no longer reads as a bridge configuration (the caller keeps the commands it has)."""
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return None
+        self._seen = stamp
+        return load_bridge_config(self.path.parent).appCommands
+
+
 # ---------------------------------------------------------------- the processor's command line
 
 
@@ -227,8 +278,8 @@ def processor_command(
             known = ", ".join(sorted(config.appCommands)) or "none"
             raise BridgeConfigError(
                 f"this bridge has no command for app {app_name!r} (it knows: {known}); add one with "
-                f"'pairio-bridge register ... --app {app_name}=\"python /abs/path/main.py\"' "
-                f"or in 'appCommands' of its {CONFIG_FILE_NAME}"
+                f"'pairio-bridge apps add --dir BRIDGE_DIR {app_name}=\"python /abs/path/main.py\"' "
+                f"(the running bridge uses it from its next job)"
             )
         return ProcessorLaunch(shlex.split(command))
     if not image:

@@ -46,7 +46,7 @@ from pairio.models import PairioApp, PairioJobData, PairioJobRequiredResources
 from pairio.status import JobStatus
 
 from .backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError, SubmitRetryLater
-from .config import BridgeConfig, BridgeConfigError, ContainerMode, ProcessorLaunch, processor_command
+from .config import AppCommandsFile, BridgeConfig, BridgeConfigError, ContainerMode, ProcessorLaunch, processor_command
 from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError
 from .images import app_images, image_report
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
@@ -145,8 +145,11 @@ class BridgeRunner:
         input_cache: Optional[InputCache] = None,
         max_workers: int = 8,
         clock: Callable[[], float] = time.monotonic,
+        app_commands_file: Optional[AppCommandsFile] = None,
     ) -> None:
         self.config = config
+        self.app_commands_file = app_commands_file
+        """bridge.json, re-read for app commands changed while the bridge runs ('pairio-bridge apps add')"""
         self.backend = backend
         self.hub = hub_api
         self.exit_when_idle = exit_when_idle
@@ -736,7 +739,20 @@ class BridgeRunner:
         tracked.retry_at = self._clock() + BUSY_HOST_RECHECK_SEC
         return True
 
+    def _refresh_app_commands(self) -> None:
+        if self.app_commands_file is None:
+            return
+        try:
+            commands = self.app_commands_file.changed()
+        except BridgeConfigError as e:
+            log.warning("kept the app commands it had: %s", e)
+            return
+        if commands is not None and commands != self.config.appCommands:
+            log.info("app commands changed in bridge.json: now %s", ", ".join(sorted(commands)) or "none")
+            self.config = self.config.model_copy(update={"appCommands": commands})
+
     def _command_for(self, job: PairioJobData, d: JobDir) -> ProcessorLaunch:
+        self._refresh_app_commands()
         app_name = job.jobDefinition.appName
         image, executable, needs_network = job.imageUri, None, False
         if self.config.containerMode.value != "none":

@@ -536,3 +536,31 @@ def test_the_resource_log_reaches_the_hub_while_the_job_runs(stack: Stack) -> No
     assert {"timestampSec", "cpuPercent", "rssBytes"} <= set(found[0])
     stack.client.cancel_job(job.jobId)
     stack.wait_done(job)
+
+
+def test_app_commands_change_while_the_bridge_runs(stack: Stack) -> None:
+    """``pairio-bridge apps add/remove/list`` on a registered bridge; the running bridge uses the change at its next job."""
+    stack.register()
+
+    def apps(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(PAIRIO_BRIDGE + ["apps", *args], capture_output=True, text=True, timeout=60, env=stack.env, check=False)
+
+    d = str(stack.bridge_dir)
+    assert apps("add", "--dir", d, "testapp=/bin/false").returncode == 0
+    stack.bridge.start()
+    broken = stack.wait_done(stack.submit("work", message="first"))
+    assert broken.status.value == "failed" and "exited with code 1" in (broken.error or ""), broken.error
+
+    fixed = apps("add", "--dir", d, f"testapp={sys.executable} {stack.processor}")
+    assert fixed.returncode == 0 and "from its next job" in fixed.stdout, fixed.stderr
+    assert stack.wait_done(stack.submit("work", message="second")).status.value == "completed", stack.bridge.log
+    assert "app commands changed in bridge.json" in stack.bridge.log
+    assert apps("list", "--dir", d).stdout == f"testapp\t{sys.executable} {stack.processor}\n"
+
+    other = apps("add", "--dir", d, "otherapp=/bin/true")  # an app the service does not have: said at once
+    assert other.returncode == 0 and f"service {stack.service!r} has no app 'otherapp' (it has: testapp)" in other.stderr
+    unknown = apps("remove", "--dir", d, "nope")
+    assert unknown.returncode == 1 and "no command for 'nope'" in unknown.stderr
+    assert apps("remove", "--dir", d, "otherapp").returncode == 0
+    assert json.loads((stack.bridge_dir / "bridge.json").read_text())["appCommands"] == {"testapp": f"{sys.executable} {stack.processor}"}
+    assert (stack.bridge_dir / "bridge.json").stat().st_mode & 0o777 == 0o600

@@ -97,7 +97,7 @@ def test_mode_none_runs_the_apps_command(tmp_path: Path) -> None:
 
 
 def test_mode_none_without_a_command_names_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(BridgeConfigError, match=r"--app other=") as e:
+    with pytest.raises(BridgeConfigError, match=r"apps add --dir BRIDGE_DIR other=") as e:
         processor_command(make_config(), app_name="other", image=None, executable=None, job_dir=tmp_path, job_id="J", resources=RESOURCES)
     assert "hello_world" in str(e.value)
 

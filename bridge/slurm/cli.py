@@ -88,7 +88,7 @@ def slurm(
             log.info("%s; job directories in %s (the compute nodes must see them at the same path)", version, config.jobsDir)
         else:
             log.info("%s on %s; job directories copied to %s/jobs", version, backend.shell.description, remote.root)
-        run_bridge(config, backend, exit_when_idle=exit_when_idle)
+        run_bridge(config, backend, exit_when_idle=exit_when_idle, bridge_dir=bridge_dir)
     finally:
         if remote is not None:
             remote.close()

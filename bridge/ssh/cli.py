@@ -185,7 +185,7 @@ def ssh(
         respect_machine_load=config.respectMachineLoad, download_inputs=options.remoteDownloads,
     )  # fmt: skip
     try:
-        run_bridge(config, backend, exit_when_idle=exit_when_idle)
+        run_bridge(config, backend, exit_when_idle=exit_when_idle, bridge_dir=bridge_dir)
     finally:
         backend.close()
         shell.close()
