@@ -47,6 +47,18 @@ class JobCreateBody(_Body):
         return JobCreate(**{name: getattr(self, name) for name in type(self).model_fields})
 
 
+MAX_JOBS_PER_BATCH_REQUEST = 1000
+
+
+class JobsCreateBody(_Body):
+    jobs: list[JobCreateBody] = Field(min_length=1, max_length=MAX_JOBS_PER_BATCH_REQUEST)
+
+
+class JobsCreated(BaseModel):
+    jobs: list["JobPublic"]
+    created: list[bool] = Field(description="per job, in the order asked: true for a new job, false for a cache hit")
+
+
 class JobPublic(PairioJobData):
     """A job as users see it; ``jobPrivateKey`` and ``secrets`` are always null, secret parameters ``"***"``."""
 

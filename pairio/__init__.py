@@ -12,8 +12,10 @@ from importlib.metadata import version as _version
 # The original Pairio package offers these at its top level too (its SDK imports them from here).
 from pydantic import BaseModel, Field
 
+from .batch import as_completed, wait_for_jobs
 from .client import (
     JobFilters,
+    JobRequest,
     PairioClient,
     RetryPolicy,
     cancel_job,
@@ -23,8 +25,8 @@ from .client import (
     get_job,
     set_default_client,
     submit_job,
+    submit_jobs,
 )
-from .batch import as_completed, wait_for_jobs
 from .errors import (
     AuthenticationError,
     BadRequestError,
@@ -75,6 +77,8 @@ except _PackageNotFoundError:  # running from a source tree that was never insta
 __all__ = [
     # submitting and following jobs
     "submit_job",
+    "submit_jobs",
+    "JobRequest",
     "get_job",
     "find_jobs",
     "cancel_job",

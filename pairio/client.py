@@ -273,6 +273,23 @@ class PairioClient:
         retry = Retry.IF_NOT_SENT if skip_cache else Retry.IDEMPOTENT
         return self._job(self._request("POST", "/v1/jobs", json=body, retry=retry, auth_required=True))
 
+    def submit_jobs(self, requests: Sequence["JobRequest"], *, batch_id: Optional[str] = None) -> list[PairioJob]:
+        """Queue many jobs, one request per ``MAX_JOBS_PER_REQUEST`` of them; each is a ``JobRequest`` with its own
+        definition, resources and tags, and the cache rules of ``submit_job``. ``batch_id`` is given to every
+        request without one, so ``wait_for_jobs`` and ``pairio jobs wait --batch`` follow them together.
+
+        Each request to the hub is all or nothing: a job it refuses fails the request, naming the job
+        (``jobs[i]``); requests sent before it stand.
+        """
+        bodies = [r.body(batch_id) for r in requests]
+        jobs: list[PairioJob] = []
+        for start in range(0, len(bodies), MAX_JOBS_PER_REQUEST):
+            chunk = bodies[start : start + MAX_JOBS_PER_REQUEST]
+            retry = Retry.IF_NOT_SENT if any(b["skipCache"] for b in chunk) else Retry.IDEMPOTENT
+            answer = self._json(self._request("POST", "/v1/jobs/batch", json={"jobs": chunk}, retry=retry, auth_required=True))
+            jobs += [PairioJob.from_hub(data, self) for data in answer["jobs"]]
+        return jobs
+
     def get_job(self, job_id: str) -> PairioJob:
         return self._job(self._request("GET", f"/v1/jobs/{_segment(job_id)}", retry=Retry.IDEMPOTENT))
 
@@ -376,6 +393,42 @@ class PairioClient:
         return [PairioComputeClient.model_validate(x) for x in body["computeClients"]]
 
 
+MAX_JOBS_PER_REQUEST = 500
+"""submit_jobs sends at most this many jobs per request (the hub takes up to 1000)"""
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One job for ``submit_jobs``: the arguments of ``submit_job``."""
+
+    service_name: str
+    job_definition: "JobDefinitionLike"
+    required_resources: "RequiredResourcesLike"
+    tags: Sequence[str] = ()
+    skip_cache: bool = False
+    rerun_failing: bool = False
+    delete_failing: bool = False
+    batch_id: Optional[str] = None
+    target_compute_client_ids: Optional[Sequence[str]] = None
+    secrets: "SecretsLike" = None
+    job_dependencies: Optional[Sequence[str]] = None
+
+    def body(self, default_batch_id: Optional[str] = None) -> dict[str, Any]:
+        return {
+            "serviceName": self.service_name,
+            "jobDefinition": _dump(self.job_definition),
+            "requiredResources": _dump(self.required_resources),
+            "tags": list(self.tags),
+            "batchId": self.batch_id or default_batch_id,
+            "targetComputeClientIds": list(self.target_compute_client_ids) if self.target_compute_client_ids is not None else None,
+            "secrets": _secrets_body(self.secrets),
+            "jobDependencies": list(self.job_dependencies or []),
+            "skipCache": self.skip_cache,
+            "rerunFailing": self.rerun_failing,
+            "deleteFailing": self.delete_failing,
+        }
+
+
 def _dump(model: Union[PairioJobDefinition, PairioJobRequiredResources, dict[str, Any]]) -> Any:
     return model.model_dump(mode="json") if hasattr(model, "model_dump") else model
 
@@ -446,6 +499,11 @@ def submit_job(
         batch_id=batch_id, target_compute_client_ids=target_compute_client_ids, secrets=secrets,
         job_dependencies=job_dependencies,
     )
+
+
+def submit_jobs(requests: Sequence[JobRequest], *, batch_id: Optional[str] = None) -> list[PairioJob]:
+    """Queue many jobs in few requests (see ``PairioClient.submit_jobs``)."""
+    return default_client().submit_jobs(requests, batch_id=batch_id)
 
 
 def get_job(job_id: str) -> PairioJob:

@@ -187,3 +187,42 @@ def test_the_progress_line() -> None:
     display.update([JobStatus.COMPLETED, JobStatus.COMPLETED])
     display.close()
     assert quiet.getvalue().startswith("[########################] 2/2 done: 2 completed")
+
+
+def test_submit_jobs_creates_many_in_one_request_with_the_cache_rules(
+    alice: PairioClient, seeded: Seed, hub_http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pairio import JobRequest
+    from pairio import client as client_module
+
+    requests = [
+        JobRequest(seeded.service, definition(1), RESOURCES, tags=["a"]),
+        JobRequest(seeded.service, definition(2), {**RESOURCES, "numCpus": 2}, tags=["b"], batch_id="own-batch"),
+        JobRequest(seeded.service, definition(1), RESOURCES),  # the first one's definition: the same job
+    ]
+    jobs = alice.submit_jobs(requests, batch_id="sweep")
+    assert jobs[0].jobId == jobs[2].jobId and jobs[0].jobId != jobs[1].jobId
+    assert jobs[0].batchId == "sweep" and jobs[1].batchId == "own-batch" and jobs[1].requiredResources.numCpus == 2
+    assert jobs[0].tags == ["a"] and jobs[1].tags == ["b"]
+    raw = hub_http.post("/v1/jobs/batch", json={"jobs": [r.body() for r in requests[:2]]}, headers={"Authorization": f"Bearer {seeded.key}"})
+    assert raw.status_code == 200 and raw.json()["created"] == [False, False]  # both exist now: cache hits
+
+    monkeypatch.setattr(client_module, "MAX_JOBS_PER_REQUEST", 2)  # more jobs than one request takes
+    many = alice.submit_jobs([JobRequest(seeded.service, definition(10 + i), RESOURCES) for i in range(5)], batch_id="chunked")
+    assert len({j.jobId for j in many}) == 5 and {j.jobId for j in alice.find_jobs(batch_id="chunked")} == {j.jobId for j in many}
+
+
+def test_submit_jobs_is_all_or_nothing_and_names_the_refused_job(alice: PairioClient, seeded: Seed, hub_http: httpx.Client) -> None:
+    from pairio import JobRequest
+    from pairio.errors import PairioHTTPError
+
+    bad = {"appName": "no_such_app", "processorName": "p", "parameters": []}
+    requests = [JobRequest(seeded.service, definition(i), RESOURCES) for i in range(2)] + [JobRequest(seeded.service, bad, RESOURCES)]
+    with pytest.raises(PairioHTTPError) as e:
+        alice.submit_jobs(requests, batch_id="refused")
+    assert "jobs[2]" in str(e.value) and "no_such_app" in str(e.value)
+    assert alice.find_jobs(batch_id="refused") == []  # the first two were not kept either
+    too_many = hub_http.post("/v1/jobs/batch", json={"jobs": [requests[0].body()] * 1001}, headers={"Authorization": f"Bearer {seeded.key}"})
+    assert too_many.status_code == 422 and "1000" in too_many.text
+    empty = hub_http.post("/v1/jobs/batch", json={"jobs": []}, headers={"Authorization": f"Bearer {seeded.key}"})
+    assert empty.status_code == 422

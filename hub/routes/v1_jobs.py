@@ -10,6 +10,7 @@ from pairio.status import JobStatus
 
 from ..core import jobs as core
 from ..deps import Ctx, CurrentUser, DbSession
+from ..errors import HubError
 from ..schemas import (
     DeleteJobsBody,
     FindByDefinitionBody,
@@ -18,6 +19,8 @@ from ..schemas import (
     JobCreateBody,
     JobEventsPublic,
     JobPublic,
+    JobsCreateBody,
+    JobsCreated,
     JobsPublic,
 )
 
@@ -41,6 +44,20 @@ def create_job(body: JobCreateBody, ctx: Ctx, s: DbSession, user: CurrentUser, r
     if not created:
         response.status_code = status.HTTP_200_OK
     return _public(s, job)
+
+
+@router.post("/jobs/batch", response_model=JobsCreated, status_code=200)
+def create_jobs(body: JobsCreateBody, ctx: Ctx, s: DbSession, user: CurrentUser) -> JobsCreated:
+    """Create many jobs in one request, each with its own definition, resources and tags (the cache rules of
+    ``POST /v1/jobs`` apply to each). All or nothing: a job the hub refuses refuses the request, naming it."""
+    made = []
+    for index, request in enumerate(body.jobs):
+        try:
+            made.append(core.create_job(ctx, s, user, request.to_core()))
+        except HubError as e:
+            raise type(e)(f"jobs[{index}]: {e.message}") from None
+    return JobsCreated(jobs=[JobPublic.model_validate(j.model_dump()) for j in core.jobs_public(s, [job for job, _ in made])],
+                       created=[created for _, created in made])
 
 
 @router.get("/jobs", response_model=JobsPublic)
