@@ -61,7 +61,7 @@ def oci_create_command(
     job_id: str,
     resources: PairioJobRequiredResources,
     pull_policy: PullPolicy = PullPolicy.MISSING,
-    network: bool = False,
+    network: "bool | str" = False,
 ) -> list[str]:
     """``podman create`` / ``docker create`` of the job's container; the watcher starts it.
 
@@ -80,7 +80,7 @@ def oci_create_command(
         # the same swap limit: the memory limit must not be met by swapping
         "--memory", memory, "--memory-swap", memory,
         "--pids-limit", str(DEFAULT_PIDS_LIMIT),
-        "--network", "bridge" if network else "none",
+        "--network", network if isinstance(network, str) else "bridge" if network else "none",
         "--env-file", str(job_dir / CONTAINER_ENV_FILE),
         *owner_options(engine),
         "-v", f"{job_dir}:{job_dir}",

@@ -49,6 +49,7 @@ from .config import BridgeConfig, BridgeConfigError, ProcessorLaunch, processor_
 from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
 from .staging import InputCache, StagingError
+from . import original_sdk
 from .watch import SECRETS_FILE
 
 log = logging.getLogger("bridge")
@@ -549,8 +550,8 @@ class BridgeRunner:
 
     def _stream_console(self) -> None:
         for tracked in list(self._jobs.values()):
-            if tracked.busy or tracked.phase is not RunnerPhase.SUBMITTED:
-                continue
+            if tracked.busy or tracked.phase is not RunnerPhase.SUBMITTED or tracked.state.originalSdk:
+                continue  # an original-SDK job uploads its console output itself
             if not self._hub_ok():
                 return
             try:
@@ -666,8 +667,13 @@ class BridgeRunner:
         if self._held_for_busy_host(tracked, job):
             return
         try:
-            launch = self._command_for(job, d)
-        except (BridgeConfigError, HubRejectedError) as e:
+            launch, original = self._command_for(job, d)
+            secrets = _job_secrets(job)
+            if original:
+                secrets.update(original_sdk.key_secret(job.jobPrivateKey, job.jobId))
+                tracked.secret_values.append(secrets[original_sdk.JOB_KEY_VARIABLE])
+                state.originalSdk = True
+        except (BridgeConfigError, HubRejectedError, ValueError) as e:
             self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error=str(e)))
             return
         state.phase = RunnerPhase.SUBMITTING
@@ -675,7 +681,7 @@ class BridgeRunner:
         d.write_state(state)
         submission = JobSubmission(
             job_id=job.jobId, job_dir=d.path, command=launch.command, resources=job.requiredResources,
-            secrets=_job_secrets(job), pass_env=tuple(self.config.passEnv), container_args=launch.watcher_args,
+            secrets=secrets, pass_env=tuple(self.config.passEnv), container_args=launch.watcher_args,
         )
         try:
             native_id = self.backend.submit(submission)
@@ -721,17 +727,20 @@ class BridgeRunner:
         tracked.retry_at = self._clock() + BUSY_HOST_RECHECK_SEC
         return True
 
-    def _command_for(self, job: PairioJobData, d: JobDir) -> ProcessorLaunch:
+    def _command_for(self, job: PairioJobData, d: JobDir) -> tuple[ProcessorLaunch, bool]:
+        """What the watcher runs, and whether the image was built with the original SDK (bridge/original_sdk.py)."""
         app_name = job.jobDefinition.appName
-        image, executable, needs_network = job.imageUri, None, False
+        image, executable, needs_network, original = job.imageUri, None, False, False
         if self.config.containerMode.value != "none":
             processor = self._app_spec(job.serviceName, app_name).get_processor(job.jobDefinition.processorName)
             if processor is not None:
                 image, executable, needs_network = image or processor.image, processor.executable, processor.needsNetwork
-        return processor_command(
+                original = processor.originalSdk
+        launch = processor_command(
             self.config, app_name=app_name, image=image, executable=executable, job_dir=d.path, job_id=job.jobId,
-            resources=job.requiredResources, needs_network=needs_network,
+            resources=job.requiredResources, needs_network=needs_network, original_sdk=original,
         )
+        return launch, original
 
     def _app_spec(self, service_name: str, app_name: str) -> PairioApp:
         cached = self._app_specs.get(app_name)
@@ -747,10 +756,16 @@ class BridgeRunner:
         assert state.outcome is not None
         status = JobStatus.FAILED
         error: Optional[str] = _error_of(state.outcome)
-        if state.outcome.phase is NativePhase.SUCCEEDED:
+        if state.originalSdk:
+            if self._finished_by_itself(tracked):
+                return
+            if state.outcome.phase is NativePhase.SUCCEEDED:
+                error = "the job's process (original Pairio SDK) ended without reporting its final status to the hub"
+        elif state.outcome.phase is NativePhase.SUCCEEDED:
             status, error = self._upload_outputs(tracked)
         if state.runningReported or state.nativeId:
-            self._send_console(tracked, None)
+            if not state.originalSdk:
+                self._send_console(tracked, None)
             self._upload_resource_log(tracked)
         if status is JobStatus.COMPLETED and not state.runningReported:
             if not self._send_running(tracked):
@@ -767,6 +782,21 @@ class BridgeRunner:
         state.finalError = tracked.masked(answer.error) if answer.error else answer.error
         d.write_state(state)
         self._note_result(tracked.job_id, answer.status, state.finalError)
+
+    def _finished_by_itself(self, tracked: TrackedJob) -> bool:
+        """An original-SDK job reports its own final status: when the hub has it, record it and report nothing."""
+        job, _ = self.hub.get_job(tracked.job_id)
+        if not job.status.is_terminal:
+            return False
+        state = tracked.state
+        if state.runningReported or state.nativeId:
+            self._upload_resource_log(tracked)
+        state.phase = RunnerPhase.REPORTED
+        state.finalStatus = job.status.value
+        state.finalError = tracked.masked(job.error) if job.error else job.error
+        tracked.dir.write_state(state)
+        self._note_result(tracked.job_id, job.status, state.finalError)
+        return True
 
     def _upload_outputs(self, tracked: TrackedJob) -> tuple[JobStatus, Optional[str]]:
         d, state = tracked.dir, tracked.state

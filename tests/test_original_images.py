@@ -1,0 +1,212 @@
+"""Images built with the original Pairio SDK run unchanged on our bridges (issue 12, point 4).
+
+The image holds ``pairio==0.5.9`` from PyPI (the ``.venv-original`` site-packages, see
+scripts/ensure-original-pairio.sh) on the session's offline busybox+python test image, and
+``tests/data/original_hello_world``: the seed's hello_world app written with the original
+SDK's API. Its spec is made by the original ``pairio make-app-spec-file`` and registered with
+``"originalSdk": true`` on each processor (hub/core/original_sdk.py says why). A real hub and a
+real ``pairio-bridge local`` in podman container mode run the seed's three examples; the job
+process inside reports its status and uploads its outputs and logs through the wire calls.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from . import test_bridge_e2e as e2e
+from .container_support import PodmanSetup, podman_setup  # noqa: F401  (fixture)
+from .test_bridge_e2e import Stack, public_get
+from .test_bridge_examples import job_id_of, run_example
+from .test_original_pairio import ORIGINAL_VENV, original_bin, original_env  # noqa: F401  (fixture)
+
+hub = e2e.hub
+stack = e2e.stack
+
+REPO = Path(__file__).resolve().parent.parent
+APP_DIR = REPO / "tests" / "data" / "original_hello_world"
+IMAGE = "localhost/pairio-original-hello-world:test"
+CONTAINERFILE = """\
+ARG BASE
+FROM ${BASE}
+COPY site-packages/ /opt/original-pairio/
+COPY app/ /app/
+COPY pairio /usr/bin/pairio
+ENV PYTHONPATH=/opt/original-pairio PYTHONDONTWRITEBYTECODE=1
+"""
+# The original SDK's console script, as pip would write it.
+PAIRIO_SCRIPT = """\
+#!/usr/bin/python3
+import sys
+from pairio.cli import main
+sys.exit(main())
+"""
+JOB_KEY_PREFIX = "pairiojob_"
+
+
+@pytest.fixture(scope="module")
+def original_image(podman_setup: PodmanSetup, original_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> str:  # noqa: F811
+    """The app's image, built offline: the test image plus pairio 0.5.9 and its dependencies, and the app in /app."""
+    context = tmp_path_factory.mktemp("original-image")
+    site = next((ORIGINAL_VENV / "lib").glob("python3*/site-packages"))
+    shutil.copytree(site, context / "site-packages", ignore=shutil.ignore_patterns("pip", "pip-*", "setuptools*", "_distutils_hack", "__pycache__"))
+    shutil.copytree(APP_DIR, context / "app", ignore=shutil.ignore_patterns("__pycache__", "spec.json"))
+    (context / "pairio").write_text(PAIRIO_SCRIPT)
+    (context / "pairio").chmod(0o755)
+    (context / "Containerfile").write_text(CONTAINERFILE)
+    podman_setup.podman(
+        "build", "--pull=never", "--network", "none", "-f", str(context / "Containerfile"),
+        "--build-arg", f"BASE={podman_setup.image}", "-t", IMAGE, str(context), timeout=600,
+    )
+    return IMAGE
+
+
+def original_spec(original_bin: Path, out: Path) -> dict[str, Any]:  # noqa: F811
+    """The spec as the original SDK writes it, marked as an original-SDK app by the service admin."""
+    subprocess.run(
+        [str(original_bin / "pairio"), "make-app-spec-file", "--app-dir", str(APP_DIR), "--spec-output-file", str(out)],
+        capture_output=True, text=True, timeout=120, check=False, env=original_env(original_bin),
+    )
+    spec = json.loads(out.read_text())
+    for processor in spec["processors"]:
+        processor["originalSdk"] = True
+    return spec
+
+
+def add_original_app(stack: Stack, original_bin: Path) -> None:  # noqa: F811
+    path = stack.tmp_path / "original_spec.json"
+    path.write_text(json.dumps(original_spec(original_bin, stack.tmp_path / "made_spec.json")))
+    stack.hub.admin("add-app", stack.service, str(path))
+
+
+def test_the_seed_examples_run_from_an_original_sdk_image_in_podman(
+    stack: Stack, original_image: str, original_bin: Path, podman_setup: PodmanSetup  # noqa: F811
+) -> None:
+    add_original_app(stack, original_bin)
+    stack.register("--container", "podman", "--pull-policy", "never")
+    stack.bridge.start()
+    printed = run_example(stack, "example1.py") + run_example(stack, "example2.py") + run_example(stack, "example3.py")
+    url1, url2, _, url3_count = (words[0] for words in printed)
+    jobs = {url: stack.client.get_job(job_id_of(stack, url)) for url in (url1, url2, url3_count)}
+
+    hello1 = stack.wait_done(jobs[url1], 180)
+    assert hello1.status.value == "completed", (hello1.error, stack.bridge.log)
+    # the child's console output, uploaded by the job itself through getSignedUploadUrl and a PUT
+    assert "Hello, world!" in public_get(hello1.consoleOutputUrl).text
+    hello2 = stack.wait_done(jobs[url2], 180)
+    assert hello2.status.value == "completed", (hello2.error, stack.bridge.log)
+    assert public_get(hello2.get_output("output")).text == "Hello, world!"  # served at the URL fixed at creation
+    count = stack.wait_done(jobs[url3_count], 180)
+    assert count.status.value == "completed", (count.error, stack.bridge.log)
+    assert json.loads(public_get(count.get_output("output")).text) == {"num_characters": 13}
+    assert "13 characters" in public_get(count.consoleOutputUrl).text
+
+    for job in (hello1, hello2, count):
+        page = public_get(f"{stack.hub.url}/job/{job.jobId}").text
+        assert '<svg id="resource-plot"' in page, job.jobId  # the bridge's samples of the container
+    page = public_get(f"{stack.hub.url}/job/{count.jobId}").text
+    assert "13 characters" in page and "output.json" in page
+    # the job private key reached the job in its env file only: never in the bridge's log or a console
+    assert JOB_KEY_PREFIX not in stack.bridge.log
+    for job in (hello1, hello2, count):
+        assert JOB_KEY_PREFIX not in public_get(job.consoleOutputUrl).text
+    assert not [name for name in podman_setup.container_names() if name.startswith("pairio-")]
+
+
+def test_a_bridge_without_network_says_why_it_cannot_run_them(stack: Stack, original_bin: Path) -> None:  # noqa: F811
+    add_original_app(stack, original_bin)
+    stack.register("--container", "podman", "--pull-policy", "never", config_updates={"originalSdkNetwork": "none"})
+    stack.bridge.start()
+    url = run_example(stack, "example1.py")[0][0]
+    job = stack.wait_done(stack.client.get_job(job_id_of(stack, url)), 60)
+    assert job.status.value == "failed"
+    assert "original Pairio SDK" in (job.error or "") and "no network" in (job.error or ""), job.error
+
+
+# ---------------------------------------------------------------- the job's own calls, against a real hub
+
+
+def _claimed_job(stack: Stack) -> tuple[str, str, str]:
+    """A hello_world_2 job claimed through the bridge API: its id, its private key and the compute client's id."""
+    created = _call(stack, "createComputeClient", stack.key, serviceNames=[stack.service], computeClientName="probe", userId="")
+    assert created.status_code == 200, created.text
+    cc_id, cc_key = created.json()["computeClientId"], created.json()["computeClientPrivateKey"]
+    job = stack.client.submit_job(
+        stack.service,
+        e2e.PairioJobDefinition.model_validate({
+            "appName": "hello_world", "processorName": "hello_world_2", "inputFiles": [],
+            "outputFiles": [{"name": "output", "fileBaseName": "output.txt"}], "parameters": [],
+        }),
+        e2e.RESOURCES, skip_cache=True,
+    )
+    claimed = httpx.post(
+        f"{stack.hub.url}/v1/compute/claim", json={"maxJobs": 1}, headers={"Authorization": f"Bearer {cc_key}"}, timeout=60
+    )
+    claimed.raise_for_status()
+    [found] = [j for j in claimed.json()["jobs"] if j["jobId"] == job.jobId]
+    return job.jobId, found["jobPrivateKey"], cc_id
+
+
+def _call(stack: Stack, name: str, key: str = "", colon: bool = False, **body: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer{':' if colon else ''} {key}"} if key else {}
+    return httpx.post(f"{stack.hub.url}/api/{name}", json={"type": f"{name}Request", **body}, headers=headers, timeout=30)
+
+
+def test_the_job_key_reports_uploads_and_stops_working_when_the_job_is_final(stack: Stack, original_bin: Path) -> None:  # noqa: F811
+    add_original_app(stack, original_bin)
+    job_id, key, cc_id = _claimed_job(stack)
+
+    assert _call(stack, "setJobStatus", key, colon=True, jobId=job_id, computeClientId=cc_id, status="running").status_code == 200
+    # a repeat (the bridge's own report, or a retry) is a no-op
+    assert _call(stack, "setJobStatus", key, jobId=job_id, computeClientId=cc_id, status="running").status_code == 200
+    assert _call(stack, "setJobStatus", "wrong", jobId=job_id, computeClientId=cc_id, status="running").status_code == 401
+
+    bad = _call(stack, "getSignedUploadUrl", key, jobId=job_id, uploadType="output", outputName="nope", size=3)
+    assert bad.status_code == 400 and "outputFiles" in bad.json()["error"]
+    got = _call(stack, "getSignedUploadUrl", key, jobId=job_id, uploadType="output", outputName="output", size=5)
+    assert got.status_code == 200, got.text
+    signed, download = got.json()["signedUrl"], got.json()["downloadUrl"]
+    assert httpx.put(signed, content=b"toolong", timeout=30).status_code == 400  # not the declared size
+    tampered = signed[:-3] + ("AAA" if not signed.endswith("AAA") else "BBB")
+    assert httpx.put(tampered, content=b"hello", timeout=30).status_code == 401
+    assert httpx.put(signed, content=b"hello", timeout=30).status_code == 200
+    assert public_get(download).text == "hello"
+    assert download == stack.client.get_job(job_id).get_output("output")
+
+    other = _call(stack, "getSignedUploadUrl", key, jobId=job_id, uploadType="other", otherName="figs/a.txt", size=2).json()
+    assert httpx.put(other["signedUrl"], content=b"hi", timeout=30).status_code == 200
+    assert public_get(other["downloadUrl"]).text == "hi"
+    assert _call(stack, "getSignedUploadUrl", key, jobId=job_id, uploadType="other", otherName="figs/a.txt", size=2).status_code == 400
+    assert _call(stack, "getSignedUploadUrl", key, jobId=job_id, uploadType="other", otherName="../x", size=2).status_code == 400
+
+    # getJob: without a key as the SDK sends it; with includePrivateKey the job's own key comes back
+    plain = _call(stack, "getJob", jobId=job_id, includePrivateKey=False).json()["job"]
+    assert plain["status"] == "running" and plain["jobPrivateKey"] is None
+    mine = _call(stack, "getJob", key, jobId=job_id, includePrivateKey=True, computeClientId=cc_id)
+    assert mine.status_code == 200 and mine.json()["job"]["jobPrivateKey"] == key
+    assert _call(stack, "getJob", key, jobId=job_id, includePrivateKey=True).status_code == 400
+
+    assert _call(stack, "setJobStatus", key, colon=True, jobId=job_id, computeClientId=cc_id, status="completed").status_code == 200
+    # never a second terminal status; the key now works only for the monitors' last log uploads
+    late = _call(stack, "setJobStatus", key, jobId=job_id, computeClientId=cc_id, status="failed", error="late")
+    assert late.status_code == 401 and "no longer works" in late.json()["error"]
+    assert stack.client.get_job(job_id).status.value == "completed"
+    console = _call(stack, "getSignedUploadUrl", key, jobId=job_id, uploadType="consoleOutput", size=6).json()
+    assert httpx.put(console["signedUrl"], content=b"done!\n", timeout=30).status_code == 200
+    assert public_get(console["downloadUrl"]).text == "done!\n"
+    assert _call(stack, "getSignedUploadUrl", key, jobId=job_id, uploadType="output", outputName="output", size=1).status_code == 401
+
+
+def test_a_cancel_shows_as_a_status_change_to_the_job(stack: Stack, original_bin: Path) -> None:  # noqa: F811
+    add_original_app(stack, original_bin)
+    job_id, key, cc_id = _claimed_job(stack)
+    assert _call(stack, "setJobStatus", key, jobId=job_id, computeClientId=cc_id, status="running").status_code == 200
+    stack.client.cancel_job(job_id)
+    seen = _call(stack, "getJob", jobId=job_id, includePrivateKey=False).json()["job"]
+    assert seen["status"] != "running" and "canceled" in seen["error"]
