@@ -9,8 +9,10 @@ parent mode, which reports ``running``, starts the processor as a child and its 
 uploads outputs and logs itself, and reports ``completed`` or ``failed``. It gets the
 variables the original compute client gave it (shared docs/app-protocol.md section 1):
 ``JOB_ID``, ``COMPUTE_CLIENT_ID`` (this bridge's), ``PROCESSOR_EXECUTABLE``,
-``PAIRIO_API_URL``, ``JOB_TIMEOUT_SEC``, ``PAIRIO_JOB_CLEANUP_DIR`` (the job's own /tmp),
-``PAIRIO_JOB_WORKING_DIR`` (the container's working directory), ``PYTHONUNBUFFERED`` and
+``PAIRIO_API_URL``, ``JOB_TIMEOUT_SEC``, ``PAIRIO_JOB_WORKING_DIR`` and
+``PAIRIO_JOB_CLEANUP_DIR`` (both the container's working directory, the job directory's
+``work/``: the SDK's cleanup deletes every file under it, and the job directory itself,
+mounted at its host path, may lie under the container's /tmp), ``PYTHONUNBUFFERED`` and
 ``KACHERY_CLOUD_DIR``; these are not secret and reach the watcher as ``--job-env``
 options. ``JOB_PRIVATE_KEY`` is a secret: it travels like the job's secrets, in the job
 directory's 0600 secrets file and then the container's env file, never on a command line,
@@ -46,7 +48,6 @@ from typing import Optional
 from pairio.models import PairioJobRequiredResources
 
 JOB_KEY_VARIABLE = "JOB_PRIVATE_KEY"
-CLEANUP_DIR = "/tmp"
 KACHERY_CLOUD_DIR = "/tmp/.kachery-cloud"
 
 
@@ -79,7 +80,7 @@ def original_environment(
         "PROCESSOR_EXECUTABLE": executable,
         "PAIRIO_API_URL": hub_url.rstrip("/"),
         "JOB_TIMEOUT_SEC": str(int(resources.timeSec)),
-        "PAIRIO_JOB_CLEANUP_DIR": CLEANUP_DIR,
+        "PAIRIO_JOB_CLEANUP_DIR": str(working_dir),
         "PAIRIO_JOB_WORKING_DIR": str(working_dir),
         "PYTHONUNBUFFERED": "1",
         "KACHERY_CLOUD_DIR": KACHERY_CLOUD_DIR,

@@ -22,7 +22,7 @@ import pytest
 
 from . import test_bridge_e2e as e2e
 from .container_support import PodmanSetup, podman_setup  # noqa: F401  (fixture)
-from .test_bridge_e2e import Stack, public_get
+from .test_bridge_e2e import Stack, public_get, wait_for
 from .test_bridge_examples import job_id_of, run_example
 from .test_original_pairio import ORIGINAL_VENV, original_bin, original_env  # noqa: F401  (fixture)
 
@@ -108,8 +108,8 @@ def test_the_seed_examples_run_from_an_original_sdk_image_in_podman(
     assert "13 characters" in public_get(count.consoleOutputUrl).text
 
     for job in (hello1, hello2, count):
-        page = public_get(f"{stack.hub.url}/job/{job.jobId}").text
-        assert '<svg id="resource-plot"' in page, job.jobId  # the bridge's samples of the container
+        # the bridge's samples of the container, sent once the container has ended (after the job's own 'completed')
+        wait_for(lambda: '<svg id="resource-plot"' in public_get(f"{stack.hub.url}/job/{job.jobId}").text, 60, f"the resource plot of {job.jobId}")
     page = public_get(f"{stack.hub.url}/job/{count.jobId}").text
     assert "13 characters" in page and "output.json" in page
     # the job private key reached the job in its env file only: never in the bridge's log or a console
