@@ -190,12 +190,13 @@ def test_the_job_key_reports_uploads_and_stops_working_when_the_job_is_final(sta
     assert plain["status"] == "running" and plain["jobPrivateKey"] is None
     mine = _call(stack, "getJob", key, jobId=job_id, includePrivateKey=True, computeClientId=cc_id)
     assert mine.status_code == 200 and mine.json()["job"]["jobPrivateKey"] == key
-    assert _call(stack, "getJob", key, jobId=job_id, includePrivateKey=True).status_code == 400
+    assert _call(stack, "getJob", key, jobId=job_id, includePrivateKey=True).json()["job"]["jobPrivateKey"] is None
+    assert _call(stack, "getJob", stack.key, jobId=job_id, includePrivateKey=True, computeClientId=cc_id).json()["job"]["jobPrivateKey"] is None
 
     assert _call(stack, "setJobStatus", key, colon=True, jobId=job_id, computeClientId=cc_id, status="completed").status_code == 200
     # never a second terminal status; the key now works only for the monitors' last log uploads
     late = _call(stack, "setJobStatus", key, jobId=job_id, computeClientId=cc_id, status="failed", error="late")
-    assert late.status_code == 401 and "no longer works" in late.json()["error"]
+    assert late.status_code == 400 and "final" in late.json()["error"]
     assert stack.client.get_job(job_id).status.value == "completed"
     console = _call(stack, "getSignedUploadUrl", key, jobId=job_id, uploadType="consoleOutput", size=6).json()
     assert httpx.put(console["signedUrl"], content=b"done!\n", timeout=30).status_code == 200

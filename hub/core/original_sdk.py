@@ -18,9 +18,10 @@ client (its key changes). A PUT of exactly that many bytes answers 200.
 
 **After the terminal status** the original's monitors still upload the console output and
 the resource log: those, and additional ("other") outputs, are accepted for
-``compute.FINAL_FLUSH_GRACE_SEC``; after that, and for anything else once the job is
-terminal (setJobStatus, output files, whose content is fixed when the job completes), the
-job's key no longer works.
+``compute.FINAL_FLUSH_GRACE_SEC``. Output files are fixed when the job completes (a late
+one is refused), and a late setJobStatus gets the usual refusal of a change to a final
+status (400, which the original SDK survives). After the grace the job's key no longer
+works at all (401), nor does a signed URL made with it.
 
 **Where uploads go.** An output lands at the output URL fixed when the job was created;
 the console output replaces the job's console output (masked like any console output); the

@@ -493,8 +493,8 @@ def reset_user_api_key(c: Caller, req: ResetUserApiKeyRequest) -> dict[str, Any]
 @wire_call("setJobStatus", SetJobStatusRequest)
 def set_job_status(c: Caller, req: SetJobStatusRequest) -> dict[str, Any]:
     job, caller = compute.job_for_call(c.s, req.jobId, c.api_key)
-    if caller.by_job_key:
-        original_sdk.require_key_in_force(job, for_upload=False)
+    if caller.by_job_key:  # a late report within the grace gets the usual "final" refusal (400), as the original SDK expects
+        original_sdk.require_key_in_force(job, for_upload=True)
     if caller.compute_client_id != req.computeClientId:
         raise Unauthorized(
             f"job {job.job_id} is run by compute client {caller.compute_client_id}, not {req.computeClientId!r}; "
@@ -530,8 +530,9 @@ def get_signed_upload_url(c: Caller, req: GetSignedUploadUrlRequest) -> dict[str
 def original_sdk_get_job(c: Caller, req: GetJobRequest) -> dict[str, Any]:
     """getJob: anyone may read a job (its key and secrets are null); with includePrivateKey, its own process gets its key back.
 
-    The hub keeps only a hash of a job's private key, so the key is echoed to a caller that
-    sends it; a compute client gets it once, when it claims the job. A canceled job that has
+    The hub keeps only a hash of a job's private key, so the key is echoed only to a caller
+    that sends it (with the job's computeClientId, while the job runs); anyone else gets
+    null, as users always do. A compute client gets the key once, when it claims the job. A canceled job that has
     not stopped yet reads as failed: the original SDK's job-status monitor stops a job whose
     status leaves 'running', and that is how such an image notices a cancel.
     """
@@ -540,23 +541,11 @@ def original_sdk_get_job(c: Caller, req: GetJobRequest) -> dict[str, Any]:
     if job.canceled and JobStatus(job.status) in (JobStatus.STARTING, JobStatus.RUNNING):
         d["status"] = JobStatus.FAILED.value
         d["error"] = f"canceled by {job.canceled_by_user_id or 'a user'} (the job is being stopped)"
-    if not req.includePrivateKey:
-        return {"job": d}
-    if req.computeClientId is None:
-        raise BadRequest("includePrivateKey needs computeClientId: the id of the compute client that runs the job")
-    if req.computeClientId != job.compute_client_id:
-        raise Unauthorized(f"job {job.job_id} is not run by compute client {req.computeClientId!r}")
-    if c.api_key and original_sdk.is_own_key(job, c.api_key):
+    own = req.includePrivateKey and bool(c.api_key) and original_sdk.is_own_key(job, c.api_key or "")
+    if own and req.computeClientId == job.compute_client_id:
         original_sdk.require_key_in_force(job, for_upload=False)
         d["jobPrivateKey"] = c.api_key
-        return {"job": d}
-    cc = compute.compute_client_for_key(c.s, c.api_key)
-    if cc.compute_client_id != job.compute_client_id:
-        raise Unauthorized(f"the key is not the key of compute client {job.compute_client_id}")
-    raise BadRequest(
-        "this hub keeps only a hash of each job's private key, so it cannot send it again; "
-        "a compute client gets the key once, when it claims the job"
-    )
+    return {"job": d}
 
 
 # ---------------------------------------------------------------- wire shapes
