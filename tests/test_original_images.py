@@ -119,6 +119,25 @@ def test_the_seed_examples_run_from_an_original_sdk_image_in_podman(
     assert not [name for name in podman_setup.container_names() if name.startswith("pairio-")]
 
 
+def test_a_cancel_stops_an_original_sdk_job_in_its_container(
+    stack: Stack, original_image: str, original_bin: Path, podman_setup: PodmanSetup  # noqa: F811
+) -> None:
+    add_original_app(stack, original_bin)
+    stack.register("--container", "podman", "--pull-policy", "never")
+    stack.bridge.start()
+    definition = e2e.PairioJobDefinition.model_validate({
+        "appName": "hello_world", "processorName": "wait", "inputFiles": [], "outputFiles": [], "parameters": [{"name": "seconds", "value": 300}],
+    })
+    job = stack.client.submit_job(stack.service, definition, e2e.RESOURCES, skip_cache=True)
+    stack.wait_status(job, "running", 120)
+    # the job's own console monitor uploads what the processor printed while it runs
+    wait_for(lambda: "waited" in public_get(job.consoleOutputUrl).text, 120, "the job's console output")
+    stack.client.cancel_job(job.jobId)
+    done = stack.wait_done(job, 60)
+    assert done.status.value == "failed" and "canceled" in (done.error or ""), done.error
+    wait_for(lambda: not [n for n in podman_setup.container_names() if n == f"pairio-{job.jobId}"], 60, "the container to be removed")
+
+
 def test_a_bridge_without_network_says_why_it_cannot_run_them(stack: Stack, original_bin: Path) -> None:  # noqa: F811
     add_original_app(stack, original_bin)
     stack.register("--container", "podman", "--pull-policy", "never", config_updates={"originalSdkNetwork": "none"})
@@ -211,3 +230,47 @@ def test_a_cancel_shows_as_a_status_change_to_the_job(stack: Stack, original_bin
     stack.client.cancel_job(job_id)
     seen = _call(stack, "getJob", jobId=job_id, includePrivateKey=False).json()["job"]
     assert seen["status"] != "running" and "canceled" in seen["error"]
+
+
+# ---------------------------------------------------------------- the original compute client's calls (issue 12, point 6)
+
+ORIGINAL_CLIENT_POLL = """\
+import json, sys
+from pairio.common.api_requests import get_runnable_jobs_for_compute_client, set_job_status
+runnable, running = get_runnable_jobs_for_compute_client(compute_client_id=sys.argv[1], compute_client_private_key=sys.argv[2])
+for job in runnable:
+    # as the original compute client does when it starts a job (pending -> starting; a no-op here)
+    set_job_status(job_id=job.jobId, job_private_key=job.jobPrivateKey, status='starting', compute_client_id=sys.argv[1], error=None)
+print(json.dumps({"runnable": [[j.jobId, j.jobPrivateKey, j.status, j.secrets] for j in runnable], "running": [j.jobId for j in running]}))
+"""
+
+
+def test_the_original_clients_poll_hands_over_jobs_with_their_keys(stack: Stack, original_bin: Path, tmp_path: Path) -> None:  # noqa: F811
+    add_original_app(stack, original_bin)
+    created = _call(stack, "createComputeClient", stack.key, serviceNames=[stack.service], computeClientName="old client", userId="")
+    cc_id, cc_key = created.json()["computeClientId"], created.json()["computeClientPrivateKey"]
+    job = stack.client.submit_job(
+        stack.service,
+        e2e.PairioJobDefinition.model_validate({"appName": "hello_world", "processorName": "hello_world_1", "inputFiles": [], "outputFiles": [], "parameters": []}),
+        e2e.RESOURCES, skip_cache=True,
+    )
+    script = tmp_path / "poll.py"
+    script.write_text(ORIGINAL_CLIENT_POLL)
+
+    def poll(key: str = cc_key) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(original_bin / "python"), "-I", str(script), cc_id, key], capture_output=True, text=True, timeout=120, check=False,
+            env=original_env(original_bin, PAIRIO_API_URL=stack.hub.url), cwd=tmp_path,
+        )
+
+    refused = poll("pairiocc_wrong")
+    assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
+    first = poll()
+    assert first.returncode == 0, first.stderr
+    answer = json.loads(first.stdout.strip().splitlines()[-1])
+    [[job_id, job_key, status, secrets]] = answer["runnable"]
+    assert job_id == job.jobId and job_key.startswith(JOB_KEY_PREFIX) and status == "starting" and secrets is None
+    # the key works for the job's own calls; the job is this client's, and the next poll hands it over no more
+    assert _call(stack, "setJobStatus", job_key, colon=True, jobId=job_id, computeClientId=cc_id, status="running").status_code == 200
+    second = json.loads(poll().stdout.strip().splitlines()[-1])
+    assert second == {"runnable": [], "running": [job_id]}

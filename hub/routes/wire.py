@@ -548,6 +548,41 @@ def original_sdk_get_job(c: Caller, req: GetJobRequest) -> dict[str, Any]:
     return {"job": d}
 
 
+# ---------------------------------------------------------------- the original compute client's claim
+
+
+class GetRunnableJobsForComputeClientRequest(WireRequest):
+    computeClientId: str = Id
+
+
+# How many jobs one call hands over at most: the slots limit them further.
+MAX_RUNNABLE_JOBS_PER_CALL = 20
+
+
+@wire_call("getRunnableJobsForComputeClient", GetRunnableJobsForComputeClientRequest)
+def get_runnable_jobs_for_compute_client(c: Caller, req: GetRunnableJobsForComputeClientRequest) -> dict[str, Any]:
+    """The original compute client's poll: the jobs it should start (with their private keys) and its running ones.
+
+    This hub issues a job's private key when a compute client claims the job and keeps only its
+    hash, so the runnable jobs listed here are claimed by this call: they are 'starting' and
+    this client's (its own later 'starting' report is then a no-op). They fit the client's
+    slots, as any claim; secrets are null, as the original sent them.
+    """
+    cc = compute.compute_client_for_key(c.s, c.api_key)
+    if cc.compute_client_id != req.computeClientId:
+        raise Unauthorized(f"the key is the key of compute client {cc.compute_client_id}, not {req.computeClientId!r}")
+    claimed = compute.claim_jobs_in(c.s, c.api_key, MAX_RUNNABLE_JOBS_PER_CALL)  # checks the processJobs role too
+    runnable = []
+    for item in claimed:
+        d = wire_job(item.job)
+        d["secrets"] = None
+        runnable.append(d)
+    running_rows = core.find_jobs(
+        c.s, core.JobFilter(computeClientId=cc.compute_client_id, status=[JobStatus.RUNNING]), limit=core.MAX_FIND_LIMIT
+    )[0]
+    return {"runnableJobs": runnable, "runningJobs": c.jobs(running_rows)}
+
+
 # ---------------------------------------------------------------- wire shapes
 
 

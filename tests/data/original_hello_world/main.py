@@ -78,9 +78,30 @@ class CountCharacters(ProcessorBase):
         context.output.upload('output.json')
 
 
+class WaitContext(BaseModel):
+    seconds: int = Field(description='How long to wait', default=120)
+
+
+class Wait(ProcessorBase):
+    name = 'wait'
+    description = 'Waits, printing a line each second (for cancel tests)'
+    label = 'Wait'
+    image = IMAGE
+    executable = '/app/main.py'
+    attributes = {}
+
+    @staticmethod
+    def run(context: WaitContext):
+        import time
+        for i in range(context.seconds):
+            print(f'waited {i} s')
+            time.sleep(1)
+
+
 app.add_processor(HelloWorld1)
 app.add_processor(HelloWorld2)
 app.add_processor(CountCharacters)
+app.add_processor(Wait)
 
 if __name__ == '__main__':
     app.run()
