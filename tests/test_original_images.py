@@ -67,22 +67,22 @@ def original_image(podman_setup: PodmanSetup, original_bin: Path, tmp_path_facto
     return IMAGE
 
 
-def original_spec(original_bin: Path, out: Path) -> dict[str, Any]:  # noqa: F811
-    """The spec as the original SDK writes it, marked as an original-SDK app by the service admin."""
+def original_spec(original_bin: Path, out: Path) -> Path:  # noqa: F811
+    """The spec as the original SDK writes it (``pairio make-app-spec-file``), unchanged."""
     subprocess.run(
         [str(original_bin / "pairio"), "make-app-spec-file", "--app-dir", str(APP_DIR), "--spec-output-file", str(out)],
         capture_output=True, text=True, timeout=120, check=False, env=original_env(original_bin),
     )
-    spec = json.loads(out.read_text())
-    for processor in spec["processors"]:
-        processor["originalSdk"] = True
-    return spec
+    assert "originalSdk" not in out.read_text()
+    return out
 
 
 def add_original_app(stack: Stack, original_bin: Path) -> None:  # noqa: F811
-    path = stack.tmp_path / "original_spec.json"
-    path.write_text(json.dumps(original_spec(original_bin, stack.tmp_path / "made_spec.json")))
-    stack.hub.admin("add-app", stack.service, str(path))
+    """Registered by the service admin as an app of original-SDK images."""
+    printed = stack.hub.admin("add-app", stack.service, str(original_spec(original_bin, stack.tmp_path / "spec.json")), "--original-sdk")
+    assert "original Pairio SDK" in printed
+    spec = httpx.get(f"{stack.hub.url}/v1/services/{stack.service}/apps/hello_world", timeout=30).json()
+    assert all(p["originalSdk"] for p in spec["appSpecification"]["processors"]), spec
 
 
 def test_the_seed_examples_run_from_an_original_sdk_image_in_podman(
@@ -274,3 +274,50 @@ def test_the_original_clients_poll_hands_over_jobs_with_their_keys(stack: Stack,
     assert _call(stack, "setJobStatus", job_key, colon=True, jobId=job_id, computeClientId=cc_id, status="running").status_code == 200
     second = json.loads(poll().stdout.strip().splitlines()[-1])
     assert second == {"runnable": [], "running": [job_id]}
+
+
+# ---------------------------------------------------------------- the container's command line (rendering only)
+
+
+def _launch(tmp_path: Path, **config: Any) -> Any:
+    from bridge.config import processor_command
+
+    from .test_bridge_runner import RESOURCES, make_config
+
+    return processor_command(
+        make_config(containerMode="podman", **config), app_name="hello_world", image=IMAGE, executable="/app/main.py",
+        job_dir=tmp_path / "job1", job_id="job1", resources=RESOURCES, original_sdk=True,
+    )
+
+
+def test_the_original_contract_is_on_the_watchers_options_and_the_key_is_not(tmp_path: Path) -> None:
+    launch = _launch(tmp_path)
+    env = dict(a.removeprefix("--job-env=").split("=", 1) for a in launch.watcher_args if a.startswith("--job-env="))
+    work = str((tmp_path / "job1").resolve() / "work")
+    assert env == {
+        "JOB_ID": "job1", "COMPUTE_CLIENT_ID": "cc1", "PROCESSOR_EXECUTABLE": "/app/main.py", "PAIRIO_API_URL": "http://127.0.0.1:8000",
+        "JOB_TIMEOUT_SEC": "60", "PAIRIO_JOB_CLEANUP_DIR": work, "PAIRIO_JOB_WORKING_DIR": work, "PYTHONUNBUFFERED": "1",
+        "KACHERY_CLOUD_DIR": "/tmp/.kachery-cloud",
+    }
+    assert "JOB_PRIVATE_KEY" not in " ".join([*launch.command, *launch.watcher_args])  # it comes in the env file
+    assert launch.command[launch.command.index("--network") + 1] == "host"
+    assert launch.command[-2:] == ["python", "/app/main.py"]  # parent mode, as the original run.sh starts it
+
+
+def test_the_network_and_hub_url_options(tmp_path: Path) -> None:
+    from bridge.config import BridgeConfigError
+
+    launch = _launch(tmp_path, originalSdkNetwork="bridge", originalSdkHubUrl="http://host.containers.internal:8000/")
+    assert launch.command[launch.command.index("--network") + 1] == "bridge"
+    assert "--job-env=PAIRIO_API_URL=http://host.containers.internal:8000" in launch.watcher_args
+    with pytest.raises(BridgeConfigError, match="no network"):
+        _launch(tmp_path, originalSdkNetwork="none")
+    with pytest.raises(BridgeConfigError, match="container mode only"):
+        from bridge.config import processor_command
+
+        from .test_bridge_runner import RESOURCES, make_config
+
+        processor_command(
+            make_config(), app_name="hello_world", image=IMAGE, executable="/app/main.py", job_dir=tmp_path / "j",
+            job_id="j", resources=RESOURCES, original_sdk=True,
+        )

@@ -48,6 +48,7 @@ from urllib.parse import quote
 from sqlalchemy.orm import Session
 
 from pairio.masking import mask_bytes
+from pairio.models import PairioApp
 from pairio.status import ACTIVE_STATUSES, JobStatus
 
 from ..context import HubContext, now_sec
@@ -67,6 +68,11 @@ OTHER_PATH = "/original-sdk/jobs"
 ORIGINAL_RESOURCE_LOG_FILE = "original_sdk_resource_log.jsonl"
 OTHER_DIR = "other"
 _OTHER_PART_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+def marked_original_sdk(app: PairioApp) -> PairioApp:
+    """The app with every processor marked as an original-SDK image (``pairio admin add-app --original-sdk``)."""
+    return app.model_copy(update={"processors": [p.model_copy(update={"originalSdk": True}) for p in app.processors]})
 
 
 # ---------------------------------------------------------------- the job's key
