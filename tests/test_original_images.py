@@ -15,6 +15,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -91,6 +92,30 @@ def test_the_seed_examples_run_from_an_original_sdk_image_in_podman(
     add_original_app(stack, original_bin)
     stack.register("--container", "podman", "--pull-policy", "never")
     stack.bridge.start()
+    run_the_seed_examples(stack, podman_setup)
+
+
+@pytest.fixture
+def slurm_stack(slurm_cluster: Any, hub: tuple[e2e.HubProcess, str], tmp_path: Path) -> Iterator[Stack]:
+    from .test_slurm_e2e import SlurmStack
+
+    s = SlurmStack(hub[0], hub[1], tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_the_seed_examples_run_from_an_original_sdk_image_on_the_slurm_bridge(
+    slurm_stack: Stack, original_image: str, original_bin: Path, podman_setup: PodmanSetup  # noqa: F811
+) -> None:
+    add_original_app(slurm_stack, original_bin)
+    slurm_stack.register("--container", "podman", "--pull-policy", "never")
+    slurm_stack.bridge.start()
+    run_the_seed_examples(slurm_stack, podman_setup)
+
+
+def run_the_seed_examples(stack: Stack, podman_setup: PodmanSetup) -> None:
     printed = run_example(stack, "example1.py") + run_example(stack, "example2.py") + run_example(stack, "example3.py")
     url1, url2, _, url3_count = (words[0] for words in printed)
     jobs = {url: stack.client.get_job(job_id_of(stack, url)) for url in (url1, url2, url3_count)}
@@ -196,6 +221,11 @@ def test_the_job_key_reports_uploads_and_stops_working_when_the_job_is_final(sta
     assert httpx.put(tampered, content=b"hello", timeout=30).status_code == 401
     assert httpx.put(signed, content=b"hello", timeout=30).status_code == 200
     assert public_get(download).text == "hello"
+    big = b"x" * (11 * 1024 * 1024)  # over the hub's JSON body limit: outputs may be as large as the upload limit
+    signed_big = _call(stack, "getSignedUploadUrl", key, jobId=job_id, uploadType="output", outputName="output", size=len(big)).json()
+    assert httpx.put(signed_big["signedUrl"], content=big, timeout=60).status_code == 200
+    assert len(public_get(download).content) == len(big)
+    assert httpx.put(signed, content=b"hello", timeout=30).status_code == 200  # a repeated upload overwrites
     assert download == stack.client.get_job(job_id).get_output("output")
 
     other = _call(stack, "getSignedUploadUrl", key, jobId=job_id, uploadType="other", otherName="figs/a.txt", size=2).json()

@@ -15,10 +15,11 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Literal, Optional, TypeVar
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -833,7 +834,10 @@ async def wire_wrong_method(call_name: str, request: Request) -> Response:
 # ---------------------------------------------------------------- original-SDK uploads and additional outputs
 
 
-@router.put(original_sdk.UPLOAD_PATH + "/{token}", include_in_schema=False)
+ORIGINAL_SDK_UPLOAD_PATH = original_sdk.UPLOAD_PATH + "/"
+
+
+@router.put(ORIGINAL_SDK_UPLOAD_PATH + "{token}", include_in_schema=False)
 async def original_sdk_upload(token: str, request: Request) -> Response:
     """The PUT of a URL from getSignedUploadUrl: exactly the declared bytes; 200 with an empty body, as the original SDK wants."""
     ctx = get_ctx(request)
@@ -849,7 +853,7 @@ async def original_sdk_upload(token: str, request: Request) -> Response:
     return Response(status_code=200)
 
 
-async def _receive_at_most(request: Request, path: Any, limit: int) -> int:
+async def _receive_at_most(request: Request, path: Path, limit: int) -> int:
     size = 0
     with open(path, "wb") as f:
         async for chunk in request.stream():
@@ -863,8 +867,6 @@ async def _receive_at_most(request: Request, path: Any, limit: int) -> int:
 @router.get(original_sdk.OTHER_PATH + "/{job_id}/" + original_sdk.OTHER_DIR + "/{name:path}", include_in_schema=False)
 async def original_sdk_other_output(job_id: str, name: str, request: Request) -> Response:
     """An additional output a job uploaded with upload_additional_job_output."""
-    from fastapi.responses import FileResponse
-
     try:
         path = await run_in_threadpool(original_sdk.other_file, get_ctx(request), job_id, name)
     except HubError as e:
