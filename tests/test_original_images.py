@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from . import test_bridge_e2e as e2e
-from .container_support import PodmanSetup, podman_setup  # noqa: F401  (fixture)
+from .container_support import PodmanSetup, podman_setup, podman_socket  # noqa: F401  (fixture)
 from .test_bridge_e2e import Stack, public_get, wait_for
 from .test_bridge_examples import job_id_of, run_example
 from .test_original_pairio import ORIGINAL_VENV, original_bin, original_env  # noqa: F401  (fixture)
@@ -39,6 +39,7 @@ FROM ${BASE}
 COPY site-packages/ /opt/original-pairio/
 COPY app/ /app/
 COPY pairio /usr/bin/pairio
+COPY bash /bin/bash
 ENV PYTHONPATH=/opt/original-pairio PYTHONDONTWRITEBYTECODE=1
 """
 # The original SDK's console script, as pip would write it.
@@ -48,6 +49,8 @@ import sys
 from pairio.cli import main
 sys.exit(main())
 """
+# The original compute client starts '/bin/bash /tmp/run.sh'; busybox has no bash, and run.sh needs none of it.
+BASH_SHIM = '#!/bin/sh\nexec /bin/sh "$@"\n'
 JOB_KEY_PREFIX = "pairiojob_"
 
 
@@ -60,6 +63,8 @@ def original_image(podman_setup: PodmanSetup, original_bin: Path, tmp_path_facto
     shutil.copytree(APP_DIR, context / "app", ignore=shutil.ignore_patterns("__pycache__", "spec.json"))
     (context / "pairio").write_text(PAIRIO_SCRIPT)
     (context / "pairio").chmod(0o755)
+    (context / "bash").write_text(BASH_SHIM)
+    (context / "bash").chmod(0o755)
     (context / "Containerfile").write_text(CONTAINERFILE)
     podman_setup.podman(
         "build", "--pull=never", "--network", "none", "-f", str(context / "Containerfile"),
@@ -351,3 +356,41 @@ def test_the_network_and_hub_url_options(tmp_path: Path) -> None:
             make_config(), app_name="hello_world", image=IMAGE, executable="/app/main.py", job_dir=tmp_path / "j",
             job_id="j", resources=RESOURCES, original_sdk=True,
         )
+
+
+# The original compute client's own job handling (ComputeClientDaemon._handle_jobs: the poll, then
+# JobManager starting each job with 'docker run -it ... /bin/bash /tmp/run.sh'). Its start() first
+# subscribes to PubNub, which this offline machine cannot reach, so the daemon object is driven here.
+ORIGINAL_CLIENT_ROUND = """\
+import sys
+from pairio.compute_client.ComputeClientDaemon import ComputeClientDaemon
+daemon = ComputeClientDaemon(dir='.', compute_client_id=sys.argv[1], compute_client_private_key=sys.argv[2],
+                             compute_client_name='old client', exit_when_idle=False)
+daemon._handle_jobs()
+"""
+
+
+def test_the_original_compute_client_runs_a_job_with_podman_standing_in_for_docker(
+    stack: Stack, original_image: str, original_bin: Path, podman_socket: str, tmp_path: Path  # noqa: F811
+) -> None:
+    add_original_app(stack, original_bin)
+    created = _call(stack, "createComputeClient", stack.key, serviceNames=[stack.service], computeClientName="old client", userId="")
+    cc_id, cc_key = created.json()["computeClientId"], created.json()["computeClientPrivateKey"]
+    url = run_example(stack, "example1.py")[0][0]
+    job_id = job_id_of(stack, url)
+    client_dir = tmp_path / "old-client"
+    client_dir.mkdir()
+    script = client_dir / "round.py"
+    script.write_text(ORIGINAL_CLIENT_ROUND)
+    port = stack.hub.url.rsplit(":", 1)[1]
+    # 'docker run -it' needs a terminal: script(1) gives the client one, as a person's shell would
+    command = f"{original_bin / 'python'} -I {script} {cc_id} {cc_key}"
+    result = subprocess.run(
+        ["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=300, check=False, cwd=client_dir,
+        env=original_env(original_bin, PAIRIO_API_URL=f"http://localhost:{port}", DOCKER_HOST=podman_socket),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    job = stack.wait_done(stack.client.get_job(job_id), 180)
+    assert job.status.value == "completed", (job.error, result.stdout)
+    assert job.computeClientId == cc_id
+    assert "Hello, world!" in public_get(job.consoleOutputUrl).text
