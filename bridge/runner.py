@@ -84,6 +84,10 @@ class BridgeRefusedError(HubApiError):
     """The hub refused this bridge's key several times in a row: a person must register it again."""
 
 
+# An original-SDK job's process exits right after reporting its final status (bridge/original_sdk.py).
+ORIGINAL_SDK_EXIT_GRACE_SEC = 30.0
+
+
 class _ClaimInterrupted(BaseException):
     """A signal arrived during an idle long-poll claim; stop waiting for jobs."""
 
@@ -111,6 +115,8 @@ class TrackedJob:
     again after a restart: its list of this client's jobs includes them)"""
     held: bool = False
     """claimed and staged, but waiting for other programs to leave the host room (respectMachineLoad)"""
+    exit_grace_until: Optional[float] = None
+    """an original-SDK job that reported its final status itself: stopped only if still running after this"""
 
     def masked(self, text: str) -> str:
         return mask_text(text, self.secret_values) if self.secret_values and text else text
@@ -447,7 +453,28 @@ class BridgeRunner:
             tracked = self._jobs.get(job_id)
             # a job that already ended here is only waiting to be reported or cleaned up
             if tracked is not None and tracked.phase not in (RunnerPhase.FINISHED, RunnerPhase.REPORTED):
-                self._cancel(tracked)
+                if not self._lets_original_sdk_job_exit(tracked):
+                    self._cancel(tracked)
+
+    def _lets_original_sdk_job_exit(self, tracked: TrackedJob) -> bool:
+        """An original-SDK job reports its final status itself and then exits: its container is not stopped for that.
+
+        The hub asks to stop it because it is final; for ``ORIGINAL_SDK_EXIT_GRACE_SEC`` it may
+        end by itself (a stop then would leave the engine removing the container mid-exit). A
+        canceled job is stopped at once, as any job.
+        """
+        if not tracked.state.originalSdk or tracked.phase is not RunnerPhase.SUBMITTED or tracked.cancel_requested:
+            return False
+        if tracked.exit_grace_until is None:
+            try:
+                job, _ = self.hub.get_job(tracked.job_id)
+            except HubApiError:
+                return False
+            if job.canceled or not job.status.is_terminal:
+                return False
+            tracked.exit_grace_until = self._clock() + ORIGINAL_SDK_EXIT_GRACE_SEC
+            log.info("job %s reported %s itself; waiting for its container to end", tracked.job_id, job.status.value)
+        return self._clock() < tracked.exit_grace_until
 
     def _cancel(self, tracked: TrackedJob) -> None:
         """Stop a job the hub says to stop (canceled, deleted, or no longer this bridge's)."""

@@ -146,7 +146,8 @@ def run_the_seed_examples(stack: Stack, podman_setup: PodmanSetup) -> None:
     assert JOB_KEY_PREFIX not in stack.bridge.log
     for job in (hello1, hello2, count):
         assert JOB_KEY_PREFIX not in public_get(job.consoleOutputUrl).text
-    assert not [name for name in podman_setup.container_names() if name.startswith("pairio-")]
+    # the job reports 'completed' itself, before its container ends: the watcher removes it right after
+    wait_for(lambda: not [n for n in podman_setup.container_names() if n.startswith("pairio-")], 60, "every container to be removed")
 
 
 def test_a_cancel_stops_an_original_sdk_job_in_its_container(
