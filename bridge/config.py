@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
 from pairio.private_file import write_private_file
 
-from .original_sdk import OriginalSdkNetwork, job_env_args, no_network_error, original_environment
 from .containers import PullPolicy, apptainer_exec_command, container_name, executable_argv, oci_create_command
+from .original_sdk import OriginalSdkNetwork, job_env_args, no_network_error, original_environment
 from .slurm.site import SlurmSiteOptions
 from .watch import WORK_DIR
 from .ssh.options import SshOptions

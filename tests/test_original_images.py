@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -120,7 +120,7 @@ def test_the_seed_examples_run_from_an_original_sdk_image_on_the_slurm_bridge(
     run_the_seed_examples(slurm_stack, podman_setup)
 
 
-def run_the_seed_examples(stack: Stack, podman_setup: PodmanSetup) -> None:
+def run_the_seed_examples(stack: Stack, podman: PodmanSetup) -> None:
     printed = run_example(stack, "example1.py") + run_example(stack, "example2.py") + run_example(stack, "example3.py")
     url1, url2, _, url3_count = (words[0] for words in printed)
     jobs = {url: stack.client.get_job(job_id_of(stack, url)) for url in (url1, url2, url3_count)}
@@ -139,7 +139,8 @@ def run_the_seed_examples(stack: Stack, podman_setup: PodmanSetup) -> None:
 
     for job in (hello1, hello2, count):
         # the bridge's samples of the container, sent once the container has ended (after the job's own 'completed')
-        wait_for(lambda: '<svg id="resource-plot"' in public_get(f"{stack.hub.url}/job/{job.jobId}").text, 60, f"the resource plot of {job.jobId}")
+        page_url = f"{stack.hub.url}/job/{job.jobId}"
+        wait_for(lambda url=page_url: '<svg id="resource-plot"' in public_get(url).text, 60, f"the resource plot of {job.jobId}")
     page = public_get(f"{stack.hub.url}/job/{count.jobId}").text
     assert "13 characters" in page and "output.json" in page
     # the job private key reached the job in its env file only: never in the bridge's log or a console
@@ -147,7 +148,7 @@ def run_the_seed_examples(stack: Stack, podman_setup: PodmanSetup) -> None:
     for job in (hello1, hello2, count):
         assert JOB_KEY_PREFIX not in public_get(job.consoleOutputUrl).text
     # the job reports 'completed' itself, before its container ends: the watcher removes it right after
-    wait_for(lambda: not [n for n in podman_setup.container_names() if n.startswith("pairio-")], 60, "every container to be removed")
+    wait_for(lambda: not [n for n in podman.container_names() if n.startswith("pairio-")], 60, "every container to be removed")
 
 
 def test_a_cancel_stops_an_original_sdk_job_in_its_container(
