@@ -146,6 +146,10 @@ def run_the_seed_examples(stack: Stack, podman: PodmanSetup) -> None:
     # the job private key reached the job in its env file only: never in the bridge's log or a console
     assert JOB_KEY_PREFIX not in stack.bridge.log
     for job in (hello1, hello2, count):
+        # the original SDK prints the key in its parent's output (the container's): masked on the way to disk
+        parent_output = (stack.bridge_dir / "jobs" / job.jobId / "console.txt").read_text()
+        assert "(Job private key: ***)" in parent_output and JOB_KEY_PREFIX not in parent_output, parent_output
+    for job in (hello1, hello2, count):
         assert JOB_KEY_PREFIX not in public_get(job.consoleOutputUrl).text
     # the job reports 'completed' itself, before its container ends: the watcher removes it right after
     wait_for(lambda: not [n for n in podman.container_names() if n.startswith("pairio-")], 60, "every container to be removed")
