@@ -400,3 +400,40 @@ def test_the_original_compute_client_runs_a_job_with_podman_standing_in_for_dock
     assert job.status.value == "completed", (job.error, result.stdout)
     assert job.computeClientId == cc_id
     assert "Hello, world!" in public_get(job.consoleOutputUrl).text
+
+
+# ---------------------------------------------------------------- the key's end (an in-process hub, to move the clock of a job)
+
+
+def test_the_job_key_and_its_signed_urls_stop_working_after_the_grace(live_hub: Any, ctx: Any, seeded: Any) -> None:
+    from sqlalchemy import update
+
+    from hub.core import compute
+    from hub.core.compute import FINAL_FLUSH_GRACE_SEC
+    from hub.db.tables import Job
+
+    from .test_wire_protocol import greeting, job_request
+
+    def send(name: str, key: str = "", **body: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.post(f"{live_hub.url}/api/{name}", json={"type": f"{name}Request", **body}, headers=headers, timeout=30)
+
+    created = send("createComputeClient", seeded.key, serviceNames=[seeded.service], computeClientName="lab", userId="").json()
+    cc_id, cc_key = created["computeClientId"], created["computeClientPrivateKey"]
+    job_id = send("createJob", seeded.key, **job_request(seeded, greeting())).json()["job"]["jobId"]
+    [claimed] = compute.claim_jobs(ctx, cc_key, 1)
+    key = claimed.job.jobPrivateKey
+    assert send("setJobStatus", key, jobId=job_id, computeClientId=cc_id, status="running").status_code == 200
+    assert send("setJobStatus", key, jobId=job_id, computeClientId=cc_id, status="failed", error="boom").status_code == 200
+    # within the grace: the monitors' last console upload is taken
+    signed = send("getSignedUploadUrl", key, jobId=job_id, uploadType="consoleOutput", size=4).json()["signedUrl"]
+    assert httpx.put(signed, content=b"last", timeout=30).status_code == 200
+    with ctx.transaction() as s:
+        s.execute(update(Job).where(Job.job_id == job_id).values(timestamp_finished_sec=Job.timestamp_finished_sec - FINAL_FLUSH_GRACE_SEC - 1))
+    late = send("getSignedUploadUrl", key, jobId=job_id, uploadType="consoleOutput", size=4)
+    assert late.status_code == 401 and "no longer works" in late.json()["error"]
+    assert httpx.put(signed, content=b"last", timeout=30).status_code == 401
+    rest = httpx.get(f"{live_hub.url}/v1/compute/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    assert rest.status_code == 401 and "no longer works" in rest.text
+    # the compute client's own key still reads its job
+    assert httpx.get(f"{live_hub.url}/v1/compute/jobs/{job_id}", headers={"Authorization": f"Bearer {cc_key}"}, timeout=30).status_code == 200

@@ -70,6 +70,7 @@ def authorize_job_call(s: Session, job: Job, key: Optional[str]) -> JobCaller:
         )
     key_hash = hash_secret(key)
     if job.job_private_key_hash is not None and job.job_private_key_hash == key_hash and job.compute_client_id:
+        _require_job_key_in_force(job)
         return JobCaller(compute_client_id=job.compute_client_id, by_job_key=True)
     cc = s.scalars(select(ComputeClient).where(ComputeClient.private_key_hash == key_hash)).first()
     if cc is None:
@@ -83,6 +84,13 @@ def authorize_job_call(s: Session, job: Job, key: Optional[str]) -> JobCaller:
             "stop working on it (it may have been handed back to pending after missed heartbeats)"
         )
     return JobCaller(compute_client_id=cc.compute_client_id, by_job_key=False)
+
+
+def _require_job_key_in_force(job: Job) -> None:
+    """A job's private key stops working ``FINAL_FLUSH_GRACE_SEC`` after the job finished (its last log uploads come before)."""
+    if job.timestamp_finished_sec is not None and JobStatus(job.status).is_terminal:
+        if now_sec() - job.timestamp_finished_sec > FINAL_FLUSH_GRACE_SEC:
+            raise Unauthorized(f"job {job.job_id} finished more than {FINAL_FLUSH_GRACE_SEC:.0f} s ago; its private key no longer works")
 
 
 def job_for_call(s: Session, job_id: str, key: Optional[str], *, lock: bool = True) -> tuple[Job, JobCaller]:
