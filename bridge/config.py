@@ -27,7 +27,9 @@ from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResou
 from pairio.private_file import write_private_file
 
 from .containers import PullPolicy, apptainer_exec_command, container_name, executable_argv, oci_create_command
+from .original_sdk import OriginalSdkNetwork, job_env_args, no_network_error, original_environment
 from .slurm.site import SlurmSiteOptions
+from .watch import WORK_DIR
 from .ssh.options import SshOptions
 from .staging import InputStaging
 
@@ -102,6 +104,16 @@ class BridgeConfig(BaseModel):
         "besides these they see only PATH, HOME, LANG, LC_*, TZ, TMPDIR, USER, LOGNAME and what Pairio sets",
     )
 
+    originalSdkNetwork: OriginalSdkNetwork = Field(
+        default=OriginalSdkNetwork.HOST,
+        description="container mode: the network of jobs whose image was built with the original Pairio SDK (their job process "
+        "calls the hub): host (default; the host's network), bridge (the engine's; set originalSdkHubUrl), or none (this "
+        "node has no network: such jobs fail, saying why). See bridge/original_sdk.py",
+    )
+    originalSdkHubUrl: Optional[str] = Field(
+        default=None, description="the hub's URL as such jobs' containers reach it (default: hubUrl)"
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _drop_old_load_setting(cls, data: object) -> object:
@@ -118,6 +130,13 @@ class BridgeConfig(BaseModel):
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"hubUrl must start with http:// or https://, got {v!r}")
         return v
+
+    @field_validator("originalSdkHubUrl")
+    @classmethod
+    def _original_hub_url_is_http(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        return cls._hub_url_is_http(v)
 
     @field_validator("passEnv")
     @classmethod
@@ -264,6 +283,7 @@ def processor_command(
     resources: PairioJobRequiredResources,
     needs_network: bool = False,
     fetches_inputs: bool = False,
+    original_sdk: bool = False,
 ) -> ProcessorLaunch:
     """How a job's processor runs in ``job_dir/work``, for the bridge's container mode.
 
@@ -272,6 +292,11 @@ def processor_command(
     writes (``bridge.containers``), never on a command line.
     """
     mode = config.containerMode
+    if mode is ContainerMode.NONE and original_sdk:
+        raise BridgeConfigError(
+            f"app {app_name!r} is an image built with the original Pairio SDK, which runs in container mode only; "
+            "run it on a bridge registered with --container podman, docker or apptainer"
+        )
     if mode is ContainerMode.NONE:
         command = config.appCommands.get(app_name)
         if not command:
@@ -290,7 +315,17 @@ def processor_command(
     if not executable:
         raise BridgeConfigError(f"app {app_name!r} declares no executable for its processor; set 'executable' in its spec")
     argv = executable_argv(executable)
-    watcher_args = ("--container-engine", mode.value, "--container-image", image)
+    watcher_args: tuple[str, ...] = ("--container-engine", mode.value, "--container-image", image)
+    network: str = "bridge" if needs_network else "none"
+    if original_sdk:
+        if config.originalSdkNetwork is OriginalSdkNetwork.NONE:
+            raise BridgeConfigError(no_network_error(app_name))
+        network = config.originalSdkNetwork.value
+        env = original_environment(
+            job_id=job_id, compute_client_id=config.computeClientId, executable=executable,
+            hub_url=config.originalSdkHubUrl or config.hubUrl, resources=resources, working_dir=job_dir.resolve() / WORK_DIR,
+        )
+        watcher_args = (*watcher_args, *job_env_args(env))
     if mode is ContainerMode.APPTAINER:
         command = apptainer_exec_command(
             image=image, argv=argv, job_dir=job_dir, resources=resources, engine_limits=config.apptainerLimits,
@@ -299,6 +334,6 @@ def processor_command(
         return ProcessorLaunch(command, watcher_args)
     command = oci_create_command(
         mode.value, image=image, argv=argv, job_dir=job_dir, job_id=job_id, resources=resources, pull_policy=config.pullPolicy,
-        network=needs_network, writable_inputs=fetches_inputs,
+        network=network, writable_inputs=fetches_inputs,
     )
     return ProcessorLaunch(command, (*watcher_args, "--container-name", container_name(job_id)))

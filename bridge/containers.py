@@ -61,7 +61,7 @@ def oci_create_command(
     job_id: str,
     resources: PairioJobRequiredResources,
     pull_policy: PullPolicy = PullPolicy.MISSING,
-    network: bool = False,
+    network: "bool | str" = False,
     writable_inputs: bool = False,
 ) -> list[str]:
     """``podman create`` / ``docker create`` of the job's container; the watcher starts it.
@@ -83,7 +83,7 @@ def oci_create_command(
         # the same swap limit: the memory limit must not be met by swapping
         "--memory", memory, "--memory-swap", memory,
         "--pids-limit", str(DEFAULT_PIDS_LIMIT),
-        "--network", "bridge" if network else "none",
+        "--network", network if isinstance(network, str) else "bridge" if network else "none",
         "--env-file", str(job_dir / CONTAINER_ENV_FILE),
         OWNER_PLACEHOLDER,  # the owner on the host the container runs on: the watcher there fills it in
         *[option for source, target, mode in job_mounts(job_dir, writable_inputs) for option in ("-v", f"{source}:{target}:{mode}")],

@@ -77,6 +77,7 @@ class JobState(BaseModel):
     finalStatus: Optional[str] = None
     finalError: Optional[str] = None
     cancelRequested: bool = False
+    originalSdk: bool = Field(default=False, description="the image was built with the original Pairio SDK: the job reports and uploads itself")
     note: Optional[str] = Field(default=None, description="why the runner gave up on reporting, when it did")
     timestampClaimedSec: float = Field(default_factory=time.time)
     timestampUpdatedSec: float = Field(default_factory=time.time)

@@ -51,6 +51,7 @@ from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubR
 from .images import app_images, image_report
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
 from .staging import CACHE_VISIBLE_TO_PROCESSOR, InputCache, InputStaging, StagingError, input_staging_for
+from . import original_sdk
 from .watch import SECRETS_FILE
 
 log = logging.getLogger("bridge")
@@ -85,6 +86,10 @@ class BridgeRefusedError(HubApiError):
     """The hub refused this bridge's key several times in a row: a person must register it again."""
 
 
+# An original-SDK job's process exits right after reporting its final status (bridge/original_sdk.py).
+ORIGINAL_SDK_EXIT_GRACE_SEC = 30.0
+
+
 class _ClaimInterrupted(BaseException):
     """A signal arrived during an idle long-poll claim; stop waiting for jobs."""
 
@@ -112,6 +117,8 @@ class TrackedJob:
     again after a restart: its list of this client's jobs includes them)"""
     held: bool = False
     """claimed and staged, but waiting for other programs to leave the host room (respectMachineLoad)"""
+    exit_grace_until: Optional[float] = None
+    """an original-SDK job that reported its final status itself: stopped only if still running after this"""
 
     def masked(self, text: str) -> str:
         return mask_text(text, self.secret_values) if self.secret_values and text else text
@@ -452,7 +459,28 @@ class BridgeRunner:
             tracked = self._jobs.get(job_id)
             # a job that already ended here is only waiting to be reported or cleaned up
             if tracked is not None and tracked.phase not in (RunnerPhase.FINISHED, RunnerPhase.REPORTED):
-                self._cancel(tracked)
+                if not self._lets_original_sdk_job_exit(tracked):
+                    self._cancel(tracked)
+
+    def _lets_original_sdk_job_exit(self, tracked: TrackedJob) -> bool:
+        """An original-SDK job reports its final status itself and then exits: its container is not stopped for that.
+
+        The hub asks to stop it because it is final; for ``ORIGINAL_SDK_EXIT_GRACE_SEC`` it may
+        end by itself (a stop then would leave the engine removing the container mid-exit). A
+        canceled job is stopped at once, as any job.
+        """
+        if not tracked.state.originalSdk or tracked.phase is not RunnerPhase.SUBMITTED or tracked.cancel_requested:
+            return False
+        if tracked.exit_grace_until is None:
+            try:
+                job, _ = self.hub.get_job(tracked.job_id)
+            except HubApiError:
+                return False
+            if job.canceled or not job.status.is_terminal:
+                return False
+            tracked.exit_grace_until = self._clock() + ORIGINAL_SDK_EXIT_GRACE_SEC
+            log.info("job %s reported %s itself; waiting for its container to end", tracked.job_id, job.status.value)
+        return self._clock() < tracked.exit_grace_until
 
     def _cancel(self, tracked: TrackedJob) -> None:
         """Stop a job the hub says to stop (canceled, deleted, or no longer this bridge's)."""
@@ -555,8 +583,8 @@ class BridgeRunner:
 
     def _stream_console(self) -> None:
         for tracked in list(self._jobs.values()):
-            if tracked.busy or tracked.phase is not RunnerPhase.SUBMITTED:
-                continue
+            if tracked.busy or tracked.phase is not RunnerPhase.SUBMITTED or tracked.state.originalSdk:
+                continue  # an original-SDK job uploads its console output itself
             if not self._hub_ok():
                 return
             try:
@@ -672,8 +700,13 @@ class BridgeRunner:
         if self._held_for_busy_host(tracked, job):
             return
         try:
-            launch = self._command_for(job, d)
-        except (BridgeConfigError, HubRejectedError) as e:
+            launch, original = self._command_for(job, d)
+            secrets = _job_secrets(job)
+            if original:
+                secrets.update(original_sdk.key_secret(job.jobPrivateKey, job.jobId))
+                tracked.secret_values.append(secrets[original_sdk.JOB_KEY_VARIABLE])
+                state.originalSdk = True
+        except (BridgeConfigError, HubRejectedError, ValueError) as e:
             self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error=str(e)))
             return
         state.phase = RunnerPhase.SUBMITTING
@@ -681,7 +714,7 @@ class BridgeRunner:
         d.write_state(state)
         submission = JobSubmission(
             job_id=job.jobId, job_dir=d.path, command=launch.command, resources=job.requiredResources,
-            secrets=_job_secrets(job), pass_env=tuple(self.config.passEnv), container_args=launch.watcher_args,
+            secrets=secrets, pass_env=tuple(self.config.passEnv), container_args=launch.watcher_args,
         )
         try:
             native_id = self.backend.submit(submission)
@@ -751,19 +784,22 @@ class BridgeRunner:
             log.info("app commands changed in bridge.json: now %s", ", ".join(sorted(commands)) or "none")
             self.config = self.config.model_copy(update={"appCommands": commands})
 
-    def _command_for(self, job: PairioJobData, d: JobDir) -> ProcessorLaunch:
+    def _command_for(self, job: PairioJobData, d: JobDir) -> tuple[ProcessorLaunch, bool]:
+        """What the watcher runs, and whether the image was built with the original SDK (bridge/original_sdk.py)."""
         self._refresh_app_commands()
         app_name = job.jobDefinition.appName
-        image, executable, needs_network = job.imageUri, None, False
+        image, executable, needs_network, original = job.imageUri, None, False, False
         if self.config.containerMode.value != "none":
             processor = self._app_spec(job.serviceName, app_name).get_processor(job.jobDefinition.processorName)
             if processor is not None:
                 image, executable, needs_network = image or processor.image, processor.executable, processor.needsNetwork
-        return processor_command(
+                original = processor.originalSdk
+        launch = processor_command(
             self.config, app_name=app_name, image=image, executable=executable, job_dir=d.path, job_id=job.jobId,
-            resources=job.requiredResources, needs_network=needs_network,
+            resources=job.requiredResources, needs_network=needs_network, original_sdk=original,
             fetches_inputs=PairioJobFile.read(d.job_file).inputStaging == "lazy",
         )
+        return launch, original
 
     def check_images(self) -> None:
         """podman/docker: say in the log whether the images of the service's apps are on the engine's host
@@ -801,10 +837,16 @@ class BridgeRunner:
         assert state.outcome is not None
         status = JobStatus.FAILED
         error: Optional[str] = _error_of(state.outcome)
-        if state.outcome.phase is NativePhase.SUCCEEDED:
+        if state.originalSdk:
+            if self._finished_by_itself(tracked):
+                return
+            if state.outcome.phase is NativePhase.SUCCEEDED:
+                error = "the job's process (original Pairio SDK) ended without reporting its final status to the hub"
+        elif state.outcome.phase is NativePhase.SUCCEEDED:
             status, error = self._upload_outputs(tracked)
         if state.runningReported or state.nativeId:
-            self._send_console(tracked, None)
+            if not state.originalSdk:
+                self._send_console(tracked, None)
             self._upload_resource_log(tracked)
         if status is JobStatus.COMPLETED and not state.runningReported:
             if not self._send_running(tracked):
@@ -821,6 +863,21 @@ class BridgeRunner:
         state.finalError = tracked.masked(answer.error) if answer.error else answer.error
         d.write_state(state)
         self._note_result(tracked.job_id, answer.status, state.finalError)
+
+    def _finished_by_itself(self, tracked: TrackedJob) -> bool:
+        """An original-SDK job reports its own final status: when the hub has it, record it and report nothing."""
+        job, _ = self.hub.get_job(tracked.job_id)
+        if not job.status.is_terminal:
+            return False
+        state = tracked.state
+        if state.runningReported or state.nativeId:
+            self._upload_resource_log(tracked)
+        state.phase = RunnerPhase.REPORTED
+        state.finalStatus = job.status.value
+        state.finalError = tracked.masked(job.error) if job.error else job.error
+        tracked.dir.write_state(state)
+        self._note_result(tracked.job_id, job.status, state.finalError)
+        return True
 
     def _upload_outputs(self, tracked: TrackedJob) -> tuple[JobStatus, Optional[str]]:
         d, state = tracked.dir, tracked.state

@@ -649,6 +649,8 @@ class WatchConfig:
     apptainer: ``command`` runs as a processor; both get the job's variables in CONTAINER_ENV_FILE"""
     container_name: str = ""
     container_image: str = ""
+    job_env: dict[str, str] = field(default_factory=dict)
+    """variables the bridge sets for this job that are not secret (an original-SDK image's contract, bridge/original_sdk.py)"""
 
 
 class ConsolePump:
@@ -745,6 +747,7 @@ class Watcher:
             dict(os.environ), self.job_dir, self.config.num_cpus, self.config.gpu_ids,
             pass_env=self.config.pass_env, secrets=self.secrets, job_id=_job_id(self.job_dir),
         )
+        env.update(self.config.job_env)
         if self.config.container_engine:
             for mounted in (JOB_TMP_DIR, INPUTS_DIR, OUTPUTS_DIR):  # the engine refuses to mount what is not there
                 (self.job_dir / mounted).mkdir(exist_ok=True)
@@ -1151,11 +1154,18 @@ def parse_args(argv: Sequence[str]) -> WatchConfig:
     parser.add_argument("--container-engine", choices=CONTAINER_ENGINES, default="", help="the command creates (podman, docker) or is (apptainer) the job's container")
     parser.add_argument("--container-name", default="", help="podman/docker: the container's name (pairio-<jobId>)")
     parser.add_argument("--container-image", default="", help="the job's image, for error messages")
+    parser.add_argument("--job-env", action="append", default=[], metavar="NAME=VALUE", help="set this variable for the processor (never a secret: those come in the secrets file)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the processor's argv")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given: put the processor's argv after --")
+    job_env: dict[str, str] = {}
+    for item in args.job_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--job-env takes NAME=VALUE, not {item!r}")
+        job_env[name] = value
     if args.container_engine in ("podman", "docker") and not args.container_name:
         parser.error("--container-name is required with --container-engine podman or docker")
     return WatchConfig(
@@ -1174,6 +1184,7 @@ def parse_args(argv: Sequence[str]) -> WatchConfig:
         container_engine=args.container_engine,
         container_name=args.container_name,
         container_image=args.container_image,
+        job_env=job_env,
     )
 
 

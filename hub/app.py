@@ -100,6 +100,7 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
     upload_limits: list[tuple[str, str, int]] = []
     app.state.upload_limits = upload_limits
     upload_limits.append(("PUT", v1_compute.UPLOAD_PATH_PREFIX, settings.max_upload_bytes))
+    upload_limits.append(("PUT", wire.ORIGINAL_SDK_UPLOAD_PATH, settings.max_upload_bytes))  # each URL is for a declared size
 
     def limit_for(method: str, path: str) -> Optional[int]:
         for m, prefix, limit in upload_limits:

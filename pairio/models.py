@@ -257,6 +257,11 @@ class PairioAppProcessor(_Model):
         default=False,
         description="container mode: the processor needs the network (e.g. it reads inputs remotely); otherwise its container has none",
     )
+    originalSdk: bool = Field(
+        default=False,
+        description="the image was built with the original Pairio SDK (pairio 0.5.x): its job process talks to the hub itself, "
+        "so bridges give it the original environment and a network to the hub (set by the service admin at add-app)",
+    )
     inputs: list[PairioAppProcessorInputFile] = Field(default_factory=list)
     outputs: list[PairioAppProcessorOutputFile] = Field(default_factory=list)
     parameters: list[PairioAppProcessorParameter] = Field(default_factory=list)

@@ -70,6 +70,7 @@ def authorize_job_call(s: Session, job: Job, key: Optional[str]) -> JobCaller:
         )
     key_hash = hash_secret(key)
     if job.job_private_key_hash is not None and job.job_private_key_hash == key_hash and job.compute_client_id:
+        _require_job_key_in_force(job)
         return JobCaller(compute_client_id=job.compute_client_id, by_job_key=True)
     cc = s.scalars(select(ComputeClient).where(ComputeClient.private_key_hash == key_hash)).first()
     if cc is None:
@@ -83,6 +84,13 @@ def authorize_job_call(s: Session, job: Job, key: Optional[str]) -> JobCaller:
             "stop working on it (it may have been handed back to pending after missed heartbeats)"
         )
     return JobCaller(compute_client_id=cc.compute_client_id, by_job_key=False)
+
+
+def _require_job_key_in_force(job: Job) -> None:
+    """A job's private key stops working ``FINAL_FLUSH_GRACE_SEC`` after the job finished (its last log uploads come before)."""
+    if job.timestamp_finished_sec is not None and JobStatus(job.status).is_terminal:
+        if now_sec() - job.timestamp_finished_sec > FINAL_FLUSH_GRACE_SEC:
+            raise Unauthorized(f"job {job.job_id} finished more than {FINAL_FLUSH_GRACE_SEC:.0f} s ago; its private key no longer works")
 
 
 def job_for_call(s: Session, job_id: str, key: Optional[str], *, lock: bool = True) -> tuple[Job, JobCaller]:
@@ -250,31 +258,36 @@ def claim_jobs(ctx: HubContext, key: Optional[str], max_jobs: int, capacity: Opt
     with ``FOR UPDATE SKIP LOCKED`` so racing claims take different rows instead of
     waiting for each other.
     """
+    with ctx.transaction() as s:
+        return claim_jobs_in(s, key, max_jobs, capacity)
+
+
+def claim_jobs_in(s: Session, key: Optional[str], max_jobs: int, capacity: Optional[Capacity] = None) -> list[ClaimedJob]:
+    """``claim_jobs`` in the caller's transaction (the wire protocol's getRunnableJobsForComputeClient)."""
     if not 1 <= max_jobs <= MAX_CLAIM_JOBS:
         raise BadRequest(f"maxJobs must be between 1 and {MAX_CLAIM_JOBS}")
     capacity = Capacity(**vars(capacity)) if capacity else Capacity()
-    with ctx.transaction() as s:
-        cc = compute_client_for_key(s, key)
-        now = now_sec()
-        _touch(cc, now, throttled=True)
-        accounts.require_role(s, cc.service_name, cc.user_id, "process_jobs")
-        running = s.scalars(
-            select(Job).where(Job.compute_client_id == cc.compute_client_id, Job.status.in_([st.value for st in ACTIVE_STATUSES]))
-        ).all()
-        usage = SlotUsage.of([PairioComputeClientComputeSlot.model_validate(x) for x in cc.compute_slots], [resources_of(j) for j in running])
-        claimed_rows: list[Job] = []
-        for job in _candidates(s, cc, usage, capacity, max_jobs):
-            r = resources_of(job)
-            if not capacity.fits(r) or usage.best_slot(r) is None:
-                continue
-            if not _take_job(s, job, cc, now):
-                continue  # another claim got it first
-            usage.take(r)
-            capacity.take(r)
-            claimed_rows.append(job)
-            if len(claimed_rows) >= max_jobs:
-                break
-        return _issue_job_keys(s, cc, claimed_rows)
+    cc = compute_client_for_key(s, key)
+    now = now_sec()
+    _touch(cc, now, throttled=True)
+    accounts.require_role(s, cc.service_name, cc.user_id, "process_jobs")
+    running = s.scalars(
+        select(Job).where(Job.compute_client_id == cc.compute_client_id, Job.status.in_([st.value for st in ACTIVE_STATUSES]))
+    ).all()
+    usage = SlotUsage.of([PairioComputeClientComputeSlot.model_validate(x) for x in cc.compute_slots], [resources_of(j) for j in running])
+    claimed_rows: list[Job] = []
+    for job in _candidates(s, cc, usage, capacity, max_jobs):
+        r = resources_of(job)
+        if not capacity.fits(r) or usage.best_slot(r) is None:
+            continue
+        if not _take_job(s, job, cc, now):
+            continue  # another claim got it first
+        usage.take(r)
+        capacity.take(r)
+        claimed_rows.append(job)
+        if len(claimed_rows) >= max_jobs:
+            break
+    return _issue_job_keys(s, cc, claimed_rows)
 
 
 def _candidates(s: Session, cc: ComputeClient, usage: SlotUsage, capacity: Capacity, max_jobs: int) -> Iterator[Job]:

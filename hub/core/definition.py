@@ -123,7 +123,8 @@ def app_fingerprint(app: PairioApp, processor_name: str) -> str:
         return f"version:{app.version}"
     processor = app.get_processor(processor_name)
     assert processor is not None
-    runnable = processor.model_dump(exclude={"description", "label", "tags"})
+    # originalSdk says how a bridge starts the image, not what it computes (and existing fingerprints stay as they were)
+    runnable = processor.model_dump(exclude={"description", "label", "tags", "originalSdk"})
     for key in ("inputs", "outputs", "parameters"):
         for item in runnable[key]:
             item.pop("description", None)

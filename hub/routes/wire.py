@@ -15,10 +15,11 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Literal, Optional, TypeVar
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -31,6 +32,7 @@ from ..context import HubContext, now_sec
 from ..core import accounts
 from ..core import compute
 from ..core import jobs as core
+from ..core import original_sdk
 from ..db.tables import ComputeClient, Job, Service, ServiceApp
 from ..deps import bearer_token, get_ctx
 from ..errors import BadRequest, Conflict, Forbidden, HubError, PayloadTooLarge, Unauthorized
@@ -246,6 +248,8 @@ class Caller:
     ctx: HubContext
     s: Session
     api_key: Optional[str]
+    request_base: str = ""
+    """the URL the call reached the hub at (signed upload URLs must work from where the caller runs)"""
 
     def user_id(self, claimed: str = "") -> str:
         """The key's user; ``claimed`` (a request's userId) must be "" or that user."""
@@ -291,9 +295,7 @@ def create_job(c: Caller, req: CreateJobRequest) -> dict[str, Any]:
 
 @wire_call("getJob", GetJobRequest)
 def get_job(c: Caller, req: GetJobRequest) -> dict[str, Any]:
-    # includePrivateKey is ignored: users never see job private keys, and
-    # compute clients get theirs from the bridge API when they claim a job.
-    return {"job": c.job(core.get_job_row(c.s, req.jobId))}
+    return original_sdk_get_job(c, req)
 
 
 @wire_call("findJobByDefinition", FindJobByDefinitionRequest)
@@ -561,6 +563,8 @@ def get_pubsub_subscription(c: Caller, req: GetPubsubSubscriptionRequest) -> dic
 @wire_call("setJobStatus", SetJobStatusRequest)
 def set_job_status(c: Caller, req: SetJobStatusRequest) -> dict[str, Any]:
     job, caller = compute.job_for_call(c.s, req.jobId, c.api_key)
+    if caller.by_job_key:  # a late report within the grace gets the usual "final" refusal (400), as the original SDK expects
+        original_sdk.require_key_in_force(job, for_upload=True)
     if caller.compute_client_id != req.computeClientId:
         raise Unauthorized(
             f"job {job.job_id} is run by compute client {caller.compute_client_id}, not {req.computeClientId!r}; "
@@ -569,6 +573,84 @@ def set_job_status(c: Caller, req: SetJobStatusRequest) -> dict[str, Any]:
     # "starting" is set when a bridge claims the job, so here it can only repeat the current status.
     compute.set_job_status(c.s, req.jobId, c.api_key, JobStatus(req.status), req.error)
     return {}
+
+
+# ---------------------------------------------------------------- jobs of original-SDK images
+# Their job process calls getJob, setJobStatus and getSignedUploadUrl (hub/core/original_sdk.py).
+
+
+class GetSignedUploadUrlRequest(WireRequest):
+    jobId: str = Id
+    uploadType: Literal["output", "consoleOutput", "resourceUtilizationLog", "other"]
+    outputName: Optional[str] = OptionalId
+    otherName: Optional[str] = Field(default=None, max_length=400)
+    size: int = Field(ge=0)
+    fallbackFileBaseName: Optional[str] = Field(default=None, max_length=400, description="sent by one old SDK build; ignored")
+
+
+@wire_call("getSignedUploadUrl", GetSignedUploadUrlRequest)
+def get_signed_upload_url(c: Caller, req: GetSignedUploadUrlRequest) -> dict[str, Any]:
+    signed = original_sdk.signed_upload_url(
+        c.ctx, c.s, req.jobId, c.api_key, req.uploadType, output_name=req.outputName, other_name=req.otherName,
+        size=req.size, upload_base=c.request_base or c.ctx.settings.base_url,
+    )
+    return {"signedUrl": signed.signed_url, "downloadUrl": signed.download_url}
+
+
+def original_sdk_get_job(c: Caller, req: GetJobRequest) -> dict[str, Any]:
+    """getJob: anyone may read a job (its key and secrets are null); with includePrivateKey, its own process gets its key back.
+
+    The hub keeps only a hash of a job's private key, so the key is echoed only to a caller
+    that sends it (with the job's computeClientId, while the job runs); anyone else gets
+    null, as users always do. A compute client gets the key once, when it claims the job. A canceled job that has
+    not stopped yet reads as failed: the original SDK's job-status monitor stops a job whose
+    status leaves 'running', and that is how such an image notices a cancel.
+    """
+    job = core.get_job_row(c.s, req.jobId)
+    d = c.job(job)
+    if job.canceled and JobStatus(job.status) in (JobStatus.STARTING, JobStatus.RUNNING):
+        d["status"] = JobStatus.FAILED.value
+        d["error"] = f"canceled by {job.canceled_by_user_id or 'a user'} (the job is being stopped)"
+    own = req.includePrivateKey and bool(c.api_key) and original_sdk.is_own_key(job, c.api_key or "")
+    if own and req.computeClientId == job.compute_client_id:
+        original_sdk.require_key_in_force(job, for_upload=False)
+        d["jobPrivateKey"] = c.api_key
+    return {"job": d}
+
+
+# ---------------------------------------------------------------- the original compute client's claim
+
+
+class GetRunnableJobsForComputeClientRequest(WireRequest):
+    computeClientId: str = Id
+
+
+# How many jobs one call hands over at most: the slots limit them further.
+MAX_RUNNABLE_JOBS_PER_CALL = 20
+
+
+@wire_call("getRunnableJobsForComputeClient", GetRunnableJobsForComputeClientRequest)
+def get_runnable_jobs_for_compute_client(c: Caller, req: GetRunnableJobsForComputeClientRequest) -> dict[str, Any]:
+    """The original compute client's poll: the jobs it should start (with their private keys) and its running ones.
+
+    This hub issues a job's private key when a compute client claims the job and keeps only its
+    hash, so the runnable jobs listed here are claimed by this call: they are 'starting' and
+    this client's (its own later 'starting' report is then a no-op). They fit the client's
+    slots, as any claim; secrets are null, as the original sent them.
+    """
+    cc = compute.compute_client_for_key(c.s, c.api_key)
+    if cc.compute_client_id != req.computeClientId:
+        raise Unauthorized(f"the key is the key of compute client {cc.compute_client_id}, not {req.computeClientId!r}")
+    claimed = compute.claim_jobs_in(c.s, c.api_key, MAX_RUNNABLE_JOBS_PER_CALL)  # checks the processJobs role too
+    runnable = []
+    for item in claimed:
+        d = wire_job(item.job)
+        d["secrets"] = None
+        runnable.append(d)
+    running_rows = core.find_jobs(
+        c.s, core.JobFilter(computeClientId=cc.compute_client_id, status=[JobStatus.RUNNING]), limit=core.MAX_FIND_LIMIT
+    )[0]
+    return {"runnableJobs": runnable, "runningJobs": c.jobs(running_rows)}
 
 
 # ---------------------------------------------------------------- wire shapes
@@ -757,10 +839,10 @@ def format_validation_error(e: ValidationError) -> str:
     return "; ".join(parts[:MAX_ERRORS_SHOWN]) + (f"; and {more} more" if more > 0 else "")
 
 
-def answer_call(ctx: HubContext, call: WireCall, req: BaseModel, api_key: Optional[str]) -> dict[str, Any]:
+def answer_call(ctx: HubContext, call: WireCall, req: BaseModel, api_key: Optional[str], request_base: str = "") -> dict[str, Any]:
     """Run one call in one transaction (rolled back on any error). Runs in the threadpool."""
     with ctx.transaction() as s:
-        result = call.answer(Caller(ctx=ctx, s=s, api_key=api_key), req)
+        result = call.answer(Caller(ctx=ctx, s=s, api_key=api_key, request_base=request_base), req)
     return {"type": f"{call.name}Response", **result}
 
 
@@ -795,7 +877,9 @@ async def wire_call_route(call_name: str, request: Request) -> Response:
         raise
     try:
         req = parse_body(call, body)
-        answer = await run_in_threadpool(answer_call, get_ctx(request), call, req, bearer_token(request))
+        answer = await run_in_threadpool(
+            answer_call, get_ctx(request), call, req, bearer_token(request), str(request.base_url)
+        )
     except HubError as e:
         return wire_error(wire_status(e), e.message)
     except Exception:  # noqa: BLE001 - the protocol's 500, logged with its traceback
@@ -814,3 +898,46 @@ async def wire_wrong_method(call_name: str, request: Request) -> Response:
     if request.method == "OPTIONS":  # CORS preflights never get here: the CORS middleware answers them
         return Response(status_code=204, headers=allow)
     return wire_error(405, f"/api/{call_name} answers POST only, not {request.method}; use POST", headers=allow)
+
+
+# ---------------------------------------------------------------- original-SDK uploads and additional outputs
+
+
+ORIGINAL_SDK_UPLOAD_PATH = original_sdk.UPLOAD_PATH + "/"
+
+
+@router.put(ORIGINAL_SDK_UPLOAD_PATH + "{token}", include_in_schema=False)
+async def original_sdk_upload(token: str, request: Request) -> Response:
+    """The PUT of a URL from getSignedUploadUrl: exactly the declared bytes; 200 with an empty body, as the original SDK wants."""
+    ctx = get_ctx(request)
+    try:
+        grant, temp = await run_in_threadpool(original_sdk.check_upload, ctx, token)
+        try:
+            size = await _receive_at_most(request, temp, grant.size)
+            await run_in_threadpool(original_sdk.finish_upload, ctx, token, temp, size)
+        finally:
+            temp.unlink(missing_ok=True)
+    except HubError as e:
+        return wire_error(wire_status(e), e.message)
+    return Response(status_code=200)
+
+
+async def _receive_at_most(request: Request, path: Path, limit: int) -> int:
+    size = 0
+    with open(path, "wb") as f:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BadRequest(f"the upload is larger than the {limit} bytes getSignedUploadUrl was asked for; ask again with the exact size")
+            await run_in_threadpool(f.write, chunk)
+    return size
+
+
+@router.get(original_sdk.OTHER_PATH + "/{job_id}/" + original_sdk.OTHER_DIR + "/{name:path}", include_in_schema=False)
+async def original_sdk_other_output(job_id: str, name: str, request: Request) -> Response:
+    """An additional output a job uploaded with upload_additional_job_output."""
+    try:
+        path = await run_in_threadpool(original_sdk.other_file, get_ctx(request), job_id, name)
+    except HubError as e:
+        return JSONResponse({"detail": e.message}, status_code=e.status_code)
+    return FileResponse(path, media_type="application/octet-stream", headers={"X-Content-Type-Options": "nosniff"})

@@ -128,10 +128,16 @@ def add_service_user(
 @admin.command("add-app")
 @click.argument("service")
 @click.argument("spec_file", metavar="SPEC.json", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--original-sdk", is_flag=True,
+    help="the app's image was built with the original Pairio SDK (pairio 0.5.x): its jobs talk to the hub themselves, "
+    "so bridges give them the original environment and a network to the hub",
+)
 @click.pass_obj
-def add_app(options: AdminOptions, service: str, spec_file: Path) -> None:
+def add_app(options: AdminOptions, service: str, spec_file: Path, original_sdk: bool) -> None:
     """Register an app in a service from its spec.json, or replace the app of that name."""
     from hub.core import accounts
+    from hub.core.original_sdk import marked_original_sdk
 
     try:
         spec = json.loads(spec_file.read_text())
@@ -140,11 +146,14 @@ def add_app(options: AdminOptions, service: str, spec_file: Path) -> None:
     except (OSError, UnicodeDecodeError) as e:
         raise click.ClickException(f"cannot read {spec_file}: {e}") from None
     app = accounts.parse_app_spec(spec)
+    if original_sdk:
+        app = marked_original_sdk(app)
     with hub_database(options) as s:
         accounts.add_app(s, service, app)
     version = f" version {app.version}" if app.version else ""
     processors = ", ".join(p.name for p in app.processors) or "none"
-    click.echo(f"registered app {app.name!r}{version} in service {service!r}; processors: {processors}")
+    built_with = " (images built with the original Pairio SDK)" if original_sdk else ""
+    click.echo(f"registered app {app.name!r}{version} in service {service!r}{built_with}; processors: {processors}")
 
 
 @admin.command("list-users")
