@@ -108,3 +108,20 @@ def test_the_hubs_background_loop_expires_lost_clients(ctx: HubContext, seeded: 
         assert get_job(api, running["jobId"])["status"] == "failed"
         assert "stopped sending heartbeats" in get_job(api, running["jobId"])["error"]
         assert get_job(api, starting["jobId"])["status"] == "pending"
+
+
+def test_a_job_reporting_with_its_own_key_keeps_its_client_alive(api: httpx.Client, ctx: HubContext, seeded: Seed) -> None:
+    """The original compute client calls rarely; its jobs' own processes (the original SDK) report with their job keys.
+    Those reports count as signs of life of the client, so its running jobs are not taken for lost."""
+    from sqlalchemy import update
+
+    from hub.db.tables import ComputeClient
+
+    cc = register(api, seeded, "original client")
+    job = submit(api, seeded, hello1("own key"))
+    [claimed] = claim(api, cc)
+    with ctx.transaction() as s:  # the client itself has been silent for longer than the timeout
+        s.execute(update(ComputeClient).where(ComputeClient.compute_client_id == cc.id).values(last_active_sec=time.time() - LATER))
+    assert report(api, job["jobId"], claimed["jobPrivateKey"], "running").status_code == 200
+    assert expire_lost_compute_clients(ctx, time.time()).failed_job_ids == []
+    assert get_job(api, job["jobId"])["status"] == "running"

@@ -99,6 +99,16 @@ def job_for_call(s: Session, job_id: str, key: Optional[str], *, lock: bool = Tr
     return job, authorize_job_call(s, job, key)
 
 
+def touch_client_of(s: Session, job: Job) -> None:
+    """A job's own process was heard from (the original SDK's calls with its job key): its compute client lives.
+
+    The original compute client itself calls rarely (its jobs talk to the hub for it), so without this
+    its running jobs would be taken for lost after the heartbeat timeout."""
+    cc = s.get(ComputeClient, job.compute_client_id) if job.compute_client_id else None
+    if cc is not None:
+        _touch(cc, now_sec(), throttled=True)
+
+
 def _touch(cc: ComputeClient, now: float, *, throttled: bool = False) -> None:
     """Record that the client was heard from (claim attempts of a waiting bridge write it at most once a second)."""
     if not throttled or cc.last_active_sec is None or now - cc.last_active_sec >= LAST_ACTIVE_WRITE_INTERVAL_SEC:
@@ -395,6 +405,8 @@ def set_job_status(
 ) -> StatusReport:
     """Apply a status reported by the job's compute client; only legal transitions change anything."""
     job, caller = job_for_call(s, job_id, key)
+    if caller.by_job_key:
+        touch_client_of(s, job)
     if error is not None and new != JobStatus.FAILED:
         raise BadRequest("'error' is only accepted with status 'failed'")
     current = JobStatus(job.status)

@@ -56,7 +56,7 @@ from ..db.tables import Job, JobOutput
 from ..errors import BadRequest, Conflict, NotFound, Unauthorized
 from ..security import hash_secret
 from . import job_secrets
-from .compute import FINAL_FLUSH_GRACE_SEC
+from .compute import FINAL_FLUSH_GRACE_SEC, touch_client_of
 from .jobs import add_event, get_job_row
 
 UploadType = Literal["output", "consoleOutput", "resourceUtilizationLog", "other"]
@@ -196,6 +196,7 @@ def signed_upload_url(
     ``upload_base`` is the URL the job reached the hub at: the signed URL must work from where the job runs.
     """
     job = job_by_own_key(s, job_id, key, for_upload=True)
+    touch_client_of(s, job)  # the job's process uploads now and then: its compute client lives
     if size < 0:
         raise BadRequest("size must be the number of bytes about to be uploaded (0 or more)")
     name = ""
