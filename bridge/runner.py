@@ -165,7 +165,8 @@ class BridgeRunner:
         self._stop_requests: set[str] = set()
         self._stop_requests_lock = threading.Lock()
         self._wake = threading.Event()
-        """set when a heartbeat brings jobs to stop: cuts the main loop's sleep short"""
+        """set when a heartbeat brings jobs to stop, a job ends on the backend or a worker is done: cuts the main loop's sleep short"""
+        backend.notify_job_end(self._wake.set)
         self._heartbeats_stop = threading.Event()
         self._next_status_log = 0.0
         self._next_cleanup = 0.0
@@ -633,6 +634,7 @@ class BridgeRunner:
                 tracked.retry_at = self._clock() + WORKER_RETRY_SEC
             finally:
                 tracked.busy = False
+                self._wake.set()  # the main loop takes it from here (report, forget, claim the next) without waiting out its sleep
 
         self._pool.submit(run)
 

@@ -19,7 +19,7 @@ import sys
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import psutil
 
@@ -34,6 +34,7 @@ from bridge.local.resources import (
     free_capacity,
     local_directives,
 )
+import bridge.watch as bridge_watch
 from bridge.watch import (
     BYTES_PER_GB,
     CANCEL_FILE,
@@ -56,6 +57,7 @@ from bridge.watch import (
 from pairio.models import PairioJobRequiredResources
 
 RESERVATION_FILE = "local_backend.json"
+WATCHER_SCRIPT = Path(bridge_watch.__file__).resolve()
 LOAD_SAMPLE_SEC = 1.0
 WATCHER_LOG_FILE = "watcher.log"
 
@@ -160,6 +162,7 @@ class LocalBackend(Backend):
         self._lock = threading.Lock()
         self._running: dict[Path, Reservation] = {}
         self._watchers: list[subprocess.Popen[bytes]] = []
+        self._on_job_end: Optional[Callable[[], None]] = None
         if jobs_root is not None and jobs_root.is_dir():
             for job_dir in sorted(p for p in jobs_root.iterdir() if p.is_dir()):
                 self._learn(job_dir.resolve())
@@ -171,6 +174,11 @@ class LocalBackend(Backend):
             self._forget_ended()
             running = [self._job_reservation(job_dir, r) for job_dir, r in self._running.items()]
         return free_capacity(self._machine_snapshot(busy_cpus=0.0), running, self.declared)
+
+    def notify_job_end(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs when a watcher this backend started exits (it writes its result first);
+        re-adopted watchers are not our children and are noticed at the runner's regular polls."""
+        self._on_job_end = callback
 
     def busy_reason(self, resources: PairioJobRequiredResources) -> Optional[str]:
         if not self.respect_machine_load:
@@ -208,8 +216,10 @@ class LocalBackend(Backend):
                 del self._running[job_dir]
                 (job_dir / RESERVATION_FILE).unlink(missing_ok=True)
                 (job_dir / SECRETS_FILE).unlink(missing_ok=True)
-                raise SubmitError(f"could not start the job's watcher ({sys.executable} -m bridge.watch): {e}") from e
+                raise SubmitError(f"could not start the job's watcher ({' '.join(watcher_interpreter_args())}): {e}") from e
             self._watchers.append(watcher)
+            if self._on_job_end is not None:
+                threading.Thread(target=self._wait_for_watcher, args=(watcher, self._on_job_end), name=f"watcher-{watcher.pid}", daemon=True).start()
             reservation = Reservation(**{**asdict(reservation), "watcherPid": watcher.pid, "watcherCreateTime": create_time})
             write_json_atomically(job_dir / RESERVATION_FILE, asdict(reservation))
             self._running[job_dir] = reservation
@@ -285,9 +295,8 @@ class LocalBackend(Backend):
     # ------------------------------------------------------------ internals
 
     def _launch_watcher(self, job: JobSubmission, job_dir: Path, directive_args: list[str]) -> subprocess.Popen[bytes]:
-        # -I: PYTHON* variables, the user site and the job directory never change what the watcher runs
         argv = [
-            sys.executable, "-I", "-m", "bridge.watch",
+            *watcher_interpreter_args(),
             "--job-dir", str(job_dir),
             *directive_args,
             *self.watcher_timing_args,
@@ -348,6 +357,11 @@ class LocalBackend(Backend):
             if (job_dir / RESULT_FILE).exists() or not watcher_is_alive(native_id):
                 del self._running[job_dir]
 
+    @staticmethod
+    def _wait_for_watcher(watcher: subprocess.Popen[bytes], on_end: Callable[[], None]) -> None:
+        watcher.wait()  # Popen's own lock keeps this and _reap_watchers' poll from reaping it twice
+        on_end()
+
     def _reap_watchers(self) -> None:
         """Our own watchers become zombies when they end until we wait for them."""
         self._watchers = [w for w in self._watchers if w.poll() is None]
@@ -367,6 +381,16 @@ class LocalBackend(Backend):
             available_memory_gb=psutil.virtual_memory().available / BYTES_PER_GB,
             gpu_ids=tuple(self.gpu_ids),
         )
+
+
+def watcher_interpreter_args() -> list[str]:
+    """How a watcher starts: ``-I``, so PYTHON* variables, the user site and the job directory never change
+    what it runs. Where /proc serves instead of psutil (Linux), bridge/watch.py runs as a script
+    without the site module too (``-S``; it needs only the standard library): a job starts tens of
+    milliseconds sooner than with ``-m bridge.watch`` and the installed packages' start-up hooks."""
+    if os.path.exists("/proc/self/stat"):
+        return [sys.executable, "-I", "-S", str(WATCHER_SCRIPT)]
+    return [sys.executable, "-I", "-m", "bridge.watch"]
 
 
 def _usable_cpu_count() -> int:
