@@ -46,7 +46,7 @@ from pairio.status import JobStatus
 
 from .backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError, SubmitRetryLater
 from .config import BridgeConfig, BridgeConfigError, ProcessorLaunch, processor_command
-from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError
+from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError, StatusAnswer
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
 from .staging import InputCache, StagingError
 from .watch import SECRETS_FILE
@@ -73,6 +73,10 @@ RESOURCE_LOG_UPLOAD_INTERVAL_SEC = 10.0
 RESOURCE_LOG_UPLOAD_SCALE_BYTES = 32 * 1024
 BUSY_HOST_RECHECK_SEC = 2.0
 BUSY_HOST_NOTE_PREFIX = "waiting: "
+FINISH_CALL_MAX_LOG_BYTES = 2 * 1024 * 1024
+"""a larger resource log goes in its own upload, not in the finished job's JSON report"""
+RESOURCE_LOG_FIRST_UPLOAD_SEC = 2.0
+"""a running job's resource log is first sent this long after it started (a short job's goes with its report)"""
 
 
 class ImmediateExit(BaseException):
@@ -166,7 +170,11 @@ class BridgeRunner:
         self._stop_requests_lock = threading.Lock()
         self._wake = threading.Event()
         """set when a heartbeat brings jobs to stop, a job ends on the backend or a worker is done: cuts the main loop's sleep short"""
-        backend.notify_job_end(self._wake.set)
+        self._job_ended = threading.Event()
+        """set by the backend when one of its jobs may have ended: poll now, not at the next interval"""
+        self._next_poll = 0.0
+        self._next_console = 0.0
+        backend.notify_job_end(self._on_job_end)
         self._heartbeats_stop = threading.Event()
         self._next_status_log = 0.0
         self._next_cleanup = 0.0
@@ -175,6 +183,8 @@ class BridgeRunner:
         self._idle_claim_returned_nothing = False
         self._capacity_note = ""
         self._app_specs: dict[str, tuple[float, PairioApp]] = {}
+        self._finish_call = True
+        """the hub takes a finished job's report in one call (older hubs: one call per part)"""
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -467,7 +477,21 @@ class BridgeRunner:
 
     # ---------------------------------------------------------------- following running jobs
 
+    def _on_job_end(self) -> None:
+        self._job_ended.set()
+        self._wake.set()
+
     def _poll_backend(self) -> None:
+        """One batched look at the running jobs: every poll interval, and at once when the backend says one ended.
+
+        The loop also runs when workers finish and claims return; those do not poll again (a Slurm
+        backend's poll is a call to its scheduler).
+        """
+        now = self._clock()
+        if now < self._next_poll and not self._job_ended.is_set():
+            return
+        self._job_ended.clear()
+        self._next_poll = now + self.config.pollIntervalSec
         running = {t.state.nativeId: t for t in self._jobs.values() if t.phase is RunnerPhase.SUBMITTED and not t.busy and t.state.nativeId}
         if not running:
             return
@@ -549,6 +573,10 @@ class BridgeRunner:
         return True
 
     def _stream_console(self) -> None:
+        now = self._clock()
+        if now < self._next_console:
+            return  # running jobs' output goes out once per poll interval, however often the loop runs
+        self._next_console = now + self.config.pollIntervalSec
         for tracked in list(self._jobs.values()):
             if tracked.busy or tracked.phase is not RunnerPhase.SUBMITTED:
                 continue
@@ -697,6 +725,7 @@ class BridgeRunner:
         state.nativeId = native_id
         d.write_state(state)
         tracked.job = None
+        tracked.resource_log_next_upload = self._clock() + RESOURCE_LOG_FIRST_UPLOAD_SEC
         log.info("job %s (%s/%s) submitted as %s", job.jobId, job.jobDefinition.appName, job.jobDefinition.processorName, native_id)
         description = self.backend.describe(native_id)
         if description:
@@ -751,24 +780,64 @@ class BridgeRunner:
         error: Optional[str] = _error_of(state.outcome)
         if state.outcome.phase is NativePhase.SUCCEEDED:
             status, error = self._upload_outputs(tracked)
-        if state.runningReported or state.nativeId:
-            self._send_console(tracked, None)
-            self._upload_resource_log(tracked)
         if status is JobStatus.COMPLETED and not state.runningReported:
             if not self._send_running(tracked):
                 return
         if error is not None:
             error = tracked.masked(error)
-        try:
-            answer = self.hub.set_status(tracked.job_id, status, error, image_digest=state.outcome.imageDigest)
-        except HubRejectedError as e:
-            self._give_up(tracked, f"the hub refused the final status {status.value}: {e}")
-            return
+        answer = self._finish_in_one_call(tracked, status, error) if self._finish_call else None
+        if answer is None:
+            if state.runningReported or state.nativeId:
+                self._send_console(tracked, None)
+                self._upload_resource_log(tracked)
+            try:
+                answer = self.hub.set_status(tracked.job_id, status, error, image_digest=state.outcome.imageDigest)
+            except HubRejectedError as e:
+                self._give_up(tracked, f"the hub refused the final status {status.value}: {e}")
+                return
         state.phase = RunnerPhase.REPORTED
         state.finalStatus = answer.status.value
         state.finalError = tracked.masked(answer.error) if answer.error else answer.error
         d.write_state(state)
         self._note_result(tracked.job_id, answer.status, state.finalError)
+
+    def _finish_in_one_call(self, tracked: TrackedJob, status: JobStatus, error: Optional[str]) -> Optional[StatusAnswer]:
+        """The console's last bytes, the resource log and the final status in one call (the slot is free sooner).
+
+        None when the separate calls must do it: more console output than one call carries, a resource
+        log too large, a hub without the call, or a refusal (they report or explain it as they always did).
+        """
+        d, state = tracked.dir, tracked.state
+        assert state.outcome is not None
+        console: Optional[tuple[int, bytes]] = None
+        resource_log: Optional[bytes] = None
+        if state.runningReported or state.nativeId:
+            data = d.read_console_chunk(state.consoleOffsetSent, CONSOLE_CHUNK_BYTES)
+            if len(data) >= CONSOLE_CHUNK_BYTES:
+                return None  # a long tail: streamed in chunks first
+            console = (state.consoleOffsetSent, data) if data else None
+            if not state.resourceLogUploaded:
+                resource_log = d.resource_log() or None
+                if resource_log is not None and len(resource_log) > FINISH_CALL_MAX_LOG_BYTES:
+                    return None
+        try:
+            answer = self.hub.finish(
+                tracked.job_id, status, error, image_digest=state.outcome.imageDigest, console=console, resource_log=resource_log,
+            )
+        except ConsoleOffsetError as e:
+            state.consoleOffsetSent = e.console_output_size  # bytes the hub never stored: resent from its end
+            d.write_state(state)
+            return None
+        except HubRejectedError as e:
+            if e.status_code == 405 or (e.status_code == 404 and e.message == "Not Found"):
+                log.info("the hub has no single call for a finished job's report (an older hub); using one call per part")
+                self._finish_call = False
+            return None
+        if console is not None:
+            state.consoleOffsetSent = console[0] + len(console[1])
+        if state.runningReported or state.nativeId:
+            state.resourceLogUploaded = True
+        return answer
 
     def _upload_outputs(self, tracked: TrackedJob) -> tuple[JobStatus, Optional[str]]:
         d, state = tracked.dir, tracked.state

@@ -24,6 +24,7 @@ from typing import Any, Callable, ClassVar, Optional
 import psutil
 
 from bridge.backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError
+from bridge.local.load import CpuLoadMeter
 from bridge.local.resources import (
     DeclaredLimits,
     JobReservation,
@@ -58,7 +59,6 @@ from pairio.models import PairioJobRequiredResources
 
 RESERVATION_FILE = "local_backend.json"
 WATCHER_SCRIPT = Path(bridge_watch.__file__).resolve()
-LOAD_SAMPLE_SEC = 1.0
 WATCHER_LOG_FILE = "watcher.log"
 
 # psutil derives create times from the boot time, which shifts by up to a second when the
@@ -163,6 +163,7 @@ class LocalBackend(Backend):
         self._running: dict[Path, Reservation] = {}
         self._watchers: list[subprocess.Popen[bytes]] = []
         self._on_job_end: Optional[Callable[[], None]] = None
+        self._load_meter = CpuLoadMeter()
         if jobs_root is not None and jobs_root.is_dir():
             for job_dir in sorted(p for p in jobs_root.iterdir() if p.is_dir()):
                 self._learn(job_dir.resolve())
@@ -186,9 +187,11 @@ class LocalBackend(Backend):
         with self._lock:
             self._forget_ended()
             running = [self._job_reservation(job_dir, r) for job_dir, r in self._running.items()]
-        # A sample of its own (a second), so no other caller's window shortens it.
-        busy_cpus = psutil.cpu_percent(interval=LOAD_SAMPLE_SEC) / 100 * _usable_cpu_count()
-        return busy_reason(self._machine_snapshot(busy_cpus), running, resources.numCpus, os.getloadavg()[0])
+            watchers = [r.watcherPid for r in self._running.values() if r.watcherPid is not None]
+        # counters over the latest window (a second), not a second's sampling per job; our own jobs' share apart
+        load = self._load_meter.load(_usable_cpu_count(), extra_pids=watchers)
+        machine = self._machine_snapshot(load.busy_cpus, own_busy_cpus=load.own_cpus)
+        return busy_reason(machine, running, resources.numCpus, os.getloadavg()[0])
 
     def submit(self, job: JobSubmission) -> str:
         job_dir = job.job_dir.resolve()
@@ -374,10 +377,11 @@ class LocalBackend(Backend):
             used_memory_gb=last_sampled_rss(job_dir) / BYTES_PER_GB,
         )
 
-    def _machine_snapshot(self, busy_cpus: float) -> MachineSnapshot:
+    def _machine_snapshot(self, busy_cpus: float, own_busy_cpus: Optional[float] = None) -> MachineSnapshot:
         return MachineSnapshot(
             cpu_count=_usable_cpu_count(),
             busy_cpus=busy_cpus,
+            own_busy_cpus=own_busy_cpus,
             available_memory_gb=psutil.virtual_memory().available / BYTES_PER_GB,
             gpu_ids=tuple(self.gpu_ids),
         )
