@@ -66,8 +66,20 @@ class LoggingHub(HubProcess):
         return counts
 
 
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """CPU time of a process (and of the children it reaped), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+BASELINE_CPU: list[float] = []
+
+
 def baseline(work: Path, processor: Path, jobs: int, slots: int, sleep: float) -> float:
     """The processor run directly ``jobs`` times, ``slots`` at a time; the makespan in seconds."""
+    times_before = os.times()
     record = work / "records"
     files = []
     for i in range(jobs):
@@ -92,7 +104,12 @@ def baseline(work: Path, processor: Path, jobs: int, slots: int, sleep: float) -
         running[p.pid] = p
     for p in running.values():
         p.wait()
-    return time.monotonic() - started
+    makespan = time.monotonic() - started
+    times_after = os.times()
+    BASELINE_CPU.append(
+        times_after.children_user + times_after.children_system - times_before.children_user - times_before.children_system
+    )
+    return makespan
 
 
 @dataclass
@@ -178,6 +195,8 @@ def through_pairio(
         submitted = [stack.submit("work", index=i, sleep=sleep) for i in range(jobs)]
         assert hub.output is not None
         log_mark = len(hub.output.lines)
+        assert hub.process is not None
+        hub_cpu_before = cpu_seconds(hub.process.pid)
         bridge_started = time.time()
         stack.bridge.start()
         jobs_dir = stack.bridge_dir / "jobs"
@@ -192,6 +211,10 @@ def through_pairio(
             return count
 
         wait_for(lambda: reported() >= jobs, 60 + 5 * jobs, f"{jobs} jobs to be reported", interval=0.5)
+        assert stack.bridge.process is not None
+        hub_cpu = cpu_seconds(hub.process.pid) - hub_cpu_before
+        bridge_cpu = cpu_seconds(stack.bridge.process.pid, children=False)
+        watchers_cpu = cpu_seconds(stack.bridge.process.pid) - bridge_cpu  # reaped watchers, with their processors
         # the hub's answer reached the bridge, so the hub has every final status
         done = [stack.client.get_job(j.jobId) for j in submitted]
         requests = hub.compute_requests(log_mark)
@@ -208,6 +231,7 @@ def through_pairio(
         "bridge_start": first_claim - bridge_started,
         "times": times,
         "requests": requests,
+        "cpu": {"hub": hub_cpu, "bridge": bridge_cpu, "watchers and processors": watchers_cpu},
         "first_claim": first_claim,
         "last_final": last_final,
     }
@@ -238,6 +262,8 @@ def report_breakdown(result: dict[str, Any], jobs: int, slots: int) -> None:
     ]:
         busy = all_slots_busy_fraction(times, slots, result["first_claim"], result["last_final"], first, last)
         print(f"  {slots} {what} at once: {100 * busy:.0f}% of the makespan")
+    cpu = ", ".join(f"{name} {1000 * sec / jobs:.0f} ms" for name, sec in result["cpu"].items())
+    print(f"  CPU per job: {cpu}; the processor alone (baseline) {1000 * statistics.mean(BASELINE_CPU) / jobs:.0f} ms")
     requests: dict[str, int] = result["requests"]
     total = sum(requests.values())
     print(f"  hub requests from the bridge: {total} ({total / jobs:.1f} per job)")

@@ -308,7 +308,7 @@ def test_busy_reason_does_not_count_the_bridges_own_work_as_other_programs_load(
     assert busy_reason(own, ours, 1, 2.0) is None
     # the same load from other programs holds the job
     foreign = MachineSnapshot(cpu_count=2, busy_cpus=2.0, available_memory_gb=8.0, gpu_ids=(), own_busy_cpus=0.1)
-    assert busy_reason(foreign, ours, 1, 2.0) is not None
+    assert busy_reason(foreign, ours, 1, 2.0) == "the host is busy, load 2.0 on 2 CPUs; other programs use 1.9 of them"
     # our job idles, but other programs take the CPU it does not use and the free one
     idle_job = MachineSnapshot(cpu_count=2, busy_cpus=1.6, available_memory_gb=8.0, gpu_ids=(), own_busy_cpus=0.0)
     assert busy_reason(idle_job, ours, 1, 1.6) is not None

@@ -129,14 +129,17 @@ def busy_reason(machine: MachineSnapshot, running: Sequence[JobReservation], wan
     jobs, their watchers, itself) keeps the CPUs busy never holds its next job for that.
     """
     reserved_cpus = sum(j.num_cpus for j in running)
+    detail = ""
     if machine.own_busy_cpus is None:
         taken = max(reserved_cpus, machine.busy_cpus)  # busy CPUs beyond the reserved ones are someone else's
     else:
-        taken = reserved_cpus + max(0.0, machine.busy_cpus - machine.own_busy_cpus)
+        foreign = max(0.0, machine.busy_cpus - machine.own_busy_cpus)
+        taken = reserved_cpus + foreign
+        detail = f"; other programs use {foreign:.1f} of them"
     free = math.floor(machine.cpu_count - taken + 0.5)
     if free >= wanted_cpus:
         return None
-    return f"the host is busy, load {load_average:.1f} on {machine.cpu_count} CPUs"
+    return f"the host is busy, load {load_average:.1f} on {machine.cpu_count} CPUs{detail}"
 
 
 def free_capacity(machine: MachineSnapshot, running: Sequence[JobReservation], declared: DeclaredLimits) -> Capacity:
