@@ -6,7 +6,9 @@ cancel reaches the main loop without polling for it. One main loop does the chea
 frequent work: the cancellations heartbeats brought, one ``backend.poll`` for all
 running jobs, console output to the hub, claims. The slow work of one job (staging
 its inputs and submitting it; uploading its outputs and reporting its end) runs in a
-small thread pool so a large download never delays a cancellation.
+small thread pool so a large download never delays a cancellation. Between passes the loop
+sleeps up to ``pollIntervalSec``, and wakes at once when a heartbeat brings a cancel, a worker
+is done, or the backend says a job ended, so a free slot is claimed again without delay.
 
 Every step is recorded in the job's ``state.json`` before the next one starts
 (see ``bridge.jobdir``), and every report to the hub is idempotent, so:
