@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Callable, ClassVar, Optional
 
 from pairio.models import PairioJobRequiredResources
 
@@ -102,6 +102,11 @@ class Backend(ABC):
     @abstractmethod
     def cancel(self, native_ids: list[str]) -> None:
         """Stop the given jobs (their process trees); idempotent."""
+
+    def notify_job_end(self, callback: Callable[[], None]) -> None:
+        """Have ``callback`` called (from any thread) when a job of this backend may have ended, so the
+        runner polls at once instead of at its next interval. Backends that cannot tell leave this as is:
+        the runner then notices ends at its regular polls."""
 
     def busy_reason(self, resources: PairioJobRequiredResources) -> Optional[str]:
         """Why a job that fits the slots should wait anyway (other programs keep the host busy), or None to run it.

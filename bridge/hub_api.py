@@ -22,6 +22,7 @@ message (httpx masks it in reprs; our messages go through ``redact``).
 
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import threading
@@ -90,6 +91,11 @@ class StatusAnswer:
     status: JobStatus
     canceled: bool
     error: Optional[str]
+
+
+@dataclass(frozen=True)
+class FinishAnswer(StatusAnswer):
+    console_output_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -266,6 +272,29 @@ class HubApi:
             payload["imageDigest"] = image_digest
         body = self._json(self._request("POST", f"/v1/compute/jobs/{_segment(job_id)}/status", json=payload))
         return StatusAnswer(status=JobStatus(body["status"]), canceled=bool(body["canceled"]), error=body.get("error"))
+
+    def finish(
+        self, job_id: str, status: JobStatus, error: Optional[str] = None, *, image_digest: Optional[str] = None,
+        console: Optional[tuple[int, bytes]] = None, resource_log: Optional[bytes] = None,
+    ) -> FinishAnswer:
+        """A finished job's console tail (offset, bytes), resource log and final status in one call (idempotent).
+
+        Raises ConsoleOffsetError as ``append_console_output`` does; a hub without the call answers 404/405.
+        """
+        payload: dict[str, Any] = {"status": status.value}
+        if error is not None:
+            payload["error"] = error
+        if image_digest is not None:
+            payload["imageDigest"] = image_digest
+        if console is not None:
+            payload.update(consoleOffset=console[0], consoleBase64=base64.b64encode(console[1]).decode("ascii"))
+        if resource_log is not None:
+            payload["resourceLog"] = resource_log.decode("utf-8", errors="replace")
+        body = self._json(self._request("POST", f"/v1/compute/jobs/{_segment(job_id)}/finish", json=payload))
+        return FinishAnswer(
+            status=JobStatus(body["status"]), canceled=bool(body["canceled"]), error=body.get("error"),
+            console_output_size=int(body.get("consoleOutputSize", 0)),
+        )
 
     def add_note(self, job_id: str, message: str) -> None:
         """A line on the job's timeline (e.g. why it waits in the cluster's queue)."""

@@ -6,7 +6,9 @@ cancel reaches the main loop without polling for it. One main loop does the chea
 frequent work: the cancellations heartbeats brought, one ``backend.poll`` for all
 running jobs, console output to the hub, claims. The slow work of one job (staging
 its inputs and submitting it; uploading its outputs and reporting its end) runs in a
-small thread pool so a large download never delays a cancellation.
+small thread pool so a large download never delays a cancellation. Between passes the loop
+sleeps up to ``pollIntervalSec``, and wakes at once when a heartbeat brings a cancel, a worker
+is done, or the backend says a job ended, so a free slot is claimed again without delay.
 
 Every step is recorded in the job's ``state.json`` before the next one starts
 (see ``bridge.jobdir``), and every report to the hub is idempotent, so:
@@ -47,7 +49,7 @@ from pairio.status import JobStatus
 
 from .backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError, SubmitRetryLater
 from .config import AppCommandsFile, BridgeConfig, BridgeConfigError, ContainerMode, ProcessorLaunch, processor_command
-from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError
+from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError, StatusAnswer
 from .images import app_images, image_report
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
 from .staging import CACHE_VISIBLE_TO_PROCESSOR, InputCache, InputStaging, StagingError, input_staging_for
@@ -76,6 +78,10 @@ RESOURCE_LOG_UPLOAD_INTERVAL_SEC = 10.0
 RESOURCE_LOG_UPLOAD_SCALE_BYTES = 32 * 1024
 BUSY_HOST_RECHECK_SEC = 2.0
 BUSY_HOST_NOTE_PREFIX = "waiting: "
+FINISH_CALL_MAX_LOG_BYTES = 2 * 1024 * 1024
+"""a larger resource log goes in its own upload, not in the finished job's JSON report"""
+RESOURCE_LOG_FIRST_UPLOAD_SEC = 2.0
+"""a running job's resource log is first sent this long after it started (a short job's goes with its report)"""
 
 
 class ImmediateExit(BaseException):
@@ -177,7 +183,12 @@ class BridgeRunner:
         self._stop_requests: set[str] = set()
         self._stop_requests_lock = threading.Lock()
         self._wake = threading.Event()
-        """set when a heartbeat brings jobs to stop: cuts the main loop's sleep short"""
+        """set when a heartbeat brings jobs to stop, a job ends on the backend or a worker is done: cuts the main loop's sleep short"""
+        self._job_ended = threading.Event()
+        """set by the backend when one of its jobs may have ended: poll now, not at the next interval"""
+        self._next_poll = 0.0
+        self._next_console = 0.0
+        backend.notify_job_end(self._on_job_end)
         self._heartbeats_stop = threading.Event()
         self._next_status_log = 0.0
         self._next_cleanup = 0.0
@@ -186,6 +197,8 @@ class BridgeRunner:
         self._idle_claim_returned_nothing = False
         self._capacity_note = ""
         self._app_specs: dict[str, tuple[float, PairioApp]] = {}
+        self._finish_call = True
+        """the hub takes a finished job's report in one call (older hubs: one call per part)"""
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -500,7 +513,21 @@ class BridgeRunner:
 
     # ---------------------------------------------------------------- following running jobs
 
+    def _on_job_end(self) -> None:
+        self._job_ended.set()
+        self._wake.set()
+
     def _poll_backend(self) -> None:
+        """One batched look at the running jobs: every poll interval, and at once when the backend says one ended.
+
+        The loop also runs when workers finish and claims return; those do not poll again (a Slurm
+        backend's poll is a call to its scheduler).
+        """
+        now = self._clock()
+        if now < self._next_poll and not self._job_ended.is_set():
+            return
+        self._job_ended.clear()
+        self._next_poll = now + self.config.pollIntervalSec
         running = {t.state.nativeId: t for t in self._jobs.values() if t.phase is RunnerPhase.SUBMITTED and not t.busy and t.state.nativeId}
         if not running:
             return
@@ -582,6 +609,10 @@ class BridgeRunner:
         return True
 
     def _stream_console(self) -> None:
+        now = self._clock()
+        if now < self._next_console:
+            return  # running jobs' output goes out once per poll interval, however often the loop runs
+        self._next_console = now + self.config.pollIntervalSec
         for tracked in list(self._jobs.values()):
             if tracked.busy or tracked.phase is not RunnerPhase.SUBMITTED or tracked.state.originalSdk:
                 continue  # an original-SDK job uploads its console output itself
@@ -667,6 +698,7 @@ class BridgeRunner:
                 tracked.retry_at = self._clock() + WORKER_RETRY_SEC
             finally:
                 tracked.busy = False
+                self._wake.set()  # the main loop takes it from here (report, forget, claim the next) without waiting out its sleep
 
         self._pool.submit(run)
 
@@ -734,6 +766,7 @@ class BridgeRunner:
         state.nativeId = native_id
         d.write_state(state)
         tracked.job = None
+        tracked.resource_log_next_upload = self._clock() + RESOURCE_LOG_FIRST_UPLOAD_SEC
         log.info("job %s (%s/%s) submitted as %s", job.jobId, job.jobDefinition.appName, job.jobDefinition.processorName, native_id)
         description = self.backend.describe(native_id)
         if description:
@@ -844,20 +877,23 @@ class BridgeRunner:
                 error = "the job's process (original Pairio SDK) ended without reporting its final status to the hub"
         elif state.outcome.phase is NativePhase.SUCCEEDED:
             status, error = self._upload_outputs(tracked)
-        if state.runningReported or state.nativeId:
-            if not state.originalSdk:
-                self._send_console(tracked, None)
-            self._upload_resource_log(tracked)
         if status is JobStatus.COMPLETED and not state.runningReported:
             if not self._send_running(tracked):
                 return
         if error is not None:
             error = tracked.masked(error)
-        try:
-            answer = self.hub.set_status(tracked.job_id, status, error, image_digest=state.outcome.imageDigest)
-        except HubRejectedError as e:
-            self._give_up(tracked, f"the hub refused the final status {status.value}: {e}")
-            return
+        # an original-SDK job uploads its console output itself: only its resource log goes from here
+        answer = self._finish_in_one_call(tracked, status, error) if self._finish_call and not state.originalSdk else None
+        if answer is None:
+            if state.runningReported or state.nativeId:
+                if not state.originalSdk:
+                    self._send_console(tracked, None)
+                self._upload_resource_log(tracked)
+            try:
+                answer = self.hub.set_status(tracked.job_id, status, error, image_digest=state.outcome.imageDigest)
+            except HubRejectedError as e:
+                self._give_up(tracked, f"the hub refused the final status {status.value}: {e}")
+                return
         state.phase = RunnerPhase.REPORTED
         state.finalStatus = answer.status.value
         state.finalError = tracked.masked(answer.error) if answer.error else answer.error
@@ -878,6 +914,44 @@ class BridgeRunner:
         tracked.dir.write_state(state)
         self._note_result(tracked.job_id, job.status, state.finalError)
         return True
+
+    def _finish_in_one_call(self, tracked: TrackedJob, status: JobStatus, error: Optional[str]) -> Optional[StatusAnswer]:
+        """The console's last bytes, the resource log and the final status in one call (the slot is free sooner).
+
+        None when the separate calls must do it: more console output than one call carries, a resource
+        log too large, a hub without the call, or a refusal (they report or explain it as they always did).
+        """
+        d, state = tracked.dir, tracked.state
+        assert state.outcome is not None
+        console: Optional[tuple[int, bytes]] = None
+        resource_log: Optional[bytes] = None
+        if state.runningReported or state.nativeId:
+            data = d.read_console_chunk(state.consoleOffsetSent, CONSOLE_CHUNK_BYTES)
+            if len(data) >= CONSOLE_CHUNK_BYTES:
+                return None  # a long tail: streamed in chunks first
+            console = (state.consoleOffsetSent, data) if data else None
+            if not state.resourceLogUploaded:
+                resource_log = d.resource_log() or None
+                if resource_log is not None and len(resource_log) > FINISH_CALL_MAX_LOG_BYTES:
+                    return None
+        try:
+            answer = self.hub.finish(
+                tracked.job_id, status, error, image_digest=state.outcome.imageDigest, console=console, resource_log=resource_log,
+            )
+        except ConsoleOffsetError as e:
+            state.consoleOffsetSent = e.console_output_size  # bytes the hub never stored: resent from its end
+            d.write_state(state)
+            return None
+        except HubRejectedError as e:
+            if e.status_code == 405 or (e.status_code == 404 and e.message == "Not Found"):
+                log.info("the hub has no single call for a finished job's report (an older hub); using one call per part")
+                self._finish_call = False
+            return None
+        if console is not None:
+            state.consoleOffsetSent = console[0] + len(console[1])
+        if state.runningReported or state.nativeId:
+            state.resourceLogUploaded = True
+        return answer
 
     def _upload_outputs(self, tracked: TrackedJob) -> tuple[JobStatus, Optional[str]]:
         d, state = tracked.dir, tracked.state

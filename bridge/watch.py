@@ -6,9 +6,9 @@ It runs detached from the bridge (its own session), so a bridge killed with SIGK
 leaves its jobs running, and a restarted bridge reads what the watcher left in the job
 directory (``watcher.json``, ``console.txt``, ``resource_log.jsonl``, ``result.json``).
 The same watcher runs on Slurm compute nodes and SSH hosts, so it needs only the
-standard library and psutil: it must never import pairio. Where psutil is missing (a
-remote host's system Python), the few process calls it makes are read from Linux's
-``/proc`` instead (``ProcfsPsutil``), so limits are enforced the same way.
+standard library (psutil where there is no ``/proc``): it must never import pairio. On
+Linux the few process calls it makes are read from ``/proc`` (``ProcfsPsutil``), which
+starts faster than importing psutil and needs nothing installed on a remote host.
 
 Enforces the job's limits: over ``timeSec`` the tree gets SIGTERM, then SIGKILL after a
 grace period; over ``memoryGb`` (RSS of the whole tree) it is killed at once; a ``cancel``
@@ -31,9 +31,7 @@ import ctypes
 import importlib.util
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,10 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-try:
-    import psutil
-except ImportError:  # replaced by ProcfsPsutil below, on Linux
-    psutil = None  # type: ignore[assignment]
+# Linux's /proc answers the few process calls the watcher makes (ProcfsPsutil, below) without importing
+# psutil, which costs each job's start tens of milliseconds; psutil serves where there is no /proc.
+if os.path.exists("/proc/self/stat"):
+    psutil = None
+else:
+    try:
+        import psutil
+    except ImportError:
+        psutil = None  # type: ignore[assignment]
 
 
 def _masking_module() -> Any:
@@ -421,7 +424,8 @@ _PROC_STATES = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stoppe
 def _proc_stat_fields(pid: int) -> list[str]:
     """Fields 3.. of /proc/PID/stat (after the command name, which may hold spaces and parentheses)."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
     except (FileNotFoundError, ProcessLookupError):
         raise ProcfsNoSuchProcess(f"no process {pid}") from None
     except OSError as e:
@@ -503,6 +507,8 @@ class ProcfsProcess:
             raise ProcfsError(str(e)) from None
 
     def children(self, recursive: bool = False) -> list["ProcfsProcess"]:
+        if _has_children_files():
+            return self._children_from_task_files(recursive)
         parents: dict[int, list[int]] = {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -523,6 +529,46 @@ class ProcfsProcess:
             if recursive:
                 pending.extend(parents.get(pid, []))
         return found
+
+
+    def _children_from_task_files(self, recursive: bool) -> list["ProcfsProcess"]:
+        """The kernel's list of each thread's children: a few small reads, not one per process of the host."""
+        found: list[ProcfsProcess] = []
+        pending = _child_pids(self.pid)
+        while pending:
+            pid = pending.pop(0)
+            try:
+                found.append(ProcfsProcess(pid))
+            except ProcfsError:
+                continue
+            if recursive:
+                pending.extend(_child_pids(pid))
+        return found
+
+
+_children_files: list[bool] = []
+
+
+def _has_children_files() -> bool:
+    """Whether this kernel lists children in /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN, most distributions)."""
+    if not _children_files:
+        _children_files.append(os.path.exists(f"/proc/self/task/{os.getpid()}/children"))
+    return _children_files[0]
+
+
+def _child_pids(pid: int) -> list[int]:
+    pids: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return pids  # it ended
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                pids.extend(int(p) for p in f.read().split())
+        except (OSError, ValueError):
+            continue  # the thread ended
+    return pids
 
 
 class ProcfsPsutil:
@@ -717,7 +763,7 @@ class Watcher:
         self.job_dir = config.job_dir
         self.stop_requested = False
         self.stop_signal: Optional[str] = None
-        self.gpu_sampling = bool(config.gpu_ids) and shutil.which("nvidia-smi") is not None
+        self.gpu_sampling = bool(config.gpu_ids) and _which("nvidia-smi") is not None
 
     def request_stop(self, signum: int, frame: Any) -> None:
         self.stop_requested = True
@@ -884,7 +930,7 @@ class Watcher:
                 "processGroup": child.pid,
                 "processGroupCreateTime": _create_time_or_none(child.pid),
                 "gpus": self.config.gpu_ids,
-                "hostname": socket.gethostname(),
+                "hostname": os.uname().nodename,  # socket.gethostname() without importing socket
                 # a bridge that finds this watcher gone removes the container (see bridge/local/backend.py)
                 "containerEngine": self.config.container_engine if self.config.container_name else "",
                 "containerName": self.config.container_name,
@@ -1070,6 +1116,8 @@ class Container:
     def close(self) -> None:
         """Remove the container and the engine's working directory."""
         self.remove()
+        import shutil  # here only: importing it slows every watcher's start
+
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def image_digest(self) -> Optional[str]:
@@ -1106,6 +1154,12 @@ def _job_id(job_dir: Path) -> str:
         return str(json.loads((job_dir / JOB_FILE).read_text())["jobId"])
     except (OSError, ValueError, KeyError, TypeError):
         return job_dir.name
+
+
+def _which(program: str) -> Optional[str]:
+    import shutil  # here only: importing it slows every watcher's start
+
+    return shutil.which(program)
 
 
 def _create_time_or_none(pid: int) -> Optional[float]:

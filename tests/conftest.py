@@ -27,6 +27,7 @@ pytest_plugins = ["tests.slurm_support"]
 TIERS: dict[str, tuple[str, ...]] = {
     "test_app_sdk": ("unit",),
     "test_batches": ("hub",),
+    "test_bench_smoke": ("bridge",),
     "test_bridge_containers_e2e": ("bridge", "container"),
     "test_bridge_e2e": ("bridge",),
     "test_bridge_examples": ("bridge",),

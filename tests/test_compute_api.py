@@ -6,6 +6,7 @@ test_heartbeat_expiry).
 
 from __future__ import annotations
 
+import base64
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -613,3 +614,38 @@ def test_notes_go_on_the_timeline_of_an_active_job_only(api: httpx.Client, seede
     assert api.post(url, json={"message": "not mine"}, headers=auth(seeded.key)).status_code in (401, 403)
     assert report(api, job["jobId"], key, "failed", "stopped").status_code == 200
     assert api.post(url, json={"message": "too late"}, headers=auth(key)).status_code == 409
+
+
+def test_finish_reports_console_tail_resource_log_and_status_in_one_call(api: httpx.Client, seeded: Seed) -> None:
+    cc = register(api, seeded)
+    job = submit(api, seeded, hello1())
+    claim(api, cc)
+    jid = job["jobId"]
+    url = f"/v1/compute/jobs/{jid}/finish"
+    assert report(api, jid, cc.key, "running").status_code == 200
+    assert console(api, jid, cc.key, 0, b"start\n").status_code == 200
+    log = '{"timestampSec": 1, "cpuPercent": 5}\n'
+    body = {"status": "failed", "error": "processor exited with code 3", "consoleOffset": 6,
+            "consoleBase64": base64.b64encode(b"end\n").decode(), "resourceLog": log}
+    # all or nothing: a bad offset, a bad log or a bad body leave the job running with its console as it was
+    r = api.post(url, json={**body, "consoleOffset": 100}, headers=cc.headers)
+    assert r.status_code == 409 and r.json()["consoleOutputSize"] == 6
+    r = api.post(url, json={**body, "resourceLog": "not json\n"}, headers=cc.headers)
+    assert r.status_code == 400 and "line 1" in r.json()["detail"]
+    for bad in ({"consoleBase64": "***"}, {"consoleOffset": None}, {"status": "running"}, {"extra": 1}):
+        r = api.post(url, json={**body, **bad}, headers=cc.headers)
+        assert r.status_code in (400, 422), (bad, r.text)
+        assert "detail" in r.json()
+    assert api.post(url, json=body, headers=auth("bad")).status_code == 401
+    assert get_job(api, jid)["status"] == "running"
+    assert api.get(f"/v1/jobs/{jid}/console-output").content == b"start\n"
+    r = api.post(url, json=body, headers=cc.headers)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"jobId": jid, "status": "failed", "canceled": False, "error": "processor exited with code 3", "consoleOutputSize": 10}
+    again = api.post(url, json=body, headers=cc.headers)
+    assert again.status_code == 200 and again.json() == r.json(), "a repeat changes nothing"
+    assert api.get(f"/v1/jobs/{jid}/console-output").content == b"start\nend\n"
+    assert api.get(f"/v1/jobs/{jid}/resource-utilization-log").text == log
+    assert get_job(api, jid)["status"] == "failed"
+    # a final status the job cannot take is refused like /status refuses it
+    assert api.post(url, json={"status": "completed"}, headers=cc.headers).status_code == 409

@@ -126,3 +126,37 @@ def test_a_job_claimed_before_a_restart_gets_its_secrets_from_the_hub_again(
         assert (job_dir / "console.txt").read_text() == "token ***\n"
         assert not (job_dir / "secrets.json").exists()
         assert all(token.encode() not in p.read_bytes() for p in job_dir.rglob("*") if p.is_file())
+
+
+class OlderHubApi(HubApi):
+    """Calls a hub the way a bridge does against a hub without the one-call report (the path does not exist there)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.finish_calls = 0
+
+    def finish(self, job_id: str, *args: Any, **kwargs: Any) -> Any:
+        self.finish_calls += 1
+        self._request("POST", f"/v1/compute/jobs/{job_id}/finish-not-on-this-hub", json={})
+        raise AssertionError("the hub answered a path it does not have")
+
+
+def test_against_a_hub_without_the_one_call_report_the_parts_go_one_by_one(
+    seeded: Seed, live_hub: LiveHub, tmp_path: Path
+) -> None:
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        job_id, config = _client_and_job(
+            api, seeded, live_hub, tmp_path, "older", f"{sys.executable} {REPO / 'apps' / 'hello_world' / 'main.py'}"
+        )
+        hub = OlderHubApi(config.hubUrl, config.computeClientPrivateKey)
+        runner = BridgeRunner(config, LocalBackend(config.jobs_path, gpu_ids=[]), hub, exit_when_idle=True)
+        try:
+            runner.run()
+        finally:
+            runner.close()
+            hub.close()
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] == "completed", job
+        assert hub.finish_calls == 1  # tried once; the parts then went one call each
+        assert "Hello, older!" in api.get(f"/v1/jobs/{job_id}/console-output").text
+        assert api.get(f"/v1/jobs/{job_id}/resource-utilization-log").status_code in (200, 404)

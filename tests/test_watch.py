@@ -10,6 +10,7 @@ import pytest
 
 from bridge.backend import Capacity, NativePhase
 from bridge.local.backend import NativeId, last_sampled_rss, read_watcher_result
+from bridge.local.load import CpuReading, window_load
 from bridge.local.resources import (
     DeclaredLimits,
     JobReservation,
@@ -298,6 +299,27 @@ def test_busy_reason_holds_a_job_only_while_other_programs_leave_it_no_cpu() -> 
     # the busy CPU is our own job's: the other one is free
     ours = [JobReservation(num_cpus=1, memory_gb=1.0, gpu_ids=())]
     assert busy_reason(half, ours, 1, 1.0) is None
+
+
+def test_busy_reason_does_not_count_the_bridges_own_work_as_other_programs_load() -> None:
+    ours = [JobReservation(num_cpus=1, memory_gb=1.0, gpu_ids=())]
+    # both CPUs busy, but 1.8 of them are our job, the bridge and its watchers: the second slot is free
+    own = MachineSnapshot(cpu_count=2, busy_cpus=2.0, available_memory_gb=8.0, gpu_ids=(), own_busy_cpus=1.8)
+    assert busy_reason(own, ours, 1, 2.0) is None
+    # the same load from other programs holds the job
+    foreign = MachineSnapshot(cpu_count=2, busy_cpus=2.0, available_memory_gb=8.0, gpu_ids=(), own_busy_cpus=0.1)
+    assert busy_reason(foreign, ours, 1, 2.0) == "the host is busy, load 2.0 on 2 CPUs; other programs use 1.9 of them"
+    # our job idles, but other programs take the CPU it does not use and the free one
+    idle_job = MachineSnapshot(cpu_count=2, busy_cpus=1.6, available_memory_gb=8.0, gpu_ids=(), own_busy_cpus=0.0)
+    assert busy_reason(idle_job, ours, 1, 1.6) is not None
+
+
+def test_window_load_splits_the_hosts_busy_cpus_from_the_bridges_own() -> None:
+    first = CpuReading(at=10.0, busy_sec=100.0, total_sec=400.0, own_sec=5.0)
+    second = CpuReading(at=12.0, busy_sec=103.0, total_sec=404.0, own_sec=6.0)  # 2 s on 2 CPUs, 3 of 4 CPU-seconds busy
+    load = window_load(first, second, usable_cpus=2)
+    assert load.busy_cpus == 1.5 and load.own_cpus == 0.5
+    assert window_load(second, second, usable_cpus=2).busy_cpus == 0.0
 
 
 

@@ -97,6 +97,8 @@ class MachineSnapshot:
     """CPUs in use right now by every process, our jobs included (0 to ignore the machine's load)"""
     available_memory_gb: float
     gpu_ids: tuple[str, ...]
+    own_busy_cpus: Optional[float] = None
+    """of ``busy_cpus``, those the bridge and its jobs' processes use (None: not measured; reservations stand for them)"""
 
 
 @dataclass(frozen=True)
@@ -122,13 +124,22 @@ class DeclaredLimits:
 def busy_reason(machine: MachineSnapshot, running: Sequence[JobReservation], wanted_cpus: int, load_average: float) -> Optional[str]:
     """Why a job of ``wanted_cpus`` should wait for other programs to leave it room, or None.
 
-    Only for bridges that respect the machine's load; CPUs are counted as in ``free_capacity``.
+    Only for bridges that respect the machine's load. Our running jobs hold their reserved CPUs;
+    only the load of other programs counts against the rest, so a bridge whose own work (its
+    jobs, their watchers, itself) keeps the CPUs busy never holds its next job for that.
     """
     reserved_cpus = sum(j.num_cpus for j in running)
-    free = math.floor(machine.cpu_count - max(reserved_cpus, machine.busy_cpus) + 0.5)
+    detail = ""
+    if machine.own_busy_cpus is None:
+        taken = max(reserved_cpus, machine.busy_cpus)  # busy CPUs beyond the reserved ones are someone else's
+    else:
+        foreign = max(0.0, machine.busy_cpus - machine.own_busy_cpus)
+        taken = reserved_cpus + foreign
+        detail = f"; other programs use {foreign:.1f} of them"
+    free = math.floor(machine.cpu_count - taken + 0.5)
     if free >= wanted_cpus:
         return None
-    return f"the host is busy, load {load_average:.1f} on {machine.cpu_count} CPUs"
+    return f"the host is busy, load {load_average:.1f} on {machine.cpu_count} CPUs{detail}"
 
 
 def free_capacity(machine: MachineSnapshot, running: Sequence[JobReservation], declared: DeclaredLimits) -> Capacity:

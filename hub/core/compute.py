@@ -642,6 +642,41 @@ def store_resource_log(ctx: HubContext, s: Session, job_id: str, key: Optional[s
     job.has_resource_utilization_log = True
 
 
+# ---------------------------------------------------------------- a finished job's report in one call
+
+
+def finish_job(
+    ctx: HubContext, s: Session, job_id: str, key: Optional[str], status: JobStatus, error: Optional[str], *,
+    image_digest: Optional[str] = None, console: Optional[tuple[int, bytes]] = None, resource_log: Optional[bytes] = None,
+) -> tuple[StatusReport, int]:
+    """A bridge's last words on a job in one transaction: its console's last bytes (offset, data),
+    its resource log, then its final status; each checked as in its own call, and all or nothing.
+
+    A repeat of a report that already went through (its answer was lost) changes nothing.
+    Returns the status report and the console bytes received.
+    """
+    if status not in (JobStatus.COMPLETED, JobStatus.FAILED):
+        raise BadRequest(f"a job finishes as completed or failed, not {status.value}; report running with /status")
+    job, _ = job_for_call(s, job_id, key)
+    current = JobStatus(job.status)
+    if current != status and not is_allowed_transition(current, status):
+        raise Conflict(_illegal_transition_message(job, current, status))  # before anything is written
+    path = ctx.files.console_output_path(job.job_id)
+    stored = job.console_output_size or 0
+    try:
+        if JobStatus(job.status) != status:
+            if console is not None:
+                append_console_output(ctx, s, job_id, key, console[0], console[1])
+            if resource_log is not None:
+                store_resource_log(ctx, s, job_id, key, resource_log)
+        report = set_job_status(s, job_id, key, status, error, image_digest=image_digest)
+    except BaseException:
+        if console is not None and path.exists():
+            os.truncate(path, stored)  # the console file as it was: nothing of a refused report stays
+        raise
+    return report, job.console_input_size or 0
+
+
 # ---------------------------------------------------------------- lost compute clients
 
 

@@ -7,6 +7,8 @@ claims wait on the event loop, not in worker threads, so a hub can hold many of 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import random
 from collections.abc import Callable
@@ -26,7 +28,7 @@ from ..context import HubContext
 from ..core import compute
 from ..core.jobs import jobs_public
 from ..deps import Ctx, bearer_token
-from ..errors import PayloadTooLarge
+from ..errors import BadRequest, PayloadTooLarge
 
 router = APIRouter(prefix="/v1/compute", tags=["compute (bridges)"])
 
@@ -131,6 +133,12 @@ class StatusBody(_Body):
     )
 
 
+class FinishBody(StatusBody):
+    consoleOffset: Optional[int] = Field(default=None, ge=0, le=MAX_CONSOLE_OFFSET, description="where consoleBase64's bytes start")
+    consoleBase64: Optional[str] = Field(default=None, description="the console output's last bytes, base64; with consoleOffset")
+    resourceLog: Optional[str] = Field(default=None, description="the whole resource utilization log (JSON lines)")
+
+
 class NoteBody(_Body):
     message: str = Field(min_length=1, max_length=10_000, description="shown on the job's timeline (the first 1000 characters)")
 
@@ -145,6 +153,10 @@ class StatusResult(BaseModel):
 class ConsoleAppended(BaseModel):
     consoleOutputSize: int
     truncated: bool = Field(description="true when bytes were dropped at the hub's console output limit")
+
+
+class FinishResult(StatusResult):
+    consoleOutputSize: int
 
 
 class OutputUploaded(BaseModel):
@@ -252,6 +264,33 @@ def set_status(job_id: str, body: StatusBody, ctx: Ctx, key: Key) -> StatusResul
     with ctx.transaction() as s:
         report = compute.set_job_status(s, job_id, key, body.status, body.error, image_digest=body.imageDigest)
     return StatusResult(jobId=report.jobId, status=report.status, canceled=report.canceled, error=report.error)
+
+
+@router.post(
+    "/jobs/{job_id}/finish",
+    response_model=FinishResult,
+    responses={409: {"description": "an illegal transition, or consoleOffset past the end (the body's consoleOutputSize says where to resume)"}},
+)
+def finish(job_id: str, body: FinishBody, ctx: Ctx, key: Key) -> Any:
+    """Report a finished job in one call: the console's last bytes, the resource log and the final status
+    (``completed`` or ``failed``), each as its own call would, all or nothing. Repeating it is harmless."""
+    console = None
+    if body.consoleBase64 is not None:
+        if body.consoleOffset is None:
+            raise BadRequest("consoleBase64 needs consoleOffset: where its bytes start in the console output")
+        try:
+            console = (body.consoleOffset, base64.b64decode(body.consoleBase64, validate=True))
+        except binascii.Error:
+            raise BadRequest("consoleBase64 is not base64; send the console bytes base64-encoded") from None
+    resource_log = body.resourceLog.encode() if body.resourceLog is not None else None
+    try:
+        with ctx.transaction() as s:
+            report, console_size = compute.finish_job(
+                ctx, s, job_id, key, body.status, body.error, image_digest=body.imageDigest, console=console, resource_log=resource_log,
+            )
+    except compute.ConsoleOffsetMismatch as e:
+        return JSONResponse({"detail": e.message, "consoleOutputSize": e.size}, status_code=e.status_code)
+    return FinishResult(jobId=report.jobId, status=report.status, canceled=report.canceled, error=report.error, consoleOutputSize=console_size)
 
 
 @router.post("/jobs/{job_id}/notes", status_code=204)
