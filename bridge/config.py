@@ -12,7 +12,6 @@ container mode: ``none`` (a command configured per app), ``podman``, ``docker`` 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 from enum import Enum

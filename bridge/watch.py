@@ -280,7 +280,7 @@ def with_owner(argv: Sequence[str], engine: str, uid: Optional[int] = None, gid:
 
 def image_missing_error(image: str, engine: str, detail: str, host: Optional[str] = None) -> str:
     """``host``: where the job ran (the watcher's host: over SSH or Slurm not the bridge's)."""
-    host = host or socket.gethostname()
+    host = host or os.uname().nodename
     return (
         f"image {image} not found by {engine} on {host}: pull it there ('{engine} pull {image}') or allow pulls (pull policy: "
         f"'pairio-bridge register ... --pull-policy missing'); {engine} said: {detail}"
