@@ -27,7 +27,7 @@ from pairio.models import (
 from pairio.status import ACTIVE_STATUSES, JobStatus
 
 from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mark_job_to_stop, mark_runnable_changed, now_sec
-from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag
+from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag, ServiceApp
 from ..errors import BadRequest, Forbidden, NotFound
 from ..security import new_id, url_hash
 from . import accounts, job_secrets
@@ -68,24 +68,85 @@ def output_url(ctx: HubContext, job_id: str, name: str, file_base_name: str) -> 
 # ---------------------------------------------------------------- create
 
 
-def create_job(ctx: HubContext, s: Session, user_id: str, req: JobCreate) -> tuple[Job, bool]:
+@dataclass(frozen=True)
+class PreparedJob:
+    """A job definition checked against its app and normalized, with its cache key (see ``prepare_job``)."""
+
+    app: PairioApp
+    spec_hash: str
+    definition: PairioJobDefinition
+    definition_hash: str
+
+
+_PARSED_APPS: dict[tuple[str, str, str], PairioApp] = {}
+_FINGERPRINTS: dict[tuple[str, str, str, str], str] = {}
+_PARSED_APPS_MAX = 512
+
+
+def parsed_app(row: ServiceApp) -> PairioApp:
+    """The row's app spec as a model, parsed once per spec version (keyed by its hash). Do not modify it."""
+    key = (row.service_name, row.app_name, row.spec_hash)
+    app = _PARSED_APPS.get(key)
+    if app is None:
+        if len(_PARSED_APPS) >= _PARSED_APPS_MAX:
+            _PARSED_APPS.clear()
+            _FINGERPRINTS.clear()
+        app = _PARSED_APPS[key] = PairioApp.model_validate(row.spec)
+    return app
+
+
+def _fingerprint(row: ServiceApp, app: PairioApp, processor_name: str) -> str:
+    key = (row.service_name, row.app_name, row.spec_hash, processor_name)
+    fp = _FINGERPRINTS.get(key)
+    if fp is None:
+        fp = _FINGERPRINTS[key] = app_fingerprint(app, processor_name)
+    return fp
+
+
+def prepare_job(s: Session, user_id: str, req: JobCreate) -> PreparedJob:
+    """Check the role and the definition, and compute the cache key; reads only (no write lock needed)."""
+    accounts.require_role(s, req.serviceName, user_id, "create_jobs")
+    row = accounts.get_app(s, req.serviceName, req.jobDefinition.appName)
+    app = parsed_app(row)
+    definition = normalize_job_definition(app, req.jobDefinition)
+    return PreparedJob(app, row.spec_hash, definition, job_definition_hash(definition, _fingerprint(row, app, definition.processorName)))
+
+
+def cached_job(s: Session, service_name: str, definition_hash: str) -> Optional[Job]:
+    """The most recent job of the service with this definition hash, if any."""
+    return s.scalars(
+        select(Job)
+        .where(Job.service_name == service_name, Job.job_definition_hash == definition_hash)
+        .order_by(Job.timestamp_created_sec.desc())
+        .limit(1)
+    ).first()
+
+
+def is_read_only_cache_hit(existing: Job, req: JobCreate) -> bool:
+    """Whether submitting ``req`` would return ``existing`` unchanged (no rerun, no new tags): no write needed."""
+    if req.skipCache or (existing.status == JobStatus.FAILED and req.rerunFailing):
+        return False
+    return all(t in existing.tags for t in req.tags)
+
+
+def create_job(
+    ctx: HubContext, s: Session, user_id: str, req: JobCreate, *, prepared: Optional[PreparedJob] = None
+) -> tuple[Job, bool]:
     """Create a job, or return the cached one with the same definition hash (see the README's cache rules).
 
-    Returns the job and whether it was created (False for a cache hit).
+    Returns the job and whether it was created (False for a cache hit). ``prepared`` (from
+    ``prepare_job`` in an earlier read transaction) saves checking the definition again
+    when the app's spec is unchanged; the role is checked here in any case.
     """
-    accounts.require_role(s, req.serviceName, user_id, "create_jobs")
-    app = PairioApp.model_validate(accounts.get_app(s, req.serviceName, req.jobDefinition.appName).spec)
-    definition = normalize_job_definition(app, req.jobDefinition)
-    definition_hash = job_definition_hash(definition, app_fingerprint(app, definition.processorName))
+    if prepared is None or _spec_hash(s, req) != prepared.spec_hash:
+        prepared = prepare_job(s, user_id, req)
+    else:
+        accounts.require_role(s, req.serviceName, user_id, "create_jobs")
+    app, definition, definition_hash = prepared.app, prepared.definition, prepared.definition_hash
 
     if not req.skipCache:
         _serialize_same_definition(s, definition_hash)
-        existing = s.scalars(
-            select(Job)
-            .where(Job.service_name == req.serviceName, Job.job_definition_hash == definition_hash)
-            .order_by(Job.timestamp_created_sec.desc())
-            .limit(1)
-        ).first()
+        existing = cached_job(s, req.serviceName, definition_hash)
         if existing is not None:
             if existing.status == JobStatus.FAILED and req.rerunFailing:
                 if req.deleteFailing:
@@ -157,6 +218,12 @@ def create_job(ctx: HubContext, s: Session, user_id: str, req: JobCreate) -> tup
     return job, True
 
 
+def _spec_hash(s: Session, req: JobCreate) -> Optional[str]:
+    return s.scalars(
+        select(ServiceApp.spec_hash).where(ServiceApp.service_name == req.serviceName, ServiceApp.app_name == req.jobDefinition.appName)
+    ).first()
+
+
 def _serialize_same_definition(s: Session, definition_hash: str) -> None:
     """Make concurrent submissions of one definition take turns, so the second finds the first's job.
 
@@ -203,11 +270,17 @@ def get_job_row(s: Session, job_id: str, *, for_update: bool = False) -> Job:
     return job
 
 
-def jobs_public(s: Session, jobs: Sequence[Job], *, include_private: bool = False) -> list[PairioJobData]:
+JobDataT = TypeVar("JobDataT", bound=PairioJobData)
+
+
+def jobs_public(
+    s: Session, jobs: Sequence[Job], *, include_private: bool = False, model: type[JobDataT] = PairioJobData  # type: ignore[assignment]
+) -> list[JobDataT]:
     """Jobs as users see them: private keys and secrets null, secret parameters ``"***"``.
 
     ``include_private`` (for the compute client holding the jobs, checked by the caller)
-    gives the plain secrets and secret parameters of jobs that are not terminal.
+    gives the plain secrets and secret parameters of jobs that are not terminal. ``model``:
+    the class to build (a subclass of ``PairioJobData`` without fields of its own).
     """
     ids = [j.job_id for j in jobs]
     outputs: dict[str, list[JobOutput]] = {i: [] for i in ids}
@@ -223,7 +296,7 @@ def jobs_public(s: Session, jobs: Sequence[Job], *, include_private: bool = Fals
         definition = PairioJobDefinition.model_validate(j.job_definition if private else job_secrets.masked_definition(j))
         outs = {o.name: o for o in outputs[j.job_id]}
         result.append(
-            PairioJobData(
+            model(
                 jobId=j.job_id,
                 jobPrivateKey=None,
                 serviceName=j.service_name,
@@ -269,9 +342,10 @@ def job_events(s: Session, job_id: str) -> list[PairioJobEvent]:
 
 
 def find_job_by_definition(s: Session, service_name: str, definition: PairioJobDefinition) -> Optional[Job]:
-    app = PairioApp.model_validate(accounts.get_app(s, service_name, definition.appName).spec)
+    row = accounts.get_app(s, service_name, definition.appName)
+    app = parsed_app(row)
     normalized = normalize_job_definition(app, definition)
-    h = job_definition_hash(normalized, app_fingerprint(app, normalized.processorName))
+    h = job_definition_hash(normalized, _fingerprint(row, app, normalized.processorName))
     return s.scalars(
         select(Job).where(Job.service_name == service_name, Job.job_definition_hash == h).order_by(Job.timestamp_created_sec.desc()).limit(1)
     ).first()
