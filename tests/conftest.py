@@ -40,6 +40,8 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_compute_api": ("hub",),
     "test_files": ("hub",),
     "test_heartbeat_expiry": ("hub",),
+    "test_bench_hub_smoke": ("hub",),
+    "test_job_counts": ("hub",),
     "test_job_page": ("hub",),
     "test_job_secrets": ("hub",),
     "test_job_secrets_e2e": ("bridge",),

@@ -30,7 +30,7 @@ from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mar
 from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag, ServiceApp
 from ..errors import BadRequest, Forbidden, NotFound
 from ..security import new_id, url_hash
-from . import accounts, job_secrets
+from . import accounts, job_counts, job_secrets
 from .definition import app_fingerprint, job_definition_hash, normalize_job_definition
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
@@ -202,7 +202,7 @@ def create_job(
     s.add(job)
     s.flush()
     for tag in job.tags:
-        s.add(JobTag(job_id=job_id, tag=tag))
+        s.add(JobTag(job_id=job_id, tag=tag, timestamp_created_sec=now))
     for f in definition.inputFiles:
         s.add(JobInput(job_id=job_id, name=f.name, url=f.url, url_hash=url_hash(f.url)))
     for out in definition.outputFiles:
@@ -254,7 +254,7 @@ def _add_tags(s: Session, job: Job, tags: Iterable[str]) -> None:
     if new:
         job.tags = job.tags + new
         for t in new:
-            s.add(JobTag(job_id=job.job_id, tag=t))
+            s.add(JobTag(job_id=job.job_id, tag=t, timestamp_created_sec=job.timestamp_created_sec))
 
 
 # ---------------------------------------------------------------- read
@@ -387,14 +387,26 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
 
 
 def find_jobs(s: Session, f: JobFilter, *, limit: int = DEFAULT_FIND_LIMIT, cursor: Optional[str] = None) -> tuple[list[Job], Optional[str]]:
-    """Jobs matching every filter, newest first; returns a page and the cursor of the next page."""
+    """Jobs matching every filter, newest first; returns a page and the cursor of the next page.
+
+    With a tag filter the page is walked in ``job_tags``' (tag, created, job id) index, which
+    holds each job's creation time: in order, however many jobs carry the tag.
+    """
     if not 1 <= limit <= MAX_FIND_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_FIND_LIMIT}")
-    q = _filtered(select(Job), f)
+    tags = list(dict.fromkeys(f.tags))
+    created: Any = Job.timestamp_created_sec
+    job_id: Any = Job.job_id
+    q = select(Job)
+    if tags:
+        q = q.join(JobTag, and_(JobTag.job_id == Job.job_id, JobTag.tag == tags[0]))
+        created, job_id = JobTag.timestamp_created_sec, JobTag.job_id
+        f = replace(f, tags=tags[1:])
+    q = _filtered(q, f)
     if cursor:
         ts, jid = _decode_cursor(cursor)
-        q = q.where(or_(Job.timestamp_created_sec < ts, and_(Job.timestamp_created_sec == ts, Job.job_id < jid)))
-    q = q.order_by(Job.timestamp_created_sec.desc(), Job.job_id.desc()).limit(limit + 1)
+        q = q.where(or_(created < ts, and_(created == ts, job_id < jid)))
+    q = q.order_by(created.desc(), job_id.desc()).limit(limit + 1)
     rows: list[Job] = list(s.scalars(q).all())
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
@@ -423,12 +435,16 @@ def _filtered(q: SelectT, f: JobFilter) -> SelectT:
 
 
 def count_jobs_by_status(s: Session, service_name: Optional[str] = None, f: Optional[JobFilter] = None) -> dict[str, int]:
-    """Jobs per status, by one GROUP BY (over an index when only the service is given)."""
-    f = f or JobFilter()
+    """Jobs per status: from the maintained counts (hub/core/job_counts.py) when at most the
+    service is given, else by one GROUP BY over an index."""
+    f = replace(f or JobFilter(), status=[])
     if service_name:
         f = replace(f, serviceName=service_name)
-    q = _filtered(select(Job.status, func.count()), replace(f, status=[])).group_by(Job.status)
     counts = {st.value: 0 for st in JobStatus}
+    if not replace(f, serviceName=None).has_filter_besides_status():
+        counts.update(job_counts.counts_by_status(s, f.serviceName))
+        return counts
+    q = _filtered(select(Job.status, func.count()), f).group_by(Job.status)
     for status, n in s.execute(q):
         counts[status] = n
     return counts
