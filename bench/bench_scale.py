@@ -94,12 +94,15 @@ def seed_accounts(ctx: HubContext) -> tuple[str, str]:
     return key, cc_key
 
 
-def job_rows(start: int, count: int, t0: float, base: str) -> Iterator[tuple[dict[str, Any], list[str]]]:
+def job_rows(start: int, count: int, total: int, t0: float, base: str) -> Iterator[tuple[dict[str, Any], list[str]]]:
+    """Jobs ``start`` .. of ``total``: 'rare' is on 50 jobs and each 'group-N' on 1/50 at either size,
+    so a tag page holds as many jobs in the small database as in the large one."""
+    rare_every = max(1, total // 50)
     for i in range(start, start + count):
         job_id = new_id()
         status = STATUSES[i % len(STATUSES)]
         created = t0 + i * 0.01
-        tags = [f"group-{i % 200}"] + (["rare"] if i % 10_000 == 7 else [])
+        tags = [f"group-{i % 50}"] + (["rare"] if i % rare_every == 7 % rare_every else [])
         yield {
             "job_id": job_id, "service_name": SERVICES[i % 7 % 4], "user_id": USERS[i % 3], "batch_id": None,
             "app_name": "bench", "processor_name": "work",
@@ -125,7 +128,7 @@ def seed_jobs(ctx: HubContext, count: int, t0: float) -> float:
     chunk = 50_000
     postgres = ctx.engine.dialect.name == "postgresql"
     for lo in range(0, count, chunk):
-        rows = list(job_rows(lo, min(chunk, count - lo), t0, base))
+        rows = list(job_rows(lo, min(chunk, count - lo), count, t0, base))
         if postgres:
             _copy_jobs(ctx, rows)
         else:
@@ -224,15 +227,16 @@ def query_plans(ctx: HubContext) -> list[str]:
     pg = ctx.engine.dialect.name == "postgresql"
     dialect = postgresql.dialect() if pg else sqlite.dialect()
     explain = "EXPLAIN" if pg else "EXPLAIN QUERY PLAN"
-    order = (Job.timestamp_created_sec.desc(), Job.job_id.desc())
     queries = {
         "claim candidates": select(Job).where(
             Job.status == "pending", Job.is_runnable.is_(True), Job.canceled.is_(False), Job.service_name == "bench_a",
             Job.num_cpus.between(0, 8),
         ).order_by(Job.timestamp_created_sec, Job.job_id).limit(1),
-        "first page": core._filtered(select(Job), core.JobFilter()).order_by(*order).limit(101),
-        "status=failed": core._filtered(select(Job), core.JobFilter(status=[core.JobStatus.FAILED])).order_by(*order).limit(101),
-        "tag=group-7": core._filtered(select(Job), core.JobFilter(tags=["group-7"])).order_by(*order).limit(101),
+        "first page": core.find_jobs_query(core.JobFilter(), 101),
+        "status=failed": core.find_jobs_query(core.JobFilter(status=[core.JobStatus.FAILED]), 101),
+        "user+running": core.find_jobs_query(core.JobFilter(userId="carol", status=[core.JobStatus.RUNNING]), 101),
+        "tag=group-7": core.find_jobs_query(core.JobFilter(tags=["group-7"]), 101),
+        "counts": core.job_counts.counts_query(None),
     }
     lines = []
     with ctx.engine.connect() as conn:

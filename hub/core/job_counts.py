@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Optional
 
-from sqlalchemy import delete, func, select, union_all
+from sqlalchemy import Select, delete, func, select, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -19,14 +19,17 @@ from ..db.tables import JobCount, JobCountChange
 
 def counts_by_status(s: Session, service_name: Optional[str] = None) -> dict[str, int]:
     """Jobs per status (statuses with none left out), in one service or everywhere: one small query."""
+    return {status: int(n) for status, n in s.execute(counts_query(service_name)) if n}
+
+
+def counts_query(service_name: Optional[str]) -> Select[tuple[str, int]]:
     folded = select(JobCount.service_name, JobCount.status, JobCount.n.label("n"))
     pending = select(JobCountChange.service_name, JobCountChange.status, JobCountChange.delta.label("n"))
     if service_name:
         folded = folded.where(JobCount.service_name == service_name)
         pending = pending.where(JobCountChange.service_name == service_name)
     both = union_all(folded, pending).subquery()
-    q = select(both.c.status, func.sum(both.c.n)).group_by(both.c.status)
-    return {status: int(n) for status, n in s.execute(q) if n}
+    return select(both.c.status, func.sum(both.c.n)).group_by(both.c.status)
 
 
 def fold_changes(s: Session) -> int:

@@ -106,10 +106,19 @@ def _fingerprint(row: ServiceApp, app: PairioApp, processor_name: str) -> str:
 def prepare_job(s: Session, user_id: str, req: JobCreate) -> PreparedJob:
     """Check the role and the definition, and compute the cache key; reads only (no write lock needed)."""
     accounts.require_role(s, req.serviceName, user_id, "create_jobs")
-    row = accounts.get_app(s, req.serviceName, req.jobDefinition.appName)
-    app = parsed_app(row)
+    app_name = req.jobDefinition.appName
+    spec_hash = _spec_hash(s, req)
+    app = _PARSED_APPS.get((req.serviceName, app_name, spec_hash)) if spec_hash else None
+    if app is None:  # not parsed yet (or no such app: get_app says so)
+        row = accounts.get_app(s, req.serviceName, app_name)
+        app, spec_hash = parsed_app(row), row.spec_hash
+    assert spec_hash is not None
     definition = normalize_job_definition(app, req.jobDefinition)
-    return PreparedJob(app, row.spec_hash, definition, job_definition_hash(definition, _fingerprint(row, app, definition.processorName)))
+    key = (req.serviceName, app_name, spec_hash, definition.processorName)
+    fingerprint = _FINGERPRINTS.get(key)
+    if fingerprint is None:
+        fingerprint = _FINGERPRINTS[key] = app_fingerprint(app, definition.processorName)
+    return PreparedJob(app, spec_hash, definition, job_definition_hash(definition, fingerprint))
 
 
 def cached_job(s: Session, service_name: str, definition_hash: str) -> Optional[Job]:
@@ -135,10 +144,10 @@ def create_job(
     """Create a job, or return the cached one with the same definition hash (see the README's cache rules).
 
     Returns the job and whether it was created (False for a cache hit). ``prepared`` (from
-    ``prepare_job`` in an earlier read transaction) saves checking the definition again
-    when the app's spec is unchanged; the role is checked here in any case.
+    ``prepare_job`` in a read transaction just before, for this user and request) saves
+    checking the definition again; the role is checked here in any case.
     """
-    if prepared is None or _spec_hash(s, req) != prepared.spec_hash:
+    if prepared is None:
         prepared = prepare_job(s, user_id, req)
     else:
         accounts.require_role(s, req.serviceName, user_id, "create_jobs")
@@ -165,7 +174,9 @@ def create_job(
 
     job_id = new_id()
     dependencies = _dependencies(s, definition, req.jobDependencies, job_id)
-    dep_status = {j.job_id: (JobStatus(j.status), j.error) for j in s.scalars(select(Job).where(Job.job_id.in_(dependencies)))}
+    dep_status = {
+        j.job_id: (JobStatus(j.status), j.error) for j in (s.scalars(select(Job).where(Job.job_id.in_(dependencies))) if dependencies else [])
+    }
     failed_dep = next((d for d in dependencies if dep_status[d][0] == JobStatus.FAILED), None)
     is_runnable = all(dep_status[d][0] == JobStatus.COMPLETED for d in dependencies)
     processor = app.get_processor(definition.processorName)
@@ -285,9 +296,11 @@ def jobs_public(
     ids = [j.job_id for j in jobs]
     outputs: dict[str, list[JobOutput]] = {i: [] for i in ids}
     deps: dict[str, list[str]] = {i: [] for i in ids}
-    if ids:
-        for o in s.scalars(select(JobOutput).where(JobOutput.job_id.in_(ids))):
+    with_outputs = [j.job_id for j in jobs if (j.job_definition or {}).get("outputFiles")]  # rows only for declared outputs
+    if with_outputs:
+        for o in s.scalars(select(JobOutput).where(JobOutput.job_id.in_(with_outputs))):
             outputs[o.job_id].append(o)
+    if ids:
         for d in s.scalars(select(JobDependency).where(JobDependency.job_id.in_(ids))):
             deps[d.job_id].append(d.depends_on_job_id)
     result = []
@@ -387,13 +400,20 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
 
 
 def find_jobs(s: Session, f: JobFilter, *, limit: int = DEFAULT_FIND_LIMIT, cursor: Optional[str] = None) -> tuple[list[Job], Optional[str]]:
-    """Jobs matching every filter, newest first; returns a page and the cursor of the next page.
+    """Jobs matching every filter, newest first; returns a page and the cursor of the next page."""
+    if not 1 <= limit <= MAX_FIND_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_FIND_LIMIT}")
+    rows: list[Job] = list(s.scalars(find_jobs_query(f, limit + 1, cursor)).all())
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def find_jobs_query(f: JobFilter, limit: int, cursor: Optional[str] = None) -> Select[tuple[Job]]:
+    """The query of a page: keyset paging on (created, job id), newest first.
 
     With a tag filter the page is walked in ``job_tags``' (tag, created, job id) index, which
     holds each job's creation time: in order, however many jobs carry the tag.
     """
-    if not 1 <= limit <= MAX_FIND_LIMIT:
-        raise BadRequest(f"limit must be between 1 and {MAX_FIND_LIMIT}")
     tags = list(dict.fromkeys(f.tags))
     created: Any = Job.timestamp_created_sec
     job_id: Any = Job.job_id
@@ -406,10 +426,7 @@ def find_jobs(s: Session, f: JobFilter, *, limit: int = DEFAULT_FIND_LIMIT, curs
     if cursor:
         ts, jid = _decode_cursor(cursor)
         q = q.where(or_(created < ts, and_(created == ts, job_id < jid)))
-    q = q.order_by(created.desc(), job_id.desc()).limit(limit + 1)
-    rows: list[Job] = list(s.scalars(q).all())
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return q.order_by(created.desc(), job_id.desc()).limit(limit)
 
 
 def _filtered(q: SelectT, f: JobFilter) -> SelectT:
