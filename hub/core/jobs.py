@@ -9,10 +9,10 @@ import base64
 import binascii
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional, TypeVar
+from typing import Any, NamedTuple, Optional, TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import ColumnElement, Select, and_, case, delete, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, and_, case, delete, func, literal, null, or_, select, text, union_all, update
 from sqlalchemy.orm import Session
 
 from pairio.models import (
@@ -284,6 +284,13 @@ def get_job_row(s: Session, job_id: str, *, for_update: bool = False) -> Job:
 JobDataT = TypeVar("JobDataT", bound=PairioJobData)
 
 
+class _OutputRow(NamedTuple):
+    name: str
+    file_base_name: str
+    url: str
+    size: Optional[int]
+
+
 def jobs_public(
     s: Session, jobs: Sequence[Job], *, include_private: bool = False, model: type[JobDataT] = PairioJobData  # type: ignore[assignment]
 ) -> list[JobDataT]:
@@ -294,15 +301,24 @@ def jobs_public(
     the class to build (a subclass of ``PairioJobData`` without fields of its own).
     """
     ids = [j.job_id for j in jobs]
-    outputs: dict[str, list[JobOutput]] = {i: [] for i in ids}
+    outputs: dict[str, list[_OutputRow]] = {i: [] for i in ids}
     deps: dict[str, list[str]] = {i: [] for i in ids}
-    with_outputs = [j.job_id for j in jobs if (j.job_definition or {}).get("outputFiles")]  # rows only for declared outputs
-    if with_outputs:
-        for o in s.scalars(select(JobOutput).where(JobOutput.job_id.in_(with_outputs))):
-            outputs[o.job_id].append(o)
     if ids:
-        for d in s.scalars(select(JobDependency).where(JobDependency.job_id.in_(ids))):
-            deps[d.job_id].append(d.depends_on_job_id)
+        # one round trip for both: dependencies, and outputs of the jobs that declare any
+        q = select(
+            JobDependency.job_id, literal("d").label("kind"), JobDependency.depends_on_job_id.label("name"),
+            null().label("file_base_name"), null().label("url"), null().label("size"),
+        ).where(JobDependency.job_id.in_(ids))
+        with_outputs = [j.job_id for j in jobs if (j.job_definition or {}).get("outputFiles")]
+        if with_outputs:
+            q = union_all(q, select(  # type: ignore[assignment]
+                JobOutput.job_id, literal("o"), JobOutput.name, JobOutput.file_base_name, JobOutput.url, JobOutput.size,
+            ).where(JobOutput.job_id.in_(with_outputs)))
+        for row in s.execute(q):
+            if row.kind == "d":
+                deps[row.job_id].append(row.name)
+            else:
+                outputs[row.job_id].append(_OutputRow(row.name, row.file_base_name, row.url, row.size))
     result = []
     for j in jobs:
         private = include_private and not job_secrets.is_terminal(j)
