@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Optional, TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import ColumnElement, Select, and_, case, delete, func, literal, null, or_, select, text, union_all, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from pairio.models import (
@@ -284,6 +284,18 @@ def get_job_row(s: Session, job_id: str, *, for_update: bool = False) -> Job:
 JobDataT = TypeVar("JobDataT", bound=PairioJobData)
 
 
+# One round trip for a page's dependencies and outputs (outputs only of jobs that declare any).
+# Plain SQL built once: composing the equivalent select() per call costs more than the query.
+_DEPS_SQL = (
+    "SELECT job_id, 'd' AS kind, depends_on_job_id AS name, NULL AS file_base_name, NULL AS url, NULL AS size "
+    "FROM job_dependencies WHERE job_id IN :ids"
+)
+_DEPS = text(_DEPS_SQL).bindparams(bindparam("ids", expanding=True))
+_DEPS_AND_OUTPUTS = text(
+    _DEPS_SQL + " UNION ALL SELECT job_id, 'o', name, file_base_name, url, size FROM job_outputs WHERE job_id IN :with_outputs"
+).bindparams(bindparam("ids", expanding=True), bindparam("with_outputs", expanding=True))
+
+
 class _OutputRow(NamedTuple):
     name: str
     file_base_name: str
@@ -304,17 +316,9 @@ def jobs_public(
     outputs: dict[str, list[_OutputRow]] = {i: [] for i in ids}
     deps: dict[str, list[str]] = {i: [] for i in ids}
     if ids:
-        # one round trip for both: dependencies, and outputs of the jobs that declare any
-        q = select(
-            JobDependency.job_id, literal("d").label("kind"), JobDependency.depends_on_job_id.label("name"),
-            null().label("file_base_name"), null().label("url"), null().label("size"),
-        ).where(JobDependency.job_id.in_(ids))
         with_outputs = [j.job_id for j in jobs if (j.job_definition or {}).get("outputFiles")]
-        if with_outputs:
-            q = union_all(q, select(  # type: ignore[assignment]
-                JobOutput.job_id, literal("o"), JobOutput.name, JobOutput.file_base_name, JobOutput.url, JobOutput.size,
-            ).where(JobOutput.job_id.in_(with_outputs)))
-        for row in s.execute(q):
+        q, params = (_DEPS_AND_OUTPUTS, {"ids": ids, "with_outputs": with_outputs}) if with_outputs else (_DEPS, {"ids": ids})
+        for row in s.execute(q, params):
             if row.kind == "d":
                 deps[row.job_id].append(row.name)
             else:
