@@ -29,7 +29,7 @@ from pairio.status import ACTIVE_STATUSES, JobStatus
 from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mark_job_to_stop, mark_runnable_changed, now_sec
 from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag, ServiceApp
 from ..errors import BadRequest, Forbidden, NotFound
-from ..security import new_id, url_hash
+from ..security import hash_secret, new_id, url_hash
 from . import accounts, job_counts, job_secrets
 from .definition import app_fingerprint, job_definition_hash, normalize_job_definition
 
@@ -113,12 +113,40 @@ def prepare_job(s: Session, user_id: str, req: JobCreate) -> PreparedJob:
         row = accounts.get_app(s, req.serviceName, app_name)
         app, spec_hash = parsed_app(row), row.spec_hash
     assert spec_hash is not None
+    return _prepared(req, app, spec_hash)
+
+
+def _prepared(req: JobCreate, app: PairioApp, spec_hash: str) -> PreparedJob:
     definition = normalize_job_definition(app, req.jobDefinition)
-    key = (req.serviceName, app_name, spec_hash, definition.processorName)
+    key = (req.serviceName, req.jobDefinition.appName, spec_hash, definition.processorName)
     fingerprint = _FINGERPRINTS.get(key)
     if fingerprint is None:
         fingerprint = _FINGERPRINTS[key] = app_fingerprint(app, definition.processorName)
     return PreparedJob(app, spec_hash, definition, job_definition_hash(definition, fingerprint))
+
+
+# Who is calling, whether they may create jobs in the service, and the app's spec version, in one
+# round trip; any miss falls back to the checks that explain it (``prepare_request``).
+_CALLER_SQL = text(
+    "SELECT k.user_id, s.owner_user_id, su.create_jobs, su.admin, a.spec_hash"
+    " FROM api_keys k"
+    " JOIN services s ON s.service_name = :service"
+    " LEFT JOIN service_users su ON su.service_name = s.service_name AND su.user_id = k.user_id"
+    " LEFT JOIN service_apps a ON a.service_name = s.service_name AND a.app_name = :app"
+    " WHERE k.key_hash = :key_hash AND NOT k.revoked"
+)
+
+
+def prepare_request(s: Session, token: Optional[str], req: JobCreate) -> tuple[str, PreparedJob]:
+    """The caller's user id (from their API key) and ``prepare_job``'s result, with the usual errors."""
+    if token:
+        row = s.execute(_CALLER_SQL, {"service": req.serviceName, "app": req.jobDefinition.appName, "key_hash": hash_secret(token)}).first()
+        if row is not None and row.spec_hash and (row.owner_user_id == row.user_id or row.create_jobs or row.admin):
+            app = _PARSED_APPS.get((req.serviceName, req.jobDefinition.appName, row.spec_hash))
+            if app is not None:
+                return row.user_id, _prepared(req, app, row.spec_hash)
+    user = accounts.user_for_api_key(s, token)
+    return user, prepare_job(s, user, req)
 
 
 def cached_job(s: Session, service_name: str, definition_hash: str) -> Optional[Job]:

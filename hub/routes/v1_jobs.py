@@ -13,7 +13,6 @@ from starlette.concurrency import run_in_threadpool
 from pairio.status import JobStatus
 
 from ..context import HubContext
-from ..core import accounts
 from ..core import jobs as core
 from ..deps import Ctx, CurrentUser, DbSession, _documented_bearer, bearer_token, get_ctx
 from ..schemas import (
@@ -77,8 +76,7 @@ def _create_job(ctx: HubContext, token: Optional[str], body: JobCreateBody) -> R
     req = body.to_core()
     # Checks, the cache key and a plain cache hit need no write: SQLite's write lock is taken only to create.
     with ctx.read_transaction() as s:
-        user = accounts.user_for_api_key(s, token)
-        prepared = core.prepare_job(s, user, req)
+        user, prepared = core.prepare_request(s, token, req)
         existing = None if req.skipCache else core.cached_job(s, req.serviceName, prepared.definition_hash)
         if existing is not None and core.is_read_only_cache_hit(existing, req):
             return _json(core.jobs_public(s, [existing], model=JobPublic)[0], 200)
