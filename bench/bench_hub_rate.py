@@ -16,9 +16,10 @@ connection each, a minimal HTTP/1.1 client so the load generator stays cheap):
   getJob          GET /v1/jobs/{id}
   bare GET        GET /bare/jobs/{id}
 
-It prints requests per second, p50 and p99 latency per phase and the ratios
-createJob / bare POST, cache hit / bare POST, getJob / bare GET (median over rounds,
-with the range). ``PAIRIO_BENCH_PROFILE=/tmp/prof`` makes the servers sample their
+It prints requests per second, p50 and p99 latency and the server's CPU time per request
+(/proc) per phase, and the ratios createJob / bare POST, cache hit / bare POST, getJob /
+bare GET (median over rounds, with the range), by rate and by CPU time per request: on a
+machine shared with other work the CPU ratio is the steadier of the two. ``PAIRIO_BENCH_PROFILE=/tmp/prof`` makes the servers sample their
 threads and write /tmp/prof.<pid> at exit.
 """
 
@@ -103,9 +104,31 @@ def postgres_schema(url: str) -> Iterator[str]:
         admin.dispose()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a server process and its worker processes (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int
+
+
 @contextmanager
-def serve(factory: str, env: dict[str, str], workers: int) -> Iterator[str]:
-    """``python -m uvicorn --factory`` on a free port of 127.0.0.1; yields its base URL."""
+def serve(factory: str, env: dict[str, str], workers: int) -> Iterator[Server]:
+    """``python -m uvicorn --factory`` on a free port of 127.0.0.1."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "uvicorn", "--factory", f"hub_rate_apps:{factory}", "--app-dir", str(BENCH),
@@ -125,7 +148,7 @@ def serve(factory: str, env: dict[str, str], workers: int) -> Iterator[str]:
                 if proc.poll() is not None or time.time() > deadline:
                     raise RuntimeError(f"{factory} did not start") from None
                 time.sleep(0.1)
-        yield url
+        yield Server(url, proc.pid)
     finally:
         proc.terminate()
         try:
@@ -140,6 +163,7 @@ class Phase:
     rate: float
     p50: float
     p99: float
+    cpu: float = 0.0  # the server's CPU seconds per request: steadier than rates on a shared machine
 
 
 class Connection:
@@ -176,6 +200,13 @@ class Connection:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def measure_phase(server: Server, clients: int, requests: list[tuple[str, str, Optional[dict[str, Any]], int]], headers: dict[str, str]) -> Phase:
+    before = cpu_seconds(server.pid)
+    result = asyncio.run(run_phase(server.url, clients, requests, headers))
+    result.cpu = (cpu_seconds(server.pid) - before) / len(requests)
+    return result
 
 
 async def run_phase(url: str, clients: int, requests: list[tuple[str, str, Optional[dict[str, Any]], int]], headers: dict[str, str]) -> Phase:
@@ -231,16 +262,16 @@ def bench_database(name: str, url: str, data_dir: Path, args: argparse.Namespace
                 n = args.requests
                 defs = [f"{uuid.uuid4().hex}-{next(counter)}" for _ in range(n)]
                 phases: dict[str, Phase] = {}
-                phases["bare POST"] = asyncio.run(run_phase(bare, clients, [("POST", "/bare/jobs", job_body(d), 201) for d in defs], {}))
+                phases["bare POST"] = measure_phase(bare, clients, [("POST", "/bare/jobs", job_body(d), 201) for d in defs], {})
                 created: list[str] = []
-                phases["createJob"] = asyncio.run(run_phase(hub, clients, [("POST", "/v1/jobs", job_body(d), 201) for d in defs], auth))
-                phases["cache hit"] = asyncio.run(run_phase(hub, clients, [("POST", "/v1/jobs", job_body(d), 200) for d in defs], auth))
-                with httpx.Client(base_url=hub, headers=auth) as c:
+                phases["createJob"] = measure_phase(hub, clients, [("POST", "/v1/jobs", job_body(d), 201) for d in defs], auth)
+                phases["cache hit"] = measure_phase(hub, clients, [("POST", "/v1/jobs", job_body(d), 200) for d in defs], auth)
+                with httpx.Client(base_url=hub.url, headers=auth) as c:
                     page = c.get("/v1/jobs", params={"limit": min(n, 1000), "serviceName": SERVICE}).json()
                     created = [j["jobId"] for j in page["jobs"]]
                 gets = [("GET", f"/v1/jobs/{created[i % len(created)]}", None, 200) for i in range(n)]
-                phases["getJob"] = asyncio.run(run_phase(hub, clients, gets, auth))
-                phases["bare GET"] = asyncio.run(run_phase(bare, clients, [("GET", f"/bare/jobs/{i}", None, 200) for i in range(n)], {}))
+                phases["getJob"] = measure_phase(hub, clients, gets, auth)
+                phases["bare GET"] = measure_phase(bare, clients, [("GET", f"/bare/jobs/{i}", None, 200) for i in range(n)], {})
                 for phase, value in phases.items():
                     results.setdefault((clients, phase), []).append(value)
                 print(
@@ -260,10 +291,13 @@ def report(name: str, results: dict[tuple[int, str], list[Phase]], clients: list
             print(
                 f"  {c:2d} clients  {phase:10s} {statistics.median(rates):7.0f}/s [{min(rates):.0f}-{max(rates):.0f}]"
                 f"   p50 {max(r.p50 for r in runs) * 1000:6.1f}  p99 {max(r.p99 for r in runs) * 1000:7.1f}"
+                f"   server CPU {statistics.median(r.cpu for r in runs) * 1000:5.2f} ms/request"
             )
         for phase, base in (("createJob", "bare POST"), ("cache hit", "bare POST"), ("getJob", "bare GET")):
             ratios = [a.rate / b.rate for a, b in zip(results[(c, phase)], results[(c, base)])]
-            print(f"  {c:2d} clients  ratio {phase} / {base}: {statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]")
+            cpu = [b.cpu / a.cpu for a, b in zip(results[(c, phase)], results[(c, base)]) if a.cpu]
+            cpu_text = f"; by server CPU per request {statistics.median(cpu):.2f} [{min(cpu):.2f}-{max(cpu):.2f}]" if cpu else ""
+            print(f"  {c:2d} clients  ratio {phase} / {base}: {statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]{cpu_text}")
 
 
 def main() -> None:
