@@ -54,3 +54,42 @@ def test_job_counts_follow_creates_claims_cancels_and_deletes(ctx: HubContext, s
     fold_job_counts(ctx)  # nothing left to fold: unchanged
     assert reported(api) == reported(api, seeded.service) == counted(ctx) == expected
     assert reported(api, "no_such_service") == {}
+
+
+def test_job_counts_stay_exact_while_hub_processes_fold_concurrently(ctx: HubContext, seeded: Seed, api: httpx.Client) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def create(worker: int) -> None:
+        try:
+            for i in range(8):
+                body = {"serviceName": seeded.service, "jobDefinition": hello2(f"w{worker}-{i}"), "requiredResources": RES}
+                r = api.post("/v1/jobs", json=body, headers=auth(seeded.key))
+                assert r.status_code == 201, r.text
+                if i % 3 == 0:
+                    assert api.post(f"/v1/jobs/{r.json()['jobId']}/cancel", headers=auth(seeded.key)).status_code == 200
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def fold() -> None:
+        try:
+            while not done.is_set():
+                fold_job_counts(ctx)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    folders = [threading.Thread(target=fold) for _ in range(2)]  # as two hub processes' housekeeping
+    creators = [threading.Thread(target=create, args=(w,)) for w in range(4)]
+    for t in folders + creators:
+        t.start()
+    for t in creators:
+        t.join(timeout=300)
+    done.set()
+    for t in folders:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert reported(api) == counted(ctx) == {"pending": 20, "failed": 12}
+    fold_job_counts(ctx)
+    assert reported(api) == counted(ctx) == {"pending": 20, "failed": 12}
