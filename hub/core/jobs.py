@@ -159,6 +159,17 @@ def cached_job(s: Session, service_name: str, definition_hash: str) -> Optional[
     ).first()
 
 
+def _cached_job_under_lock(s: Session, service_name: str, definition_hash: str) -> Optional[Job]:
+    """``cached_job`` as a creation needs it: usually there is none, so look up the id alone first."""
+    job_id = s.scalars(
+        select(Job.job_id)
+        .where(Job.service_name == service_name, Job.job_definition_hash == definition_hash)
+        .order_by(Job.timestamp_created_sec.desc())
+        .limit(1)
+    ).first()
+    return None if job_id is None else s.get(Job, job_id)
+
+
 def is_read_only_cache_hit(existing: Job, req: JobCreate) -> bool:
     """Whether submitting ``req`` would return ``existing`` unchanged (no rerun, no new tags): no write needed."""
     if req.skipCache or (existing.status == JobStatus.FAILED and req.rerunFailing):
@@ -183,7 +194,7 @@ def create_job(
 
     if not req.skipCache:
         _serialize_same_definition(s, definition_hash)
-        existing = cached_job(s, req.serviceName, definition_hash)
+        existing = _cached_job_under_lock(s, req.serviceName, definition_hash)
         if existing is not None:
             if existing.status == JobStatus.FAILED and req.rerunFailing:
                 if req.deleteFailing:
