@@ -86,7 +86,7 @@ def seed_jobs(ctx: HubContext, start: int, count: int, t0: float) -> None:
                 "compute_client_user_id": None, "image_uri": None, "job_private_key_hash": None, "console_output_size": 0,
                 "has_resource_utilization_log": False,
             })
-            tags += [{"job_id": job_id, "tag": t} for t in tag_list]
+            tags += [{"job_id": job_id, "tag": t, "timestamp_created_sec": created} for t in tag_list]
             events.append({"job_id": job_id, "timestamp_sec": created, "status": "pending", "message": "created by bench"})
         with ctx.transaction() as s:
             s.execute(insert(Job), jobs)

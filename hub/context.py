@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, event
@@ -34,6 +35,9 @@ class HubContext:
     # set when a commit erased secrets: the next housekeeping empties SQLite's write-ahead log
     secrets_erased: bool = False
     stop_notifier: ComputeClientNotifier = field(default_factory=ComputeClientNotifier)
+    # SQLite: this process's writers queue here instead of in SQLite's busy handler, which
+    # polls with growing sleeps (seconds of tail latency under load); see transaction()
+    write_lock: AbstractContextManager[object] = field(default_factory=nullcontext)
 
     @classmethod
     def create(cls, settings: HubSettings, migrate: bool = True) -> "HubContext":
@@ -47,6 +51,7 @@ class HubContext:
             sessions=make_session_factory(engine),
             read_sessions=make_session_factory(engine, read_only=True),
             files=JobFiles(settings.files_dir),
+            write_lock=threading.Lock() if engine.dialect.name == "sqlite" else nullcontext(),
         )
         event.listen(ctx.sessions, "after_commit", ctx._after_commit)
         return ctx
@@ -63,8 +68,12 @@ class HubContext:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session that commits on success, rolls back on error, and wakes claims after commit if asked."""
-        with self.sessions() as session:
+        """A session that commits on success, rolls back on error, and wakes claims after commit if asked.
+
+        On SQLite, one write transaction of this process at a time (``write_lock``); SQLite's own
+        lock (``BEGIN IMMEDIATE``) still serialises it with other processes.
+        """
+        with self.write_lock, self.sessions() as session:
             session.info[JOB_FILES_INFO] = self.files  # a job's terminal transition flushes its console output
             with session.begin():
                 yield session

@@ -10,6 +10,7 @@ import anyio.to_thread
 
 from .context import HubContext
 from .core.compute import expire_lost_compute_clients
+from .core.job_counts import fold_job_counts
 from .core.job_secrets import forget_erased_secrets
 
 log = logging.getLogger("pairio.hub.expiry")
@@ -29,6 +30,10 @@ async def expire_lost_compute_clients_periodically(ctx: HubContext) -> None:
             await anyio.to_thread.run_sync(forget_erased_secrets, ctx)
         except Exception:  # noqa: BLE001 - as below
             log.exception("forgetting erased job secrets failed; trying again in %.0f s", ctx.settings.expiry_check_interval_sec)
+        try:
+            await anyio.to_thread.run_sync(fold_job_counts, ctx)
+        except Exception:  # noqa: BLE001 - as below; reads add the unfolded changes meanwhile
+            log.exception("folding job counts failed; trying again in %.0f s", ctx.settings.expiry_check_interval_sec)
         if time.time() - started < ctx.settings.heartbeat_timeout_sec:
             continue
         try:

@@ -45,6 +45,8 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_heartbeat_expiry": ("hub",),
     "test_hub_image": ("hub", "container"),
     "test_install_extras": ("hub", "bridge"),
+    "test_bench_hub_smoke": ("hub",),
+    "test_job_counts": ("hub",),
     "test_job_page": ("hub",),
     "test_job_secrets": ("hub",),
     "test_job_secrets_e2e": ("bridge",),

@@ -120,6 +120,24 @@ def test_find_jobs_filters_and_pages(api: httpx.Client, seeded: Seed) -> None:
     assert len(api.get("/v1/jobs", params={"batchId": "b1", "status": "pending"}).json()["jobs"]) == 7
     assert api.get("/v1/jobs", params={"batchId": "b1", "status": "failed"}).json()["jobs"] == []
     assert api.get("/v1/jobs", params={"userId": "bob"}).json()["jobs"] == []
+
+
+def test_tag_pages_walk_every_tagged_job_newest_first(api: httpx.Client, seeded: Seed) -> None:
+    ids = [submit(api, seeded, hello1(cacheBust=f"t{i}"), tags=["walk"] if i % 3 else []).json()["jobId"] for i in range(8)]
+    # a tag added by a later submission (cache hit) pages by the job's creation time, not the tagging time
+    assert submit(api, seeded, hello1(cacheBust="t0"), tags=["walk"]).status_code == 200
+    seen, cursor = [], None
+    while True:
+        params = {"tag": "walk", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = api.get("/v1/jobs", params=params).json()
+        seen += [j["jobId"] for j in page["jobs"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    expected = [j for i, j in enumerate(ids) if i % 3 or i == 0]
+    assert seen == list(reversed(expected)), "newest first, no job twice or missing"
+    both = api.get("/v1/jobs", params=[("tag", "walk"), ("tag", "walk"), ("serviceName", seeded.service), ("limit", 100)]).json()["jobs"]
+    assert [j["jobId"] for j in both] == seen
     assert api.get("/v1/jobs", params={"status": "nonsense"}).status_code == 422
     assert api.get("/v1/jobs", params={"cursor": "!!!"}).status_code == 400
     assert api.get("/v1/jobs", params={"limit": 0}).status_code == 422

@@ -9,10 +9,10 @@ import base64
 import binascii
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional, TypeVar
+from typing import Any, NamedTuple, Optional, TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import ColumnElement, Select, and_, case, delete, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from pairio.models import (
@@ -27,10 +27,10 @@ from pairio.models import (
 from pairio.status import ACTIVE_STATUSES, JobStatus
 
 from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mark_job_to_stop, mark_runnable_changed, now_sec
-from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag, Service
+from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag, Service, ServiceApp
 from ..errors import BadRequest, Forbidden, NotFound
-from ..security import new_id, url_hash
-from . import accounts, job_secrets
+from ..security import hash_secret, new_id, url_hash
+from . import accounts, job_counts, job_secrets
 from .definition import app_fingerprint, job_definition_hash, normalize_job_definition
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
@@ -68,24 +68,133 @@ def output_url(ctx: HubContext, job_id: str, name: str, file_base_name: str) -> 
 # ---------------------------------------------------------------- create
 
 
-def create_job(ctx: HubContext, s: Session, user_id: str, req: JobCreate) -> tuple[Job, bool]:
+@dataclass(frozen=True)
+class PreparedJob:
+    """A job definition checked against its app and normalized, with its cache key (see ``prepare_job``)."""
+
+    app: PairioApp
+    spec_hash: str
+    definition: PairioJobDefinition
+    definition_hash: str
+
+
+_PARSED_APPS: dict[tuple[str, str, str], PairioApp] = {}
+_FINGERPRINTS: dict[tuple[str, str, str, str], str] = {}
+_PARSED_APPS_MAX = 512
+
+
+def parsed_app(row: ServiceApp) -> PairioApp:
+    """The row's app spec as a model, parsed once per spec version (keyed by its hash). Do not modify it."""
+    key = (row.service_name, row.app_name, row.spec_hash)
+    app = _PARSED_APPS.get(key)
+    if app is None:
+        if len(_PARSED_APPS) >= _PARSED_APPS_MAX:
+            _PARSED_APPS.clear()
+            _FINGERPRINTS.clear()
+        app = _PARSED_APPS[key] = PairioApp.model_validate(row.spec)
+    return app
+
+
+def _fingerprint(row: ServiceApp, app: PairioApp, processor_name: str) -> str:
+    key = (row.service_name, row.app_name, row.spec_hash, processor_name)
+    fp = _FINGERPRINTS.get(key)
+    if fp is None:
+        fp = _FINGERPRINTS[key] = app_fingerprint(app, processor_name)
+    return fp
+
+
+def prepare_job(s: Session, user_id: str, req: JobCreate) -> PreparedJob:
+    """Check the role and the definition, and compute the cache key; reads only (no write lock needed)."""
+    accounts.require_role(s, req.serviceName, user_id, "create_jobs")
+    app_name = req.jobDefinition.appName
+    spec_hash = _spec_hash(s, req)
+    app = _PARSED_APPS.get((req.serviceName, app_name, spec_hash)) if spec_hash else None
+    if app is None:  # not parsed yet (or no such app: get_app says so)
+        row = accounts.get_app(s, req.serviceName, app_name)
+        app, spec_hash = parsed_app(row), row.spec_hash
+    assert spec_hash is not None
+    return _prepared(req, app, spec_hash)
+
+
+def _prepared(req: JobCreate, app: PairioApp, spec_hash: str) -> PreparedJob:
+    definition = normalize_job_definition(app, req.jobDefinition)
+    key = (req.serviceName, req.jobDefinition.appName, spec_hash, definition.processorName)
+    fingerprint = _FINGERPRINTS.get(key)
+    if fingerprint is None:
+        fingerprint = _FINGERPRINTS[key] = app_fingerprint(app, definition.processorName)
+    return PreparedJob(app, spec_hash, definition, job_definition_hash(definition, fingerprint))
+
+
+# Who is calling, whether they may create jobs in the service, and the app's spec version, in one
+# round trip; any miss falls back to the checks that explain it (``prepare_request``).
+_CALLER_SQL = text(
+    "SELECT k.user_id, s.owner_user_id, su.create_jobs, su.admin, a.spec_hash"
+    " FROM api_keys k"
+    " JOIN services s ON s.service_name = :service"
+    " LEFT JOIN service_users su ON su.service_name = s.service_name AND su.user_id = k.user_id"
+    " LEFT JOIN service_apps a ON a.service_name = s.service_name AND a.app_name = :app"
+    " WHERE k.key_hash = :key_hash AND NOT k.revoked"
+)
+
+
+def prepare_request(s: Session, token: Optional[str], req: JobCreate) -> tuple[str, PreparedJob]:
+    """The caller's user id (from their API key) and ``prepare_job``'s result, with the usual errors."""
+    if token:
+        row = s.execute(_CALLER_SQL, {"service": req.serviceName, "app": req.jobDefinition.appName, "key_hash": hash_secret(token)}).first()
+        if row is not None and row.spec_hash and (row.owner_user_id == row.user_id or row.create_jobs or row.admin):
+            app = _PARSED_APPS.get((req.serviceName, req.jobDefinition.appName, row.spec_hash))
+            if app is not None:
+                return row.user_id, _prepared(req, app, row.spec_hash)
+    user = accounts.user_for_api_key(s, token)
+    return user, prepare_job(s, user, req)
+
+
+def cached_job(s: Session, service_name: str, definition_hash: str) -> Optional[Job]:
+    """The most recent job of the service with this definition hash, if any."""
+    return s.scalars(
+        select(Job)
+        .where(Job.service_name == service_name, Job.job_definition_hash == definition_hash)
+        .order_by(Job.timestamp_created_sec.desc())
+        .limit(1)
+    ).first()
+
+
+def _cached_job_under_lock(s: Session, service_name: str, definition_hash: str) -> Optional[Job]:
+    """``cached_job`` as a creation needs it: usually there is none, so look up the id alone first."""
+    job_id = s.scalars(
+        select(Job.job_id)
+        .where(Job.service_name == service_name, Job.job_definition_hash == definition_hash)
+        .order_by(Job.timestamp_created_sec.desc())
+        .limit(1)
+    ).first()
+    return None if job_id is None else s.get(Job, job_id)
+
+
+def is_read_only_cache_hit(existing: Job, req: JobCreate) -> bool:
+    """Whether submitting ``req`` would return ``existing`` unchanged (no rerun, no new tags): no write needed."""
+    if req.skipCache or (existing.status == JobStatus.FAILED and req.rerunFailing):
+        return False
+    return all(t in existing.tags for t in req.tags)
+
+
+def create_job(
+    ctx: HubContext, s: Session, user_id: str, req: JobCreate, *, prepared: Optional[PreparedJob] = None
+) -> tuple[Job, bool]:
     """Create a job, or return the cached one with the same definition hash (see the README's cache rules).
 
-    Returns the job and whether it was created (False for a cache hit).
+    Returns the job and whether it was created (False for a cache hit). ``prepared`` (from
+    ``prepare_job`` in a read transaction just before, for this user and request) saves
+    checking the definition again; the role is checked here in any case.
     """
-    accounts.require_role(s, req.serviceName, user_id, "create_jobs")
-    app = PairioApp.model_validate(accounts.get_app(s, req.serviceName, req.jobDefinition.appName).spec)
-    definition = normalize_job_definition(app, req.jobDefinition)
-    definition_hash = job_definition_hash(definition, app_fingerprint(app, definition.processorName))
+    if prepared is None:
+        prepared = prepare_job(s, user_id, req)
+    else:
+        accounts.require_role(s, req.serviceName, user_id, "create_jobs")
+    app, definition, definition_hash = prepared.app, prepared.definition, prepared.definition_hash
 
     if not req.skipCache:
         _serialize_same_definition(s, definition_hash)
-        existing = s.scalars(
-            select(Job)
-            .where(Job.service_name == req.serviceName, Job.job_definition_hash == definition_hash)
-            .order_by(Job.timestamp_created_sec.desc())
-            .limit(1)
-        ).first()
+        existing = _cached_job_under_lock(s, req.serviceName, definition_hash)
         if existing is not None:
             if existing.status == JobStatus.FAILED and req.rerunFailing:
                 if req.deleteFailing:
@@ -104,7 +213,9 @@ def create_job(ctx: HubContext, s: Session, user_id: str, req: JobCreate) -> tup
 
     job_id = new_id()
     dependencies = _dependencies(s, definition, req.jobDependencies, job_id)
-    dep_status = {j.job_id: (JobStatus(j.status), j.error) for j in s.scalars(select(Job).where(Job.job_id.in_(dependencies)))}
+    dep_status = {
+        j.job_id: (JobStatus(j.status), j.error) for j in (s.scalars(select(Job).where(Job.job_id.in_(dependencies))) if dependencies else [])
+    }
     failed_dep = next((d for d in dependencies if dep_status[d][0] == JobStatus.FAILED), None)
     is_runnable = all(dep_status[d][0] == JobStatus.COMPLETED for d in dependencies)
     processor = app.get_processor(definition.processorName)
@@ -141,7 +252,7 @@ def create_job(ctx: HubContext, s: Session, user_id: str, req: JobCreate) -> tup
     s.add(job)
     s.flush()
     for tag in job.tags:
-        s.add(JobTag(job_id=job_id, tag=tag))
+        s.add(JobTag(job_id=job_id, tag=tag, timestamp_created_sec=now))
     for f in definition.inputFiles:
         s.add(JobInput(job_id=job_id, name=f.name, url=f.url, url_hash=url_hash(f.url)))
     for out in definition.outputFiles:
@@ -155,6 +266,12 @@ def create_job(ctx: HubContext, s: Session, user_id: str, req: JobCreate) -> tup
     elif is_runnable:
         mark_runnable_changed(s)
     return job, True
+
+
+def _spec_hash(s: Session, req: JobCreate) -> Optional[str]:
+    return s.scalars(
+        select(ServiceApp.spec_hash).where(ServiceApp.service_name == req.serviceName, ServiceApp.app_name == req.jobDefinition.appName)
+    ).first()
 
 
 def _serialize_same_definition(s: Session, definition_hash: str) -> None:
@@ -187,7 +304,7 @@ def _add_tags(s: Session, job: Job, tags: Iterable[str]) -> None:
     if new:
         job.tags = job.tags + new
         for t in new:
-            s.add(JobTag(job_id=job.job_id, tag=t))
+            s.add(JobTag(job_id=job.job_id, tag=t, timestamp_created_sec=job.timestamp_created_sec))
 
 
 # ---------------------------------------------------------------- read
@@ -203,27 +320,55 @@ def get_job_row(s: Session, job_id: str, *, for_update: bool = False) -> Job:
     return job
 
 
-def jobs_public(s: Session, jobs: Sequence[Job], *, include_private: bool = False) -> list[PairioJobData]:
+JobDataT = TypeVar("JobDataT", bound=PairioJobData)
+
+
+# One round trip for a page's dependencies and outputs (outputs only of jobs that declare any).
+# Plain SQL built once: composing the equivalent select() per call costs more than the query.
+_DEPS_SQL = (
+    "SELECT job_id, 'd' AS kind, depends_on_job_id AS name, NULL AS file_base_name, NULL AS url, NULL AS size "
+    "FROM job_dependencies WHERE job_id IN :ids"
+)
+_DEPS = text(_DEPS_SQL).bindparams(bindparam("ids", expanding=True))
+_DEPS_AND_OUTPUTS = text(
+    _DEPS_SQL + " UNION ALL SELECT job_id, 'o', name, file_base_name, url, size FROM job_outputs WHERE job_id IN :with_outputs"
+).bindparams(bindparam("ids", expanding=True), bindparam("with_outputs", expanding=True))
+
+
+class _OutputRow(NamedTuple):
+    name: str
+    file_base_name: str
+    url: str
+    size: Optional[int]
+
+
+def jobs_public(
+    s: Session, jobs: Sequence[Job], *, include_private: bool = False, model: type[JobDataT] = PairioJobData  # type: ignore[assignment]
+) -> list[JobDataT]:
     """Jobs as users see them: private keys and secrets null, secret parameters ``"***"``.
 
     ``include_private`` (for the compute client holding the jobs, checked by the caller)
-    gives the plain secrets and secret parameters of jobs that are not terminal.
+    gives the plain secrets and secret parameters of jobs that are not terminal. ``model``:
+    the class to build (a subclass of ``PairioJobData`` without fields of its own).
     """
     ids = [j.job_id for j in jobs]
-    outputs: dict[str, list[JobOutput]] = {i: [] for i in ids}
+    outputs: dict[str, list[_OutputRow]] = {i: [] for i in ids}
     deps: dict[str, list[str]] = {i: [] for i in ids}
     if ids:
-        for o in s.scalars(select(JobOutput).where(JobOutput.job_id.in_(ids))):
-            outputs[o.job_id].append(o)
-        for d in s.scalars(select(JobDependency).where(JobDependency.job_id.in_(ids))):
-            deps[d.job_id].append(d.depends_on_job_id)
+        with_outputs = [j.job_id for j in jobs if (j.job_definition or {}).get("outputFiles")]
+        q, params = (_DEPS_AND_OUTPUTS, {"ids": ids, "with_outputs": with_outputs}) if with_outputs else (_DEPS, {"ids": ids})
+        for row in s.execute(q, params):
+            if row.kind == "d":
+                deps[row.job_id].append(row.name)
+            else:
+                outputs[row.job_id].append(_OutputRow(row.name, row.file_base_name, row.url, row.size))
     result = []
     for j in jobs:
         private = include_private and not job_secrets.is_terminal(j)
         definition = PairioJobDefinition.model_validate(j.job_definition if private else job_secrets.masked_definition(j))
         outs = {o.name: o for o in outputs[j.job_id]}
         result.append(
-            PairioJobData(
+            model(
                 jobId=j.job_id,
                 jobPrivateKey=None,
                 serviceName=j.service_name,
@@ -269,9 +414,10 @@ def job_events(s: Session, job_id: str) -> list[PairioJobEvent]:
 
 
 def find_job_by_definition(s: Session, service_name: str, definition: PairioJobDefinition) -> Optional[Job]:
-    app = PairioApp.model_validate(accounts.get_app(s, service_name, definition.appName).spec)
+    row = accounts.get_app(s, service_name, definition.appName)
+    app = parsed_app(row)
     normalized = normalize_job_definition(app, definition)
-    h = job_definition_hash(normalized, app_fingerprint(app, normalized.processorName))
+    h = job_definition_hash(normalized, _fingerprint(row, app, normalized.processorName))
     return s.scalars(
         select(Job).where(Job.service_name == service_name, Job.job_definition_hash == h).order_by(Job.timestamp_created_sec.desc()).limit(1)
     ).first()
@@ -316,14 +462,30 @@ def find_jobs(s: Session, f: JobFilter, *, limit: int = DEFAULT_FIND_LIMIT, curs
     """Jobs matching every filter, newest first; returns a page and the cursor of the next page."""
     if not 1 <= limit <= MAX_FIND_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_FIND_LIMIT}")
-    q = _filtered(select(Job), f)
-    if cursor:
-        ts, jid = _decode_cursor(cursor)
-        q = q.where(or_(Job.timestamp_created_sec < ts, and_(Job.timestamp_created_sec == ts, Job.job_id < jid)))
-    q = q.order_by(Job.timestamp_created_sec.desc(), Job.job_id.desc()).limit(limit + 1)
-    rows: list[Job] = list(s.scalars(q).all())
+    rows: list[Job] = list(s.scalars(find_jobs_query(f, limit + 1, cursor)).all())
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
+
+
+def find_jobs_query(f: JobFilter, limit: int, cursor: Optional[str] = None) -> Select[tuple[Job]]:
+    """The query of a page: keyset paging on (created, job id), newest first.
+
+    With a tag filter the page is walked in ``job_tags``' (tag, created, job id) index, which
+    holds each job's creation time: in order, however many jobs carry the tag.
+    """
+    tags = list(dict.fromkeys(f.tags))
+    created: Any = Job.timestamp_created_sec
+    job_id: Any = Job.job_id
+    q = select(Job)
+    if tags:
+        q = q.join(JobTag, and_(JobTag.job_id == Job.job_id, JobTag.tag == tags[0]))
+        created, job_id = JobTag.timestamp_created_sec, JobTag.job_id
+        f = replace(f, tags=tags[1:])
+    q = _filtered(q, f)
+    if cursor:
+        ts, jid = _decode_cursor(cursor)
+        q = q.where(or_(created < ts, and_(created == ts, job_id < jid)))
+    return q.order_by(created.desc(), job_id.desc()).limit(limit)
 
 
 def _filtered(q: SelectT, f: JobFilter) -> SelectT:
@@ -349,12 +511,16 @@ def _filtered(q: SelectT, f: JobFilter) -> SelectT:
 
 
 def count_jobs_by_status(s: Session, service_name: Optional[str] = None, f: Optional[JobFilter] = None) -> dict[str, int]:
-    """Jobs per status, by one GROUP BY (over an index when only the service is given)."""
-    f = f or JobFilter()
+    """Jobs per status: from the maintained counts (hub/core/job_counts.py) when at most the
+    service is given, else by one GROUP BY over an index."""
+    f = replace(f or JobFilter(), status=[])
     if service_name:
         f = replace(f, serviceName=service_name)
-    q = _filtered(select(Job.status, func.count()), replace(f, status=[])).group_by(Job.status)
     counts = {st.value: 0 for st in JobStatus}
+    if not replace(f, serviceName=None).has_filter_besides_status():
+        counts.update(job_counts.counts_by_status(s, f.serviceName))
+        return counts
+    q = _filtered(select(Job.status, func.count()), f).group_by(Job.status)
     for status, n in s.execute(q):
         counts[status] = n
     return counts

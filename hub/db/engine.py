@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 READ_ONLY_OPTION = "pairio_read_only"
@@ -67,8 +68,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            statement = "BEGIN" if conn.get_execution_options().get(READ_ONLY_OPTION, False) else "BEGIN IMMEDIATE"
+            # the driver directly: through exec_driver_sql this costs as much as a small query
+            try:
+                conn.connection.dbapi_connection.execute(statement)
+            except conn.dialect.dbapi.Error as e:  # as SQLAlchemy would raise it (e.g. "database is locked")
+                raise DBAPIError.instance(statement, None, e, conn.dialect.dbapi.Error) from e
 
         return engine
     kwargs.setdefault("pool_size", 20)

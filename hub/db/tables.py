@@ -118,7 +118,8 @@ class Job(Base):
 
     __table_args__ = (
         Index("ix_jobs_service_hash_created", "service_name", "job_definition_hash", "timestamp_created_sec"),
-        Index("ix_jobs_claimable", "status", "is_runnable", "service_name", "timestamp_created_sec"),
+        # claims walk it in order (oldest first) without sorting the pending jobs
+        Index("ix_jobs_claimable", "status", "is_runnable", "service_name", "timestamp_created_sec", "job_id"),
         Index("ix_jobs_compute_client_status", "compute_client_id", "status"),
         Index("ix_jobs_service_created", "service_name", "timestamp_created_sec", "job_id"),
         Index("ix_jobs_service_app_processor", "service_name", "app_name", "processor_name"),
@@ -128,8 +129,9 @@ class Job(Base):
         Index("ix_jobs_user_created", "user_id", "timestamp_created_sec", "job_id"),
         Index("ix_jobs_compute_client_created", "compute_client_id", "timestamp_created_sec", "job_id"),
         Index("ix_jobs_app_processor_created", "app_name", "processor_name", "timestamp_created_sec", "job_id"),
-        Index("ix_jobs_service_status", "service_name", "status"),
-        Index("ix_jobs_user_status", "user_id", "status"),
+        # counts per status of a service or user, and their pages filtered by status, in order
+        Index("ix_jobs_service_status", "service_name", "status", "timestamp_created_sec", "job_id"),
+        Index("ix_jobs_user_status", "user_id", "status", "timestamp_created_sec", "job_id"),
     )
 
 
@@ -147,9 +149,33 @@ class JobTag(Base):
     __tablename__ = "job_tags"
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
     tag: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # the job's timestamp_created_sec: a tag's jobs are paged newest first from the index alone
+    timestamp_created_sec: Mapped[float] = mapped_column(Float, server_default="0")
 
-    # covering: a tag filter reads the job ids from the index alone
-    __table_args__ = (Index("ix_job_tags_tag_job", "tag", "job_id"),)
+    __table_args__ = (Index("ix_job_tags_tag_created", "tag", "timestamp_created_sec", "job_id"),)
+
+
+class JobCount(Base):
+    """Jobs per service and status, folded from ``job_count_changes`` (hub/core/job_counts.py)."""
+
+    __tablename__ = "job_counts"
+    service_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+
+
+class JobCountChange(Base):
+    """+1/-1 per job and status, written by database triggers on ``jobs`` in the same transaction.
+
+    Appending (rather than updating one counter row) keeps concurrent transactions from
+    locking each other; the housekeeping loop folds the changes into ``job_counts``.
+    """
+
+    __tablename__ = "job_count_changes"
+    change_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service_name: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20))
+    delta: Mapped[int] = mapped_column(Integer)
 
 
 class JobDependency(Base):

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from pairio.status import JobStatus
 
+from ..context import HubContext
 from ..core import jobs as core
-from ..deps import Ctx, CurrentUser, DbSession
+from ..deps import Ctx, CurrentUser, DbSession, _documented_bearer, bearer_token, get_ctx
 from ..errors import HubError
 from ..schemas import (
     DeleteJobsBody,
@@ -28,8 +33,35 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 MAX_CURSOR_CHARS = 400  # a cursor holds a timestamp and a job id
 
 
-def _public(s: DbSession, job: object) -> JobPublic:
-    return JobPublic.model_validate(core.jobs_public(s, [job])[0].model_dump())  # type: ignore[list-item]
+def _public(s: DbSession, job: core.Job) -> JobPublic:
+    return core.jobs_public(s, [job], model=JobPublic)[0]
+
+
+# The busiest routes are async and do all their database work and serialization in one
+# worker thread (one hand-off each way, as for a plain sync endpoint): sync dependencies
+# would each cost a hand-off of their own. They return the JSON themselves, built by
+# pydantic in the worker thread, in the form FastAPI gives ``response_model``.
+
+
+async def _token(
+    request: Request, _documented: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_documented_bearer)] = None
+) -> Optional[str]:
+    return bearer_token(request)
+
+
+Token = Annotated[Optional[str], Depends(_token)]
+
+
+def _json(model: BaseModel, status_code: int = 200) -> Response:
+    return Response(model.model_dump_json(by_alias=True), status_code=status_code, media_type="application/json")
+
+
+def _ctx(request: Request) -> HubContext:
+    return get_ctx(request)
+
+
+async def _in_thread(fn: Callable[..., Response], *args: Any) -> Response:
+    return await run_in_threadpool(fn, *args)
 
 
 @router.post(
@@ -38,12 +70,24 @@ def _public(s: DbSession, job: object) -> JobPublic:
     status_code=201,
     responses={200: {"model": JobPublic, "description": "an existing job with the same definition (cache hit)"}},
 )
-def create_job(body: JobCreateBody, ctx: Ctx, s: DbSession, user: CurrentUser, response: Response) -> JobPublic:
+async def create_job(body: JobCreateBody, request: Request, token: Token) -> Response:
     """Create a job, or return the most recent job with the same definition hash (200)."""
-    job, created = core.create_job(ctx, s, user, body.to_core())
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    return _public(s, job)
+    return await _in_thread(_create_job, _ctx(request), token, body)
+
+
+def _create_job(ctx: HubContext, token: Optional[str], body: JobCreateBody) -> Response:
+    req = body.to_core()
+    # Checks, the cache key and a plain cache hit need no write: SQLite's write lock is taken only to create.
+    with ctx.read_transaction() as s:
+        user, prepared = core.prepare_request(s, token, req)
+        existing = None if req.skipCache else core.cached_job(s, req.serviceName, prepared.definition_hash)
+        if existing is not None and core.is_read_only_cache_hit(existing, req):
+            return _json(core.jobs_public(s, [existing], model=JobPublic)[0], 200)
+    # the key was checked a moment ago, as if the whole request had run then; the role is checked again
+    with ctx.transaction() as s:
+        job, created = core.create_job(ctx, s, user, req, prepared=prepared)
+        public = core.jobs_public(s, [job], model=JobPublic)[0]
+    return _json(public, 201 if created else 200)
 
 
 @router.post("/jobs/batch", response_model=JobsCreated, status_code=200)
@@ -61,8 +105,8 @@ def create_jobs(body: JobsCreateBody, ctx: Ctx, s: DbSession, user: CurrentUser)
 
 
 @router.get("/jobs", response_model=JobsPublic)
-def find_jobs(
-    s: DbSession,
+async def find_jobs(
+    request: Request,
     serviceName: Optional[str] = None,
     userId: Optional[str] = None,
     jobId: Optional[str] = None,
@@ -76,21 +120,31 @@ def find_jobs(
     status: Annotated[list[JobStatus], Query()] = [],
     limit: Annotated[int, Query(ge=1, le=core.MAX_FIND_LIMIT)] = core.DEFAULT_FIND_LIMIT,
     cursor: Annotated[Optional[str], Query(max_length=MAX_CURSOR_CHARS, description="the nextCursor of the previous page")] = None,
-) -> JobsPublic:
+) -> Response:
     """Jobs matching every filter given, newest first, a page at a time."""
     f = core.JobFilter(
         serviceName=serviceName, userId=userId, jobId=jobId, appName=appName, processorName=processorName,
         computeClientId=computeClientId, batchId=batchId, tags=tag, inputFileUrl=inputFileUrl,
         outputFileUrl=outputFileUrl, status=status,
     )
-    rows, next_cursor = core.find_jobs(s, f, limit=limit, cursor=cursor)
-    return JobsPublic(jobs=[JobPublic.model_validate(j.model_dump()) for j in core.jobs_public(s, rows)], nextCursor=next_cursor)
+    return await _in_thread(_find_jobs, _ctx(request), f, limit, cursor)
+
+
+def _find_jobs(ctx: HubContext, f: core.JobFilter, limit: int, cursor: Optional[str]) -> Response:
+    with ctx.read_transaction() as s:
+        rows, next_cursor = core.find_jobs(s, f, limit=limit, cursor=cursor)
+        return _json(JobsPublic(jobs=core.jobs_public(s, rows, model=JobPublic), nextCursor=next_cursor))
 
 
 @router.get("/job-counts", response_model=JobCounts)
-def job_counts(s: DbSession, serviceName: Optional[str] = None) -> JobCounts:
+async def job_counts(request: Request, serviceName: Optional[str] = None) -> Response:
     """How many jobs are in each status (in one service, or everywhere)."""
-    return JobCounts(counts=core.count_jobs_by_status(s, serviceName))
+    return await _in_thread(_job_counts, _ctx(request), serviceName)
+
+
+def _job_counts(ctx: HubContext, service_name: Optional[str]) -> Response:
+    with ctx.read_transaction() as s:
+        return _json(JobCounts(counts=core.count_jobs_by_status(s, service_name)))
 
 
 @router.post("/jobs/find-by-definition", response_model=FindByDefinitionResult)
@@ -107,8 +161,13 @@ def delete_jobs(body: DeleteJobsBody, ctx: Ctx, s: DbSession, user: CurrentUser)
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, s: DbSession) -> JobPublic:
-    return _public(s, core.get_job_row(s, job_id))
+async def get_job(job_id: str, request: Request) -> Response:
+    return await _in_thread(_get_job, _ctx(request), job_id)
+
+
+def _get_job(ctx: HubContext, job_id: str) -> Response:
+    with ctx.read_transaction() as s:
+        return _json(core.jobs_public(s, [core.get_job_row(s, job_id)], model=JobPublic)[0])
 
 
 @router.get("/jobs/{job_id}/events", response_model=JobEventsPublic)
