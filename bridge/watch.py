@@ -38,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 # Linux's /proc answers the few process calls the watcher makes (ProcfsPsutil, below) without importing
 # psutil, which costs each job's start tens of milliseconds; psutil serves where there is no /proc.
@@ -508,7 +508,8 @@ class ProcfsProcess:
 
     def children(self, recursive: bool = False) -> list["ProcfsProcess"]:
         if _has_children_files():
-            return self._children_from_task_files(recursive)
+            # the kernel's list of each thread's children: a few small reads, not one per process of the host
+            return self._descendants(_child_pids, recursive)
         parents: dict[int, list[int]] = {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -518,8 +519,12 @@ class ProcfsProcess:
             except (ProcfsError, ValueError, IndexError):
                 continue
             parents.setdefault(ppid, []).append(int(entry))
+        return self._descendants(lambda pid: list(parents.get(pid, [])), recursive)
+
+    def _descendants(self, child_pids: Callable[[int], list[int]], recursive: bool) -> list["ProcfsProcess"]:
+        """This process's children (and theirs, when ``recursive``), breadth first; ones gone meanwhile are left out."""
         found: list[ProcfsProcess] = []
-        pending = list(parents.get(self.pid, []))
+        pending = child_pids(self.pid)
         while pending:
             pid = pending.pop(0)
             try:
@@ -527,22 +532,7 @@ class ProcfsProcess:
             except ProcfsError:
                 continue
             if recursive:
-                pending.extend(parents.get(pid, []))
-        return found
-
-
-    def _children_from_task_files(self, recursive: bool) -> list["ProcfsProcess"]:
-        """The kernel's list of each thread's children: a few small reads, not one per process of the host."""
-        found: list[ProcfsProcess] = []
-        pending = _child_pids(self.pid)
-        while pending:
-            pid = pending.pop(0)
-            try:
-                found.append(ProcfsProcess(pid))
-            except ProcfsError:
-                continue
-            if recursive:
-                pending.extend(_child_pids(pid))
+                pending.extend(child_pids(pid))
         return found
 
 
