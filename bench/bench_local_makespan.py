@@ -74,6 +74,21 @@ def cpu_seconds(pid: int, children: bool = True) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def launcher_cpu(bridge_pid: int) -> float:
+    """CPU of the bridge's watcher launcher (bridge/local/watcher_launcher.py), with the watchers it forked and reaped."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == bridge_pid and b"watcher_launcher" in (entry / "cmdline").read_bytes():
+                total += cpu_seconds(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 BASELINE_CPU: list[float] = []
 
 
@@ -215,6 +230,7 @@ def through_pairio(
         hub_cpu = cpu_seconds(hub.process.pid) - hub_cpu_before
         bridge_cpu = cpu_seconds(stack.bridge.process.pid, children=False)
         watchers_cpu = cpu_seconds(stack.bridge.process.pid) - bridge_cpu  # reaped watchers, with their processors
+        watchers_cpu += launcher_cpu(stack.bridge.process.pid)  # the watcher launcher and the watchers it reaped
         # the hub's answer reached the bridge, so the hub has every final status
         done = [stack.client.get_job(j.jobId) for j in submitted]
         requests = hub.compute_requests(log_mark)

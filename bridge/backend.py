@@ -103,6 +103,9 @@ class Backend(ABC):
     def cancel(self, native_ids: list[str]) -> None:
         """Stop the given jobs (their process trees); idempotent."""
 
+    def close(self) -> None:
+        """Releases what the backend holds in this process (helpers, connections); its jobs go on."""
+
     def notify_job_end(self, callback: Callable[[], None]) -> None:
         """Have ``callback`` called (from any thread) when a job of this backend may have ended, so the
         runner polls at once instead of at its next interval. Backends that cannot tell leave this as is:

@@ -330,7 +330,10 @@ def local(bridge_dir: Path, exit_when_idle: bool, log_level: str) -> None:
     config = load_bridge_config(bridge_dir)
     lock_bridge_dir(bridge_dir)
     backend = LocalBackend(config.jobs_path, respect_machine_load=config.respectMachineLoad)
-    run_bridge(config, backend, exit_when_idle=exit_when_idle, bridge_dir=bridge_dir)
+    try:
+        run_bridge(config, backend, exit_when_idle=exit_when_idle, bridge_dir=bridge_dir)
+    finally:
+        backend.close()  # the watcher launcher; the jobs' watchers go on
 
 
 def run_bridge(config: BridgeConfig, backend: Any, *, exit_when_idle: bool, bridge_dir: Optional[Path] = None) -> None:

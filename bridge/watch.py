@@ -645,6 +645,41 @@ def is_alive(p: psutil.Process) -> bool:
         return False
 
 
+class ExitWaiter:
+    """Waits up to a timeout for a child to exit, and returns the moment it does.
+
+    ``Popen.wait(timeout)`` polls with sleeps of up to 50 ms, so a short job's end would be seen
+    that much later; a pidfd (Linux 5.3+) becomes readable when the process exits. Elsewhere, or
+    where the kernel has none, it falls back to ``Popen.wait``.
+    """
+
+    def __init__(self, child: subprocess.Popen[bytes]) -> None:
+        self.child = child
+        self._pidfd: Optional[int] = None
+        try:
+            self._pidfd = os.pidfd_open(child.pid)  # type: ignore[attr-defined]
+        except (AttributeError, OSError):
+            self._pidfd = None
+
+    def wait(self, timeout_sec: float) -> None:
+        if self._pidfd is None:
+            try:
+                self.child.wait(timeout=timeout_sec)
+            except subprocess.TimeoutExpired:
+                pass
+            return
+        import select
+
+        poller = select.poll()
+        poller.register(self._pidfd, select.POLLIN)
+        poller.poll(max(0, int(timeout_sec * 1000)))
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+
 def reap_zombie_children(keep_pid: int) -> None:
     """Reparented orphans end as our zombies; reap them (the main child is reaped by Popen)."""
     try:
@@ -928,6 +963,13 @@ class Watcher:
         )
 
     def supervise(self, child: subprocess.Popen[bytes]) -> Result:
+        exit_waiter = ExitWaiter(child)
+        try:
+            return self._supervise(child, exit_waiter)
+        finally:
+            exit_waiter.close()
+
+    def _supervise(self, child: subprocess.Popen[bytes], exit_waiter: ExitWaiter) -> Result:
         tree = ProcessTree(process_group=child.pid)
         started = time.monotonic()
         next_log = started
@@ -959,10 +1001,7 @@ class Watcher:
                 if now - started > self.config.time_sec:
                     self.terminate(tree, child)
                     return Result("failed", child.returncode, time_limit_error(self.config.time_sec))
-                try:  # returns as soon as the processor exits, so a short job is not held up a whole interval
-                    child.wait(timeout=self.config.sample_interval_sec)
-                except subprocess.TimeoutExpired:
-                    pass
+                exit_waiter.wait(self.config.sample_interval_sec)  # returns as the processor exits
 
     def exit_result(self, returncode: int) -> Result:
         if returncode == 0:

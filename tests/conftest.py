@@ -26,6 +26,7 @@ pytest_plugins = ["tests.slurm_support"]
 # Slurm cluster, sshd, container engine, Chromium; compat: the original pairio==0.5.9 as the peer.
 TIERS: dict[str, tuple[str, ...]] = {
     "test_app_sdk": ("unit",),
+    "test_watcher_launcher": ("bridge",),
     "test_batches": ("hub",),
     "test_bench_smoke": ("bridge",),
     "test_bridge_containers_e2e": ("bridge", "container"),

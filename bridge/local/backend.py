@@ -28,6 +28,7 @@ import psutil
 from bridge.backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError
 from bridge.images import ImageCheck
 from bridge.local.load import CpuLoadMeter
+from bridge.local.watcher_launcher import LauncherUnavailable, WatcherLauncher
 from bridge.local.resources import (
     DeclaredLimits,
     JobReservation,
@@ -151,6 +152,7 @@ class LocalBackend(Backend):
         sample_interval_sec: float = DEFAULT_SAMPLE_INTERVAL_SEC,
         log_interval_sec: float = DEFAULT_LOG_INTERVAL_SEC,
         kill_grace_sec: float = DEFAULT_KILL_GRACE_SEC,
+        use_launcher: bool = True,
     ) -> None:
         """``jobs_root``: where earlier instances' job directories are, to re-learn what still runs.
 
@@ -167,6 +169,14 @@ class LocalBackend(Backend):
         self._watchers: list[subprocess.Popen[bytes]] = []
         self._on_job_end: Optional[Callable[[], None]] = None
         self._load_meter = CpuLoadMeter()
+        # One pre-loaded interpreter forks every watcher (bridge/local/watcher_launcher.py), where watchers
+        # run as a script (Linux); ``use_launcher=False`` starts each as its own interpreter.
+        interpreter = watcher_interpreter_args()
+        self._launcher: Optional[WatcherLauncher] = (
+            WatcherLauncher(interpreter[:-1], WATCHER_SCRIPT, self._launched_watcher_ended)
+            if use_launcher and interpreter[-1] == str(WATCHER_SCRIPT)
+            else None
+        )
         if jobs_root is not None and jobs_root.is_dir():
             for job_dir in sorted(p for p in jobs_root.iterdir() if p.is_dir()):
                 self._learn(job_dir.resolve())
@@ -222,20 +232,17 @@ class LocalBackend(Backend):
             write_json_atomically(job_dir / RESERVATION_FILE, asdict(reservation))
             self._running[job_dir] = reservation
             try:
-                watcher = self._launch_watcher(job, job_dir, directive_args)
-                create_time = psutil.Process(watcher.pid).create_time()
+                watcher_pid = self._launch_watcher(job, job_dir, directive_args)
+                create_time = psutil.Process(watcher_pid).create_time()
             except (OSError, psutil.Error) as e:
                 del self._running[job_dir]
                 (job_dir / RESERVATION_FILE).unlink(missing_ok=True)
                 (job_dir / SECRETS_FILE).unlink(missing_ok=True)
                 raise SubmitError(f"could not start the job's watcher ({' '.join(watcher_interpreter_args())}): {e}") from e
-            self._watchers.append(watcher)
-            if self._on_job_end is not None:
-                threading.Thread(target=self._wait_for_watcher, args=(watcher, self._on_job_end), name=f"watcher-{watcher.pid}", daemon=True).start()
-            reservation = Reservation(**{**asdict(reservation), "watcherPid": watcher.pid, "watcherCreateTime": create_time})
+            reservation = Reservation(**{**asdict(reservation), "watcherPid": watcher_pid, "watcherCreateTime": create_time})
             write_json_atomically(job_dir / RESERVATION_FILE, asdict(reservation))
             self._running[job_dir] = reservation
-        return str(NativeId(watcher.pid, create_time, job_dir))
+        return str(NativeId(watcher_pid, create_time, job_dir))
 
     def poll(self, native_ids: list[str]) -> dict[str, NativeOutcome]:
         self._reap_watchers()
@@ -306,9 +313,9 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------ internals
 
-    def _launch_watcher(self, job: JobSubmission, job_dir: Path, directive_args: list[str]) -> subprocess.Popen[bytes]:
-        argv = [
-            *watcher_interpreter_args(),
+    def _launch_watcher(self, job: JobSubmission, job_dir: Path, directive_args: list[str]) -> int:
+        """The new watcher's pid: forked by the launcher where there is one, else its own interpreter."""
+        watcher_args = [
             "--job-dir", str(job_dir),
             *directive_args,
             *self.watcher_timing_args,
@@ -317,17 +324,28 @@ class LocalBackend(Backend):
         ]  # fmt: skip
         if job.secrets:
             write_secrets_file(job_dir, job.secrets)  # the watcher reads and deletes it; never in an environment
-        with (job_dir / WATCHER_LOG_FILE).open("ab") as log:
-            return subprocess.Popen(
-                argv,
+        # not the operator's whole environment; the engine's settings for container mode (the watcher keeps them from the job)
+        env = allowed_environment(dict(os.environ), (*job.pass_env, *ENGINE_ENV))
+        log_path = job_dir / WATCHER_LOG_FILE
+        if self._launcher is not None:
+            try:
+                return self._launcher.launch(watcher_args, job_dir, env, log_path)
+            except LauncherUnavailable as e:
+                print(f"pairio-bridge: {e}; starting watchers as their own interpreters until it is back", file=sys.stderr)
+        with log_path.open("ab") as log:
+            watcher = subprocess.Popen(
+                [*watcher_interpreter_args(), *watcher_args],
                 cwd=job_dir,
-                # not the operator's whole environment; the engine's settings for container mode (the watcher keeps them from the job)
-                env=allowed_environment(dict(os.environ), (*job.pass_env, *ENGINE_ENV)),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # survives the bridge being killed, and its terminal's signals
             )
+        self._watchers.append(watcher)
+        if self._on_job_end is not None:
+            threading.Thread(target=self._wait_for_watcher, args=(watcher, self._on_job_end), name=f"watcher-{watcher.pid}", daemon=True).start()
+        return watcher.pid
 
     def _assign_gpus(self, job: JobSubmission) -> list[str]:
         wanted = job.resources.numGpus
@@ -368,6 +386,15 @@ class LocalBackend(Backend):
                 continue  # being launched right now
             if (job_dir / RESULT_FILE).exists() or not watcher_is_alive(native_id):
                 del self._running[job_dir]
+
+    def _launched_watcher_ended(self, pid: int, status: int) -> None:
+        if self._on_job_end is not None:
+            self._on_job_end()
+
+    def close(self) -> None:
+        """Ends the watcher launcher (running watchers go on); the backend stays usable."""
+        if self._launcher is not None:
+            self._launcher.close()
 
     @staticmethod
     def _wait_for_watcher(watcher: subprocess.Popen[bytes], on_end: Callable[[], None]) -> None:
