@@ -30,6 +30,7 @@ def main(argv):
         "argv": list(argv), "sysArgv": sys.argv, "env": dict(os.environ), "cwd": os.getcwd(),
         "sid": os.getsid(0), "pid": os.getpid(), "ppid": os.getppid(),
         "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+        "comm": open("/proc/self/comm").read().strip(),
     }
     with open(out, "w") as f:
         json.dump(record, f)
@@ -91,6 +92,7 @@ def test_a_forked_watcher_gets_exactly_what_a_fresh_interpreter_would(recording_
         assert record["sysArgv"] == [str(recording_script), str(out), "go", "3"]
         assert record["fds"] == [0, 1, 2, 3]  # stdin, the log twice, and the listing itself: none of the launcher's pipes
         assert (work / "watcher.log").read_text() == "to the log\n"
+        assert record["comm"] == "pairio-watcher"  # as top and ps -o comm show it
     finally:
         launcher.close()
 

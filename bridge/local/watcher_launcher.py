@@ -184,6 +184,11 @@ def _become_watcher(watch: Any, script: str, request: dict[str, Any]) -> None:
     status = 1
     try:
         os.setsid()
+        try:
+            with open("/proc/self/comm", "w") as comm:  # what top and ps -o comm show for it
+                comm.write("pairio-watcher")
+        except OSError:
+            pass
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
