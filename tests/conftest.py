@@ -73,6 +73,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_ssh_shell": ("ssh",),
     "test_ui_browser": ("browser",),
     "test_ui_pages": ("hub",),
+    "test_ui_register_compute_client": ("hub",),
     "test_user_stats": ("hub",),
     "test_watch": ("unit",),
     "test_wire_protocol": ("hub",),
