@@ -57,6 +57,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_models": ("unit",),
     "test_openapi": ("hub",),
     "test_original_images": ("compat", "container"),
+    "test_original_compute_client": ("compat", "container"),
     "test_original_pairio": ("compat",),
     "test_remote_inputs": ("bridge",),
     "test_rest_jobs": ("hub",),
