@@ -365,8 +365,9 @@ def test_the_network_and_hub_url_options(tmp_path: Path) -> None:
 
 
 # The original compute client's own job handling (ComputeClientDaemon._handle_jobs: the poll, then
-# JobManager starting each job with 'docker run -it ... /bin/bash /tmp/run.sh'). Its start() first
-# subscribes to PubNub, which this offline machine cannot reach, so the daemon object is driven here.
+# JobManager starting each job with 'docker run -it ... /bin/bash /tmp/run.sh'), driven directly on the
+# host's network. The whole client (registration, start() with its PubNub subscription) runs in a
+# network namespace of its own in tests/test_original_compute_client.py.
 ORIGINAL_CLIENT_ROUND = """\
 import sys
 from pairio.compute_client.ComputeClientDaemon import ComputeClientDaemon
