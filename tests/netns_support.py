@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -78,6 +79,9 @@ def network_namespace(prefix: str) -> Iterator[NetworkNamespace]:
     """A new namespace with loopback up; on the way out, what still runs in it is ended and it is deleted."""
     if os.geteuid() != 0:
         _fail_or_skip("these tests make a network namespace of their own ('ip netns add'), which needs root")
+    missing = [tool for tool in ("ip", "nsenter") if shutil.which(tool) is None]
+    if missing:
+        _fail_or_skip(f"these tests need {' and '.join(missing)} (packages iproute2, util-linux)")
     namespace = NetworkNamespace(f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}")
     made = subprocess.run(["ip", "netns", "add", namespace.name], capture_output=True, text=True, check=False)
     if made.returncode != 0:
