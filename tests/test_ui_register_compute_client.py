@@ -54,7 +54,7 @@ def test_the_page_registers_the_client_and_shows_the_code_once(browser: httpx.Cl
     token = log_in(browser, seeded.key)
     form = browser.get(path)
     assert form.status_code == 200 and "lab-machine.example.org" in form.text and seeded.service in form.text
-    assert 'id="registration-code"' not in form.text
+    assert 'id="registration-code"' not in form.text and "4 CPUs" in form.text  # the original's default slot
     assert client_count(ctx) == 0  # a GET registers nothing: a link alone cannot make a client
     assert browser.post(path, data={}).status_code == 403  # no CSRF token
     assert client_count(ctx) == 0

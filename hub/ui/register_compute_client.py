@@ -61,7 +61,7 @@ def registration_page(
     accounts.require_role(s, service_name, viewer.user_id, "process_jobs")
     return render(
         request, "register_compute_client.html", viewer=viewer, service_name=service_name, name=name, code="",
-        compute_client_id="", title="Register a compute client", headers=NO_STORE,
+        compute_client_id="", slot=accounts.ORIGINAL_DEFAULT_SLOT, title="Register a compute client", headers=NO_STORE,
     )
 
 
