@@ -44,6 +44,8 @@ from .test_ui_pages import csrf_of, log_in
 
 hub = e2e.hub
 stack = e2e.stack
+# One test that builds the app's image and runs a real client through a whole job: more than the default 120 s on a busy machine.
+pytestmark = pytest.mark.timeout(600)
 
 ORIGINAL_SITE = "https://pairio.vercel.app"
 CLIENT_NAME = "old-lab-machine"
