@@ -18,7 +18,8 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,16 +184,30 @@ def podman_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanSet
 @pytest.fixture(scope="session")
 def podman_socket(podman_setup: PodmanSetup) -> Iterator[str]:
     """``podman system service`` on a unix socket: DOCKER_HOST for the docker CLI."""
+    with podman_service(podman_setup, podman_setup.base_dir / "podman.sock") as docker_host:
+        yield docker_host
+
+
+def require_docker_cli() -> None:
     if not shutil.which("docker"):
         message = "docker mode needs a docker CLI: bash scripts/ensure-container-engine.sh installs docker.io (as root)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    sock = podman_setup.base_dir / "podman.sock"
+
+
+@contextmanager
+def podman_service(setup: PodmanSetup, sock: Path, wrapper: Sequence[str] = ()) -> Iterator[str]:
+    """``podman system service`` on ``sock`` while the block runs; yields its DOCKER_HOST.
+
+    ``wrapper`` goes before the command (e.g. ``nsenter --net=...``): the service's containers
+    with ``--network host`` then share the network the service runs in.
+    """
+    require_docker_cli()
     service = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+        [*wrapper, "podman", "system", "service", "--time=0", f"unix://{sock}"],
         # conmon leaves its OOM record ("oom") in the service's working directory: not in the checkout
-        cwd=podman_setup.base_dir, env={**os.environ, **podman_setup.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=setup.base_dir, env={**os.environ, **setup.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30

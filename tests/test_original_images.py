@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,11 @@ sys.exit(main())
 # The original compute client starts '/bin/bash /tmp/run.sh'; busybox has no bash, and run.sh needs none of it.
 BASH_SHIM = '#!/bin/sh\nexec /bin/sh "$@"\n'
 JOB_KEY_PREFIX = "pairiojob_"
+# pubnub 8.1.0 and the packages only it brings (top-level names in site-packages)
+COMPUTE_CLIENT_ONLY = frozenset({
+    "pubnub", "aiohttp", "aiohappyeyeballs", "aiosignal", "attr", "attrs", "cbor2", "Cryptodome", "pycryptodomex",
+    "frozenlist", "multidict", "propcache", "yarl",
+})
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +64,7 @@ def original_image(podman_setup: PodmanSetup, original_bin: Path, tmp_path_facto
     """The app's image, built offline: the test image plus pairio 0.5.9 and its dependencies, and the app in /app."""
     context = tmp_path_factory.mktemp("original-image")
     site = next((ORIGINAL_VENV / "lib").glob("python3*/site-packages"))
-    shutil.copytree(site, context / "site-packages", ignore=shutil.ignore_patterns("pip", "pip-*", "setuptools*", "_distutils_hack", "__pycache__"))
+    shutil.copytree(site, context / "site-packages", ignore=_not_in_the_image(site))
     shutil.copytree(APP_DIR, context / "app", ignore=shutil.ignore_patterns("__pycache__", "spec.json"))
     (context / "pairio").write_text(PAIRIO_SCRIPT)
     (context / "pairio").chmod(0o755)
@@ -71,6 +76,20 @@ def original_image(podman_setup: PodmanSetup, original_bin: Path, tmp_path_facto
         "--build-arg", f"BASE={podman_setup.image}", "-t", IMAGE, str(context), timeout=600,
     )
     return IMAGE
+
+
+def _not_in_the_image(site: Path) -> Callable[[str, list[str]], set[str]]:
+    """pip's own files, caches, and what only the original compute client needs (pubnub and its
+    dependencies, scripts/ensure-original-pairio.sh): an image made with pairio 0.5.9 has none of them."""
+    everywhere = shutil.ignore_patterns("pip", "pip-*", "setuptools*", "_distutils_hack", "__pycache__")
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        ignored = set(everywhere(directory, names))
+        if Path(directory) == site:
+            ignored |= {name for name in names if name.split("-")[0] in COMPUTE_CLIENT_ONLY}
+        return ignored
+
+    return ignore
 
 
 def original_spec(original_bin: Path, out: Path) -> Path:  # noqa: F811
@@ -365,8 +384,9 @@ def test_the_network_and_hub_url_options(tmp_path: Path) -> None:
 
 
 # The original compute client's own job handling (ComputeClientDaemon._handle_jobs: the poll, then
-# JobManager starting each job with 'docker run -it ... /bin/bash /tmp/run.sh'). Its start() first
-# subscribes to PubNub, which this offline machine cannot reach, so the daemon object is driven here.
+# JobManager starting each job with 'docker run -it ... /bin/bash /tmp/run.sh'), driven directly on the
+# host's network. The whole client (registration, start() with its PubNub subscription) runs in a
+# network namespace of its own in tests/test_original_compute_client.py.
 ORIGINAL_CLIENT_ROUND = """\
 import sys
 from pairio.compute_client.ComputeClientDaemon import ComputeClientDaemon

@@ -28,6 +28,9 @@ from .definition import spec_hash
 
 API_KEY_PREFIX = "pairio"
 COMPUTE_CLIENT_KEY_PREFIX = "pairiocc"
+# The original Pairio gave a newly registered compute client one slot of this size (createComputeClient,
+# and its /register_compute_client page).
+ORIGINAL_DEFAULT_SLOT = PairioComputeClientComputeSlot(numCpus=4, numGpus=0, memoryGb=8, timeSec=3600)
 
 
 def _valid_name(value: str, what: str) -> str:

@@ -430,10 +430,6 @@ def delete_service_app(c: Caller, req: DeleteServiceAppRequest) -> dict[str, Any
     return {}
 
 
-# The prototype's createComputeClient gives a new client one slot of this size.
-DEFAULT_SLOT = PairioComputeClientComputeSlot(numCpus=4, numGpus=0, memoryGb=8, timeSec=3600)
-
-
 @wire_call("createComputeClient", CreateComputeClientRequest)
 def create_compute_client(c: Caller, req: CreateComputeClientRequest) -> dict[str, Any]:
     user = c.user_id(req.userId)
@@ -442,7 +438,7 @@ def create_compute_client(c: Caller, req: CreateComputeClientRequest) -> dict[st
             f"serviceNames has {len(req.serviceNames)} names; a compute client of this hub serves exactly one "
             "service, so register one client per service"
         )
-    cc, key = accounts.register_compute_client(c.s, req.serviceNames[0], user, req.computeClientName, [DEFAULT_SLOT])
+    cc, key = accounts.register_compute_client(c.s, req.serviceNames[0], user, req.computeClientName, [accounts.ORIGINAL_DEFAULT_SLOT])
     c.s.flush()
     return {"computeClientId": cc.compute_client_id, "computeClientPrivateKey": key}
 
