@@ -26,6 +26,7 @@ pytest_plugins = ["tests.slurm_support"]
 # Slurm cluster, sshd, container engine, Chromium; compat: the original pairio==0.5.9 as the peer.
 TIERS: dict[str, tuple[str, ...]] = {
     "test_app_sdk": ("unit",),
+    "test_batch_page": ("hub",),
     "test_batches": ("hub",),
     "test_bench_smoke": ("bridge",),
     "test_bridge_containers_e2e": ("bridge", "container"),
@@ -72,6 +73,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_ssh_e2e": ("ssh",),
     "test_ssh_shell": ("ssh",),
     "test_ui_browser": ("browser",),
+    "test_ui_browser_lists": ("browser",),
     "test_ui_pages": ("hub",),
     "test_user_stats": ("hub",),
     "test_watch": ("unit",),
