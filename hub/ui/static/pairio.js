@@ -149,9 +149,12 @@
 
   function whenVisible(fn) {
     if (!document.hidden) { fn(); return; }
+    var root = document.documentElement;
+    root.setAttribute("data-live-paused", "true");  // no polls from a hidden tab
     document.addEventListener("visibilitychange", function again() {
       if (document.hidden) return;
       document.removeEventListener("visibilitychange", again);
+      root.removeAttribute("data-live-paused");
       fn();
     });
   }
