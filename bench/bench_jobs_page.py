@@ -155,11 +155,9 @@ def query_plans(ctx: HubContext) -> list[str]:
             lines.append(f"  {name}: " + " / ".join(p.strip() for p in plan))
         from hub.core import job_sort
 
-        ran = core.filter_jobs(select(Job), core.JobFilter()).where(
-            Job.timestamp_finished_sec.is_not(None), Job.timestamp_started_sec.is_not(None)
-        ).order_by(job_sort.RUN_TIME.desc(), Job.job_id.desc()).limit(51)
+        ran = core.filter_jobs(select(Job), core.JobFilter()).where(job_sort.HAS_RUN_TIME).order_by(job_sort.RUN_TIME.asc(), Job.job_id.asc()).limit(51)
         batch_failed = core.find_jobs_query(core.JobFilter(batchId="bench-batch", status=[core.JobStatus.FAILED]), 51, oldest_first=True)
-        for name, q in (("sort=duration (longest)", ran), ("batch page, failed first", batch_failed)):
+        for name, q in (("sort=duration&order=asc", ran), ("batch page, failed first", batch_failed)):
             sql = str(q.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
             lines.append(f"  {name}: " + " / ".join(str(r[-1]).strip() for r in conn.execute(text(f"{explain} {sql}"))))
         counts = select(Job.status, core.func.count()).group_by(Job.status)

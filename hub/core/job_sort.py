@@ -32,6 +32,9 @@ LIFECYCLE = [JobStatus.PENDING, JobStatus.STARTING, JobStatus.RUNNING, JobStatus
 RAN, UNFINISHED = "ran", "unfinished"
 # the same expression as the index ix_jobs_run_time, so the planner walks it
 RUN_TIME = Job.timestamp_finished_sec - Job.timestamp_started_sec
+# true for every job with both times (NULL otherwise), as a range: the index is read from its first non-NULL
+# entry on, not through the NULL entries of every unfinished job (IS NOT NULL is no range to SQLite)
+HAS_RUN_TIME = RUN_TIME >= -1e300
 
 
 class SortKey(str, Enum):
@@ -95,13 +98,16 @@ def _piece_of(job: Job, sort: JobSort) -> str:
 
 def _piece_rows(s: Session, f: core.JobFilter, sort: JobSort, piece: str, limit: int, inner: Optional[tuple[float, str]]) -> list[Job]:
     if piece == RAN:
-        q = core.filter_jobs(select(Job), f).where(Job.timestamp_finished_sec.is_not(None), Job.timestamp_started_sec.is_not(None))
-        if inner is not None:
+        q = core.filter_jobs(select(Job), f)
+        if inner is None:
+            q = q.where(HAS_RUN_TIME)
+        else:
+            # the plain bound (<= or >=) is a range of the index: a later page starts where the last one ended
             value, jid = inner
             if sort.descending:
-                q = q.where(or_(RUN_TIME < value, and_(RUN_TIME == value, Job.job_id < jid)))
+                q = q.where(HAS_RUN_TIME, RUN_TIME <= value, or_(RUN_TIME < value, and_(RUN_TIME == value, Job.job_id < jid)))
             else:
-                q = q.where(or_(RUN_TIME > value, and_(RUN_TIME == value, Job.job_id > jid)))
+                q = q.where(RUN_TIME >= value, or_(RUN_TIME > value, and_(RUN_TIME == value, Job.job_id > jid)))
         order: Any = (RUN_TIME.desc(), Job.job_id.desc()) if sort.descending else (RUN_TIME.asc(), Job.job_id.asc())
         return list(s.scalars(q.order_by(*order).limit(limit)))
     if piece == UNFINISHED:
