@@ -12,9 +12,8 @@ import pytest
 from sqlalchemy import text
 
 from hub.context import HubContext
-from hub.core import batches
+from hub.core import batches, job_sort
 from hub.core import jobs as core
-from hub.core import job_sort
 from hub.db.tables import Job, JobTag
 from pairio.status import JobStatus
 

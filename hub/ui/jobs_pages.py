@@ -14,8 +14,7 @@ from pairio.models import PairioApp
 from pairio.status import JobStatus
 
 from ..context import HubContext
-from ..core import accounts
-from ..core import job_secrets, job_sort
+from ..core import accounts, job_secrets, job_sort
 from ..core import jobs as core
 from ..db.tables import Job, JobDependency, JobOutput
 from ..deps import Ctx, DbSession
