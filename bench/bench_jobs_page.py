@@ -5,7 +5,8 @@
 Seeds jobs by bulk insert (a hub in-process, SQLite in a temporary directory unless a
 database URL is given; a PostgreSQL URL gets a schema of its own, dropped at the end),
 then times GET /jobs through the ASGI app: the first page, a status filter, a service
-filter, a tag filter, the second page, and the job page of one job. A ratio near 1
+filter, a tag filter, the sort orders (created, status, duration; both ways), the second
+page, the job page of one job, and the page and JSON of a batch of 500 jobs. A ratio near 1
 means the pages stay as quick with 100,000 jobs as with 1,000 (paged, indexed queries,
 counts from one GROUP BY over an index). It prints the query plans too.
 """
@@ -45,7 +46,17 @@ PAGES = {
     "service=bench_b": "/jobs?service=bench_b",
     "tag=rare": "/jobs?tag=rare",
     "user=carol&status=running": "/jobs?user=carol&status=running",
+    # the sort orders of the jobs list (hub/core/job_sort.py) and a batch's page (500 jobs at both sizes)
+    "sort=created&order=asc": "/jobs?sort=created&order=asc",
+    "sort=status (failed first)": "/jobs?sort=status&order=desc",
+    "sort=status&order=asc": "/jobs?sort=status&order=asc",
+    "sort=duration (longest)": "/jobs?sort=duration&order=desc",
+    "sort=duration&order=asc": "/jobs?sort=duration&order=asc",
+    "service=bench_b&sort=status": "/jobs?service=bench_b&sort=status",
+    "batch page (500 jobs)": "/batch/bench-batch",
+    "batch JSON (500 jobs)": "/v1/batches/bench-batch",
 }
+BATCH_SIZE = 500
 
 
 def seed_accounts(ctx: HubContext) -> None:
@@ -70,7 +81,7 @@ def seed_jobs(ctx: HubContext, start: int, count: int, t0: float) -> None:
             tag_list = [f"group-{i % 200}"] + (["rare"] if i % 1000 == 7 else [])
             jobs.append({
                 "job_id": job_id, "service_name": "bench_b" if i % 10 == 0 else "bench_a",
-                "user_id": ("alice", "bob", "carol")[i % 3], "batch_id": None, "app_name": "bench", "processor_name": "work",
+                "user_id": ("alice", "bob", "carol")[i % 3], "batch_id": "bench-batch" if i < BATCH_SIZE else None, "app_name": "bench", "processor_name": "work",
                 "job_definition": {"appName": "bench", "processorName": "work", "inputFiles": [], "outputFiles": [],
                                    "parameters": [{"name": "i", "value": i}], "cacheBust": None},
                 "job_definition_hash": uuid.uuid4().hex, "tags": tag_list, "num_cpus": 1, "num_gpus": 0, "memory_gb": 1.0,
@@ -142,6 +153,13 @@ def query_plans(ctx: HubContext) -> list[str]:
             sql = str(q.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
             plan = [str(row[-1]) for row in conn.execute(text(f"{explain} {sql}"))]
             lines.append(f"  {name}: " + " / ".join(p.strip() for p in plan))
+        from hub.core import job_sort
+
+        ran = core.filter_jobs(select(Job), core.JobFilter()).where(job_sort.HAS_RUN_TIME).order_by(job_sort.RUN_TIME.asc(), Job.job_id.asc()).limit(51)
+        batch_failed = core.find_jobs_query(core.JobFilter(batchId="bench-batch", status=[core.JobStatus.FAILED]), 51, oldest_first=True)
+        for name, q in (("sort=duration&order=asc", ran), ("batch page, failed first", batch_failed)):
+            sql = str(q.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+            lines.append(f"  {name}: " + " / ".join(str(r[-1]).strip() for r in conn.execute(text(f"{explain} {sql}"))))
         counts = select(Job.status, core.func.count()).group_by(Job.status)
         sql = str(counts.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
         lines.append("  counts per status: " + " / ".join(str(r[-1]).strip() for r in conn.execute(text(f"{explain} {sql}"))))

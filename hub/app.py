@@ -22,7 +22,7 @@ from .context import HubContext
 from .errors import HubError
 from .limits import BodySizeLimit
 from .openapi import install_docs
-from .routes import health, v1_compute, v1_files, v1_jobs, v1_services, wire
+from .routes import health, v1_batches, v1_compute, v1_files, v1_jobs, v1_services, wire
 from .settings import HubSettings
 from .ui import mount_ui, ui_error_page
 
@@ -89,6 +89,7 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
         return JSONResponse({"detail": format_validation_error(exc)}, status_code=400 if beyond_schema else 422)
 
     app.include_router(v1_jobs.router)
+    app.include_router(v1_batches.router)
     app.include_router(v1_services.router)
     app.include_router(v1_files.router)
     app.include_router(v1_compute.router)

@@ -90,6 +90,21 @@ class JobCounts(BaseModel):
     counts: dict[str, int]
 
 
+class BatchPublic(BaseModel):
+    """Where the jobs of one batch (one ``batchId``) stand."""
+
+    batchId: str
+    counts: dict[str, int] = Field(description="jobs per status (every status, zeros included)")
+    total: int
+    finished: int = Field(description="jobs completed or failed")
+    failed: int
+    isFinished: bool = Field(description="every job of the batch is completed or failed")
+    firstCreatedSec: float = Field(description="when the batch's first job was created (Unix seconds)")
+    etaSec: Optional[float] = Field(
+        default=None, description="seconds until the last job finishes at the pace so far; null before the first finishes or after the last"
+    )
+
+
 class ServiceCreateBody(_Body):
     serviceName: Name
 

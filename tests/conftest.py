@@ -27,6 +27,7 @@ pytest_plugins = ["tests.slurm_support"]
 TIERS: dict[str, tuple[str, ...]] = {
     "test_app_sdk": ("unit",),
     "test_watcher_launcher": ("bridge",),
+    "test_batch_page": ("hub",),
     "test_batches": ("hub",),
     "test_bench_smoke": ("bridge",),
     "test_bridge_containers_e2e": ("bridge", "container"),
@@ -74,6 +75,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_ssh_e2e": ("ssh",),
     "test_ssh_shell": ("ssh",),
     "test_ui_browser": ("browser",),
+    "test_ui_browser_lists": ("browser",),
     "test_ui_pages": ("hub",),
     "test_ui_register_compute_client": ("hub",),
     "test_user_stats": ("hub",),

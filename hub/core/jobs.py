@@ -458,17 +458,20 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
         raise BadRequest("invalid cursor: pass back the nextCursor of a previous page unchanged") from None
 
 
-def find_jobs(s: Session, f: JobFilter, *, limit: int = DEFAULT_FIND_LIMIT, cursor: Optional[str] = None) -> tuple[list[Job], Optional[str]]:
-    """Jobs matching every filter, newest first; returns a page and the cursor of the next page."""
+def find_jobs(
+    s: Session, f: JobFilter, *, limit: int = DEFAULT_FIND_LIMIT, cursor: Optional[str] = None, oldest_first: bool = False,
+) -> tuple[list[Job], Optional[str]]:
+    """Jobs matching every filter, newest (or oldest) first; returns a page and the cursor of the next page."""
     if not 1 <= limit <= MAX_FIND_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_FIND_LIMIT}")
-    rows: list[Job] = list(s.scalars(find_jobs_query(f, limit + 1, cursor)).all())
+    rows: list[Job] = list(s.scalars(find_jobs_query(f, limit + 1, cursor, oldest_first=oldest_first)).all())
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
 
-def find_jobs_query(f: JobFilter, limit: int, cursor: Optional[str] = None) -> Select[tuple[Job]]:
-    """The query of a page: keyset paging on (created, job id), newest first.
+def find_jobs_query(f: JobFilter, limit: int, cursor: Optional[str] = None, *, oldest_first: bool = False) -> Select[tuple[Job]]:
+    """The query of a page: keyset paging on (created, job id), newest first (or oldest first: the same
+    indexes walked backwards).
 
     With a tag filter the page is walked in ``job_tags``' (tag, created, job id) index, which
     holds each job's creation time: in order, however many jobs carry the tag.
@@ -484,7 +487,12 @@ def find_jobs_query(f: JobFilter, limit: int, cursor: Optional[str] = None) -> S
     q = _filtered(q, f)
     if cursor:
         ts, jid = _decode_cursor(cursor)
-        q = q.where(or_(created < ts, and_(created == ts, job_id < jid)))
+        if oldest_first:
+            q = q.where(or_(created > ts, and_(created == ts, job_id > jid)))
+        else:
+            q = q.where(or_(created < ts, and_(created == ts, job_id < jid)))
+    if oldest_first:
+        return q.order_by(created.asc(), job_id.asc()).limit(limit)
     return q.order_by(created.desc(), job_id.desc()).limit(limit)
 
 
@@ -508,6 +516,11 @@ def _filtered(q: SelectT, f: JobFilter) -> SelectT:
         # one status as '=' lets the planner walk ix_jobs_status_created in order
         q = q.where(Job.status == statuses[0]) if len(statuses) == 1 else q.where(Job.status.in_(statuses))
     return q
+
+
+def filter_jobs(q: SelectT, f: JobFilter) -> SelectT:
+    """``q`` restricted to the jobs matching every filter of ``f`` (for queries ordered otherwise, hub/core/job_sort.py)."""
+    return _filtered(q, f)
 
 
 def count_jobs_by_status(s: Session, service_name: Optional[str] = None, f: Optional[JobFilter] = None) -> dict[str, int]:

@@ -77,7 +77,7 @@ class Job(Base):
     job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     service_name: Mapped[str] = mapped_column(String(100))
     user_id: Mapped[str] = mapped_column(String(100), index=True)
-    batch_id: Mapped[Optional[str]] = mapped_column(String(200), nullable=True, index=True)
+    batch_id: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
     app_name: Mapped[str] = mapped_column(String(100))
     processor_name: Mapped[str] = mapped_column(String(100))
     job_definition: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -132,7 +132,14 @@ class Job(Base):
         # counts per status of a service or user, and their pages filtered by status, in order
         Index("ix_jobs_service_status", "service_name", "status", "timestamp_created_sec", "job_id"),
         Index("ix_jobs_user_status", "user_id", "status", "timestamp_created_sec", "job_id"),
+        # a batch's page: its jobs in order, its counts per status and its failed jobs first
+        Index("ix_jobs_batch_created", "batch_id", "timestamp_created_sec", "job_id"),
+        Index("ix_jobs_batch_status", "batch_id", "status", "timestamp_created_sec", "job_id"),
     )
+
+
+# the jobs list sorted by how long jobs ran (hub/core/job_sort.py queries this very expression)
+Index("ix_jobs_run_time", Job.timestamp_finished_sec - Job.timestamp_started_sec, Job.job_id)
 
 
 class ConsoleMask(Base):

@@ -1,6 +1,6 @@
 """The hub's web UI: server-rendered pages (Jinja2, autoescaped) with a little JavaScript and CSS served by the hub.
 
-Pages: the job page at every job URL (``/job/<jobId>``), the jobs table (``/jobs``),
+Pages: the job page at every job URL (``/job/<jobId>``), the jobs table (``/jobs``), batches (``/batch/<batchId>``),
 services, apps, compute clients, the submit playground (``/submit``), settings
 (log in with an API key) and the original compute client's registration page. Reading is open to anyone with the link, like job URLs;
 changing anything needs a login (session cookie) and a CSRF token (see ``auth``).
@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..errors import HubError
-from . import account_pages, jobs_pages, register_compute_client, service_pages, submit_pages, user_pages  # noqa: F401 - they register their routes
+from . import account_pages, batch_pages, jobs_pages, register_compute_client, service_pages, submit_pages, user_pages  # noqa: F401 - they register their routes
 from .auth import viewer_for
 from .common import json_router, router
 from .render import STATIC_DIR, render_error

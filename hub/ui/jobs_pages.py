@@ -14,8 +14,7 @@ from pairio.models import PairioApp
 from pairio.status import JobStatus
 
 from ..context import HubContext
-from ..core import accounts
-from ..core import job_secrets
+from ..core import accounts, job_secrets, job_sort
 from ..core import jobs as core
 from ..db.tables import Job, JobDependency, JobOutput
 from ..deps import Ctx, DbSession
@@ -62,11 +61,14 @@ def jobs_page(request: Request, s: DbSession, viewer: OptionalViewer) -> HTMLRes
     cursor = request.query_params.get("cursor") or None
     if cursor is not None and len(cursor) > MAX_CURSOR_CHARS:
         raise BadRequest("invalid cursor: follow the page's 'next' link, which carries the cursor unchanged")
-    rows, next_cursor = core.find_jobs(s, f, limit=JOBS_PAGE_SIZE, cursor=cursor)
+    sort = job_sort.parse_sort(request.query_params.get("sort"), request.query_params.get("order"))
+    rows, next_cursor = job_sort.find_sorted_jobs(s, f, sort, limit=JOBS_PAGE_SIZE, cursor=cursor)
     counts = core.count_jobs_by_status(s, f=f)
     return render(
         request, "jobs.html", viewer=viewer, jobs=rows, next_cursor=next_cursor, counts=counts,
         total=sum(counts.values()), params=params, is_first_page=cursor is None,
+        sort=sort, sort_params={} if sort.is_default else {"sort": sort.key.value, "order": "desc" if sort.descending else "asc"},
+        live=any(not JobStatus(j.status).is_terminal for j in rows),
         services=[x.service_name for x in accounts.list_services(s)], now=time.time(), notice=notice_of(request),
     )
 

@@ -1,5 +1,5 @@
 // Pairio hub UI: small progressive enhancements. Every page works without this script;
-// it adds live updates of the job page, "load earlier" console output, confirmations,
+// it adds live updates of the job page, the batch page and the jobs list, "load earlier" console output, confirmations,
 // and the playground's Python preview. Text from the hub is inserted as text, never as HTML,
 // except whole sections of the hub's own (server-escaped) job page.
 "use strict";
@@ -143,6 +143,106 @@
     return i === 0 ? n + " B" : n.toFixed(1) + " " + units[i];
   }
 
+  // ------------------------------------------------------------ pages that follow unfinished jobs
+  // The batch page and the jobs list redraw their [data-live-section]s from a fresh copy of the same URL
+  // (filters, sort and page kept), only while the tab is visible, until no job they show is unfinished.
+
+  function whenVisible(fn) {
+    if (!document.hidden) { fn(); return; }
+    var root = document.documentElement;
+    root.setAttribute("data-live-paused", "true");  // no polls from a hidden tab
+    document.addEventListener("visibilitychange", function again() {
+      if (document.hidden) return;
+      document.removeEventListener("visibilitychange", again);
+      root.removeAttribute("data-live-paused");
+      fn();
+    });
+  }
+
+  function redrawLiveSections() {
+    return fetch(window.location.href, { headers: { Accept: "text/html" }, credentials: "same-origin", cache: "no-store" })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.text(); })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        document.querySelectorAll("[data-live-section]").forEach(function (old) {
+          var fresh = doc.getElementById(old.id);
+          if (fresh) old.replaceWith(document.importNode(fresh, true));
+        });
+        return doc;
+      });
+  }
+
+  function showLiveDot(on) {
+    var dot = document.getElementById("live-indicator");
+    if (dot) dot.hidden = !on;
+  }
+
+  function setUpBatchPage() {
+    var batch = document.getElementById("batch");
+    if (!batch || batch.getAttribute("data-finished") === "true") return;
+    var url = "/v1/batches/" + encodeURIComponent(batch.getAttribute("data-batch-id"));
+    var counts = batch.getAttribute("data-counts");
+    var statusOrder = counts.split(",").map(function (pair) { return pair.split("=")[0]; });
+    var delay = 2000;
+
+    function signature(c) {
+      return statusOrder.map(function (st) { return st + "=" + (c[st] || 0); }).join(",");
+    }
+
+    function poll() {
+      fetch(url, { credentials: "same-origin", cache: "no-store" })
+        .then(function (r) {
+          if (r.status === 404) return null;  // every job of the batch was deleted
+          if (!r.ok) throw new Error("HTTP " + r.status);
+          return r.json();
+        })
+        .then(function (data) {
+          if (data === null) { showLiveDot(false); return; }
+          var fresh = signature(data.counts);
+          var redraw = fresh !== counts ? redrawLiveSections() : Promise.resolve();
+          counts = fresh;
+          return redraw.then(function () {
+            batch.setAttribute("data-counts", counts);
+            if (data.isFinished) { batch.setAttribute("data-finished", "true"); showLiveDot(false); return; }
+            showLiveDot(true);
+            delay = 2000;
+            window.setTimeout(function () { whenVisible(poll); }, delay);
+          });
+        })
+        .catch(function () {
+          delay = Math.min(delay * 2, 15000);  // the hub restarting or the network away: keep trying, slower
+          window.setTimeout(function () { whenVisible(poll); }, delay);
+        });
+    }
+
+    showLiveDot(true);
+    window.setTimeout(function () { whenVisible(poll); }, delay);
+  }
+
+  function setUpJobsList() {
+    var live = document.getElementById("jobs-live");
+    if (!live || live.getAttribute("data-live") !== "true") return;
+    var delay = 3000;
+
+    function poll() {
+      redrawLiveSections()
+        .then(function () {
+          var fresh = document.getElementById("jobs-live");
+          if (!fresh || fresh.getAttribute("data-live") !== "true") return;  // every listed job finished
+          showLiveDot(true);
+          delay = 3000;
+          window.setTimeout(function () { whenVisible(poll); }, delay);
+        })
+        .catch(function () {
+          delay = Math.min(delay * 2, 30000);
+          window.setTimeout(function () { whenVisible(poll); }, delay);
+        });
+    }
+
+    showLiveDot(true);
+    window.setTimeout(function () { whenVisible(poll); }, delay);
+  }
+
   // ------------------------------------------------------------ the playground's Python preview
   function setUpPlayground() {
     var form = document.getElementById("submit-form");
@@ -171,6 +271,8 @@
   onReady(function () {
     setUpForms(document);
     setUpJobPage();
+    setUpBatchPage();
+    setUpJobsList();
     setUpPlayground();
   });
 })();
