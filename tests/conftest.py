@@ -74,6 +74,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_ui_browser": ("browser",),
     "test_ui_pages": ("hub",),
     "test_user_stats": ("hub",),
+    "test_waiting_bridge": ("bridge",),
     "test_waiting_reason": ("hub",),
     "test_watch": ("unit",),
     "test_wire_protocol": ("hub",),
