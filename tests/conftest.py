@@ -76,6 +76,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_user_stats": ("hub",),
     "test_waiting_bridge": ("bridge",),
     "test_waiting_reason": ("hub",),
+    "test_waiting_slurm": ("slurm",),
     "test_watch": ("unit",),
     "test_wire_protocol": ("hub",),
     "test_wire_ui_calls": ("compat",),
