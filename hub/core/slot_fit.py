@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
@@ -39,16 +39,20 @@ class Misfit:
     reasons: list[str]  # e.g. "numCpus: asks 64, the slot has 2"
 
 
+# built once: composing it costs more than running it
+_CLIENTS = (
+    select(ComputeClient.compute_client_id, ComputeClient.label, ComputeClient.compute_slots, ComputeClient.last_active_sec)
+    .where(ComputeClient.service_name == bindparam("service"))
+    .order_by(ComputeClient.created_sec, ComputeClient.compute_client_id)
+)
+
+
 def service_clients(s: Session, service_name: str, targets: Optional[Sequence[str]] = None) -> list[ClientSlots]:
     """The service's compute clients (only those named in ``targets`` when the job names some)."""
-    q = select(ComputeClient.compute_client_id, ComputeClient.label, ComputeClient.compute_slots, ComputeClient.last_active_sec).where(
-        ComputeClient.service_name == service_name
-    )
-    if targets is not None:
-        q = q.where(ComputeClient.compute_client_id.in_(list(targets)))
     return [
         ClientSlots(cc_id, label, [PairioComputeClientComputeSlot.model_validate(x) for x in slots], last_active)
-        for cc_id, label, slots, last_active in s.execute(q.order_by(ComputeClient.created_sec, ComputeClient.compute_client_id))
+        for cc_id, label, slots, last_active in s.execute(_CLIENTS, {"service": service_name})
+        if targets is None or cc_id in targets
     ]
 
 
