@@ -114,13 +114,15 @@ def _last_heard(c: slot_fit.ClientSlots, now: float) -> str:
     return "never heard from" if c.last_active_sec is None else f"last heard {now - c.last_active_sec:.0f} s ago"
 
 
+_RUNNING_RESOURCES = select(Job.compute_client_id, Job.num_cpus, Job.num_gpus, Job.memory_gb, Job.time_sec).where(
+    Job.compute_client_id.in_(bindparam("clients", expanding=True)), Job.status.in_([st.value for st in ACTIVE_STATUSES])
+)
+
+
 def _clients_with_a_free_slot(s: Session, clients: Sequence[slot_fit.ClientSlots], r: PairioJobRequiredResources) -> list[slot_fit.ClientSlots]:
     running: dict[str, list[PairioJobRequiredResources]] = defaultdict(list)
-    rows = s.scalars(
-        select(Job).where(Job.compute_client_id.in_([c.compute_client_id for c in clients]), Job.status.in_([st.value for st in ACTIVE_STATUSES]))
-    )
-    for row in rows:
-        running[row.compute_client_id or ""].append(resources_of(row))
+    for cc_id, cpus, gpus, memory, time_sec in s.execute(_RUNNING_RESOURCES, {"clients": [c.compute_client_id for c in clients]}):
+        running[cc_id].append(PairioJobRequiredResources.model_construct(numCpus=cpus, numGpus=gpus, memoryGb=memory, timeSec=time_sec))
     return [c for c in clients if SlotUsage.of(c.slots, running[c.compute_client_id]).best_slot(r) is not None]
 
 
