@@ -67,6 +67,9 @@ def test_a_job_that_fits_gets_no_such_event_and_a_job_with_no_client_says_none_i
     reason = reason_of(http, job["jobId"])
     assert reason["code"] == WaitingCode.NO_COMPUTE_CLIENT_ONLINE.value
     assert "'quiet' never heard from" in reason["message"], reason["message"]
+    # right after the registration (the hub remembers a service's clients for a moment): still said
+    too_big = submit(http, seeded, hello1("too big"), {**RES, "numCpus": 3})
+    assert "numCpus: asks 3, the slot has 2 CPUs" in events(http, too_big["jobId"])[1]["message"]
     fits = submit(http, seeded, hello1("fits"), RES)
     assert [e["message"] for e in events(http, fits["jobId"])] == ["created by alice"]
 

@@ -274,15 +274,9 @@ def _note_if_no_slot_fits(s: Session, job: Job, resources: PairioJobRequiredReso
     """Say at once on the timeline when no compute slot of the service can take the job.
 
     The job stays pending (a compute client with a bigger slot may register); the waiting
-    reason of ``GET /v1/jobs/{id}`` is computed afresh at each read. The service's compute
-    clients are read once per transaction (a batch of jobs asks once).
+    reason of ``GET /v1/jobs/{id}`` is computed afresh at each read.
     """
-    targets = job.target_compute_client_ids
-    key = ("slot_fit_clients", job.service_name, tuple(targets) if targets is not None else None)
-    clients = s.info.get(key)
-    if clients is None:
-        clients = s.info[key] = slot_fit.service_clients(s, job.service_name, targets)
-    misfit = slot_fit.closest_misfit(clients, resources)
+    misfit = slot_fit.no_slot_fits(s, job.service_name, job.target_compute_client_ids, resources)
     if misfit is not None:
         add_event(
             s, job.job_id, None,

@@ -6,11 +6,13 @@ when a pending job's waiting reason is computed (hub/core/waiting.py).
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session
 
 from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
@@ -54,6 +56,28 @@ def service_clients(s: Session, service_name: str, targets: Optional[Sequence[st
         for cc_id, label, slots, last_active in s.execute(_CLIENTS, {"service": service_name})
         if targets is None or cc_id in targets
     ]
+
+
+# Creating a job asks whether any slot fits it; the answer rarely changes, so a process
+# remembers each service's clients for a moment. Only a "fits" answer is taken from memory: a
+# "no slot fits" is read afresh before it is said, so a client registered meanwhile is never missed.
+CLIENTS_MEMORY_SEC = 2.0
+_remembered: "weakref.WeakKeyDictionary[Engine, dict[str, tuple[float, list[ClientSlots]]]]" = weakref.WeakKeyDictionary()
+
+
+def no_slot_fits(s: Session, service_name: str, targets: Optional[Sequence[str]], r: PairioJobRequiredResources) -> Optional[Misfit]:
+    """The closest misfit when the service has compute clients (of ``targets``, if given) and none fits ``r``."""
+    engine = s.get_bind()
+    memory = _remembered.setdefault(engine, {}) if isinstance(engine, Engine) else {}
+    now = time.monotonic()
+    remembered = memory.get(service_name)
+    if remembered is not None and remembered[0] > now:
+        clients = [c for c in remembered[1] if targets is None or c.compute_client_id in targets]
+        if clients and closest_misfit(clients, r) is None:
+            return None
+    everyone = service_clients(s, service_name)
+    memory[service_name] = (now + CLIENTS_MEMORY_SEC, everyone)
+    return closest_misfit([c for c in everyone if targets is None or c.compute_client_id in targets], r)
 
 
 def fits_some_slot(client: ClientSlots, r: PairioJobRequiredResources) -> bool:
