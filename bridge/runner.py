@@ -46,6 +46,7 @@ from pairio.masking import mask_text
 from pairio.names import secret_name_problem
 from pairio.models import PairioApp, PairioJobData, PairioJobRequiredResources
 from pairio.status import JobStatus
+from pairio.waiting import HOST_BUSY_NOTE_PREFIX, QUEUE_NOTE_PREFIX, STARTED_NOTE_PREFIX
 
 from .backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError, SubmitRetryLater
 from .config import AppCommandsFile, BridgeConfig, BridgeConfigError, ContainerMode, ProcessorLaunch, processor_command
@@ -77,7 +78,7 @@ WORKER_RETRY_SEC = 30.0
 RESOURCE_LOG_UPLOAD_INTERVAL_SEC = 10.0
 RESOURCE_LOG_UPLOAD_SCALE_BYTES = 32 * 1024
 BUSY_HOST_RECHECK_SEC = 2.0
-BUSY_HOST_NOTE_PREFIX = "waiting: "
+BUSY_HOST_NOTE_PREFIX = HOST_BUSY_NOTE_PREFIX  # the hub reads these notes back as the job's waiting reason
 FINISH_CALL_MAX_LOG_BYTES = 2 * 1024 * 1024
 """a larger resource log goes in its own upload, not in the finished job's JSON report"""
 RESOURCE_LOG_FIRST_UPLOAD_SEC = 2.0
@@ -549,9 +550,9 @@ class BridgeRunner:
     def _note_progress(self, tracked: TrackedJob, outcome: NativeOutcome) -> None:
         """Put queue waits on the job's timeline (e.g. Slurm's reason), once per change."""
         if outcome.phase is NativePhase.QUEUED:
-            note = f"waiting in the {self.backend.name} queue" + (f": {outcome.reason}" if outcome.reason else "")
+            note = f"{QUEUE_NOTE_PREFIX}{self.backend.name} queue" + (f": {outcome.reason}" if outcome.reason else "")
         elif tracked.last_note is not None and tracked.last_note.startswith("waiting"):
-            note = f"started on the {self.backend.name} backend"
+            note = f"{STARTED_NOTE_PREFIX}{self.backend.name} backend"
         else:
             return
         if note != tracked.last_note:

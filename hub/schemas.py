@@ -21,7 +21,10 @@ from pairio.models import (
     Tag,
 )
 
+from pairio.waiting import PairioWaitingReason
+
 from .core.jobs import JobCreate
+from .core.waiting import QUEUE_COUNT_LIMIT
 
 BatchId = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
 
@@ -61,6 +64,19 @@ class JobsCreated(BaseModel):
 
 class JobPublic(PairioJobData):
     """A job as users see it; ``jobPrivateKey`` and ``secrets`` are always null, secret parameters ``"***"``."""
+
+
+class JobDetailPublic(JobPublic):
+    """One job read on its own (``GET /v1/jobs/{id}``): ``JobPublic`` and why it waits, if it does."""
+
+    waitingReason: Optional[PairioWaitingReason] = Field(
+        default=None, description="why the job does not run yet; null once it runs (and is not queued by its backend) or is finished"
+    )
+    queuePosition: Optional[int] = Field(
+        default=None,
+        description=f"for a runnable pending job: 1 if its service's compute clients claim it next (oldest first); "
+        f"counted up to {QUEUE_COUNT_LIMIT + 1}",
+    )
 
 
 class JobsPublic(BaseModel):

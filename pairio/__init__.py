@@ -68,6 +68,7 @@ from .models import (
     PairioServiceUser,
 )
 from .status import TERMINAL_STATUSES, JobStatus
+from .waiting import PairioWaitingReason, WaitingCode
 
 try:
     __version__ = _version("pairio")
@@ -102,6 +103,8 @@ __all__ = [
     "PairioJobSecret",
     "PairioJobOutputFileResult",
     "PairioJobEvent",
+    "PairioWaitingReason",
+    "WaitingCode",
     # apps, services, compute clients
     "PairioApp",
     "PairioAppProcessor",

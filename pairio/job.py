@@ -9,6 +9,7 @@ from pydantic import PrivateAttr
 
 from .errors import JobWaitTimeoutError, UnknownOutputError
 from .models import PairioJobData, PairioJobEvent
+from .waiting import PairioWaitingReason
 
 if TYPE_CHECKING:
     from .client import PairioClient
@@ -19,6 +20,11 @@ class PairioJob(PairioJobData):
 
     Fields are a snapshot from the hub; ``refresh()`` and ``wait_until_done()`` update them.
     """
+
+    waitingReason: Optional[PairioWaitingReason] = None
+    """why it does not run yet (read with ``get_job``/``refresh``; lists leave it out): ``.code`` and ``.message``"""
+    queuePosition: Optional[int] = None
+    """a runnable pending job's place among its service's pending jobs, 1 = claimed next (read with ``get_job``/``refresh``)"""
 
     _client: Optional["PairioClient"] = PrivateAttr(default=None)
 

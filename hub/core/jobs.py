@@ -30,7 +30,7 @@ from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mar
 from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag, Service, ServiceApp
 from ..errors import BadRequest, Forbidden, NotFound
 from ..security import hash_secret, new_id, url_hash
-from . import accounts, job_counts, job_secrets
+from . import accounts, job_counts, job_secrets, slot_fit
 from .definition import app_fingerprint, job_definition_hash, normalize_job_definition
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
@@ -263,9 +263,27 @@ def create_job(
     add_event(s, job_id, JobStatus.PENDING, f"created by {user_id}" + ("" if is_runnable else f"; waits for {len(dependencies)} dependenc{'y' if len(dependencies) == 1 else 'ies'}"))
     if failed_dep is not None:
         _fail(s, job, f"dependency {failed_dep} failed: {dep_status[failed_dep][1] or 'no error given'}")
-    elif is_runnable:
+        return job, True
+    _note_if_no_slot_fits(s, job, req.requiredResources)
+    if is_runnable:
         mark_runnable_changed(s)
     return job, True
+
+
+def _note_if_no_slot_fits(s: Session, job: Job, resources: PairioJobRequiredResources) -> None:
+    """Say at once on the timeline when no compute slot of the service can take the job.
+
+    The job stays pending (a compute client with a bigger slot may register); the waiting
+    reason of ``GET /v1/jobs/{id}`` is computed afresh at each read.
+    """
+    misfit = slot_fit.no_slot_fits(s, job.service_name, job.target_compute_client_ids, resources)
+    if misfit is not None:
+        add_event(
+            s, job.job_id, None,
+            slot_fit.misfit_message(job.service_name, misfit)
+            + "; the job stays pending until a compute client with a slot that fits registers"
+            " (or cancel it and submit it with smaller requiredResources)",
+        )
 
 
 def _spec_hash(s: Session, req: JobCreate) -> Optional[str]:

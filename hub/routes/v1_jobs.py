@@ -8,12 +8,14 @@ from typing import Annotated, Any, Optional
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from pairio.status import JobStatus
 
-from ..context import HubContext
+from ..context import HubContext, now_sec
 from ..core import jobs as core
+from ..core import waiting
 from ..deps import Ctx, CurrentUser, DbSession, _documented_bearer, bearer_token, get_ctx
 from ..errors import HubError
 from ..schemas import (
@@ -22,6 +24,7 @@ from ..schemas import (
     FindByDefinitionResult,
     JobCounts,
     JobCreateBody,
+    JobDetailPublic,
     JobEventsPublic,
     JobPublic,
     JobsCreateBody,
@@ -160,14 +163,23 @@ def delete_jobs(body: DeleteJobsBody, ctx: Ctx, s: DbSession, user: CurrentUser)
     core.delete_jobs(ctx, s, user, body.jobIds)
 
 
-@router.get("/jobs/{job_id}", response_model=JobPublic)
+@router.get("/jobs/{job_id}", response_model=JobDetailPublic)
 async def get_job(job_id: str, request: Request) -> Response:
+    """The job, with why it waits (``waitingReason``) and its place in its service's queue (``queuePosition``)."""
     return await _in_thread(_get_job, _ctx(request), job_id)
 
 
 def _get_job(ctx: HubContext, job_id: str) -> Response:
     with ctx.read_transaction() as s:
-        return _json(core.jobs_public(s, [core.get_job_row(s, job_id)], model=JobPublic)[0])
+        return _json(job_detail(ctx, s, core.get_job_row(s, job_id)))
+
+
+def job_detail(ctx: HubContext, s: Session, row: core.Job) -> JobDetailPublic:
+    """One job as ``GET /v1/jobs/{id}`` and the job page show it."""
+    public = core.jobs_public(s, [row], model=JobDetailPublic)[0]
+    public.waitingReason = waiting.waiting_reason(s, row, heartbeat_timeout_sec=ctx.settings.heartbeat_timeout_sec, now=now_sec())
+    public.queuePosition = waiting.queue_position(s, row)
+    return public
 
 
 @router.get("/jobs/{job_id}/events", response_model=JobEventsPublic)

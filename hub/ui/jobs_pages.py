@@ -16,6 +16,7 @@ from pairio.status import JobStatus
 from ..context import HubContext
 from ..core import accounts, job_secrets, job_sort
 from ..core import jobs as core
+from ..core import waiting
 from ..db.tables import Job, JobDependency, JobOutput
 from ..deps import Ctx, DbSession
 from ..errors import BadRequest, Forbidden, NotFound
@@ -115,8 +116,10 @@ def job_page(job_id: str, request: Request, ctx: Ctx, s: DbSession, viewer: Opti
     elapsed = None
     if job.timestampStartedSec is not None:
         elapsed = (job.timestampFinishedSec or now) - job.timestampStartedSec
+    waiting_reason = waiting.waiting_reason(s, row, heartbeat_timeout_sec=ctx.settings.heartbeat_timeout_sec, now=now)
     return render(
         request, "job.html", viewer=viewer, job=job, events=events, deps=deps, dependants=dependants,
+        waiting_reason=waiting_reason, queue_position=waiting.queue_position(s, row), queue_limit=waiting.QUEUE_COUNT_LIMIT,
         producers=producers, param_specs=param_specs, console=console, usage=usage, plot=plot, elapsed=elapsed,
         resource_log_size=_resource_log_size(ctx, job_id), can=job_permissions(s, row, viewer), notice=notice_of(request), now=now,
         erased_secrets=job_secrets.erased_secret_names(row),

@@ -137,6 +137,8 @@ def show_job(options: JobsOptions, job_id: str, as_json: bool) -> None:
         ("job", job.jobId),
         ("url", job.job_url),
         ("status", _status_text(job)),
+        ("waiting", job.waitingReason.message if job.waitingReason else ""),
+        ("queue position", str(job.queuePosition) if job.queuePosition else ""),
         ("error", job.error or ""),
         ("service", job.serviceName),
         ("app", f"{d.appName} / {d.processorName}"),

@@ -1,0 +1,124 @@
+"""Whether a job's required resources fit any compute slot of its service, and if not, what does not fit.
+
+Used when a job is created (an event on its timeline when no slot can ever take it) and
+when a pending job's waiting reason is computed (hub/core/waiting.py).
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+from sqlalchemy import Engine, bindparam, select
+from sqlalchemy.orm import Session
+
+from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
+
+from ..db.tables import ComputeClient
+
+_UNITS = {"numCpus": "CPUs", "numGpus": "GPUs", "memoryGb": "GB of memory", "timeSec": "s of run time"}
+
+
+@dataclass(frozen=True)
+class ClientSlots:
+    """A compute client of the service as fit checks need it."""
+
+    compute_client_id: str
+    label: str
+    slots: list[PairioComputeClientComputeSlot]
+    last_active_sec: Optional[float]
+
+
+@dataclass(frozen=True)
+class Misfit:
+    """The slot closest to fitting a job that fits none, and what it cannot give."""
+
+    slot: PairioComputeClientComputeSlot
+    compute_client_label: str
+    reasons: list[str]  # e.g. "numCpus: asks 64, the slot has 2"
+
+
+# built once: composing it costs more than running it
+_CLIENTS = (
+    select(ComputeClient.compute_client_id, ComputeClient.label, ComputeClient.compute_slots, ComputeClient.last_active_sec)
+    .where(ComputeClient.service_name == bindparam("service"))
+    .order_by(ComputeClient.created_sec, ComputeClient.compute_client_id)
+)
+
+
+def service_clients(s: Session, service_name: str, targets: Optional[Sequence[str]] = None) -> list[ClientSlots]:
+    """The service's compute clients (only those named in ``targets`` when the job names some)."""
+    return [
+        ClientSlots(cc_id, label, [PairioComputeClientComputeSlot.model_validate(x) for x in slots], last_active)
+        for cc_id, label, slots, last_active in s.execute(_CLIENTS, {"service": service_name})
+        if targets is None or cc_id in targets
+    ]
+
+
+# Creating a job asks whether any slot fits it; the answer rarely changes, so a process
+# remembers each service's clients for a moment. Only a "fits" answer is taken from memory: a
+# "no slot fits" is read afresh before it is said, so a client registered meanwhile is never missed.
+CLIENTS_MEMORY_SEC = 2.0
+_remembered: "weakref.WeakKeyDictionary[Engine, dict[str, tuple[float, list[ClientSlots]]]]" = weakref.WeakKeyDictionary()
+
+
+def no_slot_fits(s: Session, service_name: str, targets: Optional[Sequence[str]], r: PairioJobRequiredResources) -> Optional[Misfit]:
+    """The closest misfit when the service has compute clients (of ``targets``, if given) and none fits ``r``."""
+    engine = s.get_bind()
+    memory = _remembered.setdefault(engine, {}) if isinstance(engine, Engine) else {}
+    now = time.monotonic()
+    remembered = memory.get(service_name)
+    if remembered is not None and remembered[0] > now:
+        clients = [c for c in remembered[1] if targets is None or c.compute_client_id in targets]
+        if clients and closest_misfit(clients, r) is None:
+            return None
+    everyone = service_clients(s, service_name)
+    memory[service_name] = (now + CLIENTS_MEMORY_SEC, everyone)
+    return closest_misfit([c for c in everyone if targets is None or c.compute_client_id in targets], r)
+
+
+def fits_some_slot(client: ClientSlots, r: PairioJobRequiredResources) -> bool:
+    return any(slot.fits(r) for slot in client.slots)
+
+
+def slot_misfits(slot: PairioComputeClientComputeSlot, r: PairioJobRequiredResources) -> list[str]:
+    """Each resource of ``r`` outside the slot's range, in words."""
+    reasons = []
+    for name, unit in _UNITS.items():
+        asked = getattr(r, name)
+        most = getattr(slot, name)
+        least = getattr(slot, "min" + name[0].upper() + name[1:])
+        if asked > most:
+            reasons.append(f"{name}: asks {asked:g}, the slot has {most:g} {unit}")
+        elif asked < least:
+            reasons.append(f"{name}: asks {asked:g}, the slot takes jobs of at least {least:g} {unit}")
+    return reasons
+
+
+def closest_misfit(clients: Sequence[ClientSlots], r: PairioJobRequiredResources) -> Optional[Misfit]:
+    """None when some slot fits (or there are no slots); else the slot that misses on the fewest resources,
+    the largest among those (GPUs, then CPUs, memory, time)."""
+    best: Optional[tuple[tuple[int, float, float, float, float], Misfit]] = None
+    for client in clients:
+        for slot in client.slots:
+            reasons = slot_misfits(slot, r)
+            if not reasons:
+                return None
+            rank = (len(reasons), -slot.numGpus, -slot.numCpus, -slot.memoryGb, -slot.timeSec)
+            if best is None or rank < best[0]:
+                best = (rank, Misfit(slot, client.label, reasons))
+    return best[1] if best else None
+
+
+def describe_slot(slot: PairioComputeClientComputeSlot) -> str:
+    return f"{slot.numCpus} CPUs, {slot.numGpus} GPUs, {slot.memoryGb:g} GB, {slot.timeSec:g} s"
+
+
+def misfit_message(service_name: str, misfit: Misfit) -> str:
+    return (
+        f"no compute slot of service {service_name!r} fits this job: the largest, on compute client "
+        f"{misfit.compute_client_label!r} ({describe_slot(misfit.slot)}), does not fit it ({'; '.join(misfit.reasons)})"
+    )
