@@ -109,7 +109,8 @@ def job_times(stack: Stack, job: Any) -> tuple[JobTimes, Optional[float]]:
 def sshd_cpu(sshd: TestSshd) -> float:
     """CPU seconds of sshd: the listener, its live connections, and what they reaped (ended sessions and their commands).
 
-    Watchers start in sessions of their own and leave sshd's tree: their CPU (and their processors') is not in it.
+    A watcher started by a one-shot agent outlives it and leaves sshd's tree (its CPU is not in this);
+    one started by the long-lived agent is reaped by it, so its CPU (and its processor's) is.
     """
     assert sshd.process is not None
     import psutil
@@ -180,7 +181,7 @@ def through_pairio(
         "times": times,
         "mirrored": [m for _, m in pairs],
         "requests": requests,
-        "cpu": {"hub": hub_cpu, "bridge": bridge_cpu, "sshd and its sessions (agent; not the detached watchers)": remote_cpu},
+        "cpu": {"hub": hub_cpu, "bridge": bridge_cpu, "sshd and what its sessions reaped (a one-shot agent's watchers detach and are not in it)": remote_cpu},
         "first_claim": first_claim,
         "last_final": last_final,
     }
