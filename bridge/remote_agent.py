@@ -643,7 +643,9 @@ def serve() -> int:
 
     write({"ready": True, "pid": os.getpid()})
     while True:
-        readable, _, _ = select.select([0], [], [], WATCH_INTERVAL_SEC)
+        # nothing to watch or reap: sleep until the bridge asks something
+        idle = not watched.dirs and not LAUNCHED_CHILDREN
+        readable, _, _ = select.select([0], [], [], None if idle else WATCH_INTERVAL_SEC)
         if readable:
             chunk = os.read(0, 65536)
             if not chunk:
