@@ -20,6 +20,9 @@ jobs run elsewhere keeps that local directory as a mirror of a remote one:
 
 The remote side is bridge/remote_agent.py (uploaded next to the watcher), run with the
 remote host's Python 3; the watcher falls back to /proc where that Python lacks psutil.
+With ``use_agent_session`` (the SSH backend, once a runner listens for ends) the quick
+agent commands go through one long-lived agent (bridge/agent_session.py), which also says
+the moment a job ends there; without it, or while it cannot run, each is a command of its own.
 Nothing here knows about SSH: any ``Shell`` works, ``LocalShell`` included.
 """
 
