@@ -7,6 +7,8 @@
     python3 agent.py cancel                     (stdin: {"dirs": [...]})
     python3 agent.py download                   (stdin: {"files": [{"url", "path", "size"}]})
     python3 agent.py cleanup                    (stdin: {"jobsDir", "keep": [...], "minAgeSec"})
+    python3 agent.py serve                      -> JSON lines: probe, launch, sync, cancel requests answered in turn,
+                                                   and {"ended": [dirs]} the moment a watched job ends (see ``serve``)
 
 bridge/remote_jobs.py uploads this file (with bridge/watch.py) to the remote host and
 runs it there over the shell seam, so that a poll of all running jobs is one remote
@@ -461,6 +463,7 @@ def command_launch(job_dir: Path, argv: List[str], cpus: List[int], request: Dic
         error = f"could not start the job's watcher ({argv[0]}): {e}"
         write_json_atomically(job_dir / RESULT_FILE, {"phase": "failed", "exitCode": None, "error": error, "timestampFinishedSec": time.time()})
         return {"state": "failed", "error": error}
+    LAUNCHED_CHILDREN.append(child)
     record = {"pid": child.pid, "createTime": process_create_time(child.pid), "hostname": socket.gethostname(), "time": time.time()}
     write_json_atomically(job_dir / LAUNCH_FILE, record)
     return {"state": "launched", "launch": record}
@@ -517,35 +520,158 @@ def command_download(request: Dict[str, Any]) -> Dict[str, Any]:
     return {"files": answers}
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args_in = list(sys.argv[1:] if argv is None else argv)
+LAUNCHED_CHILDREN: List[Any] = []
+"""``serve``: the watchers this agent started (its children until they end: reaped by ``reap_children``)"""
+WATCH_INTERVAL_SEC = 0.05
+"""``serve``: how often it looks for result.json in the job directories it watches"""
+LIVENESS_INTERVAL_SEC = 1.0
+"""``serve``: how often it checks that the watched jobs' watchers still run"""
+SESSION_COMMANDS = ("probe", "launch", "sync", "cancel")
+"""what ``serve`` answers: the quick commands (a download or a clean-up would hold up the others)"""
+
+
+def run_command(args_in: List[str], request: Dict[str, Any]) -> Dict[str, Any]:
+    """One command, its options in ``args_in`` as on the command line, its JSON input in ``request``."""
     # everything after the first "--" is the watcher's argv (argparse would take options from it)
     command = args_in[args_in.index("--") + 1 :] if "--" in args_in else []
     options = args_in[: args_in.index("--")] if "--" in args_in else args_in
     parser = argparse.ArgumentParser(prog="agent.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["probe", "launch", "sync", "cancel", "download", "cleanup"])
+    parser.add_argument("command", choices=["probe", "launch", "sync", "cancel", "download", "cleanup", "serve"])
     parser.add_argument("--job-dir", type=Path)
     parser.add_argument("--cpus", default="", help="launch: CPU ids the job is bound to")
     args = parser.parse_args(options)
+    if args.command == "probe":
+        return command_probe(request)
+    if args.command == "sync":
+        return command_sync(request)
+    if args.command == "cancel":
+        return command_cancel(request)
+    if args.command == "download":
+        return command_download(request)
+    if args.command == "cleanup":
+        return command_cleanup(request)
+    if args.command == "serve":
+        parser.error("serve is a mode of its own, not a command inside it")
+    if args.job_dir is None or not command:
+        parser.error("launch needs --job-dir and the watcher's argv after --")
+    cpus = [int(c) for c in args.cpus.split(",") if c.strip()]
+    return command_launch(args.job_dir, command, cpus, request)
+
+
+# ---------------------------------------------------------------- serve: one long-lived agent per bridge connection
+
+
+class Watched:
+    """The job directories whose end ``serve`` reports the moment it happens."""
+
+    def __init__(self) -> None:
+        self.dirs: Dict[str, float] = {}
+        self.next_liveness = 0.0
+
+    def add(self, directory: str) -> None:
+        self.dirs.setdefault(directory, time.monotonic())
+
+    def ended(self) -> List[str]:
+        """The watched jobs that ended since the last look (result.json there, or a watcher that died without one)."""
+        now = time.monotonic()
+        check_liveness = now >= self.next_liveness
+        if check_liveness:
+            self.next_liveness = now + LIVENESS_INTERVAL_SEC
+        my_hostname = socket.gethostname() if check_liveness else ""
+        ended = []
+        for directory, since in list(self.dirs.items()):
+            job_dir = Path(directory)
+            if os.path.exists(os.path.join(directory, RESULT_FILE)) or not job_dir.is_dir():
+                ended.append(directory)
+            elif check_liveness and now - since > LIVENESS_INTERVAL_SEC:
+                state = watcher_state(job_dir, my_hostname)
+                if state.get("launched") and state.get("alive") is False:
+                    ended.append(directory)
+        for directory in ended:
+            del self.dirs[directory]
+        return ended
+
+
+def reap_children() -> None:
+    for child in list(LAUNCHED_CHILDREN):
+        if child.poll() is not None:
+            LAUNCHED_CHILDREN.remove(child)
+
+
+def serve_one(line: bytes, watched: Watched) -> Dict[str, Any]:
+    """Answer one request line: ``{"id", "args": [command, options..., "--", argv...], "request": {...}}``."""
+    try:
+        message = json.loads(line)
+        ident = message.get("id")
+        args = [str(a) for a in message.get("args") or []]
+        request = message.get("request") or {}
+    except (ValueError, AttributeError) as e:
+        return {"id": None, "error": f"not a request: {e}"}
+    if not args or args[0] not in SESSION_COMMANDS:
+        return {"id": ident, "error": f"serve answers only {', '.join(SESSION_COMMANDS)}, not {args[:1]}"}
+    try:
+        answer = run_command(args, request)
+    except SystemExit:  # argparse refused the options
+        return {"id": ident, "error": f"bad options: {args}"}
+    except Exception as e:  # noqa: BLE001 - one failed request must not end the session
+        return {"id": ident, "error": f"{type(e).__name__}: {e}"}
+    if args[0] == "launch" and answer.get("state") in ("launched", "launched-before"):
+        watched.add(args[args.index("--job-dir") + 1])
+    if args[0] == "sync" and request.get("watch"):
+        for directory, item in (answer.get("jobs") or {}).items():
+            if item.get("exists") and item.get("result") is None:
+                watched.add(directory)
+    return {"id": ident, "answer": answer}
+
+
+def serve() -> int:
+    """Answer JSON-line requests on stdin until it closes; report the end of watched jobs as ``{"ended": [dirs]}`` lines.
+
+    One Python process per connection instead of one per command, and a job's end is told at
+    once instead of at the bridge's next poll. Watchers started here run in sessions of their
+    own (they outlive this agent and the connection); this agent reaps those that end first.
+    """
+    import select
+
+    watched = Watched()
+    pending = b""
+    out = sys.stdout.buffer
+
+    def write(message: Dict[str, Any]) -> None:
+        out.write(json.dumps(message).encode() + b"\n")
+        out.flush()
+
+    write({"ready": True, "pid": os.getpid()})
+    while True:
+        # nothing to watch or reap: sleep until the bridge asks something
+        idle = not watched.dirs and not LAUNCHED_CHILDREN
+        readable, _, _ = select.select([0], [], [], None if idle else WATCH_INTERVAL_SEC)
+        if readable:
+            chunk = os.read(0, 65536)
+            if not chunk:
+                return 0  # the bridge closed the session (or its connection went away)
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                if line.strip():
+                    write(serve_one(line, watched))
+        reap_children()
+        ended = watched.ended()
+        if ended:
+            write({"ended": ended})
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
     os.umask(0o077)  # what it writes in job directories (launch.json, watcher.log) is the bridge user's only
+    if args_in[:1] == ["serve"]:
+        try:
+            return serve()
+        except BrokenPipeError:
+            return 0  # the bridge went away
     raw = sys.stdin.read() if not sys.stdin.isatty() else ""
     request = json.loads(raw) if raw.strip() else {}
-    if args.command == "probe":
-        answer = command_probe(request)
-    elif args.command == "sync":
-        answer = command_sync(request)
-    elif args.command == "cancel":
-        answer = command_cancel(request)
-    elif args.command == "download":
-        answer = command_download(request)
-    elif args.command == "cleanup":
-        answer = command_cleanup(request)
-    else:
-        if args.job_dir is None or not command:
-            parser.error("launch needs --job-dir and the watcher's argv after --")
-        cpus = [int(c) for c in args.cpus.split(",") if c.strip()]
-        answer = command_launch(args.job_dir, command, cpus, request)
-    sys.stdout.write(json.dumps(answer))
+    sys.stdout.write(json.dumps(run_command(args_in, request)))
     return 0
 
 

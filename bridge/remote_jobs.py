@@ -20,6 +20,9 @@ jobs run elsewhere keeps that local directory as a mirror of a remote one:
 
 The remote side is bridge/remote_agent.py (uploaded next to the watcher), run with the
 remote host's Python 3; the watcher falls back to /proc where that Python lacks psutil.
+With ``use_agent_session`` (the SSH backend, once a runner listens for ends) the quick
+agent commands go through one long-lived agent (bridge/agent_session.py), which also says
+the moment a job ends there; without it, or while it cannot run, each is a command of its own.
 Nothing here knows about SSH: any ``Shell`` works, ``LocalShell`` included.
 """
 
@@ -33,7 +36,7 @@ import posixpath
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +46,7 @@ from pairio import masking
 from pairio.jobfile import JOB_FILE_NAME, PairioJobFile
 from pairio.models import PairioJobRequiredResources
 
+from .agent_session import AgentSession, AgentSessionError
 from .backend import NativeOutcome, NativePhase
 from .jobdir import CONSOLE_FILE_NAME, RESOURCE_LOG_FILE_NAME, RESULT_FILE_NAME, write_atomically
 from .local.resources import local_directives
@@ -64,6 +68,10 @@ MAX_BYTES_PER_SYNC = 8 * 1024 * 1024
 INLINE_COPY_MAX_BYTES = 8 * 1024 * 1024
 """an ended job with more than this left to copy is completed in the background"""
 COMPLETION_WORKERS = 4
+SESSION_COMMANDS = ("probe", "launch", "sync", "cancel")
+"""agent commands that go through the long-lived agent when there is one (quick ones: a download would hold it up)"""
+SESSION_RETRY_SEC = 30.0
+"""after a long-lived agent could not be started or broke, commands run one-shot this long before it is tried again"""
 _RESULT_PHASES = {"succeeded": NativePhase.SUCCEEDED, "failed": NativePhase.FAILED}
 
 
@@ -222,12 +230,25 @@ class RemoteJobs:
         # the watcher and the masking module it loads from beside itself, in a directory named by both
         self.watcher_path = posixpath.join(tools, f"watch-{file_digest(WATCHER_SOURCE, MASKING_SOURCE)}", "watch.py")
         self.agent_path = posixpath.join(tools, f"agent-{file_digest(AGENT_SOURCE)}.py")
+        self._procfs: Optional[bool] = None
+        """the host has /proc (from the latest probe): the watcher then needs no site packages (no psutil)"""
         self._tools_ready = False
         self._tools_lock = threading.Lock()
         self._outputs: dict[Path, list[str]] = {}
         self._completions: dict[Path, Future[NativeOutcome]] = {}
         self._completions_lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._session: Optional[AgentSession] = None
+        self._session_lock = threading.Lock()
+        self._session_retry_at = 0.0
+        self._on_job_end: Optional[Callable[[], None]] = None
+        self.sessions_started = 0
+        """how many long-lived agents were started (for logs and tests)"""
+
+    def use_agent_session(self, on_job_end: Callable[[], None]) -> None:
+        """Send the quick agent commands through one long-lived agent (bridge/agent_session.py), and call
+        ``on_job_end`` (from another thread) the moment a job launched or synced through it ends there."""
+        self._on_job_end = on_job_end
 
     # ------------------------------------------------------------ paths and tools
 
@@ -260,6 +281,8 @@ class RemoteJobs:
             if images:
                 request["images"] = list(images)
         self.host = HostInfo.from_agent(self._agent(["probe"], request))
+        if self.host.procfs is not None:
+            self._procfs = self.host.procfs
         return self.host
 
     # ------------------------------------------------------------ submit
@@ -333,8 +356,10 @@ class RemoteJobs:
         remote = self.remote_dir(job_dir)
         directives, _ = local_directives(resources, list(gpu_ids))
         processor = [map_argument(a, job_dir, remote) for a in command]
-        # -I: PYTHON* variables and the user site there never change what the watcher runs
-        return [self.python, "-I", self.watcher_path, "--job-dir", remote, *directives, *watcher_args, "--", *processor]
+        # -I: PYTHON* variables and the user site there never change what the watcher runs; -S where /proc
+        # serves instead of psutil: the watcher needs only the standard library, and starts sooner without site
+        flags = ["-I", "-S"] if self._procfs else ["-I"]
+        return [self.python, *flags, self.watcher_path, "--job-dir", remote, *directives, *watcher_args, "--", *processor]
 
     def launch(
         self, job_dir: Path, watcher_argv: Sequence[str], *, pass_env: Sequence[str] = (), cpus: Sequence[int] = ()
@@ -516,14 +541,68 @@ class RemoteJobs:
         return [str(name) for name in answer.get("removed", [])]
 
     def close(self) -> None:
-        """Wait for background copies; the shell is the caller's to close."""
+        """Wait for background copies and end the long-lived agent; the shell is the caller's to close."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        with self._session_lock:
+            session, self._session = self._session, None
+            self._on_job_end = None
+        if session is not None:
+            session.close()
 
     # ------------------------------------------------------------ the agent
 
+    def _agent_session(self) -> Optional[AgentSession]:
+        """The long-lived agent, started on first use; None when not wanted, or not to be tried again yet."""
+        if self._on_job_end is None:
+            return None
+        with self._session_lock:
+            if self._session is not None and self._session.alive:
+                return self._session
+            self._session = None
+            if time.monotonic() < self._session_retry_at or self._on_job_end is None:
+                return None
+            try:
+                self._session = AgentSession(self.shell, [self.agent_python, self.agent_path, "serve"], self._ended_there)
+            except NotImplementedError as e:
+                log.info("no long-lived agent on %s (%s): one command per request", self.shell.description, e)
+                self._session_retry_at = float("inf")
+                return None
+            except ShellError as e:
+                log.warning("could not start the long-lived agent on %s (%s); one command per request for now", self.shell.description, e)
+                self._session_retry_at = time.monotonic() + SESSION_RETRY_SEC
+                return None
+            self.sessions_started += 1
+            return self._session
+
+    def _ended_there(self, remote_dirs: list[str]) -> None:
+        callback = self._on_job_end
+        if callback is not None:
+            callback()
+
+    def _agent_through_session(self, args: Sequence[str], request: Mapping[str, Any], timeout: float) -> Optional[dict[str, Any]]:
+        """The answer from the long-lived agent, or None: then the caller runs the command one-shot."""
+        if args[0] not in SESSION_COMMANDS or (args[0] == "probe" and request.get("containerEngine")):
+            return None
+        session = self._agent_session()
+        if session is None:
+            return None
+        try:
+            return session.call(args, {**request, "watch": True} if args[0] == "sync" else request, timeout=timeout)
+        except AgentSessionError as e:
+            raise RemoteJobError(f"{e} ({args[0]})") from None
+        except ShellError as e:
+            # a launch whose answer was lost is found by the one-shot retry: launch.json makes it happen once
+            log.warning("the long-lived agent on %s stopped (%s); one command per request for %.0f s", self.shell.description, e, SESSION_RETRY_SEC)
+            with self._session_lock:
+                self._session_retry_at = time.monotonic() + SESSION_RETRY_SEC
+            return None
+
     def _agent(self, args: Sequence[str], request: Mapping[str, Any], *, timeout: Optional[float] = None) -> dict[str, Any]:
         self.ensure_tools()
+        answered = self._agent_through_session(args, request, timeout or self.command_timeout_sec)
+        if answered is not None:
+            return answered
         argv = [self.agent_python, self.agent_path, *args]
         data = json.dumps(request).encode()
         try:

@@ -60,6 +60,7 @@ from .watch import SECRETS_FILE
 log = logging.getLogger("bridge")
 
 MAX_CLAIM_JOBS = 10
+REPORT_WORKERS = 4
 CONSOLE_CHUNK_BYTES = 1024 * 1024
 CONSOLE_BYTES_PER_CYCLE = 4 * CONSOLE_CHUNK_BYTES
 HUB_BACKOFF_MAX_SEC = 10.0
@@ -171,6 +172,9 @@ class BridgeRunner:
         self.jobs_root = config.jobs_path
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="bridge-job")
+        self._report_pool = ThreadPoolExecutor(max_workers=REPORT_WORKERS, thread_name_prefix="bridge-report")
+        """finished jobs' reports, running jobs' console output and notes go through workers of their own: they never wait
+        behind submissions (each an sbatch), and the main loop (polls, claims) never waits on their hub calls"""
         self._lock = threading.Lock()
         self._jobs: dict[str, TrackedJob] = {}
         self._stats = RunnerStats()
@@ -248,6 +252,7 @@ class BridgeRunner:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._report_pool.shutdown(wait=True, cancel_futures=True)
         self.cache.close()
 
     def _refusal_error(self, error: HubApiError) -> BridgeRefusedError:
@@ -555,8 +560,9 @@ class BridgeRunner:
             note = f"{STARTED_NOTE_PREFIX}{self.backend.name} backend"
         else:
             return
-        if note != tracked.last_note:
-            self._send_note(tracked, note)
+        if note != tracked.last_note and self._hub_ok():
+            # by a reporting worker: a note per job (each a hub call) must not hold up the main loop's polls and claims
+            self._start_worker(tracked, lambda t: self._send_note(t, note), self._report_pool)
 
     def _send_note(self, tracked: TrackedJob, note: str) -> None:
         if not self._hub_ok():
@@ -619,12 +625,22 @@ class BridgeRunner:
                 continue  # an original-SDK job uploads its console output itself
             if not self._hub_ok():
                 return
-            try:
-                self._send_console(tracked, CONSOLE_BYTES_PER_CYCLE)
-            except HubUnreachableError as e:
-                self._hub_failed(e)
-            except HubRejectedError as e:
-                log.warning("job %s: the hub refused console output (%s)", tracked.job_id, e)
+            if self._has_unsent_console(tracked):
+                # by a reporting worker: with many jobs running, the main loop (polls, claims) never waits on these calls
+                self._start_worker(tracked, self._send_console_of_running_job, self._report_pool)
+
+    @staticmethod
+    def _has_unsent_console(tracked: TrackedJob) -> bool:
+        try:
+            return tracked.dir.console_file.stat().st_size > tracked.state.consoleOffsetSent
+        except FileNotFoundError:
+            return False
+
+    def _send_console_of_running_job(self, tracked: TrackedJob) -> None:
+        try:
+            self._send_console(tracked, CONSOLE_BYTES_PER_CYCLE)
+        except HubRejectedError as e:
+            log.warning("job %s: the hub refused console output (%s)", tracked.job_id, e)
 
     def _stream_resource_logs(self) -> None:
         """Upload running jobs' resource logs now and then, so their pages plot CPU and memory while they run.
@@ -684,9 +700,9 @@ class BridgeRunner:
                 # backend.submit raised something unexpected: find out, as after a restart, whether the job started
                 self._start_worker(tracked, self._recover_interrupted_submission)
             elif tracked.phase is RunnerPhase.FINISHED and self._hub_ok():
-                self._start_worker(tracked, self._finish)
+                self._start_worker(tracked, self._finish, self._report_pool)
 
-    def _start_worker(self, tracked: TrackedJob, work: Callable[[TrackedJob], None]) -> None:
+    def _start_worker(self, tracked: TrackedJob, work: Callable[[TrackedJob], None], pool: Optional[ThreadPoolExecutor] = None) -> None:
         tracked.busy = True
 
         def run() -> None:
@@ -701,7 +717,7 @@ class BridgeRunner:
                 tracked.busy = False
                 self._wake.set()  # the main loop takes it from here (report, forget, claim the next) without waiting out its sleep
 
-        self._pool.submit(run)
+        (pool or self._pool).submit(run)
 
     def _prepare(self, tracked: TrackedJob) -> None:
         """Write the job directory, stage inputs, submit, report running."""

@@ -83,6 +83,22 @@ class CommandFailedError(ShellError):
         super().__init__(f"{result.argv[0]} exited with status {result.exit_code}: {summary}")
 
 
+class ShellStream(ABC):
+    """A command left running there: bytes written to its stdin, lines read from its stdout (stderr is dropped)."""
+
+    @abstractmethod
+    def send(self, data: bytes) -> None:
+        """Write to its stdin; ShellUnavailableError when it (or the connection) ended."""
+
+    @abstractmethod
+    def read_line(self) -> bytes:
+        """The next line of its stdout (blocks); b"" once it ended or the connection dropped."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close its stdin and let go of it (it should then exit); safe to call twice."""
+
+
 @dataclass(frozen=True)
 class FileStat:
     size: int
@@ -135,8 +151,54 @@ class Shell(ABC):
         if paths:
             self.run(["mkdir", "-p", "--", *paths]).check()
 
+    def open_stream(self, argv: Sequence[str]) -> ShellStream:
+        """Start ``argv`` and keep it running, talking to it through its stdin and stdout (one long-lived agent).
+
+        Shells that cannot raise NotImplementedError; callers then run one command per request.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot keep a command running")
+
     def close(self) -> None:  # noqa: B027 - optional: only shells that hold connections override it
         """Release connections; the shell may not be used afterwards."""
+
+
+class ProcessStream(ShellStream):
+    """A local process as a ShellStream."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        try:
+            self._process = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise CommandNotFoundError(f"{argv[0]!r} was not found on this machine's PATH; install it or configure its full path") from None
+        except PermissionError as e:
+            raise ShellError(f"cannot run {argv[0]!r}: {e}") from None
+
+    def send(self, data: bytes) -> None:
+        assert self._process.stdin is not None
+        try:
+            self._process.stdin.write(data)
+            self._process.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError) as e:
+            raise ShellUnavailableError(f"{self._process.args[0]} ended ({e})") from None
+
+    def read_line(self) -> bytes:
+        assert self._process.stdout is not None
+        try:
+            return self._process.stdout.readline()
+        except (ValueError, OSError):
+            return b""
+
+    def close(self) -> None:
+        if self._process.stdin is not None and not self._process.stdin.closed:
+            try:
+                self._process.stdin.close()
+            except OSError:
+                pass
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
 
 class LocalShell(Shell):
@@ -198,6 +260,9 @@ class LocalShell(Shell):
 
     def get_file(self, path: str, local_path: Path) -> None:
         shutil.copyfile(path, local_path)
+
+    def open_stream(self, argv: Sequence[str]) -> ShellStream:
+        return ProcessStream(argv)
 
     def stat(self, path: str) -> Optional[FileStat]:
         try:

@@ -366,7 +366,8 @@ time.sleep(120)
     def test_a_new_backend_follows_jobs_of_the_previous_one(self, tmp_path: Path) -> None:
         first = self.make_backend(tmp_path)
         quick_id, _ = self.submit(first, tmp_path, "print('done before the restart')")
-        slow_id, _ = self.submit(first, tmp_path, "import time; time.sleep(1.5); print('done after the restart')")
+        # long enough to outlast the quick job's wait and the second backend's start on a busy machine
+        slow_id, _ = self.submit(first, tmp_path, "import time; time.sleep(5); print('done after the restart')")
         self.wait_final(first, quick_id)
         del first
 

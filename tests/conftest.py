@@ -30,6 +30,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_batch_page": ("hub",),
     "test_batches": ("hub",),
     "test_bench_smoke": ("bridge",),
+    "test_bench_ssh_smoke": ("ssh",),
     "test_bridge_containers_e2e": ("bridge", "container"),
     "test_bridge_e2e": ("bridge",),
     "test_bridge_examples": ("bridge",),

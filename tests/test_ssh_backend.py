@@ -398,3 +398,68 @@ def test_the_mirror_works_through_any_shell(tmp_path: Path) -> None:
     remote.remove(job.job_dir)
     assert not Path(remote_dir).exists()
     assert remote.sync([job.job_dir])[job.job_dir].outcome is not None  # the local mirror is complete: nothing asked
+
+
+class TestLongLivedAgent:
+    """With a runner listening for ends, the quick agent commands go through one long-lived agent (bridge/agent_session.py)."""
+
+    def job(self, tmp_path: Path, code: str) -> JobSubmission:
+        job = BackendContract().prepare_job(tmp_path, code)
+        job.command = [sys.executable, "-c", code]
+        return job
+
+    def test_over_ssh_one_agent_launches_syncs_and_tells_each_end(self, tmp_path: Path, sshd: TestSshd) -> None:  # noqa: F811
+        shell = SshShell(sshd.options())
+        try:
+            backend = SshBackend(RemoteJobs(shell, str(tmp_path / "remote"), python=REMOTE_PYTHON), tmp_path / "jobs", gpu_ids=[])
+            ended = threading.Event()
+            backend.notify_job_end(ended.set)
+            job = BackendContract().prepare_job(tmp_path, "import time; time.sleep(1); print('ended there')")
+            native_id = backend.submit(job)
+            assert backend.poll([native_id])[native_id].phase in (NativePhase.QUEUED, NativePhase.RUNNING)
+            assert ended.wait(60), "the agent did not tell the job's end"
+            outcome = wait_for(lambda: backend.poll([native_id])[native_id], lambda o: o.phase.is_final, 30)
+            assert outcome.phase == NativePhase.SUCCEEDED
+            assert (job.job_dir / "console.txt").read_text() == "ended there\n"
+            assert backend.remote.sessions_started == 1
+            backend.close()
+        finally:
+            shell.close()
+
+    def test_a_watcher_that_dies_is_told_as_an_end_too(self, tmp_path: Path) -> None:
+        remote = RemoteJobs(LocalShell(), str(tmp_path / "elsewhere"), python=sys.executable)
+        ended = threading.Event()
+        remote.use_agent_session(ended.set)
+        job = self.job(tmp_path, "import time; time.sleep(120)")
+        remote.upload(job.job_dir)
+        remote.launch(job.job_dir, remote.watcher_command(job.job_dir, job.command, job.resources))
+        watcher_file = Path(remote.remote_dir(job.job_dir)) / "watcher.json"
+        pid = wait_for(lambda: json.loads(watcher_file.read_text())["pid"] if watcher_file.exists() else None, lambda p: p, 30)
+        os.kill(pid, 9)
+        assert ended.wait(30), "a watcher killed without a result was not told"
+        progress = wait_for(lambda: remote.sync([job.job_dir])[job.job_dir], lambda p: p.alive is False, 30)
+        assert progress.launched and progress.outcome is None  # the backend reports it LOST
+        remote.close()
+
+    def test_jobs_outlive_the_agent_and_a_broken_agent_is_replaced(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import bridge.remote_jobs
+
+        remote = RemoteJobs(LocalShell(), str(tmp_path / "elsewhere"), python=sys.executable)
+        remote.use_agent_session(lambda: None)
+        job = self.job(tmp_path, "import time; time.sleep(1.5); print('outlived it')")
+        remote.upload(job.job_dir)
+        assert remote.launch(job.job_dir, remote.watcher_command(job.job_dir, job.command, job.resources))["state"] == "launched"
+        session = remote._session
+        assert session is not None and session.agent_pid is not None
+        os.kill(session.agent_pid, 9)  # the agent dies (as with a dropped connection); its watcher runs on
+        monkeypatch.setattr(bridge.remote_jobs, "SESSION_RETRY_SEC", 0.0)
+        wait_for(lambda: session.alive, lambda alive: not alive, 30)
+        # the next command starts a new agent (or, while it cannot, runs one-shot); the job ends as if nothing happened
+        progress = wait_for(lambda: remote.sync([job.job_dir])[job.job_dir], lambda p: p.outcome is not None, 30)
+        assert progress.outcome is not None and progress.outcome.phase == NativePhase.SUCCEEDED
+        assert (job.job_dir / "console.txt").read_text() == "outlived it\n"
+        assert remote.sessions_started == 2
+        assert remote.launch(job.job_dir, remote.watcher_command(job.job_dir, job.command, job.resources))["state"] in (
+            "launched-before", "ended"
+        )  # never twice, through the new agent too
+        remote.close()

@@ -4,7 +4,9 @@ The runner prepares a job in its local directory; ``submit`` uploads it (bridge/
 reserves CPUs, memory and GPUs of the remote host for it, and launches the watcher there in a
 session of its own, so the job outlives the connection and the bridge. ``poll`` syncs all
 running jobs with one remote command; a job is reported ended once its console output,
-resource log and outputs are back in the local directory.
+resource log and outputs are back in the local directory. With a runner listening
+(``notify_job_end``), the quick remote commands go through one long-lived agent on a
+channel of its own (bridge/agent_session.py), which also tells the moment a job ends there.
 
 The native id is the job's remote directory. ``ssh_backend.json`` in the local directory
 records it with the job's reservation, so a restarted bridge re-adopts its jobs. When the
@@ -18,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Optional
@@ -239,6 +241,10 @@ class SshBackend(Backend):
             if outcomes[native_id].phase.is_final:
                 self._release(job_dir)
         return outcomes
+
+    def notify_job_end(self, callback: Callable[[], None]) -> None:
+        """The remote agent, kept running on its own channel, says when a job's result.json appears there."""
+        self.remote.use_agent_session(callback)
 
     def cancel(self, native_ids: list[str]) -> None:
         job_dirs = []

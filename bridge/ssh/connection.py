@@ -44,6 +44,7 @@ from bridge.shell import (
     Shell,
     ShellAccessError,
     ShellError,
+    ShellStream,
     ShellUnavailableError,
 )
 
@@ -108,6 +109,44 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
         client.get_host_keys().add(hostname, key.get_name(), key)
         log.warning("recorded the new host key of %s (%s) in %s", hostname, fingerprint(key), self.known_hosts)
+
+
+class ChannelStream(ShellStream):
+    """A command on an SSH channel of its own: its stdin and its stdout's lines."""
+
+    def __init__(self, channel: paramiko.Channel, program: str, where: str, release: Callable[[], None]) -> None:
+        self._channel = channel
+        self._stdout = channel.makefile("rb")
+        self._program = program
+        self._where = where
+        self._release: Optional[Callable[[], None]] = release
+        self._close_lock = threading.Lock()
+
+    def send(self, data: bytes) -> None:
+        try:
+            self._channel.sendall(data)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise ShellUnavailableError(f"{self._program} on {self._where} ended ({e or type(e).__name__})") from None
+
+    def read_line(self) -> bytes:
+        try:
+            line: bytes = self._stdout.readline()
+        except (paramiko.SSHException, OSError, EOFError):
+            return b""
+        return line
+
+    def close(self) -> None:
+        with self._close_lock:
+            release, self._release = self._release, None
+        if release is None:
+            return
+        try:
+            self._channel.shutdown_write()  # its stdin ends: the program exits
+            self._channel.close()
+        except (paramiko.SSHException, OSError, EOFError):
+            pass
+        finally:
+            release()
 
 
 class SshShell(Shell):
@@ -367,6 +406,28 @@ class SshShell(Shell):
             if transport is None or not transport.is_active():
                 raise self._dropped(EOFError("connection lost"), argv[0])
             select.select([channel], [], [], min(remaining, 1.0))
+
+    def open_stream(self, argv: Sequence[str]) -> ShellStream:
+        """``argv`` left running on its own channel, which keeps one of the ``maxSessions`` slots until closed.
+
+        With fewer than three slots (one is SFTP's) it is refused: commands must always find a free channel.
+        """
+        argv = tuple(argv)
+        if self.options.maxSessions < 3:
+            raise NotImplementedError(f"ssh.maxSessions is {self.options.maxSessions}: no channel to spare for a long-lived agent")
+        if not self._sessions.acquire(timeout=self.options.connectTimeoutSec):
+            raise ShellUnavailableError(f"every channel to {self.description} is busy; no long-lived agent for now")
+        try:
+            transport = self._transport()
+            try:
+                channel = transport.open_session(timeout=self.options.connectTimeoutSec)
+                channel.exec_command(remote_command_line(argv, None))
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                raise self._dropped(e, f"starting {argv[0]}") from None
+        except BaseException:
+            self._sessions.release()
+            raise
+        return ChannelStream(channel, argv[0], self.description, self._sessions.release)
 
     # ------------------------------------------------------------ files
 
