@@ -9,10 +9,11 @@ import base64
 import binascii
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple, Optional, TypeVar
+from types import SimpleNamespace
+from typing import Any, Optional, TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, case, delete, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from pairio.models import (
@@ -20,7 +21,6 @@ from pairio.models import (
     PairioJobData,
     PairioJobDefinition,
     PairioJobEvent,
-    PairioJobOutputFileResult,
     PairioJobRequiredResources,
     PairioJobSecret,
 )
@@ -30,7 +30,7 @@ from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mar
 from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag, Service, ServiceApp
 from ..errors import BadRequest, Forbidden, NotFound
 from ..security import hash_secret, new_id, url_hash
-from . import accounts, job_counts, job_secrets
+from . import accounts, job_answers, job_counts, job_secrets
 from .definition import app_fingerprint, job_definition_hash, normalize_job_definition
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
@@ -137,44 +137,59 @@ _CALLER_SQL = text(
 )
 
 
-def prepare_request(s: Session, token: Optional[str], req: JobCreate) -> tuple[str, PreparedJob]:
+def prepare_request(conn: Connection, token: Optional[str], req: JobCreate) -> tuple[str, PreparedJob]:
     """The caller's user id (from their API key) and ``prepare_job``'s result, with the usual errors."""
     if token:
-        row = s.execute(_CALLER_SQL, {"service": req.serviceName, "app": req.jobDefinition.appName, "key_hash": hash_secret(token)}).first()
+        row = conn.execute(_CALLER_SQL, {"service": req.serviceName, "app": req.jobDefinition.appName, "key_hash": hash_secret(token)}).first()
         if row is not None and row.spec_hash and (row.owner_user_id == row.user_id or row.create_jobs or row.admin):
             app = _PARSED_APPS.get((req.serviceName, req.jobDefinition.appName, row.spec_hash))
             if app is not None:
                 return row.user_id, _prepared(req, app, row.spec_hash)
-    user = accounts.user_for_api_key(s, token)
-    return user, prepare_job(s, user, req)
+    with Session(bind=conn) as s:  # in the connection's transaction
+        user = accounts.user_for_api_key(s, token)
+        return user, prepare_job(s, user, req)
 
 
-def cached_job(s: Session, service_name: str, definition_hash: str) -> Optional[Job]:
-    """The most recent job of the service with this definition hash, if any."""
-    return s.scalars(
-        select(Job)
-        .where(Job.service_name == service_name, Job.job_definition_hash == definition_hash)
-        .order_by(Job.timestamp_created_sec.desc())
-        .limit(1)
-    ).first()
+# Whether the user may create jobs in the service, in one statement built once; a refusal is explained by require_role.
+_MAY_CREATE_SQL = text(
+    "SELECT s.owner_user_id, su.create_jobs, su.admin FROM services s"
+    " LEFT JOIN service_users su ON su.service_name = s.service_name AND su.user_id = :user"
+    " WHERE s.service_name = :service"
+)
+
+
+def _require_create_role(s: Session, service_name: str, user_id: str) -> None:
+    row = s.connection().execute(_MAY_CREATE_SQL, {"service": service_name, "user": user_id}).first()
+    if row is None or not (row.owner_user_id == user_id or row.create_jobs or row.admin):
+        accounts.require_role(s, service_name, user_id, "create_jobs")
+
+
+_LATEST_ID_BY_DEFINITION = (
+    select(Job.__table__.c.job_id)
+    .where(Job.__table__.c.service_name == bindparam("service"), Job.__table__.c.job_definition_hash == bindparam("hash"))
+    .order_by(Job.__table__.c.timestamp_created_sec.desc())
+    .limit(1)
+)
 
 
 def _cached_job_under_lock(s: Session, service_name: str, definition_hash: str) -> Optional[Job]:
-    """``cached_job`` as a creation needs it: usually there is none, so look up the id alone first."""
-    job_id = s.scalars(
-        select(Job.job_id)
-        .where(Job.service_name == service_name, Job.job_definition_hash == definition_hash)
-        .order_by(Job.timestamp_created_sec.desc())
-        .limit(1)
-    ).first()
+    """The service's most recent job with this definition hash: usually there is none, so look up the id alone first."""
+    job_id = s.connection().execute(_LATEST_ID_BY_DEFINITION, {"service": service_name, "hash": definition_hash}).scalar()
     return None if job_id is None else s.get(Job, job_id)
 
 
-def is_read_only_cache_hit(existing: Job, req: JobCreate) -> bool:
-    """Whether submitting ``req`` would return ``existing`` unchanged (no rerun, no new tags): no write needed."""
+def is_read_only_cache_hit(existing: Any, req: JobCreate) -> bool:
+    """Whether submitting ``req`` would return ``existing`` (a ``Job`` or a row of its columns) unchanged
+    (no rerun, no new tags): no write needed."""
     if req.skipCache or (existing.status == JobStatus.FAILED and req.rerunFailing):
         return False
     return all(t in existing.tags for t in req.tags)
+
+
+class JobValues(SimpleNamespace):
+    """A job just inserted, as the column values written (what ``job_answers.job_answer`` reads)."""
+
+    job_id: str
 
 
 def create_job(
@@ -186,10 +201,23 @@ def create_job(
     ``prepare_job`` in a read transaction just before, for this user and request) saves
     checking the definition again; the role is checked here in any case.
     """
+    job, created = create_job_values(ctx, s, user_id, req, prepared=prepared)
+    if isinstance(job, JobValues):
+        loaded = s.get(Job, job.job_id)
+        assert loaded is not None
+        return loaded, created
+    return job, created
+
+
+def create_job_values(
+    ctx: HubContext, s: Session, user_id: str, req: JobCreate, *, prepared: Optional[PreparedJob] = None
+) -> tuple[Job | JobValues, bool]:
+    """``create_job`` without loading a new job back: it is inserted by Core statements and returned
+    as ``JobValues`` (no dependencies failed, the usual case), else as the ``Job``."""
     if prepared is None:
         prepared = prepare_job(s, user_id, req)
     else:
-        accounts.require_role(s, req.serviceName, user_id, "create_jobs")
+        _require_create_role(s, req.serviceName, user_id)
     app, definition, definition_hash = prepared.app, prepared.definition, prepared.definition_hash
 
     if not req.skipCache:
@@ -221,7 +249,7 @@ def create_job(
     processor = app.get_processor(definition.processorName)
     now = now_sec()
     base = ctx.settings.base_url
-    job = Job(
+    job = JobValues(
         job_id=job_id,
         service_name=req.serviceName,
         user_id=user_id,
@@ -240,32 +268,66 @@ def create_job(
         console_output_url=f"{base}/v1/jobs/{job_id}/console-output",
         resource_utilization_log_url=f"{base}/v1/jobs/{job_id}/resource-utilization-log",
         timestamp_created_sec=now,
+        timestamp_starting_sec=None,
+        timestamp_started_sec=None,
+        timestamp_finished_sec=None,
         canceled=False,
+        canceled_by_user_id=None,
         status=JobStatus.PENDING.value,
         is_runnable=is_runnable,
+        error=None,
+        compute_client_id=None,
+        compute_client_name=None,
+        compute_client_user_id=None,
         image_uri=(processor.image or None) if processor else None,
+        image_digest=None,
+        job_private_key_hash=None,
         console_output_size=0,
         console_input_size=0,
+        console_pending=None,
         has_resource_utilization_log=False,
         secret_parameter_names=job_secrets.secret_parameter_names(processor),
     )
-    s.add(job)
-    s.flush()
-    for tag in job.tags:
-        s.add(JobTag(job_id=job_id, tag=tag, timestamp_created_sec=now))
-    for f in definition.inputFiles:
-        s.add(JobInput(job_id=job_id, name=f.name, url=f.url, url_hash=url_hash(f.url)))
+    # Core statements, not ORM objects: the unit of work costs several times these inserts.
+    conn = s.connection()
+    conn.execute(_INSERT_JOB, vars(job))
+    if job.tags:
+        conn.execute(_INSERT_TAG, [{"job_id": job_id, "tag": tag, "timestamp_created_sec": now} for tag in job.tags])
+    if definition.inputFiles:
+        conn.execute(_INSERT_INPUT, [{"job_id": job_id, "name": f.name, "url": f.url, "url_hash": url_hash(f.url)} for f in definition.inputFiles])
+    job.outputs = []
     for out in definition.outputFiles:
         url = output_url(ctx, job_id, out.name, out.fileBaseName)
-        s.add(JobOutput(job_id=job_id, name=out.name, file_base_name=out.fileBaseName, url=url, url_hash=url_hash(url)))
-    for d in dependencies:
-        s.add(JobDependency(job_id=job_id, depends_on_job_id=d))
-    add_event(s, job_id, JobStatus.PENDING, f"created by {user_id}" + ("" if is_runnable else f"; waits for {len(dependencies)} dependenc{'y' if len(dependencies) == 1 else 'ies'}"))
+        job.outputs.append({"job_id": job_id, "name": out.name, "file_base_name": out.fileBaseName, "url": url, "url_hash": url_hash(url), "size": None})
+    if job.outputs:
+        conn.execute(_INSERT_OUTPUT, job.outputs)
+    if dependencies:
+        conn.execute(_INSERT_DEPENDENCY, [{"job_id": job_id, "depends_on_job_id": d} for d in dependencies])
+    job.dependencies = dependencies
+    waits = "" if is_runnable else f"; waits for {len(dependencies)} dependenc{'y' if len(dependencies) == 1 else 'ies'}"
+    conn.execute(_INSERT_EVENT, {"job_id": job_id, "timestamp_sec": now, "status": JobStatus.PENDING.value, "message": f"created by {user_id}{waits}"})
     if failed_dep is not None:
-        _fail(s, job, f"dependency {failed_dep} failed: {dep_status[failed_dep][1] or 'no error given'}")
-    elif is_runnable:
+        failed = s.get(Job, job_id)
+        assert failed is not None
+        _fail(s, failed, f"dependency {failed_dep} failed: {dep_status[failed_dep][1] or 'no error given'}")
+        return failed, True
+    if is_runnable:
         mark_runnable_changed(s)
     return job, True
+
+
+def new_job_answer(job: JobValues) -> dict[str, Any]:
+    """A user's answer for a job ``create_job_values`` just inserted (its dependencies and outputs as written)."""
+    outputs = [job_answers.OutputRow(o["name"], o["file_base_name"], o["url"], o["size"]) for o in job.outputs]
+    return job_answers.job_answer(job, job.dependencies, outputs)
+
+
+_INSERT_JOB = insert(Job.__table__)
+_INSERT_TAG = insert(JobTag.__table__)
+_INSERT_INPUT = insert(JobInput.__table__)
+_INSERT_OUTPUT = insert(JobOutput.__table__)
+_INSERT_DEPENDENCY = insert(JobDependency.__table__)
+_INSERT_EVENT = insert(JobEvent.__table__)
 
 
 def _spec_hash(s: Session, req: JobCreate) -> Optional[str]:
@@ -323,88 +385,23 @@ def get_job_row(s: Session, job_id: str, *, for_update: bool = False) -> Job:
 JobDataT = TypeVar("JobDataT", bound=PairioJobData)
 
 
-# One round trip for a page's dependencies and outputs (outputs only of jobs that declare any).
-# Plain SQL built once: composing the equivalent select() per call costs more than the query.
-_DEPS_SQL = (
-    "SELECT job_id, 'd' AS kind, depends_on_job_id AS name, NULL AS file_base_name, NULL AS url, NULL AS size "
-    "FROM job_dependencies WHERE job_id IN :ids"
-)
-_DEPS = text(_DEPS_SQL).bindparams(bindparam("ids", expanding=True))
-_DEPS_AND_OUTPUTS = text(
-    _DEPS_SQL + " UNION ALL SELECT job_id, 'o', name, file_base_name, url, size FROM job_outputs WHERE job_id IN :with_outputs"
-).bindparams(bindparam("ids", expanding=True), bindparam("with_outputs", expanding=True))
-
-
-class _OutputRow(NamedTuple):
-    name: str
-    file_base_name: str
-    url: str
-    size: Optional[int]
-
-
 def jobs_public(
     s: Session, jobs: Sequence[Job], *, include_private: bool = False, model: type[JobDataT] = PairioJobData  # type: ignore[assignment]
 ) -> list[JobDataT]:
-    """Jobs as users see them: private keys and secrets null, secret parameters ``"***"``.
-
-    ``include_private`` (for the compute client holding the jobs, checked by the caller)
-    gives the plain secrets and secret parameters of jobs that are not terminal. ``model``:
-    the class to build (a subclass of ``PairioJobData`` without fields of its own).
+    """Jobs as users see them (``job_answers.job_answer``), as models of class ``model`` (a subclass
+    of ``PairioJobData`` without fields of its own). ``include_private``: for the compute client
+    holding the jobs (checked by the caller), the secrets of jobs that are not terminal.
     """
-    ids = [j.job_id for j in jobs]
-    outputs: dict[str, list[_OutputRow]] = {i: [] for i in ids}
-    deps: dict[str, list[str]] = {i: [] for i in ids}
-    if ids:
-        with_outputs = [j.job_id for j in jobs if (j.job_definition or {}).get("outputFiles")]
-        q, params = (_DEPS_AND_OUTPUTS, {"ids": ids, "with_outputs": with_outputs}) if with_outputs else (_DEPS, {"ids": ids})
-        for row in s.execute(q, params):
-            if row.kind == "d":
-                deps[row.job_id].append(row.name)
-            else:
-                outputs[row.job_id].append(_OutputRow(row.name, row.file_base_name, row.url, row.size))
+    deps, outputs = job_answers.dependencies_and_outputs(s, jobs)
     result = []
     for j in jobs:
-        private = include_private and not job_secrets.is_terminal(j)
-        definition = PairioJobDefinition.model_validate(j.job_definition if private else job_secrets.masked_definition(j))
-        outs = {o.name: o for o in outputs[j.job_id]}
-        result.append(
-            model(
-                jobId=j.job_id,
-                jobPrivateKey=None,
-                serviceName=j.service_name,
-                userId=j.user_id,
-                batchId=j.batch_id,
-                tags=list(j.tags),
-                jobDefinition=definition,
-                jobDefinitionHash=j.job_definition_hash,
-                jobDependencies=sorted(deps[j.job_id]),
-                requiredResources=PairioJobRequiredResources(numCpus=j.num_cpus, numGpus=j.num_gpus, memoryGb=j.memory_gb, timeSec=j.time_sec),
-                targetComputeClientIds=j.target_compute_client_ids,
-                # as stored: a row from before the secret-name rule must still reach its bridge, which refuses it by name
-                secrets=[PairioJobSecret.model_construct(**x) for x in j.secrets] if (private and j.secrets) else None,
-                inputFileUrlList=[f.url for f in definition.inputFiles],
-                outputFileUrlList=[outs[f.name].url for f in definition.outputFiles if f.name in outs],
-                outputFileResults=[
-                    PairioJobOutputFileResult(name=o.name, fileBaseName=o.file_base_name, url=o.url, size=o.size)
-                    for o in (outs[f.name] for f in definition.outputFiles if f.name in outs)
-                ],
-                consoleOutputUrl=j.console_output_url,
-                resourceUtilizationLogUrl=j.resource_utilization_log_url,
-                timestampCreatedSec=j.timestamp_created_sec,
-                timestampStartingSec=j.timestamp_starting_sec,
-                timestampStartedSec=j.timestamp_started_sec,
-                timestampFinishedSec=j.timestamp_finished_sec,
-                canceled=j.canceled,
-                status=JobStatus(j.status),
-                isRunnable=j.is_runnable,
-                error=j.error,
-                computeClientId=j.compute_client_id,
-                computeClientName=j.compute_client_name,
-                computeClientUserId=j.compute_client_user_id,
-                imageUri=j.image_uri,
-                imageDigest=j.image_digest,
-            )
-        )
+        answer = job_answers.job_answer(j, deps[j.job_id], outputs[j.job_id], include_private=include_private)
+        secrets = answer["secrets"]
+        public = model.model_validate({**answer, "secrets": None} if secrets else answer)
+        if secrets:
+            # as stored: a row from before the secret-name rule must still reach its bridge, which refuses it by name
+            public.secrets = [PairioJobSecret.model_construct(**x) for x in secrets]
+        result.append(public)
     return result
 
 

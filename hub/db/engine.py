@@ -100,8 +100,12 @@ def checkpoint_sqlite(engine: Engine) -> None:
         raw.close()
 
 
+def read_only_engine(engine: Engine) -> Engine:
+    """The engine for reading: on SQLite its transactions begin without the write lock."""
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
+
+
 def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
     """Sessions for writing, or (``read_only``) for reading: on SQLite those begin without the write lock."""
-    bind = engine.execution_options(**{READ_ONLY_OPTION: True}) if read_only else engine
-    return sessionmaker(bind, expire_on_commit=False)
+    return sessionmaker(read_only_engine(engine) if read_only else engine, expire_on_commit=False)
 

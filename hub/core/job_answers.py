@@ -1,0 +1,174 @@
+"""A job as the hub answers it: one builder from the job's columns, and the JSON of GET /v1/jobs/{id}.
+
+``job_answer`` is the one place a job's answer is built, as the plain JSON-ready dict
+``PairioJobData`` would dump (``jobs_public`` validates it into models; the busiest routes
+serialize it directly). It reads a job's columns as attributes, so it takes an ORM ``Job``,
+a Core row of ``ANSWER_COLUMNS`` or a just-inserted job's ``JobValues`` alike.
+
+The busiest routes read with prebuilt Core statements on a plain connection: an ORM load,
+composing a ``select()`` per call and validating the answer into models cost several
+times the queries themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Optional
+
+from pydantic_core import to_json
+from sqlalchemy import Connection, bindparam, select, text
+from sqlalchemy.engine import Row
+
+from pairio.models import PairioJobDefinition, PairioJobInputFile, PairioJobOutputFile, PairioJobParameter
+from pairio.status import TERMINAL_STATUSES, JobStatus
+
+from ..db.tables import Job
+from ..errors import NotFound
+from . import job_secrets
+
+_JOBS = Job.__table__.c
+# What an answer reads (a job's secrets only for its compute client's answers, through the ORM)
+ANSWER_COLUMNS = (
+    _JOBS.job_id, _JOBS.service_name, _JOBS.user_id, _JOBS.batch_id, _JOBS.tags, _JOBS.job_definition,
+    _JOBS.job_definition_hash, _JOBS.num_cpus, _JOBS.num_gpus, _JOBS.memory_gb, _JOBS.time_sec,
+    _JOBS.target_compute_client_ids, _JOBS.console_output_url, _JOBS.resource_utilization_log_url,
+    _JOBS.timestamp_created_sec, _JOBS.timestamp_starting_sec, _JOBS.timestamp_started_sec,
+    _JOBS.timestamp_finished_sec, _JOBS.canceled, _JOBS.status, _JOBS.is_runnable, _JOBS.error,
+    _JOBS.compute_client_id, _JOBS.compute_client_name, _JOBS.compute_client_user_id, _JOBS.image_uri,
+    _JOBS.image_digest, _JOBS.secret_parameter_names,
+)
+# Built once: composing a select() costs more than SQLite takes to run it.
+_JOB_BY_ID = select(*ANSWER_COLUMNS).where(_JOBS.job_id == bindparam("job_id"))
+_LATEST_BY_DEFINITION = (
+    select(*ANSWER_COLUMNS)
+    .where(_JOBS.service_name == bindparam("service"), _JOBS.job_definition_hash == bindparam("hash"))
+    .order_by(_JOBS.timestamp_created_sec.desc())
+    .limit(1)
+)
+
+# One round trip for the dependencies and outputs of some jobs (outputs only of jobs that declare any).
+_DEPS_SQL = (
+    "SELECT job_id, 'd' AS kind, depends_on_job_id AS name, NULL AS file_base_name, NULL AS url, NULL AS size "
+    "FROM job_dependencies WHERE job_id IN :ids"
+)
+_DEPS = text(_DEPS_SQL).bindparams(bindparam("ids", expanding=True))
+_DEPS_AND_OUTPUTS = text(
+    _DEPS_SQL + " UNION ALL SELECT job_id, 'o', name, file_base_name, url, size FROM job_outputs WHERE job_id IN :with_outputs"
+).bindparams(bindparam("ids", expanding=True), bindparam("with_outputs", expanding=True))
+
+
+class OutputRow(NamedTuple):
+    name: str
+    file_base_name: str
+    url: str
+    size: Optional[int]
+
+
+def dependencies_and_outputs(conn: Any, jobs: Sequence[Any]) -> tuple[dict[str, list[str]], dict[str, list[OutputRow]]]:
+    """Per job id, the jobs it depends on and its output rows. ``conn``: a Session or a Connection."""
+    ids = [j.job_id for j in jobs]
+    deps: dict[str, list[str]] = {i: [] for i in ids}
+    outputs: dict[str, list[OutputRow]] = {i: [] for i in ids}
+    if ids:
+        with_outputs = [j.job_id for j in jobs if (j.job_definition or {}).get("outputFiles")]
+        q, params = (_DEPS_AND_OUTPUTS, {"ids": ids, "with_outputs": with_outputs}) if with_outputs else (_DEPS, {"ids": ids})
+        for row in conn.execute(q, params):
+            if row.kind == "d":
+                deps[row.job_id].append(row.name)
+            else:
+                outputs[row.job_id].append(OutputRow(row.name, row.file_base_name, row.url, row.size))
+    return deps, outputs
+
+
+def job_answer(job: Any, deps: Sequence[str], outputs: Sequence[OutputRow], *, include_private: bool = False) -> dict[str, Any]:
+    """The job as the hub answers it, as ``PairioJobData.model_dump(mode="json")`` gives it.
+
+    Users' answers: private key and secrets null, secret parameters ``"***"``.
+    ``include_private`` (the compute client holding the job, checked by the caller) gives
+    the plain secrets and secret parameters of a job that is not terminal.
+    """
+    private = include_private and JobStatus(job.status) not in TERMINAL_STATUSES
+    definition = _as_answered(job.job_definition if private else job_secrets.masked_definition(job))
+    outs = {o.name: o for o in outputs}
+    listed = [outs[f["name"]] for f in definition["outputFiles"] if f["name"] in outs]
+    return {
+        "jobId": job.job_id,
+        "jobPrivateKey": None,
+        "serviceName": job.service_name,
+        "userId": job.user_id,
+        "batchId": job.batch_id,
+        "tags": list(job.tags),
+        "jobDefinition": definition,
+        "jobDefinitionHash": job.job_definition_hash,
+        "jobDependencies": sorted(deps),
+        "requiredResources": {
+            "numCpus": job.num_cpus, "numGpus": job.num_gpus, "memoryGb": float(job.memory_gb), "timeSec": float(job.time_sec),
+        },
+        "targetComputeClientIds": job.target_compute_client_ids,
+        # as stored: a row from before the secret-name rule must still reach its bridge, which refuses it by name
+        "secrets": job.secrets if (private and job.secrets) else None,
+        "inputFileUrlList": [f["url"] for f in definition["inputFiles"]],
+        "outputFileUrlList": [o.url for o in listed],
+        "outputFileResults": [{"name": o.name, "fileBaseName": o.file_base_name, "url": o.url, "size": o.size} for o in listed],
+        "consoleOutputUrl": job.console_output_url,
+        "resourceUtilizationLogUrl": job.resource_utilization_log_url,
+        "timestampCreatedSec": float(job.timestamp_created_sec),
+        "timestampStartingSec": _float(job.timestamp_starting_sec),
+        "timestampStartedSec": _float(job.timestamp_started_sec),
+        "timestampFinishedSec": _float(job.timestamp_finished_sec),
+        "canceled": bool(job.canceled),
+        "status": job.status,
+        "isRunnable": bool(job.is_runnable),
+        "error": job.error,
+        "computeClientId": job.compute_client_id,
+        "computeClientName": job.compute_client_name,
+        "computeClientUserId": job.compute_client_user_id,
+        "imageUri": job.image_uri,
+        "imageDigest": job.image_digest,
+    }
+
+
+def answer_json(answer: Mapping[str, Any]) -> bytes:
+    """The answer's JSON, byte for byte what ``JobPublic.model_dump_json`` gives (the same serializer)."""
+    return to_json(answer)
+
+
+def public_job_answer(conn: Connection, job_id: str) -> dict[str, Any]:
+    """GET /v1/jobs/{id}: the job as users see it."""
+    row = conn.execute(_JOB_BY_ID, {"job_id": job_id}).first()
+    if row is None:
+        raise NotFound(f"no job {job_id!r} (it may have been deleted)")
+    return stored_job_answer(conn, row)
+
+
+def latest_job_with_definition(conn: Connection, service_name: str, definition_hash: str) -> Optional[Row[Any]]:
+    """The columns of the service's most recent job with this definition hash, if any."""
+    return conn.execute(_LATEST_BY_DEFINITION, {"service": service_name, "hash": definition_hash}).first()
+
+
+def stored_job_answer(conn: Connection, row: Row[Any]) -> dict[str, Any]:
+    """A user's answer for a job read with ``ANSWER_COLUMNS``."""
+    deps, outputs = dependencies_and_outputs(conn, [row])
+    return job_answer(row, deps[row.job_id], outputs[row.job_id])
+
+
+def _float(value: Optional[float]) -> Optional[float]:
+    return None if value is None else float(value)
+
+
+_DEFINITION_KEYS = tuple(PairioJobDefinition.model_fields)
+_ITEM_KEYS = {
+    "inputFiles": tuple(PairioJobInputFile.model_fields),
+    "outputFiles": tuple(PairioJobOutputFile.model_fields),
+    "parameters": tuple(PairioJobParameter.model_fields),
+}
+
+
+def _as_answered(definition: dict[str, Any]) -> dict[str, Any]:
+    """A stored definition as the model dumps it. Stored ones are that dump already (checked by
+    its keys); one of another shape (a row from an older model) goes through the model."""
+    if tuple(definition) == _DEFINITION_KEYS and all(
+        tuple(item) == keys for name, keys in _ITEM_KEYS.items() for item in definition[name]
+    ):
+        return definition
+    return PairioJobDefinition.model_validate(definition).model_dump(mode="json")
