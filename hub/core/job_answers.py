@@ -52,6 +52,12 @@ _DEPS_SQL = (
     "FROM job_dependencies WHERE job_id IN :ids"
 )
 _DEPS = text(_DEPS_SQL).bindparams(bindparam("ids", expanding=True))
+# the same for one job: a list parameter costs a compilation per call
+_ONE_JOB_DEPS_AND_OUTPUTS = text(
+    "SELECT 'd' AS kind, depends_on_job_id AS name, NULL AS file_base_name, NULL AS url, NULL AS size "
+    "FROM job_dependencies WHERE job_id = :job_id"
+    " UNION ALL SELECT 'o', name, file_base_name, url, size FROM job_outputs WHERE job_id = :job_id"
+)
 _DEPS_AND_OUTPUTS = text(
     _DEPS_SQL + " UNION ALL SELECT job_id, 'o', name, file_base_name, url, size FROM job_outputs WHERE job_id IN :with_outputs"
 ).bindparams(bindparam("ids", expanding=True), bindparam("with_outputs", expanding=True))
@@ -148,8 +154,14 @@ def latest_job_with_definition(conn: Connection, service_name: str, definition_h
 
 def stored_job_answer(conn: Connection, row: Row[Any]) -> dict[str, Any]:
     """A user's answer for a job read with ``ANSWER_COLUMNS``."""
-    deps, outputs = dependencies_and_outputs(conn, [row])
-    return job_answer(row, deps[row.job_id], outputs[row.job_id])
+    deps: list[str] = []
+    outputs: list[OutputRow] = []
+    for r in conn.execute(_ONE_JOB_DEPS_AND_OUTPUTS, {"job_id": row.job_id}):
+        if r.kind == "d":
+            deps.append(r.name)
+        else:
+            outputs.append(OutputRow(r.name, r.file_base_name, r.url, r.size))
+    return job_answer(row, deps, outputs)
 
 
 def _float(value: Optional[float]) -> Optional[float]:

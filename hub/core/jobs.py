@@ -27,7 +27,20 @@ from pairio.models import (
 from pairio.status import ACTIVE_STATUSES, JobStatus
 
 from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mark_job_to_stop, mark_runnable_changed, now_sec
-from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag, Service, ServiceApp
+from ..db.tables import (
+    ApiKey,
+    ComputeClient,
+    DeletedJob,
+    Job,
+    JobDependency,
+    JobEvent,
+    JobInput,
+    JobOutput,
+    JobTag,
+    Service,
+    ServiceApp,
+    ServiceUser,
+)
 from ..errors import BadRequest, Forbidden, NotFound
 from ..security import hash_secret, new_id, url_hash
 from . import accounts, job_answers, job_counts, job_secrets
@@ -148,6 +161,61 @@ def prepare_request(conn: Connection, token: Optional[str], req: JobCreate) -> t
     with Session(bind=conn) as s:  # in the connection's transaction
         user = accounts.user_for_api_key(s, token)
         return user, prepare_job(s, user, req)
+
+
+# The app version (spec hash) each (service, app) had when this process last prepared a job of it:
+# a guess, checked by the statement below, that lets the cache key be computed before the round trip.
+_LAST_SPEC_HASH: dict[tuple[str, str], str] = {}
+
+
+def _caller_and_cached_statement() -> Select[Any]:
+    keys, services, users, apps = ApiKey.__table__.c, Service.__table__.c, ServiceUser.__table__.c, ServiceApp.__table__.c
+    jobs = Job.__table__.c
+    latest = (
+        select(jobs.job_id)
+        .where(jobs.service_name == bindparam("service"), jobs.job_definition_hash == bindparam("hash"))
+        .order_by(jobs.timestamp_created_sec.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        select(keys.user_id.label("caller_user_id"), services.owner_user_id, users.create_jobs, users.admin, apps.spec_hash, *job_answers.ANSWER_COLUMNS)
+        .select_from(ApiKey.__table__)
+        .join(Service.__table__, services.service_name == bindparam("service"))
+        .outerjoin(ServiceUser.__table__, and_(users.service_name == services.service_name, users.user_id == keys.user_id))
+        .outerjoin(ServiceApp.__table__, and_(apps.service_name == services.service_name, apps.app_name == bindparam("app")))
+        .outerjoin(Job.__table__, jobs.job_id == latest)
+        .where(keys.key_hash == bindparam("key_hash"), keys.revoked.is_(False))
+    )
+
+
+# Who is calling, whether they may create jobs, the app's version and the latest job with the definition's
+# hash, in one round trip (built once); used only if the app's version is the one the hash was computed with.
+_CALLER_AND_CACHED = _caller_and_cached_statement()
+
+
+def prepare_and_find_cached(conn: Connection, token: Optional[str], req: JobCreate) -> tuple[str, PreparedJob, Optional[Any]]:
+    """``prepare_request``'s result and the latest job with the definition's hash (None with ``skipCache``),
+    as a row of ``job_answers.ANSWER_COLUMNS``, with ``prepare_request``'s errors."""
+    app_key = (req.serviceName, req.jobDefinition.appName)
+    spec_hash = _LAST_SPEC_HASH.get(app_key)
+    app = _PARSED_APPS.get((*app_key, spec_hash)) if spec_hash else None
+    if token and app is not None and spec_hash is not None and not req.skipCache:
+        try:
+            prepared: Optional[PreparedJob] = _prepared(req, app, spec_hash)
+        except BadRequest:  # against this version: prepare_request checks the key, the role and the current version first
+            prepared = None
+        if prepared is not None:
+            params = {"service": req.serviceName, "app": app_key[1], "key_hash": hash_secret(token), "hash": prepared.definition_hash}
+            row = conn.execute(_CALLER_AND_CACHED, params).first()
+            if row is not None and row.spec_hash == spec_hash and (row.owner_user_id == row.caller_user_id or row.create_jobs or row.admin):
+                return row.caller_user_id, prepared, (row if row.job_id is not None else None)
+    user, prepared = prepare_request(conn, token, req)
+    if len(_LAST_SPEC_HASH) >= _PARSED_APPS_MAX:
+        _LAST_SPEC_HASH.clear()
+    _LAST_SPEC_HASH[app_key] = prepared.spec_hash
+    existing = None if req.skipCache else job_answers.latest_job_with_definition(conn, req.serviceName, prepared.definition_hash)
+    return user, prepared, existing
 
 
 # Whether the user may create jobs in the service, in one statement built once; a refusal is explained by require_role.

@@ -86,8 +86,7 @@ def _create_job(ctx: HubContext, token: Optional[str], body: JobCreateBody) -> R
     req = body.to_core()
     # Checks, the cache key and a plain cache hit need no write: SQLite's write lock is taken only to create.
     with ctx.read_connection() as conn:
-        user, prepared = core.prepare_request(conn, token, req)
-        existing = None if req.skipCache else job_answers.latest_job_with_definition(conn, req.serviceName, prepared.definition_hash)
+        user, prepared, existing = core.prepare_and_find_cached(conn, token, req)
         if existing is not None and core.is_read_only_cache_hit(existing, req):
             return _answer(job_answers.stored_job_answer(conn, existing), 200)
     # the key was checked a moment ago, as if the whole request had run then; the role is checked again
