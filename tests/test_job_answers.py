@@ -95,3 +95,38 @@ def test_a_stored_definition_of_an_older_shape_is_answered_through_the_model(api
         s.execute(update(Job).where(Job.job_id == job["jobId"]).values(job_definition=older))
     assert api.get(f"/v1/jobs/{job['jobId']}").json() == job
     assert api.get("/v1/jobs/no-such-job").status_code == 404
+
+
+def test_a_revoked_key_or_a_role_taken_away_is_refused_at_once(api: httpx.Client, ctx: HubContext, seeded: Seed) -> None:
+    with ctx.transaction() as s:
+        key, plain = accounts.create_api_key(s, seeded.user)
+        key_id = key.key_id
+        accounts.set_service_user(s, seeded.service, seeded.other_user, admin=False, create_jobs=True, process_jobs=False)
+    body = {"serviceName": seeded.service, "jobDefinition": hello2("revoked"), "requiredResources": RES}
+    assert api.post("/v1/jobs", json=body, headers=auth(plain)).status_code == 201
+    assert api.post("/v1/jobs", json=body, headers=auth(plain)).status_code == 200
+    assert api.post("/v1/jobs", json=body, headers=auth(seeded.other_key)).status_code == 200
+    with ctx.transaction() as s:
+        accounts.revoke_api_key(s, seeded.user, key_id)
+        accounts.set_service_user(s, seeded.service, seeded.other_user, admin=False, create_jobs=False, process_jobs=False)
+    refused = api.post("/v1/jobs", json=body, headers=auth(plain))
+    assert refused.status_code == 401, refused.text
+    assert api.post("/v1/jobs", json=body, headers=auth(seeded.other_key)).status_code == 403
+
+
+def test_a_new_app_version_gives_new_jobs_and_its_own_checks(api: httpx.Client, ctx: HubContext, seeded: Seed) -> None:
+    with ctx.transaction() as s:
+        accounts.add_app(s, seeded.service, PairioApp.model_validate(VAULT))
+    first = submit(api, seeded, {"appName": "vault", "processorName": "use_password", "parameters": [{"name": "password", "value": "x"}]})
+    assert first.status_code == 201
+    newer = {**VAULT, "version": "2", "processors": [{**VAULT["processors"][0], "parameters": [
+        *VAULT["processors"][0]["parameters"], {"name": "extra", "type": "int", "required": True}]}]}
+    with ctx.transaction() as s:
+        accounts.add_app(s, seeded.service, PairioApp.model_validate(newer))
+    again = submit(api, seeded, {"appName": "vault", "processorName": "use_password", "parameters": [{"name": "password", "value": "x"}]})
+    assert again.status_code == 400 and "extra" in again.text, "checked against the new version"
+    extra = submit(api, seeded, {"appName": "vault", "processorName": "use_password",
+                                 "parameters": [{"name": "password", "value": "x"}, {"name": "extra", "value": 1}]})
+    assert extra.status_code == 201, extra.text
+    assert submit(api, seeded, {"appName": "vault", "processorName": "use_password",
+                                "parameters": [{"name": "password", "value": "x"}, {"name": "extra", "value": 1}]}).json()["jobId"] == extra.json()["jobId"]
