@@ -218,18 +218,24 @@ def prepare_and_find_cached(conn: Connection, token: Optional[str], req: JobCrea
     return user, prepared, existing
 
 
-# Whether the user may create jobs in the service, in one statement built once; a refusal is explained by require_role.
-_MAY_CREATE_SQL = text(
-    "SELECT s.owner_user_id, su.create_jobs, su.admin FROM services s"
+# Whether the user may create jobs in the service and the id of the service's latest job with the
+# definition's hash, in one statement built once; a refusal is explained by require_role.
+_ROLE_AND_CACHED_ID = text(
+    "SELECT s.owner_user_id, su.create_jobs, su.admin,"
+    " (SELECT j.job_id FROM jobs j WHERE j.service_name = s.service_name AND j.job_definition_hash = :hash"
+    "  ORDER BY j.timestamp_created_sec DESC LIMIT 1) AS cached_job_id"
+    " FROM services s"
     " LEFT JOIN service_users su ON su.service_name = s.service_name AND su.user_id = :user"
     " WHERE s.service_name = :service"
 )
 
 
-def _require_create_role(s: Session, service_name: str, user_id: str) -> None:
-    row = s.connection().execute(_MAY_CREATE_SQL, {"service": service_name, "user": user_id}).first()
+def _require_role_and_find_cached(s: Session, service_name: str, user_id: str, definition_hash: str) -> Optional[Job]:
+    """``require_role(..., "create_jobs")`` and the service's latest job with this definition hash (usually none)."""
+    row = s.connection().execute(_ROLE_AND_CACHED_ID, {"service": service_name, "user": user_id, "hash": definition_hash}).first()
     if row is None or not (row.owner_user_id == user_id or row.create_jobs or row.admin):
         accounts.require_role(s, service_name, user_id, "create_jobs")
+    return None if row is None or row.cached_job_id is None else s.get(Job, row.cached_job_id)
 
 
 _LATEST_ID_BY_DEFINITION = (
@@ -284,13 +290,20 @@ def create_job_values(
     as ``JobValues`` (no dependencies failed, the usual case), else as the ``Job``."""
     if prepared is None:
         prepared = prepare_job(s, user_id, req)
+        checked_role = True
     else:
-        _require_create_role(s, req.serviceName, user_id)
+        checked_role = False
     app, definition, definition_hash = prepared.app, prepared.definition, prepared.definition_hash
 
-    if not req.skipCache:
+    if req.skipCache:
+        if not checked_role:
+            accounts.require_role(s, req.serviceName, user_id, "create_jobs")
+    else:
         _serialize_same_definition(s, definition_hash)
-        existing = _cached_job_under_lock(s, req.serviceName, definition_hash)
+        if checked_role:
+            existing = _cached_job_under_lock(s, req.serviceName, definition_hash)
+        else:
+            existing = _require_role_and_find_cached(s, req.serviceName, user_id, definition_hash)
         if existing is not None:
             if existing.status == JobStatus.FAILED and req.rerunFailing:
                 if req.deleteFailing:
