@@ -52,6 +52,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             make_private_sqlite_file(Path(path))
+        if "///" in url and path and path != ":memory:":  # a file (QueuePool)
+            # as many kept connections as requests run at once: an overflow connection is closed when
+            # returned, and opening one (file, pragmas, WAL index) costs more than a request
+            kwargs.setdefault("pool_size", 20)
+            kwargs.setdefault("max_overflow", 20)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs)
 
         @event.listens_for(engine, "connect")
