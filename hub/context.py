@@ -32,6 +32,7 @@ class HubContext:
     files: JobFiles
     read_sessions: sessionmaker[Session]
     read_engine: Engine  # the engine of read_sessions: on SQLite its transactions begin without the write lock
+    statement_engine: Engine  # for reads of one statement (statement_connection)
     notifier: RunnableNotifier = field(default_factory=RunnableNotifier)
     # set when a commit erased secrets: the next housekeeping empties SQLite's write-ahead log
     secrets_erased: bool = False
@@ -53,6 +54,8 @@ class HubContext:
             sessions=make_session_factory(engine),
             read_sessions=make_session_factory(read_engine),
             read_engine=read_engine,
+            # a PostgreSQL statement reads one snapshot by itself: no BEGIN and COMMIT, two round trips fewer
+            statement_engine=read_engine if engine.dialect.name == "sqlite" else engine.execution_options(isolation_level="AUTOCOMMIT"),
             files=JobFiles(settings.files_dir),
             write_lock=threading.Lock() if engine.dialect.name == "sqlite" else nullcontext(),
         )
@@ -92,6 +95,12 @@ class HubContext:
     def read_connection(self) -> Iterator[Connection]:
         """A plain connection for reads only, no ORM session: what the busiest routes read with."""
         with self.read_engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def statement_connection(self) -> Iterator[Connection]:
+        """A connection for a read of one statement: on PostgreSQL outside a transaction."""
+        with self.statement_engine.connect() as connection:
             yield connection
 
     def close(self) -> None:

@@ -16,13 +16,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Optional
 
 from pydantic_core import to_json
-from sqlalchemy import Connection, bindparam, select, text
+from sqlalchemy import Connection, Select, bindparam, literal_column, null, select, text, union_all
 from sqlalchemy.engine import Row
 
 from pairio.models import PairioJobDefinition, PairioJobInputFile, PairioJobOutputFile, PairioJobParameter
 from pairio.status import TERMINAL_STATUSES, JobStatus
 
-from ..db.tables import Job
+from ..db.tables import Job, JobDependency, JobOutput
 from ..errors import NotFound
 from . import job_secrets
 
@@ -38,7 +38,6 @@ ANSWER_COLUMNS = (
     _JOBS.image_digest, _JOBS.secret_parameter_names,
 )
 # Built once: composing a select() costs more than SQLite takes to run it.
-_JOB_BY_ID = select(*ANSWER_COLUMNS).where(_JOBS.job_id == bindparam("job_id"))
 _LATEST_BY_DEFINITION = (
     select(*ANSWER_COLUMNS)
     .where(_JOBS.service_name == bindparam("service"), _JOBS.job_definition_hash == bindparam("hash"))
@@ -139,12 +138,34 @@ def answer_json(answer: Mapping[str, Any]) -> bytes:
     return to_json(answer)
 
 
+def _job_with_items_statement() -> Select[Any]:
+    """A job's columns, once per dependency and output (once if it has none): the whole answer in one statement."""
+    deps, outs = JobDependency.__table__.c, JobOutput.__table__.c
+    items = union_all(
+        select(
+            deps.job_id, literal_column("'d'").label("kind"), deps.depends_on_job_id.label("item_name"),
+            null().label("file_base_name"), null().label("url"), null().label("size"),
+        ).where(deps.job_id == bindparam("job_id")),
+        select(outs.job_id, literal_column("'o'"), outs.name, outs.file_base_name, outs.url, outs.size).where(outs.job_id == bindparam("job_id")),
+    ).subquery("items")
+    return (
+        select(*ANSWER_COLUMNS, items.c.kind, items.c.item_name, items.c.file_base_name, items.c.url, items.c.size)
+        .select_from(Job.__table__.outerjoin(items, items.c.job_id == _JOBS.job_id))
+        .where(_JOBS.job_id == bindparam("job_id"))
+    )
+
+
+_JOB_WITH_ITEMS = _job_with_items_statement()
+
+
 def public_job_answer(conn: Connection, job_id: str) -> dict[str, Any]:
-    """GET /v1/jobs/{id}: the job as users see it."""
-    row = conn.execute(_JOB_BY_ID, {"job_id": job_id}).first()
-    if row is None:
+    """GET /v1/jobs/{id}: the job as users see it, read by one statement."""
+    rows = conn.execute(_JOB_WITH_ITEMS, {"job_id": job_id}).all()
+    if not rows:
         raise NotFound(f"no job {job_id!r} (it may have been deleted)")
-    return stored_job_answer(conn, row)
+    deps = [r.item_name for r in rows if r.kind == "d"]
+    outputs = [OutputRow(r.item_name, r.file_base_name, r.url, r.size) for r in rows if r.kind == "o"]
+    return job_answer(rows[0], deps, outputs)
 
 
 def latest_job_with_definition(conn: Connection, service_name: str, definition_hash: str) -> Optional[Row[Any]]:

@@ -176,7 +176,7 @@ async def get_job(job_id: str, request: Request) -> Response:
 
 
 def _get_job(ctx: HubContext, job_id: str) -> Response:
-    with ctx.read_connection() as conn:
+    with ctx.statement_connection() as conn:
         return _answer(job_answers.public_job_answer(conn, job_id))
 
 
