@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Optional
 
 from pydantic_core import to_json
-from sqlalchemy import Connection, Select, bindparam, literal_column, null, select, text, union_all
+from sqlalchemy import ColumnElement, Connection, ScalarSelect, Select, Subquery, bindparam, literal_column, null, select, text, union_all
 from sqlalchemy.engine import Row
 
 from pairio.models import PairioJobDefinition, PairioJobInputFile, PairioJobOutputFile, PairioJobParameter
@@ -37,26 +37,12 @@ ANSWER_COLUMNS = (
     _JOBS.compute_client_id, _JOBS.compute_client_name, _JOBS.compute_client_user_id, _JOBS.image_uri,
     _JOBS.image_digest, _JOBS.secret_parameter_names,
 )
-# Built once: composing a select() costs more than SQLite takes to run it.
-_LATEST_BY_DEFINITION = (
-    select(*ANSWER_COLUMNS)
-    .where(_JOBS.service_name == bindparam("service"), _JOBS.job_definition_hash == bindparam("hash"))
-    .order_by(_JOBS.timestamp_created_sec.desc())
-    .limit(1)
-)
-
 # One round trip for the dependencies and outputs of some jobs (outputs only of jobs that declare any).
 _DEPS_SQL = (
     "SELECT job_id, 'd' AS kind, depends_on_job_id AS name, NULL AS file_base_name, NULL AS url, NULL AS size "
     "FROM job_dependencies WHERE job_id IN :ids"
 )
 _DEPS = text(_DEPS_SQL).bindparams(bindparam("ids", expanding=True))
-# the same for one job: a list parameter costs a compilation per call
-_ONE_JOB_DEPS_AND_OUTPUTS = text(
-    "SELECT 'd' AS kind, depends_on_job_id AS name, NULL AS file_base_name, NULL AS url, NULL AS size "
-    "FROM job_dependencies WHERE job_id = :job_id"
-    " UNION ALL SELECT 'o', name, file_base_name, url, size FROM job_outputs WHERE job_id = :job_id"
-)
 _DEPS_AND_OUTPUTS = text(
     _DEPS_SQL + " UNION ALL SELECT job_id, 'o', name, file_base_name, url, size FROM job_outputs WHERE job_id IN :with_outputs"
 ).bindparams(bindparam("ids", expanding=True), bindparam("with_outputs", expanding=True))
@@ -138,18 +124,54 @@ def answer_json(answer: Mapping[str, Any]) -> bytes:
     return to_json(answer)
 
 
-def _job_with_items_statement() -> Select[Any]:
-    """A job's columns, once per dependency and output (once if it has none): the whole answer in one statement."""
+def items_subquery(job_id: ColumnElement[Any]) -> Subquery:
+    """The dependencies and outputs of the job ``job_id`` (an expression) as rows of one shape."""
     deps, outs = JobDependency.__table__.c, JobOutput.__table__.c
-    items = union_all(
+    return union_all(
         select(
             deps.job_id, literal_column("'d'").label("kind"), deps.depends_on_job_id.label("item_name"),
             null().label("file_base_name"), null().label("url"), null().label("size"),
-        ).where(deps.job_id == bindparam("job_id")),
-        select(outs.job_id, literal_column("'o'"), outs.name, outs.file_base_name, outs.url, outs.size).where(outs.job_id == bindparam("job_id")),
+        ).where(deps.job_id == job_id),
+        select(outs.job_id, literal_column("'o'"), outs.name, outs.file_base_name, outs.url, outs.size).where(outs.job_id == job_id),
     ).subquery("items")
+
+
+def with_items(items: Subquery) -> tuple[Any, ...]:
+    """The columns ``StoredJob.from_rows`` reads besides ``ANSWER_COLUMNS``."""
+    return (items.c.kind, items.c.item_name, items.c.file_base_name, items.c.url, items.c.size)
+
+
+class StoredJob(NamedTuple):
+    """A job read with ``ANSWER_COLUMNS``, with its dependencies and outputs."""
+
+    row: Row[Any]
+    dependencies: list[str]
+    outputs: list[OutputRow]
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Row[Any]]) -> Optional["StoredJob"]:
+        """From the rows of a statement that joins ``items_subquery`` to the job (None when no job was found)."""
+        if not rows or rows[0].job_id is None:
+            return None
+        return cls(
+            rows[0],
+            [r.item_name for r in rows if r.kind == "d"],
+            [OutputRow(r.item_name, r.file_base_name, r.url, r.size) for r in rows if r.kind == "o"],
+        )
+
+    def answer(self) -> dict[str, Any]:
+        """The job as users see it."""
+        return job_answer(self.row, self.dependencies, self.outputs)
+
+
+# Statements are built once: composing a select() costs more than SQLite takes to run it.
+
+
+def _job_with_items_statement() -> Select[Any]:
+    """A job's columns, once per dependency and output (once if it has none): the whole answer in one statement."""
+    items = items_subquery(bindparam("job_id"))
     return (
-        select(*ANSWER_COLUMNS, items.c.kind, items.c.item_name, items.c.file_base_name, items.c.url, items.c.size)
+        select(*ANSWER_COLUMNS, *with_items(items))
         .select_from(Job.__table__.outerjoin(items, items.c.job_id == _JOBS.job_id))
         .where(_JOBS.job_id == bindparam("job_id"))
     )
@@ -158,31 +180,40 @@ def _job_with_items_statement() -> Select[Any]:
 _JOB_WITH_ITEMS = _job_with_items_statement()
 
 
+def latest_job_subquery() -> ScalarSelect[Any]:
+    """The id of the latest job of service ``:service`` with definition hash ``:hash``."""
+    return (
+        select(_JOBS.job_id)
+        .where(_JOBS.service_name == bindparam("service"), _JOBS.job_definition_hash == bindparam("hash"))
+        .order_by(_JOBS.timestamp_created_sec.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def _latest_with_items_statement() -> Select[Any]:
+    items = items_subquery(latest_job_subquery())
+    return (
+        select(*ANSWER_COLUMNS, *with_items(items))
+        .select_from(Job.__table__.outerjoin(items, items.c.job_id == _JOBS.job_id))
+        .where(_JOBS.job_id == latest_job_subquery())
+    )
+
+
+_LATEST_WITH_ITEMS = _latest_with_items_statement()
+
+
 def public_job_answer(conn: Connection, job_id: str) -> dict[str, Any]:
     """GET /v1/jobs/{id}: the job as users see it, read by one statement."""
-    rows = conn.execute(_JOB_WITH_ITEMS, {"job_id": job_id}).all()
-    if not rows:
+    job = StoredJob.from_rows(conn.execute(_JOB_WITH_ITEMS, {"job_id": job_id}).all())
+    if job is None:
         raise NotFound(f"no job {job_id!r} (it may have been deleted)")
-    deps = [r.item_name for r in rows if r.kind == "d"]
-    outputs = [OutputRow(r.item_name, r.file_base_name, r.url, r.size) for r in rows if r.kind == "o"]
-    return job_answer(rows[0], deps, outputs)
+    return job.answer()
 
 
-def latest_job_with_definition(conn: Connection, service_name: str, definition_hash: str) -> Optional[Row[Any]]:
-    """The columns of the service's most recent job with this definition hash, if any."""
-    return conn.execute(_LATEST_BY_DEFINITION, {"service": service_name, "hash": definition_hash}).first()
-
-
-def stored_job_answer(conn: Connection, row: Row[Any]) -> dict[str, Any]:
-    """A user's answer for a job read with ``ANSWER_COLUMNS``."""
-    deps: list[str] = []
-    outputs: list[OutputRow] = []
-    for r in conn.execute(_ONE_JOB_DEPS_AND_OUTPUTS, {"job_id": row.job_id}):
-        if r.kind == "d":
-            deps.append(r.name)
-        else:
-            outputs.append(OutputRow(r.name, r.file_base_name, r.url, r.size))
-    return job_answer(row, deps, outputs)
+def latest_job_with_definition(conn: Connection, service_name: str, definition_hash: str) -> Optional[StoredJob]:
+    """The service's most recent job with this definition hash, if any."""
+    return StoredJob.from_rows(conn.execute(_LATEST_WITH_ITEMS, {"service": service_name, "hash": definition_hash}).all())
 
 
 def _float(value: Optional[float]) -> Optional[float]:

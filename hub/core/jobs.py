@@ -170,50 +170,57 @@ _LAST_SPEC_HASH: dict[tuple[str, str], str] = {}
 
 def _caller_and_cached_statement() -> Select[Any]:
     keys, services, users, apps = ApiKey.__table__.c, Service.__table__.c, ServiceUser.__table__.c, ServiceApp.__table__.c
-    jobs = Job.__table__.c
-    latest = (
-        select(jobs.job_id)
-        .where(jobs.service_name == bindparam("service"), jobs.job_definition_hash == bindparam("hash"))
-        .order_by(jobs.timestamp_created_sec.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+    items = job_answers.items_subquery(job_answers.latest_job_subquery())
     return (
-        select(keys.user_id.label("caller_user_id"), services.owner_user_id, users.create_jobs, users.admin, apps.spec_hash, *job_answers.ANSWER_COLUMNS)
+        select(
+            keys.user_id.label("caller_user_id"), services.owner_user_id, users.create_jobs, users.admin, apps.spec_hash,
+            *job_answers.ANSWER_COLUMNS, *job_answers.with_items(items),
+        )
         .select_from(ApiKey.__table__)
         .join(Service.__table__, services.service_name == bindparam("service"))
         .outerjoin(ServiceUser.__table__, and_(users.service_name == services.service_name, users.user_id == keys.user_id))
         .outerjoin(ServiceApp.__table__, and_(apps.service_name == services.service_name, apps.app_name == bindparam("app")))
-        .outerjoin(Job.__table__, jobs.job_id == latest)
+        .outerjoin(Job.__table__, Job.__table__.c.job_id == job_answers.latest_job_subquery())
+        .outerjoin(items, items.c.job_id == Job.__table__.c.job_id)
         .where(keys.key_hash == bindparam("key_hash"), keys.revoked.is_(False))
     )
 
 
 # Who is calling, whether they may create jobs, the app's version and the latest job with the definition's
-# hash, in one round trip (built once); used only if the app's version is the one the hash was computed with.
+# hash (with its dependencies and outputs), in one statement built once; used only if the app's version is
+# the one the hash was computed with.
 _CALLER_AND_CACHED = _caller_and_cached_statement()
+CallerAndCached = tuple[str, PreparedJob, Optional[job_answers.StoredJob]]
 
 
-def prepare_and_find_cached(conn: Connection, token: Optional[str], req: JobCreate) -> tuple[str, PreparedJob, Optional[Any]]:
-    """``prepare_request``'s result and the latest job with the definition's hash (None with ``skipCache``),
-    as a row of ``job_answers.ANSWER_COLUMNS``, with ``prepare_request``'s errors."""
+def find_cached_with_last_app_version(conn: Connection, token: Optional[str], req: JobCreate) -> Optional[CallerAndCached]:
+    """``prepare_and_find_cached``'s result in one statement, computing the hash with the app version this
+    process saw last; None when that cannot answer (no key, the version unknown or changed, a refusal)."""
     app_key = (req.serviceName, req.jobDefinition.appName)
     spec_hash = _LAST_SPEC_HASH.get(app_key)
     app = _PARSED_APPS.get((*app_key, spec_hash)) if spec_hash else None
-    if token and app is not None and spec_hash is not None and not req.skipCache:
-        try:
-            prepared: Optional[PreparedJob] = _prepared(req, app, spec_hash)
-        except BadRequest:  # against this version: prepare_request checks the key, the role and the current version first
-            prepared = None
-        if prepared is not None:
-            params = {"service": req.serviceName, "app": app_key[1], "key_hash": hash_secret(token), "hash": prepared.definition_hash}
-            row = conn.execute(_CALLER_AND_CACHED, params).first()
-            if row is not None and row.spec_hash == spec_hash and (row.owner_user_id == row.caller_user_id or row.create_jobs or row.admin):
-                return row.caller_user_id, prepared, (row if row.job_id is not None else None)
+    if not token or app is None or spec_hash is None or req.skipCache:
+        return None
+    try:
+        prepared = _prepared(req, app, spec_hash)
+    except BadRequest:  # against this version: prepare_request checks the key, the role and the current version first
+        return None
+    params = {"service": req.serviceName, "app": app_key[1], "key_hash": hash_secret(token), "hash": prepared.definition_hash}
+    rows = conn.execute(_CALLER_AND_CACHED, params).all()
+    if not rows:
+        return None
+    row = rows[0]
+    if row.spec_hash != spec_hash or not (row.owner_user_id == row.caller_user_id or row.create_jobs or row.admin):
+        return None
+    return row.caller_user_id, prepared, job_answers.StoredJob.from_rows(rows)
+
+
+def prepare_and_find_cached(conn: Connection, token: Optional[str], req: JobCreate) -> CallerAndCached:
+    """``prepare_request``'s result and the latest job with the definition's hash (None with ``skipCache``)."""
     user, prepared = prepare_request(conn, token, req)
     if len(_LAST_SPEC_HASH) >= _PARSED_APPS_MAX:
         _LAST_SPEC_HASH.clear()
-    _LAST_SPEC_HASH[app_key] = prepared.spec_hash
+    _LAST_SPEC_HASH[(req.serviceName, req.jobDefinition.appName)] = prepared.spec_hash
     existing = None if req.skipCache else job_answers.latest_job_with_definition(conn, req.serviceName, prepared.definition_hash)
     return user, prepared, existing
 

@@ -85,10 +85,15 @@ async def create_job(body: JobCreateBody, request: Request, token: Token) -> Res
 def _create_job(ctx: HubContext, token: Optional[str], body: JobCreateBody) -> Response:
     req = body.to_core()
     # Checks, the cache key and a plain cache hit need no write: SQLite's write lock is taken only to create.
-    with ctx.read_connection() as conn:
-        user, prepared, existing = core.prepare_and_find_cached(conn, token, req)
-        if existing is not None and core.is_read_only_cache_hit(existing, req):
-            return _answer(job_answers.stored_job_answer(conn, existing), 200)
+    # Usually one statement does (no transaction needed); else the checks that explain a refusal, in a transaction.
+    with ctx.statement_connection() as conn:
+        found = core.find_cached_with_last_app_version(conn, token, req)
+    if found is None:
+        with ctx.read_connection() as conn:
+            found = core.prepare_and_find_cached(conn, token, req)
+    user, prepared, existing = found
+    if existing is not None and core.is_read_only_cache_hit(existing.row, req):
+        return _answer(existing.answer(), 200)
     # the key was checked a moment ago, as if the whole request had run then; the role is checked again
     with ctx.transaction() as s:
         job, created = core.create_job_values(ctx, s, user, req, prepared=prepared)
