@@ -193,24 +193,30 @@ _CALLER_AND_CACHED = _caller_and_cached_statement()
 CallerAndCached = tuple[str, PreparedJob, Optional[job_answers.StoredJob]]
 
 
-def find_cached_with_last_app_version(conn: Connection, token: Optional[str], req: JobCreate) -> Optional[CallerAndCached]:
-    """``prepare_and_find_cached``'s result in one statement, computing the hash with the app version this
-    process saw last; None when that cannot answer (no key, the version unknown or changed, a refusal)."""
+def prepared_with_last_app_version(token: Optional[str], req: JobCreate) -> Optional[PreparedJob]:
+    """``prepare_job``'s result computed with the app version this process saw last, without the database:
+    None when ``caller_and_cached`` cannot use it (no key, ``skipCache``, the version unknown, a definition
+    that version refuses: ``prepare_request`` checks the key, the role and the current version first)."""
     app_key = (req.serviceName, req.jobDefinition.appName)
     spec_hash = _LAST_SPEC_HASH.get(app_key)
     app = _PARSED_APPS.get((*app_key, spec_hash)) if spec_hash else None
     if not token or app is None or spec_hash is None or req.skipCache:
         return None
     try:
-        prepared = _prepared(req, app, spec_hash)
-    except BadRequest:  # against this version: prepare_request checks the key, the role and the current version first
+        return _prepared(req, app, spec_hash)
+    except BadRequest:
         return None
-    params = {"service": req.serviceName, "app": app_key[1], "key_hash": hash_secret(token), "hash": prepared.definition_hash}
+
+
+def caller_and_cached(conn: Connection, token: str, req: JobCreate, prepared: PreparedJob) -> Optional[CallerAndCached]:
+    """``prepare_and_find_cached``'s result in one statement for ``prepared_with_last_app_version``'s result;
+    None when it cannot answer (the key unknown or revoked, the role missing, the app version changed)."""
+    params = {"service": req.serviceName, "app": req.jobDefinition.appName, "key_hash": hash_secret(token), "hash": prepared.definition_hash}
     rows = conn.execute(_CALLER_AND_CACHED, params).all()
     if not rows:
         return None
     row = rows[0]
-    if row.spec_hash != spec_hash or not (row.owner_user_id == row.caller_user_id or row.create_jobs or row.admin):
+    if row.spec_hash != prepared.spec_hash or not (row.owner_user_id == row.caller_user_id or row.create_jobs or row.admin):
         return None
     return row.caller_user_id, prepared, job_answers.StoredJob.from_rows(rows)
 

@@ -86,8 +86,11 @@ def _create_job(ctx: HubContext, token: Optional[str], body: JobCreateBody) -> R
     req = body.to_core()
     # Checks, the cache key and a plain cache hit need no write: SQLite's write lock is taken only to create.
     # Usually one statement does (no transaction needed); else the checks that explain a refusal, in a transaction.
-    with ctx.statement_connection() as conn:
-        found = core.find_cached_with_last_app_version(conn, token, req)
+    found = None
+    guessed = core.prepared_with_last_app_version(token, req)
+    if token and guessed is not None:
+        with ctx.statement_connection() as conn:
+            found = core.caller_and_cached(conn, token, req, guessed)
     if found is None:
         with ctx.read_connection() as conn:
             found = core.prepare_and_find_cached(conn, token, req)
