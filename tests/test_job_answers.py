@@ -43,7 +43,9 @@ def assert_as_the_model_gives(api: httpx.Client, answer: dict[str, Any]) -> None
     got = api.get(f"/v1/jobs/{job_id}")
     assert got.status_code == 200, got.text
     assert got.json() == answer, "the creation's or cache hit's answer is the job as GET answers it"
-    assert JobPublic.model_validate(answer).model_dump(mode="json") == answer, "validating the answer changes nothing"
+    model = JobPublic.model_validate(answer)
+    assert model.model_dump(mode="json") == answer, "validating the answer changes nothing"
+    assert got.content == model.model_dump_json(by_alias=True).encode(), "byte for byte what the model gives"
     page = api.get("/v1/jobs", params={"jobId": job_id}).json()["jobs"]
     assert page == [answer], "pages (models built by jobs_public) answer the same"
 
