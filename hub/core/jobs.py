@@ -9,10 +9,11 @@ import base64
 import binascii
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple, Optional, TypeVar
+from types import SimpleNamespace
+from typing import Any, Optional, TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, case, delete, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from pairio.models import (
@@ -20,17 +21,29 @@ from pairio.models import (
     PairioJobData,
     PairioJobDefinition,
     PairioJobEvent,
-    PairioJobOutputFileResult,
     PairioJobRequiredResources,
     PairioJobSecret,
 )
 from pairio.status import ACTIVE_STATUSES, JobStatus
 
 from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mark_job_to_stop, mark_runnable_changed, now_sec
-from ..db.tables import ComputeClient, DeletedJob, Job, JobDependency, JobEvent, JobInput, JobOutput, JobTag, Service, ServiceApp
+from ..db.tables import (
+    ApiKey,
+    ComputeClient,
+    DeletedJob,
+    Job,
+    JobDependency,
+    JobEvent,
+    JobInput,
+    JobOutput,
+    JobTag,
+    Service,
+    ServiceApp,
+    ServiceUser,
+)
 from ..errors import BadRequest, Forbidden, NotFound
 from ..security import hash_secret, new_id, url_hash
-from . import accounts, job_counts, job_secrets, slot_fit
+from . import accounts, job_answers, job_counts, job_secrets, slot_fit
 from .definition import app_fingerprint, job_definition_hash, normalize_job_definition
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
@@ -137,44 +150,133 @@ _CALLER_SQL = text(
 )
 
 
-def prepare_request(s: Session, token: Optional[str], req: JobCreate) -> tuple[str, PreparedJob]:
+def prepare_request(conn: Connection, token: Optional[str], req: JobCreate) -> tuple[str, PreparedJob]:
     """The caller's user id (from their API key) and ``prepare_job``'s result, with the usual errors."""
     if token:
-        row = s.execute(_CALLER_SQL, {"service": req.serviceName, "app": req.jobDefinition.appName, "key_hash": hash_secret(token)}).first()
+        row = conn.execute(_CALLER_SQL, {"service": req.serviceName, "app": req.jobDefinition.appName, "key_hash": hash_secret(token)}).first()
         if row is not None and row.spec_hash and (row.owner_user_id == row.user_id or row.create_jobs or row.admin):
             app = _PARSED_APPS.get((req.serviceName, req.jobDefinition.appName, row.spec_hash))
             if app is not None:
                 return row.user_id, _prepared(req, app, row.spec_hash)
-    user = accounts.user_for_api_key(s, token)
-    return user, prepare_job(s, user, req)
+    with Session(bind=conn) as s:  # in the connection's transaction
+        user = accounts.user_for_api_key(s, token)
+        return user, prepare_job(s, user, req)
 
 
-def cached_job(s: Session, service_name: str, definition_hash: str) -> Optional[Job]:
-    """The most recent job of the service with this definition hash, if any."""
-    return s.scalars(
-        select(Job)
-        .where(Job.service_name == service_name, Job.job_definition_hash == definition_hash)
-        .order_by(Job.timestamp_created_sec.desc())
-        .limit(1)
-    ).first()
+# The app version (spec hash) each (service, app) had when this process last prepared a job of it:
+# a guess, checked by the statement below, that lets the cache key be computed before the round trip.
+_LAST_SPEC_HASH: dict[tuple[str, str], str] = {}
+
+
+def _caller_and_cached_statement() -> Select[Any]:
+    keys, services, users, apps = ApiKey.__table__.c, Service.__table__.c, ServiceUser.__table__.c, ServiceApp.__table__.c
+    items = job_answers.items_subquery(job_answers.latest_job_subquery())
+    return (
+        select(
+            keys.user_id.label("caller_user_id"), services.owner_user_id, users.create_jobs, users.admin, apps.spec_hash,
+            *job_answers.ANSWER_COLUMNS, *job_answers.with_items(items),
+        )
+        .select_from(ApiKey.__table__)
+        .join(Service.__table__, services.service_name == bindparam("service"))
+        .outerjoin(ServiceUser.__table__, and_(users.service_name == services.service_name, users.user_id == keys.user_id))
+        .outerjoin(ServiceApp.__table__, and_(apps.service_name == services.service_name, apps.app_name == bindparam("app")))
+        .outerjoin(Job.__table__, Job.__table__.c.job_id == job_answers.latest_job_subquery())
+        .outerjoin(items, items.c.job_id == Job.__table__.c.job_id)
+        .where(keys.key_hash == bindparam("key_hash"), keys.revoked.is_(False))
+    )
+
+
+# Who is calling, whether they may create jobs, the app's version and the latest job with the definition's
+# hash (with its dependencies and outputs), in one statement built once; used only if the app's version is
+# the one the hash was computed with.
+_CALLER_AND_CACHED = _caller_and_cached_statement()
+CallerAndCached = tuple[str, PreparedJob, Optional[job_answers.StoredJob]]
+
+
+def prepared_with_last_app_version(token: Optional[str], req: JobCreate) -> Optional[PreparedJob]:
+    """``prepare_job``'s result computed with the app version this process saw last, without the database:
+    None when ``caller_and_cached`` cannot use it (no key, ``skipCache``, the version unknown, a definition
+    that version refuses: ``prepare_request`` checks the key, the role and the current version first)."""
+    app_key = (req.serviceName, req.jobDefinition.appName)
+    spec_hash = _LAST_SPEC_HASH.get(app_key)
+    app = _PARSED_APPS.get((*app_key, spec_hash)) if spec_hash else None
+    if not token or app is None or spec_hash is None or req.skipCache:
+        return None
+    try:
+        return _prepared(req, app, spec_hash)
+    except BadRequest:
+        return None
+
+
+def caller_and_cached(conn: Connection, token: str, req: JobCreate, prepared: PreparedJob) -> Optional[CallerAndCached]:
+    """``prepare_and_find_cached``'s result in one statement for ``prepared_with_last_app_version``'s result;
+    None when it cannot answer (the key unknown or revoked, the role missing, the app version changed)."""
+    params = {"service": req.serviceName, "app": req.jobDefinition.appName, "key_hash": hash_secret(token), "hash": prepared.definition_hash}
+    rows = conn.execute(_CALLER_AND_CACHED, params).all()
+    if not rows:
+        return None
+    row = rows[0]
+    if row.spec_hash != prepared.spec_hash or not (row.owner_user_id == row.caller_user_id or row.create_jobs or row.admin):
+        return None
+    return row.caller_user_id, prepared, job_answers.StoredJob.from_rows(rows)
+
+
+def prepare_and_find_cached(conn: Connection, token: Optional[str], req: JobCreate) -> CallerAndCached:
+    """``prepare_request``'s result and the latest job with the definition's hash (None with ``skipCache``)."""
+    user, prepared = prepare_request(conn, token, req)
+    if len(_LAST_SPEC_HASH) >= _PARSED_APPS_MAX:
+        _LAST_SPEC_HASH.clear()
+    _LAST_SPEC_HASH[(req.serviceName, req.jobDefinition.appName)] = prepared.spec_hash
+    existing = None if req.skipCache else job_answers.latest_job_with_definition(conn, req.serviceName, prepared.definition_hash)
+    return user, prepared, existing
+
+
+# Whether the user may create jobs in the service and the id of the service's latest job with the
+# definition's hash, in one statement built once; a refusal is explained by require_role.
+_ROLE_AND_CACHED_ID = text(
+    "SELECT s.owner_user_id, su.create_jobs, su.admin,"
+    " (SELECT j.job_id FROM jobs j WHERE j.service_name = s.service_name AND j.job_definition_hash = :hash"
+    "  ORDER BY j.timestamp_created_sec DESC LIMIT 1) AS cached_job_id"
+    " FROM services s"
+    " LEFT JOIN service_users su ON su.service_name = s.service_name AND su.user_id = :user"
+    " WHERE s.service_name = :service"
+)
+
+
+def _require_role_and_find_cached(s: Session, service_name: str, user_id: str, definition_hash: str) -> Optional[Job]:
+    """``require_role(..., "create_jobs")`` and the service's latest job with this definition hash (usually none)."""
+    row = s.connection().execute(_ROLE_AND_CACHED_ID, {"service": service_name, "user": user_id, "hash": definition_hash}).first()
+    if row is None or not (row.owner_user_id == user_id or row.create_jobs or row.admin):
+        accounts.require_role(s, service_name, user_id, "create_jobs")
+    return None if row is None or row.cached_job_id is None else s.get(Job, row.cached_job_id)
+
+
+_LATEST_ID_BY_DEFINITION = (
+    select(Job.__table__.c.job_id)
+    .where(Job.__table__.c.service_name == bindparam("service"), Job.__table__.c.job_definition_hash == bindparam("hash"))
+    .order_by(Job.__table__.c.timestamp_created_sec.desc())
+    .limit(1)
+)
 
 
 def _cached_job_under_lock(s: Session, service_name: str, definition_hash: str) -> Optional[Job]:
-    """``cached_job`` as a creation needs it: usually there is none, so look up the id alone first."""
-    job_id = s.scalars(
-        select(Job.job_id)
-        .where(Job.service_name == service_name, Job.job_definition_hash == definition_hash)
-        .order_by(Job.timestamp_created_sec.desc())
-        .limit(1)
-    ).first()
+    """The service's most recent job with this definition hash: usually there is none, so look up the id alone first."""
+    job_id = s.connection().execute(_LATEST_ID_BY_DEFINITION, {"service": service_name, "hash": definition_hash}).scalar()
     return None if job_id is None else s.get(Job, job_id)
 
 
-def is_read_only_cache_hit(existing: Job, req: JobCreate) -> bool:
-    """Whether submitting ``req`` would return ``existing`` unchanged (no rerun, no new tags): no write needed."""
+def is_read_only_cache_hit(existing: Any, req: JobCreate) -> bool:
+    """Whether submitting ``req`` would return ``existing`` (a ``Job`` or a row of its columns) unchanged
+    (no rerun, no new tags): no write needed."""
     if req.skipCache or (existing.status == JobStatus.FAILED and req.rerunFailing):
         return False
     return all(t in existing.tags for t in req.tags)
+
+
+class JobValues(SimpleNamespace):
+    """A job just inserted, as the column values written (what ``job_answers.job_answer`` reads)."""
+
+    job_id: str
 
 
 def create_job(
@@ -186,15 +288,35 @@ def create_job(
     ``prepare_job`` in a read transaction just before, for this user and request) saves
     checking the definition again; the role is checked here in any case.
     """
+    job, created = create_job_values(ctx, s, user_id, req, prepared=prepared)
+    if isinstance(job, JobValues):
+        loaded = s.get(Job, job.job_id)
+        assert loaded is not None
+        return loaded, created
+    return job, created
+
+
+def create_job_values(
+    ctx: HubContext, s: Session, user_id: str, req: JobCreate, *, prepared: Optional[PreparedJob] = None
+) -> tuple[Job | JobValues, bool]:
+    """``create_job`` without loading a new job back: it is inserted by Core statements and returned
+    as ``JobValues`` (no dependencies failed, the usual case), else as the ``Job``."""
     if prepared is None:
         prepared = prepare_job(s, user_id, req)
+        checked_role = True
     else:
-        accounts.require_role(s, req.serviceName, user_id, "create_jobs")
+        checked_role = False
     app, definition, definition_hash = prepared.app, prepared.definition, prepared.definition_hash
 
-    if not req.skipCache:
+    if req.skipCache:
+        if not checked_role:
+            accounts.require_role(s, req.serviceName, user_id, "create_jobs")
+    else:
         _serialize_same_definition(s, definition_hash)
-        existing = _cached_job_under_lock(s, req.serviceName, definition_hash)
+        if checked_role:
+            existing = _cached_job_under_lock(s, req.serviceName, definition_hash)
+        else:
+            existing = _require_role_and_find_cached(s, req.serviceName, user_id, definition_hash)
         if existing is not None:
             if existing.status == JobStatus.FAILED and req.rerunFailing:
                 if req.deleteFailing:
@@ -221,7 +343,7 @@ def create_job(
     processor = app.get_processor(definition.processorName)
     now = now_sec()
     base = ctx.settings.base_url
-    job = Job(
+    job = JobValues(
         job_id=job_id,
         service_name=req.serviceName,
         user_id=user_id,
@@ -240,37 +362,56 @@ def create_job(
         console_output_url=f"{base}/v1/jobs/{job_id}/console-output",
         resource_utilization_log_url=f"{base}/v1/jobs/{job_id}/resource-utilization-log",
         timestamp_created_sec=now,
+        timestamp_starting_sec=None,
+        timestamp_started_sec=None,
+        timestamp_finished_sec=None,
         canceled=False,
+        canceled_by_user_id=None,
         status=JobStatus.PENDING.value,
         is_runnable=is_runnable,
+        error=None,
+        compute_client_id=None,
+        compute_client_name=None,
+        compute_client_user_id=None,
         image_uri=(processor.image or None) if processor else None,
+        image_digest=None,
+        job_private_key_hash=None,
         console_output_size=0,
         console_input_size=0,
+        console_pending=None,
         has_resource_utilization_log=False,
         secret_parameter_names=job_secrets.secret_parameter_names(processor),
     )
-    s.add(job)
-    s.flush()
-    for tag in job.tags:
-        s.add(JobTag(job_id=job_id, tag=tag, timestamp_created_sec=now))
-    for f in definition.inputFiles:
-        s.add(JobInput(job_id=job_id, name=f.name, url=f.url, url_hash=url_hash(f.url)))
+    # Core statements, not ORM objects: the unit of work costs several times these inserts.
+    conn = s.connection()
+    conn.execute(_INSERT_JOB, vars(job))
+    if job.tags:
+        conn.execute(_INSERT_TAG, [{"job_id": job_id, "tag": tag, "timestamp_created_sec": now} for tag in job.tags])
+    if definition.inputFiles:
+        conn.execute(_INSERT_INPUT, [{"job_id": job_id, "name": f.name, "url": f.url, "url_hash": url_hash(f.url)} for f in definition.inputFiles])
+    job.outputs = []
     for out in definition.outputFiles:
         url = output_url(ctx, job_id, out.name, out.fileBaseName)
-        s.add(JobOutput(job_id=job_id, name=out.name, file_base_name=out.fileBaseName, url=url, url_hash=url_hash(url)))
-    for d in dependencies:
-        s.add(JobDependency(job_id=job_id, depends_on_job_id=d))
-    add_event(s, job_id, JobStatus.PENDING, f"created by {user_id}" + ("" if is_runnable else f"; waits for {len(dependencies)} dependenc{'y' if len(dependencies) == 1 else 'ies'}"))
+        job.outputs.append({"job_id": job_id, "name": out.name, "file_base_name": out.fileBaseName, "url": url, "url_hash": url_hash(url), "size": None})
+    if job.outputs:
+        conn.execute(_INSERT_OUTPUT, job.outputs)
+    if dependencies:
+        conn.execute(_INSERT_DEPENDENCY, [{"job_id": job_id, "depends_on_job_id": d} for d in dependencies])
+    job.dependencies = dependencies
+    waits = "" if is_runnable else f"; waits for {len(dependencies)} dependenc{'y' if len(dependencies) == 1 else 'ies'}"
+    conn.execute(_INSERT_EVENT, {"job_id": job_id, "timestamp_sec": now, "status": JobStatus.PENDING.value, "message": f"created by {user_id}{waits}"})
     if failed_dep is not None:
-        _fail(s, job, f"dependency {failed_dep} failed: {dep_status[failed_dep][1] or 'no error given'}")
-        return job, True
+        failed = s.get(Job, job_id)
+        assert failed is not None
+        _fail(s, failed, f"dependency {failed_dep} failed: {dep_status[failed_dep][1] or 'no error given'}")
+        return failed, True
     _note_if_no_slot_fits(s, job, req.requiredResources)
     if is_runnable:
         mark_runnable_changed(s)
     return job, True
 
 
-def _note_if_no_slot_fits(s: Session, job: Job, resources: PairioJobRequiredResources) -> None:
+def _note_if_no_slot_fits(s: Session, job: "JobValues", resources: PairioJobRequiredResources) -> None:
     """Say at once on the timeline when no compute slot of the service can take the job.
 
     The job stays pending (a compute client with a bigger slot may register); the waiting
@@ -284,6 +425,20 @@ def _note_if_no_slot_fits(s: Session, job: Job, resources: PairioJobRequiredReso
             + "; the job stays pending until a compute client with a slot that fits registers"
             " (or cancel it and submit it with smaller requiredResources)",
         )
+
+
+def new_job_answer(job: JobValues) -> dict[str, Any]:
+    """A user's answer for a job ``create_job_values`` just inserted (its dependencies and outputs as written)."""
+    outputs = [job_answers.OutputRow(o["name"], o["file_base_name"], o["url"], o["size"]) for o in job.outputs]
+    return job_answers.job_answer(job, job.dependencies, outputs)
+
+
+_INSERT_JOB = insert(Job.__table__)
+_INSERT_TAG = insert(JobTag.__table__)
+_INSERT_INPUT = insert(JobInput.__table__)
+_INSERT_OUTPUT = insert(JobOutput.__table__)
+_INSERT_DEPENDENCY = insert(JobDependency.__table__)
+_INSERT_EVENT = insert(JobEvent.__table__)
 
 
 def _spec_hash(s: Session, req: JobCreate) -> Optional[str]:
@@ -341,88 +496,23 @@ def get_job_row(s: Session, job_id: str, *, for_update: bool = False) -> Job:
 JobDataT = TypeVar("JobDataT", bound=PairioJobData)
 
 
-# One round trip for a page's dependencies and outputs (outputs only of jobs that declare any).
-# Plain SQL built once: composing the equivalent select() per call costs more than the query.
-_DEPS_SQL = (
-    "SELECT job_id, 'd' AS kind, depends_on_job_id AS name, NULL AS file_base_name, NULL AS url, NULL AS size "
-    "FROM job_dependencies WHERE job_id IN :ids"
-)
-_DEPS = text(_DEPS_SQL).bindparams(bindparam("ids", expanding=True))
-_DEPS_AND_OUTPUTS = text(
-    _DEPS_SQL + " UNION ALL SELECT job_id, 'o', name, file_base_name, url, size FROM job_outputs WHERE job_id IN :with_outputs"
-).bindparams(bindparam("ids", expanding=True), bindparam("with_outputs", expanding=True))
-
-
-class _OutputRow(NamedTuple):
-    name: str
-    file_base_name: str
-    url: str
-    size: Optional[int]
-
-
 def jobs_public(
     s: Session, jobs: Sequence[Job], *, include_private: bool = False, model: type[JobDataT] = PairioJobData  # type: ignore[assignment]
 ) -> list[JobDataT]:
-    """Jobs as users see them: private keys and secrets null, secret parameters ``"***"``.
-
-    ``include_private`` (for the compute client holding the jobs, checked by the caller)
-    gives the plain secrets and secret parameters of jobs that are not terminal. ``model``:
-    the class to build (a subclass of ``PairioJobData`` without fields of its own).
+    """Jobs as users see them (``job_answers.job_answer``), as models of class ``model`` (a subclass
+    of ``PairioJobData`` without fields of its own). ``include_private``: for the compute client
+    holding the jobs (checked by the caller), the secrets of jobs that are not terminal.
     """
-    ids = [j.job_id for j in jobs]
-    outputs: dict[str, list[_OutputRow]] = {i: [] for i in ids}
-    deps: dict[str, list[str]] = {i: [] for i in ids}
-    if ids:
-        with_outputs = [j.job_id for j in jobs if (j.job_definition or {}).get("outputFiles")]
-        q, params = (_DEPS_AND_OUTPUTS, {"ids": ids, "with_outputs": with_outputs}) if with_outputs else (_DEPS, {"ids": ids})
-        for row in s.execute(q, params):
-            if row.kind == "d":
-                deps[row.job_id].append(row.name)
-            else:
-                outputs[row.job_id].append(_OutputRow(row.name, row.file_base_name, row.url, row.size))
+    deps, outputs = job_answers.dependencies_and_outputs(s, jobs)
     result = []
     for j in jobs:
-        private = include_private and not job_secrets.is_terminal(j)
-        definition = PairioJobDefinition.model_validate(j.job_definition if private else job_secrets.masked_definition(j))
-        outs = {o.name: o for o in outputs[j.job_id]}
-        result.append(
-            model(
-                jobId=j.job_id,
-                jobPrivateKey=None,
-                serviceName=j.service_name,
-                userId=j.user_id,
-                batchId=j.batch_id,
-                tags=list(j.tags),
-                jobDefinition=definition,
-                jobDefinitionHash=j.job_definition_hash,
-                jobDependencies=sorted(deps[j.job_id]),
-                requiredResources=PairioJobRequiredResources(numCpus=j.num_cpus, numGpus=j.num_gpus, memoryGb=j.memory_gb, timeSec=j.time_sec),
-                targetComputeClientIds=j.target_compute_client_ids,
-                # as stored: a row from before the secret-name rule must still reach its bridge, which refuses it by name
-                secrets=[PairioJobSecret.model_construct(**x) for x in j.secrets] if (private and j.secrets) else None,
-                inputFileUrlList=[f.url for f in definition.inputFiles],
-                outputFileUrlList=[outs[f.name].url for f in definition.outputFiles if f.name in outs],
-                outputFileResults=[
-                    PairioJobOutputFileResult(name=o.name, fileBaseName=o.file_base_name, url=o.url, size=o.size)
-                    for o in (outs[f.name] for f in definition.outputFiles if f.name in outs)
-                ],
-                consoleOutputUrl=j.console_output_url,
-                resourceUtilizationLogUrl=j.resource_utilization_log_url,
-                timestampCreatedSec=j.timestamp_created_sec,
-                timestampStartingSec=j.timestamp_starting_sec,
-                timestampStartedSec=j.timestamp_started_sec,
-                timestampFinishedSec=j.timestamp_finished_sec,
-                canceled=j.canceled,
-                status=JobStatus(j.status),
-                isRunnable=j.is_runnable,
-                error=j.error,
-                computeClientId=j.compute_client_id,
-                computeClientName=j.compute_client_name,
-                computeClientUserId=j.compute_client_user_id,
-                imageUri=j.image_uri,
-                imageDigest=j.image_digest,
-            )
-        )
+        answer = job_answers.job_answer(j, deps[j.job_id], outputs[j.job_id], include_private=include_private)
+        secrets = answer["secrets"]
+        public = model.model_validate({**answer, "secrets": None} if secrets else answer)
+        if secrets:
+            # as stored: a row from before the secret-name rule must still reach its bridge, which refuses it by name
+            public.secrets = [PairioJobSecret.model_construct(**x) for x in secrets]
+        result.append(public)
     return result
 
 

@@ -52,6 +52,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             make_private_sqlite_file(Path(path))
+        if "///" in url and path and path != ":memory:":  # a file (QueuePool)
+            # as many kept connections as requests run at once: an overflow connection is closed when
+            # returned, and opening one (file, pragmas, WAL index) costs more than a request
+            kwargs.setdefault("pool_size", 20)
+            kwargs.setdefault("max_overflow", 20)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -100,8 +105,12 @@ def checkpoint_sqlite(engine: Engine) -> None:
         raw.close()
 
 
+def read_only_engine(engine: Engine) -> Engine:
+    """The engine for reading: on SQLite its transactions begin without the write lock."""
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
+
+
 def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
     """Sessions for writing, or (``read_only``) for reading: on SQLite those begin without the write lock."""
-    bind = engine.execution_options(**{READ_ONLY_OPTION: True}) if read_only else engine
-    return sessionmaker(bind, expire_on_commit=False)
+    return sessionmaker(read_only_engine(engine) if read_only else engine, expire_on_commit=False)
 

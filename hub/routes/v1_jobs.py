@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from pairio.status import JobStatus
 
 from ..context import HubContext, now_sec
+from ..core import job_answers
 from ..core import jobs as core
 from ..core import waiting
 from ..deps import Ctx, CurrentUser, DbSession, _documented_bearer, bearer_token, get_ctx
@@ -43,7 +44,8 @@ def _public(s: DbSession, job: core.Job) -> JobPublic:
 # The busiest routes are async and do all their database work and serialization in one
 # worker thread (one hand-off each way, as for a plain sync endpoint): sync dependencies
 # would each cost a hand-off of their own. They return the JSON themselves, built by
-# pydantic in the worker thread, in the form FastAPI gives ``response_model``.
+# pydantic in the worker thread, in the form FastAPI gives ``response_model`` (a job's answer:
+# hub/core/job_answers.py, serialized without building the model; response_model documents it).
 
 
 async def _token(
@@ -57,6 +59,11 @@ Token = Annotated[Optional[str], Depends(_token)]
 
 def _json(model: BaseModel, status_code: int = 200) -> Response:
     return Response(model.model_dump_json(by_alias=True), status_code=status_code, media_type="application/json")
+
+
+def _answer(answer: dict[str, Any], status_code: int = 200) -> Response:
+    """A job's answer (``job_answers.job_answer``): the JSON ``JobPublic`` would give, without building the model."""
+    return Response(job_answers.answer_json(answer), status_code=status_code, media_type="application/json")
 
 
 def _ctx(request: Request) -> HubContext:
@@ -81,16 +88,27 @@ async def create_job(body: JobCreateBody, request: Request, token: Token) -> Res
 def _create_job(ctx: HubContext, token: Optional[str], body: JobCreateBody) -> Response:
     req = body.to_core()
     # Checks, the cache key and a plain cache hit need no write: SQLite's write lock is taken only to create.
-    with ctx.read_transaction() as s:
-        user, prepared = core.prepare_request(s, token, req)
-        existing = None if req.skipCache else core.cached_job(s, req.serviceName, prepared.definition_hash)
-        if existing is not None and core.is_read_only_cache_hit(existing, req):
-            return _json(core.jobs_public(s, [existing], model=JobPublic)[0], 200)
+    # Usually one statement does (no transaction needed); else the checks that explain a refusal, in a transaction.
+    found = None
+    guessed = core.prepared_with_last_app_version(token, req)
+    if token and guessed is not None:
+        with ctx.statement_connection() as conn:
+            found = core.caller_and_cached(conn, token, req, guessed)
+    if found is None:
+        with ctx.read_connection() as conn:
+            found = core.prepare_and_find_cached(conn, token, req)
+    user, prepared, existing = found
+    if existing is not None and core.is_read_only_cache_hit(existing.row, req):
+        return _answer(existing.answer(), 200)
     # the key was checked a moment ago, as if the whole request had run then; the role is checked again
     with ctx.transaction() as s:
-        job, created = core.create_job(ctx, s, user, req, prepared=prepared)
-        public = core.jobs_public(s, [job], model=JobPublic)[0]
-    return _json(public, 201 if created else 200)
+        job, created = core.create_job_values(ctx, s, user, req, prepared=prepared)
+        status = 201 if created else 200
+        if isinstance(job, core.JobValues):
+            response = _answer(core.new_job_answer(job), status)
+        else:
+            response = _json(core.jobs_public(s, [job], model=JobPublic)[0], status)
+    return response
 
 
 @router.post("/jobs/batch", response_model=JobsCreated, status_code=200)
@@ -170,16 +188,16 @@ async def get_job(job_id: str, request: Request) -> Response:
 
 
 def _get_job(ctx: HubContext, job_id: str) -> Response:
-    with ctx.read_transaction() as s:
-        return _json(job_detail(ctx, s, core.get_job_row(s, job_id)))
-
-
-def job_detail(ctx: HubContext, s: Session, row: core.Job) -> JobDetailPublic:
-    """One job as ``GET /v1/jobs/{id}`` and the job page show it."""
-    public = core.jobs_public(s, [row], model=JobDetailPublic)[0]
-    public.waitingReason = waiting.waiting_reason(s, row, heartbeat_timeout_sec=ctx.settings.heartbeat_timeout_sec, now=now_sec())
-    public.queuePosition = waiting.queue_position(s, row)
-    return public
+    with ctx.statement_connection() as conn:
+        answer = job_answers.public_job_answer(conn, job_id)
+    answer["waitingReason"] = answer["queuePosition"] = None
+    if not JobStatus(answer["status"]).is_terminal and not answer["canceled"]:
+        with ctx.read_transaction() as s:  # only a job that may wait pays for the reason
+            row = core.get_job_row(s, job_id)
+            reason = waiting.waiting_reason(s, row, heartbeat_timeout_sec=ctx.settings.heartbeat_timeout_sec, now=now_sec())
+            answer["waitingReason"] = reason.model_dump(mode="json", by_alias=True) if reason is not None else None
+            answer["queuePosition"] = waiting.queue_position(s, row)
+    return _answer(answer)
 
 
 @router.get("/jobs/{job_id}/events", response_model=JobEventsPublic)
