@@ -53,6 +53,7 @@ from .models import (
     PairioAppProcessorInputFile,
     PairioAppProcessorOutputFile,
     PairioAppProcessorParameter,
+    PairioBridgeInfo,
     PairioComputeClient,
     PairioComputeClientComputeSlot,
     PairioJobDefinition,
@@ -112,6 +113,7 @@ __all__ = [
     "PairioServiceApp",
     "PairioService",
     "PairioServiceUser",
+    "PairioBridgeInfo",
     "PairioComputeClient",
     "PairioComputeClientComputeSlot",
     # errors
