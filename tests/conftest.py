@@ -37,6 +37,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_busy_machine": ("bridge",),
     "test_cancel_e2e": ("bridge",),
     "test_claim_concurrency": ("hub",),
+    "test_claim_scope": ("hub",),
     "test_cli": ("hub",),
     "test_client": ("hub",),
     "test_compute_api": ("hub",),
