@@ -175,6 +175,7 @@ BRIDGE_INFO = {"host": "node7", "backend": "ssh", "remoteHost": "lab1.example.or
 def test_the_heartbeat_describes_the_bridge_on_its_compute_client(http: httpx.Client, seeded: Seed) -> None:
     cc = register(http, seeded, label="laptop")
     assert http.get(f"/v1/compute-clients/{cc.id}").json()["bridgeInfo"] is None
+    assert "has not described itself" in http.get(f"/compute-client/{cc.id}").text
     r = http.post("/v1/compute/heartbeat", json={"activeJobIds": [], "bridge": BRIDGE_INFO}, headers=cc.headers)
     assert r.status_code == 200, r.text
     info = http.get(f"/v1/compute-clients/{cc.id}").json()["bridgeInfo"]
@@ -188,6 +189,10 @@ def test_the_heartbeat_describes_the_bridge_on_its_compute_client(http: httpx.Cl
     assert http.post("/v1/compute/heartbeat", json={"activeJobIds": [], "bridge": changed}, headers=cc.headers).status_code == 200
     listed = http.get("/v1/compute-clients", params={"serviceName": seeded.service}).json()["computeClients"]
     assert listed[0]["bridgeInfo"]["apps"] == ["hello_world", "imaged"]
+    page = http.get(f"/compute-client/{cc.id}")
+    assert page.status_code == 200
+    for shown in ("node7", "ssh on", "lab1.example.org", "1.2.3", ">imaged</a>", ">hello_world</a>", "none"):
+        assert shown in page.text, shown
     # the original wire protocol's compute client keeps exactly its fields
     client = ok(call(http, "getComputeClient", computeClientId=cc.id), "getComputeClient")["computeClient"]
     assert set(client) - {"timestampLastActiveSec"} == COMPUTE_CLIENT_KEYS  # optional there, present once it beat
