@@ -1130,7 +1130,6 @@ class BridgeRunner:
 # ---------------------------------------------------------------- pure helpers
 
 
-@dataclass(frozen=True)
 def claim_scope(config: BridgeConfig) -> dict[str, object]:
     """What this bridge can run, sent with every claim so the hub hands out nothing else.
 
@@ -1169,6 +1168,7 @@ def app_names(config: BridgeConfig) -> list[str]:
     return names
 
 
+@dataclass(frozen=True)
 class LazyInputs:
     """Inputs are fetched by the processor, through ``cache_dir`` when it can see the bridge's cache."""
 

@@ -28,6 +28,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_app_sdk": ("unit",),
     "test_batches": ("hub",),
     "test_bench_smoke": ("bridge",),
+    "test_bridge_claim_scope": ("bridge",),
     "test_bridge_containers_e2e": ("bridge", "container"),
     "test_bridge_e2e": ("bridge",),
     "test_bridge_examples": ("bridge",),
