@@ -240,6 +240,11 @@ class BridgeRunner:
             self.config.label, self.config.computeClientId, self.config.serviceName, self.backend.name,
             self.hub.hub_url, len(self._jobs),
         )
+        if self.config.containerMode is ContainerMode.NONE and not app_names(self.config):
+            log.warning(
+                "this bridge has no app commands, so it claims no job; add one with "
+                "'pairio-bridge apps add --dir BRIDGE_DIR APP=\"python /abs/path/main.py\"' (no restart needed)"
+            )
         heartbeats = threading.Thread(target=self._heartbeat_loop, name="bridge-heartbeat", daemon=True)
         heartbeats.start()
         try:
