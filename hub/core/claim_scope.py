@@ -85,16 +85,14 @@ def runnable_jobs(s: Session, service_name: str, scope: ClaimScope) -> Optional[
 def runnable_processors(scope: ClaimScope, apps: Mapping[str, PairioApp]) -> dict[str, Optional[frozenset[str]]]:
     """App name -> the processors the scope runs (None: all); apps with none are left out.
 
-    An app named by the bridge that the service does not have (deleted since its jobs were
-    submitted) is kept in mode none: the bridge's command needs no spec.
+    Only apps the service has count (a bridge naming hundreds of others costs its claim
+    nothing): jobs are submitted only for registered apps.
     """
     names: Iterable[str] = scope.apps if scope.apps is not None else apps
     result: dict[str, Optional[frozenset[str]]] = {}
     for name in names:
         app = apps.get(name)
         if app is None:
-            if scope.container_mode in (None, NO_CONTAINER):
-                result[name] = None
             continue
         runs = [p.name for p in app.processors if scope.runs_processor(p)]
         if runs:
