@@ -1155,8 +1155,9 @@ def bridge_info(config: BridgeConfig, backend: Backend) -> dict[str, object]:
         "containerMode": config.containerMode.value,
         "version": pairio.__version__,
     }
-    if config.ssh is not None and backend.name != "local":
-        info["remoteHost"] = config.ssh.host
+    remote = backend.remote_host()
+    if remote:
+        info["remoteHost"] = remote
     if config.containerMode is ContainerMode.NONE:
         info["apps"] = app_names(config)
     return info

@@ -385,8 +385,12 @@ def test_register_rejects_a_malformed_app_command(tmp_path: Path) -> None:
 
 
 class _NamedBackend:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, remote: "str | None" = None) -> None:
         self.name = name
+        self.remote = remote
+
+    def remote_host(self) -> "str | None":
+        return self.remote
 
 
 @pytest.mark.parametrize("backend", ["local", "slurm", "ssh"])
@@ -394,12 +398,12 @@ def test_every_backend_describes_itself_and_its_claims_as_the_hub_expects(backen
     from bridge.runner import bridge_info, claim_scope
     from hub.routes.v1_compute import BridgeInfoBody, ClaimBody
 
-    ssh = {"host": "lab1.example.org"} if backend != "local" else None
-    config = make_config(ssh=ssh, appCommands={"hello_world": "python main.py", "bad name": "python x.py"})
-    info = bridge_info(config, _NamedBackend(backend))  # type: ignore[arg-type]
+    remote = None if backend == "local" else "alice@lab1.example.org:22"  # ssh, or slurm over ssh
+    config = make_config(appCommands={"hello_world": "python main.py", "bad name": "python x.py"})
+    info = bridge_info(config, _NamedBackend(backend, remote))  # type: ignore[arg-type]
     assert BridgeInfoBody.model_validate(info).model_dump(exclude_none=True) == info
     assert info["backend"] == backend and info["apps"] == ["hello_world"] and info["containerMode"] == "none"
-    assert info.get("remoteHost") == (None if backend == "local" else "lab1.example.org")
+    assert info.get("remoteHost") == remote
     scope = ClaimBody.model_validate({"maxJobs": 1, **claim_scope(config)}).scope()
     assert scope is not None and scope.apps == frozenset({"hello_world"}) and scope.container_mode == "none"
 
