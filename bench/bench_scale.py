@@ -10,6 +10,8 @@ through the ASGI app, round by round with both sizes interleaved (the order alte
 so drift of a busy machine cancels:
 
   createJob + claim     POST /v1/jobs (a new definition), then POST /v1/compute/claim
+  createJob + claim app the same for an app with no other pending job, claimed naming that app
+                        (the bench app's pending jobs, 6 % of all, are older)
   job-counts            GET /v1/job-counts, and ?serviceName=
   jobs pages            GET /v1/jobs: first page, second page (cursor), ?status=failed,
                         ?serviceName=, ?userId=&status=running
@@ -49,6 +51,8 @@ from pairio.models import PairioApp, PairioComputeClientComputeSlot  # noqa: E40
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 APP = {"name": "bench", "processors": [{"name": "work", "parameters": [{"name": "i", "type": "str", "default": ""}]}]}
+# An app with no seeded jobs: a claim naming it must not walk the bench app's pending jobs
+FRESH_APP = {**APP, "name": "fresh"}
 STATUSES = ["completed"] * 80 + ["failed"] * 10 + ["pending"] * 6 + ["running"] * 4
 USERS = ("alice", "bob", "carol")
 SERVICES = ("bench_a", "bench_b", "bench_c", "bench_d")
@@ -89,6 +93,7 @@ def seed_accounts(ctx: HubContext) -> tuple[str, str]:
         for service in SERVICES:
             accounts.create_service(s, service, "alice")
             accounts.add_app(s, service, PairioApp.model_validate(APP))
+            accounts.add_app(s, service, PairioApp.model_validate(FRESH_APP))
         slot = PairioComputeClientComputeSlot(numCpus=8, numGpus=0, memoryGb=64, timeSec=3600, multiplicity=10_000)
         _, cc_key = accounts.register_compute_client(s, "bench_a", "alice", "bench", [slot], "")
     return key, cc_key
@@ -190,9 +195,19 @@ class Hub:
         r = self.client.post("/v1/compute/claim", json={"maxJobs": 1}, headers=self.cc_auth)
         assert r.status_code == 200 and len(r.json()["jobs"]) == 1, r.text[:300]
 
+    def create_and_claim_by_app(self) -> None:
+        """A job of an app no other pending job has, claimed by a bridge naming that app only."""
+        body = {"serviceName": "bench_a", "jobDefinition": {"appName": "fresh", "processorName": "work",
+                "parameters": [{"name": "i", "value": uuid.uuid4().hex}]}, "requiredResources": RESOURCES}
+        r = self.client.post("/v1/jobs", json=body, headers=self.auth)
+        assert r.status_code == 201, r.text[:300]
+        r = self.client.post("/v1/compute/claim", json={"maxJobs": 1, "apps": ["fresh"], "containerMode": "none"}, headers=self.cc_auth)
+        assert r.status_code == 200 and [j["jobDefinition"]["appName"] for j in r.json()["jobs"]] == ["fresh"], r.text[:300]
+
 
 OPERATIONS: dict[str, Callable[[Hub], Any]] = {
     "createJob + claim": Hub.create_and_claim,
+    "createJob + claim app": Hub.create_and_claim_by_app,
     "job-counts": lambda h: h.get("/v1/job-counts"),
     "job-counts service": lambda h: h.get("/v1/job-counts", serviceName="bench_b"),
     "jobs first page": lambda h: h.get("/v1/jobs"),
@@ -231,6 +246,10 @@ def query_plans(ctx: HubContext) -> list[str]:
         "claim candidates": select(Job).where(
             Job.status == "pending", Job.is_runnable.is_(True), Job.canceled.is_(False), Job.service_name == "bench_a",
             Job.num_cpus.between(0, 8),
+        ).order_by(Job.timestamp_created_sec, Job.job_id).limit(1),
+        "claim candidates of one app": select(Job).where(
+            Job.status == "pending", Job.is_runnable.is_(True), Job.canceled.is_(False), Job.service_name == "bench_a",
+            Job.num_cpus.between(0, 8), Job.app_name == "fresh",
         ).order_by(Job.timestamp_created_sec, Job.job_id).limit(1),
         "first page": core.find_jobs_query(core.JobFilter(), 101),
         "status=failed": core.find_jobs_query(core.JobFilter(status=[core.JobStatus.FAILED]), 101),

@@ -127,6 +127,10 @@ class Backend(ABC):
         """How users know the native job (e.g. "Slurm job 4242"), for the job's timeline; None: not worth telling."""
         return None
 
+    def remote_host(self) -> Optional[str]:
+        """Where its jobs go when not to this machine (SSH, Slurm over SSH), for the compute client's page; None: here."""
+        return None
+
     def adopt(self, job_dir: Path) -> str:
         """The native id of the job started from ``job_dir``, for a bridge that died inside ``submit``.
 

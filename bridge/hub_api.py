@@ -233,9 +233,16 @@ class HubApi:
 
     # ---------------------------------------------------------------- the compute client
 
-    def heartbeat(self, active_job_ids: list[str], *, wait_sec: float = 0.0, stopping_job_ids: Sequence[str] = ()) -> HeartbeatAnswer:
-        """Say the bridge lives; with ``wait_sec``, the hub answers early when a job not in ``stopping_job_ids`` must stop."""
+    def heartbeat(
+        self, active_job_ids: list[str], *, wait_sec: float = 0.0, stopping_job_ids: Sequence[str] = (),
+        bridge_info: Optional[dict[str, Any]] = None,
+    ) -> HeartbeatAnswer:
+        """Say the bridge lives; with ``wait_sec``, the hub answers early when a job not in ``stopping_job_ids`` must stop.
+
+        ``bridge_info``: where and how the bridge runs (``bridge.runner.bridge_info``), sent when it changed."""
         payload: dict[str, Any] = {"activeJobIds": active_job_ids}
+        if bridge_info is not None:
+            payload["bridge"] = bridge_info
         timeout = None
         if wait_sec > 0:
             payload.update(waitSec=wait_sec, stoppingJobIds=list(stopping_job_ids))
@@ -243,9 +250,13 @@ class HubApi:
         body = self._json(self._request("POST", "/v1/compute/heartbeat", json=payload, timeout=timeout))
         return HeartbeatAnswer(cancel_job_ids=list(body["cancelJobIds"]), heartbeat_timeout_sec=float(body["heartbeatTimeoutSec"]))
 
-    def claim(self, max_jobs: int, wait_sec: float, capacity: Optional[Capacity]) -> list[PairioJobData]:
-        """Claim up to ``max_jobs`` jobs, waiting up to ``wait_sec`` for one (not retried once sent; see the module doc)."""
-        body: dict[str, Any] = {"maxJobs": max_jobs, "waitSec": wait_sec}
+    def claim(
+        self, max_jobs: int, wait_sec: float, capacity: Optional[Capacity], runs: Optional[dict[str, Any]] = None
+    ) -> list[PairioJobData]:
+        """Claim up to ``max_jobs`` jobs, waiting up to ``wait_sec`` for one (not retried once sent; see the module doc).
+
+        ``runs``: what the bridge can run (``apps``, ``containerMode``, ``originalSdkImages``); the hub hands out only such jobs."""
+        body: dict[str, Any] = {"maxJobs": max_jobs, "waitSec": wait_sec, **(runs or {})}
         if capacity is not None:
             body["capacity"] = {"numCpus": capacity.numCpus, "numGpus": capacity.numGpus, "memoryGb": capacity.memoryGb}
         response = self._request("POST", "/v1/compute/claim", json=body, idempotent=False, timeout=wait_sec + self.long_poll_margin_sec)

@@ -31,6 +31,7 @@ the jobs keep running detached and the next start re-adopts them.
 from __future__ import annotations
 
 import logging
+import platform
 import signal
 import threading
 import time
@@ -41,9 +42,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Callable, Optional
 
+import pairio
 from pairio.jobfile import PairioJobFile, PairioJobFileInput, PairioJobFileOutput
 from pairio.masking import mask_text
-from pairio.names import secret_name_problem
+from pairio.names import check_name, secret_name_problem
 from pairio.models import PairioApp, PairioJobData, PairioJobRequiredResources
 from pairio.status import JobStatus
 from pairio.waiting import HOST_BUSY_NOTE_PREFIX, QUEUE_NOTE_PREFIX, STARTED_NOTE_PREFIX
@@ -55,6 +57,7 @@ from .images import app_images, image_report
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
 from .staging import CACHE_VISIBLE_TO_PROCESSOR, InputCache, InputStaging, StagingError, input_staging_for
 from . import original_sdk
+from .original_sdk import OriginalSdkNetwork
 from .watch import SECRETS_FILE
 
 log = logging.getLogger("bridge")
@@ -204,6 +207,12 @@ class BridgeRunner:
         self._app_specs: dict[str, tuple[float, PairioApp]] = {}
         self._finish_call = True
         """the hub takes a finished job's report in one call (older hubs: one call per part)"""
+        self._reported_info: Optional[dict[str, object]] = None
+        self._hub_takes_info = True
+        """false after the hub refused the description (an older hub): heartbeats go without it"""
+        self._hub_takes_scope = True
+        """false after the hub refused the claim's apps and container mode (an older hub): claims go without them"""
+        """what the hub was last told of where and how this bridge runs (sent again when it changes)"""
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -236,6 +245,11 @@ class BridgeRunner:
             self.config.label, self.config.computeClientId, self.config.serviceName, self.backend.name,
             self.hub.hub_url, len(self._jobs),
         )
+        if self.config.containerMode is ContainerMode.NONE and not app_names(self.config):
+            log.warning(
+                "this bridge has no app commands, so it claims no job; add one with "
+                "'pairio-bridge apps add --dir BRIDGE_DIR APP=\"python /abs/path/main.py\"' (no restart needed)"
+            )
         heartbeats = threading.Thread(target=self._heartbeat_loop, name="bridge-heartbeat", daemon=True)
         heartbeats.start()
         try:
@@ -455,14 +469,25 @@ class BridgeRunner:
         tracked = list(self._jobs.values())  # a copy: the main loop changes the dict meanwhile
         # a job that already ended here is only waiting to be reported or cleaned up
         stopping = [t.job_id for t in tracked if t.cancel_requested or t.phase in (RunnerPhase.FINISHED, RunnerPhase.REPORTED)]
+        info = bridge_info(self.config, self.backend)
         try:
             answer = self.hub.heartbeat(
-                sorted(t.job_id for t in tracked), wait_sec=self.config.heartbeatIntervalSec, stopping_job_ids=stopping
+                sorted(t.job_id for t in tracked), wait_sec=self.config.heartbeatIntervalSec, stopping_job_ids=stopping,
+                bridge_info=info if info != self._reported_info and self._hub_takes_info else None,
             )
+        except HubRejectedError as e:
+            if e.status_code == 422 and self._hub_takes_info and info != self._reported_info:
+                log.warning("the hub refused this bridge's description (%s); heartbeats go without it (an older hub?)", e.message)
+                self._hub_takes_info = False
+                return
+            if not self._heartbeats_stop.is_set():
+                self._hub_failed(e, client_call=True)
+            return
         except HubApiError as e:
             if not self._heartbeats_stop.is_set():  # else the bridge is closing its connections under this call
                 self._hub_failed(e, client_call=True)
             return
+        self._reported_info = info
         self._hub_succeeded()
         if answer.cancel_job_ids:
             with self._stop_requests_lock:
@@ -1038,10 +1063,11 @@ class BridgeRunner:
         self._capacity_note = ""
         idle = not self._jobs
         wait = self.config.claimWaitSec if idle else self.config.pollIntervalSec
+        self._refresh_app_commands()  # apps added or removed since take effect in this claim
         try:
             self._in_idle_claim = idle
             try:
-                jobs = self.hub.claim(min(free, MAX_CLAIM_JOBS), wait, capacity)
+                jobs = self.hub.claim(min(free, MAX_CLAIM_JOBS), wait, capacity, claim_scope(self.config) if self._hub_takes_scope else None)
             finally:
                 self._in_idle_claim = False
         except _ClaimInterrupted:
@@ -1049,6 +1075,13 @@ class BridgeRunner:
             self._reconcile_needed = True
             return True
         except HubApiError as e:
+            if isinstance(e, HubRejectedError) and e.status_code == 422 and self._hub_takes_scope:
+                log.warning(
+                    "the hub refused the claim's apps and container mode (%s); claiming without them (an older hub?): "
+                    "jobs of apps this bridge cannot run will fail here", e.message,
+                )
+                self._hub_takes_scope = False
+                return False
             if not isinstance(e, HubRejectedError):
                 self._reconcile_needed = True  # the answer may have been lost after the hub claimed jobs
             self._hub_failed(e, client_call=True)
@@ -1117,6 +1150,45 @@ class BridgeRunner:
 
 
 # ---------------------------------------------------------------- pure helpers
+
+
+def claim_scope(config: BridgeConfig) -> dict[str, object]:
+    """What this bridge can run, sent with every claim so the hub hands out nothing else.
+
+    Container mode none runs the apps it has a command for (and no original-SDK image, which
+    needs a container); a container engine runs any processor with an image, and original-SDK
+    images only when their containers get a network to the hub.
+    """
+    if config.containerMode is ContainerMode.NONE:
+        return {"containerMode": ContainerMode.NONE.value, "apps": app_names(config)}
+    return {"containerMode": config.containerMode.value, "originalSdkImages": config.originalSdkNetwork is not OriginalSdkNetwork.NONE}
+
+
+def bridge_info(config: BridgeConfig, backend: Backend) -> dict[str, object]:
+    """Where and how this bridge runs, for its compute client's page (the heartbeat carries it when it changed)."""
+    info: dict[str, object] = {
+        "host": platform.node() or "unknown",
+        "backend": backend.name,
+        "containerMode": config.containerMode.value,
+        "version": pairio.__version__,
+    }
+    remote = backend.remote_host()
+    if remote:
+        info["remoteHost"] = remote
+    if config.containerMode is ContainerMode.NONE:
+        info["apps"] = app_names(config)
+    return info
+
+
+def app_names(config: BridgeConfig) -> list[str]:
+    """The apps it has a command for; a key no app can be named (hub app names are checked names) is left out."""
+    names = []
+    for name in sorted(config.appCommands):
+        try:
+            names.append(check_name(name, "app name"))
+        except ValueError:
+            continue
+    return names
 
 
 @dataclass(frozen=True)

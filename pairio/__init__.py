@@ -53,6 +53,7 @@ from .models import (
     PairioAppProcessorInputFile,
     PairioAppProcessorOutputFile,
     PairioAppProcessorParameter,
+    PairioBridgeInfo,
     PairioComputeClient,
     PairioComputeClientComputeSlot,
     PairioJobDefinition,
@@ -115,6 +116,7 @@ __all__ = [
     "PairioServiceApp",
     "PairioService",
     "PairioServiceUser",
+    "PairioBridgeInfo",
     "PairioComputeClient",
     "PairioComputeClientComputeSlot",
     # errors

@@ -353,6 +353,20 @@ class PairioComputeClientComputeSlot(_Model):
         )
 
 
+class PairioBridgeInfo(_ReadModel):
+    """Where and how a compute client's bridge runs, as the bridge last reported it (hub REST only, not the wire protocol)."""
+
+    host: str = Field(description="the host name of the machine the bridge runs on")
+    backend: str = Field(description="where its jobs run: local, slurm or ssh")
+    remoteHost: Optional[str] = Field(default=None, description="ssh, or slurm over ssh: the host jobs are sent to")
+    containerMode: str = Field(description="how processors start: none (the app's command), podman, docker or apptainer")
+    apps: Optional[list[str]] = Field(
+        default=None, description="container mode none: the apps it has a command for (it claims only their jobs); null: any app with an image"
+    )
+    version: str = Field(description="the bridge's pairio version")
+    timestampReportedSec: float = Field(description="when the bridge last reported a change of these")
+
+
 class PairioComputeClient(_ReadModel):
     computeClientId: str
     computeClientPrivateKey: Optional[str] = None
@@ -363,6 +377,7 @@ class PairioComputeClient(_ReadModel):
     computeSlots: list[PairioComputeClientComputeSlot] = Field(default_factory=list)
     timestampCreatedSec: float
     timestampLastActiveSec: Optional[float] = None
+    bridgeInfo: Optional[PairioBridgeInfo] = Field(default=None, description="null until its bridge reports itself (older bridges and the original compute client never do)")
 
 
 # ---------------------------------------------------------------- jobs

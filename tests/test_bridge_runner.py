@@ -379,3 +379,38 @@ def test_local_without_registration_says_what_to_run(tmp_path: Path) -> None:
 def test_register_rejects_a_malformed_app_command(tmp_path: Path) -> None:
     result = CliRunner().invoke(bridge_main, ["register", "--dir", str(tmp_path), "--service", "svc", "--app", "hello_world"])
     assert result.exit_code == 2 and "APP=COMMAND" in result.output
+
+
+# ---------------------------------------------------------------- what a bridge says of itself
+
+
+class _NamedBackend:
+    def __init__(self, name: str, remote: "str | None" = None) -> None:
+        self.name = name
+        self.remote = remote
+
+    def remote_host(self) -> "str | None":
+        return self.remote
+
+
+@pytest.mark.parametrize("backend", ["local", "slurm", "ssh"])
+def test_every_backend_describes_itself_and_its_claims_as_the_hub_expects(backend: str) -> None:
+    from bridge.runner import bridge_info, claim_scope
+    from hub.routes.v1_compute import BridgeInfoBody, ClaimBody
+
+    remote = None if backend == "local" else "alice@lab1.example.org:22"  # ssh, or slurm over ssh
+    config = make_config(appCommands={"hello_world": "python main.py", "bad name": "python x.py"})
+    info = bridge_info(config, _NamedBackend(backend, remote))  # type: ignore[arg-type]
+    assert BridgeInfoBody.model_validate(info).model_dump(exclude_none=True) == info
+    assert info["backend"] == backend and info["apps"] == ["hello_world"] and info["containerMode"] == "none"
+    assert info.get("remoteHost") == remote
+    scope = ClaimBody.model_validate({"maxJobs": 1, **claim_scope(config)}).scope()
+    assert scope is not None and scope.apps == frozenset({"hello_world"}) and scope.container_mode == "none"
+
+
+def test_a_container_bridge_claims_images_and_original_sdk_images_only_with_a_network() -> None:
+    from bridge.runner import bridge_info, claim_scope
+
+    assert claim_scope(make_config(containerMode="podman")) == {"containerMode": "podman", "originalSdkImages": True}
+    assert claim_scope(make_config(containerMode="docker", originalSdkNetwork="none"))["originalSdkImages"] is False
+    assert "apps" not in bridge_info(make_config(containerMode="apptainer"), _NamedBackend("slurm"))  # type: ignore[arg-type]

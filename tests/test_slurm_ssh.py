@@ -100,6 +100,9 @@ def test_the_examples_through_pairio_bridge_slurm_over_ssh(stack: Stack, slurm_c
     count = stack.wait_done(stack.client.get_job(job_id_of(stack, url3)), 90)
     assert count.status.value == "completed", (count.error, stack.bridge.log)
     assert json.loads(public_get(count.get_output("output")).text) == {"num_characters": 13}
+    # the compute client says where its bridge runs: Slurm, reached over SSH
+    info = public_get(f"{stack.hub.url}/v1/compute-clients/{config['computeClientId']}").json()["bridgeInfo"]
+    assert (info["backend"], info["remoteHost"]) == ("slurm", f"{sshd.user}@127.0.0.1:{sshd.port}"), info
     # the jobs ran in the cluster's directory, not the bridge's
     ran_there = stack.tmp_path / "cluster" / "jobs" / hello1.jobId
     slurm_id = (ran_there / "slurm_job_id").read_text().strip()

@@ -113,6 +113,11 @@ def test_inputs_go_up_and_outputs_come_back(stack: Stack) -> None:
     # the remote side is two uploaded files run by the system Python: nothing of Pairio is installed there
     tools = sorted(p.name.split("-")[0] for p in (stack.tmp_path / "remote" / ".pairio").iterdir())
     assert tools == ["agent", "owner.json", "watch"], tools
+    # the SSH bridge describes itself as the local one does, with the host its jobs go to
+    config = json.loads((stack.bridge_dir / "bridge.json").read_text())
+    info = public_get(f"{stack.hub.url}/v1/compute-clients/{config['computeClientId']}").json()["bridgeInfo"]
+    assert (info["backend"], info["apps"], info["containerMode"]) == ("ssh", ["testapp"], "none")
+    assert info["remoteHost"].endswith(f"@{config['ssh']['host']}:{config['ssh'].get('port', 22)}"), info
 
 
 def test_a_changed_host_key_stops_the_bridge_with_the_reason(stack: Stack, tmp_path: Path) -> None:

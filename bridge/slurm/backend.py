@@ -233,6 +233,9 @@ class SlurmBackend(Backend):
         limits = self.slot_limits
         return Capacity(numCpus=limits.numCpus * room, numGpus=limits.numGpus * room, memoryGb=limits.memoryGb * room)
 
+    def remote_host(self) -> Optional[str]:
+        return self.remote.shell.description if self.remote is not None else None
+
     def describe(self, native_id: str) -> Optional[str]:
         try:
             return f"Slurm job {SlurmNativeId.parse(native_id).slurm_job_id}"

@@ -122,6 +122,9 @@ class SshBackend(Backend):
     def host_description(self) -> str:
         return self.remote.shell.description
 
+    def remote_host(self) -> Optional[str]:
+        return self.remote.shell.description
+
     # ------------------------------------------------------------ Backend
 
     def check_images(self, engine: str, images: Sequence[str]) -> Optional[ImageCheck]:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from pairio.models import (
     PairioApp,
+    PairioBridgeInfo,
     PairioComputeClient,
     PairioComputeClientComputeSlot,
     PairioService,
@@ -377,4 +378,5 @@ def compute_client_public(cc: ComputeClient) -> PairioComputeClient:
         computeSlots=[PairioComputeClientComputeSlot.model_validate(x) for x in cc.compute_slots],
         timestampCreatedSec=cc.created_sec,
         timestampLastActiveSec=cc.last_active_sec,
+        bridgeInfo=PairioBridgeInfo.model_validate(cc.bridge_info) if cc.bridge_info else None,
     )

@@ -10,13 +10,14 @@ threads).
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
@@ -30,6 +31,7 @@ from ..db.tables import ComputeClient, Job, JobOutput
 from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from ..security import hash_secret, new_secret
 from . import accounts, job_secrets
+from .claim_scope import ClaimScope, RunnableJobs, runnable_jobs
 from .jobs import add_event, fail_job, get_job_row, jobs_public, on_job_completed, on_job_finished
 
 JOB_KEY_PREFIX = "pairiojob"
@@ -131,6 +133,13 @@ def heartbeat_of(s: Session, cc: ComputeClient, active_job_ids: Sequence[str]) -
     """``heartbeat`` for a client already looked up (a waiting heartbeat reads its notify generation in between)."""
     _touch(cc, now_sec())
     return jobs_to_stop(s, cc, active_job_ids)
+
+
+def record_bridge_info(cc: ComputeClient, info: dict[str, Any]) -> None:
+    """Keep what the bridge says of where and how it runs (written only when it changed)."""
+    current = {k: v for k, v in (cc.bridge_info or {}).items() if k != "timestampReportedSec"}
+    if current != info:
+        cc.bridge_info = {**info, "timestampReportedSec": now_sec()}
 
 
 def jobs_to_stop(s: Session, cc: ComputeClient, active_job_ids: Sequence[str]) -> list[str]:
@@ -259,20 +268,24 @@ def _is_targeted_elsewhere(job: Job, compute_client_id: str) -> bool:
     return targets is not None and compute_client_id not in targets
 
 
-def claim_jobs(ctx: HubContext, key: Optional[str], max_jobs: int, capacity: Optional[Capacity] = None) -> list[ClaimedJob]:
+def claim_jobs(
+    ctx: HubContext, key: Optional[str], max_jobs: int, capacity: Optional[Capacity] = None, scope: Optional[ClaimScope] = None
+) -> list[ClaimedJob]:
     """One claim attempt in one transaction: hand up to ``max_jobs`` runnable jobs to the client.
 
-    Oldest first; each job fits a free compute slot and the capacity left. Claiming is a
-    conditional UPDATE (``WHERE status = 'pending'``) checked by its row count, so two
-    clients racing never get the same job; on PostgreSQL the candidates are also read
-    with ``FOR UPDATE SKIP LOCKED`` so racing claims take different rows instead of
-    waiting for each other.
+    Oldest first; each job fits a free compute slot and the capacity left, and is one the
+    bridge says it can run (``scope``, hub/core/claim_scope.py). Claiming is a conditional
+    UPDATE (``WHERE status = 'pending'``) checked by its row count, so two clients racing
+    never get the same job; on PostgreSQL the candidates are also read with ``FOR UPDATE
+    SKIP LOCKED`` so racing claims take different rows instead of waiting for each other.
     """
     with ctx.transaction() as s:
-        return claim_jobs_in(s, key, max_jobs, capacity)
+        return claim_jobs_in(s, key, max_jobs, capacity, scope)
 
 
-def claim_jobs_in(s: Session, key: Optional[str], max_jobs: int, capacity: Optional[Capacity] = None) -> list[ClaimedJob]:
+def claim_jobs_in(
+    s: Session, key: Optional[str], max_jobs: int, capacity: Optional[Capacity] = None, scope: Optional[ClaimScope] = None
+) -> list[ClaimedJob]:
     """``claim_jobs`` in the caller's transaction (the wire protocol's getRunnableJobsForComputeClient)."""
     if not 1 <= max_jobs <= MAX_CLAIM_JOBS:
         raise BadRequest(f"maxJobs must be between 1 and {MAX_CLAIM_JOBS}")
@@ -281,12 +294,15 @@ def claim_jobs_in(s: Session, key: Optional[str], max_jobs: int, capacity: Optio
     now = now_sec()
     _touch(cc, now, throttled=True)
     accounts.require_role(s, cc.service_name, cc.user_id, "process_jobs")
+    runnable = runnable_jobs(s, cc.service_name, scope) if scope is not None else None
+    if runnable is not None and not runnable.processors:
+        return []  # nothing of this service is runnable there (e.g. a bridge with no app commands)
     running = s.scalars(
         select(Job).where(Job.compute_client_id == cc.compute_client_id, Job.status.in_([st.value for st in ACTIVE_STATUSES]))
     ).all()
     usage = SlotUsage.of([PairioComputeClientComputeSlot.model_validate(x) for x in cc.compute_slots], [resources_of(j) for j in running])
     claimed_rows: list[Job] = []
-    for job in _candidates(s, cc, usage, capacity, max_jobs):
+    for job in _candidates(s, cc, usage, capacity, max_jobs, runnable):
         r = resources_of(job)
         if not capacity.fits(r) or usage.best_slot(r) is None:
             continue
@@ -300,19 +316,47 @@ def claim_jobs_in(s: Session, key: Optional[str], max_jobs: int, capacity: Optio
     return _issue_job_keys(s, cc, claimed_rows)
 
 
-def _candidates(s: Session, cc: ComputeClient, usage: SlotUsage, capacity: Capacity, max_jobs: int) -> Iterator[Job]:
-    """Pending runnable jobs of the client's service that might fit, oldest first, a page at a time.
+@dataclass
+class _ScanBudget:
+    left: int = CLAIM_SCAN_LIMIT
 
-    The first page is only as large as the claim needs, and pages grow when some rows
-    are targeted at other clients: on PostgreSQL every row read stays locked until the
-    claim commits and racing claims skip it, so a claim for one job must not hide a
-    hundred from the others (and reading fewer rows is cheaper everywhere).
+
+def _candidates(
+    s: Session, cc: ComputeClient, usage: SlotUsage, capacity: Capacity, max_jobs: int, runnable: Optional[RunnableJobs]
+) -> Iterator[Job]:
+    """Pending runnable jobs of the client's service that might fit and that it can run, oldest first.
+
+    Without ``runnable``, one walk of ``ix_jobs_claimable``; with it, one walk per app the
+    bridge runs (``ix_jobs_claimable_app``), merged by age. All walks share one scan limit.
+    """
+    budget = _ScanBudget()
+    page_size = min(max_jobs, CLAIM_PAGE_SIZE)
+    if runnable is None:
+        walks = [_pending_walk(s, cc, usage, capacity, page_size, budget)]
+    else:
+        walks = [_pending_walk(s, cc, usage, capacity, page_size, budget, app_name=a) for a in runnable.app_names]
+    merged = walks[0] if len(walks) == 1 else heapq.merge(*walks, key=lambda j: (j.timestamp_created_sec, j.job_id))
+    for job in merged:
+        if _is_targeted_elsewhere(job, cc.compute_client_id):
+            continue
+        if runnable is not None and not runnable.accepts(job):
+            continue  # a processor it cannot run: the job stays pending for a bridge that can
+        yield job
+
+
+def _pending_walk(
+    s: Session, cc: ComputeClient, usage: SlotUsage, capacity: Capacity, page_size: int, budget: _ScanBudget,
+    *, app_name: Optional[str] = None,
+) -> Iterator[Job]:
+    """Pending runnable jobs of the client's service (and of one app) that might fit, oldest first, a page at a time.
+
+    The first page is only as large as the claim needs: on PostgreSQL every row read stays
+    locked until the claim commits and racing claims skip it, so a claim for one job must
+    not hide a hundred from the others (and reading fewer rows is cheaper everywhere).
     """
     postgres = s.get_bind().dialect.name == "postgresql"
-    page_size = min(max_jobs, CLAIM_PAGE_SIZE)
     after: Optional[tuple[float, str]] = None
-    scanned = 0
-    while scanned < CLAIM_SCAN_LIMIT:
+    while budget.left > 0:
         free = usage.free_slots()
         if not free:
             return
@@ -323,6 +367,8 @@ def _candidates(s: Session, cc: ComputeClient, usage: SlotUsage, capacity: Capac
             Job.service_name == cc.service_name,
             _fits_some_slot_sql(free),
         )
+        if app_name is not None:
+            q = q.where(Job.app_name == app_name)
         if capacity.numCpus is not None:
             q = q.where(Job.num_cpus <= capacity.numCpus)
         if capacity.numGpus is not None:
@@ -337,12 +383,10 @@ def _candidates(s: Session, cc: ComputeClient, usage: SlotUsage, capacity: Capac
         page = s.scalars(q).all()
         if not page:
             return
-        for job in page:
-            if not _is_targeted_elsewhere(job, cc.compute_client_id):
-                yield job
+        budget.left -= len(page)
+        yield from page
         if len(page) < page_size:
             return
-        scanned += len(page)
         after = (page[-1].timestamp_created_sec, page[-1].job_id)
         page_size = min(page_size * 2, CLAIM_PAGE_SIZE)
 

@@ -108,6 +108,11 @@ def parsed_app(row: ServiceApp) -> PairioApp:
     return app
 
 
+def cached_parsed_app(service_name: str, app_name: str, spec_hash: str) -> Optional[PairioApp]:
+    """``parsed_app``'s result for this spec version, if it was parsed already."""
+    return _PARSED_APPS.get((service_name, app_name, spec_hash))
+
+
 def _fingerprint(row: ServiceApp, app: PairioApp, processor_name: str) -> str:
     key = (row.service_name, row.app_name, row.spec_hash, processor_name)
     fp = _FINGERPRINTS.get(key)
@@ -265,10 +270,17 @@ def _cached_job_under_lock(s: Session, service_name: str, definition_hash: str) 
     return None if job_id is None else s.get(Job, job_id)
 
 
+def failed_before_processor_ran(job: Any) -> bool:
+    """A bridge claimed the job and it failed before its processor started (no command or image for its app
+    there, an input it could not stage, ...): the bridge's doing, not a result, so the cache never serves it.
+    ``job``: a ``Job`` or a row of its columns."""
+    return job.status == JobStatus.FAILED and job.compute_client_id is not None and job.timestamp_started_sec is None and not job.canceled
+
+
 def is_read_only_cache_hit(existing: Any, req: JobCreate) -> bool:
     """Whether submitting ``req`` would return ``existing`` (a ``Job`` or a row of its columns) unchanged
     (no rerun, no new tags): no write needed."""
-    if req.skipCache or (existing.status == JobStatus.FAILED and req.rerunFailing):
+    if req.skipCache or (existing.status == JobStatus.FAILED and req.rerunFailing) or failed_before_processor_ran(existing):
         return False
     return all(t in existing.tags for t in req.tags)
 
@@ -318,7 +330,7 @@ def create_job_values(
         else:
             existing = _require_role_and_find_cached(s, req.serviceName, user_id, definition_hash)
         if existing is not None:
-            if existing.status == JobStatus.FAILED and req.rerunFailing:
+            if existing.status == JobStatus.FAILED and (req.rerunFailing or failed_before_processor_ran(existing)):
                 if req.deleteFailing:
                     delete_job(ctx, s, existing, reason=f"deleted by {user_id} (deleteFailing on resubmission)")
             else:

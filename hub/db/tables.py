@@ -70,6 +70,8 @@ class ComputeClient(Base):
     compute_slots: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     created_sec: Mapped[float] = mapped_column(Float)
     last_active_sec: Mapped[Optional[float]] = mapped_column(Float, nullable=True, index=True)
+    # where and how its bridge runs, as the bridge last reported it (pairio.models.PairioBridgeInfo)
+    bridge_info: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
 
 
 class Job(Base):
@@ -120,6 +122,8 @@ class Job(Base):
         Index("ix_jobs_service_hash_created", "service_name", "job_definition_hash", "timestamp_created_sec"),
         # claims walk it in order (oldest first) without sorting the pending jobs
         Index("ix_jobs_claimable", "status", "is_runnable", "service_name", "timestamp_created_sec", "job_id"),
+        # claims of a bridge that runs some apps only: one walk per app, in order (hub/core/claim_scope.py)
+        Index("ix_jobs_claimable_app", "status", "is_runnable", "service_name", "app_name", "timestamp_created_sec", "job_id"),
         Index("ix_jobs_compute_client_status", "compute_client_id", "status"),
         Index("ix_jobs_service_created", "service_name", "timestamp_created_sec", "job_id"),
         Index("ix_jobs_service_app_processor", "service_name", "app_name", "processor_name"),

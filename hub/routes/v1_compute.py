@@ -13,15 +13,15 @@ import functools
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, Literal, Optional, TypeVar
 
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from pairio.models import PairioJobData
+from pairio.models import Name, PairioJobData
 from pairio.status import JobStatus
 
 from ..context import HubContext
@@ -57,6 +57,26 @@ class _Body(BaseModel):
 # ---------------------------------------------------------------- bodies and results
 
 
+ContainerModeName = Literal["none", "podman", "docker", "apptainer"]
+MAX_CLAIM_APPS = 500
+
+
+class BridgeInfoBody(_Body):
+    """Where and how the bridge runs: shown on the compute client's page and in its REST answer."""
+
+    host: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$", description="the bridge machine's host name")
+    backend: Literal["local", "slurm", "ssh"] = Field(description="where its jobs run")
+    remoteHost: Optional[str] = Field(
+        default=None, min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="ssh, or slurm over ssh: the host jobs are sent to",
+    )
+    containerMode: ContainerModeName
+    apps: Optional[list[Name]] = Field(
+        default=None, max_length=MAX_CLAIM_APPS, description="container mode none: the apps it has a command for"
+    )
+    version: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9.+_\-]+$", description="the bridge's pairio version")
+
+
 class HeartbeatBody(_Body):
     activeJobIds: list[Annotated[str, Field(max_length=100)]] = Field(
         default_factory=list, max_length=MAX_ACTIVE_JOB_IDS, description="the jobs this bridge is working on"
@@ -64,6 +84,9 @@ class HeartbeatBody(_Body):
     stoppingJobIds: list[Annotated[str, Field(max_length=100)]] = Field(
         default_factory=list, max_length=MAX_ACTIVE_JOB_IDS,
         description="jobs the bridge is stopping or finishing already: a waiting heartbeat does not answer early for them",
+    )
+    bridge: Optional[BridgeInfoBody] = Field(
+        default=None, description="where and how the bridge runs; send it when it changed (the hub keeps the last one)"
     )
     waitSec: float = Field(
         default=0, ge=0, le=MAX_CLAIM_WAIT_SEC, allow_inf_nan=False,
@@ -96,6 +119,24 @@ class ClaimBody(_Body):
         description="long-poll up to this long when nothing is runnable (reduced to the hub's claim_max_wait_sec)",
     )
     capacity: Optional[ClaimCapacity] = None
+    apps: Optional[list[Name]] = Field(
+        default=None, max_length=MAX_CLAIM_APPS,
+        description="the apps this bridge has a command for: only their jobs are handed out (omitted: any app)",
+    )
+    containerMode: Optional[ContainerModeName] = Field(
+        default=None,
+        description="how the bridge starts processors: 'none' takes no job of an original-SDK image; podman, docker and "
+        "apptainer take only jobs whose processor has an image and an executable (omitted: any job)",
+    )
+    originalSdkImages: StrictBool = Field(
+        default=True, description="container modes: whether it runs images built with the original Pairio SDK (their containers must reach the hub)"
+    )
+
+    def scope(self) -> Optional[compute.ClaimScope]:
+        if self.apps is None and self.containerMode is None:
+            return None
+        apps = frozenset(self.apps) if self.apps is not None else None
+        return compute.ClaimScope(apps=apps, container_mode=self.containerMode, original_sdk_images=self.originalSdkImages)
 
 
 class StoredJobSecret(BaseModel):
@@ -184,8 +225,10 @@ async def heartbeat(body: HeartbeatBody, request: Request, ctx: Ctx, key: Key) -
     wait_sec = min(body.waitSec, ctx.settings.heartbeat_timeout_sec / 4)
     deadline = anyio.current_time() + wait_sec
     known = set(body.stoppingJobIds)
+    info = body.bridge.model_dump() if body.bridge is not None else None
     while True:
-        client_id, generation, stop = await in_thread(_beat, ctx, key, body.activeJobIds)
+        client_id, generation, stop = await in_thread(_beat, ctx, key, body.activeJobIds, info)
+        info = None  # recorded by the first look
         remaining = deadline - anyio.current_time()
         if not set(stop) <= known or remaining <= 0:
             return HeartbeatResult(cancelJobIds=stop, heartbeatTimeoutSec=ctx.settings.heartbeat_timeout_sec)
@@ -194,10 +237,12 @@ async def heartbeat(body: HeartbeatBody, request: Request, ctx: Ctx, key: Key) -
             return HeartbeatResult(cancelJobIds=[], heartbeatTimeoutSec=ctx.settings.heartbeat_timeout_sec)
 
 
-def _beat(ctx: HubContext, key: Optional[str], active_job_ids: list[str]) -> tuple[str, int, list[str]]:
+def _beat(ctx: HubContext, key: Optional[str], active_job_ids: list[str], info: Optional[dict[str, Any]] = None) -> tuple[str, int, list[str]]:
     """One heartbeat: the client's id, its stop-notify generation (read before the jobs are), the jobs to stop."""
     with ctx.transaction() as s:
         cc = compute.compute_client_for_key(s, key)
+        if info is not None:
+            compute.record_bridge_info(cc, info)
         generation = ctx.stop_notifier.generation(cc.compute_client_id)
         return cc.compute_client_id, generation, compute.heartbeat_of(s, cc, active_job_ids)
 
@@ -224,11 +269,12 @@ async def claim(body: ClaimBody, request: Request, ctx: Ctx, key: Key) -> ClaimR
     (it returns at once then) or ``waitSec`` passes, and answers ``{"jobs": []}``.
     """
     capacity = compute.Capacity(**body.capacity.model_dump()) if body.capacity else None
+    scope = body.scope()
     wait_sec = min(body.waitSec, ctx.settings.claim_max_wait_sec)
     deadline = anyio.current_time() + wait_sec
     while True:
         generation = ctx.notifier.generation()  # read before the attempt, so a notify during it is not missed
-        claimed = await in_thread(compute.claim_jobs, ctx, key, body.maxJobs, capacity)
+        claimed = await in_thread(compute.claim_jobs, ctx, key, body.maxJobs, capacity, scope)
         remaining = deadline - anyio.current_time()
         if claimed or remaining <= 0:
             return ClaimResult(jobs=[ComputeJob.model_validate(c.job.model_dump()) for c in claimed])

@@ -116,6 +116,7 @@ def compute_client_page(compute_client_id: str, request: Request, ctx: Ctx, s: D
     }
     return render(
         request, "compute_client.html", viewer=viewer, cc=cc, slots=slots, active=active, recent=recent, failures=failures,
+        bridge=accounts.compute_client_public(cc).bridgeInfo,
         load=load, online=is_online(cc, ctx.settings.heartbeat_timeout_sec, now), now=now,
         counts=core.count_jobs_by_status(s, f=core.JobFilter(computeClientId=cc.compute_client_id)),
         title=f"Compute client {cc.label}",
