@@ -32,6 +32,8 @@ class WaitingCode(str, Enum):
     """Pending: no compute client that could run it has been heard from within the heartbeat timeout."""
     NO_SLOT_FITS = "no_slot_fits"
     """Pending: no compute slot of the service's compute clients fits its required resources."""
+    NO_COMPUTE_CLIENT_RUNS_APP = "no_compute_client_runs_app"
+    """Pending: the online compute clients that fit it have no command for its app (their claims name the apps they run)."""
     ALL_SLOTS_BUSY = "all_slots_busy"
     """Pending: every compute slot that fits it is taken; ``jobsAhead`` jobs go first."""
     NOT_CLAIMED_YET = "not_claimed_yet"

@@ -151,3 +151,17 @@ def test_the_wire_protocol_job_keeps_its_fields(http: httpx.Client, seeded: Seed
     wire = wire_get_job(http, job["jobId"])
     assert wire["jobId"] == job["jobId"]
     assert "waitingReason" not in wire and "queuePosition" not in wire
+
+
+def test_a_job_of_an_app_no_online_bridge_runs_says_so(http: httpx.Client, seeded: Seed) -> None:
+    cc = register(http, seeded, "other apps", slots=[SMALL_SLOT])
+    info = {"host": "node7", "backend": "local", "containerMode": "none", "apps": ["some_other_app"], "version": "1"}
+    assert http.post("/v1/compute/heartbeat", json={"activeJobIds": [], "bridge": info}, headers=cc.headers).status_code == 200
+    job = submit(http, seeded, hello1("unrun"), RES)
+    reason = reason_of(http, job["jobId"])
+    assert reason["code"] == WaitingCode.NO_COMPUTE_CLIENT_RUNS_APP.value, reason
+    assert "'other apps': some_other_app" in reason["message"] and "pairio-bridge apps add" in reason["message"]
+    # once its bridge says it runs the app, the job waits only for the claim
+    info["apps"] = ["some_other_app", "hello_world"]
+    assert http.post("/v1/compute/heartbeat", json={"activeJobIds": [], "bridge": info}, headers=cc.headers).status_code == 200
+    assert reason_of(http, job["jobId"])["code"] == WaitingCode.NOT_CLAIMED_YET.value

@@ -10,7 +10,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session
@@ -30,6 +30,11 @@ class ClientSlots:
     label: str
     slots: list[PairioComputeClientComputeSlot]
     last_active_sec: Optional[float]
+    apps: Optional[tuple[str, ...]] = None
+    """The apps its bridge last said it runs (container mode none); None: any app, or not said."""
+
+    def runs_app(self, app_name: str) -> bool:
+        return self.apps is None or app_name in self.apps
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,10 @@ class Misfit:
 
 # built once: composing it costs more than running it
 _CLIENTS = (
-    select(ComputeClient.compute_client_id, ComputeClient.label, ComputeClient.compute_slots, ComputeClient.last_active_sec)
+    select(
+        ComputeClient.compute_client_id, ComputeClient.label, ComputeClient.compute_slots, ComputeClient.last_active_sec,
+        ComputeClient.bridge_info,
+    )
     .where(ComputeClient.service_name == bindparam("service"))
     .order_by(ComputeClient.created_sec, ComputeClient.compute_client_id)
 )
@@ -52,10 +60,17 @@ _CLIENTS = (
 def service_clients(s: Session, service_name: str, targets: Optional[Sequence[str]] = None) -> list[ClientSlots]:
     """The service's compute clients (only those named in ``targets`` when the job names some)."""
     return [
-        ClientSlots(cc_id, label, [PairioComputeClientComputeSlot.model_validate(x) for x in slots], last_active)
-        for cc_id, label, slots, last_active in s.execute(_CLIENTS, {"service": service_name})
+        ClientSlots(cc_id, label, [PairioComputeClientComputeSlot.model_validate(x) for x in slots], last_active, _named_apps(bridge_info))
+        for cc_id, label, slots, last_active, bridge_info in s.execute(_CLIENTS, {"service": service_name})
         if targets is None or cc_id in targets
     ]
+
+
+def _named_apps(bridge_info: Any) -> Optional[tuple[str, ...]]:
+    """The apps a bridge in container mode none said it runs; None when it runs any app or said nothing."""
+    if not isinstance(bridge_info, dict) or bridge_info.get("containerMode") != "none" or not isinstance(bridge_info.get("apps"), list):
+        return None
+    return tuple(str(a) for a in bridge_info["apps"])
 
 
 # Creating a job asks whether any slot fits it; the answer rarely changes, so a process

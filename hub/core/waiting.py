@@ -92,6 +92,15 @@ def _pending_reason(s: Session, job: Job, heartbeat_timeout_sec: float, now: flo
             message=f"no compute client online: none of the {len(fitting)} compute client(s) {which} with a slot that fits "
             f"has been heard from in the last {heartbeat_timeout_sec:g} s ({heard})",
         )
+    runners = [c for c in online if c.runs_app(job.app_name)]
+    if not runners:
+        named = "; ".join(f"{c.label!r}: {', '.join(c.apps or ()) or 'no app'}" for c in online[:5])
+        return PairioWaitingReason(
+            code=WaitingCode.NO_COMPUTE_CLIENT_RUNS_APP,
+            message=f"no online compute client {which} runs app {job.app_name!r}: the ones whose slots fit it run only "
+            f"other apps ({named}); add the app on one (pairio-bridge apps add --dir DIR {job.app_name}=COMMAND)",
+        )
+    online = runners
     free_on = _clients_with_a_free_slot(s, online, r)
     if free_on:
         return PairioWaitingReason(
