@@ -126,6 +126,7 @@ def test_api_pages_load_their_assets_from_the_hub(api: httpx.Client) -> None:
     assert api.get("/docs/oauth2-redirect").status_code == 200
 
 
+@pytest.mark.timeout(900)  # a safety net, not a measure: about a minute on a quiet machine, several on a loaded one
 def test_schemathesis_finds_no_failures(ctx: HubContext, seeded: Seed, tmp_path: Path) -> None:
     """Every check schemathesis has, on every operation, with the seeded user's key (so the routes
     that need one are exercised past authentication). tests/schemathesis.toml says why it

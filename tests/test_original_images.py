@@ -30,6 +30,9 @@ from .test_original_pairio import ORIGINAL_VENV, original_bin, original_env  # n
 hub = e2e.hub
 stack = e2e.stack
 
+# A safety net, not a measure: the first test builds the image, and a whole job runs in each.
+pytestmark = pytest.mark.timeout(600)
+
 REPO = Path(__file__).resolve().parent.parent
 APP_DIR = REPO / "tests" / "data" / "original_hello_world"
 IMAGE = "localhost/pairio-original-hello-world:test"
