@@ -280,7 +280,11 @@ def report_breakdown(result: dict[str, Any], jobs: int, slots: int) -> None:
         print(f"  {slots} {what} at once: {100 * busy:.0f}% of the makespan")
     cpu = ", ".join(f"{name} {1000 * sec / jobs:.0f} ms" for name, sec in result["cpu"].items())
     print(f"  CPU per job: {cpu}; the processor alone (baseline) {1000 * statistics.mean(BASELINE_CPU) / jobs:.0f} ms")
-    requests: dict[str, int] = result["requests"]
+    print_hub_requests(result["requests"], jobs)
+
+
+def print_hub_requests(requests: dict[str, int], jobs: int) -> None:
+    """The bridge's hub requests by route (from the hub's access log), most frequent first."""
     total = sum(requests.values())
     print(f"  hub requests from the bridge: {total} ({total / jobs:.1f} per job)")
     for name, count in sorted(requests.items(), key=lambda kv: -kv[1]):

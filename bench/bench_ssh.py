@@ -42,6 +42,7 @@ from bench_local_makespan import (  # noqa: E402
     LoggingHub,
     all_slots_busy_fraction,
     cpu_seconds,
+    print_hub_requests,
     quantiles,
     slot_refill_gaps,
 )
@@ -218,11 +219,7 @@ def report_breakdown(result: dict[str, Any], jobs: int, slots: int, baseline_cpu
     print(f"  {slots} jobs at the hub at once (claim to final status): {100 * busy:.0f}% of the makespan")
     cpu = ", ".join(f"{name} {1000 * sec / jobs:.0f} ms" for name, sec in result["cpu"].items())
     print(f"  CPU per job: {cpu}; baseline: ssh, sshd sessions and processors {1000 * baseline_cpu / jobs:.0f} ms")
-    requests: dict[str, int] = result["requests"]
-    total = sum(requests.values())
-    print(f"  hub requests from the bridge: {total} ({total / jobs:.1f} per job)")
-    for name, count in sorted(requests.items(), key=lambda kv: -kv[1]):
-        print(f"    {count:6d}  {name}")
+    print_hub_requests(result["requests"], jobs)
 
 
 def main() -> None:
