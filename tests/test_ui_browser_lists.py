@@ -159,3 +159,20 @@ def test_the_jobs_list_sorts_by_its_headers_and_follows_running_jobs(page: Any, 
     assert page.locator("#live-indicator").count() == 0
     assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
     assert "sort=status" in page.url and "tag=ui-sort" in page.url
+
+
+def test_a_waiting_job_and_a_compute_client_say_why_and_where_in_the_browser(page: Any, http: httpx.Client, seeded: Seed) -> None:
+    cc = register(http, seeded)
+    info = {"host": "node7", "backend": "ssh", "remoteHost": "alice@lab1:22", "containerMode": "none", "apps": ["some_other_app"], "version": "9.9"}
+    ok(http.post("/v1/compute/heartbeat", json={"activeJobIds": [], "bridge": info}, headers=cc.headers))
+    first, second = submit(http, seeded, ["waits 1", "waits 2"])
+    page.goto(f"/job/{second}")
+    reason = page.locator("#job-waiting-reason")
+    assert reason.get_attribute("data-code") == "no_compute_client_runs_app"
+    assert "runs app 'hello_world'" in reason.inner_text() and "pairio-bridge apps add" in reason.inner_text()
+    assert "Queue position 2" in page.locator("#job-queue-position").inner_text()
+    page.goto(f"/compute-client/{cc.id}")
+    where = page.locator("section[aria-labelledby=bridge-h]")
+    text = where.inner_text()
+    assert "node7" in text and "ssh on alice@lab1:22" in text and "some_other_app" in text and "9.9" in text, text
+    screenshot(page, "compute-client-where-it-runs")
