@@ -203,12 +203,17 @@ def _latest_with_items_statement() -> Select[Any]:
 _LATEST_WITH_ITEMS = _latest_with_items_statement()
 
 
-def public_job_answer(conn: Connection, job_id: str) -> dict[str, Any]:
-    """GET /v1/jobs/{id}: the job as users see it, read by one statement."""
+def stored_job(conn: Connection, job_id: str) -> StoredJob:
+    """GET /v1/jobs/{id}: the job with its dependencies and outputs, read by one statement."""
     job = StoredJob.from_rows(conn.execute(_JOB_WITH_ITEMS, {"job_id": job_id}).all())
     if job is None:
         raise NotFound(f"no job {job_id!r} (it may have been deleted)")
-    return job.answer()
+    return job
+
+
+def public_job_answer(conn: Connection, job_id: str) -> dict[str, Any]:
+    """The job as users see it, read by one statement."""
+    return stored_job(conn, job_id).answer()
 
 
 def latest_job_with_definition(conn: Connection, service_name: str, definition_hash: str) -> Optional[StoredJob]:

@@ -10,9 +10,10 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from sqlalchemy import Engine, bindparam, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
@@ -57,7 +58,7 @@ _CLIENTS = (
 )
 
 
-def service_clients(s: Session, service_name: str, targets: Optional[Sequence[str]] = None) -> list[ClientSlots]:
+def service_clients(s: Union[Session, Connection], service_name: str, targets: Optional[Sequence[str]] = None) -> list[ClientSlots]:
     """The service's compute clients (only those named in ``targets`` when the job names some)."""
     return [
         ClientSlots(cc_id, label, [PairioComputeClientComputeSlot.model_validate(x) for x in slots], last_active, _named_apps(bridge_info))

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional, Union
 
 from sqlalchemy import ColumnElement, Select, bindparam, func, select, tuple_
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from pairio.models import PairioJobRequiredResources
@@ -25,11 +27,42 @@ from . import slot_fit
 from .compute import SlotUsage, _fits_some_slot_sql, resources_of
 
 QUEUE_COUNT_LIMIT = 1000
+Reader = Union[Session, Connection]
+"""Every read here is a Core statement: a session or the connection of a one-statement read both serve."""
+
+
+@dataclass(frozen=True)
+class WaitingJob:
+    """What the reason needs of a job: a ``Job`` has these attributes too, and so does ``of_row``'s answer."""
+
+    job_id: str
+    service_name: str
+    app_name: str
+    status: str
+    canceled: bool
+    is_runnable: bool
+    target_compute_client_ids: Optional[list[str]]
+    timestamp_created_sec: float
+    timestamp_starting_sec: Optional[float]
+    compute_client_name: Optional[str]
+    num_cpus: int
+    num_gpus: int
+    memory_gb: float
+    time_sec: float
+
+    @classmethod
+    def of_row(cls, row: Any) -> "WaitingJob":
+        """From a row read with ``job_answers.ANSWER_COLUMNS`` (the app is its definition's)."""
+        return cls(
+            row.job_id, row.service_name, row.job_definition["appName"], row.status, bool(row.canceled), bool(row.is_runnable),
+            row.target_compute_client_ids, row.timestamp_created_sec, row.timestamp_starting_sec, row.compute_client_name,
+            row.num_cpus, row.num_gpus, row.memory_gb, row.time_sec,
+        )
 # A bridge's notes come right after the claim; looking at the latest few is enough.
 RECENT_NOTES = 20
 
 
-def waiting_reason(s: Session, job: Job, *, heartbeat_timeout_sec: float, now: float) -> Optional[PairioWaitingReason]:
+def waiting_reason(s: Reader, job: "AnyJob", *, heartbeat_timeout_sec: float, now: float) -> Optional[PairioWaitingReason]:
     """Why ``job`` does not run yet; None when it is finished, canceled, or running (and not queued by its backend)."""
     status = JobStatus(job.status)
     if status.is_terminal or job.canceled:
@@ -41,7 +74,7 @@ def waiting_reason(s: Session, job: Job, *, heartbeat_timeout_sec: float, now: f
     return _claimed_reason(s, job, status)
 
 
-def queue_position(s: Session, job: Job) -> Optional[int]:
+def queue_position(s: Reader, job: "AnyJob") -> Optional[int]:
     """1 for the next job its service's compute clients claim, among the service's runnable pending jobs
     (claim order: oldest first); None when the job is not such a job. At most ``QUEUE_COUNT_LIMIT + 1``."""
     if job.status != JobStatus.PENDING.value or not job.is_runnable or job.canceled:
@@ -52,7 +85,7 @@ def queue_position(s: Session, job: Job) -> Optional[int]:
 # ---------------------------------------------------------------- pending
 
 
-def _dependencies_reason(s: Session, job: Job) -> PairioWaitingReason:
+def _dependencies_reason(s: Reader, job: "AnyJob") -> PairioWaitingReason:
     deps = select(JobDependency.depends_on_job_id).where(JobDependency.job_id == job.job_id)
     unfinished = list(s.scalars(
         select(Job.job_id).where(Job.job_id.in_(deps), Job.status != JobStatus.COMPLETED.value).order_by(Job.job_id).limit(100)
@@ -66,7 +99,7 @@ def _dependencies_reason(s: Session, job: Job) -> PairioWaitingReason:
     )
 
 
-def _pending_reason(s: Session, job: Job, heartbeat_timeout_sec: float, now: float) -> PairioWaitingReason:
+def _pending_reason(s: Reader, job: "AnyJob", heartbeat_timeout_sec: float, now: float) -> PairioWaitingReason:
     r = resources_of(job)
     targets = job.target_compute_client_ids
     clients = slot_fit.service_clients(s, job.service_name, targets)
@@ -128,7 +161,7 @@ _RUNNING_RESOURCES = select(Job.compute_client_id, Job.num_cpus, Job.num_gpus, J
 )
 
 
-def _clients_with_a_free_slot(s: Session, clients: Sequence[slot_fit.ClientSlots], r: PairioJobRequiredResources) -> list[slot_fit.ClientSlots]:
+def _clients_with_a_free_slot(s: Reader, clients: Sequence[slot_fit.ClientSlots], r: PairioJobRequiredResources) -> list[slot_fit.ClientSlots]:
     running: dict[str, list[PairioJobRequiredResources]] = defaultdict(list)
     for cc_id, cpus, gpus, memory, time_sec in s.execute(_RUNNING_RESOURCES, {"clients": [c.compute_client_id for c in clients]}):
         running[cc_id].append(PairioJobRequiredResources.model_construct(numCpus=cpus, numGpus=gpus, memoryGb=memory, timeSec=time_sec))
@@ -154,7 +187,7 @@ def _ahead_query(also: Optional[ColumnElement[bool]] = None) -> Select[tuple[int
 _AHEAD = _ahead_query()  # built once: composing it costs more than running it
 
 
-def _count_ahead(s: Session, job: Job, also: Optional[ColumnElement[bool]] = None) -> int:
+def _count_ahead(s: Reader, job: "AnyJob", also: Optional[ColumnElement[bool]] = None) -> int:
     params = {"service": job.service_name, "created": job.timestamp_created_sec, "job_id": job.job_id}
     return int(s.scalar(_AHEAD if also is None else _ahead_query(also), params) or 0)
 
@@ -162,7 +195,7 @@ def _count_ahead(s: Session, job: Job, also: Optional[ColumnElement[bool]] = Non
 # ---------------------------------------------------------------- claimed
 
 
-def _claimed_reason(s: Session, job: Job, status: JobStatus) -> Optional[PairioWaitingReason]:
+def _claimed_reason(s: Reader, job: "AnyJob", status: JobStatus) -> Optional[PairioWaitingReason]:
     """From the bridge's latest wait note since the claim; a 'starting' job without one is being prepared."""
     notes = s.scalars(
         select(JobEvent.message)
@@ -184,3 +217,6 @@ def _claimed_reason(s: Session, job: Job, status: JobStatus) -> Optional[PairioW
             message=f"claimed by compute client {job.compute_client_name!r}, which is staging its inputs and submitting it",
         )
     return None
+
+
+AnyJob = Union[Job, WaitingJob]

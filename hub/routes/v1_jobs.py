@@ -189,14 +189,15 @@ async def get_job(job_id: str, request: Request) -> Response:
 
 def _get_job(ctx: HubContext, job_id: str) -> Response:
     with ctx.statement_connection() as conn:
-        answer = job_answers.public_job_answer(conn, job_id)
-    answer["waitingReason"] = answer["queuePosition"] = None
-    if not JobStatus(answer["status"]).is_terminal and not answer["canceled"]:
-        with ctx.read_transaction() as s:  # only a job that may wait pays for the reason
-            row = core.get_job_row(s, job_id)
-            reason = waiting.waiting_reason(s, row, heartbeat_timeout_sec=ctx.settings.heartbeat_timeout_sec, now=now_sec())
+        stored = job_answers.stored_job(conn, job_id)
+        answer = stored.answer()
+        answer["waitingReason"] = answer["queuePosition"] = None
+        if not JobStatus(answer["status"]).is_terminal and not answer["canceled"]:
+            # only a job that may wait pays for the reason, read on the same connection
+            job = waiting.WaitingJob.of_row(stored.row)
+            reason = waiting.waiting_reason(conn, job, heartbeat_timeout_sec=ctx.settings.heartbeat_timeout_sec, now=now_sec())
             answer["waitingReason"] = reason.model_dump(mode="json", by_alias=True) if reason is not None else None
-            answer["queuePosition"] = waiting.queue_position(s, row)
+            answer["queuePosition"] = waiting.queue_position(conn, job)
     return _answer(answer)
 
 
