@@ -74,6 +74,17 @@ def cpu_seconds(pid: int, children: bool = True) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def reported_jobs(jobs_dir: Path) -> int:
+    """How many of the bridge's jobs it has reported to the hub (their state.json says so)."""
+    count = 0
+    for state in jobs_dir.glob("*/state.json"):
+        try:
+            count += json.loads(state.read_text()).get("phase") == "reported"
+        except (OSError, ValueError):
+            pass
+    return count
+
+
 def launcher_cpu(bridge_pid: int) -> float:
     """CPU of the bridge's watcher launcher (bridge/local/watcher_launcher.py), with the watchers it forked and reaped."""
     total = 0.0
@@ -216,16 +227,7 @@ def through_pairio(
         stack.bridge.start()
         jobs_dir = stack.bridge_dir / "jobs"
 
-        def reported() -> int:
-            count = 0
-            for state in jobs_dir.glob("*/state.json"):
-                try:
-                    count += json.loads(state.read_text()).get("phase") == "reported"
-                except (OSError, ValueError):
-                    pass
-            return count
-
-        wait_for(lambda: reported() >= jobs, 60 + 5 * jobs, f"{jobs} jobs to be reported", interval=0.5)
+        wait_for(lambda: reported_jobs(jobs_dir) >= jobs, 60 + 5 * jobs, f"{jobs} jobs to be reported", interval=0.5)
         assert stack.bridge.process is not None
         hub_cpu = cpu_seconds(hub.process.pid) - hub_cpu_before
         bridge_cpu = cpu_seconds(stack.bridge.process.pid, children=False)

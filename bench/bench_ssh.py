@@ -43,6 +43,7 @@ from bench_local_makespan import (  # noqa: E402
     all_slots_busy_fraction,
     cpu_seconds,
     print_hub_requests,
+    reported_jobs,
     quantiles,
     slot_refill_gaps,
 )
@@ -148,17 +149,8 @@ def through_pairio(
         stack.bridge.start()
         jobs_dir = stack.bridge_dir / "jobs"
 
-        def reported() -> int:
-            count = 0
-            for state in jobs_dir.glob("*/state.json"):
-                try:
-                    count += json.loads(state.read_text()).get("phase") == "reported"
-                except (OSError, ValueError):
-                    pass
-            return count
-
         try:
-            wait_for(lambda: reported() >= jobs, 60 + 5 * jobs, f"{jobs} jobs to be reported", interval=0.5)
+            wait_for(lambda: reported_jobs(jobs_dir) >= jobs, 60 + 5 * jobs, f"{jobs} jobs to be reported", interval=0.5)
         except AssertionError as e:
             raise SystemExit(f"{e}\n{stack.bridge.log[-3000:]}") from None
         assert stack.bridge.process is not None
