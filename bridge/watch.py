@@ -875,6 +875,9 @@ class Watcher:
             (self.job_dir / CONTAINER_ENV_FILE).unlink(missing_ok=True)  # the container holds the values now
             if created.returncode != 0:
                 return Result("failed", created.returncode, self.masked(self.create_error(created)))
+            if self.cancel_requested():
+                # canceled while the engine created it (seconds on a busy host): never started, only removed
+                return Result("failed", None, self.stop_error())
             digest = container.image_digest()
             console = (self.job_dir / CONSOLE_FILE).open("ab")
             try:

@@ -15,4 +15,13 @@ bash scripts/ensure-mariadb.sh
 bash scripts/ensure-container-engine.sh
 bash scripts/ensure-original-pairio.sh
 
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Most tests wait on real processes (the hub, bridges, Slurm, containers, sshd) more than on the CPU, so
+# they run in parallel worker processes (pytest-xdist; what runs together: tests/conftest.py).
+# PAIRIO_TEST_WORKERS=0 runs them one by one in this process; an -n of your own replaces the default.
+workers="${PAIRIO_TEST_WORKERS:-3}"
+parallel=()
+if [[ "$workers" != 0 && " $* " != *" -n "* && " $* " != *" --numprocesses"* ]]; then
+    parallel=(-n "$workers" --dist loadgroup --no-loadscope-reorder)
+fi
+
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "${parallel[@]}" "$@"

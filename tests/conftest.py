@@ -98,7 +98,51 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{tier}: test tier (tests/conftest.py TIERS)")
 
 
+# ---------------------------------------------------------------- parallel runs (scripts/test.sh: pytest-xdist)
+#
+# Each worker process takes whole units ("--dist loadgroup"): all Slurm modules (one worker starts the
+# session's test cluster, the others none); all other container modules (one worker builds the test
+# images, and container engines on 2 cores do not run well side by side); every other module whole
+# (its module fixtures are made once, and its tests may build on each other). Units go out longest
+# first (``--no-loadscope-reorder`` keeps this order): Slurm, containers, then units holding a test
+# with a longer safety-net timeout than the default, then the rest by size.
+
+
+def _unit_of(module: str, tiers: tuple[str, ...]) -> str:
+    if "slurm" in tiers:
+        return "slurm"
+    if "container" in tiers:
+        return "container"
+    return module
+
+
+def _is_long(item: pytest.Item, config: pytest.Config) -> bool:
+    mark = item.get_closest_marker("timeout")
+    default = float(config.getini("timeout") or 0)
+    return bool(mark and mark.args and float(mark.args[0]) > default)
+
+
+def _order_for_workers(config: pytest.Config, items: list[pytest.Item], units: dict[str, str]) -> None:
+    sizes: dict[str, int] = {}
+    long_units: set[str] = set()
+    for item in items:
+        unit = units[item.nodeid]
+        sizes[unit] = sizes.get(unit, 0) + 1
+        if _is_long(item, config):
+            long_units.add(unit)
+    first = {"slurm": 0, "container": 1}
+
+    def rank(indexed: tuple[int, pytest.Item]) -> tuple[int, int, int]:
+        index, item = indexed
+        unit = units[item.nodeid]
+        return (first.get(unit, 2 if unit in long_units else 3), -sizes[unit], index)
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=rank)]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    units: dict[str, str] = {}
     for item in items:
         module = item.module.__name__.rpartition(".")[2] if item.module else ""
         tiers = TIERS.get(module)
@@ -106,6 +150,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"tests/{module}.py has no tier: add it to TIERS in tests/conftest.py")
         for tier in tiers:
             item.add_marker(getattr(pytest.mark, tier))
+        units[item.nodeid] = _unit_of(module, tiers)
+        item.add_marker(pytest.mark.xdist_group(units[item.nodeid]))
+    if getattr(config.option, "loadgroup", False):  # a worker of a parallel run
+        _order_for_workers(config, items, units)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

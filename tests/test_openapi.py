@@ -139,6 +139,9 @@ def test_schemathesis_finds_no_failures(ctx: HubContext, seeded: Seed, tmp_path:
                 f"{hub.url}/openapi.json", "--checks", "all", "--seed", str(SCHEMATHESIS_SEED),
                 "--max-examples", str(SCHEMATHESIS_MAX_EXAMPLES), "--header", f"Authorization: Bearer {seeded.key}",
                 "--generation-database", "none", "--no-color", "--workers", "2",
+                # answers are checked, not timed: a loaded machine (or PostgreSQL's fsync behind another
+                # program's writes) may hold a request for seconds; the default would call that an error
+                "--request-timeout", "120",
                 "--report", "ndjson", "--report-dir", str(tmp_path / "report"),
             ],
             capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,

@@ -250,7 +250,7 @@ def test_filters_on_the_jobs_page(page: Any, ui_stack: Stack) -> None:
 def test_service_app_and_compute_client_pages(page: Any, ui_stack: Stack) -> None:
     log_in(page, ui_stack.key)
     page.goto(f"/service/{ui_stack.service}")
-    assert page.locator(".online").first.is_visible()  # the bridge sends heartbeats
+    assert page.locator(".online").first.is_visible(), (page.inner_text("main"), ui_stack.bridge.log)  # the bridge sends heartbeats
     assert "Add a user" in page.inner_text("main")  # alice owns the service
     screenshot(page, "service")
     page.get_by_role("link", name="hello_world").first.click()
@@ -261,7 +261,8 @@ def test_service_app_and_compute_client_pages(page: Any, ui_stack: Stack) -> Non
     page.get_by_role("link", name="e2e bridge").first.click()
     page.wait_for_url(re.compile(r"/compute-client/"))
     text = page.inner_text("main")
-    assert "Slots" in text and "Recent failures" in text and "exited with code 2" in text
+    for part in ("Slots", "Recent failures", "exited with code 2"):
+        assert part in text, f"{part!r} is not on the compute client page {page.url}:\n{text}\n{ui_stack.bridge.log}"
     screenshot(page, "compute-client")
 
 
