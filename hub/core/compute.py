@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from pairio.models import PairioComputeClientComputeSlot, PairioJobData, PairioJobRequiredResources
@@ -66,26 +66,48 @@ def compute_client_for_key(s: Session, key: Optional[str]) -> ComputeClient:
 
 def authorize_job_call(s: Session, job: Job, key: Optional[str]) -> JobCaller:
     """Accept the key of the compute client that claimed ``job``, or the job's private key."""
-    if not key:
+    key_hash = hash_secret(key) if key else None
+    key_client_id = None
+    if key_hash is not None and not _is_job_key(job, key_hash):
+        key_client_id = s.execute(_CLIENT_ID_BY_KEY_HASH, {"key_hash": key_hash}).scalar()
+    return _authorized(s, job, key_hash, key_client_id)
+
+
+# The compute client whose key has this hash (what a job call checks besides the job's own key)
+_CLIENT_ID_BY_KEY_HASH = (
+    select(ComputeClient.__table__.c.compute_client_id)
+    .where(ComputeClient.__table__.c.private_key_hash == bindparam("key_hash"))
+    .limit(1)
+)
+
+
+def _is_job_key(job: Job, key_hash: str) -> bool:
+    return job.job_private_key_hash is not None and job.job_private_key_hash == key_hash and bool(job.compute_client_id)
+
+
+def _authorized(s: Session, job: Job, key_hash: Optional[str], key_client_id: Optional[str]) -> JobCaller:
+    """The caller of a job call, given its key's hash and the compute client with that key (if any)."""
+    if key_hash is None:
         raise Unauthorized(
             "no key: send 'Authorization: Bearer <compute client private key or job private key>'"
         )
-    key_hash = hash_secret(key)
-    if job.job_private_key_hash is not None and job.job_private_key_hash == key_hash and job.compute_client_id:
+    if _is_job_key(job, key_hash):
         _require_job_key_in_force(job)
+        assert job.compute_client_id is not None
         return JobCaller(compute_client_id=job.compute_client_id, by_job_key=True)
-    cc = s.scalars(select(ComputeClient).where(ComputeClient.private_key_hash == key_hash)).first()
-    if cc is None:
+    if key_client_id is None:
         raise Unauthorized(
             f"the key is neither a compute client key nor the private key of job {job.job_id} "
             "(a job key is replaced when the job is handed to another compute client)"
         )
-    if job.compute_client_id != cc.compute_client_id:
+    if job.compute_client_id != key_client_id:
+        cc = s.get(ComputeClient, key_client_id)
+        label = cc.label if cc is not None else key_client_id
         raise Forbidden(
-            f"job {job.job_id} is not claimed by compute client {cc.label} ({cc.compute_client_id}); "
+            f"job {job.job_id} is not claimed by compute client {label} ({key_client_id}); "
             "stop working on it (it may have been handed back to pending after missed heartbeats)"
         )
-    return JobCaller(compute_client_id=cc.compute_client_id, by_job_key=False)
+    return JobCaller(compute_client_id=key_client_id, by_job_key=False)
 
 
 def _require_job_key_in_force(job: Job) -> None:
@@ -96,9 +118,28 @@ def _require_job_key_in_force(job: Job) -> None:
 
 
 def job_for_call(s: Session, job_id: str, key: Optional[str], *, lock: bool = True) -> tuple[Job, JobCaller]:
-    """The job (locked for update where the database can, unless ``lock`` is False) and the authorized caller."""
-    job = get_job_row(s, job_id, for_update=lock)
-    return job, authorize_job_call(s, job, key)
+    """The job (locked for update where the database can, unless ``lock`` is False) and the authorized caller.
+
+    One statement: the job's row and the id of the compute client whose key was sent (checked
+    on every call, so a deleted client's key is refused at once).
+    """
+    key_hash = hash_secret(key) if key else None
+    statement = _JOB_FOR_CALL_LOCKED if lock and s.get_bind().dialect.name == "postgresql" else _JOB_FOR_CALL
+    row = s.execute(statement, {"job_id": job_id, "key_hash": key_hash}).first()
+    if row is None:
+        raise NotFound(f"no job {job_id!r} (it may have been deleted)")
+    job, key_client_id = row
+    return job, _authorized(s, job, key_hash, key_client_id)
+
+
+def _job_for_call_statement() -> Select[tuple[Job, Optional[str]]]:
+    key_client = _CLIENT_ID_BY_KEY_HASH.scalar_subquery().label("key_client_id")
+    return select(Job, key_client).where(Job.job_id == bindparam("job_id"))
+
+
+# built once: composing a select() per call costs more than running it
+_JOB_FOR_CALL = _job_for_call_statement()
+_JOB_FOR_CALL_LOCKED = _job_for_call_statement().with_for_update(of=Job)
 
 
 def touch_client_of(s: Session, job: Job) -> None:
@@ -449,6 +490,13 @@ def set_job_status(
 ) -> StatusReport:
     """Apply a status reported by the job's compute client; only legal transitions change anything."""
     job, caller = job_for_call(s, job_id, key)
+    return _set_status(s, job, caller, new, error, image_digest=image_digest)
+
+
+def _set_status(
+    s: Session, job: Job, caller: JobCaller, new: JobStatus, error: Optional[str] = None, *, image_digest: Optional[str] = None
+) -> StatusReport:
+    """``set_job_status`` for a job already read and its caller authorized."""
     if caller.by_job_key:
         touch_client_of(s, job)
     if error is not None and new != JobStatus.FAILED:
@@ -498,14 +546,19 @@ def _mark_running(s: Session, job: Job) -> None:
     add_event(s, job.job_id, JobStatus.RUNNING, f"running on compute client {job.compute_client_name} ({job.compute_client_id})")
 
 
+_MISSING_OUTPUTS = (
+    select(JobOutput.__table__.c.name)
+    .where(JobOutput.__table__.c.job_id == bindparam("job_id"), JobOutput.__table__.c.size.is_(None))
+    .order_by(JobOutput.__table__.c.name)
+)
+
+
 def _complete(s: Session, job: Job) -> None:
     if job.canceled:
         # The user asked for it to stop; honour that even though it finished first.
         fail_job(s, job, _canceled_error(job, "the job finished before its compute client could stop it"))
         return
-    missing = s.scalars(
-        select(JobOutput.name).where(JobOutput.job_id == job.job_id, JobOutput.size.is_(None)).order_by(JobOutput.name)
-    ).all()
+    missing = s.scalars(_MISSING_OUTPUTS, {"job_id": job.job_id}).all() if (job.job_definition or {}).get("outputFiles") else []
     if missing:
         raise Conflict(
             f"job {job.job_id} cannot complete: output(s) {', '.join(missing)} not uploaded; "
@@ -578,6 +631,11 @@ def append_console_output(ctx: HubContext, s: Session, job_id: str, key: Optiona
     job event says so).
     """
     job, _ = job_for_call(s, job_id, key)
+    return _append_console(ctx, s, job, offset, data)
+
+
+def _append_console(ctx: HubContext, s: Session, job: Job, offset: int, data: bytes) -> ConsoleAppendResult:
+    """``append_console_output`` for a job already read and its caller authorized."""
     _require_writable(job, "console output", allow_final_flush=True)
     received = job.console_input_size or 0
     cap = ctx.settings.max_console_output_bytes
@@ -673,6 +731,11 @@ def check_json_lines(data: bytes) -> None:
 def store_resource_log(ctx: HubContext, s: Session, job_id: str, key: Optional[str], data: bytes) -> None:
     """Replace the job's resource utilization log (JSON lines)."""
     job, _ = job_for_call(s, job_id, key)
+    _store_resource_log(ctx, s, job, data)
+
+
+def _store_resource_log(ctx: HubContext, s: Session, job: Job, data: bytes) -> None:
+    """``store_resource_log`` for a job already read and its caller authorized."""
     _require_writable(job, "resource utilization log", allow_final_flush=True)
     check_json_lines(data)
     data = job_secrets.mask_resource_log(s, job, data)
@@ -701,7 +764,7 @@ def finish_job(
     """
     if status not in (JobStatus.COMPLETED, JobStatus.FAILED):
         raise BadRequest(f"a job finishes as completed or failed, not {status.value}; report running with /status")
-    job, _ = job_for_call(s, job_id, key)
+    job, caller = job_for_call(s, job_id, key)  # once: the steps below take the job as read and locked here
     current = JobStatus(job.status)
     if current != status and not is_allowed_transition(current, status):
         raise Conflict(_illegal_transition_message(job, current, status))  # before anything is written
@@ -710,10 +773,10 @@ def finish_job(
     try:
         if JobStatus(job.status) != status:
             if console is not None:
-                append_console_output(ctx, s, job_id, key, console[0], console[1])
+                _append_console(ctx, s, job, console[0], console[1])
             if resource_log is not None:
-                store_resource_log(ctx, s, job_id, key, resource_log)
-        report = set_job_status(s, job_id, key, status, error, image_digest=image_digest)
+                _store_resource_log(ctx, s, job, resource_log)
+        report = _set_status(s, job, caller, status, error, image_digest=image_digest)
     except BaseException:
         if console is not None and path.exists():
             os.truncate(path, stored)  # the console file as it was: nothing of a refused report stays

@@ -27,7 +27,7 @@ from pairio.status import JobStatus
 from ..context import HubContext
 from ..core import compute
 from ..core.jobs import jobs_public
-from ..deps import Ctx, bearer_token
+from ..deps import Ctx, Token
 from ..errors import BadRequest, PayloadTooLarge
 
 router = APIRouter(prefix="/v1/compute", tags=["compute (bridges)"])
@@ -41,7 +41,7 @@ _WRITE_BUFFER_BYTES = 1024 * 1024
 MAX_FREE_CAPACITY = 10**9
 MAX_CONSOLE_OFFSET = 2**53
 
-Key = Annotated[Optional[str], Depends(bearer_token)]
+Key = Token
 T = TypeVar("T")
 
 
