@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal, Optional, TypeVar
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic_core import to_json
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from pairio.models import Name, PairioJobData
@@ -262,7 +263,7 @@ def my_active_jobs(ctx: Ctx, key: Key) -> ComputeJobs:
 
 
 @router.post("/claim", response_model=ClaimResult)
-async def claim(body: ClaimBody, request: Request, ctx: Ctx, key: Key) -> ClaimResult:
+async def claim(body: ClaimBody, request: Request, ctx: Ctx, key: Key) -> Response:
     """Take up to ``maxJobs`` runnable jobs that fit the client's slots and capacity, oldest first.
 
     With ``waitSec`` > 0 and nothing to take, the call waits until a job becomes runnable
@@ -274,14 +275,28 @@ async def claim(body: ClaimBody, request: Request, ctx: Ctx, key: Key) -> ClaimR
     deadline = anyio.current_time() + wait_sec
     while True:
         generation = ctx.notifier.generation()  # read before the attempt, so a notify during it is not missed
-        claimed = await in_thread(compute.claim_jobs, ctx, key, body.maxJobs, capacity, scope)
+        claimed = await in_thread(_claim_answer, ctx, key, body.maxJobs, capacity, scope)
         remaining = deadline - anyio.current_time()
-        if claimed or remaining <= 0:
-            return ClaimResult(jobs=[ComputeJob.model_validate(c.job.model_dump()) for c in claimed])
+        if claimed is not None or remaining <= 0:
+            return claimed if claimed is not None else _no_jobs()
         await ctx.notifier.wait(generation, min(remaining, _recheck_interval(ctx)))
         if await request.is_disconnected():
             # Jobs claimed now would sit in 'starting' with nobody to run them.
-            return ClaimResult(jobs=[])
+            return _no_jobs()
+
+
+def _no_jobs() -> Response:
+    return Response(b'{"jobs":[]}', media_type="application/json")
+
+
+def _claim_answer(
+    ctx: HubContext, key: Optional[str], max_jobs: int, capacity: Optional[compute.Capacity], scope: Optional[compute.ClaimScope]
+) -> Optional[Response]:
+    """One claim attempt; its answer (``ClaimResult``'s JSON, built in the worker thread), or None when it got no job."""
+    claimed = compute.claim_jobs(ctx, key, max_jobs, capacity, scope)
+    if not claimed:
+        return None
+    return Response(to_json({"jobs": [c.answer for c in claimed]}), media_type="application/json")
 
 
 def _recheck_interval(ctx: HubContext) -> float:
