@@ -303,7 +303,7 @@ _CANDIDATE_COLUMNS = (
 _RUNNING_RESOURCES = select(_J.num_cpus, _J.num_gpus, _J.memory_gb, _J.time_sec).where(
     _J.compute_client_id == bindparam("cc_id"), _J.status.in_([st.value for st in ACTIVE_STATUSES])
 )
-_CLAIMED_ANSWERS = select(*job_answers.ANSWER_COLUMNS, _J.secrets).where(_J.job_id.in_(bindparam("ids", expanding=True)))
+_CLAIMED_WITH_ITEMS = job_answers.job_with_items_statement(_J.secrets)
 _TAKE_JOB = (
     update(Job.__table__)
     .where(
@@ -523,16 +523,17 @@ def _take_job(s: Session, job_id: str, cc: ComputeClient, now: float, key_hash: 
 
 
 def _claimed_answers(s: Session, keys: dict[str, str]) -> list[ClaimedJob]:
-    """The claimed jobs as their compute client sees them, in the order claimed (oldest first), with their plain keys."""
-    if not keys:
-        return []
-    rows = {r.job_id: r for r in s.execute(_CLAIMED_ANSWERS, {"ids": list(keys)})}
-    ordered = [rows[job_id] for job_id in keys]
-    deps, outputs = job_answers.dependencies_and_outputs(s, ordered)
+    """The claimed jobs as their compute client sees them, in the order claimed (oldest first), with their plain keys.
+
+    One statement per job (a claim takes one job at a time but for batch bridges): its columns,
+    secrets, dependencies and outputs.
+    """
     claimed = []
-    for row in ordered:
-        answer = job_answers.job_answer(row, deps[row.job_id], outputs[row.job_id], include_private=True)
-        answer["jobPrivateKey"] = keys[row.job_id]
+    for job_id, plain_key in keys.items():
+        job = job_answers.StoredJob.from_rows(s.execute(_CLAIMED_WITH_ITEMS, {"job_id": job_id}).all())
+        assert job is not None  # claimed in this transaction
+        answer = job_answers.job_answer(job.row, job.dependencies, job.outputs, include_private=True)
+        answer["jobPrivateKey"] = plain_key
         if answer["secrets"]:  # as ComputeJob's StoredJobSecret dumps them
             answer["secrets"] = [{"name": x.get("name"), "value": x.get("value")} for x in answer["secrets"]]
         claimed.append(ClaimedJob(answer=answer))
