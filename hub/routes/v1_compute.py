@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Optional, TypeVar
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic_core import to_json
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
