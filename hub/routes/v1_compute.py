@@ -19,8 +19,8 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic_core import to_json
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic_core import to_json
 
 from pairio.models import Name, PairioJobData
 from pairio.status import JobStatus
