@@ -17,7 +17,12 @@ def get_ctx(request: Request) -> HubContext:
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 
-Ctx = Annotated[HubContext, Depends(get_ctx)]
+async def _ctx_dependency(request: Request) -> HubContext:
+    # async: FastAPI runs a sync dependency in a worker thread, a hand-off each way per request
+    return get_ctx(request)
+
+
+Ctx = Annotated[HubContext, Depends(_ctx_dependency)]
 
 
 # Declares the key in the OpenAPI document (routes that take one list it under 'security');
@@ -36,6 +41,16 @@ def bearer_token(request: Request, _documented: Annotated[Optional[HTTPAuthoriza
     return parts[1]
 
 
+async def bearer_token_dependency(
+    request: Request, _documented: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_documented_bearer)] = None
+) -> Optional[str]:
+    """``bearer_token`` as a dependency (async: no worker-thread hand-off)."""
+    return bearer_token(request)
+
+
+Token = Annotated[Optional[str], Depends(bearer_token_dependency)]
+
+
 def get_session(ctx: Ctx, request: Request) -> Iterator[Session]:
     """A transaction per request: GET and HEAD read without taking SQLite's write lock."""
     begin = ctx.read_transaction if request.method in ("GET", "HEAD") else ctx.transaction
@@ -48,11 +63,11 @@ def get_session(ctx: Ctx, request: Request) -> Iterator[Session]:
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def current_user(s: DbSession, token: Annotated[Optional[str], Depends(bearer_token)]) -> str:
+def current_user(s: DbSession, token: Token) -> str:
     return accounts.user_for_api_key(s, token)
 
 
-def optional_user(s: DbSession, token: Annotated[Optional[str], Depends(bearer_token)]) -> Optional[str]:
+def optional_user(s: DbSession, token: Token) -> Optional[str]:
     return accounts.user_for_api_key(s, token) if token else None
 
 

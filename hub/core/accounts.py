@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import Select, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from pairio.models import (
@@ -152,14 +152,35 @@ def remove_service_user(s: Session, service_name: str, user_id: str) -> None:
         s.delete(su)
 
 
+def _roles_statement() -> Select[tuple[str, Optional[bool], Optional[bool], Optional[bool]]]:
+    services, users = Service.__table__.c, ServiceUser.__table__.c
+    return (
+        select(services.owner_user_id, users.admin, users.create_jobs, users.process_jobs)
+        .select_from(
+            Service.__table__.outerjoin(
+                ServiceUser.__table__, and_(users.service_name == services.service_name, users.user_id == bindparam("user_id"))
+            )
+        )
+        .where(services.service_name == bindparam("service_name"))
+    )
+
+
+_ROLES = _roles_statement()  # built once: every claim and job creation asks
+
+
 def roles_of(s: Session, service_name: str, user_id: str) -> Roles:
-    service = get_service_row(s, service_name)
-    if service.owner_user_id == user_id:
+    """The user's roles in the service, read by one statement (the caller's pending changes flushed first)."""
+    if s.autoflush:
+        s.flush()  # a Core statement does not flush by itself; nothing to do when the session is clean
+    row = s.execute(_ROLES, {"service_name": service_name, "user_id": user_id}).first()
+    if row is None:
+        raise NotFound(f"no service {service_name!r}; list services with 'pairio admin list-services'")
+    owner, admin, create_jobs, process_jobs = row
+    if owner == user_id:
         return Roles(admin=True, create_jobs=True, process_jobs=True)
-    su = s.get(ServiceUser, (service_name, user_id))
-    if su is None:
+    if admin is None:  # no service_users row
         return Roles(False, False, False)
-    return Roles(admin=su.admin, create_jobs=su.create_jobs or su.admin, process_jobs=su.process_jobs)
+    return Roles(admin=bool(admin), create_jobs=bool(create_jobs or admin), process_jobs=bool(process_jobs))
 
 
 def require_role(s: Session, service_name: str, user_id: str, role: str) -> None:
@@ -311,10 +332,13 @@ def register_compute_client(
     return cc, plain
 
 
+_COMPUTE_CLIENT_BY_KEY_HASH = select(ComputeClient).where(ComputeClient.private_key_hash == bindparam("key_hash"))
+
+
 def compute_client_for_key(s: Session, plain_key: Optional[str]) -> ComputeClient:
     if not plain_key:
         raise Unauthorized("no compute client key: send 'Authorization: Bearer <compute client private key>'")
-    cc = s.scalars(select(ComputeClient).where(ComputeClient.private_key_hash == hash_secret(plain_key))).first()
+    cc = s.scalars(_COMPUTE_CLIENT_BY_KEY_HASH, {"key_hash": hash_secret(plain_key)}).first()
     if cc is None:
         raise Unauthorized("unknown compute client key; register the bridge again with 'pairio-bridge register'")
     return cc

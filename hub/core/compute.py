@@ -10,6 +10,7 @@ threads).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import os
@@ -19,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from pairio.models import PairioComputeClientComputeSlot, PairioJobData, PairioJobRequiredResources
+from pairio.models import PairioComputeClientComputeSlot, PairioJobData, PairioJobRequiredResources, PairioJobSecret
 from pairio.names import check_name
 from pairio.status import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus, is_allowed_transition
 
@@ -30,7 +31,7 @@ from ..context import HubContext, mark_runnable_changed, now_sec
 from ..db.tables import ComputeClient, Job, JobOutput
 from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from ..security import hash_secret, new_secret
-from . import accounts, job_secrets
+from . import accounts, job_answers, job_secrets
 from .claim_scope import ClaimScope, RunnableJobs, runnable_jobs
 from .jobs import add_event, fail_job, get_job_row, jobs_public, on_job_completed, on_job_finished
 
@@ -66,26 +67,48 @@ def compute_client_for_key(s: Session, key: Optional[str]) -> ComputeClient:
 
 def authorize_job_call(s: Session, job: Job, key: Optional[str]) -> JobCaller:
     """Accept the key of the compute client that claimed ``job``, or the job's private key."""
-    if not key:
+    key_hash = hash_secret(key) if key else None
+    key_client_id = None
+    if key_hash is not None and not _is_job_key(job, key_hash):
+        key_client_id = s.execute(_CLIENT_ID_BY_KEY_HASH, {"key_hash": key_hash}).scalar()
+    return _authorized(s, job, key_hash, key_client_id)
+
+
+# The compute client whose key has this hash (what a job call checks besides the job's own key)
+_CLIENT_ID_BY_KEY_HASH = (
+    select(ComputeClient.__table__.c.compute_client_id)
+    .where(ComputeClient.__table__.c.private_key_hash == bindparam("key_hash"))
+    .limit(1)
+)
+
+
+def _is_job_key(job: Job, key_hash: str) -> bool:
+    return job.job_private_key_hash is not None and job.job_private_key_hash == key_hash and bool(job.compute_client_id)
+
+
+def _authorized(s: Session, job: Job, key_hash: Optional[str], key_client_id: Optional[str]) -> JobCaller:
+    """The caller of a job call, given its key's hash and the compute client with that key (if any)."""
+    if key_hash is None:
         raise Unauthorized(
             "no key: send 'Authorization: Bearer <compute client private key or job private key>'"
         )
-    key_hash = hash_secret(key)
-    if job.job_private_key_hash is not None and job.job_private_key_hash == key_hash and job.compute_client_id:
+    if _is_job_key(job, key_hash):
         _require_job_key_in_force(job)
+        assert job.compute_client_id is not None
         return JobCaller(compute_client_id=job.compute_client_id, by_job_key=True)
-    cc = s.scalars(select(ComputeClient).where(ComputeClient.private_key_hash == key_hash)).first()
-    if cc is None:
+    if key_client_id is None:
         raise Unauthorized(
             f"the key is neither a compute client key nor the private key of job {job.job_id} "
             "(a job key is replaced when the job is handed to another compute client)"
         )
-    if job.compute_client_id != cc.compute_client_id:
+    if job.compute_client_id != key_client_id:
+        cc = s.get(ComputeClient, key_client_id)
+        label = cc.label if cc is not None else key_client_id
         raise Forbidden(
-            f"job {job.job_id} is not claimed by compute client {cc.label} ({cc.compute_client_id}); "
+            f"job {job.job_id} is not claimed by compute client {label} ({key_client_id}); "
             "stop working on it (it may have been handed back to pending after missed heartbeats)"
         )
-    return JobCaller(compute_client_id=cc.compute_client_id, by_job_key=False)
+    return JobCaller(compute_client_id=key_client_id, by_job_key=False)
 
 
 def _require_job_key_in_force(job: Job) -> None:
@@ -96,9 +119,28 @@ def _require_job_key_in_force(job: Job) -> None:
 
 
 def job_for_call(s: Session, job_id: str, key: Optional[str], *, lock: bool = True) -> tuple[Job, JobCaller]:
-    """The job (locked for update where the database can, unless ``lock`` is False) and the authorized caller."""
-    job = get_job_row(s, job_id, for_update=lock)
-    return job, authorize_job_call(s, job, key)
+    """The job (locked for update where the database can, unless ``lock`` is False) and the authorized caller.
+
+    One statement: the job's row and the id of the compute client whose key was sent (checked
+    on every call, so a deleted client's key is refused at once).
+    """
+    key_hash = hash_secret(key) if key else None
+    statement = _JOB_FOR_CALL_LOCKED if lock and s.get_bind().dialect.name == "postgresql" else _JOB_FOR_CALL
+    row = s.execute(statement, {"job_id": job_id, "key_hash": key_hash}).first()
+    if row is None:
+        raise NotFound(f"no job {job_id!r} (it may have been deleted)")
+    job, key_client_id = row
+    return job, _authorized(s, job, key_hash, key_client_id)
+
+
+def _job_for_call_statement() -> Select[tuple[Job, Optional[str]]]:
+    key_client = _CLIENT_ID_BY_KEY_HASH.scalar_subquery().label("key_client_id")
+    return select(Job, key_client).where(Job.job_id == bindparam("job_id"))
+
+
+# built once: composing a select() per call costs more than running it
+_JOB_FOR_CALL = _job_for_call_statement()
+_JOB_FOR_CALL_LOCKED = _job_for_call_statement().with_for_update(of=Job)
 
 
 def touch_client_of(s: Session, job: Job) -> None:
@@ -241,15 +283,55 @@ class SlotUsage:
 
 @dataclass
 class ClaimedJob:
-    job: PairioJobData  # with jobPrivateKey (plain, shown this once) and secrets
+    answer: dict[str, Any]
+    """The job as its compute client sees it (``job_answers.job_answer`` with its secrets, the JSON
+    of ``ComputeJob``), with jobPrivateKey: the plain key, shown this once."""
+
+    @property
+    def job(self) -> PairioJobData:
+        """The answer as a model (for callers in the hub's process: tests, benchmarks); secrets as stored."""
+        secrets = self.answer["secrets"]
+        job = PairioJobData.model_validate({**self.answer, "secrets": None})
+        if secrets:
+            job.secrets = [PairioJobSecret.model_construct(**x) for x in secrets]
+        return job
 
 
-def resources_of(job: Job) -> PairioJobRequiredResources:
+def resources_of(job: Any) -> PairioJobRequiredResources:
+    """A job's required resources (an ORM ``Job`` or a row with its resource columns)."""
     return PairioJobRequiredResources(numCpus=job.num_cpus, numGpus=job.num_gpus, memoryGb=job.memory_gb, timeSec=job.time_sec)
 
 
+_J = Job.__table__.c
+# Claims read and write with Core statements built once (composing ORM statements per call cost
+# more than running them): the columns a claim decides by, and the rows it hands out.
+_CANDIDATE_COLUMNS = (
+    _J.job_id, _J.timestamp_created_sec, _J.num_cpus, _J.num_gpus, _J.memory_gb, _J.time_sec,
+    _J.target_compute_client_ids, _J.app_name, _J.processor_name,
+)
+_RUNNING_RESOURCES = select(_J.num_cpus, _J.num_gpus, _J.memory_gb, _J.time_sec).where(
+    _J.compute_client_id == bindparam("cc_id"), _J.status.in_([st.value for st in ACTIVE_STATUSES])
+)
+_CLAIMED_WITH_ITEMS = job_answers.job_with_items_statement(_J.secrets)
+_TAKE_JOB = (
+    update(Job.__table__)
+    .where(
+        _J.job_id == bindparam("take_job_id"), _J.status == JobStatus.PENDING.value, _J.is_runnable.is_(True), _J.canceled.is_(False)
+    )
+    .values(
+        status=JobStatus.STARTING.value,
+        compute_client_id=bindparam("take_cc_id"),
+        compute_client_name=bindparam("take_cc_name"),
+        compute_client_user_id=bindparam("take_cc_user_id"),
+        timestamp_starting_sec=bindparam("take_now"),
+        # a fresh private key per claimed job: only its hash is stored, the plain key goes to the bridge once
+        job_private_key_hash=bindparam("take_key_hash"),
+    )
+)
+
+
 def _fits_some_slot_sql(slots: Sequence[PairioComputeClientComputeSlot]) -> ColumnElement[bool]:
-    """A WHERE clause that narrows candidates to those fitting one of the free slots."""
+    """A WHERE clause that narrows candidates to those fitting one of the slots (hub/core/waiting.py)."""
     return or_(
         *(
             and_(
@@ -263,7 +345,62 @@ def _fits_some_slot_sql(slots: Sequence[PairioComputeClientComputeSlot]) -> Colu
     )
 
 
-def _is_targeted_elsewhere(job: Job, compute_client_id: str) -> bool:
+def _fits_free_slots_sql(slots: int) -> ColumnElement[bool]:
+    """A WHERE clause that narrows candidates to those fitting one of ``slots`` free slots (bound as ``slotN_*``)."""
+    return or_(
+        *(
+            and_(
+                _J.num_cpus.between(bindparam(f"slot{i}_min_cpus"), bindparam(f"slot{i}_cpus")),
+                _J.num_gpus.between(bindparam(f"slot{i}_min_gpus"), bindparam(f"slot{i}_gpus")),
+                _J.memory_gb.between(bindparam(f"slot{i}_min_memory"), bindparam(f"slot{i}_memory")),
+                _J.time_sec.between(bindparam(f"slot{i}_min_time"), bindparam(f"slot{i}_time")),
+            )
+            for i in range(slots)
+        )
+    )
+
+
+def _slot_params(slots: Sequence[PairioComputeClientComputeSlot]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for i, slot in enumerate(slots):
+        params.update({
+            f"slot{i}_min_cpus": slot.minNumCpus, f"slot{i}_cpus": slot.numCpus,
+            f"slot{i}_min_gpus": slot.minNumGpus, f"slot{i}_gpus": slot.numGpus,
+            f"slot{i}_min_memory": slot.minMemoryGb, f"slot{i}_memory": slot.memoryGb,
+            f"slot{i}_min_time": slot.minTimeSec, f"slot{i}_time": slot.timeSec,
+        })
+    return params
+
+
+@functools.lru_cache(maxsize=256)
+def _walk_statement(slots: int, capacity: tuple[bool, bool, bool], by_app: bool, after: bool, locked: bool) -> Select[Any]:
+    """A page of pending runnable jobs of ``:service`` fitting one of ``slots`` free slots, oldest first (built once per shape)."""
+    q = select(*_CANDIDATE_COLUMNS).where(
+        _J.status == JobStatus.PENDING.value,
+        _J.is_runnable.is_(True),
+        _J.canceled.is_(False),
+        _J.service_name == bindparam("service"),
+        _fits_free_slots_sql(slots),
+    )
+    if by_app:
+        q = q.where(_J.app_name == bindparam("app_name"))
+    cpus, gpus, memory = capacity
+    if cpus:
+        q = q.where(_J.num_cpus <= bindparam("cap_cpus"))
+    if gpus:
+        q = q.where(_J.num_gpus <= bindparam("cap_gpus"))
+    if memory:
+        q = q.where(_J.memory_gb <= bindparam("cap_memory"))
+    if after:
+        created, job_id = bindparam("after_created"), bindparam("after_job_id")
+        q = q.where(or_(_J.timestamp_created_sec > created, and_(_J.timestamp_created_sec == created, _J.job_id > job_id)))
+    q = q.order_by(_J.timestamp_created_sec, _J.job_id).limit(bindparam("page_size"))
+    if locked:
+        q = q.with_for_update(skip_locked=True)
+    return q
+
+
+def _is_targeted_elsewhere(job: Any, compute_client_id: str) -> bool:
     targets = job.target_compute_client_ids
     return targets is not None and compute_client_id not in targets
 
@@ -286,7 +423,7 @@ def claim_jobs(
 def claim_jobs_in(
     s: Session, key: Optional[str], max_jobs: int, capacity: Optional[Capacity] = None, scope: Optional[ClaimScope] = None
 ) -> list[ClaimedJob]:
-    """``claim_jobs`` in the caller's transaction (the wire protocol's getRunnableJobsForComputeClient)."""
+    """``claim_jobs`` in the caller's transaction."""
     if not 1 <= max_jobs <= MAX_CLAIM_JOBS:
         raise BadRequest(f"maxJobs must be between 1 and {MAX_CLAIM_JOBS}")
     capacity = Capacity(**vars(capacity)) if capacity else Capacity()
@@ -297,23 +434,22 @@ def claim_jobs_in(
     runnable = runnable_jobs(s, cc.service_name, scope) if scope is not None else None
     if runnable is not None and not runnable.processors:
         return []  # nothing of this service is runnable there (e.g. a bridge with no app commands)
-    running = s.scalars(
-        select(Job).where(Job.compute_client_id == cc.compute_client_id, Job.status.in_([st.value for st in ACTIVE_STATUSES]))
-    ).all()
+    running = s.execute(_RUNNING_RESOURCES, {"cc_id": cc.compute_client_id}).all()
     usage = SlotUsage.of([PairioComputeClientComputeSlot.model_validate(x) for x in cc.compute_slots], [resources_of(j) for j in running])
-    claimed_rows: list[Job] = []
+    keys: dict[str, str] = {}
     for job in _candidates(s, cc, usage, capacity, max_jobs, runnable):
         r = resources_of(job)
         if not capacity.fits(r) or usage.best_slot(r) is None:
             continue
-        if not _take_job(s, job, cc, now):
+        job_key = new_secret(JOB_KEY_PREFIX)
+        if not _take_job(s, job.job_id, cc, now, hash_secret(job_key)):
             continue  # another claim got it first
+        keys[job.job_id] = job_key
         usage.take(r)
         capacity.take(r)
-        claimed_rows.append(job)
-        if len(claimed_rows) >= max_jobs:
+        if len(keys) >= max_jobs:
             break
-    return _issue_job_keys(s, cc, claimed_rows)
+    return _claimed_answers(s, keys)
 
 
 @dataclass
@@ -323,8 +459,8 @@ class _ScanBudget:
 
 def _candidates(
     s: Session, cc: ComputeClient, usage: SlotUsage, capacity: Capacity, max_jobs: int, runnable: Optional[RunnableJobs]
-) -> Iterator[Job]:
-    """Pending runnable jobs of the client's service that might fit and that it can run, oldest first.
+) -> Iterator[Any]:
+    """Pending runnable jobs of the client's service that might fit and that it can run, oldest first (rows of ``_CANDIDATE_COLUMNS``).
 
     Without ``runnable``, one walk of ``ix_jobs_claimable``; with it, one walk per app the
     bridge runs (``ix_jobs_claimable_app``), merged by age. All walks share one scan limit.
@@ -347,7 +483,7 @@ def _candidates(
 def _pending_walk(
     s: Session, cc: ComputeClient, usage: SlotUsage, capacity: Capacity, page_size: int, budget: _ScanBudget,
     *, app_name: Optional[str] = None,
-) -> Iterator[Job]:
+) -> Iterator[Any]:
     """Pending runnable jobs of the client's service (and of one app) that might fit, oldest first, a page at a time.
 
     The first page is only as large as the claim needs: on PostgreSQL every row read stays
@@ -356,31 +492,24 @@ def _pending_walk(
     """
     postgres = s.get_bind().dialect.name == "postgresql"
     after: Optional[tuple[float, str]] = None
+    caps = (capacity.numCpus is not None, capacity.numGpus is not None, capacity.memoryGb is not None)
     while budget.left > 0:
         free = usage.free_slots()
         if not free:
             return
-        q = select(Job).where(
-            Job.status == JobStatus.PENDING.value,
-            Job.is_runnable.is_(True),
-            Job.canceled.is_(False),
-            Job.service_name == cc.service_name,
-            _fits_some_slot_sql(free),
-        )
+        params = {"service": cc.service_name, "page_size": page_size, **_slot_params(free)}
         if app_name is not None:
-            q = q.where(Job.app_name == app_name)
+            params["app_name"] = app_name
         if capacity.numCpus is not None:
-            q = q.where(Job.num_cpus <= capacity.numCpus)
+            params["cap_cpus"] = capacity.numCpus
         if capacity.numGpus is not None:
-            q = q.where(Job.num_gpus <= capacity.numGpus)
+            params["cap_gpus"] = capacity.numGpus
         if capacity.memoryGb is not None:
-            q = q.where(Job.memory_gb <= capacity.memoryGb + 1e-9)
+            params["cap_memory"] = capacity.memoryGb + 1e-9
         if after is not None:
-            q = q.where(or_(Job.timestamp_created_sec > after[0], and_(Job.timestamp_created_sec == after[0], Job.job_id > after[1])))
-        q = q.order_by(Job.timestamp_created_sec, Job.job_id).limit(page_size)
-        if postgres:
-            q = q.with_for_update(skip_locked=True)
-        page = s.scalars(q).all()
+            params["after_created"], params["after_job_id"] = after
+        q = _walk_statement(len(free), caps, app_name is not None, after is not None, postgres)
+        page = s.execute(q, params).all()
         if not page:
             return
         budget.left -= len(page)
@@ -391,42 +520,33 @@ def _pending_walk(
         page_size = min(page_size * 2, CLAIM_PAGE_SIZE)
 
 
-def _take_job(s: Session, job: Job, cc: ComputeClient, now: float) -> bool:
-    result = s.execute(
-        update(Job)
-        .where(Job.job_id == job.job_id, Job.status == JobStatus.PENDING.value, Job.is_runnable.is_(True), Job.canceled.is_(False))
-        .values(
-            status=JobStatus.STARTING.value,
-            compute_client_id=cc.compute_client_id,
-            compute_client_name=cc.label,
-            compute_client_user_id=cc.user_id,
-            timestamp_starting_sec=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
+def _take_job(s: Session, job_id: str, cc: ComputeClient, now: float, key_hash: str) -> bool:
+    result = s.execute(_TAKE_JOB, {
+        "take_job_id": job_id, "take_cc_id": cc.compute_client_id, "take_cc_name": cc.label, "take_cc_user_id": cc.user_id,
+        "take_now": now, "take_key_hash": key_hash,
+    })
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    add_event(s, job.job_id, JobStatus.STARTING, f"claimed by compute client {cc.label} ({cc.compute_client_id})")
+    add_event(s, job_id, JobStatus.STARTING, f"claimed by compute client {cc.label} ({cc.compute_client_id})")
     return True
 
 
-def _issue_job_keys(s: Session, cc: ComputeClient, rows: list[Job]) -> list[ClaimedJob]:
-    """A fresh private key per claimed job: only its hash is stored, the plain key goes to the bridge once."""
-    keys: dict[str, str] = {}
-    for job in rows:
-        keys[job.job_id] = new_secret(JOB_KEY_PREFIX)
-        s.execute(
-            update(Job)
-            .where(Job.job_id == job.job_id)
-            .values(job_private_key_hash=hash_secret(keys[job.job_id]))
-            .execution_options(synchronize_session=False)
-        )
-    if not rows:
-        return []
-    # The conditional UPDATEs bypassed the ORM objects: read them again, oldest first.
-    fresh = {j.job_id: j for j in s.scalars(select(Job).where(Job.job_id.in_(keys)).execution_options(populate_existing=True))}
-    public = jobs_public(s, [fresh[j.job_id] for j in rows], include_private=True)
-    return [ClaimedJob(job=p.model_copy(update={"jobPrivateKey": keys[p.jobId]})) for p in public]
+def _claimed_answers(s: Session, keys: dict[str, str]) -> list[ClaimedJob]:
+    """The claimed jobs as their compute client sees them, in the order claimed (oldest first), with their plain keys.
+
+    One statement per job (a claim takes one job at a time but for batch bridges): its columns,
+    secrets, dependencies and outputs.
+    """
+    claimed = []
+    for job_id, plain_key in keys.items():
+        job = job_answers.StoredJob.from_rows(s.execute(_CLAIMED_WITH_ITEMS, {"job_id": job_id}).all())
+        assert job is not None  # claimed in this transaction
+        answer = job_answers.job_answer(job.row, job.dependencies, job.outputs, include_private=True)
+        answer["jobPrivateKey"] = plain_key
+        if answer["secrets"]:  # as ComputeJob's StoredJobSecret dumps them
+            answer["secrets"] = [{"name": x.get("name"), "value": x.get("value")} for x in answer["secrets"]]
+        claimed.append(ClaimedJob(answer=answer))
+    return claimed
 
 
 # ---------------------------------------------------------------- status reports
@@ -449,6 +569,13 @@ def set_job_status(
 ) -> StatusReport:
     """Apply a status reported by the job's compute client; only legal transitions change anything."""
     job, caller = job_for_call(s, job_id, key)
+    return _set_status(s, job, caller, new, error, image_digest=image_digest)
+
+
+def _set_status(
+    s: Session, job: Job, caller: JobCaller, new: JobStatus, error: Optional[str] = None, *, image_digest: Optional[str] = None
+) -> StatusReport:
+    """``set_job_status`` for a job already read and its caller authorized."""
     if caller.by_job_key:
         touch_client_of(s, job)
     if error is not None and new != JobStatus.FAILED:
@@ -498,14 +625,19 @@ def _mark_running(s: Session, job: Job) -> None:
     add_event(s, job.job_id, JobStatus.RUNNING, f"running on compute client {job.compute_client_name} ({job.compute_client_id})")
 
 
+_MISSING_OUTPUTS = (
+    select(JobOutput.__table__.c.name)
+    .where(JobOutput.__table__.c.job_id == bindparam("job_id"), JobOutput.__table__.c.size.is_(None))
+    .order_by(JobOutput.__table__.c.name)
+)
+
+
 def _complete(s: Session, job: Job) -> None:
     if job.canceled:
         # The user asked for it to stop; honour that even though it finished first.
         fail_job(s, job, _canceled_error(job, "the job finished before its compute client could stop it"))
         return
-    missing = s.scalars(
-        select(JobOutput.name).where(JobOutput.job_id == job.job_id, JobOutput.size.is_(None)).order_by(JobOutput.name)
-    ).all()
+    missing = s.scalars(_MISSING_OUTPUTS, {"job_id": job.job_id}).all() if (job.job_definition or {}).get("outputFiles") else []
     if missing:
         raise Conflict(
             f"job {job.job_id} cannot complete: output(s) {', '.join(missing)} not uploaded; "
@@ -578,6 +710,11 @@ def append_console_output(ctx: HubContext, s: Session, job_id: str, key: Optiona
     job event says so).
     """
     job, _ = job_for_call(s, job_id, key)
+    return _append_console(ctx, s, job, offset, data)
+
+
+def _append_console(ctx: HubContext, s: Session, job: Job, offset: int, data: bytes) -> ConsoleAppendResult:
+    """``append_console_output`` for a job already read and its caller authorized."""
     _require_writable(job, "console output", allow_final_flush=True)
     received = job.console_input_size or 0
     cap = ctx.settings.max_console_output_bytes
@@ -673,6 +810,11 @@ def check_json_lines(data: bytes) -> None:
 def store_resource_log(ctx: HubContext, s: Session, job_id: str, key: Optional[str], data: bytes) -> None:
     """Replace the job's resource utilization log (JSON lines)."""
     job, _ = job_for_call(s, job_id, key)
+    _store_resource_log(ctx, s, job, data)
+
+
+def _store_resource_log(ctx: HubContext, s: Session, job: Job, data: bytes) -> None:
+    """``store_resource_log`` for a job already read and its caller authorized."""
     _require_writable(job, "resource utilization log", allow_final_flush=True)
     check_json_lines(data)
     data = job_secrets.mask_resource_log(s, job, data)
@@ -701,7 +843,7 @@ def finish_job(
     """
     if status not in (JobStatus.COMPLETED, JobStatus.FAILED):
         raise BadRequest(f"a job finishes as completed or failed, not {status.value}; report running with /status")
-    job, _ = job_for_call(s, job_id, key)
+    job, caller = job_for_call(s, job_id, key)  # once: the steps below take the job as read and locked here
     current = JobStatus(job.status)
     if current != status and not is_allowed_transition(current, status):
         raise Conflict(_illegal_transition_message(job, current, status))  # before anything is written
@@ -710,10 +852,10 @@ def finish_job(
     try:
         if JobStatus(job.status) != status:
             if console is not None:
-                append_console_output(ctx, s, job_id, key, console[0], console[1])
+                _append_console(ctx, s, job, console[0], console[1])
             if resource_log is not None:
-                store_resource_log(ctx, s, job_id, key, resource_log)
-        report = set_job_status(s, job_id, key, status, error, image_digest=image_digest)
+                _store_resource_log(ctx, s, job, resource_log)
+        report = _set_status(s, job, caller, status, error, image_digest=image_digest)
     except BaseException:
         if console is not None and path.exists():
             os.truncate(path, stored)  # the console file as it was: nothing of a refused report stays

@@ -167,17 +167,17 @@ class StoredJob(NamedTuple):
 # Statements are built once: composing a select() costs more than SQLite takes to run it.
 
 
-def _job_with_items_statement() -> Select[Any]:
-    """A job's columns, once per dependency and output (once if it has none): the whole answer in one statement."""
+def job_with_items_statement(*extra: ColumnElement[Any]) -> Select[Any]:
+    """A job's columns (and ``extra`` ones), once per dependency and output (once if it has none): the whole answer in one statement."""
     items = items_subquery(bindparam("job_id"))
     return (
-        select(*ANSWER_COLUMNS, *with_items(items))
+        select(*ANSWER_COLUMNS, *extra, *with_items(items))
         .select_from(Job.__table__.outerjoin(items, items.c.job_id == _JOBS.job_id))
         .where(_JOBS.job_id == bindparam("job_id"))
     )
 
 
-_JOB_WITH_ITEMS = _job_with_items_statement()
+_JOB_WITH_ITEMS = job_with_items_statement()
 
 
 def latest_job_subquery() -> ScalarSelect[Any]:

@@ -495,11 +495,13 @@ def _add_tags(s: Session, job: Job, tags: Iterable[str]) -> None:
 # ---------------------------------------------------------------- read
 
 
+_JOB_BY_ID = select(Job).where(Job.job_id == bindparam("job_id"))  # built once, as the statements below
+_JOB_BY_ID_FOR_UPDATE = _JOB_BY_ID.with_for_update()
+
+
 def get_job_row(s: Session, job_id: str, *, for_update: bool = False) -> Job:
-    q = select(Job).where(Job.job_id == job_id)
-    if for_update and s.bind is not None and s.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update()
-    job = s.scalars(q).first()
+    locked = for_update and s.bind is not None and s.get_bind().dialect.name == "postgresql"
+    job = s.scalars(_JOB_BY_ID_FOR_UPDATE if locked else _JOB_BY_ID, {"job_id": job_id}).first()
     if job is None:
         raise NotFound(f"no job {job_id!r} (it may have been deleted)")
     return job
@@ -746,13 +748,19 @@ def fail_job(s: Session, job: Job, error: str) -> None:
     _fail(s, job, error)
 
 
+_UNFINISHED_DEPENDANTS = select(Job).where(
+    Job.job_id.in_(select(JobDependency.job_id).where(JobDependency.depends_on_job_id == bindparam("job_id"))),
+    Job.status.not_in([JobStatus.COMPLETED.value, JobStatus.FAILED.value]),
+)
+_WAITING_DEPENDANTS = select(Job).where(
+    Job.job_id.in_(select(JobDependency.job_id).where(JobDependency.depends_on_job_id == bindparam("job_id"))),
+    Job.status == JobStatus.PENDING.value,
+    Job.is_runnable.is_(False),
+)
+
+
 def _fail_dependants(s: Session, job_id: str, error: str) -> None:
-    dependants = s.scalars(
-        select(Job).where(
-            Job.job_id.in_(select(JobDependency.job_id).where(JobDependency.depends_on_job_id == job_id)),
-            Job.status.not_in([JobStatus.COMPLETED.value, JobStatus.FAILED.value]),
-        )
-    ).all()
+    dependants = s.scalars(_UNFINISHED_DEPENDANTS, {"job_id": job_id}).all()
     for d in dependants:
         if JobStatus(d.status) in ACTIVE_STATUSES:
             continue  # already running on a compute client; it has its inputs
@@ -761,13 +769,7 @@ def _fail_dependants(s: Session, job_id: str, error: str) -> None:
 
 def on_job_completed(s: Session, job: Job) -> None:
     """Make dependants runnable when this was the last of their dependencies to complete."""
-    waiting = s.scalars(
-        select(Job).where(
-            Job.job_id.in_(select(JobDependency.job_id).where(JobDependency.depends_on_job_id == job.job_id)),
-            Job.status == JobStatus.PENDING.value,
-            Job.is_runnable.is_(False),
-        )
-    ).all()
+    waiting = s.scalars(_WAITING_DEPENDANTS, {"job_id": job.job_id}).all()
     for d in waiting:
         dep_ids = select(JobDependency.depends_on_job_id).where(JobDependency.job_id == d.job_id)
         unfinished = s.scalars(

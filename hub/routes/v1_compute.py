@@ -17,9 +17,10 @@ from typing import Annotated, Any, Literal, Optional, TypeVar
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic_core import to_json
 
 from pairio.models import Name, PairioJobData
 from pairio.status import JobStatus
@@ -27,7 +28,7 @@ from pairio.status import JobStatus
 from ..context import HubContext
 from ..core import compute
 from ..core.jobs import jobs_public
-from ..deps import Ctx, bearer_token
+from ..deps import Ctx, Token
 from ..errors import BadRequest, PayloadTooLarge
 
 router = APIRouter(prefix="/v1/compute", tags=["compute (bridges)"])
@@ -41,7 +42,7 @@ _WRITE_BUFFER_BYTES = 1024 * 1024
 MAX_FREE_CAPACITY = 10**9
 MAX_CONSOLE_OFFSET = 2**53
 
-Key = Annotated[Optional[str], Depends(bearer_token)]
+Key = Token
 T = TypeVar("T")
 
 
@@ -215,7 +216,7 @@ class ResourceLogStored(BaseModel):
 
 
 @router.post("/heartbeat", response_model=HeartbeatResult)
-async def heartbeat(body: HeartbeatBody, request: Request, ctx: Ctx, key: Key) -> HeartbeatResult:
+async def heartbeat(body: HeartbeatBody, request: Request, ctx: Ctx, key: Key) -> Response:
     """Say the bridge is alive; learn which of its jobs to stop.
 
     With ``waitSec`` > 0 and nothing to stop, the call waits until a user cancels or deletes
@@ -231,10 +232,10 @@ async def heartbeat(body: HeartbeatBody, request: Request, ctx: Ctx, key: Key) -
         info = None  # recorded by the first look
         remaining = deadline - anyio.current_time()
         if not set(stop) <= known or remaining <= 0:
-            return HeartbeatResult(cancelJobIds=stop, heartbeatTimeoutSec=ctx.settings.heartbeat_timeout_sec)
+            return _json({"cancelJobIds": stop, "heartbeatTimeoutSec": float(ctx.settings.heartbeat_timeout_sec)})
         await ctx.stop_notifier.wait(generation, min(remaining, _recheck_interval(ctx)), key=client_id)
         if await request.is_disconnected():
-            return HeartbeatResult(cancelJobIds=[], heartbeatTimeoutSec=ctx.settings.heartbeat_timeout_sec)
+            return _json({"cancelJobIds": [], "heartbeatTimeoutSec": float(ctx.settings.heartbeat_timeout_sec)})
 
 
 def _beat(ctx: HubContext, key: Optional[str], active_job_ids: list[str], info: Optional[dict[str, Any]] = None) -> tuple[str, int, list[str]]:
@@ -262,7 +263,7 @@ def my_active_jobs(ctx: Ctx, key: Key) -> ComputeJobs:
 
 
 @router.post("/claim", response_model=ClaimResult)
-async def claim(body: ClaimBody, request: Request, ctx: Ctx, key: Key) -> ClaimResult:
+async def claim(body: ClaimBody, request: Request, ctx: Ctx, key: Key) -> Response:
     """Take up to ``maxJobs`` runnable jobs that fit the client's slots and capacity, oldest first.
 
     With ``waitSec`` > 0 and nothing to take, the call waits until a job becomes runnable
@@ -274,14 +275,28 @@ async def claim(body: ClaimBody, request: Request, ctx: Ctx, key: Key) -> ClaimR
     deadline = anyio.current_time() + wait_sec
     while True:
         generation = ctx.notifier.generation()  # read before the attempt, so a notify during it is not missed
-        claimed = await in_thread(compute.claim_jobs, ctx, key, body.maxJobs, capacity, scope)
+        claimed = await in_thread(_claim_answer, ctx, key, body.maxJobs, capacity, scope)
         remaining = deadline - anyio.current_time()
-        if claimed or remaining <= 0:
-            return ClaimResult(jobs=[ComputeJob.model_validate(c.job.model_dump()) for c in claimed])
+        if claimed is not None or remaining <= 0:
+            return claimed if claimed is not None else _no_jobs()
         await ctx.notifier.wait(generation, min(remaining, _recheck_interval(ctx)))
         if await request.is_disconnected():
             # Jobs claimed now would sit in 'starting' with nobody to run them.
-            return ClaimResult(jobs=[])
+            return _no_jobs()
+
+
+def _no_jobs() -> Response:
+    return Response(b'{"jobs":[]}', media_type="application/json")
+
+
+def _claim_answer(
+    ctx: HubContext, key: Optional[str], max_jobs: int, capacity: Optional[compute.Capacity], scope: Optional[compute.ClaimScope]
+) -> Optional[Response]:
+    """One claim attempt; its answer (``ClaimResult``'s JSON, built in the worker thread), or None when it got no job."""
+    claimed = compute.claim_jobs(ctx, key, max_jobs, capacity, scope)
+    if not claimed:
+        return None
+    return Response(to_json({"jobs": [c.answer for c in claimed]}), media_type="application/json")
 
 
 def _recheck_interval(ctx: HubContext) -> float:
@@ -302,14 +317,28 @@ def get_compute_job(job_id: str, ctx: Ctx, key: Key) -> ComputeJobDetail:
 
 
 @router.post("/jobs/{job_id}/status", response_model=StatusResult)
-def set_status(job_id: str, body: StatusBody, ctx: Ctx, key: Key) -> StatusResult:
+async def set_status(job_id: str, body: StatusBody, ctx: Ctx, key: Key) -> Response:
     """Report ``running``, ``completed`` (after uploading every output) or ``failed`` (with ``error``).
 
     Repeating the current status is a harmless no-op; an illegal transition is 409.
     """
+    return await in_thread(_set_status, ctx, job_id, body, key)
+
+
+def _set_status(ctx: HubContext, job_id: str, body: StatusBody, key: Optional[str]) -> Response:
     with ctx.transaction() as s:
         report = compute.set_job_status(s, job_id, key, body.status, body.error, image_digest=body.imageDigest)
-    return StatusResult(jobId=report.jobId, status=report.status, canceled=report.canceled, error=report.error)
+    return _json(_status_result(report))
+
+
+def _status_result(report: compute.StatusReport) -> dict[str, Any]:
+    """``StatusResult`` as JSON-ready values."""
+    return {"jobId": report.jobId, "status": report.status.value, "canceled": report.canceled, "error": report.error}
+
+
+def _json(value: Any) -> Response:
+    """A result the route's ``response_model`` documents, serialized by pydantic-core (in the worker thread that built it)."""
+    return Response(to_json(value), media_type="application/json")
 
 
 @router.post(
@@ -317,9 +346,13 @@ def set_status(job_id: str, body: StatusBody, ctx: Ctx, key: Key) -> StatusResul
     response_model=FinishResult,
     responses={409: {"description": "an illegal transition, or consoleOffset past the end (the body's consoleOutputSize says where to resume)"}},
 )
-def finish(job_id: str, body: FinishBody, ctx: Ctx, key: Key) -> Any:
+async def finish(job_id: str, body: FinishBody, ctx: Ctx, key: Key) -> Response:
     """Report a finished job in one call: the console's last bytes, the resource log and the final status
     (``completed`` or ``failed``), each as its own call would, all or nothing. Repeating it is harmless."""
+    return await in_thread(_finish, ctx, job_id, body, key)
+
+
+def _finish(ctx: HubContext, job_id: str, body: FinishBody, key: Optional[str]) -> Response:
     console = None
     if body.consoleBase64 is not None:
         if body.consoleOffset is None:
@@ -336,7 +369,7 @@ def finish(job_id: str, body: FinishBody, ctx: Ctx, key: Key) -> Any:
             )
     except compute.ConsoleOffsetMismatch as e:
         return JSONResponse({"detail": e.message, "consoleOutputSize": e.size}, status_code=e.status_code)
-    return FinishResult(jobId=report.jobId, status=report.status, canceled=report.canceled, error=report.error, consoleOutputSize=console_size)
+    return _json({**_status_result(report), "consoleOutputSize": console_size})
 
 
 @router.post("/jobs/{job_id}/notes", status_code=204)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
-from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -17,7 +16,7 @@ from ..context import HubContext, now_sec
 from ..core import job_answers
 from ..core import jobs as core
 from ..core import waiting
-from ..deps import Ctx, CurrentUser, DbSession, _documented_bearer, bearer_token, get_ctx
+from ..deps import Ctx, CurrentUser, DbSession, Token, get_ctx
 from ..errors import HubError
 from ..schemas import (
     DeleteJobsBody,
@@ -46,15 +45,6 @@ def _public(s: DbSession, job: core.Job) -> JobPublic:
 # would each cost a hand-off of their own. They return the JSON themselves, built by
 # pydantic in the worker thread, in the form FastAPI gives ``response_model`` (a job's answer:
 # hub/core/job_answers.py, serialized without building the model; response_model documents it).
-
-
-async def _token(
-    request: Request, _documented: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_documented_bearer)] = None
-) -> Optional[str]:
-    return bearer_token(request)
-
-
-Token = Annotated[Optional[str], Depends(_token)]
 
 
 def _json(model: BaseModel, status_code: int = 200) -> Response:
