@@ -21,7 +21,7 @@ bash scripts/ensure-original-pairio.sh
 workers="${PAIRIO_TEST_WORKERS:-3}"
 parallel=()
 if [[ "$workers" != 0 && " $* " != *" -n "* && " $* " != *" --numprocesses"* ]]; then
-    parallel=(-n "$workers" --dist loadgroup --no-loadscope-reorder)
+    parallel=(-n "$workers" --dist loadscope --no-loadscope-reorder)
 fi
 
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "${parallel[@]}" "$@"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -100,12 +101,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # ---------------------------------------------------------------- parallel runs (scripts/test.sh: pytest-xdist)
 #
-# Each worker process takes whole units ("--dist loadgroup"): all Slurm modules (one worker starts the
+# Each worker process takes whole units (UnitScheduling below): all Slurm modules (one worker starts the
 # session's test cluster, the others none); all other container modules (one worker builds the test
 # images, and container engines on 2 cores do not run well side by side); every other module whole
 # (its module fixtures are made once, and its tests may build on each other). Units go out longest
-# first (``--no-loadscope-reorder`` keeps this order): Slurm, containers, then units holding a test
-# with a longer safety-net timeout than the default, then the rest by size.
+# first: the workers order the tests (Slurm, containers, then units holding a test with a longer
+# safety-net timeout than the default, then the rest by size) and ``--no-loadscope-reorder`` keeps
+# that order. (xdist's own ``loadgroup`` marks do not reach the scheduler under pytest 9.2.)
 
 
 def _unit_of(module: str, tiers: tuple[str, ...]) -> str:
@@ -114,6 +116,24 @@ def _unit_of(module: str, tiers: tuple[str, ...]) -> str:
     if "container" in tiers:
         return "container"
     return module
+
+
+def _unit_of_node(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+    return _unit_of(module, TIERS.get(module, ()))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        """xdist's scope scheduling, with this suite's units as the scopes."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit_of_node(nodeid)
+
+    return UnitScheduling(config, log)
 
 
 def _is_long(item: pytest.Item, config: pytest.Config) -> bool:
@@ -140,7 +160,6 @@ def _order_for_workers(config: pytest.Config, items: list[pytest.Item], units: d
     items[:] = [item for _, item in sorted(enumerate(items), key=rank)]
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     units: dict[str, str] = {}
     for item in items:
@@ -151,8 +170,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for tier in tiers:
             item.add_marker(getattr(pytest.mark, tier))
         units[item.nodeid] = _unit_of(module, tiers)
-        item.add_marker(pytest.mark.xdist_group(units[item.nodeid]))
-    if getattr(config.option, "loadgroup", False):  # a worker of a parallel run
+    if hasattr(config, "workerinput"):  # a worker of a parallel run
         _order_for_workers(config, items, units)
 
 
