@@ -7,8 +7,11 @@ frequent work: the cancellations heartbeats brought, one ``backend.poll`` for al
 running jobs, console output to the hub, claims. The slow work of one job (staging
 its inputs and submitting it; uploading its outputs and reporting its end) runs in a
 small thread pool so a large download never delays a cancellation. Between passes the loop
-sleeps up to ``pollIntervalSec``, and wakes at once when a heartbeat brings a cancel, a worker
-is done, or the backend says a job ended, so a free slot is claimed again without delay.
+sleeps until the next poll is due (``pollIntervalSec``), and wakes at once when a heartbeat brings
+a cancel, a worker is done, a claim answered, or the backend says a job ended, so a free slot is
+claimed again without delay. An idle bridge waits for jobs in its claim (a long poll of
+``claimWaitSec``); a busy one claims in a claim thread of its own (a long poll of ``pollIntervalSec``),
+one claim at a time, so a job's end is polled and reported while the claim waits at the hub.
 
 Every step is recorded in the job's ``state.json`` before the next one starts
 (see ``bridge.jobdir``), and every report to the hub is idempotent, so:

@@ -10,7 +10,8 @@ How a job is run and followed:
   message; an unreachable controller hands it back to be submitted later.
 - ``poll`` asks ``squeue`` once for all jobs, and only when it is due: the interval grows
   from ``queuePollMinSec`` to ``queuePollMaxSec`` while nothing changes, and is reset by a
-  change, a submission, a cancel or a result file appearing. A job that has ended is
+  change, a submission, a cancel or a result file appearing (a thread looks for those files
+  every ``END_FILES_CHECK_SEC`` and has the runner poll at once; not over SSH). A job that has ended is
   settled from its files first (the watcher's result.json, the script's exit-code file),
   then from Slurm's state (TIMEOUT, CANCELLED, ... killed the script before it could
   write them), then from ``sacct`` where accounting exists; a job Slurm no longer lists
