@@ -1146,8 +1146,6 @@ class BridgeRunner:
         self._hub_succeeded()
         self._idle_claim_returned_nothing = idle and not jobs
         for job in jobs:
-            if job.jobId in self._jobs:
-                continue  # already followed (defensive: a claim and a look at the hub's list never overlap)
             log.info("claimed job %s (%s/%s)", job.jobId, job.jobDefinition.appName, job.jobDefinition.processorName)
             self._track_new(job)
         if jobs:
