@@ -200,6 +200,8 @@ class BridgeRunner:
         """set when a heartbeat brings jobs to stop, a job ends on the backend or a worker is done: cuts the main loop's sleep short"""
         self._job_ended = threading.Event()
         """set by the backend when one of its jobs may have ended: poll now, not at the next interval"""
+        self._recheck_when_free: set[str] = set()
+        """jobs a worker held at a poll for a job's end: polled once more as soon as none of them is held"""
         self._next_poll = 0.0
         self._next_console = 0.0
         backend.notify_job_end(self._on_job_end)
@@ -572,14 +574,23 @@ class BridgeRunner:
         """One batched look at the running jobs: every poll interval, and at once when the backend says one ended.
 
         The loop also runs when workers finish and claims return; those do not poll again (a Slurm
-        backend's poll is a call to its scheduler).
+        backend's poll is a call to its scheduler), except once for the jobs a worker held (sending
+        their console output or a note) when the backend said a job ended: the one that ended may be
+        among them.
         """
         now = self._clock()
-        if now < self._next_poll and not self._job_ended.is_set():
+        event = self._job_ended.is_set()
+        recheck = bool(self._recheck_when_free) and not any(
+            (t := self._jobs.get(job_id)) is not None and t.busy for job_id in self._recheck_when_free
+        )
+        if now < self._next_poll and not event and not recheck:
             return
         self._job_ended.clear()
         self._next_poll = now + self.config.pollIntervalSec
-        running = {t.state.nativeId: t for t in self._jobs.values() if t.phase is RunnerPhase.SUBMITTED and not t.busy and t.state.nativeId}
+        submitted = [t for t in self._jobs.values() if t.phase is RunnerPhase.SUBMITTED and t.state.nativeId]
+        held = {t.job_id for t in submitted if t.busy}
+        self._recheck_when_free = held if event else set() if recheck else self._recheck_when_free & held
+        running = {t.state.nativeId: t for t in submitted if not t.busy}
         if not running:
             return
         try:
