@@ -715,14 +715,20 @@ class BridgeRunner:
             tracked.resource_log_next_upload = now + RESOURCE_LOG_UPLOAD_INTERVAL_SEC * max(1.0, size / RESOURCE_LOG_UPLOAD_SCALE_BYTES)
             if not data or size == tracked.resource_log_sent_size:
                 continue
-            try:
-                self.hub.upload_resource_log(tracked.job_id, data)
-            except HubUnreachableError as e:
-                self._hub_failed(e)
-                return
-            except HubRejectedError as e:
-                log.debug("job %s: the hub refused the resource log (%s)", tracked.job_id, e)
-            tracked.resource_log_sent_size = size
+            # by a reporting worker, as console output: the main loop (polls, claims) never waits on the upload
+            self._start_worker(tracked, lambda t, data=data: self._send_resource_log_of_running_job(t, data), self._report_pool)
+
+    def _send_resource_log_of_running_job(self, tracked: TrackedJob, data: bytes) -> None:
+        if not self._hub_ok():
+            return
+        try:
+            self.hub.upload_resource_log(tracked.job_id, data)
+        except HubUnreachableError as e:
+            self._hub_failed(e)
+            return
+        except HubRejectedError as e:
+            log.debug("job %s: the hub refused the resource log (%s)", tracked.job_id, e)
+        tracked.resource_log_sent_size = len(data)
 
     def _send_console(self, tracked: TrackedJob, budget: Optional[int]) -> None:
         """Send console bytes the hub does not have yet, from the recorded offset (all of them when budget is None)."""
