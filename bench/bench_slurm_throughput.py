@@ -82,10 +82,11 @@ def breakdown(stack: Stack, jobs: list) -> dict[str, float]:  # type: ignore[typ
 
     import httpx
 
-    from bridge.slurm.script import EXIT_CODE_FILE, SCRIPT_FILE
+    from bridge.slurm.script import EXIT_CODE_FILE, SCRIPT_FILE, SLURM_JOB_ID_FILE
 
     parts: dict[str, list[float]] = {
-        "created -> claimed": [], "claimed -> batch script written": [], "batch script -> processor started": [],
+        "created -> claimed": [], "claimed -> batch script written": [], "batch script -> Slurm started it": [],
+        "script started -> processor started": [],
         "processor ran": [], "processor ended -> result.json": [], "result.json -> script exited": [],
         "script exited -> completed at hub": [],
     }
@@ -95,9 +96,12 @@ def breakdown(stack: Stack, jobs: list) -> dict[str, float]:  # type: ignore[typ
         span = json.loads((stack.record_dir / f"span-{job.jobId}.json").read_text())
         parts["created -> claimed"].append(at["starting"] - at["pending"])
         job_dir = stack.bridge_dir / "jobs" / job.jobId
-        script, result, exited = ((job_dir / name).stat().st_mtime for name in (SCRIPT_FILE, "result.json", EXIT_CODE_FILE))
+        script, began, result, exited = (
+            (job_dir / name).stat().st_mtime for name in (SCRIPT_FILE, SLURM_JOB_ID_FILE, "result.json", EXIT_CODE_FILE)
+        )
         parts["claimed -> batch script written"].append(script - at["starting"])
-        parts["batch script -> processor started"].append(span["start"] - script)
+        parts["batch script -> Slurm started it"].append(began - script)  # sbatch, the queue's wait for a free CPU, the launch
+        parts["script started -> processor started"].append(span["start"] - began)  # bash, the watcher's start
         parts["processor ran"].append(span["end"] - span["start"])
         parts["processor ended -> result.json"].append(result - span["end"])
         parts["result.json -> script exited"].append(exited - result)
@@ -161,7 +165,7 @@ def main() -> None:
     print(f"  ratio pairio / plain sbatch: {pairio / plain:.2f}")
     print("  median per job through Pairio:")
     for name, seconds in parts.items():
-        print(f"    {name:30s} {seconds:6.2f} s")
+        print(f"    {name:36s} {seconds:6.2f} s")
 
 
 if __name__ == "__main__":

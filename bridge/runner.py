@@ -7,8 +7,11 @@ frequent work: the cancellations heartbeats brought, one ``backend.poll`` for al
 running jobs, console output to the hub, claims. The slow work of one job (staging
 its inputs and submitting it; uploading its outputs and reporting its end) runs in a
 small thread pool so a large download never delays a cancellation. Between passes the loop
-sleeps up to ``pollIntervalSec``, and wakes at once when a heartbeat brings a cancel, a worker
-is done, or the backend says a job ended, so a free slot is claimed again without delay.
+sleeps until the next poll is due (``pollIntervalSec``), and wakes at once when a heartbeat brings
+a cancel, a worker is done, a claim answered, or the backend says a job ended, so a free slot is
+claimed again without delay. An idle bridge waits for jobs in its claim (a long poll of
+``claimWaitSec``); a busy one claims in a claim thread of its own (a long poll of ``pollIntervalSec``),
+one claim at a time, so a job's end is polled and reported while the claim waits at the hub.
 
 Every step is recorded in the job's ``state.json`` before the next one starts
 (see ``bridge.jobdir``), and every report to the hub is idempotent, so:
@@ -36,7 +39,7 @@ import signal
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -176,6 +179,9 @@ class BridgeRunner:
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="bridge-job")
         self._report_pool = ThreadPoolExecutor(max_workers=REPORT_WORKERS, thread_name_prefix="bridge-report")
+        self._claim_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-claim")
+        self._claim_in_flight: Optional[Future[list[PairioJobData]]] = None
+        """a busy bridge's claim, waiting at the hub in the claim thread while the main loop follows the running jobs"""
         """finished jobs' reports, running jobs' console output and notes go through workers of their own: they never wait
         behind submissions (each an sbatch), and the main loop (polls, claims) never waits on their hub calls"""
         self._lock = threading.Lock()
@@ -194,6 +200,8 @@ class BridgeRunner:
         """set when a heartbeat brings jobs to stop, a job ends on the backend or a worker is done: cuts the main loop's sleep short"""
         self._job_ended = threading.Event()
         """set by the backend when one of its jobs may have ended: poll now, not at the next interval"""
+        self._recheck_when_free: set[str] = set()
+        """jobs a worker held at a poll for a job's end: polled once more as soon as none of them is held"""
         self._next_poll = 0.0
         self._next_console = 0.0
         backend.notify_job_end(self._on_job_end)
@@ -267,6 +275,7 @@ class BridgeRunner:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._report_pool.shutdown(wait=True, cancel_futures=True)
+        self._claim_pool.shutdown(wait=True, cancel_futures=True)
         self.cache.close()
 
     def _refusal_error(self, error: HubApiError) -> BridgeRefusedError:
@@ -278,6 +287,8 @@ class BridgeRunner:
         )
 
     def _finished(self) -> bool:
+        if self._claim_in_flight is not None:
+            return False  # its answer may bring jobs: they are this bridge's to run
         if self._draining and not self._jobs and self._hub_failures:
             # Nothing runs here; jobs a lost claim answer may have taken go back to pending when this client expires.
             log.info("drained: no jobs left, and the hub does not answer; exiting")
@@ -293,14 +304,20 @@ class BridgeRunner:
         return False
 
     def run_cycle(self) -> None:
-        """One pass of the main loop; it waits (a claim's long poll, or a sleep) at most a poll interval when busy."""
+        """One pass of the main loop; when busy it sleeps until the next poll is due, or until woken.
+
+        It is woken by a job's end on the backend, a heartbeat's cancel, a worker done, or the claim thread's
+        answer; an idle bridge waits in its claim's long poll instead.
+        """
         now = self._clock()
         if now >= self._next_cleanup:
             self._next_cleanup = now + CLEANUP_INTERVAL_SEC
             self._clean_up_old_job_dirs()
-        if self._reconcile_needed and self._hub_ok():
+        if self._reconcile_needed and self._hub_ok() and self._claim_in_flight is None:
+            # never beside a claim: the hub's list could show the jobs its answer is bringing
             self._reconcile_with_hub()
         self._apply_stop_requests()
+        self._take_claim_answer()
         self._poll_backend()
         self._report_running()
         self._stream_console()
@@ -309,7 +326,12 @@ class BridgeRunner:
         self._forget_reported()
         self._log_status()
         if not self._claim():
-            self._wake.wait(self.config.pollIntervalSec)
+            self._wake.wait(self._sleep_sec())
+
+    def _sleep_sec(self) -> float:
+        """Until the next poll is due (a poll interval at most): a wake-up for a worker or a claim does not put the poll off."""
+        interval = self.config.pollIntervalSec
+        return min(interval, max(0.0, self._next_poll - self._clock()))
 
     # ---------------------------------------------------------------- the hub's availability
 
@@ -552,14 +574,23 @@ class BridgeRunner:
         """One batched look at the running jobs: every poll interval, and at once when the backend says one ended.
 
         The loop also runs when workers finish and claims return; those do not poll again (a Slurm
-        backend's poll is a call to its scheduler).
+        backend's poll is a call to its scheduler), except once for the jobs a worker held (sending
+        their console output or a note) when the backend said a job ended: the one that ended may be
+        among them.
         """
         now = self._clock()
-        if now < self._next_poll and not self._job_ended.is_set():
+        event = self._job_ended.is_set()
+        recheck = bool(self._recheck_when_free) and not any(
+            (t := self._jobs.get(job_id)) is not None and t.busy for job_id in self._recheck_when_free
+        )
+        if now < self._next_poll and not event and not recheck:
             return
         self._job_ended.clear()
         self._next_poll = now + self.config.pollIntervalSec
-        running = {t.state.nativeId: t for t in self._jobs.values() if t.phase is RunnerPhase.SUBMITTED and not t.busy and t.state.nativeId}
+        submitted = [t for t in self._jobs.values() if t.phase is RunnerPhase.SUBMITTED and t.state.nativeId]
+        held = {t.job_id for t in submitted if t.busy}
+        self._recheck_when_free = held if event else set() if recheck else self._recheck_when_free & held
+        running = {t.state.nativeId: t for t in submitted if not t.busy}
         if not running:
             return
         try:
@@ -684,14 +715,20 @@ class BridgeRunner:
             tracked.resource_log_next_upload = now + RESOURCE_LOG_UPLOAD_INTERVAL_SEC * max(1.0, size / RESOURCE_LOG_UPLOAD_SCALE_BYTES)
             if not data or size == tracked.resource_log_sent_size:
                 continue
-            try:
-                self.hub.upload_resource_log(tracked.job_id, data)
-            except HubUnreachableError as e:
-                self._hub_failed(e)
-                return
-            except HubRejectedError as e:
-                log.debug("job %s: the hub refused the resource log (%s)", tracked.job_id, e)
-            tracked.resource_log_sent_size = size
+            # by a reporting worker, as console output: the main loop (polls, claims) never waits on the upload
+            self._start_worker(tracked, lambda t, data=data: self._send_resource_log_of_running_job(t, data), self._report_pool)
+
+    def _send_resource_log_of_running_job(self, tracked: TrackedJob, data: bytes) -> None:
+        if not self._hub_ok():
+            return
+        try:
+            self.hub.upload_resource_log(tracked.job_id, data)
+        except HubUnreachableError as e:
+            self._hub_failed(e)
+            return
+        except HubRejectedError as e:
+            log.debug("job %s: the hub refused the resource log (%s)", tracked.job_id, e)
+        tracked.resource_log_sent_size = len(data)
 
     def _send_console(self, tracked: TrackedJob, budget: Optional[int]) -> None:
         """Send console bytes the hub does not have yet, from the recorded offset (all of them when budget is None)."""
@@ -1046,8 +1083,14 @@ class BridgeRunner:
     # ---------------------------------------------------------------- claiming
 
     def _claim(self) -> bool:
-        """Claim jobs if there is room; True when the call waited (a long poll), so the loop need not sleep."""
-        if self._draining or self._reconcile_needed or not self._hub_ok():
+        """Claim jobs if there is room; True when the call waited (an idle long poll), so the loop need not sleep.
+
+        An idle bridge waits for a job in this thread (``claimWaitSec``; a signal cuts it short). A busy
+        one claims in the claim thread (a long poll of ``pollIntervalSec``) while this loop goes on polling
+        its jobs, and takes the answer at its next pass (``_take_claim_answer``). One claim at a time,
+        sized from the jobs at hand when it starts: jobs only leave meanwhile, so it never claims too many.
+        """
+        if self._claim_in_flight is not None or self._draining or self._reconcile_needed or not self._hub_ok():
             return False
         free = self.config.max_jobs_at_once - len(self._jobs)
         if free <= 0 or any(t.held for t in self._jobs.values()):
@@ -1064,10 +1107,17 @@ class BridgeRunner:
         idle = not self._jobs
         wait = self.config.claimWaitSec if idle else self.config.pollIntervalSec
         self._refresh_app_commands()  # apps added or removed since take effect in this claim
+        scope = claim_scope(self.config) if self._hub_takes_scope else None
+        count = min(free, MAX_CLAIM_JOBS)
+        if not idle:
+            claim = self._claim_pool.submit(self.hub.claim, count, wait, capacity, scope)
+            self._claim_in_flight = claim
+            claim.add_done_callback(lambda _: self._wake.set())
+            return False
         try:
-            self._in_idle_claim = idle
+            self._in_idle_claim = True
             try:
-                jobs = self.hub.claim(min(free, MAX_CLAIM_JOBS), wait, capacity, claim_scope(self.config) if self._hub_takes_scope else None)
+                jobs = self.hub.claim(count, wait, capacity, scope)
             finally:
                 self._in_idle_claim = False
         except _ClaimInterrupted:
@@ -1075,17 +1125,41 @@ class BridgeRunner:
             self._reconcile_needed = True
             return True
         except HubApiError as e:
-            if isinstance(e, HubRejectedError) and e.status_code == 422 and self._hub_takes_scope:
-                log.warning(
-                    "the hub refused the claim's apps and container mode (%s); claiming without them (an older hub?): "
-                    "jobs of apps this bridge cannot run will fail here", e.message,
-                )
-                self._hub_takes_scope = False
-                return False
-            if not isinstance(e, HubRejectedError):
-                self._reconcile_needed = True  # the answer may have been lost after the hub claimed jobs
-            self._hub_failed(e, client_call=True)
+            self._claim_failed(e)
             return False
+        self._claimed(jobs, idle=True)
+        return True
+
+    def _take_claim_answer(self) -> None:
+        """The claim thread's answer, once it came: follow the jobs it brought (even when draining: they are this bridge's now)."""
+        claim = self._claim_in_flight
+        if claim is None or not claim.done():
+            return
+        self._claim_in_flight = None
+        try:
+            jobs = claim.result()
+        except HubApiError as e:
+            self._claim_failed(e)
+            return
+        except Exception:  # noqa: BLE001 - a bug in the call: the answer may be lost, so look at the hub's list
+            log.exception("the claim failed unexpectedly; comparing with the hub's list of this bridge's jobs")
+            self._reconcile_needed = True
+            return
+        self._claimed(jobs, idle=False)
+
+    def _claim_failed(self, e: HubApiError) -> None:
+        if isinstance(e, HubRejectedError) and e.status_code == 422 and self._hub_takes_scope:
+            log.warning(
+                "the hub refused the claim's apps and container mode (%s); claiming without them (an older hub?): "
+                "jobs of apps this bridge cannot run will fail here", e.message,
+            )
+            self._hub_takes_scope = False
+            return
+        if not isinstance(e, HubRejectedError):
+            self._reconcile_needed = True  # the answer may have been lost after the hub claimed jobs
+        self._hub_failed(e, client_call=True)
+
+    def _claimed(self, jobs: list[PairioJobData], *, idle: bool) -> None:
         self._hub_succeeded()
         self._idle_claim_returned_nothing = idle and not jobs
         for job in jobs:
@@ -1093,7 +1167,6 @@ class BridgeRunner:
             self._track_new(job)
         if jobs:
             self._dispatch_work()
-        return True
 
     def _free_capacity(self) -> Capacity:
         """The backend's free resources, less those of jobs claimed but not yet handed to it."""

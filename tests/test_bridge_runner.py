@@ -11,15 +11,16 @@ import json
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import pytest
 from click.testing import CliRunner
 
-from bridge.backend import NativeOutcome, NativePhase
+from bridge.backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError
 from bridge.cli import main as bridge_main
 from bridge.config import (
     BridgeConfig,
@@ -30,7 +31,7 @@ from bridge.config import (
     save_bridge_config,
 )
 from bridge.jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
-from bridge.runner import build_job_file
+from bridge.runner import BridgeRunner, build_job_file
 from bridge.staging import InputCache, StagingError
 from pairio.models import PairioComputeClientComputeSlot, PairioJobData, PairioJobRequiredResources
 
@@ -414,3 +415,132 @@ def test_a_container_bridge_claims_images_and_original_sdk_images_only_with_a_ne
     assert claim_scope(make_config(containerMode="podman")) == {"containerMode": "podman", "originalSdkImages": True}
     assert claim_scope(make_config(containerMode="docker", originalSdkNetwork="none"))["originalSdkImages"] is False
     assert "apps" not in bridge_info(make_config(containerMode="apptainer"), _NamedBackend("slurm"))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- the main loop beside a claim
+
+
+class _EndingBackend(Backend):
+    """One running job; counts polls and tells the runner, when asked to, that a job may have ended."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.polls = 0
+        self.polled = threading.Event()
+        self.on_end: Optional[Callable[[], None]] = None
+
+    def capacity(self) -> Capacity:
+        return Capacity(numCpus=8, numGpus=0, memoryGb=16)
+
+    def submit(self, job: JobSubmission) -> str:
+        raise SubmitError("this test submits nothing")
+
+    def poll(self, native_ids: list[str]) -> dict[str, NativeOutcome]:
+        self.polls += 1
+        self.polled.set()
+        return {native_id: NativeOutcome(NativePhase.RUNNING) for native_id in native_ids}
+
+    def cancel(self, native_ids: list[str]) -> None:
+        pass
+
+    def notify_job_end(self, callback: Callable[[], None]) -> None:
+        self.on_end = callback
+
+
+class _WaitingHub:
+    """A hub whose claims wait until the test lets them go (a long poll with nothing to hand out)."""
+
+    hub_url = "http://hub.test"
+
+    def __init__(self) -> None:
+        self.claims = 0
+        self.claim_waiting = threading.Event()
+        self.release = threading.Event()
+
+    def my_active_jobs(self) -> list[PairioJobData]:
+        return []
+
+    def claim(self, max_jobs: int, wait_sec: float, capacity: object, runs: object = None) -> list[PairioJobData]:
+        self.claims += 1
+        self.claim_waiting.set()
+        assert self.release.wait(120), "the test never let the claim go"
+        return []
+
+
+def test_a_job_end_is_polled_at_once_while_a_claim_waits_at_the_hub(tmp_path: Path) -> None:
+    """A busy bridge claims in its claim thread: a job's end on the backend does not wait for the claim's long poll."""
+    config = make_config(jobsDir=str(tmp_path / "jobs"), cacheDir=str(tmp_path / "cache"), pollIntervalSec=600, claimWaitSec=600)
+    d = JobDir(config.jobs_path / "job1")
+    d.create()
+    d.write_state(JobState(jobId="job1", phase=RunnerPhase.SUBMITTED, nativeId="native-1", submitAttempted=True, runningReported=True))
+    backend, hub = _EndingBackend(), _WaitingHub()
+    runner = BridgeRunner(config, backend, hub)  # type: ignore[arg-type]
+    runner._adopt_local_jobs()
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            runner.run_cycle()
+
+    main_loop = threading.Thread(target=loop, daemon=True)
+    main_loop.start()
+    try:
+        assert hub.claim_waiting.wait(60), "the busy bridge never claimed"
+        assert backend.polled.wait(60)
+        polls = backend.polls
+        backend.polled.clear()
+        assert backend.on_end is not None
+        backend.on_end()  # the backend says a job may have ended; the claim still waits at the hub
+        assert backend.polled.wait(60), "the job's end waited for the claim's long poll"
+        assert backend.polls == polls + 1 and hub.claims == 1 and not hub.release.is_set()
+    finally:
+        stop.set()
+        hub.release.set()
+        runner._wake.set()
+        main_loop.join(60)
+        runner.close()
+    assert not main_loop.is_alive()
+
+
+def test_a_job_end_is_polled_again_once_the_worker_holding_the_job_is_done(tmp_path: Path) -> None:
+    """A job a worker holds (its console output or a note going out) is left out of polls; when the backend said a
+    job ended meanwhile, the runner polls again as soon as the worker is done, not at the next poll interval."""
+    config = make_config(jobsDir=str(tmp_path / "jobs"), cacheDir=str(tmp_path / "cache"), pollIntervalSec=600, claimWaitSec=600)
+    d = JobDir(config.jobs_path / "job1")
+    d.create()
+    d.write_state(JobState(jobId="job1", phase=RunnerPhase.SUBMITTED, nativeId="native-1", submitAttempted=True, runningReported=True))
+    backend, hub = _EndingBackend(), _WaitingHub()
+    runner = BridgeRunner(config, backend, hub)  # type: ignore[arg-type]
+    runner._adopt_local_jobs()
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            runner.run_cycle()
+
+    main_loop = threading.Thread(target=loop, daemon=True)
+    main_loop.start()
+    try:
+        assert hub.claim_waiting.wait(60) and backend.polled.wait(60)
+        polls = backend.polls
+        backend.polled.clear()
+        runner._jobs["job1"].busy = True  # as a worker sending its console output would
+        assert backend.on_end is not None
+        backend.on_end()
+        for _ in range(600):  # until the loop has taken the end event (a poll that left the held job out)
+            if not runner._job_ended.is_set() and runner._recheck_when_free:
+                break
+            time.sleep(0.1)
+        assert runner._recheck_when_free == {"job1"} and backend.polls == polls
+        runner._jobs["job1"].busy = False  # the worker is done; it wakes the loop
+        runner._wake.set()
+        assert backend.polled.wait(60), "the held job was not polled once its worker was done"
+        assert backend.polls == polls + 1 and not hub.release.is_set()
+    finally:
+        stop.set()
+        hub.release.set()
+        runner._wake.set()
+        main_loop.join(60)
+        runner.close()
+    assert not main_loop.is_alive()

@@ -8,6 +8,7 @@ from outside, jobs found again by name, squeue calls counted per poll cycle.
 from __future__ import annotations
 
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from bridge.backend import Backend, Capacity, NativeOutcome, NativePhase, SubmitError
 from bridge.slurm.backend import JobFiles, SlurmBackend, SlurmNativeId, settle
+from bridge.slurm.script import EXIT_CODE_FILE
 from bridge.slurm.site import SlurmSiteOptions
 
 from .bridge_contract import SPAWN_ESCAPING_CHILD, BackendContract, wait_for
@@ -254,3 +256,31 @@ def test_the_squeue_interval_backs_off_while_nothing_changes(tmp_path: Path) -> 
         assert contract.wait_final(backend, native_id, timeout_sec=3).phase is NativePhase.FAILED
     finally:
         backend.cancel([native_id])
+
+
+def test_a_job_end_is_signalled_from_its_files(tmp_path: Path) -> None:
+    """The end-file watcher calls the runner's callback when a job's result appears, with no poll before it;
+    a poll then settles the job (squeue is asked at once, whatever the queue poll interval: a minute here)."""
+    contract = TestSlurmBackend()
+    backend = slurm_backend(fast_site(queuePollMinSec=60, queuePollMaxSec=60))
+    ended = threading.Event()
+    files_at_signal: list[bool] = []
+    native_id = ""
+
+    def on_end() -> None:
+        job_dir = SlurmNativeId.parse(native_id).job_dir
+        files_at_signal.append((job_dir / "result.json").exists() or (job_dir / EXIT_CODE_FILE).exists())
+        ended.set()
+
+    backend.notify_job_end(on_end)
+    watcher = backend._end_watcher
+    assert watcher is not None
+    try:
+        native_id, _ = contract.submit(backend, tmp_path, "print('done', flush=True)")
+        assert ended.wait(60), "no end event for a job that ended"
+        assert files_at_signal and all(files_at_signal)
+        outcome = contract.wait_final(backend, native_id, timeout_sec=30)
+        assert outcome.phase is NativePhase.SUCCEEDED, outcome
+    finally:
+        backend.close()
+    assert not watcher._thread.is_alive()

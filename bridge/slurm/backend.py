@@ -10,7 +10,8 @@ How a job is run and followed:
   message; an unreachable controller hands it back to be submitted later.
 - ``poll`` asks ``squeue`` once for all jobs, and only when it is due: the interval grows
   from ``queuePollMinSec`` to ``queuePollMaxSec`` while nothing changes, and is reset by a
-  change, a submission, a cancel or a result file appearing. A job that has ended is
+  change, a submission, a cancel or a result file appearing (a thread looks for those files
+  every ``END_FILES_CHECK_SEC`` and has the runner poll at once; not over SSH). A job that has ended is
   settled from its files first (the watcher's result.json, the script's exit-code file),
   then from Slurm's state (TIMEOUT, CANCELLED, ... killed the script before it could
   write them), then from ``sacct`` where accounting exists; a job Slurm no longer lists
@@ -68,6 +69,10 @@ log = logging.getLogger(__name__)
 
 SUBMIT_MARKER_FILE = "slurm_submit_attempted"
 """written before sbatch runs: a later submit or adopt looks the job up by name before submitting again"""
+END_FILES_CHECK_SEC = 0.2
+"""how often the end-file watcher looks for the files a job leaves when it ends (local job directories only)"""
+_END_FILES = (watch.RESULT_FILE, EXIT_CODE_FILE)
+"""the watcher's result and the batch script's exit code: either means the job has ended or is ending"""
 _FILE_SETTLED_STATES = ("COMPLETED", "FAILED")
 """final states in which the watcher's own result says more than Slurm's"""
 
@@ -218,6 +223,35 @@ class SlurmBackend(Backend):
         self._known_states: dict[str, tuple[str, Optional[str]]] = {}
         self._interval = site.queuePollMinSec
         self._next_query_at = 0.0
+        self._end_watcher: Optional[_EndFileWatcher] = None
+
+    def notify_job_end(self, callback: Callable[[], None]) -> None:
+        """A thread looks for the end files of the jobs in ``_active`` (every ``END_FILES_CHECK_SEC``) and calls
+        ``callback`` when one appears, so the runner polls, and squeue confirms the end, at once (``_query_due``).
+
+        Only for job directories on this machine's file system; over SSH the mirrored files arrive through ``poll``.
+        """
+        if self.remote is not None or self._end_watcher is not None:
+            return
+        self._end_watcher = _EndFileWatcher(self._active_job_dirs, callback)
+        self._end_watcher.start()
+
+    def close(self) -> None:
+        """Stops the end-file watcher; the jobs go on (and the backend stays usable, without end events)."""
+        watcher, self._end_watcher = self._end_watcher, None
+        if watcher is not None:
+            watcher.stop()
+
+    def _active_job_dirs(self) -> dict[str, Path]:
+        with self._lock:
+            active = list(self._active)
+        dirs: dict[str, Path] = {}
+        for text in active:
+            try:
+                dirs[text] = SlurmNativeId.parse(text).job_dir
+            except ValueError:
+                continue
+        return dirs
 
     # ------------------------------------------------------------ Backend
 
@@ -330,12 +364,16 @@ class SlurmBackend(Backend):
                 continue
             outcome = settle(n.slurm_job_id, listed[text], files[text], (accounting or {}).get(n.slurm_job_id))
             outcomes[text] = outcome
+            added = False
             with self._lock:
                 if outcome.phase.is_final:
                     self._active.discard(text)
                     self._known_states.pop(n.slurm_job_id, None)
                 else:
+                    added = text not in self._active
                     self._active.add(text)  # also jobs a restarted bridge took over
+            if added and self._end_watcher is not None:
+                self._end_watcher.wake()
         return outcomes
 
     def cancel(self, native_ids: list[str]) -> None:
@@ -373,6 +411,8 @@ class SlurmBackend(Backend):
         with self._lock:
             self._active.add(text)
         self._next_query_at = 0.0
+        if self._end_watcher is not None:
+            self._end_watcher.wake()
         return text
 
     def _find_started(self, job_dir: Path, name: str) -> Optional[str]:
@@ -455,3 +495,59 @@ class SlurmBackend(Backend):
         for n in names:
             prefix += ["-u", n]
         return prefix + argv
+
+
+class _EndFileWatcher:
+    """A thread that stats the end files (``_END_FILES``) of the active jobs' directories and calls ``on_end``
+    when one appears. It sleeps while there are no active jobs, and only looks at files, so the shared file
+    system sees one stat per file per check (inotify would not see files written on other nodes)."""
+
+    def __init__(self, job_dirs: Callable[[], dict[str, Path]], on_end: Callable[[], None], interval_sec: float = END_FILES_CHECK_SEC) -> None:
+        self._job_dirs = job_dirs
+        self._on_end = on_end
+        self._interval = interval_sec
+        self._stop = threading.Event()
+        self._work = threading.Event()
+        """set when a job is added (or on stop): the thread looks again at once"""
+        self._seen: dict[str, int] = {}
+        """per native id, how many of its end files were there at the last look"""
+        self._thread = threading.Thread(target=self._run, name="slurm-end-files", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._work.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._work.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                active = self.check()
+            except Exception:  # noqa: BLE001 - only a hint: the runner's regular polls still see every end
+                log.exception("looking for Slurm jobs' end files failed")
+                active = True
+            if active:
+                self._stop.wait(self._interval)
+            else:
+                self._work.wait()  # until a job is submitted or adopted
+                self._work.clear()
+
+    def check(self) -> bool:
+        """One look; calls ``on_end`` once if a job has an end file it did not have before. False: no active jobs."""
+        dirs = self._job_dirs()
+        ended = False
+        for text, job_dir in dirs.items():
+            count = sum(1 for name in _END_FILES if os.path.exists(job_dir / name))
+            if count > self._seen.get(text, 0):
+                ended = True
+            self._seen[text] = count
+        for text in [t for t in self._seen if t not in dirs]:
+            del self._seen[text]  # settled by a poll: no longer active
+        if ended:
+            self._on_end()
+        return bool(dirs)

@@ -90,6 +90,7 @@ def slurm(
             log.info("%s on %s; job directories copied to %s/jobs", version, backend.shell.description, remote.root)
         run_bridge(config, backend, exit_when_idle=exit_when_idle, bridge_dir=bridge_dir)
     finally:
+        backend.close()  # the end-file watcher; the jobs go on
         if remote is not None:
             remote.close()
             remote.shell.close()
