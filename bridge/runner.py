@@ -621,17 +621,23 @@ class BridgeRunner:
             self._start_worker(tracked, lambda t: self._send_note(t, note), self._report_pool)
 
     def _send_note(self, tracked: TrackedJob, note: str) -> None:
-        if not self._hub_ok():
-            return
         note = tracked.masked(note)
+        if self._send_running_job_extra(tracked, "a note", lambda: self.hub.add_note(tracked.job_id, note)):
+            tracked.last_note = note
+
+    def _send_running_job_extra(self, tracked: TrackedJob, what: str, call: Callable[[], object]) -> bool:
+        """A running job's note or resource log to the hub (by a reporting worker); False when the hub is down,
+        so it goes again later. A refusal is logged and not retried."""
+        if not self._hub_ok():
+            return False
         try:
-            self.hub.add_note(tracked.job_id, note)
+            call()
         except HubUnreachableError as e:
             self._hub_failed(e)
-            return
+            return False
         except HubRejectedError as e:
-            log.debug("job %s: the hub refused a note (%s)", tracked.job_id, e)
-        tracked.last_note = note
+            log.debug("job %s: the hub refused %s (%s)", tracked.job_id, what, e)
+        return True
 
     def _record_outcome(self, tracked: TrackedJob, outcome: NativeOutcome) -> None:
         tracked.state.phase = RunnerPhase.FINISHED
@@ -719,16 +725,8 @@ class BridgeRunner:
             self._start_worker(tracked, lambda t, data=data: self._send_resource_log_of_running_job(t, data), self._report_pool)
 
     def _send_resource_log_of_running_job(self, tracked: TrackedJob, data: bytes) -> None:
-        if not self._hub_ok():
-            return
-        try:
-            self.hub.upload_resource_log(tracked.job_id, data)
-        except HubUnreachableError as e:
-            self._hub_failed(e)
-            return
-        except HubRejectedError as e:
-            log.debug("job %s: the hub refused the resource log (%s)", tracked.job_id, e)
-        tracked.resource_log_sent_size = len(data)
+        if self._send_running_job_extra(tracked, "the resource log", lambda: self.hub.upload_resource_log(tracked.job_id, data)):
+            tracked.resource_log_sent_size = len(data)
 
     def _send_console(self, tracked: TrackedJob, budget: Optional[int]) -> None:
         """Send console bytes the hub does not have yet, from the recorded offset (all of them when budget is None)."""

@@ -13,6 +13,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -468,8 +469,9 @@ class _WaitingHub:
         return []
 
 
-def test_a_job_end_is_polled_at_once_while_a_claim_waits_at_the_hub(tmp_path: Path) -> None:
-    """A busy bridge claims in its claim thread: a job's end on the backend does not wait for the claim's long poll."""
+@contextmanager
+def _busy_runner_in_its_loop(tmp_path: Path) -> Iterator[tuple[BridgeRunner, "_EndingBackend", "_WaitingHub"]]:
+    """A runner with one running job (so it is busy), its main loop in a thread, its claims held at the hub."""
     config = make_config(jobsDir=str(tmp_path / "jobs"), cacheDir=str(tmp_path / "cache"), pollIntervalSec=600, claimWaitSec=600)
     d = JobDir(config.jobs_path / "job1")
     d.create()
@@ -486,14 +488,7 @@ def test_a_job_end_is_polled_at_once_while_a_claim_waits_at_the_hub(tmp_path: Pa
     main_loop = threading.Thread(target=loop, daemon=True)
     main_loop.start()
     try:
-        assert hub.claim_waiting.wait(60), "the busy bridge never claimed"
-        assert backend.polled.wait(60)
-        polls = backend.polls
-        backend.polled.clear()
-        assert backend.on_end is not None
-        backend.on_end()  # the backend says a job may have ended; the claim still waits at the hub
-        assert backend.polled.wait(60), "the job's end waited for the claim's long poll"
-        assert backend.polls == polls + 1 and hub.claims == 1 and not hub.release.is_set()
+        yield runner, backend, hub
     finally:
         stop.set()
         hub.release.set()
@@ -503,25 +498,23 @@ def test_a_job_end_is_polled_at_once_while_a_claim_waits_at_the_hub(tmp_path: Pa
     assert not main_loop.is_alive()
 
 
+def test_a_job_end_is_polled_at_once_while_a_claim_waits_at_the_hub(tmp_path: Path) -> None:
+    """A busy bridge claims in its claim thread: a job's end on the backend does not wait for the claim's long poll."""
+    with _busy_runner_in_its_loop(tmp_path) as (runner, backend, hub):
+        assert hub.claim_waiting.wait(60), "the busy bridge never claimed"
+        assert backend.polled.wait(60)
+        polls = backend.polls
+        backend.polled.clear()
+        assert backend.on_end is not None
+        backend.on_end()  # the backend says a job may have ended; the claim still waits at the hub
+        assert backend.polled.wait(60), "the job's end waited for the claim's long poll"
+        assert backend.polls == polls + 1 and hub.claims == 1 and not hub.release.is_set()
+
+
 def test_a_job_end_is_polled_again_once_the_worker_holding_the_job_is_done(tmp_path: Path) -> None:
     """A job a worker holds (its console output or a note going out) is left out of polls; when the backend said a
     job ended meanwhile, the runner polls again as soon as the worker is done, not at the next poll interval."""
-    config = make_config(jobsDir=str(tmp_path / "jobs"), cacheDir=str(tmp_path / "cache"), pollIntervalSec=600, claimWaitSec=600)
-    d = JobDir(config.jobs_path / "job1")
-    d.create()
-    d.write_state(JobState(jobId="job1", phase=RunnerPhase.SUBMITTED, nativeId="native-1", submitAttempted=True, runningReported=True))
-    backend, hub = _EndingBackend(), _WaitingHub()
-    runner = BridgeRunner(config, backend, hub)  # type: ignore[arg-type]
-    runner._adopt_local_jobs()
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            runner.run_cycle()
-
-    main_loop = threading.Thread(target=loop, daemon=True)
-    main_loop.start()
-    try:
+    with _busy_runner_in_its_loop(tmp_path) as (runner, backend, hub):
         assert hub.claim_waiting.wait(60) and backend.polled.wait(60)
         polls = backend.polls
         backend.polled.clear()
@@ -537,10 +530,3 @@ def test_a_job_end_is_polled_again_once_the_worker_holding_the_job_is_done(tmp_p
         runner._wake.set()
         assert backend.polled.wait(60), "the held job was not polled once its worker was done"
         assert backend.polls == polls + 1 and not hub.release.is_set()
-    finally:
-        stop.set()
-        hub.release.set()
-        runner._wake.set()
-        main_loop.join(60)
-        runner.close()
-    assert not main_loop.is_alive()
