@@ -101,21 +101,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # ---------------------------------------------------------------- parallel runs (scripts/test.sh: pytest-xdist)
 #
-# Each worker process takes whole units (UnitScheduling below): all Slurm modules (one worker starts the
-# session's test cluster, the others none); all other container modules (one worker builds the test
-# images, and container engines on 2 cores do not run well side by side); every other module whole
-# (its module fixtures are made once, and its tests may build on each other). Units go out longest
-# first: the workers order the tests (Slurm, containers, then units holding a test with a longer
-# safety-net timeout than the default, then the rest by size) and ``--no-loadscope-reorder`` keeps
-# that order. (xdist's own ``loadgroup`` marks do not reach the scheduler under pytest 9.2.)
+# Each worker process takes whole units (UnitScheduling below): all Slurm modules together (one worker
+# starts the session's test cluster), every other module whole (its module fixtures are made once,
+# and its tests may build on each other). Units go out longest first: the workers order the tests
+# (Slurm, then modules holding a test with a longer safety-net timeout than the default, then the
+# rest by size) and ``--no-loadscope-reorder`` keeps that order. (xdist's own ``loadgroup`` marks do
+# not reach its scheduler under pytest 9.2.)
 
 
 def _unit_of(module: str, tiers: tuple[str, ...]) -> str:
-    if "slurm" in tiers:
-        return "slurm"
-    if "container" in tiers:
-        return "container"
-    return module
+    return "slurm" if "slurm" in tiers else module
 
 
 def _unit_of_node(nodeid: str) -> str:
@@ -150,12 +145,12 @@ def _order_for_workers(config: pytest.Config, items: list[pytest.Item], units: d
         sizes[unit] = sizes.get(unit, 0) + 1
         if _is_long(item, config):
             long_units.add(unit)
-    first = {"slurm": 0, "container": 1}
+    first = {"slurm": 0}
 
     def rank(indexed: tuple[int, pytest.Item]) -> tuple[int, int, int]:
         index, item = indexed
         unit = units[item.nodeid]
-        return (first.get(unit, 2 if unit in long_units else 3), -sizes[unit], index)
+        return (first.get(unit, 1 if unit in long_units else 2), -sizes[unit], index)
 
     items[:] = [item for _, item in sorted(enumerate(items), key=rank)]
 

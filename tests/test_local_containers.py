@@ -37,7 +37,8 @@ class ContainerContract(BackendContract):
 
     engine = "podman"
     python_executable = "python3"
-    final_timeout_sec = 30.0
+    final_timeout_sec = 90.0
+    """a bound for a job that never ends, not a measure: each engine call can take seconds on a busy host"""
     cancel_deadline_sec = 3.0
     operator_env_reaches_jobs = True
 
