@@ -15,10 +15,10 @@ bash scripts/ensure-mariadb.sh
 bash scripts/ensure-container-engine.sh
 bash scripts/ensure-original-pairio.sh
 
-# Most tests wait on real processes (the hub, bridges, Slurm, containers, sshd) more than on the CPU, so
-# they run in parallel worker processes (pytest-xdist; what runs together: tests/conftest.py).
-# PAIRIO_TEST_WORKERS=0 runs them one by one in this process; an -n of your own replaces the default.
-workers="${PAIRIO_TEST_WORKERS:-3}"
+# PAIRIO_TEST_WORKERS=N runs the tests in N pytest-xdist worker processes, a module (all Slurm modules
+# together) per worker at a time (tests/conftest.py). The default is 0, one process: on a 2-core machine
+# the container tests slowed each other down past their bounds when run in parallel (README, Development).
+workers="${PAIRIO_TEST_WORKERS:-0}"
 parallel=()
 if [[ "$workers" != 0 && " $* " != *" -n "* && " $* " != *" --numprocesses"* ]]; then
     parallel=(-n "$workers" --dist loadscope --no-loadscope-reorder)
