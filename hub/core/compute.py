@@ -330,46 +330,37 @@ _TAKE_JOB = (
 )
 
 
+# A slot's bounds on a job's resources: (name in bound parameters, column, slot's minimum, slot's maximum).
+_SLOT_BOUNDS = (
+    ("cpus", "num_cpus", "minNumCpus", "numCpus"),
+    ("gpus", "num_gpus", "minNumGpus", "numGpus"),
+    ("memory", "memory_gb", "minMemoryGb", "memoryGb"),
+    ("time", "time_sec", "minTimeSec", "timeSec"),
+)
+
+
 def _fits_some_slot_sql(slots: Sequence[PairioComputeClientComputeSlot]) -> ColumnElement[bool]:
     """A WHERE clause that narrows candidates to those fitting one of the slots (hub/core/waiting.py)."""
-    return or_(
-        *(
-            and_(
-                Job.num_cpus.between(slot.minNumCpus, slot.numCpus),
-                Job.num_gpus.between(slot.minNumGpus, slot.numGpus),
-                Job.memory_gb.between(slot.minMemoryGb, slot.memoryGb),
-                Job.time_sec.between(slot.minTimeSec, slot.timeSec),
-            )
-            for slot in slots
-        )
-    )
+    return or_(*(and_(*(_J[col].between(getattr(slot, lo), getattr(slot, hi)) for _, col, lo, hi in _SLOT_BOUNDS)) for slot in slots))
 
 
 def _fits_free_slots_sql(slots: int) -> ColumnElement[bool]:
-    """A WHERE clause that narrows candidates to those fitting one of ``slots`` free slots (bound as ``slotN_*``)."""
+    """``_fits_some_slot_sql`` for ``slots`` free slots whose bounds are bound parameters (``_slot_params``)."""
     return or_(
         *(
-            and_(
-                _J.num_cpus.between(bindparam(f"slot{i}_min_cpus"), bindparam(f"slot{i}_cpus")),
-                _J.num_gpus.between(bindparam(f"slot{i}_min_gpus"), bindparam(f"slot{i}_gpus")),
-                _J.memory_gb.between(bindparam(f"slot{i}_min_memory"), bindparam(f"slot{i}_memory")),
-                _J.time_sec.between(bindparam(f"slot{i}_min_time"), bindparam(f"slot{i}_time")),
-            )
+            and_(*(_J[col].between(bindparam(f"slot{i}_min_{k}"), bindparam(f"slot{i}_max_{k}")) for k, col, _, _ in _SLOT_BOUNDS))
             for i in range(slots)
         )
     )
 
 
 def _slot_params(slots: Sequence[PairioComputeClientComputeSlot]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for i, slot in enumerate(slots):
-        params.update({
-            f"slot{i}_min_cpus": slot.minNumCpus, f"slot{i}_cpus": slot.numCpus,
-            f"slot{i}_min_gpus": slot.minNumGpus, f"slot{i}_gpus": slot.numGpus,
-            f"slot{i}_min_memory": slot.minMemoryGb, f"slot{i}_memory": slot.memoryGb,
-            f"slot{i}_min_time": slot.minTimeSec, f"slot{i}_time": slot.timeSec,
-        })
-    return params
+    return {
+        f"slot{i}_{end}_{k}": getattr(slot, attr)
+        for i, slot in enumerate(slots)
+        for k, _, lo, hi in _SLOT_BOUNDS
+        for end, attr in (("min", lo), ("max", hi))
+    }
 
 
 @functools.lru_cache(maxsize=256)
