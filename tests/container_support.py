@@ -40,6 +40,9 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 tmp_dir = "{tmp_dir}"
+# file locks under tmp_dir: the default shm locks (/dev/shm/libpod_lock) are shared by every store on
+# the host, and a new store frees all of them, so parallel test sessions' containers would share locks
+lock_type = "file"
 """
 
 STORAGE_CONF = """\
