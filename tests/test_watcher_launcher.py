@@ -80,7 +80,7 @@ def test_a_forked_watcher_gets_exactly_what_a_fresh_interpreter_would(recording_
         work = tmp_path / "job"
         work.mkdir()
         out = work / "record.json"
-        pid = launcher.launch([str(out), "go", "3"], work, {"ONLY": "this", "PATH": "/usr/bin:/bin"}, work / "watcher.log")
+        pid, _ = launcher.launch([str(out), "go", "3"], work, {"ONLY": "this", "PATH": "/usr/bin:/bin"}, work / "watcher.log")
         wait_for(lambda: pid in exits.seen, "the watcher's end to be reported")
         assert exits.seen[pid] == 3  # main's return value is the exit status
         record = json.loads(out.read_text())
@@ -102,7 +102,7 @@ def test_watchers_outlive_the_launcher_and_a_new_one_starts_on_the_next_launch(r
     launcher = launcher_for(recording_script, exits)
     try:
         first = tmp_path / "first.json"
-        pid = launcher.launch([str(first), "wait"], tmp_path, {}, tmp_path / "1.log")
+        pid, _ = launcher.launch([str(first), "wait"], tmp_path, {}, tmp_path / "1.log")
         old_launcher = launcher.pid
         assert old_launcher is not None
         wait_for(first.exists, "the first watcher to start")
@@ -110,7 +110,7 @@ def test_watchers_outlive_the_launcher_and_a_new_one_starts_on_the_next_launch(r
         wait_for(lambda: not psutil.pid_exists(old_launcher) or psutil.Process(old_launcher).status() == psutil.STATUS_ZOMBIE, "the launcher to die")
         assert psutil.Process(pid).is_running()  # the watcher goes on
         second = tmp_path / "second.json"
-        pid2 = launcher.launch([str(second)], tmp_path, {}, tmp_path / "2.log")
+        pid2, _ = launcher.launch([str(second)], tmp_path, {}, tmp_path / "2.log")
         assert launcher.pid not in (None, old_launcher)
         wait_for(lambda: pid2 in exits.seen, "the second watcher's end")
         Path(str(first) + ".go").touch()
@@ -123,11 +123,31 @@ def test_an_idle_launcher_ends_and_the_next_launch_starts_another(recording_scri
     exits = Exits()
     launcher = launcher_for(recording_script, exits, idle_exit_sec=0.2)
     try:
-        pid = launcher.launch([str(tmp_path / "a.json")], tmp_path, {}, tmp_path / "a.log")
+        pid, _ = launcher.launch([str(tmp_path / "a.json")], tmp_path, {}, tmp_path / "a.log")
         wait_for(lambda: pid in exits.seen, "the watcher's end")
         wait_for(lambda: launcher.pid is None, "the idle launcher to end")
-        pid2 = launcher.launch([str(tmp_path / "b.json")], tmp_path, {}, tmp_path / "b.log")
+        pid2, _ = launcher.launch([str(tmp_path / "b.json")], tmp_path, {}, tmp_path / "b.log")
         wait_for(lambda: pid2 in exits.seen, "the next watcher's end")
+    finally:
+        launcher.close()
+
+
+def test_the_start_time_of_a_watcher_that_ends_at_once_is_still_known(recording_script: Path, tmp_path: Path) -> None:
+    """A short job's watcher may end, and be reaped, before the bridge looks at it: the launcher reads
+    its start time first, and it is psutil's figure (what the bridge's adoption checks compare)."""
+    exits = Exits()
+    launcher = launcher_for(recording_script, exits)
+    try:
+        before = psutil.Process().create_time()
+        pid, created = launcher.launch([str(tmp_path / "a.json")], tmp_path, {}, tmp_path / "a.log")
+        wait_for(lambda: pid in exits.seen, "the watcher's end")
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).create_time() != created  # gone (or the pid reused)
+        assert before <= created <= time.time() + 1
+        pid2, created2 = launcher.launch([str(tmp_path / "b.json"), "wait"], tmp_path, {}, tmp_path / "b.log")
+        wait_for((tmp_path / "b.json").exists, "the second watcher to start")
+        assert psutil.Process(pid2).create_time() == pytest.approx(created2, abs=0.02)
+        Path(str(tmp_path / "b.json") + ".go").touch()
+        wait_for(lambda: pid2 in exits.seen, "the second watcher's end")
     finally:
         launcher.close()
 

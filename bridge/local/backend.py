@@ -232,8 +232,7 @@ class LocalBackend(Backend):
             write_json_atomically(job_dir / RESERVATION_FILE, asdict(reservation))
             self._running[job_dir] = reservation
             try:
-                watcher_pid = self._launch_watcher(job, job_dir, directive_args)
-                create_time = psutil.Process(watcher_pid).create_time()
+                watcher_pid, create_time = self._launch_watcher(job, job_dir, directive_args)
             except (OSError, psutil.Error) as e:
                 del self._running[job_dir]
                 (job_dir / RESERVATION_FILE).unlink(missing_ok=True)
@@ -313,8 +312,9 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------ internals
 
-    def _launch_watcher(self, job: JobSubmission, job_dir: Path, directive_args: list[str]) -> int:
-        """The new watcher's pid: forked by the launcher where there is one, else its own interpreter."""
+    def _launch_watcher(self, job: JobSubmission, job_dir: Path, directive_args: list[str]) -> tuple[int, float]:
+        """The new watcher's pid and create time: forked by the launcher where there is one, else its own
+        interpreter. The create time is read before anyone reaps the watcher (a short job may end at once)."""
         watcher_args = [
             "--job-dir", str(job_dir),
             *directive_args,
@@ -343,9 +343,10 @@ class LocalBackend(Backend):
                 start_new_session=True,  # survives the bridge being killed, and its terminal's signals
             )
         self._watchers.append(watcher)
+        create_time = psutil.Process(watcher.pid).create_time()  # our unreaped child: readable even if it ended
         if self._on_job_end is not None:
             threading.Thread(target=self._wait_for_watcher, args=(watcher, self._on_job_end), name=f"watcher-{watcher.pid}", daemon=True).start()
-        return watcher.pid
+        return watcher.pid, create_time
 
     def _assign_gpus(self, job: JobSubmission) -> list[str]:
         wanted = job.resources.numGpus

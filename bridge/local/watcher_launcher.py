@@ -10,7 +10,7 @@ working directory, environment and log file, nothing else inherited) and runs ``
 The two halves live here, one home for their line protocol (JSON, one object per line):
 
 - ``python -I -S watcher_launcher.py WATCH_PY`` (``serve``): reads ``{"id", "argv", "cwd", "env",
-  "log"}`` on stdin, answers ``{"id", "pid"}`` or ``{"id", "error"}``, and reports each ended
+  "log"}`` on stdin, answers ``{"id", "pid", "createTime"}`` or ``{"id", "error"}``, and reports each ended
   watcher as ``{"exited": pid, "status": code}``. It needs only the standard library and never
   imports pairio or the bridge. When its stdin closes (the bridge ended, however it ended) it
   exits and leaves the watchers running: they are in sessions of their own, as before.
@@ -65,15 +65,17 @@ class WatcherLauncher:
         self._replied = threading.Condition(self._lock)
         self._broken: Optional[str] = None
 
-    def launch(self, argv: Sequence[str], cwd: Path, env: dict[str, str], log: Path) -> int:
-        """The pid of a new watcher run with ``argv`` (its arguments, not the interpreter's)."""
+    def launch(self, argv: Sequence[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[int, float]:
+        """The pid and create time (as psutil gives it) of a new watcher run with ``argv`` (its arguments, not the
+        interpreter's). The create time is read by the launcher before it could reap the watcher: a short job may
+        have ended, and its pid be gone, by the time this returns."""
         try:
             return self._launch_once(argv, cwd, env, log)
         except LauncherUnavailable:
             # It may have ended for being idle just as the request went out: one try with a fresh one.
             return self._launch_once(argv, cwd, env, log)
 
-    def _launch_once(self, argv: Sequence[str], cwd: Path, env: dict[str, str], log: Path) -> int:
+    def _launch_once(self, argv: Sequence[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[int, float]:
         with self._lock:
             process = self._ensure_started()
             self._next_id += 1
@@ -94,7 +96,9 @@ class WatcherLauncher:
                 raise LauncherUnavailable(self._broken or "the watcher launcher ended")
         if "error" in reply:
             raise OSError(reply["error"])
-        return int(reply["pid"])
+        pid = int(reply["pid"])
+        created = reply.get("createTime")
+        return pid, float(created) if created is not None else _psutil_create_time(pid)
 
     def close(self) -> None:
         """Ends the launcher (its watchers go on); the next launch starts a new one."""
@@ -156,6 +160,12 @@ class WatcherLauncher:
             if self._process is process:
                 self._broken = "the watcher launcher ended"
             self._replied.notify_all()
+
+
+def _psutil_create_time(pid: int) -> float:
+    import psutil  # the bridge's side only: the launcher process runs without site-packages
+
+    return float(psutil.Process(pid).create_time())
 
 
 # ---------------------------------------------------------------- the launcher process
@@ -224,6 +234,18 @@ def _max_fd() -> int:
         return 1024
 
 
+def _create_time(pid: int) -> Optional[float]:
+    """When our child ``pid`` started, in seconds since the epoch as psutil's ``create_time`` gives it; None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            start_ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/stat", "rb") as system:
+            boot = next(float(line.split()[1]) for line in system if line.startswith(b"btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + start_ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _reap() -> set[int]:
     """The children that ended, each reported to the bridge."""
     ended: set[int] = set()
@@ -279,7 +301,8 @@ def serve(script: str, idle_exit_sec: float = IDLE_EXIT_SEC) -> int:
             if pid == 0:
                 _become_watcher(watch, script, request)
             children.add(pid)
-            _send({"id": request["id"], "pid": pid})
+            created = _create_time(pid)  # before any reaping: the child's /proc entry is there even if it ended
+            _send({"id": request["id"], "pid": pid, "createTime": created})
 
 
 if __name__ == "__main__":
