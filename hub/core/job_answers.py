@@ -22,6 +22,7 @@ from sqlalchemy.engine import Row
 from pairio.models import PairioJobDefinition, PairioJobInputFile, PairioJobOutputFile, PairioJobParameter
 from pairio.status import TERMINAL_STATUSES, JobStatus
 
+from ..db.raw import Reads, prebuilt
 from ..db.tables import Job, JobDependency, JobOutput
 from ..errors import NotFound
 from . import job_secrets
@@ -177,7 +178,7 @@ def job_with_items_statement(*extra: ColumnElement[Any]) -> Select[Any]:
     )
 
 
-_JOB_WITH_ITEMS = job_with_items_statement()
+_JOB_WITH_ITEMS = prebuilt(job_with_items_statement())
 
 
 def latest_job_subquery() -> ScalarSelect[Any]:
@@ -200,10 +201,10 @@ def _latest_with_items_statement() -> Select[Any]:
     )
 
 
-_LATEST_WITH_ITEMS = _latest_with_items_statement()
+_LATEST_WITH_ITEMS = prebuilt(_latest_with_items_statement())
 
 
-def stored_job(conn: Connection, job_id: str) -> StoredJob:
+def stored_job(conn: Reads, job_id: str) -> StoredJob:
     """GET /v1/jobs/{id}: the job with its dependencies and outputs, read by one statement."""
     job = StoredJob.from_rows(conn.execute(_JOB_WITH_ITEMS, {"job_id": job_id}).all())
     if job is None:
@@ -211,12 +212,12 @@ def stored_job(conn: Connection, job_id: str) -> StoredJob:
     return job
 
 
-def public_job_answer(conn: Connection, job_id: str) -> dict[str, Any]:
+def public_job_answer(conn: Reads, job_id: str) -> dict[str, Any]:
     """The job as users see it, read by one statement."""
     return stored_job(conn, job_id).answer()
 
 
-def latest_job_with_definition(conn: Connection, service_name: str, definition_hash: str) -> Optional[StoredJob]:
+def latest_job_with_definition(conn: Reads, service_name: str, definition_hash: str) -> Optional[StoredJob]:
     """The service's most recent job with this definition hash, if any."""
     return StoredJob.from_rows(conn.execute(_LATEST_WITH_ITEMS, {"service": service_name, "hash": definition_hash}).all())
 

@@ -27,6 +27,7 @@ from pairio.models import (
 from pairio.status import ACTIVE_STATUSES, JobStatus
 
 from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mark_job_to_stop, mark_runnable_changed, now_sec
+from ..db.raw import Reads, prebuilt
 from ..db.tables import (
     ApiKey,
     ComputeClient,
@@ -194,7 +195,7 @@ def _caller_and_cached_statement() -> Select[Any]:
 # Who is calling, whether they may create jobs, the app's version and the latest job with the definition's
 # hash (with its dependencies and outputs), in one statement built once; used only if the app's version is
 # the one the hash was computed with.
-_CALLER_AND_CACHED = _caller_and_cached_statement()
+_CALLER_AND_CACHED = prebuilt(_caller_and_cached_statement())
 CallerAndCached = tuple[str, PreparedJob, Optional[job_answers.StoredJob]]
 
 
@@ -213,7 +214,7 @@ def prepared_with_last_app_version(token: Optional[str], req: JobCreate) -> Opti
         return None
 
 
-def caller_and_cached(conn: Connection, token: str, req: JobCreate, prepared: PreparedJob) -> Optional[CallerAndCached]:
+def caller_and_cached(conn: Reads, token: str, req: JobCreate, prepared: PreparedJob) -> Optional[CallerAndCached]:
     """``prepare_and_find_cached``'s result in one statement for ``prepared_with_last_app_version``'s result;
     None when it cannot answer (the key unknown or revoked, the role missing, the app version changed)."""
     params = {"service": req.serviceName, "app": req.jobDefinition.appName, "key_hash": hash_secret(token), "hash": prepared.definition_hash}

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
 
+from ..db.raw import RawReads, prebuilt
 from ..db.tables import ComputeClient
 
 _UNITS = {"numCpus": "CPUs", "numGpus": "GPUs", "memoryGb": "GB of memory", "timeSec": "s of run time"}
@@ -48,7 +49,7 @@ class Misfit:
 
 
 # built once: composing it costs more than running it
-_CLIENTS = (
+_CLIENTS = prebuilt(
     select(
         ComputeClient.compute_client_id, ComputeClient.label, ComputeClient.compute_slots, ComputeClient.last_active_sec,
         ComputeClient.bridge_info,
@@ -58,7 +59,7 @@ _CLIENTS = (
 )
 
 
-def service_clients(s: Union[Session, Connection], service_name: str, targets: Optional[Sequence[str]] = None) -> list[ClientSlots]:
+def service_clients(s: Union[Session, Connection, RawReads], service_name: str, targets: Optional[Sequence[str]] = None) -> list[ClientSlots]:
     """The service's compute clients (only those named in ``targets`` when the job names some)."""
     return [
         ClientSlots(cc_id, label, [PairioComputeClientComputeSlot.model_validate(x) for x in slots], last_active, _named_apps(bridge_info))

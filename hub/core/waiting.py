@@ -22,12 +22,13 @@ from pairio.models import PairioJobRequiredResources
 from pairio.status import ACTIVE_STATUSES, JobStatus
 from pairio.waiting import HOST_BUSY_NOTE_PREFIX, QUEUE_NOTE_PREFIX, STARTED_NOTE_PREFIX, PairioWaitingReason, WaitingCode
 
+from ..db.raw import RawReads, prebuilt
 from ..db.tables import Job, JobDependency, JobEvent
 from . import slot_fit
 from .compute import SlotUsage, _fits_some_slot_sql, resources_of
 
 QUEUE_COUNT_LIMIT = 1000
-Reader = Union[Session, Connection]
+Reader = Union[Session, Connection, RawReads]
 """Every read here is a Core statement: a session or the connection of a one-statement read both serve."""
 
 
@@ -184,7 +185,7 @@ def _ahead_query(also: Optional[ColumnElement[bool]] = None) -> Select[tuple[int
     return select(func.count()).select_from(q.limit(QUEUE_COUNT_LIMIT).subquery())
 
 
-_AHEAD = _ahead_query()  # built once: composing it costs more than running it
+_AHEAD = prebuilt(_ahead_query())  # built once: composing it costs more than running it
 
 
 def _count_ahead(s: Reader, job: "AnyJob", also: Optional[ColumnElement[bool]] = None) -> int:

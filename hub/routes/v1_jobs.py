@@ -82,7 +82,7 @@ def _create_job(ctx: HubContext, token: Optional[str], body: JobCreateBody) -> R
     found = None
     guessed = core.prepared_with_last_app_version(token, req)
     if token and guessed is not None:
-        with ctx.statement_connection() as conn:
+        with ctx.raw_reads() as conn:
             found = core.caller_and_cached(conn, token, req, guessed)
     if found is None:
         with ctx.read_connection() as conn:
@@ -178,7 +178,7 @@ async def get_job(job_id: str, request: Request) -> Response:
 
 
 def _get_job(ctx: HubContext, job_id: str) -> Response:
-    with ctx.statement_connection() as conn:
+    with ctx.raw_reads() as conn:
         stored = job_answers.stored_job(conn, job_id)
         answer = stored.answer()
         answer["waitingReason"] = answer["queuePosition"] = None
