@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
 
-from ..db.raw import RawReads, prebuilt
+from ..db.raw import RawReads, on_connection, prebuilt
 from ..db.tables import ComputeClient
 
 _UNITS = {"numCpus": "CPUs", "numGpus": "GPUs", "memoryGb": "GB of memory", "timeSec": "s of run time"}
@@ -92,7 +92,7 @@ def no_slot_fits(s: Session, service_name: str, targets: Optional[Sequence[str]]
         clients = [c for c in remembered[1] if targets is None or c.compute_client_id in targets]
         if clients and closest_misfit(clients, r) is None:
             return None
-    everyone = service_clients(s, service_name)
+    everyone = service_clients(on_connection(s.connection()), service_name)
     memory[service_name] = (now + CLIENTS_MEMORY_SEC, everyone)
     return closest_misfit([c for c in everyone if targets is None or c.compute_client_id in targets], r)
 
