@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .db.engine import make_engine, make_private_dir, make_session_factory, read_only_engine
 from .db.migrate import upgrade_database
+from .db.raw import RawReads, raw_reads
 from .files import JobFiles
 from .notifier import ComputeClientNotifier, RunnableNotifier
 from .settings import HubSettings
@@ -102,6 +103,13 @@ class HubContext:
         """A connection for a read of one statement: on PostgreSQL outside a transaction."""
         with self.statement_engine.connect() as connection:
             yield connection
+
+    @contextmanager
+    def raw_reads(self) -> Iterator[RawReads]:
+        """Reads of prebuilt statements on the driver's connection, each statement its own snapshot
+        (hub/db/raw.py); other statements go to a ``statement_connection``."""
+        with raw_reads(self.statement_engine, self.statement_connection) as reads:
+            yield reads
 
     def close(self) -> None:
         self.engine.dispose()

@@ -53,6 +53,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_install_extras": ("hub", "bridge"),
     "test_bench_hub_smoke": ("hub",),
     "test_job_answers": ("hub",),
+    "test_raw_statements": ("hub",),
     "test_job_counts": ("hub",),
     "test_job_page": ("hub",),
     "test_job_secrets": ("hub",),

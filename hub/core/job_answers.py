@@ -22,6 +22,7 @@ from sqlalchemy.engine import Row
 from pairio.models import PairioJobDefinition, PairioJobInputFile, PairioJobOutputFile, PairioJobParameter
 from pairio.status import TERMINAL_STATUSES, JobStatus
 
+from ..db.raw import Reads, prebuilt
 from ..db.tables import Job, JobDependency, JobOutput
 from ..errors import NotFound
 from . import job_secrets
@@ -124,8 +125,9 @@ def answer_json(answer: Mapping[str, Any]) -> bytes:
     return to_json(answer)
 
 
-def items_subquery(job_id: ColumnElement[Any]) -> Subquery:
-    """The dependencies and outputs of the job ``job_id`` (an expression) as rows of one shape."""
+def items_subquery(job_id: ColumnElement[Any], *more: Select[Any]) -> Subquery:
+    """The dependencies and outputs of the job ``job_id`` (an expression) as rows of one shape, and ``more``
+    rows of that shape (job id, kind, name, file base name, url, size): the number of jobs ahead (kind 'a', in size)."""
     deps, outs = JobDependency.__table__.c, JobOutput.__table__.c
     return union_all(
         select(
@@ -133,6 +135,7 @@ def items_subquery(job_id: ColumnElement[Any]) -> Subquery:
             null().label("file_base_name"), null().label("url"), null().label("size"),
         ).where(deps.job_id == job_id),
         select(outs.job_id, literal_column("'o'"), outs.name, outs.file_base_name, outs.url, outs.size).where(outs.job_id == job_id),
+        *more,
     ).subquery("items")
 
 
@@ -147,6 +150,8 @@ class StoredJob(NamedTuple):
     row: Row[Any]
     dependencies: list[str]
     outputs: list[OutputRow]
+    jobs_ahead: Optional[int] = None
+    """Its service's runnable pending jobs ahead of it, when the statement counted them (an item of kind 'a')."""
 
     @classmethod
     def from_rows(cls, rows: Sequence[Row[Any]]) -> Optional["StoredJob"]:
@@ -157,6 +162,7 @@ class StoredJob(NamedTuple):
             rows[0],
             [r.item_name for r in rows if r.kind == "d"],
             [OutputRow(r.item_name, r.file_base_name, r.url, r.size) for r in rows if r.kind == "o"],
+            next((int(r.size) for r in rows if r.kind == "a"), None),
         )
 
     def answer(self) -> dict[str, Any]:
@@ -167,9 +173,10 @@ class StoredJob(NamedTuple):
 # Statements are built once: composing a select() costs more than SQLite takes to run it.
 
 
-def job_with_items_statement(*extra: ColumnElement[Any]) -> Select[Any]:
-    """A job's columns (and ``extra`` ones), once per dependency and output (once if it has none): the whole answer in one statement."""
-    items = items_subquery(bindparam("job_id"))
+def job_with_items_statement(*extra: ColumnElement[Any], more_items: Sequence[Select[Any]] = ()) -> Select[Any]:
+    """A job's columns (and ``extra`` ones), once per dependency and output (once if it has none): the whole answer in one statement.
+    ``more_items``: see ``items_subquery``."""
+    items = items_subquery(bindparam("job_id"), *more_items)
     return (
         select(*ANSWER_COLUMNS, *extra, *with_items(items))
         .select_from(Job.__table__.outerjoin(items, items.c.job_id == _JOBS.job_id))
@@ -177,7 +184,7 @@ def job_with_items_statement(*extra: ColumnElement[Any]) -> Select[Any]:
     )
 
 
-_JOB_WITH_ITEMS = job_with_items_statement()
+_JOB_WITH_ITEMS = prebuilt(job_with_items_statement())
 
 
 def latest_job_subquery() -> ScalarSelect[Any]:
@@ -200,23 +207,23 @@ def _latest_with_items_statement() -> Select[Any]:
     )
 
 
-_LATEST_WITH_ITEMS = _latest_with_items_statement()
+_LATEST_WITH_ITEMS = prebuilt(_latest_with_items_statement())
 
 
-def stored_job(conn: Connection, job_id: str) -> StoredJob:
-    """GET /v1/jobs/{id}: the job with its dependencies and outputs, read by one statement."""
-    job = StoredJob.from_rows(conn.execute(_JOB_WITH_ITEMS, {"job_id": job_id}).all())
+def stored_job(conn: Reads, job_id: str, statement: Select[Any] = _JOB_WITH_ITEMS) -> StoredJob:
+    """The job with its dependencies and outputs, read by one statement (``statement``: one of ``job_with_items_statement``)."""
+    job = StoredJob.from_rows(conn.execute(statement, {"job_id": job_id}).all())
     if job is None:
         raise NotFound(f"no job {job_id!r} (it may have been deleted)")
     return job
 
 
-def public_job_answer(conn: Connection, job_id: str) -> dict[str, Any]:
+def public_job_answer(conn: Reads, job_id: str) -> dict[str, Any]:
     """The job as users see it, read by one statement."""
     return stored_job(conn, job_id).answer()
 
 
-def latest_job_with_definition(conn: Connection, service_name: str, definition_hash: str) -> Optional[StoredJob]:
+def latest_job_with_definition(conn: Reads, service_name: str, definition_hash: str) -> Optional[StoredJob]:
     """The service's most recent job with this definition hash, if any."""
     return StoredJob.from_rows(conn.execute(_LATEST_WITH_ITEMS, {"service": service_name, "hash": definition_hash}).all())
 

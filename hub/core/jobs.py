@@ -27,6 +27,7 @@ from pairio.models import (
 from pairio.status import ACTIVE_STATUSES, JobStatus
 
 from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mark_job_to_stop, mark_runnable_changed, now_sec
+from ..db.raw import Reads, on_connection, prebuilt
 from ..db.tables import (
     ApiKey,
     ComputeClient,
@@ -194,7 +195,7 @@ def _caller_and_cached_statement() -> Select[Any]:
 # Who is calling, whether they may create jobs, the app's version and the latest job with the definition's
 # hash (with its dependencies and outputs), in one statement built once; used only if the app's version is
 # the one the hash was computed with.
-_CALLER_AND_CACHED = _caller_and_cached_statement()
+_CALLER_AND_CACHED = prebuilt(_caller_and_cached_statement())
 CallerAndCached = tuple[str, PreparedJob, Optional[job_answers.StoredJob]]
 
 
@@ -213,7 +214,7 @@ def prepared_with_last_app_version(token: Optional[str], req: JobCreate) -> Opti
         return None
 
 
-def caller_and_cached(conn: Connection, token: str, req: JobCreate, prepared: PreparedJob) -> Optional[CallerAndCached]:
+def caller_and_cached(conn: Reads, token: str, req: JobCreate, prepared: PreparedJob) -> Optional[CallerAndCached]:
     """``prepare_and_find_cached``'s result in one statement for ``prepared_with_last_app_version``'s result;
     None when it cannot answer (the key unknown or revoked, the role missing, the app version changed)."""
     params = {"service": req.serviceName, "app": req.jobDefinition.appName, "key_hash": hash_secret(token), "hash": prepared.definition_hash}
@@ -238,19 +239,19 @@ def prepare_and_find_cached(conn: Connection, token: Optional[str], req: JobCrea
 
 # Whether the user may create jobs in the service and the id of the service's latest job with the
 # definition's hash, in one statement built once; a refusal is explained by require_role.
-_ROLE_AND_CACHED_ID = text(
+_ROLE_AND_CACHED_ID = prebuilt(text(
     "SELECT s.owner_user_id, su.create_jobs, su.admin,"
     " (SELECT j.job_id FROM jobs j WHERE j.service_name = s.service_name AND j.job_definition_hash = :hash"
     "  ORDER BY j.timestamp_created_sec DESC LIMIT 1) AS cached_job_id"
     " FROM services s"
     " LEFT JOIN service_users su ON su.service_name = s.service_name AND su.user_id = :user"
     " WHERE s.service_name = :service"
-)
+))
 
 
 def _require_role_and_find_cached(s: Session, service_name: str, user_id: str, definition_hash: str) -> Optional[Job]:
     """``require_role(..., "create_jobs")`` and the service's latest job with this definition hash (usually none)."""
-    row = s.connection().execute(_ROLE_AND_CACHED_ID, {"service": service_name, "user": user_id, "hash": definition_hash}).first()
+    row = on_connection(s.connection()).execute(_ROLE_AND_CACHED_ID, {"service": service_name, "user": user_id, "hash": definition_hash}).first()
     if row is None or not (row.owner_user_id == user_id or row.create_jobs or row.admin):
         accounts.require_role(s, service_name, user_id, "create_jobs")
     return None if row is None or row.cached_job_id is None else s.get(Job, row.cached_job_id)
@@ -394,8 +395,8 @@ def create_job_values(
         has_resource_utilization_log=False,
         secret_parameter_names=job_secrets.secret_parameter_names(processor),
     )
-    # Core statements, not ORM objects: the unit of work costs several times these inserts.
-    conn = s.connection()
+    # Prebuilt Core statements on the driver's cursor, not ORM objects: the unit of work costs several times these inserts.
+    conn = on_connection(s.connection())
     conn.execute(_INSERT_JOB, vars(job))
     if job.tags:
         conn.execute(_INSERT_TAG, [{"job_id": job_id, "tag": tag, "timestamp_created_sec": now} for tag in job.tags])
@@ -445,12 +446,13 @@ def new_job_answer(job: JobValues) -> dict[str, Any]:
     return job_answers.job_answer(job, job.dependencies, outputs)
 
 
-_INSERT_JOB = insert(Job.__table__)
-_INSERT_TAG = insert(JobTag.__table__)
-_INSERT_INPUT = insert(JobInput.__table__)
-_INSERT_OUTPUT = insert(JobOutput.__table__)
-_INSERT_DEPENDENCY = insert(JobDependency.__table__)
-_INSERT_EVENT = insert(JobEvent.__table__)
+# Each with the keys of every parameter set create_job_values gives it.
+_INSERT_JOB = prebuilt(insert(Job.__table__), [c.key for c in Job.__table__.c])
+_INSERT_TAG = prebuilt(insert(JobTag.__table__), ["job_id", "tag", "timestamp_created_sec"])
+_INSERT_INPUT = prebuilt(insert(JobInput.__table__), ["job_id", "name", "url", "url_hash"])
+_INSERT_OUTPUT = prebuilt(insert(JobOutput.__table__), ["job_id", "name", "file_base_name", "url", "url_hash", "size"])
+_INSERT_DEPENDENCY = prebuilt(insert(JobDependency.__table__), ["job_id", "depends_on_job_id"])
+_INSERT_EVENT = prebuilt(insert(JobEvent.__table__), ["job_id", "timestamp_sec", "status", "message"])
 
 
 def _spec_hash(s: Session, req: JobCreate) -> Optional[str]:
@@ -466,7 +468,10 @@ def _serialize_same_definition(s: Session, definition_hash: str) -> None:
     advisory lock keyed by the hash does it, across hub processes too.
     """
     if s.get_bind().dialect.name == "postgresql":
-        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(definition_hash[:15], 16)})
+        on_connection(s.connection()).execute(_ADVISORY_XACT_LOCK, {"k": int(definition_hash[:15], 16)})
+
+
+_ADVISORY_XACT_LOCK = prebuilt(text("SELECT pg_advisory_xact_lock(:k)"))
 
 
 def _dependencies(s: Session, definition: PairioJobDefinition, listed: Sequence[str], job_id: str) -> list[str]:

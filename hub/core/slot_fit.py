@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
 
+from ..db.raw import RawReads, on_connection, prebuilt
 from ..db.tables import ComputeClient
 
 _UNITS = {"numCpus": "CPUs", "numGpus": "GPUs", "memoryGb": "GB of memory", "timeSec": "s of run time"}
@@ -48,7 +49,7 @@ class Misfit:
 
 
 # built once: composing it costs more than running it
-_CLIENTS = (
+_CLIENTS = prebuilt(
     select(
         ComputeClient.compute_client_id, ComputeClient.label, ComputeClient.compute_slots, ComputeClient.last_active_sec,
         ComputeClient.bridge_info,
@@ -58,7 +59,7 @@ _CLIENTS = (
 )
 
 
-def service_clients(s: Union[Session, Connection], service_name: str, targets: Optional[Sequence[str]] = None) -> list[ClientSlots]:
+def service_clients(s: Union[Session, Connection, RawReads], service_name: str, targets: Optional[Sequence[str]] = None) -> list[ClientSlots]:
     """The service's compute clients (only those named in ``targets`` when the job names some)."""
     return [
         ClientSlots(cc_id, label, [PairioComputeClientComputeSlot.model_validate(x) for x in slots], last_active, _named_apps(bridge_info))
@@ -91,7 +92,7 @@ def no_slot_fits(s: Session, service_name: str, targets: Optional[Sequence[str]]
         clients = [c for c in remembered[1] if targets is None or c.compute_client_id in targets]
         if clients and closest_misfit(clients, r) is None:
             return None
-    everyone = service_clients(s, service_name)
+    everyone = service_clients(on_connection(s.connection()), service_name)
     memory[service_name] = (now + CLIENTS_MEMORY_SEC, everyone)
     return closest_misfit([c for c in everyone if targets is None or c.compute_client_id in targets], r)
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, bindparam, func, literal_column, null, select, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -22,12 +22,13 @@ from pairio.models import PairioJobRequiredResources
 from pairio.status import ACTIVE_STATUSES, JobStatus
 from pairio.waiting import HOST_BUSY_NOTE_PREFIX, QUEUE_NOTE_PREFIX, STARTED_NOTE_PREFIX, PairioWaitingReason, WaitingCode
 
+from ..db.raw import RawReads, prebuilt
 from ..db.tables import Job, JobDependency, JobEvent
-from . import slot_fit
+from . import job_answers, slot_fit
 from .compute import SlotUsage, _fits_some_slot_sql, resources_of
 
 QUEUE_COUNT_LIMIT = 1000
-Reader = Union[Session, Connection]
+Reader = Union[Session, Connection, RawReads]
 """Every read here is a Core statement: a session or the connection of a one-statement read both serve."""
 
 
@@ -49,15 +50,22 @@ class WaitingJob:
     num_gpus: int
     memory_gb: float
     time_sec: float
+    jobs_ahead: Optional[int] = None
+    """Counted in the statement that read the job (``stored_job``); None: not counted."""
 
     @classmethod
-    def of_row(cls, row: Any) -> "WaitingJob":
+    def of_row(cls, row: Any, jobs_ahead: Optional[int] = None) -> "WaitingJob":
         """From a row read with ``job_answers.ANSWER_COLUMNS`` (the app is its definition's)."""
         return cls(
             row.job_id, row.service_name, row.job_definition["appName"], row.status, bool(row.canceled), bool(row.is_runnable),
             row.target_compute_client_ids, row.timestamp_created_sec, row.timestamp_starting_sec, row.compute_client_name,
-            row.num_cpus, row.num_gpus, row.memory_gb, row.time_sec,
+            row.num_cpus, row.num_gpus, row.memory_gb, row.time_sec, jobs_ahead,
         )
+
+    @classmethod
+    def of_stored(cls, stored: job_answers.StoredJob) -> "WaitingJob":
+        """From ``stored_job(conn, job_id, JOB_WITH_ITEMS_AND_AHEAD)``."""
+        return cls.of_row(stored.row, stored.jobs_ahead)
 # A bridge's notes come right after the claim; looking at the latest few is enough.
 RECENT_NOTES = 20
 
@@ -79,7 +87,8 @@ def queue_position(s: Reader, job: "AnyJob") -> Optional[int]:
     (claim order: oldest first); None when the job is not such a job. At most ``QUEUE_COUNT_LIMIT + 1``."""
     if job.status != JobStatus.PENDING.value or not job.is_runnable or job.canceled:
         return None
-    return 1 + _count_ahead(s, job)
+    counted = getattr(job, "jobs_ahead", None)
+    return 1 + (counted if counted is not None else _count_ahead(s, job))
 
 
 # ---------------------------------------------------------------- pending
@@ -168,23 +177,46 @@ def _clients_with_a_free_slot(s: Reader, clients: Sequence[slot_fit.ClientSlots]
     return [c for c in clients if SlotUsage.of(c.slots, running[c.compute_client_id]).best_slot(r) is not None]
 
 
-def _ahead_query(also: Optional[ColumnElement[bool]] = None) -> Select[tuple[int]]:
+def _ahead_query(also: Optional[ColumnElement[bool]] = None, of: Optional[Any] = None) -> Select[tuple[int]]:
     """Runnable pending jobs of a service that claims take before a job (walks ix_jobs_claimable), up to the limit.
+    The job: parameters ``service``, ``created`` and ``job_id``, or the columns of ``of`` (a table the query is correlated to).
 
     No test of 'canceled': a canceled pending job fails at once, and this way the index alone answers.
     """
+    service, created, job_id = (
+        (bindparam("service"), bindparam("created"), bindparam("job_id")) if of is None
+        else (of.c.service_name, of.c.timestamp_created_sec, of.c.job_id)
+    )
     q = select(Job.job_id).where(
         Job.status == JobStatus.PENDING.value,
         Job.is_runnable.is_(True),
-        Job.service_name == bindparam("service"),
-        tuple_(Job.timestamp_created_sec, Job.job_id) < tuple_(bindparam("created"), bindparam("job_id")),
+        Job.service_name == service,
+        tuple_(Job.timestamp_created_sec, Job.job_id) < tuple_(created, job_id),
     )
     if also is not None:
         q = q.where(also)
+    if of is not None:
+        q = q.correlate(of)
     return select(func.count()).select_from(q.limit(QUEUE_COUNT_LIMIT).subquery())
 
 
-_AHEAD = _ahead_query()  # built once: composing it costs more than running it
+_AHEAD = prebuilt(_ahead_query())  # built once: composing it costs more than running it
+
+
+def _jobs_ahead_item() -> Select[Any]:
+    """An item row (``job_answers.items_subquery``) of kind 'a' with the number of jobs ahead of the job ``:job_id``,
+    only when it is a runnable pending job (``queue_position``'s cases): counted once, whatever its other items."""
+    queued = Job.__table__.alias("queued")
+    return select(
+        queued.c.job_id, literal_column("'a'"), null(), null(), null(), _ahead_query(of=queued).scalar_subquery(),
+    ).where(
+        queued.c.job_id == bindparam("job_id"), queued.c.status == JobStatus.PENDING.value, queued.c.is_runnable.is_(True),
+        queued.c.canceled.is_(False),
+    )
+
+
+JOB_WITH_ITEMS_AND_AHEAD = prebuilt(job_answers.job_with_items_statement(more_items=[_jobs_ahead_item()]))
+"""GET /v1/jobs/{id}'s read: the job's answer and, for a runnable pending job, its jobs ahead (``WaitingJob.of_stored``)."""
 
 
 def _count_ahead(s: Reader, job: "AnyJob", also: Optional[ColumnElement[bool]] = None) -> int:

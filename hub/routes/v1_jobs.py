@@ -82,7 +82,7 @@ def _create_job(ctx: HubContext, token: Optional[str], body: JobCreateBody) -> R
     found = None
     guessed = core.prepared_with_last_app_version(token, req)
     if token and guessed is not None:
-        with ctx.statement_connection() as conn:
+        with ctx.raw_reads() as conn:
             found = core.caller_and_cached(conn, token, req, guessed)
     if found is None:
         with ctx.read_connection() as conn:
@@ -178,13 +178,13 @@ async def get_job(job_id: str, request: Request) -> Response:
 
 
 def _get_job(ctx: HubContext, job_id: str) -> Response:
-    with ctx.statement_connection() as conn:
-        stored = job_answers.stored_job(conn, job_id)
+    with ctx.raw_reads() as conn:
+        stored = job_answers.stored_job(conn, job_id, waiting.JOB_WITH_ITEMS_AND_AHEAD)
         answer = stored.answer()
         answer["waitingReason"] = answer["queuePosition"] = None
         if not JobStatus(answer["status"]).is_terminal and not answer["canceled"]:
             # only a job that may wait pays for the reason, read on the same connection
-            job = waiting.WaitingJob.of_row(stored.row)
+            job = waiting.WaitingJob.of_stored(stored)
             reason = waiting.waiting_reason(conn, job, heartbeat_timeout_sec=ctx.settings.heartbeat_timeout_sec, now=now_sec())
             answer["waitingReason"] = reason.model_dump(mode="json", by_alias=True) if reason is not None else None
             answer["queuePosition"] = waiting.queue_position(conn, job)

@@ -1,0 +1,227 @@
+"""Prebuilt Core statements run on the driver's cursor: the busiest reads and inserts, without SQLAlchemy's per-call work.
+
+A statement is still written once, as a SQLAlchemy Core ``select()`` (the one home of its SQL);
+``RawReads`` compiles it once per dialect and runs it on the DBAPI connection, converting
+parameters and results with the same type processors SQLAlchemy applies. Through a ``Connection``
+each execution costs several times what SQLite takes to run such a statement (execution context,
+result metadata, events), and checking a connection out (``BEGIN``, ``ROLLBACK``, events) as much
+again.
+
+Only statements without expanding or post-compile parameters (and inserts that need no Python-side
+default) run this way; ``RawReads.execute`` hands any other statement to a SQLAlchemy connection
+(of the same engine, opened on first need; or the one ``on_connection`` was given).
+Errors are raised as SQLAlchemy raises them (``DBAPIError`` subclasses), and a connection the
+driver reports lost is invalidated, as SQLAlchemy does.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
+
+Processor = Optional[Callable[[Any], Any]]
+
+
+@dataclass
+class _Compiled:
+    compiled: Any  # SQLAlchemy's SQLCompiler: its construct_params gives the values, fixed ones included
+    sql: str
+    param_names: Optional[tuple[str, ...]]  # the order of positional parameters; None: named
+    bind_processors: dict[str, Callable[[Any], Any]]
+    keys: tuple[str, ...]
+    row_type: Any
+    result_types: tuple[Any, ...]
+    processors: Optional[tuple[Processor, ...]] = None  # from the first execution's cursor description
+
+
+# The statements registered with ``prebuilt``, compiled per dialect on first use. Keyed by the
+# statement's id, the statement kept alive here so that the id is never reused.
+_REGISTERED: dict[int, tuple[ClauseElement, Optional[tuple[str, ...]]]] = {}
+_COMPILED: dict[tuple[int, str], Optional[_Compiled]] = {}
+
+
+def prebuilt(statement: Any, column_keys: Optional[Sequence[str]] = None) -> Any:
+    """Mark a statement built once (at import) as one ``RawReads`` runs on the cursor; returns it.
+    ``column_keys``: an insert's columns, the keys of every parameter set it is given."""
+    _REGISTERED[id(statement)] = (statement, tuple(column_keys) if column_keys is not None else None)
+    return statement
+
+
+def _compile(statement: ClauseElement, column_keys: Optional[tuple[str, ...]], dialect: Dialect) -> Optional[_Compiled]:
+    """The statement's SQL and processors for ``dialect``; None when it cannot run on the cursor as is."""
+    compiled: Any = statement.compile(dialect=dialect, column_keys=list(column_keys) if column_keys is not None else None)
+    if (
+        compiled.literal_execute_params or compiled.post_compile_params or any(b.expanding for b in compiled.binds.values())
+        or compiled.insert_prefetch or compiled.update_prefetch
+    ):
+        return None
+    keys = tuple(c.keyname for c in compiled._result_columns)
+    return _Compiled(
+        compiled=compiled,
+        sql=compiled.string,
+        param_names=tuple(compiled.positiontup) if compiled.positional else None,
+        bind_processors=dict(compiled._bind_processors),
+        keys=keys,
+        row_type=namedtuple("RawRow", keys, rename=True),  # type: ignore[misc]
+        result_types=tuple(c.type for c in compiled._result_columns),
+    )
+
+
+def _compiled_for(statement: Any, dialect: Dialect) -> Optional[_Compiled]:
+    registered = _REGISTERED.get(id(statement))
+    if registered is None:
+        return None
+    key = (id(statement), dialect.name)
+    if key not in _COMPILED:
+        _COMPILED[key] = _compile(*registered, dialect)
+    return _COMPILED[key]
+
+
+class RawResult:
+    """Rows of a statement as ``Result`` gives them, for what the callers use: ``all``, ``first``, ``scalar``, iteration."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def all(self) -> list[Any]:
+        return self._rows
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalars(self) -> list[Any]:
+        return [r[0] for r in self._rows]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+
+class RawReads:
+    """Statements on one DBAPI connection: ``raw_reads``' outside any transaction (each statement sees one
+    snapshot), ``on_connection``'s in the connection's transaction. Statements that ``prebuilt`` did not
+    mark go to a SQLAlchemy connection (``fallback``'s)."""
+
+    def __init__(
+        self, dialect: Dialect, dbapi_connection: Any, fallback: Callable[[], Connection], on_lost: Optional[Callable[[], None]] = None
+    ) -> None:
+        self.dialect = dialect
+        self._on_lost = on_lost
+        self._dbapi = dbapi_connection
+        self._fallback = fallback
+        self._connection: Optional[Connection] = None
+
+    def execute(self, statement: Any, params: Optional[Mapping[str, Any] | Sequence[Mapping[str, Any]]] = None) -> Any:
+        """``params``: one set, or (an insert) a list of sets, each with the statement's ``column_keys``."""
+        compiled = _compiled_for(statement, self.dialect)
+        if compiled is None:
+            if self._connection is None:
+                self._connection = self._fallback()
+            return self._connection.execute(statement, params or {})
+        return RawResult(self._run(compiled, params or {}))
+
+    def scalar(self, statement: Any, params: Optional[Mapping[str, Any]] = None) -> Any:
+        return self.execute(statement, params).scalar()
+
+    def scalars(self, statement: Any, params: Optional[Mapping[str, Any]] = None) -> Any:
+        return self.execute(statement, params).scalars()
+
+    def _args(self, compiled: _Compiled, params: Mapping[str, Any]) -> Any:
+        values = compiled.compiled.construct_params(params)
+        for name, process in compiled.bind_processors.items():
+            if name in values:
+                values[name] = process(values[name])
+        return values if compiled.param_names is None else tuple(values[n] for n in compiled.param_names)
+
+    def _run(self, compiled: _Compiled, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Any]:
+        many = not isinstance(params, Mapping)
+        args: Any = [self._args(compiled, p) for p in params] if many else self._args(compiled, params)  # type: ignore[union-attr]
+        cursor = None
+        try:
+            cursor = self._dbapi.cursor()
+            if many:
+                cursor.executemany(compiled.sql, args)
+            else:
+                cursor.execute(compiled.sql, args)
+            if cursor.description is None:  # an insert
+                return []
+            if compiled.processors is None:
+                if not compiled.keys:  # text(): the columns are the cursor's
+                    compiled.keys = tuple(d[0] for d in cursor.description)
+                    compiled.row_type = namedtuple("RawRow", compiled.keys, rename=True)  # type: ignore[misc]
+                    compiled.result_types = ()
+                compiled.processors = _result_processors(compiled, self.dialect, cursor.description)
+            raw_rows = cursor.fetchall()
+        except self.dialect.loaded_dbapi.Error as e:
+            self._raise(e, compiled.sql, args, cursor)
+        finally:
+            if cursor is not None:
+                cursor.close()
+        make = compiled.row_type._make
+        processors = compiled.processors
+        if not any(processors):
+            return [make(r) for r in raw_rows]
+        return [make([v if p is None or v is None else p(v) for p, v in zip(processors, r)]) for r in raw_rows]
+
+    def _raise(self, error: Exception, sql: str, args: Any, cursor: Any) -> None:
+        if self.dialect.is_disconnect(error, self._dbapi, cursor):
+            self._lost = True
+            if self._on_lost is not None:
+                self._on_lost()
+        raise DBAPIError.instance(sql, args, error, self.dialect.loaded_dbapi.Error, dialect=self.dialect) from error
+
+    _lost = False
+
+
+def _result_processors(compiled: _Compiled, dialect: Dialect, description: Sequence[Any]) -> tuple[Processor, ...]:
+    if not compiled.result_types:  # text(): values as the driver gives them, as SQLAlchemy leaves them
+        return tuple(None for _ in description)
+    return tuple(t._cached_result_processor(dialect, d[1]) for t, d in zip(compiled.result_types, description))
+
+
+Reads = Union[Connection, RawReads]
+"""What the busiest reads take: a SQLAlchemy connection or ``RawReads``."""
+
+
+@contextmanager
+def raw_reads(engine: Engine, fallback: Callable[[], Any]) -> Iterator[RawReads]:
+    """A ``RawReads`` on a connection of ``engine``'s pool (checked out as SQLAlchemy does: pre-ping included).
+
+    ``fallback``: a context manager factory giving a SQLAlchemy ``Connection``, for statements that
+    were not prebuilt. On PostgreSQL the connection is in autocommit while lent (no BEGIN, no COMMIT).
+    """
+    fairy: Any = engine.raw_connection()
+    dbapi = fairy.dbapi_connection
+    autocommit = engine.dialect.name == "postgresql"
+    with ExitStack() as stack:
+        reads = RawReads(engine.dialect, dbapi, lambda: stack.enter_context(fallback()))
+        try:
+            if autocommit:
+                dbapi.autocommit = True
+            yield reads
+        finally:
+            stack.close()
+            if reads._lost:
+                fairy.invalidate()
+            elif autocommit:
+                try:
+                    dbapi.autocommit = False
+                except engine.dialect.loaded_dbapi.Error:
+                    fairy.invalidate()
+            fairy.close()
+
+
+def on_connection(connection: Connection) -> RawReads:
+    """Prebuilt statements on ``connection``'s DBAPI connection, in its transaction; others through ``connection``.
+    A failed statement fails the transaction (the caller's session rolls it back)."""
+    return RawReads(connection.dialect, connection.connection.dbapi_connection, lambda: connection, connection.invalidate)
