@@ -56,7 +56,15 @@ def prebuilt(statement: Any, column_keys: Optional[Sequence[str]] = None) -> Any
 
 
 def _compile(statement: ClauseElement, column_keys: Optional[tuple[str, ...]], dialect: Dialect) -> Optional[_Compiled]:
-    """The statement's SQL and processors for ``dialect``; None when it cannot run on the cursor as is."""
+    """The statement's SQL and processors for ``dialect``; None when it cannot run on the cursor as is (then it
+    goes through SQLAlchemy: also when this SQLAlchemy's compiled form lacks what is read here)."""
+    try:
+        return _compile_for_cursor(statement, column_keys, dialect)
+    except (AttributeError, TypeError, KeyError):  # a SQLAlchemy whose internals differ: the slower, sure way
+        return None
+
+
+def _compile_for_cursor(statement: ClauseElement, column_keys: Optional[tuple[str, ...]], dialect: Dialect) -> Optional[_Compiled]:
     compiled: Any = statement.compile(dialect=dialect, column_keys=list(column_keys) if column_keys is not None else None)
     if (
         compiled.literal_execute_params or compiled.post_compile_params or any(b.expanding for b in compiled.binds.values())
@@ -64,6 +72,9 @@ def _compile(statement: ClauseElement, column_keys: Optional[tuple[str, ...]], d
     ):
         return None
     keys = tuple(c.keyname for c in compiled._result_columns)
+    result_types = tuple(c.type for c in compiled._result_columns)
+    if not all(callable(getattr(t, "_cached_result_processor", None)) for t in result_types):
+        return None
     return _Compiled(
         compiled=compiled,
         sql=compiled.string,
@@ -71,7 +82,7 @@ def _compile(statement: ClauseElement, column_keys: Optional[tuple[str, ...]], d
         bind_processors=dict(compiled._bind_processors),
         keys=keys,
         row_type=namedtuple("RawRow", keys, rename=True),  # type: ignore[misc]
-        result_types=tuple(c.type for c in compiled._result_columns),
+        result_types=result_types,
     )
 
 
