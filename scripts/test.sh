@@ -15,10 +15,12 @@ bash scripts/ensure-mariadb.sh
 bash scripts/ensure-container-engine.sh
 bash scripts/ensure-original-pairio.sh
 
-# PAIRIO_TEST_WORKERS=N runs the tests in N pytest-xdist worker processes, a module (all Slurm modules
-# together) per worker at a time (tests/conftest.py). The default is 0, one process: on a 2-core machine
-# the container tests slowed each other down past their bounds when run in parallel (README, Development).
-workers="${PAIRIO_TEST_WORKERS:-0}"
+# The tests run in pytest-xdist worker processes, a module (all Slurm modules together) per worker at a
+# time (tests/conftest.py): by default one per CPU, at most 4. PAIRIO_TEST_WORKERS=N sets how many;
+# 0 runs everything in this one process.
+cpus="$(nproc 2>/dev/null || echo 1)"
+workers="${PAIRIO_TEST_WORKERS:-$(( cpus < 4 ? cpus : 4 ))}"
+if [[ "$workers" == 1 ]]; then workers=0; fi
 parallel=()
 if [[ "$workers" != 0 && " $* " != *" -n "* && " $* " != *" --numprocesses"* ]]; then
     parallel=(-n "$workers" --dist loadscope --no-loadscope-reorder)
