@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from bridge.backend import JobSubmission  # noqa: E402
 from bridge.local.backend import LocalBackend  # noqa: E402
 from pairio import PairioJobRequiredResources  # noqa: E402
+from pairio.jobfile import JOB_FILE_NAME  # noqa: E402
 from tests.test_bridge_e2e import HubProcess, Stack, wait_for  # noqa: E402
 from tests.test_cancel_e2e import TREE_PROCESSOR, cancel_to_tree_gone, gone  # noqa: E402
 
@@ -59,12 +60,12 @@ def baseline(work: Path, rounds: int) -> list[float]:
     times = []
     for i in range(rounds):
         job_dir = work / "jobs" / f"job{i}"
-        job_dir.mkdir()
+        (job_dir / "work").mkdir(parents=True)
         record = work / "records"
-        (job_dir / "job.json").write_text(json.dumps({"jobId": f"job{i}", "parameters": {"record_dir": str(record)}}))
+        # the watcher points PAIRIO_JOB_FILE at this file (bridge/watch.py)
+        (job_dir / JOB_FILE_NAME).write_text(json.dumps({"jobId": f"job{i}", "parameters": {"record_dir": str(record)}}))
         native_id = backend.submit(JobSubmission(
             job_id=f"job{i}", job_dir=job_dir, command=[sys.executable, str(processor)], resources=RESOURCES,
-            env={"PAIRIO_JOB_FILE": str(job_dir / "job.json")},
         ))
         tree_file = record / f"tree-job{i}.json"
         pids = json.loads(wait_for(lambda: tree_file.exists() and tree_file.read_text(), 60, "the tree"))

@@ -5,31 +5,34 @@
 Creates ``--jobs`` pending jobs in one service (one compute client whose single slot is
 busy, so the newest job's reason is ``all_slots_busy`` with every older job ahead: the
 costliest reason), then, round by round in alternating order, reads the newest job
-``--reads`` times the way the route did before (row + ``jobs_public``) and the way it
-does now (``job_detail``: + ``waiting_reason`` + ``queue_position``). Prints per-read
-milliseconds and the ratio now / before (median over rounds, with the range).
+``--reads`` times without the waiting reason ("before": ``job_answers.public_job_answer``
+on a ``ctx.raw_reads()`` connection, serialized as the route serializes it) and the way
+``GET /v1/jobs/{id}`` reads it now ("now": ``hub.routes.v1_jobs._get_job``: the answer, the
+jobs ahead counted in the same statement, ``waiting_reason`` and ``queue_position`` on the
+same connection, the JSON response). Prints per-read milliseconds and the ratio now /
+before (median over rounds, with the range).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-from sqlalchemy.orm import Session
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from hub.context import HubContext  # noqa: E402
 from hub.core import accounts, compute  # noqa: E402
+from hub.core import job_answers  # noqa: E402
 from hub.core import jobs as core  # noqa: E402
-from hub.routes.v1_jobs import job_detail  # noqa: E402
-from hub.schemas import JobPublic  # noqa: E402
+from hub.routes.v1_jobs import _get_job  # noqa: E402
 from hub.settings import HubSettings  # noqa: E402
 from pairio.models import PairioApp, PairioComputeClientComputeSlot, PairioJobDefinition, PairioJobRequiredResources  # noqa: E402
 from pairio.waiting import WaitingCode  # noqa: E402
@@ -56,38 +59,42 @@ def prepare(ctx: HubContext, n: int) -> str:
     return job_id
 
 
-def per_read_ms(ctx: HubContext, reads: int, read: Callable[[Session], object]) -> float:
+def per_read_ms(reads: int, read: Callable[[], object]) -> float:
     started = time.perf_counter()
     for _ in range(reads):
-        with ctx.read_transaction() as s:
-            read(s)
+        read()
     return (time.perf_counter() - started) / reads * 1000
+
+
+def answer_now(ctx: HubContext, job_id: str) -> dict[str, Any]:
+    """The job as ``GET /v1/jobs/{id}`` answers it today."""
+    return json.loads(bytes(_get_job(ctx, job_id).body))
 
 
 def run(database_url: str, data_dir: Path, args: argparse.Namespace) -> None:
     ctx = HubContext.create(HubSettings(data_dir=data_dir, database_url=database_url, public_url="http://127.0.0.1:8000"))
     try:
         job_id = prepare(ctx, args.jobs)
-        with ctx.read_transaction() as s:
-            detail = job_detail(ctx, s, core.get_job_row(s, job_id))
-        assert detail.waitingReason is not None and detail.waitingReason.code is WaitingCode.ALL_SLOTS_BUSY, detail.waitingReason
+        reason = answer_now(ctx, job_id)["waitingReason"]
+        assert reason is not None and reason["code"] == WaitingCode.ALL_SLOTS_BUSY.value, reason
 
-        def before(s: Session) -> object:
-            return core.jobs_public(s, [core.get_job_row(s, job_id)], model=JobPublic)[0]
+        def before() -> object:
+            with ctx.raw_reads() as conn:
+                return job_answers.answer_json(job_answers.public_job_answer(conn, job_id))
 
-        def now(s: Session) -> object:
-            return job_detail(ctx, s, core.get_job_row(s, job_id))
+        def now() -> object:
+            return _get_job(ctx, job_id)
 
         ratios, befores, nows = [], [], []
         for round_ in range(args.rounds):
             order = [("before", before), ("now", now)] if round_ % 2 == 0 else [("now", now), ("before", before)]
-            times = {name: per_read_ms(ctx, args.reads, fn) for name, fn in order}
+            times = {name: per_read_ms(args.reads, fn) for name, fn in order}
             befores.append(times["before"])
             nows.append(times["now"])
             ratios.append(times["now"] / times["before"])
         name = database_url.split(":")[0].split("+")[0]
         print(
-            f"{name}: {args.jobs} pending jobs, {detail.waitingReason.jobsAhead} ahead counted; per read: before "
+            f"{name}: {args.jobs} pending jobs, {reason['jobsAhead']} ahead counted; per read: before "
             f"{statistics.median(befores):.2f} ms, now {statistics.median(nows):.2f} ms; "
             f"ratio now/before {statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
         )

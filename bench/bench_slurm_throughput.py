@@ -1,8 +1,10 @@
 """How much does the Slurm bridge add to Slurm itself? Jobs through Pairio vs a plain sbatch loop.
 
 Starts a throw-away single-node Slurm cluster (tests/slurm_support.py; needs root and
-the packages of scripts/ensure-test-packages.sh), a hub process on SQLite and a
-``pairio-bridge slurm`` process, then times, on the same cluster:
+the packages of scripts/ensure-test-packages.sh), or with ``--slurm-conf FILE`` uses the
+cluster already running from that slurm.conf (e.g. the tests' ``slurm_cluster``; it is
+neither started nor stopped), a hub process on SQLite and a ``pairio-bridge slurm``
+process, then times, on the same cluster:
 
 - baseline: a plain loop of ``sbatch --parsable`` submitting N jobs that run the same
   processor the Pairio jobs run (a small Python script), waiting until Slurm lists
@@ -15,7 +17,7 @@ squeue calls the bridge made (counted through a wrapper, as a site may wrap sque
 The node advertises 8 CPUs (SlurmdParameters=config_overrides), so Slurm's own
 scheduling, not the two cores of a small machine, sets the pace of the baseline.
 
-    sudo python bench/bench_slurm_throughput.py [--jobs 40]
+    sudo python bench/bench_slurm_throughput.py [--jobs 40] [--slurm-conf FILE]
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import stat
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,27 +143,47 @@ def through_pairio(root: Path, n: int) -> tuple[float, int, dict[str, float]]:
         hub.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=40)
-    args = parser.parse_args()
+@contextmanager
+def cluster(root: Path, slurm_conf: Path | None) -> Iterator[SlurmLab]:
+    """The cluster to measure on, with SLURM_CONF pointing at it (the bridge inherits it): the one running
+    from ``slurm_conf``, or a throw-away one under ``root``, stopped at the end."""
+    if slurm_conf is not None:
+        lab = SlurmLab.running(slurm_conf.resolve())
+        os.environ["SLURM_CONF"] = str(lab.conf)
+        yield lab
+        return
     missing = slurm_missing()
     if missing:
         raise SystemExit(f"cannot run: {missing}")
+    lab = SlurmLab(root)
+    lab.start()
+    os.environ["SLURM_CONF"] = str(lab.conf)
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=40)
+    parser.add_argument(
+        "--slurm-conf", type=Path, default=None,
+        help="measure on the cluster already running from this slurm.conf (neither started nor stopped here); "
+        "default: a throw-away single-node cluster",
+    )
+    args = parser.parse_args()
+    if args.slurm_conf is not None and not args.slurm_conf.is_file():
+        raise SystemExit(f"--slurm-conf {args.slurm_conf}: no such file")
     with tempfile.TemporaryDirectory(prefix="pairio-bench-slurm-") as tmp:
         root = Path(tmp)
         (root / "stack").mkdir()
-        lab = SlurmLab(root / "slurm")
-        lab.start()
-        os.environ["SLURM_CONF"] = str(lab.conf)
-        try:
+        with cluster(root / "slurm", args.slurm_conf) as lab:
             lab.command("sbatch", "--parsable", "--wrap=true", f"--output={root}/warmup.out")  # the first scheduling pass is slow
             time.sleep(3)
             plain = baseline(lab, root, args.jobs)
             pairio, calls, parts = through_pairio(root, args.jobs)
-        finally:
-            lab.stop()
-    print(f"Slurm {'.'.join(map(str, lab.version))}, {args.jobs} jobs on one node advertising 8 CPUs")
+    print(f"Slurm {'.'.join(map(str, lab.version))}, {args.jobs} jobs on {'the cluster of ' + str(lab.conf) if args.slurm_conf else 'one node advertising 8 CPUs'}")
     print(f"  plain sbatch loop: {plain:6.1f} s ({args.jobs / plain:.1f} jobs/s)")
     print(f"  through Pairio:    {pairio:6.1f} s ({args.jobs / pairio:.1f} jobs/s), {calls} squeue calls")
     print(f"  ratio pairio / plain sbatch: {pairio / plain:.2f}")

@@ -31,6 +31,8 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_batch_page": ("hub",),
     "test_batches": ("hub",),
     "test_bench_smoke": ("bridge",),
+    "test_bench_container_smoke": ("bridge", "container"),
+    "test_bench_slurm_smoke": ("slurm",),
     "test_bench_ssh_smoke": ("ssh",),
     "test_bridge_claim_scope": ("bridge",),
     "test_bridge_containers_e2e": ("bridge", "container"),

@@ -69,6 +69,16 @@ class SlurmLab:
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self.version = (0, 0)
 
+    @classmethod
+    def running(cls, conf: Path) -> "SlurmLab":
+        """The cluster already running from ``conf`` (started elsewhere, e.g. by the ``slurm_cluster``
+        fixture): for its commands (``command``, ``show_job``, ``version``); it is not started or stopped here."""
+        lab = cls(conf.parent)
+        lab.conf = conf
+        lab.env = {**os.environ, "SLURM_CONF": str(conf)}
+        lab.version = _slurm_version(lab.env)
+        return lab
+
     # ------------------------------------------------------------ configuration
 
     def config_text(self) -> str:

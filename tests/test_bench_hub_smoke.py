@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import subprocess
 import sys
 
 import pytest
 
-from .hubtools import POSTGRES_URL, REPO
+from .hubtools import POSTGRES_URL, REPO, postgres_schema
 
 
 def run_bench(*args: str) -> str:
@@ -32,3 +34,25 @@ def test_bench_scale_runs(database: str) -> None:
         "--postgres-url", POSTGRES_URL,
     )
     assert "createJob + claim" in out and "claim candidates:" in out
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_bench_job_detail_runs(database: str) -> None:
+    out = run_bench("bench/bench_job_detail.py", "--database", database, "--jobs", "30", "--reads", "3", "--rounds", "2")
+    assert f"{database}: 30 pending jobs" in out and "ratio now/before " in out, out
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_bench_jobs_page_runs(database: str) -> None:
+    url = [] if database == "sqlite" else ["--database-url", POSTGRES_URL]  # the bench makes a schema of its own
+    out = run_bench("bench/bench_jobs_page.py", "--jobs", "120", "--baseline-jobs", "60", "--rounds", "1", *url)
+    assert "60 jobs vs 120 jobs" in out and re.search(r"all pages .* ratio +\d", out), out
+    assert "query plans at the large size:" in out, out
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_bench_claim_wakeup_runs(database: str) -> None:
+    with contextlib.ExitStack() as stack:
+        url = [] if database == "sqlite" else ["--database-url", stack.enter_context(postgres_schema())]
+        out = run_bench("bench/bench_claim_wakeup.py", "--rounds", "2", *url)
+    assert "ratio wake-up / immediate claim:" in out and "ratio wake-up / (create + immediate claim):" in out, out
