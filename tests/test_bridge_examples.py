@@ -217,6 +217,7 @@ def test_a_resubmitted_example_is_a_cache_hit(stack: Stack) -> None:
     assert len(stack.client.find_jobs(service_name=stack.service, processor_name="hello_world_1")) == 1
 
 
+@pytest.mark.timeout(600)  # a safety net, not a measure: liveness bounds of up to 120 s each, far below the 600 s alternative
 def test_a_job_over_its_time_limit_is_killed_and_fails(stack: Stack) -> None:
     sleeper = add_sleeper(stack)
     stack.register("--app", sleeper)
@@ -234,6 +235,7 @@ def test_a_job_over_its_time_limit_is_killed_and_fails(stack: Stack) -> None:
     wait_for(lambda: process_gone(pid), 60, "the processor to be gone")
 
 
+@pytest.mark.timeout(600)  # a safety net, not a measure: liveness bounds of up to 120 s each, far below the 600 s alternative
 def test_a_job_over_its_memory_limit_is_killed_and_fails(stack: Stack) -> None:
     sleeper = add_sleeper(stack)
     stack.register("--app", sleeper)
