@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
@@ -196,3 +197,29 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)
 
 
+
+
+T = TypeVar("T")
+
+
+def returns_within(call: Callable[[], T], timeout_sec: float) -> T:
+    """``call()``'s result, or its exception raised here; fails the test if it has not returned within ``timeout_sec``.
+
+    ``timeout_sec`` is a bound for a call that never returns, not a measure: choose it far below what the call would
+    take without the mechanism under test. The call runs in a daemon thread, so one that hangs is left behind."""
+    answers: queue.Queue[tuple[bool, Any]] = queue.Queue()
+
+    def run() -> None:
+        try:
+            answers.put((True, call()))
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller
+            answers.put((False, e))
+
+    threading.Thread(target=run, daemon=True).start()
+    try:
+        returned, value = answers.get(timeout=timeout_sec)
+    except queue.Empty:
+        raise AssertionError(f"no answer within {timeout_sec} s") from None
+    if not returned:
+        raise value
+    return value  # type: ignore[no-any-return]

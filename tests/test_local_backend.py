@@ -16,7 +16,7 @@ from bridge.backend import Backend, NativePhase, SubmitError
 from bridge.local.backend import LocalBackend, NativeId
 from bridge.local.resources import DeclaredLimits
 
-from .bridge_contract import SPAWN_ESCAPING_CHILD, BackendContract, assert_gone, wait_for
+from .bridge_contract import SLEEP_UNTIL_STOPPED, SPAWN_ESCAPING_CHILD, BackendContract, assert_gone, wait_for
 
 
 def fast_backend(
@@ -127,7 +127,7 @@ class TestLocalBackend(BackendContract):
 
     def test_adopt_finds_the_job_in_its_directory(self, tmp_path: Path) -> None:
         backend = self.make_backend(tmp_path)
-        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + SLEEP_UNTIL_STOPPED)
         restarted = LocalBackend(self.jobs_root(tmp_path))
         assert restarted.adopt(job.job_dir) == native_id
         with pytest.raises(LookupError, match="no local job was started"):

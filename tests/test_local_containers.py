@@ -24,12 +24,14 @@ from bridge.local.backend import NativeId
 from pairio.models import PairioJobRequiredResources
 
 from . import test_bridge_e2e as e2e
-from .bridge_contract import SECRET_VALUE, SPAWN_ESCAPING_CHILD, BackendContract, wait_for
+from .bridge_contract import SECRET_VALUE, SLEEP_UNTIL_STOPPED, SPAWN_ESCAPING_CHILD, UNTIL_STOPPED_SEC, BackendContract, wait_for
 from .container_support import PodmanSetup, podman_setup, podman_socket  # noqa: F401  (fixtures)
 from .test_bridge_e2e import Stack
 from .test_local_backend import fast_backend
 
 hub = e2e.hub
+# a safety net, not a measure: its waits are liveness bounds of up to 120 s each, far below what they guard against
+pytestmark = pytest.mark.timeout(600)
 
 
 class ContainerContract(BackendContract):
@@ -37,9 +39,9 @@ class ContainerContract(BackendContract):
 
     engine = "podman"
     python_executable = "python3"
-    final_timeout_sec = 90.0
+    final_timeout_sec = 120.0
     """a bound for a job that never ends, not a measure: each engine call can take seconds on a busy host"""
-    cancel_deadline_sec = 3.0
+    cancel_timeout_sec = 120.0
     operator_env_reaches_jobs = True
 
     @pytest.fixture(autouse=True)
@@ -61,14 +63,14 @@ class ContainerContract(BackendContract):
         """The escaping child as the host sees it: its pid inside the container is another."""
         for p in psutil.process_iter():
             try:
-                if "time.sleep(120)" in " ".join(p.cmdline()) and p.environ().get("PAIRIO_JOB_ID") == job.job_id:
+                if f"time.sleep({UNTIL_STOPPED_SEC})" in " ".join(p.cmdline()) and p.environ().get("PAIRIO_JOB_ID") == job.job_id:
                     return p
             except psutil.Error:
                 continue
         raise AssertionError(f"no process of job {job.job_id} sleeps on the host")
 
     def assert_no_container(self, job_id: str) -> None:
-        wait_for(self.setup.container_names, lambda names: container_name(job_id) not in names, 10.0)
+        wait_for(self.setup.container_names, lambda names: container_name(job_id) not in names, self.final_timeout_sec)
 
     # ------------------------------------------------------------ container only
 
@@ -194,17 +196,17 @@ class ContainerContract(BackendContract):
         assert (ok.job_dir / "console.txt").read_text().strip() == "hi"
 
     def test_cancel_removes_the_container(self, backend: Backend, tmp_path: Path) -> None:
-        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + SLEEP_UNTIL_STOPPED)
         self.wait_started(job)
         backend.cancel([native_id])
-        outcome = self.wait_final(backend, native_id, timeout_sec=self.cancel_deadline_sec)
+        outcome = self.wait_final(backend, native_id, timeout_sec=self.cancel_timeout_sec)
         assert outcome.phase == NativePhase.FAILED and outcome.error is not None and "cancel" in outcome.error
         self.assert_no_container(job.job_id)
 
     def test_a_killed_watcher_leaves_no_container(self, tmp_path: Path) -> None:
         """SIGKILL to the watcher: the next bridge declares the job lost and removes its container."""
         first = self.make_backend(tmp_path)
-        native_id, job = self.submit(first, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        native_id, job = self.submit(first, tmp_path, SPAWN_ESCAPING_CHILD + SLEEP_UNTIL_STOPPED)
         self.wait_started(job)
         os.kill(NativeId.parse(native_id).watcher_pid, signal.SIGKILL)
         second = self.make_backend(tmp_path)

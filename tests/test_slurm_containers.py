@@ -27,7 +27,7 @@ from bridge.slurm.site import SlurmSiteOptions
 from pairio.models import PairioComputeClientComputeSlot, PairioJobRequiredResources
 
 from . import test_bridge_e2e as e2e
-from .bridge_contract import SPAWN_ESCAPING_CHILD, wait_for
+from .bridge_contract import SLEEP_UNTIL_STOPPED, SPAWN_ESCAPING_CHILD, wait_for
 from .container_support import PodmanSetup, podman_setup  # noqa: F401  (fixture)
 from .slurm_support import SlurmLab
 from .test_bridge_containers_e2e import add_hello_world_with_image, hello_world_image  # noqa: F401  (fixture)
@@ -38,6 +38,8 @@ from . import test_slurm_backend as slurm_contract  # not its Test class by name
 from .test_slurm_e2e import SlurmStack
 
 hub = e2e.hub
+# a safety net, not a measure: its waits are liveness bounds of up to 120 s each, far below what they guard against
+pytestmark = pytest.mark.timeout(600)
 DATA = Path(__file__).parent / "data" / "slurm"
 JOB_DIR = Path("/shared/pairio/jobs/job123")
 PYTHON = "/opt/pairio/venv/bin/python"
@@ -47,14 +49,13 @@ IMAGE = "ghcr.io/lab/app:1"
 @pytest.mark.usefixtures("slurm_cluster")
 class TestSlurmPodmanContainers(ContainerContract, slurm_contract.TestSlurmBackend):
     engine = "podman"
-    final_timeout_sec = 60.0
 
     def make_backend(self, tmp_path: Path) -> Backend:
         return slurm_contract.slurm_backend()
 
     def watcher_pid(self, native_id: str) -> int:
         job_dir = SlurmNativeId.parse(native_id).job_dir
-        wait_for(lambda: (job_dir / "watcher.json").exists(), bool, 30.0)
+        wait_for(lambda: (job_dir / "watcher.json").exists(), bool, self.final_timeout_sec)
         return int(json.loads((job_dir / "watcher.json").read_text())["pid"])
 
     def test_the_engine_says_which_images_are_on_its_host(self, tmp_path: Path) -> None:  # type: ignore[override]
@@ -66,9 +67,9 @@ class TestSlurmPodmanContainers(ContainerContract, slurm_contract.TestSlurmBacke
         """SIGKILL to the watcher inside the allocation: the batch script removes the container, and a restarted
         bridge settles the job from the script's exit code."""
         first = self.make_backend(tmp_path)
-        native_id, job = self.submit(first, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
-        self.wait_started(job, timeout_sec=30.0)
-        wait_for(self.setup.container_names, lambda names: container_name(job.job_id) in names, 20.0)
+        native_id, job = self.submit(first, tmp_path, SPAWN_ESCAPING_CHILD + SLEEP_UNTIL_STOPPED)
+        self.wait_started(job)
+        wait_for(self.setup.container_names, lambda names: container_name(job.job_id) in names, self.final_timeout_sec)
         os.kill(self.watcher_pid(native_id), signal.SIGKILL)
         second = self.make_backend(tmp_path)
         outcome = self.wait_final(second, native_id)
@@ -79,8 +80,8 @@ class TestSlurmPodmanContainers(ContainerContract, slurm_contract.TestSlurmBacke
         """Slurm's own stop (an administrator's scancel; a TIMEOUT is the same signal): the watcher gets SIGTERM and
         removes the container within the cluster's KillWait."""
         backend = self.make_backend(tmp_path)
-        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
-        self.wait_started(job, timeout_sec=30.0)
+        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + SLEEP_UNTIL_STOPPED)
+        self.wait_started(job)
         slurm_cluster.command("scancel", SlurmNativeId.parse(native_id).slurm_job_id)
         outcome = self.wait_final(backend, native_id)
         assert outcome.phase is NativePhase.FAILED and "cancelled on the cluster" in (outcome.error or ""), outcome
@@ -88,8 +89,8 @@ class TestSlurmPodmanContainers(ContainerContract, slurm_contract.TestSlurmBacke
 
     def test_slurm_timeout_leaves_no_container(self, slurm_cluster: SlurmLab, tmp_path: Path) -> None:
         backend = self.make_backend(tmp_path)
-        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(300)\n", time_sec=600)
-        self.wait_started(job, timeout_sec=30.0)
+        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + SLEEP_UNTIL_STOPPED, time_sec=600)
+        self.wait_started(job)
         slurm_cluster.command("scontrol", "update", f"JobId={SlurmNativeId.parse(native_id).slurm_job_id}", "TimeLimit=0")
         outcome = self.wait_final(backend, native_id)
         assert outcome.phase is NativePhase.FAILED and "TIMEOUT" in (outcome.error or ""), outcome

@@ -26,9 +26,11 @@ from . import test_bridge_e2e as e2e
 from .slurm_support import SlurmLab
 from .test_bridge_e2e import Stack, public_get, wait_for
 from .test_bridge_examples import HELLO_WORLD_COMMAND, add_hello_world, job_id_of, run_example
-from .test_cancel_e2e import test_cancel_kills_the_whole_tree_within_3_seconds  # noqa: F401 - run here with a Slurm bridge
+from .test_cancel_e2e import test_cancel_kills_the_whole_tree_before_the_next_heartbeat  # noqa: F401 - run here with a Slurm bridge
 
 hub = e2e.hub
+# a safety net, not a measure: its waits are liveness bounds of up to 120 s each, far below what they guard against
+pytestmark = pytest.mark.timeout(600)
 
 
 def logging_wrapper(directory: Path, program: str) -> tuple[Path, Path]:
@@ -103,24 +105,23 @@ def test_timeout_non_zero_exit_and_refused_gpu_request(stack: SlurmStack, slurm_
     stack.register("--num-gpus", "1")  # the slot admits a GPU job, so the bridge claims it and sbatch judges it
     stack.bridge.start()
     failing = stack.submit("work", message="failing on purpose", exit_code=3)
-    sleeper = stack.submit("work", message="sleeping", sleep=300)
+    sleeper = stack.submit("work", message="sleeping", sleep=600)  # far beyond the waits below: only the time limit ends it
     gpu_definition = PairioJobDefinition.model_validate({"appName": "testapp", "processorName": "work"})
     gpu = stack.client.submit_job(
         stack.service, gpu_definition, PairioJobRequiredResources(numCpus=1, numGpus=1, memoryGb=0.5, timeSec=60), skip_cache=True
     )
-    started = time.monotonic()
-    gpu_done = stack.wait_done(gpu, 30)
+    gpu_done = stack.wait_done(gpu, 120)
     assert gpu_done.status.value == "failed"
+    # refused by sbatch (it never waits in the queue), with sbatch's reason
     assert "sbatch refused the job" in (gpu_done.error or "") and "gres" in (gpu_done.error or "").lower(), gpu_done.error
-    assert time.monotonic() - started < 30
 
-    failed = stack.wait_done(failing, 60)
+    failed = stack.wait_done(failing, 120)
     assert failed.status.value == "failed" and "exited with code 3" in (failed.error or ""), failed.error
 
-    stack.wait_status(sleeper, "running", 60)
-    wait_for(lambda: (stack.bridge_dir / "jobs" / sleeper.jobId / "slurm_job_id").exists(), 30, "the sleeper to start")
+    stack.wait_status(sleeper, "running", 120)
+    wait_for(lambda: (stack.bridge_dir / "jobs" / sleeper.jobId / "slurm_job_id").exists(), 120, "the sleeper to start")
     slurm_cluster.command("scontrol", "update", f"JobId={stack.slurm_job_id(sleeper.jobId)}", "TimeLimit=0")
-    timed_out = stack.wait_done(sleeper, 60)
+    timed_out = stack.wait_done(sleeper, 120)
     assert timed_out.status.value == "failed"
     assert "TIMEOUT" in (timed_out.error or "") and "time limit" in (timed_out.error or ""), timed_out.error
 
@@ -129,21 +130,21 @@ def test_cancel_reaches_scancel_and_pending_reasons_reach_the_timeline(stack: Sl
     stack.register(extraDirectives=["--hold"])  # every job waits in the queue until released
     stack.bridge.start()
     held = stack.submit("work", message="released", index=1)
-    wait_for(lambda: any("waiting in the slurm queue: JobHeld" in m for m in stack.events(held.jobId)), 30,
+    wait_for(lambda: any("waiting in the slurm queue: JobHeld" in m for m in stack.events(held.jobId)), 120,
              f"the pending reason on the timeline; bridge log:\n{stack.bridge.log}")
     slurm_cluster.command("scontrol", "release", _queued_id(slurm_cluster, held.jobId))
-    assert stack.wait_done(held, 60).status.value == "completed"
+    assert stack.wait_done(held, 120).status.value == "completed"
 
-    to_cancel = stack.submit("work", message="never runs", index=2)
-    wait_for(lambda: _queued_id(slurm_cluster, to_cancel.jobId, must=False), 30, "the job in the queue")
+    to_cancel = stack.submit("work", message="never runs", index=2)  # held: only a cancel ends it
+    wait_for(lambda: _queued_id(slurm_cluster, to_cancel.jobId, must=False), 120, "the job in the queue")
     slurm_id = _queued_id(slurm_cluster, to_cancel.jobId)
     started = time.monotonic()
     stack.client.cancel_job(to_cancel.jobId)
-    wait_for(lambda: stack.scancel_log.exists() and slurm_id in stack.scancel_log.read_text(), 10, "scancel of the Slurm job")
-    assert time.monotonic() - started < 10
+    wait_for(lambda: stack.scancel_log.exists() and slurm_id in stack.scancel_log.read_text(), 120, "scancel of the Slurm job")
+    print(f"\ncancel -> scancel: {time.monotonic() - started:.2f} s")  # information only
     state = slurm_cluster.command("squeue", "-h", "-t", "all", "-j", slurm_id, "-o", "%T").stdout.strip()
     assert state == "CANCELLED"
-    assert stack.wait_done(to_cancel, 30).status.value == "failed"
+    assert stack.wait_done(to_cancel, 120).status.value == "failed"
 
 
 def _queued_id(slurm_cluster: SlurmLab, job_id: str, must: bool = True) -> str:

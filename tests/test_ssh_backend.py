@@ -31,7 +31,7 @@ from bridge.ssh.connection import SshShell
 from pairio.jobfile import JOB_FILE_NAME, PairioJobFile, PairioJobFileInput, PairioJobFileOutput
 from pairio.models import PairioJobRequiredResources
 
-from .bridge_contract import SPAWN_ESCAPING_CHILD, BackendContract, assert_gone, wait_for
+from .bridge_contract import SLEEP_UNTIL_STOPPED, SPAWN_ESCAPING_CHILD, BackendContract, assert_gone, wait_for
 from .hubtools import free_port
 from .ssh_support import TestSshd, sshd  # noqa: F401 - the fixture
 
@@ -43,7 +43,6 @@ class RemoteContract(BackendContract):
     (the SSH backend; the Slurm backend with --ssh): tests that look into a job's work directory
     read the remote one."""
 
-    final_timeout_sec = 30.0
     operator_env_reaches_jobs = False  # they run in the remote login's environment
 
     @pytest.fixture(autouse=True)
@@ -167,7 +166,7 @@ class TestSshBackend(RemoteContract):
 
     def test_adopt_finds_a_started_job_and_refuses_an_unstarted_one(self, tmp_path: Path) -> None:
         backend = self.make_backend(tmp_path)
-        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + SLEEP_UNTIL_STOPPED)
         restarted = self.make_backend(tmp_path)
         assert restarted.adopt(job.job_dir) == native_id
         with pytest.raises(LookupError, match="no SSH job was started"):
@@ -175,9 +174,9 @@ class TestSshBackend(RemoteContract):
         self.wait_started(job)
         child = self.child_process(job)
         restarted.cancel([native_id])
-        outcome = self.wait_final(restarted, native_id, timeout_sec=self.cancel_deadline_sec)
+        outcome = self.wait_final(restarted, native_id, timeout_sec=self.cancel_timeout_sec)
         assert outcome.phase == NativePhase.FAILED and "cancel" in (outcome.error or "")
-        assert_gone(child, timeout_sec=2.0)
+        assert_gone(child)
 
     def test_submitting_the_same_job_again_does_not_run_it_twice(self, tmp_path: Path) -> None:
         backend = self.make_backend(tmp_path)
@@ -190,9 +189,9 @@ class TestSshBackend(RemoteContract):
 
     def test_a_killed_remote_watcher_makes_the_job_lost_and_its_processes_end(self, tmp_path: Path) -> None:
         backend = self.make_backend(tmp_path)
-        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + SLEEP_UNTIL_STOPPED)
         self.wait_started(job)
-        wait_for(lambda: (Path(native_id) / "watcher.json").exists(), bool, 10)
+        wait_for(lambda: (Path(native_id) / "watcher.json").exists(), bool, self.final_timeout_sec)
         watcher = json.loads((Path(native_id) / "watcher.json").read_text())
         main_process = psutil.Process(watcher["processGroup"])
         os.kill(watcher["pid"], 9)
@@ -348,7 +347,7 @@ def run_watcher_without_psutil(job_dir: Path, *args: str) -> dict[str, Any]:
 def test_without_psutil_the_watcher_kills_the_whole_tree_at_its_time_limit(tmp_path: Path) -> None:
     job_dir = tmp_path / "job"
     job_dir.mkdir()
-    script = SPAWN_ESCAPING_CHILD + "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(120)\n"
+    script = SPAWN_ESCAPING_CHILD + "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + SLEEP_UNTIL_STOPPED
     result = run_watcher_without_psutil(
         job_dir, "--time-sec", "1.5", "--memory-gb", "1", "--num-cpus", "1", "--sample-interval-sec", "0.1",
         "--log-interval-sec", "0.2", "--kill-grace-sec", "0.5", "--", sys.executable, "-c", script,
@@ -356,7 +355,7 @@ def test_without_psutil_the_watcher_kills_the_whole_tree_at_its_time_limit(tmp_p
     assert result["phase"] == "failed" and "time limit of 1.5 s" in result["error"]
     child_pid = int((job_dir / "work" / "child.pid").read_text())
     try:
-        assert_gone(psutil.Process(child_pid), timeout_sec=2)
+        assert_gone(psutil.Process(child_pid))
     except psutil.NoSuchProcess:
         pass  # gone already
     samples = [json.loads(line) for line in (job_dir / "resource_log.jsonl").read_text().splitlines()]

@@ -24,7 +24,7 @@ from bridge.ssh.backend import SshBackend
 from bridge.ssh.connection import SshShell
 
 from . import test_bridge_e2e as e2e
-from .bridge_contract import SPAWN_ESCAPING_CHILD, wait_for
+from .bridge_contract import SLEEP_UNTIL_STOPPED, SPAWN_ESCAPING_CHILD, wait_for
 from .container_support import PodmanSetup, podman_setup, podman_socket  # noqa: F401  (fixtures)
 from .ssh_support import TestSshd, require_ssh_tools
 from .test_bridge_containers_e2e import add_hello_world_with_image, hello_world_image  # noqa: F401  (fixture)
@@ -35,6 +35,8 @@ from .test_ssh_backend import REMOTE_PYTHON, RemoteContract
 from .test_ssh_e2e import ssh_args
 
 hub = e2e.hub
+# a safety net, not a measure: its waits are liveness bounds of up to 120 s each, far below what they guard against
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +93,10 @@ class SshContainerContract(ContainerContract, RemoteContract):
     def test_a_killed_watcher_leaves_no_container(self, tmp_path: Path) -> None:  # type: ignore[override]
         """SIGKILL to the remote watcher: the job is lost, and the agent removes its container."""
         backend = self.make_backend(tmp_path)
-        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        native_id, job = self.submit(backend, tmp_path, SPAWN_ESCAPING_CHILD + SLEEP_UNTIL_STOPPED)
         self.wait_started(job)
-        wait_for(lambda: (Path(native_id) / "watcher.json").exists(), bool, 20)
-        wait_for(self.setup.container_names, lambda names: f"pairio-{job.job_id}" in names, 20)
+        wait_for(lambda: (Path(native_id) / "watcher.json").exists(), bool, self.final_timeout_sec)
+        wait_for(self.setup.container_names, lambda names: f"pairio-{job.job_id}" in names, self.final_timeout_sec)
         os.kill(json.loads((Path(native_id) / "watcher.json").read_text())["pid"], 9)
         outcome = self.wait_final(backend, native_id)
         assert outcome.phase == NativePhase.LOST and "watcher on" in (outcome.error or "")
@@ -119,10 +121,10 @@ class SshContainerContract(ContainerContract, RemoteContract):
         """SIGKILL to the bridge (its backend simply gone) and to the remote watcher: the next bridge finds the
         job lost, and its agent removes the container with the login's engine settings."""
         first = self.make_backend(tmp_path)
-        native_id, job = self.submit(first, tmp_path, SPAWN_ESCAPING_CHILD + "time.sleep(120)\n")
+        native_id, job = self.submit(first, tmp_path, SPAWN_ESCAPING_CHILD + SLEEP_UNTIL_STOPPED)
         self.wait_started(job)
-        wait_for(lambda: (Path(native_id) / "watcher.json").exists(), bool, 20)
-        wait_for(self.setup.container_names, lambda names: f"pairio-{job.job_id}" in names, 20)
+        wait_for(lambda: (Path(native_id) / "watcher.json").exists(), bool, self.final_timeout_sec)
+        wait_for(self.setup.container_names, lambda names: f"pairio-{job.job_id}" in names, self.final_timeout_sec)
         os.kill(json.loads((Path(native_id) / "watcher.json").read_text())["pid"], 9)
         for shell in self.shells:
             shell.close()  # the dead bridge's connection

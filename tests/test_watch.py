@@ -233,17 +233,17 @@ def test_a_signal_from_outside_is_not_called_a_cancel(tmp_path: Path, with_cance
     (job_dir / "work").mkdir(parents=True)
     (job_dir / "job.json").write_text("{}")
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "bridge.watch", "--job-dir", str(job_dir), "--time-sec", "60", "--memory-gb", "1",
-         "--num-cpus", "1", "--kill-grace-sec", "0.5", "--", sys.executable, "-c", "import time; time.sleep(60)"],
+        [sys.executable, "-m", "bridge.watch", "--job-dir", str(job_dir), "--time-sec", "1200", "--memory-gb", "1",
+         "--num-cpus", "1", "--kill-grace-sec", "0.5", "--", sys.executable, "-c", "import time; time.sleep(600)"],
     )  # fmt: skip
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while not (job_dir / "watcher.json").exists():
         assert time.monotonic() < deadline, "the watcher did not start"
         time.sleep(0.05)
     if with_cancel_file:
         (job_dir / "cancel").touch()
     watcher.send_signal(signal.SIGTERM)
-    assert watcher.wait(timeout=15) == 0
+    assert watcher.wait(timeout=60) == 0  # the job would run 600 s: the signal ended it
     result = json.loads((job_dir / "result.json").read_text())
     assert result["phase"] == "failed"
     if with_cancel_file:
