@@ -2,7 +2,7 @@
 
 ``SlurmLab`` writes its own slurm.conf into a fresh directory, starts munged (unless
 one answers already), slurmctld and slurmd, waits for the node to be idle, and stops
-what it started afterwards. Clients reach it through ``SLURM_CONF``, which the
+what it started afterwards, except munged (machine-wide, perhaps shared). Clients reach it through ``SLURM_CONF``, which the
 ``slurm_cluster`` fixture sets for the whole session (bridges started by tests
 inherit it). The packages come from scripts/ensure-test-packages.sh (run by the
 test command); under CI=true a missing Slurm is an error, never a skip.
@@ -65,7 +65,6 @@ class SlurmLab:
         self.dbd_port = _free_port()
         self.conf = root / "slurm.conf"
         self.node = socket.gethostname().split(".")[0]
-        self._started_munge = False
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self.version = (0, 0)
 
@@ -155,8 +154,8 @@ class SlurmLab:
         if self.accounting:
             subprocess.run(["mysql", "-h", "127.0.0.1", "-u", ACCOUNTING_DB_USER, "-e", f"DROP DATABASE IF EXISTS {self.database}"],
                            capture_output=True, check=False)
-        if self._started_munge:
-            self._kill_from_pid_file(MUNGE_SOCKET_DIR / "munged.pid")
+        # munged stays: it is the machine's one authentication daemon, and another test session's
+        # cluster that found it running may still be using it (killing it broke that session's Slurm calls)
 
     def _start_slurmdbd(self) -> None:
         dbd_conf = self.root / "slurmdbd.conf"  # next to slurm.conf, where slurmdbd and sacctmgr look for it
@@ -244,7 +243,6 @@ class SlurmLab:
             return
         subprocess.run(["install", "-d", "-o", "munge", "-g", "munge", "-m", "0755", str(MUNGE_SOCKET_DIR)], check=True)
         subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged", "--force"], check=True, capture_output=True)
-        self._started_munge = True
         deadline = time.monotonic() + 10
         while not self._munge_works():
             if time.monotonic() > deadline:

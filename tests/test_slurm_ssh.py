@@ -112,13 +112,6 @@ def test_the_examples_through_pairio_bridge_slurm_over_ssh(stack: Stack, slurm_c
     assert slurm_cluster.show_job(slurm_id)["WorkDir"] == str(ran_there)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found 2026-12-03: with the bridge's heartbeat waiting 600 s, the Slurm-over-SSH bridge never stops the "
-    "job within 120 s (no 'stopping it, as the hub asks' in its log), while with a 30 s heartbeat the tree is gone in "
-    "about 1.4 s, and the local, SSH and Slurm bridges pass this test with 600 s: the hub's early answer to a waiting "
-    "heartbeat that long does not reach this bridge (or is not acted on); to be investigated",
-)
 @pytest.mark.timeout(600)  # a safety net, not a measure
 def test_cancel_kills_the_whole_tree_before_the_next_heartbeat(stack: Stack, slurm_cluster: SlurmLab, sshd: TestSshd) -> None:  # noqa: F811
     """tests/test_cancel_e2e.py's test, through Slurm over SSH (its setup needs the cluster's and the host's settings)."""
