@@ -197,8 +197,6 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)
 
 
-
-
 T = TypeVar("T")
 
 
