@@ -36,7 +36,7 @@ from bridge.containers import PullPolicy, container_name, oci_create_command  # 
 from bridge.local.backend import LocalBackend  # noqa: E402
 from pairio.jobfile import PairioJobFile  # noqa: E402
 from pairio.models import PairioJobRequiredResources  # noqa: E402
-from tests.container_support import HOST_PYTHON, TEST_IMAGE, build_test_image, write_engine_config  # noqa: E402
+from tests.container_support import HOST_PYTHON, TEST_IMAGE, build_test_image, remove_run_root, write_engine_config  # noqa: E402
 
 RESOURCES = PairioJobRequiredResources(numCpus=1, numGpus=0, memoryGb=0.5, timeSec=60)
 
@@ -84,6 +84,7 @@ def private_store(base: Path) -> Iterator[str]:
         yield TEST_IMAGE
     finally:
         subprocess.run(["podman", "system", "reset", "--force"], capture_output=True, timeout=300)
+        remove_run_root(base)
 
 
 def given_store(image: str) -> str:

@@ -13,10 +13,12 @@ saying what to install (``bash scripts/ensure-container-engine.sh``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -85,13 +87,33 @@ class PodmanSetup:
         return [line for line in out.stdout.split() if line]
 
 
+# podman refuses a run root longer than this (conmon's socket paths live under it): its container cleanup
+# then fails at every exit, and each container's end is noticed only at a 20 s timeout
+MAX_RUN_ROOT_CHARS = 50
+
+
 def write_engine_config(base_dir: Path) -> dict[str, str]:
+    """Settings and store under ``base_dir``; the run root in a short directory of its own (see ``run_root_of``)."""
     (base_dir / "libpod-tmp").mkdir(parents=True, exist_ok=True)
     conf = base_dir / "containers.conf"
     conf.write_text(CONTAINERS_CONF.format(tmp_dir=base_dir / "libpod-tmp"))
     storage = base_dir / "storage.conf"
-    storage.write_text(STORAGE_CONF.format(root=base_dir / "storage", runroot=base_dir / "run"))
+    storage.write_text(STORAGE_CONF.format(root=base_dir / "storage", runroot=run_root_of(base_dir)))
     return {"CONTAINERS_CONF": str(conf), "CONTAINERS_STORAGE_CONF": str(storage)}
+
+
+def run_root_of(base_dir: Path) -> Path:
+    """A short run root for the store under ``base_dir`` (pytest's paths, under xdist workers, pass podman's limit)."""
+    digest = hashlib.sha256(str(base_dir.resolve()).encode()).hexdigest()[:16]
+    run_root = Path(tempfile.gettempdir()) / f"pairio-podman-{digest}"
+    if len(str(run_root)) > MAX_RUN_ROOT_CHARS:
+        run_root = Path("/tmp") / f"pairio-podman-{digest}"
+    return run_root
+
+
+def remove_run_root(base_dir: Path) -> None:
+    """After ``podman system reset``: the run root's directory (outside ``base_dir``) goes too."""
+    shutil.rmtree(run_root_of(base_dir), ignore_errors=True)
 
 
 def build_rootfs(root: Path) -> Path:
@@ -182,6 +204,7 @@ def podman_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanSet
         setup.podman("rm", "--all", "--force", check=False)
         # overlay mounts and root-owned layers: podman itself cleans its store
         setup.podman("system", "reset", "--force", check=False, timeout=300)
+        remove_run_root(base_dir)
 
 
 @pytest.fixture(scope="session")
