@@ -18,7 +18,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -104,10 +103,8 @@ def write_engine_config(base_dir: Path) -> dict[str, str]:
 
 def run_root_of(base_dir: Path) -> Path:
     """A short run root for the store under ``base_dir`` (pytest's paths, under xdist workers, pass podman's limit)."""
-    digest = hashlib.sha256(str(base_dir.resolve()).encode()).hexdigest()[:16]
-    run_root = Path(tempfile.gettempdir()) / f"pairio-podman-{digest}"
-    if len(str(run_root)) > MAX_RUN_ROOT_CHARS:
-        run_root = Path("/tmp") / f"pairio-podman-{digest}"
+    run_root = Path("/tmp") / f"pairio-podman-{hashlib.sha256(str(base_dir.resolve()).encode()).hexdigest()[:16]}"
+    assert len(str(run_root)) <= MAX_RUN_ROOT_CHARS
     return run_root
 
 

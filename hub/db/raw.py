@@ -131,6 +131,8 @@ class RawReads:
         self._dbapi = dbapi_connection
         self._fallback = fallback
         self._connection: Optional[Connection] = None
+        self._lost = False
+        """the driver reported the connection lost: ``raw_reads`` invalidates it"""
 
     def execute(self, statement: Any, params: Optional[Mapping[str, Any] | Sequence[Mapping[str, Any]]] = None) -> Any:
         """``params``: one set, or (an insert) a list of sets, each with the statement's ``column_keys``."""
@@ -190,8 +192,6 @@ class RawReads:
             if self._on_lost is not None:
                 self._on_lost()
         raise DBAPIError.instance(sql, args, error, self.dialect.loaded_dbapi.Error, dialect=self.dialect) from error
-
-    _lost = False
 
 
 def _result_processors(compiled: _Compiled, dialect: Dialect, description: Sequence[Any]) -> tuple[Processor, ...]:
