@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bridge.backend import JobSubmission  # noqa: E402
-from bridge.local.backend import LocalBackend  # noqa: E402
+from bridge.local.backend import LocalBackend, NativeId, watcher_is_alive  # noqa: E402
 from pairio import PairioJobRequiredResources  # noqa: E402
 from pairio.jobfile import JOB_FILE_NAME  # noqa: E402
 from tests.test_bridge_e2e import HubProcess, Stack, wait_for  # noqa: E402
@@ -73,6 +73,10 @@ def baseline(work: Path, rounds: int) -> list[float]:
         backend.cancel([native_id])
         wait_for(lambda: all(gone(p) for p in pids), 60, "the tree to be gone", interval=0.02)
         times.append(time.monotonic() - started)
+        # the watcher writes its result after the tree is gone: let it finish before the directory goes
+        wait_for(lambda: backend.poll([native_id])[native_id].phase.is_final, 60, "the watcher's result", interval=0.02)
+        wait_for(lambda: not watcher_is_alive(NativeId.parse(native_id)), 60, "the watcher to end", interval=0.02)
+    backend.close()
     return times
 
 
