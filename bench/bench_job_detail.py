@@ -68,7 +68,8 @@ def per_read_ms(reads: int, read: Callable[[], object]) -> float:
 
 def answer_now(ctx: HubContext, job_id: str) -> dict[str, Any]:
     """The job as ``GET /v1/jobs/{id}`` answers it today."""
-    return json.loads(bytes(_get_job(ctx, job_id).body))
+    with ctx.raw_reads() as conn:
+        return json.loads(bytes(_get_job(ctx, conn, job_id).body))
 
 
 def run(database_url: str, data_dir: Path, args: argparse.Namespace) -> None:
@@ -83,7 +84,8 @@ def run(database_url: str, data_dir: Path, args: argparse.Namespace) -> None:
                 return job_answers.answer_json(job_answers.public_job_answer(conn, job_id))
 
         def now() -> object:
-            return _get_job(ctx, job_id)
+            with ctx.raw_reads() as conn:
+                return _get_job(ctx, conn, job_id)
 
         ratios, befores, nows = [], [], []
         for round_ in range(args.rounds):

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any, Optional, TypeVar
 
 from sqlalchemy import Connection, Engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from .db.engine import make_engine, make_private_dir, make_session_factory, read_only_engine
 from .db.migrate import upgrade_database
+from .db.loop_connection import CHECKPOINT_EVERY_COMMITS, LoopBusy, is_locked, make_loop_engine
 from .db.raw import RawReads, raw_reads
 from .files import JobFiles
 from .notifier import ComputeClientNotifier, RunnableNotifier
@@ -23,6 +27,7 @@ JOB_FILES_INFO = "pairio_job_files"  # hub.core.job_secrets reads it
 SECRETS_ERASED = "pairio_secrets_erased"
 DELETE_FILES_AFTER_COMMIT = "pairio_delete_files_after_commit"
 NOTIFY_JOBS_TO_STOP = "pairio_notify_jobs_to_stop"
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,6 +46,14 @@ class HubContext:
     # SQLite: this process's writers queue here instead of in SQLite's busy handler, which
     # polls with growing sleeps (seconds of tail latency under load); see transaction()
     write_lock: AbstractContextManager[object] = field(default_factory=nullcontext)
+    # SQLite: the busiest reads and creations run on the event loop, on a connection of the loop's own
+    # that never waits (hub/db/loop_connection.py; run_read, run_write)
+    loop_engine: Optional[Engine] = None
+    loop_sessions: Optional[sessionmaker[Session]] = None
+    _loop_commits: int = 0
+    _writers_waiting: int = 0  # worker threads waiting for write_lock: the loop leaves it to them
+    _waiting_count: threading.Lock = field(default_factory=threading.Lock)
+    _checkpointing: bool = False
 
     @classmethod
     def create(cls, settings: HubSettings, migrate: bool = True) -> "HubContext":
@@ -60,6 +73,10 @@ class HubContext:
             files=JobFiles(settings.files_dir),
             write_lock=threading.Lock() if engine.dialect.name == "sqlite" else nullcontext(),
         )
+        ctx.loop_engine = make_loop_engine(engine)
+        if ctx.loop_engine is not None:
+            ctx.loop_sessions = make_session_factory(ctx.loop_engine)
+            event.listen(ctx.loop_sessions, "after_commit", ctx._after_commit)
         event.listen(ctx.sessions, "after_commit", ctx._after_commit)
         return ctx
 
@@ -80,10 +97,31 @@ class HubContext:
         On SQLite, one write transaction of this process at a time (``write_lock``); SQLite's own
         lock (``BEGIN IMMEDIATE``) still serialises it with other processes.
         """
-        with self.write_lock, self.sessions() as session:
+        with self._write_lock_queued(), self.sessions() as session:
             session.info[JOB_FILES_INFO] = self.files  # a job's terminal transition flushes its console output
             with session.begin():
                 yield session
+
+    @contextmanager
+    def _write_lock_queued(self) -> Iterator[None]:
+        """``write_lock``, counted while waited for: ``run_write`` leaves the lock to threads that wait for it."""
+        if self.loop_sessions is None:  # PostgreSQL (no lock) or a database without a loop connection
+            with self.write_lock:
+                yield
+            return
+        lock: Any = self.write_lock
+        if not lock.acquire(blocking=False):
+            with self._waiting_count:
+                self._writers_waiting += 1
+            try:
+                lock.acquire()
+            finally:
+                with self._waiting_count:
+                    self._writers_waiting -= 1
+        try:
+            yield
+        finally:
+            lock.release()
 
     @contextmanager
     def read_transaction(self) -> Iterator[Session]:
@@ -111,7 +149,91 @@ class HubContext:
         with raw_reads(self.statement_engine, self.statement_connection) as reads:
             yield reads
 
+    async def run_read(self, read: Callable[[RawReads], T]) -> T:
+        """``read`` (reads of prebuilt statements and some CPU, no writes) with a ``RawReads``: on SQLite on the
+        event loop itself, on the loop's own connection (hub/db/loop_connection.py); in a worker thread with
+        ``raw_reads`` when that connection meets a lock, or on PostgreSQL."""
+        if self.loop_engine is not None:
+            try:
+                return self._read_on_loop(read)
+            except LoopBusy:
+                pass  # again where waiting blocks nobody: reads only, so running them twice changes nothing
+        return await run_in_threadpool(self._read_in_thread, read)
+
+    def _read_on_loop(self, read: Callable[[RawReads], T]) -> T:
+        assert self.loop_engine is not None
+        fairy: Any = self.loop_engine.raw_connection()  # this thread's own connection (SingletonThreadPool)
+        with ExitStack() as stack:
+            reads = RawReads(self.loop_engine.dialect, fairy.dbapi_connection, lambda: stack.enter_context(self.statement_connection()))
+            try:
+                return read(reads)
+            except OperationalError as e:
+                if is_locked(e):
+                    raise LoopBusy(str(e)) from e
+                raise
+            finally:
+                stack.close()
+                if reads._lost:
+                    fairy.invalidate()
+                fairy.close()
+
+    def _read_in_thread(self, read: Callable[[RawReads], T]) -> T:
+        with self.raw_reads() as reads:
+            return read(reads)
+
+    async def run_write(self, write: Callable[[Session], T]) -> T:
+        """``write`` in a transaction (``transaction``'s rules; it must touch only the database until it returns):
+        on SQLite on the event loop when no other writer of this process holds or waits for ``write_lock``
+        and SQLite's own lock is free at once; otherwise, or when the loop's connection meets a lock midway
+        (then nothing was committed), in a worker thread."""
+        lock: Any = self.write_lock
+        if self.loop_sessions is not None and not self._writers_waiting and lock.acquire(blocking=False):
+            try:
+                return self._write_on_loop(write)
+            except LoopBusy:
+                pass
+            finally:
+                lock.release()
+        return await run_in_threadpool(self._write_in_thread, write)
+
+    def _write_on_loop(self, write: Callable[[Session], T]) -> T:
+        assert self.loop_sessions is not None
+        try:
+            with self.loop_sessions() as session:
+                session.info[JOB_FILES_INFO] = self.files
+                with session.begin():
+                    result = write(session)
+        except OperationalError as e:  # rolled back: nothing of it was committed
+            if is_locked(e):
+                raise LoopBusy(str(e)) from e
+            raise
+        self._loop_commits += 1
+        if self._loop_commits % CHECKPOINT_EVERY_COMMITS == 0 and not self._checkpointing:
+            self._checkpointing = True
+            threading.Thread(target=self._checkpoint_in_background, name="pairio-checkpoint", daemon=True).start()
+        return result
+
+    def _checkpoint_in_background(self) -> None:
+        """What the loop's connection never does: copy the write-ahead log into the database file (PASSIVE: it
+        waits for no reader or writer; the pool's connections' automatic checkpoints do the same as they commit)."""
+        try:
+            raw: Any = self.engine.raw_connection()
+            try:
+                raw.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                raw.close()
+        except Exception:  # noqa: BLE001 - a later checkpoint (or the next writer's) does it
+            pass
+        finally:
+            self._checkpointing = False
+
+    def _write_in_thread(self, write: Callable[[Session], T]) -> T:
+        with self.transaction() as session:
+            return write(session)
+
     def close(self) -> None:
+        if self.loop_engine is not None:
+            self.loop_engine.dispose()
         self.engine.dispose()
 
 

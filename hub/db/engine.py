@@ -25,7 +25,8 @@ def make_private_dir(path: Path) -> None:
 
 
 def make_private_sqlite_file(path: Path) -> None:
-    """Create the database file 0600 before SQLite does (it copies the mode to -wal and -shm); tighten old ones."""
+    """Create the database file 0600 before SQLite does (it copies the mode to -wal and -shm); tighten old ones.
+    Only before this process opens the file with SQLite (see ``make_engine``'s ``prepare_file``)."""
     if not path.parent.exists():  # an existing folder may be shared: leave its mode alone
         make_private_dir(path.parent)
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
@@ -41,7 +42,7 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, prepare_file: bool = True, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and write-ahead ``BEGIN IMMEDIATE``.
 
     SQLite upgrades a read transaction to a write lazily, so two writers that both
@@ -50,9 +51,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
+        # prepare_file=False: for a second engine of a file this process has open. Closing any descriptor
+        # of the file drops every POSIX lock the process holds on it, the open connections' too; another
+        # process could then take the database for unused and remove its shared-memory index under them.
+        if path and path != ":memory:" and prepare_file:
             make_private_sqlite_file(Path(path))
-        if "///" in url and path and path != ":memory:":  # a file (QueuePool)
+        if "///" in url and path and path != ":memory:" and "poolclass" not in kwargs:  # a file (QueuePool)
             # as many kept connections as requests run at once: an overflow connection is closed when
             # returned, and opening one (file, pragmas, WAL index) costs more than a request
             kwargs.setdefault("pool_size", 20)

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from pairio.status import JobStatus
 
 from ..context import HubContext, now_sec
+from ..db.raw import RawReads
 from ..core import job_answers
 from ..core import jobs as core
 from ..core import waiting
@@ -72,33 +73,42 @@ async def _in_thread(fn: Callable[..., Response], *args: Any) -> Response:
 )
 async def create_job(body: JobCreateBody, request: Request, token: Token) -> Response:
     """Create a job, or return the most recent job with the same definition hash (200)."""
-    return await _in_thread(_create_job, _ctx(request), token, body)
-
-
-def _create_job(ctx: HubContext, token: Optional[str], body: JobCreateBody) -> Response:
+    ctx = _ctx(request)
     req = body.to_core()
     # Checks, the cache key and a plain cache hit need no write: SQLite's write lock is taken only to create.
-    # Usually one statement does (no transaction needed); else the checks that explain a refusal, in a transaction.
+    # Usually one statement does (no transaction needed; on SQLite read on the event loop: HubContext.run_read);
+    # else the checks that explain a refusal, in a transaction.
     found = None
     guessed = core.prepared_with_last_app_version(token, req)
     if token and guessed is not None:
-        with ctx.raw_reads() as conn:
-            found = core.caller_and_cached(conn, token, req, guessed)
+        key, prepared = token, guessed
+        found = await ctx.run_read(lambda conn: core.caller_and_cached(conn, key, req, prepared))
+        if found is not None and found[2] is not None and core.is_read_only_cache_hit(found[2].row, req):
+            return _answer(found[2].answer(), 200)
     if found is None:
-        with ctx.read_connection() as conn:
-            found = core.prepare_and_find_cached(conn, token, req)
-    user, prepared, existing = found
+        return await _in_thread(_create_job, ctx, token, req)
+    user, prepared_job, _ = found
+    # the key was checked a moment ago, as if the whole request had run then; the role is checked again
+    return await ctx.run_write(lambda s: _create_in(ctx, s, user, req, prepared_job))
+
+
+def _create_job(ctx: HubContext, token: Optional[str], req: core.JobCreate) -> Response:
+    """The path that explains a refusal (or a first request of an app version): checks in a read transaction."""
+    with ctx.read_connection() as conn:
+        user, prepared, existing = core.prepare_and_find_cached(conn, token, req)
     if existing is not None and core.is_read_only_cache_hit(existing.row, req):
         return _answer(existing.answer(), 200)
-    # the key was checked a moment ago, as if the whole request had run then; the role is checked again
     with ctx.transaction() as s:
-        job, created = core.create_job_values(ctx, s, user, req, prepared=prepared)
-        status = 201 if created else 200
-        if isinstance(job, core.JobValues):
-            response = _answer(core.new_job_answer(job), status)
-        else:
-            response = _json(core.jobs_public(s, [job], model=JobPublic)[0], status)
-    return response
+        return _create_in(ctx, s, user, req, prepared)
+
+
+def _create_in(ctx: HubContext, s: Session, user: str, req: core.JobCreate, prepared: core.PreparedJob) -> Response:
+    """Create the job in the transaction of ``s`` (or find the cached one under the write lock)."""
+    job, created = core.create_job_values(ctx, s, user, req, prepared=prepared)
+    status = 201 if created else 200
+    if isinstance(job, core.JobValues):
+        return _answer(core.new_job_answer(job), status)
+    return _json(core.jobs_public(s, [job], model=JobPublic)[0], status)
 
 
 @router.post("/jobs/batch", response_model=JobsCreated, status_code=200)
@@ -174,20 +184,20 @@ def delete_jobs(body: DeleteJobsBody, ctx: Ctx, s: DbSession, user: CurrentUser)
 @router.get("/jobs/{job_id}", response_model=JobDetailPublic)
 async def get_job(job_id: str, request: Request) -> Response:
     """The job, with why it waits (``waitingReason``) and its place in its service's queue (``queuePosition``)."""
-    return await _in_thread(_get_job, _ctx(request), job_id)
+    ctx = _ctx(request)
+    return await ctx.run_read(lambda conn: _get_job(ctx, conn, job_id))
 
 
-def _get_job(ctx: HubContext, job_id: str) -> Response:
-    with ctx.raw_reads() as conn:
-        stored = job_answers.stored_job(conn, job_id, waiting.JOB_WITH_ITEMS_AND_AHEAD)
-        answer = stored.answer()
-        answer["waitingReason"] = answer["queuePosition"] = None
-        if not JobStatus(answer["status"]).is_terminal and not answer["canceled"]:
-            # only a job that may wait pays for the reason, read on the same connection
-            job = waiting.WaitingJob.of_stored(stored)
-            reason = waiting.waiting_reason(conn, job, heartbeat_timeout_sec=ctx.settings.heartbeat_timeout_sec, now=now_sec())
-            answer["waitingReason"] = reason.model_dump(mode="json", by_alias=True) if reason is not None else None
-            answer["queuePosition"] = waiting.queue_position(conn, job)
+def _get_job(ctx: HubContext, conn: RawReads, job_id: str) -> Response:
+    stored = job_answers.stored_job(conn, job_id, waiting.JOB_WITH_ITEMS_AND_AHEAD)
+    answer = stored.answer()
+    answer["waitingReason"] = answer["queuePosition"] = None
+    if not JobStatus(answer["status"]).is_terminal and not answer["canceled"]:
+        # only a job that may wait pays for the reason, read on the same connection
+        job = waiting.WaitingJob.of_stored(stored)
+        reason = waiting.waiting_reason(conn, job, heartbeat_timeout_sec=ctx.settings.heartbeat_timeout_sec, now=now_sec())
+        answer["waitingReason"] = reason.model_dump(mode="json", by_alias=True) if reason is not None else None
+        answer["queuePosition"] = waiting.queue_position(conn, job)
     return _answer(answer)
 
 

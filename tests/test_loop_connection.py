@@ -1,0 +1,127 @@
+"""The hub's busiest SQLite work runs on the event loop and never waits there (hub/db/loop_connection.py).
+
+Reads (getJob, cache hits) and creations run on the loop's own connection; when SQLite's write lock
+is held elsewhere (another process), a creation is handed to a worker thread to wait, and the loop
+goes on answering; while worker threads wait for the process's write lock, the loop leaves it to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hub.context import HubContext
+from hub.core import accounts
+from hub.db.tables import User
+
+from .hubtools import LiveHub, Seed
+
+pytestmark = [pytest.mark.hub, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
+
+
+def job_body(service: str, name: str) -> dict[str, Any]:
+    return {
+        "serviceName": service,
+        "jobDefinition": {
+            "appName": "hello_world", "processorName": "hello_world_1",
+            "inputFiles": [], "outputFiles": [], "parameters": [{"name": "name", "value": name}],
+        },
+        "requiredResources": {"numCpus": 1, "numGpus": 0, "memoryGb": 1, "timeSec": 60},
+    }
+
+
+def wait_until(check: Any, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout  # a liveness bound, not a measure
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout} s for {what}")
+        time.sleep(0.01)
+
+
+def test_a_creation_waits_in_a_worker_thread_while_another_process_writes_and_reads_go_on(
+    ctx: HubContext, seeded: Seed, live_hub: LiveHub, tmp_path: Path
+) -> None:
+    assert ctx.loop_engine is not None
+    auth = {"Authorization": f"Bearer {seeded.key}"}
+    with httpx.Client(base_url=live_hub.url, headers=auth, timeout=300) as http, \
+            httpx.Client(base_url=live_hub.url, headers=auth, timeout=300) as other_http:
+        first = http.post("/v1/jobs", json=job_body(seeded.service, "first"))
+        assert first.status_code == 201, first.text
+        # another process takes SQLite's write lock (as a second hub process or an admin command would)
+        other = sqlite3.connect(str(tmp_path / "hub.db"), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        answers: dict[str, httpx.Response] = {}
+        creating = threading.Thread(target=lambda: answers.update(new=other_http.post("/v1/jobs", json=job_body(seeded.service, "second"))))
+        try:
+            creating.start()
+            # the loop still answers reads and cache hits while the creation waits for the lock
+            got = http.get(f"/v1/jobs/{first.json()['jobId']}")
+            assert got.status_code == 200 and got.json()["jobId"] == first.json()["jobId"]
+            hit = http.post("/v1/jobs", json=job_body(seeded.service, "first"))
+            assert hit.status_code == 200 and hit.json()["jobId"] == first.json()["jobId"]
+            assert "new" not in answers  # it cannot have been created: the lock is still held
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        creating.join(timeout=300)
+        assert answers["new"].status_code == 201, answers["new"].text
+        created = http.get(f"/v1/jobs/{answers['new'].json()['jobId']}")
+        assert created.status_code == 200
+
+
+def test_the_loop_leaves_the_write_lock_to_worker_threads_that_wait_for_it(ctx: HubContext, seeded: Seed) -> None:
+    loop_thread = threading.get_ident()
+
+    async def write() -> int:
+        return await ctx.run_write(lambda s: threading.get_ident())
+
+    assert asyncio.run(write()) == loop_thread  # nobody else writing: on the loop
+
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with ctx.transaction():
+            holding.set()
+            release.wait(300)
+
+    def wait_to_write() -> None:
+        with ctx.transaction():
+            pass
+
+    holder, waiter = threading.Thread(target=hold), threading.Thread(target=wait_to_write)
+    holder.start()
+    holding.wait(120)
+    waiter.start()
+    wait_until(lambda: ctx._writers_waiting == 1, "the second writer to wait for the lock")
+
+    async def write_while_others_wait() -> int:
+        task = asyncio.ensure_future(write())
+        await asyncio.sleep(0.05)  # let it start; it must not block the loop meanwhile
+        release.set()
+        return await task
+
+    assert asyncio.run(write_while_others_wait()) != loop_thread
+    holder.join(120)
+    waiter.join(120)
+    assert ctx._writers_waiting == 0
+
+
+def test_a_failed_write_on_the_loop_commits_nothing(ctx: HubContext, seeded: Seed) -> None:
+    async def write_then_fail() -> None:
+        def fail(s: Any) -> None:
+            accounts.create_user(s, "carol")
+            raise ValueError("refused")
+
+        await ctx.run_write(fail)
+
+    with pytest.raises(ValueError, match="refused"):
+        asyncio.run(write_then_fail())
+    with ctx.read_transaction() as s:
+        assert s.get(User, "carol") is None
