@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,7 +53,8 @@ class HubContext:
     loop_sessions: Optional[sessionmaker[Session]] = None
     _loop_commits: int = 0
     _writers_waiting: int = 0  # worker threads waiting for write_lock: the loop leaves it to them
-    _waiting_count: threading.Lock = field(default_factory=threading.Lock)
+    _loop_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=list)  # writes on loops
+    _waiters_lock: threading.Lock = field(default_factory=threading.Lock)
     _checkpointing: bool = False
 
     @classmethod
@@ -104,24 +106,36 @@ class HubContext:
 
     @contextmanager
     def _write_lock_queued(self) -> Iterator[None]:
-        """``write_lock``, counted while waited for: ``run_write`` leaves the lock to threads that wait for it."""
+        """``write_lock`` for a worker thread, counted while waited for (``run_write`` leaves the lock to threads
+        that wait for it); its release wakes the writes waiting on event loops."""
         if self.loop_sessions is None:  # PostgreSQL (no lock) or a database without a loop connection
             with self.write_lock:
                 yield
             return
         lock: Any = self.write_lock
         if not lock.acquire(blocking=False):
-            with self._waiting_count:
+            with self._waiters_lock:
                 self._writers_waiting += 1
             try:
                 lock.acquire()
             finally:
-                with self._waiting_count:
+                with self._waiters_lock:
                     self._writers_waiting -= 1
         try:
             yield
         finally:
+            self._release_write_lock()
+
+    def _release_write_lock(self) -> None:
+        lock: Any = self.write_lock
+        with self._waiters_lock:
             lock.release()
+            waiters, self._loop_waiters = self._loop_waiters, []
+        for loop, released in waiters:
+            try:
+                loop.call_soon_threadsafe(released.set)
+            except RuntimeError:  # that loop has closed: its waiter is gone
+                pass
 
     @contextmanager
     def read_transaction(self) -> Iterator[Session]:
@@ -182,18 +196,29 @@ class HubContext:
             return read(reads)
 
     async def run_write(self, write: Callable[[Session], T]) -> T:
-        """``write`` in a transaction (``transaction``'s rules; it must touch only the database until it returns):
-        on SQLite on the event loop when no other writer of this process holds or waits for ``write_lock``
-        and SQLite's own lock is free at once; otherwise, or when the loop's connection meets a lock midway
-        (then nothing was committed), in a worker thread."""
+        """``write`` in a transaction (``transaction``'s rules; it must touch only the database until it returns).
+
+        On SQLite on the event loop: when a worker thread of this process holds ``write_lock`` or waits for it,
+        the write waits (on the loop, woken by the release) and goes after them; when another process holds
+        SQLite's lock (the loop's connection never waits), it is handed to a worker thread to wait there (it
+        was rolled back: nothing of it was committed). On PostgreSQL in a worker thread."""
+        if self.loop_sessions is None:
+            return await run_in_threadpool(self._write_in_thread, write)
         lock: Any = self.write_lock
-        if self.loop_sessions is not None and not self._writers_waiting and lock.acquire(blocking=False):
-            try:
-                return self._write_on_loop(write)
-            except LoopBusy:
-                pass
-            finally:
-                lock.release()
+        while True:
+            released = asyncio.Event()
+            with self._waiters_lock:
+                mine = not self._writers_waiting and lock.acquire(blocking=False)
+                if not mine:
+                    self._loop_waiters.append((asyncio.get_running_loop(), released))
+            if mine:
+                try:
+                    return self._write_on_loop(write)
+                except LoopBusy:
+                    break
+                finally:
+                    self._release_write_lock()
+            await released.wait()
         return await run_in_threadpool(self._write_in_thread, write)
 
     def _write_on_loop(self, write: Callable[[Session], T]) -> T:
@@ -214,14 +239,17 @@ class HubContext:
         return result
 
     def _checkpoint_in_background(self) -> None:
-        """What the loop's connection never does: copy the write-ahead log into the database file (PASSIVE: it
-        waits for no reader or writer; the pool's connections' automatic checkpoints do the same as they commit)."""
+        """What the loop's connection never does: copy the write-ahead log into the database file, as SQLite's
+        automatic checkpoint does after a commit: under the write lock, so that no writer of this process
+        appends meanwhile, the copy is complete and the next writer starts the log from its beginning
+        (else the log only grows). PASSIVE: readers and other processes are not waited for."""
         try:
-            raw: Any = self.engine.raw_connection()
-            try:
-                raw.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            finally:
-                raw.close()
+            with self._write_lock_queued():
+                raw: Any = self.engine.raw_connection()
+                try:
+                    raw.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                finally:
+                    raw.close()
         except Exception:  # noqa: BLE001 - a later checkpoint (or the next writer's) does it
             pass
         finally:

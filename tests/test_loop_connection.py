@@ -19,6 +19,7 @@ import pytest
 
 from hub.context import HubContext
 from hub.core import accounts
+from hub.db.loop_connection import CHECKPOINT_EVERY_COMMITS
 from hub.db.tables import User
 
 from .hubtools import LiveHub, Seed
@@ -76,13 +77,16 @@ def test_a_creation_waits_in_a_worker_thread_while_another_process_writes_and_re
         assert created.status_code == 200
 
 
-def test_the_loop_leaves_the_write_lock_to_worker_threads_that_wait_for_it(ctx: HubContext, seeded: Seed) -> None:
+def test_a_write_on_the_loop_waits_on_the_loop_for_worker_threads_that_hold_or_wait_for_the_write_lock(
+    ctx: HubContext, seeded: Seed
+) -> None:
     loop_thread = threading.get_ident()
+    order: list[str] = []
 
-    async def write() -> int:
-        return await ctx.run_write(lambda s: threading.get_ident())
+    async def write(name: str) -> int:
+        return await ctx.run_write(lambda s: order.append(name) or threading.get_ident())
 
-    assert asyncio.run(write()) == loop_thread  # nobody else writing: on the loop
+    assert asyncio.run(write("alone")) == loop_thread  # nobody else writing: on the loop
 
     holding, release = threading.Event(), threading.Event()
 
@@ -90,10 +94,11 @@ def test_the_loop_leaves_the_write_lock_to_worker_threads_that_wait_for_it(ctx: 
         with ctx.transaction():
             holding.set()
             release.wait(300)
+            order.append("holder")
 
     def wait_to_write() -> None:
         with ctx.transaction():
-            pass
+            order.append("waiter")
 
     holder, waiter = threading.Thread(target=hold), threading.Thread(target=wait_to_write)
     holder.start()
@@ -101,16 +106,21 @@ def test_the_loop_leaves_the_write_lock_to_worker_threads_that_wait_for_it(ctx: 
     waiter.start()
     wait_until(lambda: ctx._writers_waiting == 1, "the second writer to wait for the lock")
 
-    async def write_while_others_wait() -> int:
-        task = asyncio.ensure_future(write())
-        await asyncio.sleep(0.05)  # let it start; it must not block the loop meanwhile
+    async def write_while_others_hold_and_wait() -> int:
+        task = asyncio.ensure_future(write("loop"))
+        ticks = 0
+        while not task.done() and ticks < 5:  # the loop goes on meanwhile
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not task.done()
         release.set()
         return await task
 
-    assert asyncio.run(write_while_others_wait()) != loop_thread
+    assert asyncio.run(write_while_others_hold_and_wait()) == loop_thread
     holder.join(120)
     waiter.join(120)
-    assert ctx._writers_waiting == 0
+    assert order == ["alone", "holder", "waiter", "loop"]
+    assert ctx._writers_waiting == 0 and not ctx._loop_waiters
 
 
 def test_a_failed_write_on_the_loop_commits_nothing(ctx: HubContext, seeded: Seed) -> None:
@@ -125,3 +135,22 @@ def test_a_failed_write_on_the_loop_commits_nothing(ctx: HubContext, seeded: See
         asyncio.run(write_then_fail())
     with ctx.read_transaction() as s:
         assert s.get(User, "carol") is None
+
+
+def test_the_write_ahead_log_of_writes_on_the_loop_starts_over_after_each_checkpoint(ctx: HubContext, seeded: Seed, tmp_path: Path) -> None:
+    """The loop's connection never checkpoints; a worker thread does every CHECKPOINT_EVERY_COMMITS commits,
+    under the write lock, so that the log starts over instead of growing with every write."""
+    commits = 4 * CHECKPOINT_EVERY_COMMITS
+
+    async def write_many() -> None:
+        for i in range(commits):
+            await ctx.run_write(lambda s, i=i: accounts.create_user(s, f"user{i}"))
+            while ctx._checkpointing:  # let each checkpoint finish (on a busy machine the thread starts late)
+                await asyncio.sleep(0.01)
+        await ctx.run_write(lambda s: accounts.create_user(s, "last"))  # the first write after the last checkpoint
+
+    asyncio.run(write_many())
+    with sqlite3.connect(str(tmp_path / "hub.db")) as db:
+        _, log_frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    # each commit writes at least one page to the log: one that never started over would hold more than `commits`
+    assert 0 < log_frames < CHECKPOINT_EVERY_COMMITS, log_frames

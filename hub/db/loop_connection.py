@@ -13,9 +13,15 @@ itself; what it must never do is wait. So the loop's connection:
   checkpoint) fails at once with ``LoopBusy``, and the caller runs the work in a worker thread,
   where waiting blocks nobody else (work that failed so was rolled back, or only read);
 - never checkpoints (``wal_autocheckpoint=0``): a checkpoint writes and fsyncs the database file;
-  the pool's connections (worker threads) still checkpoint as they commit, and the caller asks
-  for a background one every ``CHECKPOINT_EVERY_COMMITS`` commits on the loop
-  (``HubContext.run_write``).
+  the pool's connections (worker threads) still checkpoint as they commit, and the caller has a
+  worker thread checkpoint every ``CHECKPOINT_EVERY_COMMITS`` commits on the loop, under the
+  process's write lock as SQLite's own would (``HubContext.run_write``).
+
+Within the process, writes on the loop take the same ``write_lock`` as worker threads' transactions,
+without blocking: when a thread holds it or waits for it, the loop's write waits on the loop (an
+event the release sets) and goes after them. (Handing such a write to a thread instead made each
+handed-over write hold the lock while the next request arrived, so under steady load nearly every
+creation went through a thread.)
 
 Each loop thread gets its own connection (``SingletonThreadPool``); on PostgreSQL, where every
 statement is a network round trip, there is no loop engine and this work stays in worker threads.
@@ -31,8 +37,9 @@ from sqlalchemy.pool import SingletonThreadPool
 
 from .engine import is_sqlite, make_engine
 
-CHECKPOINT_EVERY_COMMITS = 500
-"""Commits on the loop connection between background (PASSIVE) checkpoints of the write-ahead log."""
+CHECKPOINT_EVERY_COMMITS = 25
+"""Commits on the loop connection between background checkpoints of the write-ahead log: about what SQLite's
+automatic checkpoint (at 1,000 pages) gives for creations, which write 30-40 pages each."""
 
 
 class LoopBusy(Exception):
