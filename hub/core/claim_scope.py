@@ -18,11 +18,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Optional
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from pairio.models import PairioApp, PairioAppProcessor
 
+from ..db.raw import on_connection, prebuilt
 from ..db.tables import Job, ServiceApp
 from .jobs import cached_parsed_app, parsed_app
 
@@ -104,9 +105,12 @@ def _all_of(processors: Mapping[str, Optional[frozenset[str]]], apps: Mapping[st
     return set(processors) == set(apps) and all(v is None for v in processors.values())
 
 
+_APP_VERSIONS = prebuilt(select(ServiceApp.app_name, ServiceApp.spec_hash).where(ServiceApp.service_name == bindparam("service")))
+
+
 def service_apps(s: Session, service_name: str) -> dict[str, PairioApp]:
     """The service's apps, each spec parsed once per version (claims that wait re-read them often)."""
-    rows = s.execute(select(ServiceApp.app_name, ServiceApp.spec_hash).where(ServiceApp.service_name == service_name)).all()
+    rows = on_connection(s.connection()).execute(_APP_VERSIONS, {"service": service_name}).all()
     apps: dict[str, PairioApp] = {}
     for app_name, spec_hash in rows:
         app = cached_parsed_app(service_name, app_name, spec_hash)

@@ -28,12 +28,13 @@ from pairio.names import check_name
 from pairio.status import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus, is_allowed_transition
 
 from ..context import HubContext, mark_runnable_changed, now_sec
+from ..db.raw import on_connection, prebuilt
 from ..db.tables import ComputeClient, Job, JobOutput
 from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from ..security import hash_secret, new_secret
 from . import accounts, job_answers, job_secrets
 from .claim_scope import ClaimScope, RunnableJobs, runnable_jobs
-from .jobs import add_event, fail_job, get_job_row, jobs_public, on_job_completed, on_job_finished
+from .jobs import INSERT_EVENT, add_event, fail_job, get_job_row, jobs_public, on_job_completed, on_job_finished
 
 JOB_KEY_PREFIX = "pairiojob"
 MAX_CLAIM_JOBS = 100
@@ -312,7 +313,7 @@ _CANDIDATE_COLUMNS = (
 _RUNNING_RESOURCES = select(_J.num_cpus, _J.num_gpus, _J.memory_gb, _J.time_sec).where(
     _J.compute_client_id == bindparam("cc_id"), _J.status.in_([st.value for st in ACTIVE_STATUSES])
 )
-_CLAIMED_WITH_ITEMS = job_answers.job_with_items_statement(_J.secrets)
+_CLAIMED_WITH_ITEMS = prebuilt(job_answers.job_with_items_statement(_J.secrets))
 _TAKE_JOB = (
     update(Job.__table__)
     .where(
@@ -518,7 +519,11 @@ def _take_job(s: Session, job_id: str, cc: ComputeClient, now: float, key_hash: 
     })
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    add_event(s, job_id, JobStatus.STARTING, f"claimed by compute client {cc.label} ({cc.compute_client_id})")
+    # the job's row exists (it was just updated): its event goes in at once, by a prebuilt insert
+    on_connection(s.connection()).execute(INSERT_EVENT, {
+        "job_id": job_id, "timestamp_sec": now_sec(), "status": JobStatus.STARTING.value,
+        "message": f"claimed by compute client {cc.label} ({cc.compute_client_id})",
+    })
     return True
 
 
@@ -529,8 +534,9 @@ def _claimed_answers(s: Session, keys: dict[str, str]) -> list[ClaimedJob]:
     secrets, dependencies and outputs.
     """
     claimed = []
+    reads = on_connection(s.connection())  # the job's row as the UPDATE left it (nothing of it waits in the session)
     for job_id, plain_key in keys.items():
-        job = job_answers.StoredJob.from_rows(s.execute(_CLAIMED_WITH_ITEMS, {"job_id": job_id}).all())
+        job = job_answers.StoredJob.from_rows(reads.execute(_CLAIMED_WITH_ITEMS, {"job_id": job_id}).all())
         assert job is not None  # claimed in this transaction
         answer = job_answers.job_answer(job.row, job.dependencies, job.outputs, include_private=True)
         answer["jobPrivateKey"] = plain_key

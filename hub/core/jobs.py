@@ -412,7 +412,7 @@ def create_job_values(
         conn.execute(_INSERT_DEPENDENCY, [{"job_id": job_id, "depends_on_job_id": d} for d in dependencies])
     job.dependencies = dependencies
     waits = "" if is_runnable else f"; waits for {len(dependencies)} dependenc{'y' if len(dependencies) == 1 else 'ies'}"
-    conn.execute(_INSERT_EVENT, {"job_id": job_id, "timestamp_sec": now, "status": JobStatus.PENDING.value, "message": f"created by {user_id}{waits}"})
+    conn.execute(INSERT_EVENT, {"job_id": job_id, "timestamp_sec": now, "status": JobStatus.PENDING.value, "message": f"created by {user_id}{waits}"})
     if failed_dep is not None:
         failed = s.get(Job, job_id)
         assert failed is not None
@@ -452,7 +452,7 @@ _INSERT_TAG = prebuilt(insert(JobTag.__table__), ["job_id", "tag", "timestamp_cr
 _INSERT_INPUT = prebuilt(insert(JobInput.__table__), ["job_id", "name", "url", "url_hash"])
 _INSERT_OUTPUT = prebuilt(insert(JobOutput.__table__), ["job_id", "name", "file_base_name", "url", "url_hash", "size"])
 _INSERT_DEPENDENCY = prebuilt(insert(JobDependency.__table__), ["job_id", "depends_on_job_id"])
-_INSERT_EVENT = prebuilt(insert(JobEvent.__table__), ["job_id", "timestamp_sec", "status", "message"])
+INSERT_EVENT = prebuilt(insert(JobEvent.__table__), ["job_id", "timestamp_sec", "status", "message"])
 
 
 def _spec_hash(s: Session, req: JobCreate) -> Optional[str]:

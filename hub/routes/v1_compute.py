@@ -21,6 +21,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic_core import to_json
+from sqlalchemy.orm import Session
 
 from pairio.models import Name, PairioJobData
 from pairio.status import JobStatus
@@ -275,7 +276,7 @@ async def claim(body: ClaimBody, request: Request, ctx: Ctx, key: Key) -> Respon
     deadline = anyio.current_time() + wait_sec
     while True:
         generation = ctx.notifier.generation()  # read before the attempt, so a notify during it is not missed
-        claimed = await in_thread(_claim_answer, ctx, key, body.maxJobs, capacity, scope)
+        claimed = await ctx.run_write(lambda s: _claim_answer(s, key, body.maxJobs, capacity, scope))
         remaining = deadline - anyio.current_time()
         if claimed is not None or remaining <= 0:
             return claimed if claimed is not None else _no_jobs()
@@ -290,10 +291,11 @@ def _no_jobs() -> Response:
 
 
 def _claim_answer(
-    ctx: HubContext, key: Optional[str], max_jobs: int, capacity: Optional[compute.Capacity], scope: Optional[compute.ClaimScope]
+    s: Session, key: Optional[str], max_jobs: int, capacity: Optional[compute.Capacity], scope: Optional[compute.ClaimScope]
 ) -> Optional[Response]:
-    """One claim attempt; its answer (``ClaimResult``'s JSON, built in the worker thread), or None when it got no job."""
-    claimed = compute.claim_jobs(ctx, key, max_jobs, capacity, scope)
+    """One claim attempt in the transaction of ``s`` (``HubContext.run_write``: on SQLite on the event loop); its
+    answer (``ClaimResult``'s JSON), or None when it got no job."""
+    claimed = compute.claim_jobs_in(s, key, max_jobs, capacity, scope)
     if not claimed:
         return None
     return Response(to_json({"jobs": [c.answer for c in claimed]}), media_type="application/json")
@@ -322,12 +324,18 @@ async def set_status(job_id: str, body: StatusBody, ctx: Ctx, key: Key) -> Respo
 
     Repeating the current status is a harmless no-op; an illegal transition is 409.
     """
-    return await in_thread(_set_status, ctx, job_id, body, key)
+    if body.status.is_terminal:  # a job's end also writes files (its console output, erased secrets): in a thread
+        return await in_thread(_set_status, ctx, job_id, body, key)
+    return await ctx.run_write(lambda s: _status_in(s, job_id, body, key))
 
 
 def _set_status(ctx: HubContext, job_id: str, body: StatusBody, key: Optional[str]) -> Response:
     with ctx.transaction() as s:
-        report = compute.set_job_status(s, job_id, key, body.status, body.error, image_digest=body.imageDigest)
+        return _status_in(s, job_id, body, key)
+
+
+def _status_in(s: Session, job_id: str, body: StatusBody, key: Optional[str]) -> Response:
+    report = compute.set_job_status(s, job_id, key, body.status, body.error, image_digest=body.imageDigest)
     return _json(_status_result(report))
 
 
