@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, TypeVar
 
 from sqlalchemy import Connection, Engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -56,6 +56,8 @@ class HubContext:
     _loop_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=list)  # writes on loops
     _waiters_lock: threading.Lock = field(default_factory=threading.Lock)
     _checkpointing: bool = False
+    # PostgreSQL: raw_reads' pool, without the checkout ping (see raw_reads)
+    reads_engine: Optional[Engine] = None
 
     @classmethod
     def create(cls, settings: HubSettings, migrate: bool = True) -> "HubContext":
@@ -75,6 +77,8 @@ class HubContext:
             files=JobFiles(settings.files_dir),
             write_lock=threading.Lock() if engine.dialect.name == "sqlite" else nullcontext(),
         )
+        if engine.dialect.name == "postgresql":
+            ctx.reads_engine = make_engine(settings.resolved_database_url(), pool_pre_ping=False, pool_size=10, max_overflow=10)
         ctx.loop_engine = make_loop_engine(engine)
         if ctx.loop_engine is not None:
             ctx.loop_sessions = make_session_factory(ctx.loop_engine)
@@ -159,8 +163,10 @@ class HubContext:
     @contextmanager
     def raw_reads(self) -> Iterator[RawReads]:
         """Reads of prebuilt statements on the driver's connection, each statement its own snapshot
-        (hub/db/raw.py); other statements go to a ``statement_connection``."""
-        with raw_reads(self.statement_engine, self.statement_connection) as reads:
+        (hub/db/raw.py); other statements go to a ``statement_connection``. On PostgreSQL from a pool of
+        their own whose checkout does not ping the server (a round trip per read): ``run_read`` runs a
+        read that finds its connection lost once more, on a new one."""
+        with raw_reads(self.reads_engine or self.statement_engine, self.statement_connection) as reads:
             yield reads
 
     async def run_read(self, read: Callable[[RawReads], T]) -> T:
@@ -192,6 +198,13 @@ class HubContext:
                 fairy.close()
 
     def _read_in_thread(self, read: Callable[[RawReads], T]) -> T:
+        try:
+            with self.raw_reads() as reads:
+                return read(reads)
+        except DBAPIError as e:
+            if not e.connection_invalidated:
+                raise
+        # the connection was lost (the database restarted, a proxy dropped it): reads only, so run them again
         with self.raw_reads() as reads:
             return read(reads)
 
@@ -260,8 +273,9 @@ class HubContext:
             return write(session)
 
     def close(self) -> None:
-        if self.loop_engine is not None:
-            self.loop_engine.dispose()
+        for extra in (self.loop_engine, self.reads_engine):
+            if extra is not None:
+                extra.dispose()
         self.engine.dispose()
 
 

@@ -25,11 +25,17 @@ def make_private_dir(path: Path) -> None:
 
 
 def make_private_sqlite_file(path: Path) -> None:
-    """Create the database file 0600 before SQLite does (it copies the mode to -wal and -shm); tighten old ones.
-    Only before this process opens the file with SQLite (see ``make_engine``'s ``prepare_file``)."""
+    """Create the database file 0600 before SQLite does (it copies the mode to -wal and -shm); tighten old ones."""
     if not path.parent.exists():  # an existing folder may be shared: leave its mode alone
         make_private_dir(path.parent)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
+    # Never open an existing file here: closing any descriptor of a file drops every POSIX lock this
+    # process holds on it, its open SQLite connections' too, and another process could then take the
+    # database for unused and remove its shared-memory index under them (a second engine of an open
+    # file, as the hub's event-loop connection is, once lost a created job so).
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    except FileExistsError:
+        pass
     for p in [path] + [Path(f"{path}{suffix}") for suffix in SQLITE_SIDE_FILES]:
         try:
             if p.stat().st_mode & 0o777 != PRIVATE_FILE_MODE:
@@ -42,7 +48,7 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, *, prepare_file: bool = True, **kwargs: Any) -> Engine:
+def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and write-ahead ``BEGIN IMMEDIATE``.
 
     SQLite upgrades a read transaction to a write lazily, so two writers that both
@@ -51,10 +57,7 @@ def make_engine(url: str, *, prepare_file: bool = True, **kwargs: Any) -> Engine
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
-        # prepare_file=False: for a second engine of a file this process has open. Closing any descriptor
-        # of the file drops every POSIX lock the process holds on it, the open connections' too; another
-        # process could then take the database for unused and remove its shared-memory index under them.
-        if path and path != ":memory:" and prepare_file:
+        if path and path != ":memory:":
             make_private_sqlite_file(Path(path))
         if "///" in url and path and path != ":memory:" and "poolclass" not in kwargs:  # a file (QueuePool)
             # as many kept connections as requests run at once: an overflow connection is closed when

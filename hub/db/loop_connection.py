@@ -52,7 +52,7 @@ def make_loop_engine(engine: Engine) -> Optional[Engine]:
     url = engine.url
     if not is_sqlite(engine) or not url.database or url.database == ":memory:":
         return None
-    loop_engine = make_engine(url.render_as_string(hide_password=False), prepare_file=False, poolclass=SingletonThreadPool, pool_size=64)
+    loop_engine = make_engine(url.render_as_string(hide_password=False), poolclass=SingletonThreadPool, pool_size=64)
 
     @event.listens_for(loop_engine, "connect")
     def _never_wait(dbapi_connection: Any, _record: Any) -> None:  # after make_engine's own pragmas

@@ -187,11 +187,14 @@ class RawReads:
         return [make([v if p is None or v is None else p(v) for p, v in zip(processors, r)]) for r in raw_rows]
 
     def _raise(self, error: Exception, sql: str, args: Any, cursor: Any) -> None:
-        if self.dialect.is_disconnect(error, self._dbapi, cursor):
+        lost = self.dialect.is_disconnect(error, self._dbapi, cursor)
+        if lost:
             self._lost = True
             if self._on_lost is not None:
                 self._on_lost()
-        raise DBAPIError.instance(sql, args, error, self.dialect.loaded_dbapi.Error, dialect=self.dialect) from error
+        raise DBAPIError.instance(
+            sql, args, error, self.dialect.loaded_dbapi.Error, dialect=self.dialect, connection_invalidated=lost,
+        ) from error
 
 
 def _result_processors(compiled: _Compiled, dialect: Dialect, description: Sequence[Any]) -> tuple[Processor, ...]:
@@ -223,6 +226,8 @@ def raw_reads(engine: Engine, fallback: Callable[[], Any]) -> Iterator[RawReads]
         finally:
             stack.close()
             if reads._lost:
+                # as SQLAlchemy does on a lost connection: the pool's older connections are replaced too
+                engine.pool._invalidate(fairy, _checkin=False)
                 fairy.invalidate()
             elif autocommit:
                 try:
