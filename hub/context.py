@@ -29,6 +29,8 @@ SECRETS_ERASED = "pairio_secrets_erased"
 DELETE_FILES_AFTER_COMMIT = "pairio_delete_files_after_commit"
 NOTIFY_JOBS_TO_STOP = "pairio_notify_jobs_to_stop"
 T = TypeVar("T")
+LOOP_WRITE_RECHECK_SEC = 1.0
+"""A write waiting on the event loop for the write lock looks again at least this often (it is woken at once)."""
 
 
 @dataclass
@@ -231,7 +233,10 @@ class HubContext:
                     break
                 finally:
                     self._release_write_lock()
-            await released.wait()
+            try:  # woken by the release; the bound only caps what a wake-up lost to a bug would cost
+                await asyncio.wait_for(released.wait(), LOOP_WRITE_RECHECK_SEC)
+            except asyncio.TimeoutError:
+                pass
         return await run_in_threadpool(self._write_in_thread, write)
 
     def _write_on_loop(self, write: Callable[[Session], T]) -> T:
