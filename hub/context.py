@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Optional, TypeVar
 
@@ -105,7 +105,12 @@ class HubContext:
         On SQLite, one write transaction of this process at a time (``write_lock``); SQLite's own
         lock (``BEGIN IMMEDIATE``) still serialises it with other processes.
         """
-        with self._write_lock_queued(), self.sessions() as session:
+        with self._write_lock_queued(), self._session_transaction(self.sessions) as session:
+            yield session
+
+    @contextmanager
+    def _session_transaction(self, sessions: sessionmaker[Session]) -> Iterator[Session]:
+        with sessions() as session:
             session.info[JOB_FILES_INFO] = self.files  # a job's terminal transition flushes its console output
             with session.begin():
                 yield session
@@ -184,20 +189,13 @@ class HubContext:
 
     def _read_on_loop(self, read: Callable[[RawReads], T]) -> T:
         assert self.loop_engine is not None
-        fairy: Any = self.loop_engine.raw_connection()  # this thread's own connection (SingletonThreadPool)
-        with ExitStack() as stack:
-            reads = RawReads(self.loop_engine.dialect, fairy.dbapi_connection, lambda: stack.enter_context(self.statement_connection()))
-            try:
+        try:  # this thread's own connection (SingletonThreadPool)
+            with raw_reads(self.loop_engine, self.statement_connection) as reads:
                 return read(reads)
-            except OperationalError as e:
-                if is_locked(e):
-                    raise LoopBusy(str(e)) from e
-                raise
-            finally:
-                stack.close()
-                if reads._lost:
-                    fairy.invalidate()
-                fairy.close()
+        except OperationalError as e:
+            if is_locked(e):
+                raise LoopBusy(str(e)) from e
+            raise
 
     def _read_in_thread(self, read: Callable[[RawReads], T]) -> T:
         try:
@@ -242,10 +240,8 @@ class HubContext:
     def _write_on_loop(self, write: Callable[[Session], T]) -> T:
         assert self.loop_sessions is not None
         try:
-            with self.loop_sessions() as session:
-                session.info[JOB_FILES_INFO] = self.files
-                with session.begin():
-                    result = write(session)
+            with self._session_transaction(self.loop_sessions) as session:
+                result = write(session)
         except OperationalError as e:  # rolled back: nothing of it was committed
             if is_locked(e):
                 raise LoopBusy(str(e)) from e
