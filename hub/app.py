@@ -56,6 +56,7 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+            await ctx.close_loop()
 
     app = FastAPI(
         title="Pairio hub",

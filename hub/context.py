@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Optional, TypeVar
 
@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from .db.engine import make_engine, make_private_dir, make_session_factory, read_only_engine
 from .db.migrate import upgrade_database
 from .db.loop_connection import CHECKPOINT_EVERY_COMMITS, LoopBusy, is_locked, make_loop_engine
+from .db.loop_postgres import AwaitedConnection, LoopPool, LoopPools, on_loop
 from .db.raw import RawReads, raw_reads
 from .files import JobFiles
 from .notifier import ComputeClientNotifier, RunnableNotifier
@@ -58,8 +59,9 @@ class HubContext:
     _loop_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=list)  # writes on loops
     _waiters_lock: threading.Lock = field(default_factory=threading.Lock)
     _checkpointing: bool = False
-    # PostgreSQL: raw_reads' pool, without the checkout ping (see raw_reads)
-    reads_engine: Optional[Engine] = None
+    # PostgreSQL: the busiest reads and writes run on the event loop, on asyncio connections of the loop's own
+    # (hub/db/loop_postgres.py; run_read, run_write)
+    loop_pools: Optional[LoopPools] = None
 
     @classmethod
     def create(cls, settings: HubSettings, migrate: bool = True) -> "HubContext":
@@ -80,7 +82,7 @@ class HubContext:
             write_lock=threading.Lock() if engine.dialect.name == "sqlite" else nullcontext(),
         )
         if engine.dialect.name == "postgresql":
-            ctx.reads_engine = make_engine(settings.resolved_database_url(), pool_pre_ping=False, pool_size=10, max_overflow=10)
+            ctx.loop_pools = LoopPools(settings.resolved_database_url(), lambda s: event.listen(s, "after_commit", ctx._after_commit))
         ctx.loop_engine = make_loop_engine(engine)
         if ctx.loop_engine is not None:
             ctx.loop_sessions = make_session_factory(ctx.loop_engine)
@@ -170,22 +172,42 @@ class HubContext:
     @contextmanager
     def raw_reads(self) -> Iterator[RawReads]:
         """Reads of prebuilt statements on the driver's connection, each statement its own snapshot
-        (hub/db/raw.py); other statements go to a ``statement_connection``. On PostgreSQL from a pool of
-        their own whose checkout does not ping the server (a round trip per read): ``run_read`` runs a
-        read that finds its connection lost once more, on a new one."""
-        with raw_reads(self.reads_engine or self.statement_engine, self.statement_connection) as reads:
+        (hub/db/raw.py); other statements go to a ``statement_connection``. In a worker thread: ``run_read``'s
+        way when SQLite is locked."""
+        with raw_reads(self.statement_engine, self.statement_connection) as reads:
             yield reads
 
     async def run_read(self, read: Callable[[RawReads], T]) -> T:
-        """``read`` (reads of prebuilt statements and some CPU, no writes) with a ``RawReads``: on SQLite on the
-        event loop itself, on the loop's own connection (hub/db/loop_connection.py); in a worker thread with
-        ``raw_reads`` when that connection meets a lock, or on PostgreSQL."""
+        """``read`` (reads of prebuilt statements and some CPU, no writes) with a ``RawReads``, on the event loop:
+        on SQLite on the loop's own connection (hub/db/loop_connection.py), in a worker thread with ``raw_reads``
+        when that connection meets a lock; on PostgreSQL on the loop's asyncio pool (hub/db/loop_postgres.py),
+        run once more on a new connection when the one it had was lost."""
         if self.loop_engine is not None:
             try:
                 return self._read_on_loop(read)
             except LoopBusy:
                 pass  # again where waiting blocks nobody: reads only, so running them twice changes nothing
-        return await run_in_threadpool(self._read_in_thread, read)
+        elif self.loop_pools is not None:
+            return await self._read_on_postgres_loop(read)
+        return await run_in_threadpool(self._read_retried, self.raw_reads, read)
+
+    async def _read_on_postgres_loop(self, read: Callable[[RawReads], T]) -> T:
+        assert self.loop_pools is not None
+        pool = self.loop_pools.for_running_loop()
+        for attempt in (1, 2):
+            async with pool.reads.connection() as conn:
+                try:
+                    return await on_loop(self._read_with, pool, conn, read)
+                except DBAPIError as e:
+                    if attempt == 2 or not e.connection_invalidated:
+                        raise
+            # the connection was lost (the database restarted, a proxy dropped it): reads only, so run them again
+            await pool.reads.drop_idle()
+        raise AssertionError("unreachable")
+
+    def _read_with(self, pool: LoopPool, conn: Any, read: Callable[[RawReads], T]) -> T:
+        with ExitStack() as stack:
+            return read(RawReads(self.engine.dialect, AwaitedConnection(conn), lambda: stack.enter_context(pool.autocommit.connect())))
 
     def _read_on_loop(self, read: Callable[[RawReads], T]) -> T:
         assert self.loop_engine is not None
@@ -197,15 +219,16 @@ class HubContext:
                 raise LoopBusy(str(e)) from e
             raise
 
-    def _read_in_thread(self, read: Callable[[RawReads], T]) -> T:
+    @staticmethod
+    def _read_retried(open_reads: Callable[[], AbstractContextManager[RawReads]], read: Callable[[RawReads], T]) -> T:
         try:
-            with self.raw_reads() as reads:
+            with open_reads() as reads:
                 return read(reads)
         except DBAPIError as e:
             if not e.connection_invalidated:
                 raise
         # the connection was lost (the database restarted, a proxy dropped it): reads only, so run them again
-        with self.raw_reads() as reads:
+        with open_reads() as reads:
             return read(reads)
 
     async def run_write(self, write: Callable[[Session], T]) -> T:
@@ -214,7 +237,12 @@ class HubContext:
         On SQLite on the event loop: when a worker thread of this process holds ``write_lock`` or waits for it,
         the write waits (on the loop, woken by the release) and goes after them; when another process holds
         SQLite's lock (the loop's connection never waits), it is handed to a worker thread to wait there (it
-        was rolled back: nothing of it was committed). On PostgreSQL in a worker thread."""
+        was rolled back: nothing of it was committed). On PostgreSQL on the loop's asyncio pool
+        (hub/db/loop_postgres.py): the waits for the server (row locks included) are awaited."""
+        if self.loop_pools is not None:
+            pool = self.loop_pools.for_running_loop()
+            async with pool.writing:
+                return await on_loop(self._write_with, pool.sessions, write)
         if self.loop_sessions is None:
             return await run_in_threadpool(self._write_in_thread, write)
         lock: Any = self.write_lock
@@ -273,10 +301,20 @@ class HubContext:
         with self.transaction() as session:
             return write(session)
 
+    def _write_with(self, sessions: sessionmaker[Session], write: Callable[[Session], T]) -> T:
+        with self._session_transaction(sessions) as session:
+            return write(session)
+
+    async def close_loop(self) -> None:
+        """Close what the running event loop holds (an app's shutdown, on its loop)."""
+        if self.loop_pools is not None:
+            await self.loop_pools.close_running_loop()
+
     def close(self) -> None:
-        for extra in (self.loop_engine, self.reads_engine):
-            if extra is not None:
-                extra.dispose()
+        if self.loop_pools is not None:
+            self.loop_pools.forget_all()
+        if self.loop_engine is not None:
+            self.loop_engine.dispose()
         self.engine.dispose()
 
 

@@ -14,6 +14,7 @@ from pairio.waiting import WaitingCode
 
 from .hubtools import LiveHub, Seed
 from .test_compute_api import Client, claim, events, get_job, hello1, register, report, submit
+from .test_wire_protocol import call as wire_call
 from .test_wire_protocol import get_job as wire_get_job
 
 ONE_CPU_SLOT: dict[str, Any] = {"numCpus": 1, "numGpus": 0, "memoryGb": 4, "timeSec": 3600, "multiplicity": 1}
@@ -56,6 +57,20 @@ def test_a_job_no_slot_fits_gets_an_event_at_creation_and_says_so_while_pending(
     page = http.get(f"/job/{job['jobId']}")
     assert page.status_code == 200
     assert 'id="job-waiting-reason" data-code="no_slot_fits"' in page.text and "numCpus: asks 64, the slot has 2 CPUs" in page.text
+
+
+def test_a_client_registered_right_after_a_creation_is_seen_by_the_next_creation(http: httpx.Client, seeded: Seed) -> None:
+    """The hub remembers a service's compute clients for a moment when creating jobs, "none" included; registering
+    or changing a client makes the next creation read them afresh, so its note is not missed."""
+    first = submit(http, seeded, hello1("first"), {"numCpus": 64, "numGpus": 0, "memoryGb": 4, "timeSec": 60})
+    assert [e["message"] for e in events(http, first["jobId"])][1:] == []  # no client yet: nothing to say
+    cc = register(http, seeded, "small", slots=[SMALL_SLOT])
+    second = submit(http, seeded, hello1("second"), {"numCpus": 64, "numGpus": 0, "memoryGb": 4, "timeSec": 60})
+    assert "numCpus: asks 64, the slot has 2 CPUs" in events(http, second["jobId"])[1]["message"]
+    changed = wire_call(http, "setComputeClientInfo", seeded.key, computeClientId=cc.id, computeSlots=[{**SMALL_SLOT, "numCpus": 128}])
+    assert changed.status_code == 200, changed.text
+    third = submit(http, seeded, hello1("third"), {"numCpus": 64, "numGpus": 0, "memoryGb": 4, "timeSec": 60})
+    assert [e["message"] for e in events(http, third["jobId"])][1:] == []  # it fits now
 
 
 def test_a_job_that_fits_gets_no_such_event_and_a_job_with_no_client_says_none_is_online(http: httpx.Client, seeded: Seed) -> None:

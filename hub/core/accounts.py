@@ -26,6 +26,7 @@ from ..db.tables import ApiKey, ComputeClient, Job, Service, ServiceApp, Service
 from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from ..security import hash_secret, new_id, new_secret
 from .definition import spec_hash
+from .slot_fit import forget_service_clients
 
 API_KEY_PREFIX = "pairio"
 COMPUTE_CLIENT_KEY_PREFIX = "pairiocc"
@@ -329,6 +330,7 @@ def register_compute_client(
         created_sec=now_sec(),
     )
     s.add(cc)
+    forget_service_clients(service_name)
     return cc, plain
 
 
@@ -388,6 +390,7 @@ def update_compute_client(
         if not compute_slots:
             raise BadRequest("a compute client needs at least one compute slot (numCpus, numGpus, memoryGb, timeSec)")
         cc.compute_slots = [slot.model_dump() for slot in compute_slots]
+        forget_service_clients(cc.service_name)
     return cc
 
 

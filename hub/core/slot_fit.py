@@ -76,8 +76,10 @@ def _named_apps(bridge_info: Any) -> Optional[tuple[str, ...]]:
 
 
 # Creating a job asks whether any slot fits it; the answer rarely changes, so a process
-# remembers each service's clients for a moment. Only a "fits" answer is taken from memory: a
-# "no slot fits" is read afresh before it is said, so a client registered meanwhile is never missed.
+# remembers each service's clients for a moment. Only the answers that add no note are taken from
+# memory ("fits", and "the service has no compute client"): a "no slot fits" is read afresh before it
+# is said. A client registered or changed in this process is read afresh at once (forget_service_clients);
+# one changed through another hub process, within CLIENTS_MEMORY_SEC.
 CLIENTS_MEMORY_SEC = 2.0
 _remembered: "weakref.WeakKeyDictionary[Engine, dict[str, tuple[float, list[ClientSlots]]]]" = weakref.WeakKeyDictionary()
 
@@ -90,11 +92,17 @@ def no_slot_fits(s: Session, service_name: str, targets: Optional[Sequence[str]]
     remembered = memory.get(service_name)
     if remembered is not None and remembered[0] > now:
         clients = [c for c in remembered[1] if targets is None or c.compute_client_id in targets]
-        if clients and closest_misfit(clients, r) is None:
+        if closest_misfit(clients, r) is None:  # no client (of the targets), or one that fits
             return None
     everyone = service_clients(on_connection(s.connection()), service_name)
     memory[service_name] = (now + CLIENTS_MEMORY_SEC, everyone)
     return closest_misfit([c for c in everyone if targets is None or c.compute_client_id in targets], r)
+
+
+def forget_service_clients(service_name: str) -> None:
+    """A compute client of the service was registered or changed its slots: ``no_slot_fits`` reads them afresh."""
+    for memory in list(_remembered.values()):
+        memory.pop(service_name, None)
 
 
 def fits_some_slot(client: ClientSlots, r: PairioJobRequiredResources) -> bool:

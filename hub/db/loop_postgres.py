@@ -1,0 +1,186 @@
+"""PostgreSQL work run on the event loop: psycopg's asyncio connections, one pool per event loop.
+
+The busiest requests are a few small statements. In a worker thread each statement's round trip
+hands the GIL between that thread and the event loop several times: measured on the 2-core VM
+(bench/README.md, P3 sixth pass), 30 context switches per getJob and 61 per creation, which cost
+more server CPU than the statements. On the loop, a statement's round trip is an ``await`` like any
+other I/O, and the Python between statements runs where it would have run anyway (the GIL runs one
+thread's Python at a time).
+
+The same synchronous code serves both: SQLAlchemy runs it in a greenlet (``greenlet_spawn``), where
+each wait for the server becomes an ``await`` on the loop. Writes (ORM sessions, ``on_connection``)
+use SQLAlchemy's asyncio adaptation of psycopg, through a sync engine view (``AsyncEngine.sync_engine``)
+of the loop's pool. Reads (``RawReads``, the busiest requests) take psycopg's asyncio connections
+directly from a small pool of their own (``ReadConnections``), in autocommit: checking one out of
+SQLAlchemy's pool and its adaptation cost about as much as the statement (0.19 against 0.08 ms of CPU
+per statement, measured).
+
+An asyncio connection belongs to the event loop that opened it, so each loop gets a pool of its own
+(``LoopPools.for_running_loop``): a uvicorn worker has one loop; tests open several (a test client
+without its context runs each request on a loop of its own). The pools of loops that have closed are
+dropped when a new loop's pool is made (psycopg closes a connection as it is collected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.util import await_only, greenlet_spawn
+
+from .engine import make_session_factory
+
+T = TypeVar("T")
+WRITE_CONNECTIONS = 10  # write transactions at once on a loop; more wait (on the loop) for one to end
+MAX_OVERFLOW = 10  # SQLAlchemy's pool past WRITE_CONNECTIONS: the reads' statements that were not prebuilt
+READ_CONNECTIONS = 20  # reads at once on a loop; more wait for a connection (on the loop)
+
+
+class AwaitedCursor:
+    """psycopg's asyncio cursor as a DBAPI cursor for code running in ``on_loop``'s greenlet."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: psycopg.AsyncCursor[Any]) -> None:
+        self._cursor = cursor
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    def execute(self, sql: str, args: Any = None) -> None:
+        await_only(self._cursor.execute(sql, args))
+
+    def executemany(self, sql: str, args: Any) -> None:
+        await_only(self._cursor.executemany(sql, args))
+
+    def fetchall(self) -> list[Any]:
+        return await_only(self._cursor.fetchall())
+
+    def close(self) -> None:
+        await_only(self._cursor.close())
+
+
+class AwaitedConnection:
+    """psycopg's asyncio connection as a DBAPI connection (what ``RawReads`` and the dialect's ``is_disconnect`` use)."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        self.connection = connection
+
+    def cursor(self) -> AwaitedCursor:
+        return AwaitedCursor(self.connection.cursor())
+
+    @property
+    def closed(self) -> bool:
+        return self.connection.closed
+
+    @property
+    def broken(self) -> bool:
+        return self.connection.broken
+
+
+class ReadConnections:
+    """One loop's autocommit connections for reads: at most ``size`` at once (more wait on the loop), kept while
+    healthy. Opened with the engine dialect's connect arguments (its type adaptations included)."""
+
+    def __init__(self, engine: Engine, size: int) -> None:
+        self._args, self._params = engine.dialect.create_connect_args(engine.url)
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._slots = asyncio.Semaphore(size)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await psycopg.AsyncConnection.connect(*self._args, **{**self._params, "autocommit": True})
+            try:
+                yield conn
+            finally:
+                if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+                    await conn.close()
+                else:
+                    self._idle.append(conn)
+
+    async def drop_idle(self) -> None:
+        """A connection was lost (the server restarted?): the idle ones are likely lost too, so open new ones."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
+
+
+@dataclass(frozen=True)
+class LoopPool:
+    """One event loop's connections: ``reads`` (``RawReads``), ``sessions`` (writes) and ``autocommit`` (the reads'
+    statements that were not prebuilt), the last two from ``async_engine``'s pool."""
+
+    async_engine: AsyncEngine
+    reads: ReadConnections
+    autocommit: Engine
+    sessions: sessionmaker[Session]
+    writing: asyncio.Semaphore
+    """held by each write transaction: past the pool's size, a connection would be opened and closed per request"""
+
+
+class LoopPools:
+    """A pool per running event loop, for one PostgreSQL URL; ``on_new_sessions`` is called with each pool's
+    session factory (the hub listens to its commits)."""
+
+    def __init__(self, url: str, on_new_sessions: Callable[[sessionmaker[Session]], None]) -> None:
+        self._url = url
+        self._on_new_sessions = on_new_sessions
+        self._pools: dict[asyncio.AbstractEventLoop, LoopPool] = {}
+        self._lock = threading.Lock()
+
+    def for_running_loop(self) -> LoopPool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.get(loop)
+                if pool is None:
+                    self._pools = {other: p for other, p in self._pools.items() if not other.is_closed()}
+                    pool = self._new_pool()
+                    self._pools[loop] = pool
+        return pool
+
+    def _new_pool(self) -> LoopPool:
+        async_engine = create_async_engine(
+            # no ping at checkout (a round trip per request): a lost connection is found when used, and the
+            # caller runs a read again once (HubContext.run_read)
+            self._url, pool_size=WRITE_CONNECTIONS, max_overflow=MAX_OVERFLOW, pool_pre_ping=False,
+        )
+        engine = async_engine.sync_engine
+        sessions = make_session_factory(engine)
+        self._on_new_sessions(sessions)
+        return LoopPool(
+            async_engine, ReadConnections(engine, READ_CONNECTIONS), engine.execution_options(isolation_level="AUTOCOMMIT"), sessions,
+            asyncio.Semaphore(WRITE_CONNECTIONS),
+        )
+
+    async def close_running_loop(self) -> None:
+        """Close the running loop's connections (an app's shutdown, on its loop)."""
+        with self._lock:
+            pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.reads.drop_idle()
+            await pool.async_engine.dispose()
+
+    def forget_all(self) -> None:
+        """Drop every pool (the hub closes): connections of loops still running are closed as they are collected."""
+        with self._lock:
+            self._pools = {}
+
+
+async def on_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run synchronous database code on the event loop, its waits for the server awaited (see the module's doc)."""
+    return await greenlet_spawn(fn, *args)
