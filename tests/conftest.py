@@ -57,7 +57,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_job_answers": ("hub",),
     "test_raw_statements": ("hub",),
     "test_loop_connection": ("hub",),
-    "test_read_retry": ("hub",),
+    "test_loop_postgres": ("hub",),
     "test_job_counts": ("hub",),
     "test_job_page": ("hub",),
     "test_job_secrets": ("hub",),

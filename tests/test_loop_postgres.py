@@ -1,0 +1,133 @@
+"""PostgreSQL: the busiest reads and writes run on the event loop, on asyncio connections of the loop's own
+(hub/db/loop_postgres.py). A read that finds its connection lost runs once more on a new one; a write that
+waits for the server (a row lock) waits on the loop, which goes on answering; a failed write commits nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+from sqlalchemy import Connection, create_engine, func, select, text
+from sqlalchemy.orm import Session
+
+from hub.context import HubContext
+from hub.db.raw import RawReads, prebuilt
+from hub.db.tables import Job, User
+
+from .hubtools import POSTGRES_URL, LiveHub, Seed
+from .test_compute_api import claim, get_job, hello1, register, report, submit
+
+pytestmark = [pytest.mark.hub, pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
+
+_BACKEND_PID = prebuilt(text("SELECT pg_backend_pid()"))
+
+
+def backend_pid(reads: RawReads) -> int:
+    return int(reads.execute(_BACKEND_PID).scalar())
+
+
+def terminate_backend(pid: int) -> None:
+    """As a database restart would: the pooled connection is gone."""
+    admin = create_engine(POSTGRES_URL)
+    try:
+        with admin.begin() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    finally:
+        admin.dispose()
+
+
+def test_a_read_whose_connection_was_lost_runs_again_on_a_new_one(ctx: HubContext) -> None:
+    assert ctx.loop_pools is not None and ctx.loop_engine is None
+
+    async def scenario() -> None:
+        first = await ctx.run_read(backend_pid)
+        assert await ctx.run_read(backend_pid) == first  # the loop's pooled connection is reused
+        await asyncio.get_running_loop().run_in_executor(None, terminate_backend, first)
+        again = await ctx.run_read(backend_pid)
+        assert again != first
+        assert await ctx.run_read(backend_pid) == again
+        await ctx.close_loop()
+
+    asyncio.run(scenario())
+
+
+def test_each_event_loop_has_connections_of_its_own(ctx: HubContext) -> None:
+    """An asyncio connection works only on the loop that opened it: a second loop (another app on the same
+    context, a test client) gets a pool of its own, and a closed loop's pool is not used again."""
+    async def pid_and_pool() -> tuple[int, object]:
+        assert ctx.loop_pools is not None
+        return await ctx.run_read(backend_pid), ctx.loop_pools.for_running_loop()
+
+    _, first_pool = asyncio.run(pid_and_pool())
+    _, second_pool = asyncio.run(pid_and_pool())
+    assert second_pool is not first_pool
+    assert ctx.loop_pools is not None and list(ctx.loop_pools._pools.values()) == [second_pool]  # the closed loop's is gone
+
+
+def test_other_errors_of_a_read_are_not_run_again(ctx: HubContext) -> None:
+    calls = []
+    bad = prebuilt(text("SELECT 1 / 0"))
+
+    def divide(reads: RawReads) -> object:
+        calls.append(1)
+        return reads.execute(bad).scalar()
+
+    with pytest.raises(Exception, match="division by zero"):
+        asyncio.run(ctx.run_read(divide))
+    assert len(calls) == 1
+
+
+def wait_for_a_lock_waiter(holder: Connection) -> None:
+    """Until a statement waits for a lock held by ``holder``'s transaction."""
+    deadline = time.monotonic() + 120  # a liveness bound, not a measure
+    pid = holder.execute(text("SELECT pg_backend_pid()")).scalar()
+    blocking = text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
+    engine = create_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as observer:
+            while not observer.execute(blocking, {"pid": pid}).scalar():
+                assert time.monotonic() < deadline, "the status report never waited for the job's row"
+                time.sleep(0.02)
+    finally:
+        engine.dispose()
+
+
+def test_a_write_waiting_for_a_row_lock_waits_on_the_loop_while_it_answers_others(ctx: HubContext, seeded: Seed, live_hub: LiveHub) -> None:
+    with httpx.Client(base_url=live_hub.url, timeout=300) as http, httpx.Client(base_url=live_hub.url, timeout=300) as reporter:
+        cc = register(http, seeded)
+        job = submit(http, seeded, hello1("locked"))
+        assert [j["jobId"] for j in claim(http, cc)] == [job["jobId"]]
+        answer: list[httpx.Response] = []
+        with ctx.engine.connect() as holder:  # another transaction holds the job's row, as a slow writer would
+            holder.execute(text("SELECT job_id FROM jobs WHERE job_id = :j FOR UPDATE"), {"j": job["jobId"]})
+            waiting = threading.Thread(target=lambda: answer.append(report(reporter, job["jobId"], cc.key, "running")))
+            waiting.start()
+            wait_for_a_lock_waiter(holder)
+            # the report waits for the row; meanwhile the loop reads and creates (a write of other rows)
+            others = [submit(http, seeded, hello1(f"other{i}")) for i in range(3)]
+            assert [get_job(http, o["jobId"])["status"] for o in others] == ["pending"] * 3
+            assert get_job(http, job["jobId"])["status"] == "starting"
+            assert not answer and waiting.is_alive()
+            holder.rollback()
+        waiting.join(timeout=300)
+        assert answer and answer[0].status_code == 200, answer
+        assert get_job(http, job["jobId"])["status"] == "running"
+
+
+def test_a_failed_write_on_the_loop_commits_nothing(ctx: HubContext) -> None:
+    def add_then_fail(s: Session) -> None:
+        s.add(User(user_id="written-then-failed", created_sec=0.0))
+        s.flush()
+        raise RuntimeError("a check after the first statement refused")
+
+    async def scenario() -> None:
+        with pytest.raises(RuntimeError, match="refused"):
+            await ctx.run_write(add_then_fail)
+        await ctx.close_loop()
+
+    asyncio.run(scenario())
+    with Session(ctx.engine) as s:
+        assert s.scalar(select(func.count()).select_from(User).where(User.user_id == "written-then-failed")) == 0
