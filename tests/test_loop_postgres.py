@@ -131,3 +131,17 @@ def test_a_failed_write_on_the_loop_commits_nothing(ctx: HubContext) -> None:
     asyncio.run(scenario())
     with Session(ctx.engine) as s:
         assert s.scalar(select(func.count()).select_from(User).where(User.user_id == "written-then-failed")) == 0
+
+
+def test_a_write_after_its_pooled_connection_was_lost_gets_a_new_one(ctx: HubContext) -> None:
+    def pid_in_transaction(s: Session) -> int:
+        return int(s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+    async def scenario() -> None:
+        first = await ctx.run_write(pid_in_transaction)
+        assert await ctx.run_write(pid_in_transaction) == first  # the loop's pooled connection is reused
+        await asyncio.get_running_loop().run_in_executor(None, terminate_backend, first)
+        assert await ctx.run_write(pid_in_transaction) != first  # checked before use: replaced, not a failed request
+        await ctx.close_loop()
+
+    asyncio.run(scenario())

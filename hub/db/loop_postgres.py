@@ -155,9 +155,9 @@ class LoopPools:
 
     def _new_pool(self) -> LoopPool:
         async_engine = create_async_engine(
-            # no ping at checkout (a round trip per request): a lost connection is found when used, and the
-            # caller runs a read again once (HubContext.run_read)
-            self._url, pool_size=WRITE_CONNECTIONS, max_overflow=MAX_OVERFLOW, pool_pre_ping=False,
+            # a write checks its connection first (a round trip): one lost with the server (a restart) would fail
+            # the request, and a write cannot simply run again (reads can: ReadConnections are not checked)
+            self._url, pool_size=WRITE_CONNECTIONS, max_overflow=MAX_OVERFLOW, pool_pre_ping=True,
         )
         engine = async_engine.sync_engine
         sessions = make_session_factory(engine)
