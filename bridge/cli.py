@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -310,6 +312,12 @@ def _setup_logging(level: str) -> None:
         level=getattr(logging, level.upper()), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
     )
+    # `kill -USR1 PID` prints every thread's stack to the log: what a bridge that seems stuck is doing
+    if hasattr(signal, "SIGUSR1"):
+        try:
+            faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+        except (OSError, ValueError, AttributeError):  # a stderr without a file descriptor (embedded, captured)
+            pass
     # httpx logs every request at INFO: far too chatty for a loop that polls.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 

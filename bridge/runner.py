@@ -121,6 +121,8 @@ class TrackedJob:
     """a worker is preparing or finishing it; the main loop leaves it alone"""
     cancel_requested: bool = False
     cancel_sent_at: float = 0.0
+    cancel_sent: bool = False
+    """the backend was asked to stop it (``cancel_sent_at`` says when, for resends)"""
     retry_at: float = 0.0
     resource_log_sent_size: int = 0
     resource_log_next_upload: float = 0.0
@@ -517,7 +519,11 @@ class BridgeRunner:
             self._wake.set()
 
     def _apply_stop_requests(self) -> None:
-        """Stop the jobs heartbeats said to stop (in the main loop, which owns the jobs)."""
+        """Stop the jobs heartbeats said to stop (in the main loop, which owns the jobs).
+
+        A job a worker held when its stop was asked (sending its ``running`` report or a note) is stopped once
+        the worker is done: the heartbeat lists it as stopping from then on, so the hub does not ask again.
+        """
         self._wake.clear()
         with self._stop_requests_lock:
             job_ids, self._stop_requests = self._stop_requests, set()
@@ -527,6 +533,9 @@ class BridgeRunner:
             if tracked is not None and tracked.phase not in (RunnerPhase.FINISHED, RunnerPhase.REPORTED):
                 if not self._lets_original_sdk_job_exit(tracked):
                     self._cancel(tracked)
+        for tracked in list(self._jobs.values()):
+            if tracked.cancel_requested and not tracked.cancel_sent and not tracked.busy and tracked.phase is RunnerPhase.SUBMITTED:
+                self._cancel(tracked)
 
     def _lets_original_sdk_job_exit(self, tracked: TrackedJob) -> bool:
         """An original-SDK job reports its final status itself and then exits: its container is not stopped for that.
@@ -560,6 +569,7 @@ class BridgeRunner:
         tracked.cancel_sent_at = self._clock()
         try:
             self.backend.cancel([tracked.state.nativeId])
+            tracked.cancel_sent = True
         except Exception:  # noqa: BLE001 - a backend failure must not stop the loop; retried next heartbeat
             log.exception("job %s: the backend could not cancel native job %s", tracked.job_id, tracked.state.nativeId)
             tracked.cancel_sent_at = 0.0
@@ -848,8 +858,9 @@ class BridgeRunner:
         description = self.backend.describe(native_id)
         if description:
             self._send_note(tracked, f"submitted as {description}")
-        if tracked.cancel_requested:
+        if tracked.cancel_requested:  # asked while it was being submitted
             self.backend.cancel([native_id])
+            tracked.cancel_sent, tracked.cancel_sent_at = True, self._clock()
         if self._hub_ok():
             self._send_running(tracked)
 

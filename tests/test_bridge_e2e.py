@@ -234,6 +234,15 @@ class BridgeProcess:
     def log(self) -> str:
         return "\n---- restarted ----\n".join(o.text for o in self.outputs)
 
+    def log_with_stacks(self) -> str:
+        """The log now, after the bridge printed every thread's stack (SIGUSR1): for a test that timed out."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 10  # a liveness bound: the dump is written at once
+            while "Current thread" not in self.log and "Thread 0x" not in self.log and time.monotonic() < deadline:
+                time.sleep(0.1)
+        return self.log
+
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()

@@ -430,6 +430,8 @@ class _EndingBackend(Backend):
         self.polls = 0
         self.polled = threading.Event()
         self.on_end: Optional[Callable[[], None]] = None
+        self.canceled: list[str] = []
+        self.cancel_called = threading.Event()
 
     def capacity(self) -> Capacity:
         return Capacity(numCpus=8, numGpus=0, memoryGb=16)
@@ -443,7 +445,8 @@ class _EndingBackend(Backend):
         return {native_id: NativeOutcome(NativePhase.RUNNING) for native_id in native_ids}
 
     def cancel(self, native_ids: list[str]) -> None:
-        pass
+        self.canceled.extend(native_ids)
+        self.cancel_called.set()
 
     def notify_job_end(self, callback: Callable[[], None]) -> None:
         self.on_end = callback
@@ -530,3 +533,24 @@ def test_a_job_end_is_polled_again_once_the_worker_holding_the_job_is_done(tmp_p
         runner._wake.set()
         assert backend.polled.wait(60), "the held job was not polled once its worker was done"
         assert backend.polls == polls + 1 and not hub.release.is_set()
+
+
+def test_a_stop_asked_while_a_worker_holds_the_job_is_sent_once_the_worker_is_done(tmp_path: Path) -> None:
+    """The hub asks (through a heartbeat) to stop a job while a worker holds it (sending its ``running`` report or a
+    note): the backend is asked to stop it as soon as the worker is done. The heartbeat lists the job as stopping from
+    then on, so the hub does not ask again: a cancel once waited for Slurm's time limit so."""
+    with _busy_runner_in_its_loop(tmp_path) as (runner, backend, hub):
+        assert hub.claim_waiting.wait(60) and backend.polled.wait(60)
+        runner._jobs["job1"].busy = True  # as a worker sending its running report would
+        with runner._stop_requests_lock:
+            runner._stop_requests.add("job1")  # as the heartbeat thread does with the hub's answer
+        runner._wake.set()
+        for _ in range(600):  # until the loop has taken the request
+            if runner._jobs["job1"].cancel_requested:
+                break
+            time.sleep(0.1)
+        assert runner._jobs["job1"].cancel_requested and backend.canceled == []  # held: not sent yet
+        runner._jobs["job1"].busy = False  # the worker is done; it wakes the loop
+        runner._wake.set()
+        assert backend.cancel_called.wait(60), "the stop asked while the job was held was never sent"
+        assert backend.canceled == ["native-1"]

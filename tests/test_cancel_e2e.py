@@ -77,10 +77,10 @@ def cancel_to_tree_gone(stack: Stack) -> float:
     assert not any(gone(p) for p in pids)
     started = time.monotonic()
     stack.client.cancel_job(job.jobId)
-    wait_for(
-        lambda: all(gone(p) for p in pids), TREE_GONE_TIMEOUT_SEC, f"the tree {pids} to be gone; bridge log:\n{stack.bridge.log}",
-        interval=0.02,
-    )
+    try:
+        wait_for(lambda: all(gone(p) for p in pids), TREE_GONE_TIMEOUT_SEC, f"the tree {pids} to be gone", interval=0.02)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; bridge log, with its threads' stacks:\n{stack.bridge.log_with_stacks()}") from None
     elapsed = time.monotonic() - started
     failed = stack.wait_done(job, 120)
     assert failed.status.value == "failed" and "canceled" in (failed.error or ""), failed.error
