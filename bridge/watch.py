@@ -36,9 +36,14 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+
+# Annotations only (postponed: never evaluated at run time). Every job's start pays for what the watcher
+# imports, so it imports neither typing nor dataclasses (which brings inspect, ast and dis): about a
+# fifth of its start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional, Sequence
 
 # Linux's /proc answers the few process calls the watcher makes (ProcfsPsutil, below) without importing
 # psutil, which costs each job's start tens of milliseconds; psutil serves where there is no /proc.
@@ -412,9 +417,11 @@ class ProcfsNoSuchProcess(ProcfsError):
     """The process ended (or its pid now belongs to another process)."""
 
 
-@dataclass(frozen=True)
 class ProcfsMemoryInfo:
-    rss: int
+    __slots__ = ("rss",)
+
+    def __init__(self, rss: int) -> None:
+        self.rss = rss
 
 
 _PROC_STATES = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stopped", "t": "tracing-stop",
@@ -599,12 +606,12 @@ def become_child_subreaper() -> None:
         pass  # still kill the process group and the descendants we saw
 
 
-@dataclass
 class ProcessTree:
     """The job's processes: our descendants plus its process group, remembered across samples."""
 
-    process_group: int
-    _known: dict[int, psutil.Process] = field(default_factory=dict)
+    def __init__(self, process_group: int) -> None:
+        self.process_group = process_group
+        self._known: dict[int, psutil.Process] = {}
 
     def current(self) -> list[psutil.Process]:
         found: dict[int, psutil.Process] = {}
@@ -699,29 +706,52 @@ def reap_zombie_children(keep_pid: int) -> None:
 # ---------------------------------------------------------------- the watcher
 
 
-@dataclass
 class WatchConfig:
-    job_dir: Path
-    command: list[str]
-    time_sec: float
-    memory_gb: float
-    num_cpus: int
-    gpu_ids: list[str]
-    sample_interval_sec: float = DEFAULT_SAMPLE_INTERVAL_SEC
-    log_interval_sec: float = DEFAULT_LOG_INTERVAL_SEC
-    kill_grace_sec: float = DEFAULT_KILL_GRACE_SEC
-    pass_env: list[str] = field(default_factory=list)
-    """names (``PREFIX*`` patterns too) of the watcher's environment the processor also gets"""
-    expect_secrets: bool = False
-    """the bridge wrote secrets.json: fail rather than run the job without its secrets"""
-    cancel_grace_sec: float = DEFAULT_CANCEL_GRACE_SEC
-    container_engine: str = ""
-    """podman or docker: ``command`` creates the container, the watcher starts and follows it;
-    apptainer: ``command`` runs as a processor; both get the job's variables in CONTAINER_ENV_FILE"""
-    container_name: str = ""
-    container_image: str = ""
-    job_env: dict[str, str] = field(default_factory=dict)
-    """variables the bridge sets for this job that are not secret (an original-SDK image's contract, bridge/original_sdk.py)"""
+    """What the watcher was asked to do (its command line, ``parse_args``).
+
+    ``pass_env``: names (``PREFIX*`` patterns too) of the watcher's environment the processor also gets.
+    ``expect_secrets``: the bridge wrote secrets.json: fail rather than run the job without its secrets.
+    ``container_engine``: podman or docker: ``command`` creates the container, the watcher starts and follows it;
+    apptainer: ``command`` runs as a processor; both get the job's variables in CONTAINER_ENV_FILE.
+    ``job_env``: variables the bridge sets for this job that are not secret (an original-SDK image's contract,
+    bridge/original_sdk.py).
+    """
+
+    def __init__(
+        self,
+        job_dir: Path,
+        command: list[str],
+        time_sec: float,
+        memory_gb: float,
+        num_cpus: int,
+        gpu_ids: list[str],
+        sample_interval_sec: float = DEFAULT_SAMPLE_INTERVAL_SEC,
+        log_interval_sec: float = DEFAULT_LOG_INTERVAL_SEC,
+        kill_grace_sec: float = DEFAULT_KILL_GRACE_SEC,
+        pass_env: Optional[list[str]] = None,
+        expect_secrets: bool = False,
+        cancel_grace_sec: float = DEFAULT_CANCEL_GRACE_SEC,
+        container_engine: str = "",
+        container_name: str = "",
+        container_image: str = "",
+        job_env: Optional[dict[str, str]] = None,
+    ) -> None:
+        self.job_dir = job_dir
+        self.command = command
+        self.time_sec = time_sec
+        self.memory_gb = memory_gb
+        self.num_cpus = num_cpus
+        self.gpu_ids = gpu_ids
+        self.sample_interval_sec = sample_interval_sec
+        self.log_interval_sec = log_interval_sec
+        self.kill_grace_sec = kill_grace_sec
+        self.pass_env = pass_env if pass_env is not None else []
+        self.expect_secrets = expect_secrets
+        self.cancel_grace_sec = cancel_grace_sec
+        self.container_engine = container_engine
+        self.container_name = container_name
+        self.container_image = container_image
+        self.job_env = job_env if job_env is not None else {}
 
 
 class ConsolePump:
@@ -765,13 +795,17 @@ class ConsolePump:
         self.pipe.close()
 
 
-@dataclass
 class Result:
-    phase: str
-    exit_code: Optional[int]
-    error: Optional[str]
-    image_digest: Optional[str] = None
-    """podman/docker: the digest of the image the container ran (recorded on the job by the bridge)"""
+    """How the job ended; ``image_digest``: podman/docker: the digest of the image the container ran (recorded on
+    the job by the bridge)."""
+
+    __slots__ = ("phase", "exit_code", "error", "image_digest")
+
+    def __init__(self, phase: str, exit_code: Optional[int], error: Optional[str], image_digest: Optional[str] = None) -> None:
+        self.phase = phase
+        self.exit_code = exit_code
+        self.error = error
+        self.image_digest = image_digest
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"exitCode": self.exit_code, "phase": self.phase, "error": self.error, "timestampFinishedSec": time.time()}

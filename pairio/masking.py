@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Iterable, Optional
 from urllib.parse import quote, quote_plus
+
+TYPE_CHECKING = False  # annotations only: every job's watcher loads this module, and typing costs its start
+if TYPE_CHECKING:
+    from typing import Iterable, Optional
 
 MASK = "***"
 MIN_MASKED_LENGTH = 4

@@ -195,9 +195,12 @@ def render_sbatch_script(
     if site.prologue:
         # module and conda scripts read unset variables, so the prologue runs without set -u
         lines += ["# site prologue", "set +u", *site.prologue, "set -u"]
-    # -I: PYTHON* variables and the user site never change what the watcher runs
+    # -I: PYTHON* variables and the user site never change what the watcher runs. -S where the node has /proc:
+    # the watcher then needs only the standard library (else psutil), and starts without importing site
+    lines.append('WATCHER_FLAGS="-I"; if [ -r /proc/self/stat ]; then WATCHER_FLAGS="-I -S"; fi')
     watcher = [
-        (f'"$PYTHON" -I {q(watcher_path)}' if watcher_path else f'"$PYTHON" -I "$JOB_DIR/{WATCHER_SCRIPT_FILE}"') + ' --job-dir "$JOB_DIR"',
+        (f'"$PYTHON" $WATCHER_FLAGS {q(watcher_path)}' if watcher_path else f'"$PYTHON" $WATCHER_FLAGS "$JOB_DIR/{WATCHER_SCRIPT_FILE}"')
+        + ' --job-dir "$JOB_DIR"',
         f"--time-sec {_number(resources.timeSec)}",
         f"--memory-gb {_number(resources.memoryGb)}",
         f"--num-cpus {resources.numCpus}",

@@ -11,5 +11,6 @@ PYTHON=/opt/pairio/venv/bin/python
 rm -f "$JOB_DIR/slurm_exit_code" "$JOB_DIR/result.json" "$JOB_DIR/watcher.json"
 printf "%s\n" "${SLURM_JOB_ID:-}" > "$JOB_DIR/slurm_job_id"
 trap 'status=$?; printf "%s\n" "$status" > "$JOB_DIR/slurm_exit_code.tmp" && mv -f "$JOB_DIR/slurm_exit_code.tmp" "$JOB_DIR/slurm_exit_code"' EXIT
-"$PYTHON" -I "$JOB_DIR/pairio_watch.py" --job-dir "$JOB_DIR" --time-sec 3600 --memory-gb 4 --num-cpus 2 '--pass-env=SLURM_*' -- python main.py
+WATCHER_FLAGS="-I"; if [ -r /proc/self/stat ]; then WATCHER_FLAGS="-I -S"; fi
+"$PYTHON" $WATCHER_FLAGS "$JOB_DIR/pairio_watch.py" --job-dir "$JOB_DIR" --time-sec 3600 --memory-gb 4 --num-cpus 2 '--pass-env=SLURM_*' -- python main.py
 exit $?

@@ -26,5 +26,6 @@ set +u
 module load python/3.11
 source /shared/venvs/pairio/bin/activate
 set -u
-"$PYTHON" -I "$JOB_DIR/pairio_watch.py" --job-dir "$JOB_DIR" --time-sec 61 --memory-gb 1.1 --num-cpus 4 '--pass-env=SLURM_*' --pass-env=HDF5_USE_FILE_LOCKING --pass-env=LAB_NOTE --gpus "${CUDA_VISIBLE_DEVICES:-}" -- python /apps/main.py
+WATCHER_FLAGS="-I"; if [ -r /proc/self/stat ]; then WATCHER_FLAGS="-I -S"; fi
+"$PYTHON" $WATCHER_FLAGS "$JOB_DIR/pairio_watch.py" --job-dir "$JOB_DIR" --time-sec 61 --memory-gb 1.1 --num-cpus 4 '--pass-env=SLURM_*' --pass-env=HDF5_USE_FILE_LOCKING --pass-env=LAB_NOTE --gpus "${CUDA_VISIBLE_DEVICES:-}" -- python /apps/main.py
 exit $?
