@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Optional, TypeVar
 
@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from .db.engine import make_engine, make_private_dir, make_session_factory, read_only_engine
 from .db.migrate import upgrade_database
 from .db.loop_connection import CHECKPOINT_EVERY_COMMITS, LoopBusy, is_locked, make_loop_engine
-from .db.loop_postgres import AwaitedConnection, LoopPool, LoopPools, on_loop
+from .db.loop_postgres import LoopPools, on_loop
 from .db.raw import RawReads, raw_reads
 from .files import JobFiles
 from .notifier import ComputeClientNotifier, RunnableNotifier
@@ -188,26 +188,9 @@ class HubContext:
             except LoopBusy:
                 pass  # again where waiting blocks nobody: reads only, so running them twice changes nothing
         elif self.loop_pools is not None:
-            return await self._read_on_postgres_loop(read)
+            pool = self.loop_pools.for_running_loop()
+            return await on_loop(self._read_retried, lambda: pool.reads.raw_reads(pool.autocommit.connect), read)
         return await run_in_threadpool(self._read_retried, self.raw_reads, read)
-
-    async def _read_on_postgres_loop(self, read: Callable[[RawReads], T]) -> T:
-        assert self.loop_pools is not None
-        pool = self.loop_pools.for_running_loop()
-        for attempt in (1, 2):
-            async with pool.reads.connection() as conn:
-                try:
-                    return await on_loop(self._read_with, pool, conn, read)
-                except DBAPIError as e:
-                    if attempt == 2 or not e.connection_invalidated:
-                        raise
-            # the connection was lost (the database restarted, a proxy dropped it): reads only, so run them again
-            await pool.reads.drop_idle()
-        raise AssertionError("unreachable")
-
-    def _read_with(self, pool: LoopPool, conn: Any, read: Callable[[RawReads], T]) -> T:
-        with ExitStack() as stack:
-            return read(RawReads(self.engine.dialect, AwaitedConnection(conn), lambda: stack.enter_context(pool.autocommit.connect())))
 
     def _read_on_loop(self, read: Callable[[RawReads], T]) -> T:
         assert self.loop_engine is not None

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import await_only, greenlet_spawn
 
 from .engine import make_session_factory
+from .raw import RawReads
 
 T = TypeVar("T")
 WRITE_CONNECTIONS = 10  # write transactions at once on a loop; more wait (on the loop) for one to end
@@ -95,24 +96,35 @@ class ReadConnections:
     healthy. Opened with the engine dialect's connect arguments (its type adaptations included)."""
 
     def __init__(self, engine: Engine, size: int) -> None:
+        self._dialect = engine.dialect
         self._args, self._params = engine.dialect.create_connect_args(engine.url)
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._slots = asyncio.Semaphore(size)
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        async with self._slots:
-            conn = self._idle.pop() if self._idle else await psycopg.AsyncConnection.connect(*self._args, **{**self._params, "autocommit": True})
-            try:
-                yield conn
-            finally:
-                if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
-                    await conn.close()
-                else:
-                    self._idle.append(conn)
+    @contextmanager
+    def raw_reads(self, fallback: Callable[[], Any]) -> Iterator[RawReads]:
+        """In ``on_loop``'s greenlet: a ``RawReads`` on one of these connections, as ``hub.db.raw.raw_reads`` gives
+        one of an engine's pool (``fallback``: the same). A connection found lost takes the idle ones with it (the
+        server restarted?), as SQLAlchemy's pool does."""
+        await_only(self._slots.acquire())
+        try:
+            conn = self._idle.pop() if self._idle else await_only(psycopg.AsyncConnection.connect(*self._args, **{**self._params, "autocommit": True}))
+            with ExitStack() as stack:
+                reads = RawReads(self._dialect, AwaitedConnection(conn), lambda: stack.enter_context(fallback()))
+                try:
+                    yield reads
+                finally:
+                    stack.close()
+                    if reads.lost:
+                        await_only(self.drop_idle())
+                    if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+                        await_only(conn.close())
+                    else:
+                        self._idle.append(conn)
+        finally:
+            self._slots.release()
 
     async def drop_idle(self) -> None:
-        """A connection was lost (the server restarted?): the idle ones are likely lost too, so open new ones."""
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.close()

@@ -134,6 +134,11 @@ class RawReads:
         self._lost = False
         """the driver reported the connection lost: ``raw_reads`` invalidates it"""
 
+    @property
+    def lost(self) -> bool:
+        """The driver reported the connection lost: whoever lent it replaces it."""
+        return self._lost
+
     def execute(self, statement: Any, params: Optional[Mapping[str, Any] | Sequence[Mapping[str, Any]]] = None) -> Any:
         """``params``: one set, or (an insert) a list of sets, each with the statement's ``column_keys``."""
         compiled = _compiled_for(statement, self.dialect)
@@ -225,7 +230,7 @@ def raw_reads(engine: Engine, fallback: Callable[[], Any]) -> Iterator[RawReads]
             yield reads
         finally:
             stack.close()
-            if reads._lost:
+            if reads.lost:
                 # as SQLAlchemy does on a lost connection: the pool's older connections are replaced too
                 engine.pool._invalidate(fairy, _checkin=False)
                 fairy.invalidate()
