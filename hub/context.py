@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from .db.engine import make_engine, make_private_dir, make_session_factory, read_only_engine
 from .db.migrate import upgrade_database
 from .db.loop_connection import CHECKPOINT_EVERY_COMMITS, LoopBusy, is_locked, make_loop_engine
-from .db.loop_postgres import LoopPools, on_loop
+from .db.loop_postgres import LoopPool, LoopPools, on_loop
 from .db.raw import RawReads, raw_reads
 from .files import JobFiles
 from .notifier import ComputeClientNotifier, RunnableNotifier
@@ -225,7 +225,7 @@ class HubContext:
         if self.loop_pools is not None:
             pool = self.loop_pools.for_running_loop()
             async with pool.writing:
-                return await on_loop(self._write_with, pool.sessions, write)
+                return await on_loop(self._write_retried, pool, write)
         if self.loop_sessions is None:
             return await run_in_threadpool(self._write_in_thread, write)
         lock: Any = self.write_lock
@@ -284,8 +284,29 @@ class HubContext:
         with self.transaction() as session:
             return write(session)
 
-    def _write_with(self, sessions: sessionmaker[Session], write: Callable[[Session], T]) -> T:
-        with self._session_transaction(sessions) as session:
+    def _write_retried(self, pool: LoopPool, write: Callable[[Session], T]) -> T:
+        """``write`` in a transaction of the loop's pool, run once more on a new connection when the one it had was
+        found lost before the commit: the server rolled that transaction back, so nothing of it was committed (the
+        pool's connections are not checked before use: a round trip per write). A connection lost at the commit
+        fails the request: the commit may have happened."""
+        lost_before_commit = False
+
+        def watched(session: Session) -> T:
+            nonlocal lost_before_commit
+            try:
+                return write(session)
+            except DBAPIError as e:
+                lost_before_commit = e.connection_invalidated
+                raise
+
+        try:
+            with self._session_transaction(pool.sessions) as session:
+                return watched(session)
+        except DBAPIError:
+            if not lost_before_commit:
+                raise
+        pool.drop_idle_writers()  # the server restarted? the idle ones were lost with it
+        with self._session_transaction(pool.sessions) as session:
             return write(session)
 
     async def close_loop(self) -> None:

@@ -10,11 +10,12 @@ import time
 
 import httpx
 import pytest
-from sqlalchemy import Connection, create_engine, func, select, text
+from sqlalchemy import Connection, bindparam, create_engine, func, insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hub.context import HubContext
-from hub.db.raw import RawReads, prebuilt
+from hub.db.raw import RawReads, on_connection, prebuilt
 from hub.db.tables import Job, User
 
 from .hubtools import POSTGRES_URL, LiveHub, Seed
@@ -141,7 +142,61 @@ def test_a_write_after_its_pooled_connection_was_lost_gets_a_new_one(ctx: HubCon
         first = await ctx.run_write(pid_in_transaction)
         assert await ctx.run_write(pid_in_transaction) == first  # the loop's pooled connection is reused
         await asyncio.get_running_loop().run_in_executor(None, terminate_backend, first)
-        assert await ctx.run_write(pid_in_transaction) != first  # checked before use: replaced, not a failed request
+        assert await ctx.run_write(pid_in_transaction) != first  # found lost, run again on a new one: not a failed request
         await ctx.close_loop()
 
     asyncio.run(scenario())
+
+
+def test_a_write_that_lost_its_connection_midway_runs_again_and_commits_once(ctx: HubContext) -> None:
+    """The first run wrote a row, then its connection was lost (before the commit): the server rolled it back,
+    so the write runs again on a new connection and the row is there once."""
+    runs: list[int] = []
+
+    def add_user(s: Session) -> None:
+        runs.append(1)
+        s.add(User(user_id="written-once", created_sec=0.0))
+        s.flush()
+        if len(runs) == 1:
+            terminate_backend(int(s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar_one()))
+        s.connection().exec_driver_sql("SELECT 1")
+
+    async def scenario() -> None:
+        await ctx.run_write(add_user)
+        await ctx.close_loop()
+
+    asyncio.run(scenario())
+    assert len(runs) == 2
+    with Session(ctx.engine) as s:
+        assert s.scalar(select(func.count()).select_from(User).where(User.user_id == "written-once")) == 1
+
+
+_INSERT_USER = prebuilt(insert(User.__table__), ["user_id", "created_sec"])
+_USERS_LIKE = prebuilt(select(User.__table__.c.user_id).where(User.__table__.c.user_id.like(bindparam("pattern"))).order_by(User.__table__.c.user_id))
+
+
+def test_statements_pipelined_in_a_write_run_in_order_and_fail_together(ctx: HubContext) -> None:
+    """``RawReads.execute_after`` and ``send_all`` on the loop's write connection (psycopg's pipeline mode): the
+    inserts are seen by the select after them; a failed insert fails the transaction, which commits nothing."""
+    def insert_then_read(s: Session) -> list[str]:
+        reads = on_connection(s.connection())
+        first = [(_INSERT_USER, {"user_id": "piped-1", "created_sec": 0.0}), (_INSERT_USER, [{"user_id": "piped-2", "created_sec": 0.0}])]
+        rows = reads.execute_after(first, _USERS_LIKE, {"pattern": "piped-%"}).all()
+        reads.send_all([(_INSERT_USER, {"user_id": "piped-3", "created_sec": 0.0})])
+        return [r.user_id for r in rows] + [r.user_id for r in reads.execute(_USERS_LIKE, {"pattern": "piped-3"})]
+
+    def insert_twice(s: Session) -> None:
+        on_connection(s.connection()).send_all([
+            (_INSERT_USER, {"user_id": "piped-dup", "created_sec": 0.0}), (_INSERT_USER, {"user_id": "piped-dup", "created_sec": 0.0}),
+        ])
+
+    async def scenario() -> list[str]:
+        seen = await ctx.run_write(insert_then_read)
+        with pytest.raises(IntegrityError):
+            await ctx.run_write(insert_twice)
+        await ctx.close_loop()
+        return seen
+
+    assert asyncio.run(scenario()) == ["piped-1", "piped-2", "piped-3"]
+    with Session(ctx.engine) as s:
+        assert s.scalars(select(User.user_id).where(User.user_id.like("piped-%")).order_by(User.user_id)).all() == ["piped-1", "piped-2", "piped-3"]

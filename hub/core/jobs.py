@@ -250,8 +250,11 @@ _ROLE_AND_CACHED_ID = prebuilt(text(
 
 
 def _require_role_and_find_cached(s: Session, service_name: str, user_id: str, definition_hash: str) -> Optional[Job]:
-    """``require_role(..., "create_jobs")`` and the service's latest job with this definition hash (usually none)."""
-    row = on_connection(s.connection()).execute(_ROLE_AND_CACHED_ID, {"service": service_name, "user": user_id, "hash": definition_hash}).first()
+    """``require_role(..., "create_jobs")`` and the service's latest job with this definition hash (usually none),
+    after ``_serialize_same_definition`` (in the same round trip where the connection can)."""
+    conn = on_connection(s.connection())
+    params = {"service": service_name, "user": user_id, "hash": definition_hash}
+    row = conn.execute_after(_serialize_same_definition_statements(s, definition_hash), _ROLE_AND_CACHED_ID, params).first()
     if row is None or not (row.owner_user_id == user_id or row.create_jobs or row.admin):
         accounts.require_role(s, service_name, user_id, "create_jobs")
     return None if row is None or row.cached_job_id is None else s.get(Job, row.cached_job_id)
@@ -321,22 +324,22 @@ def create_job_values(
         checked_role = False
     app, definition, definition_hash = prepared.app, prepared.definition, prepared.definition_hash
 
+    existing: Optional[Job] = None
     if req.skipCache:
         if not checked_role:
             accounts.require_role(s, req.serviceName, user_id, "create_jobs")
-    else:
+    elif checked_role:
         _serialize_same_definition(s, definition_hash)
-        if checked_role:
-            existing = _cached_job_under_lock(s, req.serviceName, definition_hash)
+        existing = _cached_job_under_lock(s, req.serviceName, definition_hash)
+    else:
+        existing = _require_role_and_find_cached(s, req.serviceName, user_id, definition_hash)
+    if existing is not None:
+        if existing.status == JobStatus.FAILED and (req.rerunFailing or failed_before_processor_ran(existing)):
+            if req.deleteFailing:
+                delete_job(ctx, s, existing, reason=f"deleted by {user_id} (deleteFailing on resubmission)")
         else:
-            existing = _require_role_and_find_cached(s, req.serviceName, user_id, definition_hash)
-        if existing is not None:
-            if existing.status == JobStatus.FAILED and (req.rerunFailing or failed_before_processor_ran(existing)):
-                if req.deleteFailing:
-                    delete_job(ctx, s, existing, reason=f"deleted by {user_id} (deleteFailing on resubmission)")
-            else:
-                _add_tags(s, existing, req.tags)
-                return existing, False
+            _add_tags(s, existing, req.tags)
+            return existing, False
 
     if req.targetComputeClientIds is not None:
         for cc_id in req.targetComputeClientIds:
@@ -396,23 +399,24 @@ def create_job_values(
         secret_parameter_names=job_secrets.secret_parameter_names(processor),
     )
     # Prebuilt Core statements on the driver's cursor, not ORM objects: the unit of work costs several times these inserts.
-    conn = on_connection(s.connection())
-    conn.execute(_INSERT_JOB, vars(job))
+    # (all in one round trip where the connection can: RawReads.send_all)
+    inserts: list[tuple[Any, Any]] = [(_INSERT_JOB, vars(job))]
     if job.tags:
-        conn.execute(_INSERT_TAG, [{"job_id": job_id, "tag": tag, "timestamp_created_sec": now} for tag in job.tags])
+        inserts.append((_INSERT_TAG, [{"job_id": job_id, "tag": tag, "timestamp_created_sec": now} for tag in job.tags]))
     if definition.inputFiles:
-        conn.execute(_INSERT_INPUT, [{"job_id": job_id, "name": f.name, "url": f.url, "url_hash": url_hash(f.url)} for f in definition.inputFiles])
+        inserts.append((_INSERT_INPUT, [{"job_id": job_id, "name": f.name, "url": f.url, "url_hash": url_hash(f.url)} for f in definition.inputFiles]))
     job.outputs = []
     for out in definition.outputFiles:
         url = output_url(ctx, job_id, out.name, out.fileBaseName)
         job.outputs.append({"job_id": job_id, "name": out.name, "file_base_name": out.fileBaseName, "url": url, "url_hash": url_hash(url), "size": None})
     if job.outputs:
-        conn.execute(_INSERT_OUTPUT, job.outputs)
+        inserts.append((_INSERT_OUTPUT, job.outputs))
     if dependencies:
-        conn.execute(_INSERT_DEPENDENCY, [{"job_id": job_id, "depends_on_job_id": d} for d in dependencies])
+        inserts.append((_INSERT_DEPENDENCY, [{"job_id": job_id, "depends_on_job_id": d} for d in dependencies]))
     job.dependencies = dependencies
     waits = "" if is_runnable else f"; waits for {len(dependencies)} dependenc{'y' if len(dependencies) == 1 else 'ies'}"
-    conn.execute(INSERT_EVENT, {"job_id": job_id, "timestamp_sec": now, "status": JobStatus.PENDING.value, "message": f"created by {user_id}{waits}"})
+    inserts.append((INSERT_EVENT, {"job_id": job_id, "timestamp_sec": now, "status": JobStatus.PENDING.value, "message": f"created by {user_id}{waits}"}))
+    on_connection(s.connection()).send_all(inserts)
     if failed_dep is not None:
         failed = s.get(Job, job_id)
         assert failed is not None
@@ -467,8 +471,14 @@ def _serialize_same_definition(s: Session, definition_hash: str) -> None:
     SQLite writers are serialised already (BEGIN IMMEDIATE); on PostgreSQL a transaction-scoped
     advisory lock keyed by the hash does it, across hub processes too.
     """
-    if s.get_bind().dialect.name == "postgresql":
-        on_connection(s.connection()).execute(_ADVISORY_XACT_LOCK, {"k": int(definition_hash[:15], 16)})
+    on_connection(s.connection()).send_all(_serialize_same_definition_statements(s, definition_hash))
+
+
+def _serialize_same_definition_statements(s: Session, definition_hash: str) -> list[tuple[Any, dict[str, Any]]]:
+    """What ``_serialize_same_definition`` runs (nothing on SQLite): for ``RawReads.execute_after``."""
+    if s.get_bind().dialect.name != "postgresql":
+        return []
+    return [(_ADVISORY_XACT_LOCK, {"k": int(definition_hash[:15], 16)})]
 
 
 _ADVISORY_XACT_LOCK = prebuilt(text("SELECT pg_advisory_xact_lock(:k)"))

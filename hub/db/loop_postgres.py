@@ -82,6 +82,19 @@ class AwaitedConnection:
     def cursor(self) -> AwaitedCursor:
         return AwaitedCursor(self.connection.cursor())
 
+    @contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """psycopg's pipeline mode: statements executed inside are sent without waiting for their results, which
+        have all come (or an error is raised) when the block ends: one round trip for all of them."""
+        pipeline = self.connection.pipeline()
+        await_only(pipeline.__aenter__())
+        try:
+            yield
+        except BaseException as e:
+            await_only(pipeline.__aexit__(type(e), e, e.__traceback__))
+            raise
+        await_only(pipeline.__aexit__(None, None, None))
+
     @property
     def closed(self) -> bool:
         return self.connection.closed
@@ -89,6 +102,11 @@ class AwaitedConnection:
     @property
     def broken(self) -> bool:
         return self.connection.broken
+
+
+def awaited(driver_connection: Any) -> "AwaitedConnection | None":
+    """A psycopg asyncio connection (SQLAlchemy's session on the loop gives one) as ``AwaitedConnection``; None for others."""
+    return AwaitedConnection(driver_connection) if isinstance(driver_connection, psycopg.AsyncConnection) else None
 
 
 class ReadConnections:
@@ -142,6 +160,10 @@ class LoopPool:
     writing: asyncio.Semaphore
     """held by each write transaction: past the pool's size, a connection would be opened and closed per request"""
 
+    def drop_idle_writers(self) -> None:
+        """In ``on_loop``'s greenlet: close the idle connections of ``sessions`` (one was found lost)."""
+        await_only(self.async_engine.dispose())
+
 
 class LoopPools:
     """A pool per running event loop, for one PostgreSQL URL; ``on_new_sessions`` is called with each pool's
@@ -167,9 +189,9 @@ class LoopPools:
 
     def _new_pool(self) -> LoopPool:
         async_engine = create_async_engine(
-            # a write checks its connection first (a round trip): one lost with the server (a restart) would fail
-            # the request, and a write cannot simply run again (reads can: ReadConnections are not checked)
-            self._url, pool_size=WRITE_CONNECTIONS, max_overflow=MAX_OVERFLOW, pool_pre_ping=True,
+            # not checked before use (a round trip per write): a write whose connection is found lost before its
+            # commit runs again on a new one (HubContext.run_write), as reads do
+            self._url, pool_size=WRITE_CONNECTIONS, max_overflow=MAX_OVERFLOW,
         )
         engine = async_engine.sync_engine
         sessions = make_session_factory(engine)

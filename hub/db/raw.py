@@ -20,7 +20,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, NoReturn, Optional, Union
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine.interfaces import Dialect
@@ -161,16 +161,65 @@ class RawReads:
                 values[name] = process(values[name])
         return values if compiled.param_names is None else tuple(values[n] for n in compiled.param_names)
 
-    def _run(self, compiled: _Compiled, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Any]:
+    def send_all(self, statements: Sequence[tuple[Any, Any]]) -> None:
+        """Statements whose results nobody reads (inserts, locks), each with its ``execute`` parameters, in order:
+        in one round trip where the connection can pipeline them (``pipelined``), else one by one."""
+        self.execute_after(statements, None)
+
+    def execute_after(self, first: Sequence[tuple[Any, Any]], statement: Any, params: Any = None) -> Any:
+        """``send_all(first)``, then ``execute(statement, params)`` (None: nothing), in one round trip where the
+        connection can pipeline them. An error of any of them is raised (the transaction has failed)."""
+        compiled = [(_compiled_for(s, self.dialect), p or {}) for s, p in first]
+        last = _compiled_for(statement, self.dialect) if statement is not None else None
+        pipelined = getattr(self._dbapi, "pipelined", None)
+        if pipelined is None or any(c is None for c, _ in compiled) or (statement is not None and last is None):
+            for s, p in first:
+                self.execute(s, p)
+            return None if statement is None else self.execute(statement, params)
+        cursors: list[Any] = []
+        try:
+            with pipelined():
+                for c, p in compiled:
+                    cursors.append(self._send(c, p)[0])  # type: ignore[arg-type]
+                if last is not None:
+                    cursor, args = self._send(last, params or {})
+                    cursors.append(cursor)
+            # out of pipeline mode: every result has come
+            return None if last is None else RawResult(self._fetched(last, cursor, args))
+        except self.dialect.loaded_dbapi.Error as e:
+            self._raise(e, "; ".join(c.sql for c, _ in compiled) + (f"; {last.sql}" if last else ""), None, None)
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
+    def _send(self, compiled: _Compiled, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> tuple[Any, Any]:
         many = not isinstance(params, Mapping)
         args: Any = [self._args(compiled, p) for p in params] if many else self._args(compiled, params)  # type: ignore[union-attr]
-        cursor = None
+        cursor = self._dbapi.cursor()
         try:
-            cursor = self._dbapi.cursor()
             if many:
                 cursor.executemany(compiled.sql, args)
             else:
                 cursor.execute(compiled.sql, args)
+        except BaseException:
+            cursor.close()
+            raise
+        return cursor, args
+
+    def _run(self, compiled: _Compiled, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Any]:
+        cursor = args = None
+        try:
+            cursor, args = self._send(compiled, params)
+            return self._fetched(compiled, cursor, args)
+        except self.dialect.loaded_dbapi.Error as e:
+            self._raise(e, compiled.sql, args, cursor)
+        finally:
+            if cursor is not None:
+                cursor.close()
+
+    def _fetched(self, compiled: _Compiled, cursor: Any, args: Any) -> list[Any]:
+        """The rows ``cursor`` has for ``compiled``, converted as SQLAlchemy would."""
+        try:
             if cursor.description is None:  # an insert
                 return []
             if compiled.processors is None:
@@ -182,16 +231,13 @@ class RawReads:
             raw_rows = cursor.fetchall()
         except self.dialect.loaded_dbapi.Error as e:
             self._raise(e, compiled.sql, args, cursor)
-        finally:
-            if cursor is not None:
-                cursor.close()
         make = compiled.row_type._make
         processors = compiled.processors
         if not any(processors):
             return [make(r) for r in raw_rows]
         return [make([v if p is None or v is None else p(v) for p, v in zip(processors, r)]) for r in raw_rows]
 
-    def _raise(self, error: Exception, sql: str, args: Any, cursor: Any) -> None:
+    def _raise(self, error: Exception, sql: str, args: Any, cursor: Any) -> NoReturn:
         lost = self.dialect.is_disconnect(error, self._dbapi, cursor)
         if lost:
             self._lost = True
@@ -244,5 +290,11 @@ def raw_reads(engine: Engine, fallback: Callable[[], Any]) -> Iterator[RawReads]
 
 def on_connection(connection: Connection) -> RawReads:
     """Prebuilt statements on ``connection``'s DBAPI connection, in its transaction; others through ``connection``.
-    A failed statement fails the transaction (the caller's session rolls it back)."""
-    return RawReads(connection.dialect, connection.connection.dbapi_connection, lambda: connection, connection.invalidate)
+    A failed statement fails the transaction (the caller's session rolls it back). An asyncio driver connection
+    (PostgreSQL on the event loop) is used directly, as ``hub.db.loop_postgres`` adapts it: SQLAlchemy's
+    adaptation costs more than the statement, and psycopg's own can pipeline (``RawReads.execute_after``)."""
+    from .loop_postgres import awaited  # here: loop_postgres imports this module
+
+    fairy = connection.connection
+    dbapi = awaited(fairy.driver_connection) or fairy.dbapi_connection
+    return RawReads(connection.dialect, dbapi, lambda: connection, connection.invalidate)
