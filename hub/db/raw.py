@@ -172,7 +172,8 @@ class RawReads:
         compiled = [(_compiled_for(s, self.dialect), p or {}) for s, p in first]
         last = _compiled_for(statement, self.dialect) if statement is not None else None
         pipelined = getattr(self._dbapi, "pipelined", None)
-        if pipelined is None or any(c is None for c, _ in compiled) or (statement is not None and last is None):
+        alone = len(first) + (statement is not None) <= 1  # nothing to save
+        if pipelined is None or alone or any(c is None for c, _ in compiled) or (statement is not None and last is None):
             for s, p in first:
                 self.execute(s, p)
             return None if statement is None else self.execute(statement, params)
