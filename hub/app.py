@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from pairio.models import CROSS_FIELD_RULE
@@ -27,6 +27,7 @@ from .settings import HubSettings
 from .ui import mount_ui, ui_error_page
 
 log = logging.getLogger("pairio.hub")
+DATABASE_RETRY_AFTER_SEC = 2
 
 
 def format_validation_error(exc: RequestValidationError) -> str:
@@ -81,6 +82,16 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
         return JSONResponse(
             {"detail": "invalid request: a value contains characters the database cannot store (such as NUL)"},
             status_code=400,
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        # the database restarting, refusing connections, or a connection lost at a commit: nothing the request
+        # did wrong; 503 tells clients to try again (pairio's client does for requests that are safe to repeat)
+        log.warning("database unavailable for %s %s: %s", request.method, request.url.path, str(exc.orig or exc).strip()[:300])
+        return JSONResponse(
+            {"detail": "the hub's database is unavailable (restarting, or refusing connections); try again in a moment"},
+            status_code=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_SEC)},
         )
 
     @app.exception_handler(RequestValidationError)

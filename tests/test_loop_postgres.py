@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import Connection, bindparam, create_engine, func, insert, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,8 +21,10 @@ from hub.context import HubContext
 from hub.db.raw import RawReads, on_connection, prebuilt
 from hub.db.tables import Job, User
 
-from .hubtools import POSTGRES_URL, LiveHub, Seed
-from .test_compute_api import claim, get_job, hello1, register, report, submit
+from hub.settings import HubSettings
+
+from .hubtools import POSTGRES_URL, LiveHub, Seed, seed
+from .test_compute_api import RES, claim, get_job, hello1, register, report, submit
 
 pytestmark = [pytest.mark.hub, pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
 
@@ -200,3 +205,49 @@ def test_statements_pipelined_in_a_write_run_in_order_and_fail_together(ctx: Hub
     assert asyncio.run(scenario()) == ["piped-1", "piped-2", "piped-3"]
     with Session(ctx.engine) as s:
         assert s.scalars(select(User.user_id).where(User.user_id.like("piped-%")).order_by(User.user_id)).all() == ["piped-1", "piped-2", "piped-3"]
+
+
+def test_a_database_that_refuses_connections_gets_503_and_the_hub_recovers(database_url: str, tmp_path: Path) -> None:
+    """The database restarting or refusing connections is nothing the request did wrong: every path (reads
+    and creations on the loop, list pages in worker threads) answers 503 with Retry-After, which pairio's
+    client retries; once the database is back, the same hub answers again. The hub here logs in as a role
+    of its own, which is refused (NOLOGIN) and cut off, so that other tests' connections are untouched."""
+    role = f"pairio_refused_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+
+    def as_admin(*statements: str) -> None:
+        with admin.connect() as conn:
+            for sql in statements:
+                conn.exec_driver_sql(sql)
+
+    def cut_off() -> None:
+        as_admin(f'ALTER ROLE "{role}" NOLOGIN', f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
+
+    as_admin(f'CREATE ROLE "{role}" LOGIN', f'CREATE SCHEMA "{role}" AUTHORIZATION "{role}"')
+    url = make_url(POSTGRES_URL).set(username=role, query={"options": f"-csearch_path={role}"}).render_as_string(hide_password=False)
+    ctx = HubContext.create(HubSettings(data_dir=tmp_path / "hub", database_url=url, public_url="http://127.0.0.1:1"))
+    try:
+        seeded = seed(ctx)
+        auth = {"Authorization": f"Bearer {seeded.key}"}
+        with LiveHub(ctx) as hub, httpx.Client(base_url=hub.url, timeout=60) as http:
+            job = submit(http, seeded, hello1("before"))
+            assert http.get(f"/v1/jobs/{job['jobId']}").status_code == 200
+            cut_off()
+            for method, path, body in [
+                ("GET", f"/v1/jobs/{job['jobId']}", None),  # a read on the loop
+                ("POST", "/v1/jobs", {"serviceName": seeded.service, "jobDefinition": hello1("during"), "requiredResources": RES}),
+                ("GET", "/v1/jobs", None),  # a page, in a worker thread
+                ("POST", "/api/getJob", {"type": "getJobRequest", "jobId": job["jobId"], "includePrivateKey": False}),  # the wire protocol
+            ]:
+                answer = http.request(method, path, json=body, headers=auth)
+                assert answer.status_code == 503, (path, answer.status_code, answer.text)
+                assert "database is unavailable" in answer.text
+                assert path.startswith("/api/") or answer.headers["Retry-After"]
+            as_admin(f'ALTER ROLE "{role}" LOGIN')
+            assert http.get(f"/v1/jobs/{job['jobId']}").json()["jobId"] == job["jobId"]
+            assert submit(http, seeded, hello1("after"))["status"] == "pending"
+    finally:
+        ctx.close()
+        cut_off()
+        as_admin(f'DROP SCHEMA "{role}" CASCADE', f'DROP ROLE "{role}"')
+        admin.dispose()

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import await_only, greenlet_spawn
@@ -127,7 +128,7 @@ class ReadConnections:
         server restarted?), as SQLAlchemy's pool does."""
         await_only(self._slots.acquire())
         try:
-            conn = self._idle.pop() if self._idle else await_only(psycopg.AsyncConnection.connect(*self._args, **{**self._params, "autocommit": True}))
+            conn = self._idle.pop() if self._idle else self._connect()
             with ExitStack() as stack:
                 reads = RawReads(self._dialect, AwaitedConnection(conn), lambda: stack.enter_context(fallback()))
                 try:
@@ -142,6 +143,12 @@ class ReadConnections:
                         self._idle.append(conn)
         finally:
             self._slots.release()
+
+    def _connect(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            return await_only(psycopg.AsyncConnection.connect(*self._args, **{**self._params, "autocommit": True}))
+        except psycopg.Error as e:  # as SQLAlchemy raises it (an OperationalError: the hub answers 503)
+            raise DBAPIError.instance(None, None, e, psycopg.Error, dialect=self._dialect) from e
 
     async def drop_idle(self) -> None:
         idle, self._idle = self._idle, []

@@ -21,6 +21,7 @@ from typing import Any, Literal, Optional, TypeVar
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -878,6 +879,9 @@ async def wire_call_route(call_name: str, request: Request) -> Response:
         )
     except HubError as e:
         return wire_error(wire_status(e), e.message)
+    except OperationalError as e:  # the database restarting or refusing connections: as /v1 answers it
+        log.warning("wire call %s: database unavailable: %s", call.name, str(e.orig or e).strip()[:300])
+        return wire_error(503, "the hub's database is unavailable (restarting, or refusing connections); try again in a moment")
     except Exception:  # noqa: BLE001 - the protocol's 500, logged with its traceback
         log.exception("wire call %s failed", call.name)
         return wire_error(500, f"internal error in {call.name}; the hub's log has the details")
