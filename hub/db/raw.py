@@ -40,6 +40,7 @@ class _Compiled:
     row_type: Any
     result_types: tuple[Any, ...]
     processors: Optional[tuple[Processor, ...]] = None  # from the first execution's cursor description
+    converts: bool = False  # some processor is not None
 
 
 # The statements registered with ``prebuilt``, compiled per dialect on first use. Keyed by the
@@ -221,20 +222,24 @@ class RawReads:
     def _fetched(self, compiled: _Compiled, cursor: Any, args: Any) -> list[Any]:
         """The rows ``cursor`` has for ``compiled``, converted as SQLAlchemy would."""
         try:
-            if cursor.description is None:  # an insert
-                return []
+            # the description only on a statement's first run (psycopg builds it afresh at each call: a column
+            # object per column); an insert has none, so it is asked each time (and is None)
             if compiled.processors is None:
+                description = cursor.description
+                if description is None:  # an insert
+                    return []
                 if not compiled.keys:  # text(): the columns are the cursor's
-                    compiled.keys = tuple(d[0] for d in cursor.description)
+                    compiled.keys = tuple(d[0] for d in description)
                     compiled.row_type = namedtuple("RawRow", compiled.keys, rename=True)  # type: ignore[misc]
                     compiled.result_types = ()
-                compiled.processors = _result_processors(compiled, self.dialect, cursor.description)
+                compiled.processors = _result_processors(compiled, self.dialect, description)
+                compiled.converts = any(compiled.processors)
             raw_rows = cursor.fetchall()
         except self.dialect.loaded_dbapi.Error as e:
             self._raise(e, compiled.sql, args, cursor)
         make = compiled.row_type._make
         processors = compiled.processors
-        if not any(processors):
+        if not compiled.converts:
             return [make(r) for r in raw_rows]
         return [make([v if p is None or v is None else p(v) for p, v in zip(processors, r)]) for r in raw_rows]
 
