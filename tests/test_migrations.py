@@ -31,7 +31,8 @@ def test_hot_query_indexes_exist(database_url: str) -> None:
     upgrade_database(engine)
     indexes = {ix["name"] for ix in inspect(engine).get_indexes("jobs")}
     engine.dispose()
-    assert {"ix_jobs_service_hash_created", "ix_jobs_claimable", "ix_jobs_compute_client_status", "ix_jobs_user_id"} <= indexes
+    assert {"ix_jobs_service_hash_created", "ix_jobs_claimable", "ix_jobs_compute_client_status", "ix_jobs_user_created"} <= indexes
+    assert "ix_jobs_user_id" not in indexes  # redundant with ix_jobs_user_created (0007)
 
 
 def test_restarted_hub_keeps_its_jobs(hub_settings: HubSettings) -> None:

@@ -78,7 +78,7 @@ class Job(Base):
     __tablename__ = "jobs"
     job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     service_name: Mapped[str] = mapped_column(String(100))
-    user_id: Mapped[str] = mapped_column(String(100), index=True)
+    user_id: Mapped[str] = mapped_column(String(100))  # filtered through ix_jobs_user_created and ix_jobs_user_status
     batch_id: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
     app_name: Mapped[str] = mapped_column(String(100))
     processor_name: Mapped[str] = mapped_column(String(100))
