@@ -19,8 +19,7 @@ from sqlalchemy.orm import Session
 
 from hub.context import HubContext
 from hub.db.raw import RawReads, on_connection, prebuilt
-from hub.db.tables import Job, User
-
+from hub.db.tables import User
 from hub.settings import HubSettings
 
 from .hubtools import POSTGRES_URL, LiveHub, Seed, seed

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Optional
 
 from pydantic_core import to_json
-from sqlalchemy import ColumnElement, Connection, ScalarSelect, Select, Subquery, bindparam, literal_column, null, select, text, union_all
+from sqlalchemy import ColumnElement, ScalarSelect, Select, Subquery, bindparam, literal_column, null, select, text, union_all
 from sqlalchemy.engine import Row
 
 from pairio.models import PairioJobDefinition, PairioJobInputFile, PairioJobOutputFile, PairioJobParameter

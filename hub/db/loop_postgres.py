@@ -11,8 +11,9 @@ The same synchronous code serves both: SQLAlchemy runs it in a greenlet (``green
 each wait for the server becomes an ``await`` on the loop. Writes (ORM sessions) use SQLAlchemy's
 asyncio adaptation of psycopg, through a sync engine view (``AsyncEngine.sync_engine``) of the loop's
 pool; their prebuilt statements (``on_connection``) run on the psycopg connection itself
-(``AwaitedConnection``), which can send several in one round trip (``pipelined``). Reads (``RawReads``, the busiest requests) take psycopg's asyncio connections
-directly from a small pool of their own (``ReadConnections``), in autocommit: checking one out of
+(``AwaitedConnection``), which can send several in one round trip (``pipelined``). Reads (``RawReads``,
+the busiest requests) take psycopg's asyncio connections directly from a small pool of their own
+(``ReadConnections``), in autocommit: checking one out of
 SQLAlchemy's pool and its adaptation cost about as much as the statement (0.19 against 0.08 ms of CPU
 per statement, measured).
 
