@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hub.context import HubContext
+from hub.db.loop_postgres import AwaitedConnection
 from hub.db.raw import RawReads, on_connection, prebuilt
 from hub.db.tables import User
 from hub.settings import HubSettings
@@ -179,9 +180,14 @@ _INSERT_USER = prebuilt(insert(User.__table__), ["user_id", "created_sec"])
 _USERS_LIKE = prebuilt(select(User.__table__.c.user_id).where(User.__table__.c.user_id.like(bindparam("pattern"))).order_by(User.__table__.c.user_id))
 
 
-def test_statements_pipelined_in_a_write_run_in_order_and_fail_together(ctx: HubContext) -> None:
-    """``RawReads.execute_after`` and ``send_all`` on the loop's write connection (psycopg's pipeline mode): the
-    inserts are seen by the select after them; a failed insert fails the transaction, which commits nothing."""
+@pytest.mark.parametrize("can_pipeline", [True, False], ids=["pipelined", "libpq-without-pipelines"])
+def test_statements_pipelined_in_a_write_run_in_order_and_fail_together(
+    ctx: HubContext, can_pipeline: bool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``RawReads.execute_after`` and ``send_all`` on the loop's write connection (psycopg's pipeline mode, or one
+    by one where libpq has none): the inserts are seen by the select after them; a failed insert fails the
+    transaction, which commits nothing."""
+    monkeypatch.setattr(AwaitedConnection, "can_pipeline", can_pipeline)
     def insert_then_read(s: Session) -> list[str]:
         reads = on_connection(s.connection())
         first = [(_INSERT_USER, {"user_id": "piped-1", "created_sec": 0.0}), (_INSERT_USER, [{"user_id": "piped-2", "created_sec": 0.0}])]

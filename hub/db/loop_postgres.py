@@ -85,6 +85,9 @@ class AwaitedConnection:
     def cursor(self) -> AwaitedCursor:
         return AwaitedCursor(self.connection.cursor())
 
+    # libpq 14 or newer (psycopg's binary package brings its own); without it, statements go one by one
+    can_pipeline = psycopg.AsyncPipeline.is_supported()
+
     @contextmanager
     def pipelined(self) -> Iterator[None]:
         """psycopg's pipeline mode: statements executed inside are sent without waiting for their results, which

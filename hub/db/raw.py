@@ -172,7 +172,7 @@ class RawReads:
         connection can pipeline them. An error of any of them is raised (the transaction has failed)."""
         compiled = [(_compiled_for(s, self.dialect), p or {}) for s, p in first]
         last = _compiled_for(statement, self.dialect) if statement is not None else None
-        pipelined = getattr(self._dbapi, "pipelined", None)
+        pipelined = getattr(self._dbapi, "pipelined", None) if getattr(self._dbapi, "can_pipeline", False) else None
         alone = len(first) + (statement is not None) <= 1  # nothing to save
         if pipelined is None or alone or any(c is None for c, _ in compiled) or (statement is not None and last is None):
             for s, p in first:
