@@ -154,3 +154,43 @@ def test_the_write_ahead_log_of_writes_on_the_loop_starts_over_after_each_checkp
         _, log_frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     # each commit writes at least one page to the log: one that never started over would hold more than `commits`
     assert 0 < log_frames < CHECKPOINT_EVERY_COMMITS, log_frames
+
+
+def test_the_wire_protocols_reads_answer_while_another_process_holds_the_write_lock(
+    ctx: HubContext, seeded: Seed, live_hub: LiveHub, tmp_path: Path
+) -> None:
+    """Neurosift polls getJob through the original wire protocol: its reads run in read transactions, so they
+    neither take SQLite's write lock nor wait for it (a read that wrote anything would wait here, then fail)."""
+    from hub.routes.wire import CALLS
+
+    auth = {"Authorization": f"Bearer {seeded.key}"}
+    with httpx.Client(base_url=live_hub.url, headers=auth, timeout=300) as http:
+        job = http.post("/v1/jobs", json=job_body(seeded.service, "polled")).json()
+        client = http.post("/v1/compute-clients", json={
+            "serviceName": seeded.service, "label": "cc",
+            "computeSlots": [{"numCpus": 1, "numGpus": 0, "memoryGb": 1, "timeSec": 60, "multiplicity": 1}],
+        }).json()["computeClient"]["computeClientId"]
+        reads = {
+            "getJob": {"jobId": job["jobId"], "includePrivateKey": False},
+            "findJobByDefinition": {"serviceName": seeded.service, "jobDefinition": job_body(seeded.service, "polled")["jobDefinition"]},
+            "findJobs": {"serviceName": seeded.service},
+            "getService": {"serviceName": seeded.service},
+            "getServices": {},
+            "getServiceApp": {"serviceName": seeded.service, "appName": "hello_world"},
+            "getServiceApps": {"serviceName": seeded.service},
+            "getComputeClient": {"computeClientId": client},
+            "getComputeClients": {"serviceName": seeded.service},
+            "computeUserStats": {"userId": seeded.user},
+        }
+        assert set(reads) == {name for name, call in CALLS.items() if call.reads_only}
+        other = sqlite3.connect(str(tmp_path / "hub.db"), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            for name, fields in reads.items():
+                answer = http.post(f"/api/{name}", json={"type": f"{name}Request", **fields})
+                assert answer.status_code == 200, (name, answer.text)
+                assert answer.json()["type"] == f"{name}Response"
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        assert http.post("/api/getJob", json={"type": "getJobRequest", "jobId": job["jobId"]}).json()["job"]["jobId"] == job["jobId"]

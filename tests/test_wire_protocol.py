@@ -146,6 +146,8 @@ def test_create_and_get_job_have_the_doc_shape_and_hide_secrets(api: httpx.Clien
     resp = call(api, "getJob", seeded.key, jobId=job["jobId"], includePrivateKey=True, computeClientId="whatever")
     again = ok(resp, "getJob")["job"]
     assert again == job
+    # without includePrivateKey, getJob reads on the event loop (one prebuilt statement): the same answer
+    assert get_job(api, job["jobId"]) == job
     assert SECRET_VALUE not in resp.text
 
     resp = call(api, "findJobs", serviceName=seeded.service)

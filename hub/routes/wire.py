@@ -33,7 +33,8 @@ from ..context import HubContext, now_sec
 from ..core import accounts
 from ..core import compute
 from ..core import jobs as core
-from ..core import original_sdk
+from ..core import job_answers, original_sdk
+from ..db.raw import RawReads
 from ..db.tables import ComputeClient, Job, Service, ServiceApp
 from ..deps import bearer_token, get_ctx
 from ..errors import BadRequest, Conflict, Forbidden, HubError, PayloadTooLarge, Unauthorized
@@ -275,14 +276,18 @@ class WireCall:
     name: str
     request: type[BaseModel]
     answer: Answer
+    reads_only: bool = False
+    """runs in a read transaction: on SQLite it neither takes nor waits for the write lock (Neurosift polls getJob)"""
 
 
 CALLS: dict[str, WireCall] = {}
 
 
-def wire_call(name: str, request: type[RequestT]) -> Callable[[Callable[[Caller, RequestT], dict[str, Any]]], Answer]:
+def wire_call(
+    name: str, request: type[RequestT], *, reads_only: bool = False
+) -> Callable[[Callable[[Caller, RequestT], dict[str, Any]]], Answer]:
     def register(answer: Callable[[Caller, RequestT], dict[str, Any]]) -> Answer:
-        CALLS[name] = WireCall(name, request, answer)
+        CALLS[name] = WireCall(name, request, answer, reads_only)
         return answer
 
     return register
@@ -294,19 +299,30 @@ def create_job(c: Caller, req: CreateJobRequest) -> dict[str, Any]:
     return {"job": c.job(job)}
 
 
-@wire_call("getJob", GetJobRequest)
+@wire_call("getJob", GetJobRequest, reads_only=True)
 def get_job(c: Caller, req: GetJobRequest) -> dict[str, Any]:
     return original_sdk_get_job(c, req)
 
 
-@wire_call("findJobByDefinition", FindJobByDefinitionRequest)
+def get_job_on_loop(conn: RawReads, req: GetJobRequest) -> Optional[dict[str, Any]]:
+    """getJob's answer from one prebuilt statement (``HubContext.run_read``: on the event loop), as ``get_job`` gives
+    it; None when only ``get_job`` can answer (a private key asked for, a job being canceled)."""
+    if req.includePrivateKey:
+        return None
+    stored = job_answers.stored_job(conn, req.jobId)
+    if stored.row.canceled and JobStatus(stored.row.status) in (JobStatus.STARTING, JobStatus.RUNNING):
+        return None
+    return {"type": "getJobResponse", "job": wire_job_fields(stored.answer())}
+
+
+@wire_call("findJobByDefinition", FindJobByDefinitionRequest, reads_only=True)
 def find_job_by_definition(c: Caller, req: FindJobByDefinitionRequest) -> dict[str, Any]:
     job = core.find_job_by_definition(c.s, req.serviceName, req.jobDefinition)
     # "job" is left out, not null, when nothing matches: clients validate it as optional.
     return {"found": True, "job": c.job(job)} if job is not None else {"found": False}
 
 
-@wire_call("findJobs", FindJobsRequest)
+@wire_call("findJobs", FindJobsRequest, reads_only=True)
 def find_jobs(c: Caller, req: FindJobsRequest) -> dict[str, Any]:
     job_filter = req.to_filter()
     if not job_filter.has_filter_besides_status():
@@ -330,12 +346,12 @@ def delete_jobs(c: Caller, req: DeleteJobsRequest) -> dict[str, Any]:
     return {}
 
 
-@wire_call("getService", GetServiceRequest)
+@wire_call("getService", GetServiceRequest, reads_only=True)
 def get_service(c: Caller, req: GetServiceRequest) -> dict[str, Any]:
     return {"service": wire_service(c.s, accounts.get_service_row(c.s, req.serviceName))}
 
 
-@wire_call("getServices", GetServicesRequest)
+@wire_call("getServices", GetServicesRequest, reads_only=True)
 def get_services(c: Caller, req: GetServicesRequest) -> dict[str, Any]:
     services = accounts.list_services(c.s, req.userId)
     if req.userId:  # the original lists only the services the user owns, not those it has a role in
@@ -343,28 +359,28 @@ def get_services(c: Caller, req: GetServicesRequest) -> dict[str, Any]:
     return {"services": [wire_service(c.s, x) for x in services]}
 
 
-@wire_call("getServiceApp", GetServiceAppRequest)
+@wire_call("getServiceApp", GetServiceAppRequest, reads_only=True)
 def get_service_app(c: Caller, req: GetServiceAppRequest) -> dict[str, Any]:
     return {"serviceApp": wire_service_app(accounts.get_app(c.s, req.serviceName, req.appName))}
 
 
-@wire_call("getServiceApps", GetServiceAppsRequest)
+@wire_call("getServiceApps", GetServiceAppsRequest, reads_only=True)
 def get_service_apps(c: Caller, req: GetServiceAppsRequest) -> dict[str, Any]:
     return {"serviceApps": [wire_service_app(a) for a in accounts.list_apps(c.s, req.serviceName, req.appName)]}
 
 
-@wire_call("getComputeClient", GetComputeClientRequest)
+@wire_call("getComputeClient", GetComputeClientRequest, reads_only=True)
 def get_compute_client(c: Caller, req: GetComputeClientRequest) -> dict[str, Any]:
     return {"computeClient": wire_compute_client(accounts.get_compute_client(c.s, req.computeClientId))}
 
 
-@wire_call("getComputeClients", GetComputeClientsRequest)
+@wire_call("getComputeClients", GetComputeClientsRequest, reads_only=True)
 def get_compute_clients(c: Caller, req: GetComputeClientsRequest) -> dict[str, Any]:
     clients = accounts.list_compute_clients(c.s, req.serviceName)
     return {"computeClients": [wire_compute_client(cc) for cc in clients]}
 
 
-@wire_call("computeUserStats", ComputeUserStatsRequest)
+@wire_call("computeUserStats", ComputeUserStatsRequest, reads_only=True)
 def compute_user_stats(c: Caller, req: ComputeUserStatsRequest) -> dict[str, Any]:
     return {"userStats": core.user_stats(c.s, req.userId)}
 
@@ -654,12 +670,16 @@ def get_runnable_jobs_for_compute_client(c: Caller, req: GetRunnableJobsForCompu
 
 
 def wire_job(job: PairioJobData) -> dict[str, Any]:
-    """The Job shape of the doc, as the prototype's clients validate it.
+    """The Job shape of the doc, as the prototype's clients validate it."""
+    return wire_job_fields(job.model_dump(mode="json"))
 
-    Their validators take ``batchId`` as a string (the prototype stored "" for no
+
+def wire_job_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """``wire_job`` of a job's answer as ``PairioJobData.model_dump(mode="json")`` gives it (modified in place).
+
+    The prototype's validators take ``batchId`` as a string (it stored "" for no
     batch) and ``cacheBust`` as absent or a string, never null.
     """
-    d = job.model_dump(mode="json")
     d.pop("imageDigest", None)  # not in the doc's Job shape: the prototype's validators reject unknown fields
     if d["batchId"] is None:
         d["batchId"] = ""
@@ -837,8 +857,9 @@ def format_validation_error(e: ValidationError) -> str:
 
 
 def answer_call(ctx: HubContext, call: WireCall, req: BaseModel, api_key: Optional[str], request_base: str = "") -> dict[str, Any]:
-    """Run one call in one transaction (rolled back on any error). Runs in the threadpool."""
-    with ctx.transaction() as s:
+    """Run one call in one transaction (rolled back on any error); a call that only reads in a read transaction.
+    Runs in the threadpool."""
+    with (ctx.read_transaction() if call.reads_only else ctx.transaction()) as s:
         result = call.answer(Caller(ctx=ctx, s=s, api_key=api_key, request_base=request_base), req)
     return {"type": f"{call.name}Response", **result}
 
@@ -862,7 +883,7 @@ def _unknown_call(call_name: str) -> JSONResponse:
     response_model=None,
 )
 async def wire_call_route(call_name: str, request: Request) -> Response:
-    # Async only to read the raw body; the database work runs in the threadpool.
+    # Async to read the raw body; getJob reads on the loop, the other calls' database work runs in the threadpool.
     call = CALLS.get(call_name)
     if call is None:
         return _unknown_call(call_name)
@@ -874,9 +895,12 @@ async def wire_call_route(call_name: str, request: Request) -> Response:
         raise
     try:
         req = parse_body(call, body)
-        answer = await run_in_threadpool(
-            answer_call, get_ctx(request), call, req, bearer_token(request), str(request.base_url)
-        )
+        ctx = get_ctx(request)
+        answer = None
+        if isinstance(req, GetJobRequest):  # Neurosift's poll: on the loop, as GET /v1/jobs/{id}
+            answer = await ctx.run_read(lambda conn: get_job_on_loop(conn, req))
+        if answer is None:
+            answer = await run_in_threadpool(answer_call, ctx, call, req, bearer_token(request), str(request.base_url))
     except HubError as e:
         return wire_error(wire_status(e), e.message)
     except OperationalError as e:  # the database restarting or refusing connections: as /v1 answers it
