@@ -56,3 +56,12 @@ def test_bench_claim_wakeup_runs(database: str) -> None:
         url = [] if database == "sqlite" else ["--database-url", stack.enter_context(postgres_schema())]
         out = run_bench("bench/bench_claim_wakeup.py", "--rounds", "2", *url)
     assert "ratio wake-up / immediate claim:" in out and "ratio wake-up / (create + immediate claim):" in out, out
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_bench_wire_poll_runs(database: str) -> None:
+    out = run_bench(
+        "bench/bench_wire_poll.py", "--database", database, "--clients", "2", "--polls", "12", "--jobs", "4",
+        "--creations", "6", "--rounds", "1", "--postgres-url", POSTGRES_URL,
+    )
+    assert "ratio wire getJob / bare POST:" in out and "creations beside polls" in out, out
