@@ -173,6 +173,7 @@ class BridgeRunner:
         self.config = config
         self.app_commands_file = app_commands_file
         """bridge.json, re-read for app commands changed while the bridge runs ('pairio-bridge apps add')"""
+        self._app_commands_lock = threading.Lock()
         self.backend = backend
         self.hub = hub_api
         self.exit_when_idle = exit_when_idle
@@ -894,16 +895,20 @@ class BridgeRunner:
         return True
 
     def _refresh_app_commands(self) -> None:
+        """Take up app commands changed in bridge.json. One caller at a time (the main loop before a claim, workers
+        before a job's command): a second caller returns only once the first has taken up the change it found, so a
+        job claimed after ``pairio-bridge apps add`` never runs with the command from before."""
         if self.app_commands_file is None:
             return
-        try:
-            commands = self.app_commands_file.changed()
-        except BridgeConfigError as e:
-            log.warning("kept the app commands it had: %s", e)
-            return
-        if commands is not None and commands != self.config.appCommands:
-            log.info("app commands changed in bridge.json: now %s", ", ".join(sorted(commands)) or "none")
-            self.config = self.config.model_copy(update={"appCommands": commands})
+        with self._app_commands_lock:
+            try:
+                commands = self.app_commands_file.changed()
+            except BridgeConfigError as e:
+                log.warning("kept the app commands it had: %s", e)
+                return
+            if commands is not None and commands != self.config.appCommands:
+                log.info("app commands changed in bridge.json: now %s", ", ".join(sorted(commands)) or "none")
+                self.config = self.config.model_copy(update={"appCommands": commands})
 
     def _command_for(self, job: PairioJobData, d: JobDir) -> tuple[ProcessorLaunch, bool]:
         """What the watcher runs, and whether the image was built with the original SDK (bridge/original_sdk.py)."""

@@ -24,12 +24,14 @@ from click.testing import CliRunner
 from bridge.backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError
 from bridge.cli import main as bridge_main
 from bridge.config import (
+    AppCommandsFile,
     BridgeConfig,
     BridgeConfigError,
     ContainerMode,
     load_bridge_config,
     processor_command,
     save_bridge_config,
+    update_app_commands,
 )
 from bridge.jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
 from bridge.runner import BridgeRunner, build_job_file
@@ -554,3 +556,49 @@ def test_a_stop_asked_while_a_worker_holds_the_job_is_sent_once_the_worker_is_do
         runner._wake.set()
         assert backend.cancel_called.wait(60), "the stop asked while the job was held was never sent"
         assert backend.canceled == ["native-1"]
+
+
+class _SlowAppCommandsFile(AppCommandsFile):
+    """bridge.json read slowly: the first look that finds a change holds until the test lets it go."""
+
+    def __init__(self, bridge_dir: Path) -> None:
+        super().__init__(bridge_dir)
+        self.reading, self.go_on = threading.Event(), threading.Event()
+
+    def changed(self) -> Optional[dict[str, str]]:
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return None
+        self._seen = stamp  # as AppCommandsFile: noted as seen, then read
+        self.reading.set()
+        assert self.go_on.wait(120), "the test never let the read go"
+        return load_bridge_config(self.path.parent).appCommands
+
+
+def test_a_job_prepared_while_the_main_loop_reads_changed_app_commands_gets_the_new_command(tmp_path: Path) -> None:
+    """The main loop (before a claim) and a worker (before a job's command) both look at bridge.json: the one that
+    comes second waits for the first to take up the change, instead of finding it 'seen' and using the old command
+    (a job claimed just after 'pairio-bridge apps add' ran with the command from before)."""
+    bridge_dir = tmp_path / "b"
+    save_bridge_config(bridge_dir, make_config(appCommands={"hello_world": "/bin/false"}))
+    watched = _SlowAppCommandsFile(bridge_dir)
+    runner = BridgeRunner(make_config(appCommands={"hello_world": "/bin/false"}), _EndingBackend(), _WaitingHub(), app_commands_file=watched)  # type: ignore[arg-type]
+    try:
+        update_app_commands(bridge_dir, add={"hello_world": "/bin/true"})
+        main_loop = threading.Thread(target=runner._refresh_app_commands)
+        main_loop.start()
+        assert watched.reading.wait(120)
+        seen: list[dict[str, str]] = []
+
+        def worker() -> None:
+            runner._refresh_app_commands()
+            seen.append(dict(runner.config.appCommands))
+
+        preparing = threading.Thread(target=worker)
+        preparing.start()
+        watched.go_on.set()
+        main_loop.join(120)
+        preparing.join(120)
+        assert seen == [{"hello_world": "/bin/true"}]
+    finally:
+        runner.close()
