@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-
-import anyio.to_thread
+from collections.abc import Callable
+from typing import TypeVar
 
 from .context import HubContext
 from .core.compute import expire_lost_compute_clients
@@ -14,6 +14,19 @@ from .core.job_counts import fold_job_counts
 from .core.job_secrets import forget_erased_secrets
 
 log = logging.getLogger("pairio.hub.expiry")
+T = TypeVar("T")
+
+
+async def finished_in_thread(work: Callable[[HubContext], T], ctx: HubContext) -> T:
+    """``work(ctx)`` in a worker thread; when the calling task is cancelled (the hub stops), the work still ends
+    before the cancel goes on: a thread cannot be stopped, and the hub must not close its database under a
+    transaction still running (anyio's ``to_thread.run_sync`` returns at once on a plain asyncio cancel)."""
+    running = asyncio.get_running_loop().run_in_executor(None, work, ctx)
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait([running])
+        raise
 
 
 async def expire_lost_compute_clients_periodically(ctx: HubContext) -> None:
@@ -27,17 +40,17 @@ async def expire_lost_compute_clients_periodically(ctx: HubContext) -> None:
     while True:
         await asyncio.sleep(ctx.settings.expiry_check_interval_sec)
         try:
-            await anyio.to_thread.run_sync(forget_erased_secrets, ctx)
+            await finished_in_thread(forget_erased_secrets, ctx)
         except Exception:  # noqa: BLE001 - as below
             log.exception("forgetting erased job secrets failed; trying again in %.0f s", ctx.settings.expiry_check_interval_sec)
         try:
-            await anyio.to_thread.run_sync(fold_job_counts, ctx)
+            await finished_in_thread(fold_job_counts, ctx)
         except Exception:  # noqa: BLE001 - as below; reads add the unfolded changes meanwhile
             log.exception("folding job counts failed; trying again in %.0f s", ctx.settings.expiry_check_interval_sec)
         if time.time() - started < ctx.settings.heartbeat_timeout_sec:
             continue
         try:
-            result = await anyio.to_thread.run_sync(expire_lost_compute_clients, ctx)
+            result = await finished_in_thread(expire_lost_compute_clients, ctx)
         except Exception:  # noqa: BLE001 - a database hiccup must not stop the loop for good
             log.exception("expiring lost compute clients failed; trying again in %.0f s", ctx.settings.expiry_check_interval_sec)
             continue

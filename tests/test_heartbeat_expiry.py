@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
 import httpx
+import pytest
 
 from hub.context import HubContext
 from hub.core.compute import expire_lost_compute_clients
+from hub.expiry import finished_in_thread
 
 from .conftest import auth
 from .hubtools import LiveHub, Seed
@@ -128,3 +132,28 @@ def test_a_job_reporting_with_its_own_key_keeps_its_client_alive(api: httpx.Clie
     assert report(api, job["jobId"], claimed["jobPrivateKey"], "running").status_code == 200
     assert expire_lost_compute_clients(ctx, time.time()).failed_job_ids == []
     assert get_job(api, job["jobId"])["status"] == "running"
+
+
+def test_the_hubs_background_work_in_a_thread_ends_before_its_cancel_goes_on() -> None:
+    """The hub stopping cancels its background loop: the transaction it runs in a worker thread (expiry, folding
+    the job counts) ends before the loop does, so the database is never closed (or, in tests, its schema
+    dropped) under a transaction still running."""
+    started, release = threading.Event(), threading.Event()
+    finished: list[object] = []
+
+    def work(ctx: object) -> int:
+        started.set()
+        release.wait(120)
+        finished.append(ctx)
+        return 1
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(finished_in_thread(work, "ctx"))  # type: ignore[arg-type]
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 120)
+        task.cancel()
+        threading.Timer(0.2, release.set).start()  # when it ends changes nothing: the cancel waits for it
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert finished == ["ctx"]
+
+    asyncio.run(scenario())
