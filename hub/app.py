@@ -19,7 +19,7 @@ from pairio.models import CROSS_FIELD_RULE
 
 from . import expiry
 from .context import HubContext
-from .errors import HubError
+from .errors import DATABASE_UNAVAILABLE, HubError, database_unavailable_log
 from .limits import BodySizeLimit
 from .openapi import install_docs
 from .routes import health, v1_batches, v1_compute, v1_files, v1_jobs, v1_services, wire
@@ -88,11 +88,8 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
     async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
         # the database restarting, refusing connections, or a connection lost at a commit: nothing the request
         # did wrong; 503 tells clients to try again (pairio's client does for requests that are safe to repeat)
-        log.warning("database unavailable for %s %s: %s", request.method, request.url.path, str(exc.orig or exc).strip()[:300])
-        return JSONResponse(
-            {"detail": "the hub's database is unavailable (restarting, or refusing connections); try again in a moment"},
-            status_code=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_SEC)},
-        )
+        log.warning("%s %s: %s", request.method, request.url.path, database_unavailable_log(exc))
+        return JSONResponse({"detail": DATABASE_UNAVAILABLE}, status_code=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_SEC)})
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

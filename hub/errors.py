@@ -42,3 +42,13 @@ class Conflict(HubError):
 
 class PayloadTooLarge(HubError):
     status_code = 413
+
+
+DATABASE_UNAVAILABLE = "the hub's database is unavailable (restarting, or refusing connections); try again in a moment"
+"""The answer (503) to a request that met the database unreachable: REST and wire protocol alike."""
+
+
+def database_unavailable_log(exc: Exception) -> str:
+    """The log line's text for such a request: the driver's message, shortened."""
+    orig = getattr(exc, "orig", None)
+    return "database unavailable: " + str(orig or exc).strip()[:300]

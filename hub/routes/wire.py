@@ -37,7 +37,9 @@ from ..core import job_answers, original_sdk
 from ..db.raw import RawReads
 from ..db.tables import ComputeClient, Job, Service, ServiceApp
 from ..deps import bearer_token, get_ctx
-from ..errors import BadRequest, Conflict, Forbidden, HubError, PayloadTooLarge, Unauthorized
+from ..errors import (
+    DATABASE_UNAVAILABLE, BadRequest, Conflict, Forbidden, HubError, PayloadTooLarge, Unauthorized, database_unavailable_log,
+)
 from ..schemas import JobCreateBody
 
 log = logging.getLogger("pairio.hub.wire")
@@ -278,16 +280,19 @@ class WireCall:
     answer: Answer
     reads_only: bool = False
     """runs in a read transaction: on SQLite it neither takes nor waits for the write lock (Neurosift polls getJob)"""
+    on_loop: Optional[Callable[[RawReads, Any], Optional[dict[str, Any]]]] = None
+    """the answer from prebuilt statements on the event loop (``HubContext.run_read``); None: ``answer`` gives it"""
 
 
 CALLS: dict[str, WireCall] = {}
 
 
 def wire_call(
-    name: str, request: type[RequestT], *, reads_only: bool = False
+    name: str, request: type[RequestT], *, reads_only: bool = False,
+    on_loop: Optional[Callable[[RawReads, RequestT], Optional[dict[str, Any]]]] = None,
 ) -> Callable[[Callable[[Caller, RequestT], dict[str, Any]]], Answer]:
     def register(answer: Callable[[Caller, RequestT], dict[str, Any]]) -> Answer:
-        CALLS[name] = WireCall(name, request, answer, reads_only)
+        CALLS[name] = WireCall(name, request, answer, reads_only, on_loop)
         return answer
 
     return register
@@ -299,20 +304,20 @@ def create_job(c: Caller, req: CreateJobRequest) -> dict[str, Any]:
     return {"job": c.job(job)}
 
 
-@wire_call("getJob", GetJobRequest, reads_only=True)
-def get_job(c: Caller, req: GetJobRequest) -> dict[str, Any]:
-    return original_sdk_get_job(c, req)
-
-
 def get_job_on_loop(conn: RawReads, req: GetJobRequest) -> Optional[dict[str, Any]]:
-    """getJob's answer from one prebuilt statement (``HubContext.run_read``: on the event loop), as ``get_job`` gives
-    it; None when only ``get_job`` can answer (a private key asked for, a job being canceled)."""
+    """getJob's answer from one prebuilt statement, as ``get_job`` gives it (Neurosift's poll, read as
+    ``GET /v1/jobs/{id}`` reads); None when only ``get_job`` can answer (a private key asked for, a job being stopped)."""
     if req.includePrivateKey:
         return None
     stored = job_answers.stored_job(conn, req.jobId)
-    if stored.row.canceled and JobStatus(stored.row.status) in (JobStatus.STARTING, JobStatus.RUNNING):
+    if being_stopped(stored.row):
         return None
-    return {"type": "getJobResponse", "job": wire_job_fields(stored.answer())}
+    return {"job": wire_job_fields(stored.answer())}
+
+
+@wire_call("getJob", GetJobRequest, reads_only=True, on_loop=get_job_on_loop)
+def get_job(c: Caller, req: GetJobRequest) -> dict[str, Any]:
+    return original_sdk_get_job(c, req)
 
 
 @wire_call("findJobByDefinition", FindJobByDefinitionRequest, reads_only=True)
@@ -610,6 +615,11 @@ def get_signed_upload_url(c: Caller, req: GetSignedUploadUrlRequest) -> dict[str
     return {"signedUrl": signed.signed_url, "downloadUrl": signed.download_url}
 
 
+def being_stopped(job: Any) -> bool:
+    """A canceled job that has not stopped yet (``job``: a ``Job`` or a row of its columns): getJob shows it as failed."""
+    return bool(job.canceled) and JobStatus(job.status) in (JobStatus.STARTING, JobStatus.RUNNING)
+
+
 def original_sdk_get_job(c: Caller, req: GetJobRequest) -> dict[str, Any]:
     """getJob: anyone may read a job (its key and secrets are null); with includePrivateKey, its own process gets its key back.
 
@@ -621,7 +631,7 @@ def original_sdk_get_job(c: Caller, req: GetJobRequest) -> dict[str, Any]:
     """
     job = core.get_job_row(c.s, req.jobId)
     d = c.job(job)
-    if job.canceled and JobStatus(job.status) in (JobStatus.STARTING, JobStatus.RUNNING):
+    if being_stopped(job):
         d["status"] = JobStatus.FAILED.value
         d["error"] = f"canceled by {job.canceled_by_user_id or 'a user'} (the job is being stopped)"
     own = req.includePrivateKey and bool(c.api_key) and original_sdk.is_own_key(job, c.api_key or "")
@@ -860,8 +870,7 @@ def answer_call(ctx: HubContext, call: WireCall, req: BaseModel, api_key: Option
     """Run one call in one transaction (rolled back on any error); a call that only reads in a read transaction.
     Runs in the threadpool."""
     with (ctx.read_transaction() if call.reads_only else ctx.transaction()) as s:
-        result = call.answer(Caller(ctx=ctx, s=s, api_key=api_key, request_base=request_base), req)
-    return {"type": f"{call.name}Response", **result}
+        return call.answer(Caller(ctx=ctx, s=s, api_key=api_key, request_base=request_base), req)
 
 
 # ---------------------------------------------------------------- routes
@@ -883,7 +892,7 @@ def _unknown_call(call_name: str) -> JSONResponse:
     response_model=None,
 )
 async def wire_call_route(call_name: str, request: Request) -> Response:
-    # Async to read the raw body; getJob reads on the loop, the other calls' database work runs in the threadpool.
+    # Async to read the raw body; a call with an on_loop answer reads on the loop, the others run in the threadpool.
     call = CALLS.get(call_name)
     if call is None:
         return _unknown_call(call_name)
@@ -896,20 +905,19 @@ async def wire_call_route(call_name: str, request: Request) -> Response:
     try:
         req = parse_body(call, body)
         ctx = get_ctx(request)
-        answer = None
-        if isinstance(req, GetJobRequest):  # Neurosift's poll: on the loop, as GET /v1/jobs/{id}
-            answer = await ctx.run_read(lambda conn: get_job_on_loop(conn, req))
+        on_loop = call.on_loop
+        answer = await ctx.run_read(lambda conn: on_loop(conn, req)) if on_loop is not None else None
         if answer is None:
             answer = await run_in_threadpool(answer_call, ctx, call, req, bearer_token(request), str(request.base_url))
     except HubError as e:
         return wire_error(wire_status(e), e.message)
     except OperationalError as e:  # the database restarting or refusing connections: as /v1 answers it
-        log.warning("wire call %s: database unavailable: %s", call.name, str(e.orig or e).strip()[:300])
-        return wire_error(503, "the hub's database is unavailable (restarting, or refusing connections); try again in a moment")
+        log.warning("wire call %s: %s", call.name, database_unavailable_log(e))
+        return wire_error(503, DATABASE_UNAVAILABLE)
     except Exception:  # noqa: BLE001 - the protocol's 500, logged with its traceback
         log.exception("wire call %s failed", call.name)
         return wire_error(500, f"internal error in {call.name}; the hub's log has the details")
-    return JSONResponse(answer)
+    return JSONResponse({"type": f"{call.name}Response", **answer})
 
 
 @router.api_route(
