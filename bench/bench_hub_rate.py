@@ -1,6 +1,6 @@
 """Hub request rate over real HTTP against a bare FastAPI endpoint served the same way.
 
-    python bench/bench_hub_rate.py [--database sqlite|postgresql|both] [--clients 8,16] [--requests 400] [--rounds 3]
+    python bench/bench_hub_rate.py [--database sqlite|postgresql|both] [--clients 8,16] [--requests 1000] [--warmup 8] [--rounds 3]
                                    [--workers 1] [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
 Starts two uvicorn processes the same way (``python -m uvicorn --factory``, same worker
@@ -16,6 +16,9 @@ connection each, a minimal HTTP/1.1 client so the load generator stays cheap):
   getJob          GET /v1/jobs/{id}
   bare GET        GET /bare/jobs/{id}
 
+Each phase first sends ``--warmup`` requests per client of its own kind over the same
+connections, untimed (creations of other definitions, for the cache hits those again): what
+is measured is the servers' steady state, not a hub opening its database connections.
 It prints requests per second, p50 and p99 latency and the server's CPU time per request
 (/proc) per phase, and the ratios createJob / bare POST, cache hit / bare POST, getJob /
 bare GET (median over rounds, with the range), by rate and by CPU time per request: on a
@@ -36,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,40 +205,57 @@ class Connection:
             self.writer.close()
 
 
-def measure_phase(server: Server, clients: int, requests: list[tuple[str, str, Optional[dict[str, Any]], int]], headers: dict[str, str]) -> Phase:
-    before = cpu_seconds(server.pid)
-    result = asyncio.run(run_phase(server.url, clients, requests, headers))
-    result.cpu = (cpu_seconds(server.pid) - before) / len(requests)
+Request = tuple[str, str, Optional[dict[str, Any]], int]  # method, path, JSON body, expected status
+
+
+def measure_phase(server: Server, clients: int, requests: list[Request], headers: dict[str, str], warmup: Sequence[Request] = ()) -> Phase:
+    """``requests`` from ``clients`` connections, after ``warmup`` (sent the same way, neither timed nor counted)."""
+    result = asyncio.run(run_phase(server.url, clients, requests, headers, warmup, server.pid))
     return result
 
 
-async def run_phase(url: str, clients: int, requests: list[tuple[str, str, Optional[dict[str, Any]], int]], headers: dict[str, str]) -> Phase:
-    """Send ``requests`` (method, path, body, expected status) from ``clients`` concurrent connections."""
-    latencies: list[float] = []
-    prepared = [(m, p, json.dumps(b).encode() if b is not None else None, e) for m, p, b, e in requests]
-    it = iter(prepared)
+async def run_phase(
+    url: str, clients: int, requests: list[Request], headers: dict[str, str], warmup: Sequence[Request] = (), pid: Optional[int] = None,
+) -> Phase:
+    """Send ``requests`` (method, path, body, expected status) from ``clients`` concurrent connections.
 
-    async def worker(conn: Connection) -> None:
+    ``warmup`` goes first over the same connections, so what is measured is the server's steady state:
+    its pools' connections opened, its statements prepared (a hub that has just started opens
+    database connections on its first requests, each costing tens of milliseconds)."""
+    latencies: list[float] = []
+
+    async def worker(conn: Connection, it: Iterator[tuple[str, str, Optional[bytes], int]], timed: bool) -> None:
         for method, path, body, expected in it:
             t = time.perf_counter()
             status, data = await conn.request(method, path, body)
-            latencies.append(time.perf_counter() - t)
+            if timed:
+                latencies.append(time.perf_counter() - t)
             if status != expected:
                 raise RuntimeError(f"{method} {path}: {status} (expected {expected}): {data[:300]!r}")
+
+    def prepared(batch: Sequence[Request]) -> Iterator[tuple[str, str, Optional[bytes], int]]:
+        return iter([(m, p, json.dumps(b).encode() if b is not None else None, e) for m, p, b, e in batch])
 
     conns = [Connection(url, headers) for _ in range(clients)]
     warm = "/bare/jobs/warm" if "bare" in requests[0][1] else "/v1/job-counts"
     await asyncio.gather(*(c.request("GET", warm, None) for c in conns))
+    if warmup:
+        warm_it = prepared(warmup)
+        await asyncio.gather(*(worker(c, warm_it, timed=False) for c in conns))
+    it = prepared(requests)
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     started = time.perf_counter()
-    await asyncio.gather(*(worker(c) for c in conns))
+    await asyncio.gather(*(worker(c, it, timed=True) for c in conns))
     elapsed = time.perf_counter() - started
     for c in conns:
         c.close()
+    cpu = (cpu_seconds(pid) - cpu_before) / len(requests) if pid is not None else 0.0
     latencies.sort()
     return Phase(
         rate=len(latencies) / elapsed,
         p50=latencies[len(latencies) // 2],
         p99=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        cpu=cpu,
     )
 
 
@@ -261,17 +281,23 @@ def bench_database(name: str, url: str, data_dir: Path, args: argparse.Namespace
             for clients in args.clients:
                 n = args.requests
                 defs = [f"{uuid.uuid4().hex}-{next(counter)}" for _ in range(n)]
+                warm_defs = [f"{uuid.uuid4().hex}-{next(counter)}" for _ in range(clients * args.warmup)]
                 phases: dict[str, Phase] = {}
-                phases["bare POST"] = measure_phase(bare, clients, [("POST", "/bare/jobs", job_body(d), 201) for d in defs], {})
+
+                def posts(definitions: list[str], status: int, path: str = "/v1/jobs") -> list[Request]:
+                    return [("POST", path, job_body(d), status) for d in definitions]
+
+                phases["bare POST"] = measure_phase(bare, clients, posts(defs, 201, "/bare/jobs"), {}, posts(warm_defs, 201, "/bare/jobs"))
                 created: list[str] = []
-                phases["createJob"] = measure_phase(hub, clients, [("POST", "/v1/jobs", job_body(d), 201) for d in defs], auth)
-                phases["cache hit"] = measure_phase(hub, clients, [("POST", "/v1/jobs", job_body(d), 200) for d in defs], auth)
+                phases["createJob"] = measure_phase(hub, clients, posts(defs, 201), auth, posts(warm_defs, 201))
+                phases["cache hit"] = measure_phase(hub, clients, posts(defs, 200), auth, posts(warm_defs, 200))
                 with httpx.Client(base_url=hub.url, headers=auth) as c:
                     page = c.get("/v1/jobs", params={"limit": min(n, 1000), "serviceName": SERVICE}).json()
                     created = [j["jobId"] for j in page["jobs"]]
                 gets = [("GET", f"/v1/jobs/{created[i % len(created)]}", None, 200) for i in range(n)]
-                phases["getJob"] = measure_phase(hub, clients, gets, auth)
-                phases["bare GET"] = measure_phase(bare, clients, [("GET", f"/bare/jobs/{i}", None, 200) for i in range(n)], {})
+                phases["getJob"] = measure_phase(hub, clients, gets, auth, gets[: len(warm_defs)])
+                bare_gets: list[Request] = [("GET", f"/bare/jobs/{i}", None, 200) for i in range(n)]
+                phases["bare GET"] = measure_phase(bare, clients, bare_gets, {}, bare_gets[: len(warm_defs)])
                 for phase, value in phases.items():
                     results.setdefault((clients, phase), []).append(value)
                 print(
@@ -304,7 +330,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--clients", default="8,16", help="comma-separated numbers of concurrent clients")
-    parser.add_argument("--requests", type=int, default=400, help="requests per phase")
+    parser.add_argument("--requests", type=int, default=1000, help="requests per phase")
+    parser.add_argument(
+        "--warmup", type=int, default=8,
+        help="requests per client sent before each phase, not timed: the phase measures the servers' steady state",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (both servers)")
     parser.add_argument("--postgres-url", default=os.environ.get("PAIRIO_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pairio.models import CROSS_FIELD_RULE
 
-from . import expiry
+from . import collector, expiry
 from .context import HubContext
 from .errors import DATABASE_UNAVAILABLE, HubError, database_unavailable_log
 from .limits import BodySizeLimit
@@ -49,6 +49,7 @@ def create_app(settings: Optional[HubSettings] = None, ctx: Optional[HubContext]
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(t(ctx)) for t in app.state.background_tasks]
+        collector.freeze_startup_objects()
         try:
             yield
         finally:

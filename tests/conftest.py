@@ -46,6 +46,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_claim_concurrency": ("hub",),
     "test_claim_scope": ("hub",),
     "test_cli": ("hub",),
+    "test_collector": ("hub",),
     "test_client": ("hub",),
     "test_compute_api": ("hub",),
     "test_deploy_examples": ("unit",),
