@@ -89,6 +89,26 @@ def test_a_job_that_fits_gets_no_such_event_and_a_job_with_no_client_says_none_i
     assert [e["message"] for e in events(http, fits["jobId"])] == ["created by alice"]
 
 
+def test_a_waiting_reason_follows_each_change_of_the_services_clients_at_once(http: httpx.Client, seeded: Seed) -> None:
+    """The hub remembers a service's compute clients for a moment for waiting reasons too (hub/core/slot_fit.py);
+    a heartbeat, a new label, new slots or a deletion made through this hub shows in the very next read."""
+    job = submit(http, seeded, hello1("watched"), RES)
+    assert "there is no compute client" in reason_of(http, job["jobId"])["message"]
+    cc = register(http, seeded, "quiet", slots=[SMALL_SLOT])
+    assert "'quiet' never heard from" in reason_of(http, job["jobId"])["message"]
+    heartbeat(http, cc)  # offline is said only from a fresh read: the heartbeat counts at once
+    assert reason_of(http, job["jobId"])["code"] == WaitingCode.NOT_CLAIMED_YET.value
+    assert "'quiet' has a free slot" in reason_of(http, job["jobId"])["message"]
+    renamed = wire_call(http, "setComputeClientInfo", seeded.key, computeClientId=cc.id, computeClientName="loud")
+    assert renamed.status_code == 200, renamed.text
+    assert "'loud' has a free slot" in reason_of(http, job["jobId"])["message"]
+    shrunk = wire_call(http, "setComputeClientInfo", seeded.key, computeClientId=cc.id, computeSlots=[{**SMALL_SLOT, "memoryGb": 0.5}])
+    assert shrunk.status_code == 200, shrunk.text
+    assert reason_of(http, job["jobId"])["code"] == WaitingCode.NO_SLOT_FITS.value
+    assert http.delete(f"/v1/compute-clients/{cc.id}", headers={"Authorization": f"Bearer {seeded.key}"}).status_code == 204
+    assert "there is no compute client" in reason_of(http, job["jobId"])["message"]
+
+
 def test_all_busy_counts_the_jobs_ahead_and_the_queue_position(http: httpx.Client, seeded: Seed) -> None:
     cc = register(http, seeded, "one", slots=[ONE_CPU_SLOT])
     heartbeat(http, cc)

@@ -330,7 +330,7 @@ def register_compute_client(
         created_sec=now_sec(),
     )
     s.add(cc)
-    forget_service_clients(service_name)
+    forget_service_clients(service_name, s)
     return cc, plain
 
 
@@ -365,6 +365,7 @@ def delete_compute_client(s: Session, compute_client_id: str, user_id: str) -> N
     if cc.user_id != user_id and not roles_of(s, cc.service_name, user_id).admin:
         raise Forbidden("only the compute client's owner or a service admin may delete it")
     s.delete(cc)
+    forget_service_clients(cc.service_name, s)
 
 
 def update_compute_client(
@@ -390,7 +391,7 @@ def update_compute_client(
         if not compute_slots:
             raise BadRequest("a compute client needs at least one compute slot (numCpus, numGpus, memoryGb, timeSec)")
         cc.compute_slots = [slot.model_dump() for slot in compute_slots]
-        forget_service_clients(cc.service_name)
+    forget_service_clients(cc.service_name, s)  # its slots and label: creation notes and waiting reasons use them
     return cc
 
 

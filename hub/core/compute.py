@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sqlalchemy import ColumnElement, Select, and_, bindparam, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from pairio.models import PairioComputeClientComputeSlot, PairioJobData, PairioJobRequiredResources, PairioJobSecret
 from pairio.names import check_name
@@ -35,6 +35,7 @@ from ..security import hash_secret, new_secret
 from . import accounts, job_answers, job_secrets
 from .claim_scope import ClaimScope, RunnableJobs, runnable_jobs
 from .jobs import INSERT_EVENT, add_event, fail_job, get_job_row, jobs_public, on_job_completed, on_job_finished
+from .slot_fit import forget_service_clients
 
 JOB_KEY_PREFIX = "pairiojob"
 MAX_CLAIM_JOBS = 100
@@ -183,6 +184,7 @@ def record_bridge_info(cc: ComputeClient, info: dict[str, Any]) -> None:
     current = {k: v for k, v in (cc.bridge_info or {}).items() if k != "timestampReportedSec"}
     if current != info:
         cc.bridge_info = {**info, "timestampReportedSec": now_sec()}
+        forget_service_clients(cc.service_name, object_session(cc))  # the apps it runs: a waiting reason names them
 
 
 def jobs_to_stop(s: Session, cc: ComputeClient, active_job_ids: Sequence[str]) -> list[str]:

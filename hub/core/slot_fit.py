@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Engine, bindparam, event, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -75,34 +75,56 @@ def _named_apps(bridge_info: Any) -> Optional[tuple[str, ...]]:
     return tuple(str(a) for a in bridge_info["apps"])
 
 
-# Creating a job asks whether any slot fits it; the answer rarely changes, so a process
-# remembers each service's clients for a moment. Only the answers that add no note are taken from
-# memory ("fits", and "the service has no compute client"): a "no slot fits" is read afresh before it
-# is said. A client registered or changed in this process is read afresh at once (forget_service_clients);
-# one changed through another hub process, within CLIENTS_MEMORY_SEC.
+# Creating a job asks whether any slot fits it, and reading a pending job says why it waits; the service's
+# clients rarely change, so a process remembers them for a moment (per engine: one per database). Answers
+# that a change could make wrong are read afresh before they are given: creation's "no slot fits" (it
+# becomes a note on the job's timeline) and a waiting reason's "no compute client online" among clients (a
+# heartbeat may have come since). A client registered, changed or deleted in this process is read afresh at
+# once, and again once that transaction commits (forget_service_clients); one changed through another hub
+# process, within CLIENTS_MEMORY_SEC. Clients heard from within the heartbeat timeout as of the memory's read
+# are taken as online: at most CLIENTS_MEMORY_SEC of the timeout (120 s by default) is misjudged.
 CLIENTS_MEMORY_SEC = 2.0
 _remembered: "weakref.WeakKeyDictionary[Engine, dict[str, tuple[float, list[ClientSlots]]]]" = weakref.WeakKeyDictionary()
+
+
+def remembered_clients(engine: Any, service_name: str) -> Optional[list[ClientSlots]]:
+    """The service's clients as read by this process less than ``CLIENTS_MEMORY_SEC`` ago through ``engine``; None if not."""
+    memory = _remembered.get(engine) if isinstance(engine, Engine) else None
+    remembered = memory.get(service_name) if memory is not None else None
+    if remembered is None or remembered[0] <= time.monotonic():
+        return None
+    return remembered[1]
+
+
+def read_clients(engine: Any, reader: Union[Session, Connection, RawReads], service_name: str) -> list[ClientSlots]:
+    """``service_clients`` read now, and remembered for ``engine`` (when it is one)."""
+    now = time.monotonic()
+    everyone = service_clients(reader, service_name)
+    if isinstance(engine, Engine):
+        _remembered.setdefault(engine, {})[service_name] = (now + CLIENTS_MEMORY_SEC, everyone)
+    return everyone
+
+
+def targeted(clients: list[ClientSlots], targets: Optional[Sequence[str]]) -> list[ClientSlots]:
+    return clients if targets is None else [c for c in clients if c.compute_client_id in targets]
 
 
 def no_slot_fits(s: Session, service_name: str, targets: Optional[Sequence[str]], r: PairioJobRequiredResources) -> Optional[Misfit]:
     """The closest misfit when the service has compute clients (of ``targets``, if given) and none fits ``r``."""
     engine = s.get_bind()
-    memory = _remembered.setdefault(engine, {}) if isinstance(engine, Engine) else {}
-    now = time.monotonic()
-    remembered = memory.get(service_name)
-    if remembered is not None and remembered[0] > now:
-        clients = [c for c in remembered[1] if targets is None or c.compute_client_id in targets]
-        if closest_misfit(clients, r) is None:  # no client (of the targets), or one that fits
-            return None
-    everyone = service_clients(on_connection(s.connection()), service_name)
-    memory[service_name] = (now + CLIENTS_MEMORY_SEC, everyone)
-    return closest_misfit([c for c in everyone if targets is None or c.compute_client_id in targets], r)
+    remembered = remembered_clients(engine, service_name)
+    if remembered is not None and closest_misfit(targeted(remembered, targets), r) is None:
+        return None  # no client (of the targets), or one that fits
+    return closest_misfit(targeted(read_clients(engine, on_connection(s.connection()), service_name), targets), r)
 
 
-def forget_service_clients(service_name: str) -> None:
-    """A compute client of the service was registered or changed its slots: ``no_slot_fits`` reads them afresh."""
+def forget_service_clients(service_name: str, s: Optional[Session] = None) -> None:
+    """A compute client of the service was registered, deleted, or changed its slots or apps: the next reads
+    of its clients go to the database, now and (given the session making the change) once it commits."""
     for memory in list(_remembered.values()):
         memory.pop(service_name, None)
+    if s is not None:
+        event.listen(s, "after_commit", lambda _s: forget_service_clients(service_name), once=True)
 
 
 def fits_some_slot(client: ClientSlots, r: PairioJobRequiredResources) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, literal_column, null, select, tuple_
+from sqlalchemy import ColumnElement, Engine, Select, bindparam, func, literal_column, null, select, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -70,15 +70,20 @@ class WaitingJob:
 RECENT_NOTES = 20
 
 
-def waiting_reason(s: Reader, job: "AnyJob", *, heartbeat_timeout_sec: float, now: float) -> Optional[PairioWaitingReason]:
-    """Why ``job`` does not run yet; None when it is finished, canceled, or running (and not queued by its backend)."""
+def waiting_reason(
+    s: Reader, job: "AnyJob", *, heartbeat_timeout_sec: float, now: float, clients_memory: Optional[Engine] = None,
+) -> Optional[PairioWaitingReason]:
+    """Why ``job`` does not run yet; None when it is finished, canceled, or running (and not queued by its backend).
+
+    ``clients_memory``: an engine whose recent read of the service's compute clients may serve
+    (``slot_fit.remembered_clients``); "no compute client online" among clients is said only from a fresh read."""
     status = JobStatus(job.status)
     if status.is_terminal or job.canceled:
         return None
     if status == JobStatus.PENDING:
         if not job.is_runnable:
             return _dependencies_reason(s, job)
-        return _pending_reason(s, job, heartbeat_timeout_sec, now)
+        return _pending_reason(s, job, heartbeat_timeout_sec, now, clients_memory)
     return _claimed_reason(s, job, status)
 
 
@@ -108,10 +113,25 @@ def _dependencies_reason(s: Reader, job: "AnyJob") -> PairioWaitingReason:
     )
 
 
-def _pending_reason(s: Reader, job: "AnyJob", heartbeat_timeout_sec: float, now: float) -> PairioWaitingReason:
+def _pending_reason(s: Reader, job: "AnyJob", heartbeat_timeout_sec: float, now: float, clients_memory: Optional[Engine]) -> PairioWaitingReason:
+    targets = job.target_compute_client_ids
+    remembered = slot_fit.remembered_clients(clients_memory, job.service_name) if clients_memory is not None else None
+    if remembered is not None:
+        clients = slot_fit.targeted(remembered, targets)
+        reason = _pending_reason_among(s, job, clients, heartbeat_timeout_sec, now)
+        # a client heard from since the memory's read would be online: that answer only from a fresh read
+        if not (clients and reason.code == WaitingCode.NO_COMPUTE_CLIENT_ONLINE):
+            return reason
+    read = slot_fit.read_clients(clients_memory, s, job.service_name) if clients_memory is not None else slot_fit.service_clients(s, job.service_name)
+    return _pending_reason_among(s, job, slot_fit.targeted(read, targets), heartbeat_timeout_sec, now)
+
+
+def _pending_reason_among(
+    s: Reader, job: "AnyJob", clients: list[slot_fit.ClientSlots], heartbeat_timeout_sec: float, now: float,
+) -> PairioWaitingReason:
+    """The reason of a runnable pending job, given the compute clients of its service that it may run on."""
     r = resources_of(job)
     targets = job.target_compute_client_ids
-    clients = slot_fit.service_clients(s, job.service_name, targets)
     which = "of the compute clients it targets" if targets is not None else f"of service {job.service_name!r}"
     if not clients:
         return PairioWaitingReason(

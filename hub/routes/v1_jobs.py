@@ -195,7 +195,9 @@ def _get_job(ctx: HubContext, conn: RawReads, job_id: str) -> Response:
     if not JobStatus(answer["status"]).is_terminal and not answer["canceled"]:
         # only a job that may wait pays for the reason, read on the same connection
         job = waiting.WaitingJob.of_stored(stored)
-        reason = waiting.waiting_reason(conn, job, heartbeat_timeout_sec=ctx.settings.heartbeat_timeout_sec, now=now_sec())
+        reason = waiting.waiting_reason(
+            conn, job, heartbeat_timeout_sec=ctx.settings.heartbeat_timeout_sec, now=now_sec(), clients_memory=ctx.engine,
+        )
         answer["waitingReason"] = reason.model_dump(mode="json", by_alias=True) if reason is not None else None
         answer["queuePosition"] = waiting.queue_position(conn, job)
     return _answer(answer)
