@@ -82,7 +82,9 @@ class HubContext:
             write_lock=threading.Lock() if engine.dialect.name == "sqlite" else nullcontext(),
         )
         if engine.dialect.name == "postgresql":
-            ctx.loop_pools = LoopPools(settings.resolved_database_url(), lambda s: event.listen(s, "after_commit", ctx._after_commit))
+            ctx.loop_pools = LoopPools(
+                settings.resolved_database_url(), lambda s: event.listen(s, "after_commit", ctx._after_commit), settings.database_concurrency,
+            )
         ctx.loop_engine = make_loop_engine(engine)
         if ctx.loop_engine is not None:
             ctx.loop_sessions = make_session_factory(ctx.loop_engine)

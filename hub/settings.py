@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +26,14 @@ class HubSettings(BaseSettings):
     heartbeat_timeout_sec: float = Field(default=120.0, description="a compute client silent this long is lost")
     expiry_check_interval_sec: float = Field(default=10.0, description="how often lost compute clients are looked for")
     claim_max_wait_sec: float = Field(default=60.0, description="longest long-poll a bridge may ask for")
+    database_concurrency: int = Field(
+        default_factory=lambda: default_database_concurrency(os.cpu_count()),
+        ge=1, le=1000,
+        description="PostgreSQL: reads, and apart from them write transactions, one hub process runs at once on its event "
+        "loop (more wait their turn in the hub); default twice this machine's CPUs, at least 4. Past about twice the "
+        "database server's cores, PostgreSQL spends more CPU per statement, not less time: raise it for a server with "
+        "more cores than this machine, and divide it among uvicorn worker processes",
+    )
     claim_recheck_interval_sec: float = Field(
         default=2.0, description="how often a waiting claim re-reads the database (catches jobs made by other hub processes)"
     )
@@ -41,3 +50,9 @@ class HubSettings(BaseSettings):
     @property
     def base_url(self) -> str:
         return self.public_url.rstrip("/")
+
+
+def default_database_concurrency(cpus: Optional[int]) -> int:
+    """Statements at once per hub process: on a 2-core machine running PostgreSQL too, 4 reads at once cost the
+    server 0.13 ms of CPU each and 8 or 20 cost 0.45 (bench/README.md, "P3, eighth pass")."""
+    return max(4, 2 * (cpus or 1))

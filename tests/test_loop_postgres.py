@@ -16,12 +16,13 @@ from sqlalchemy import Connection, bindparam, create_engine, func, insert, selec
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.util import await_only
 
 from hub.context import HubContext
 from hub.db.loop_postgres import AwaitedConnection
 from hub.db.raw import RawReads, on_connection, prebuilt
 from hub.db.tables import User
-from hub.settings import HubSettings
+from hub.settings import HubSettings, default_database_concurrency
 
 from .hubtools import POSTGRES_URL, LiveHub, Seed, seed
 from .test_compute_api import RES, claim, get_job, hello1, register, report, submit
@@ -71,6 +72,43 @@ def test_each_event_loop_has_connections_of_its_own(ctx: HubContext) -> None:
     _, second_pool = asyncio.run(pid_and_pool())
     assert second_pool is not first_pool
     assert ctx.loop_pools is not None and list(ctx.loop_pools._pools.values()) == [second_pool]  # the closed loop's is gone
+
+
+def test_reads_at_once_on_a_loop_are_bounded_by_the_database_concurrency(ctx: HubContext) -> None:
+    """``database_concurrency`` reads run at once (on as many connections); the others wait on the loop for one
+    to end. Past about twice the server's cores, more at once only cost PostgreSQL more CPU per statement."""
+    bounded = HubContext.create(ctx.settings.model_copy(update={"database_concurrency": 2}))
+
+    async def scenario() -> tuple[int, list[int]]:
+        gate = asyncio.Event()
+        inside: list[int] = []
+
+        def held_read(reads: RawReads) -> int:
+            inside.append(backend_pid(reads))
+            await_only(gate.wait())
+            return inside[-1]
+
+        tasks = [asyncio.ensure_future(bounded.run_read(held_read)) for _ in range(6)]
+        while len(inside) < 2:
+            await asyncio.sleep(0.01)
+        for _ in range(20):  # the loop runs every task that can run: none gets past the two held
+            await asyncio.sleep(0)
+        at_once = len(inside)
+        gate.set()
+        pids = await asyncio.gather(*tasks)
+        await bounded.close_loop()
+        return at_once, pids
+
+    try:
+        at_once, pids = asyncio.run(scenario())
+    finally:
+        bounded.close()
+    assert at_once == 2
+    assert len(pids) == 6 and len(set(pids)) <= 2
+
+
+def test_the_default_database_concurrency_is_twice_the_cpus_and_at_least_4(database_url: str) -> None:
+    assert [default_database_concurrency(n) for n in (None, 1, 2, 3, 16)] == [4, 4, 4, 6, 32]
 
 
 def test_other_errors_of_a_read_are_not_run_again(ctx: HubContext) -> None:

@@ -44,9 +44,7 @@ from .engine import make_session_factory
 from .raw import RawReads
 
 T = TypeVar("T")
-WRITE_CONNECTIONS = 10  # write transactions at once on a loop; more wait (on the loop) for one to end
-MAX_OVERFLOW = 10  # SQLAlchemy's pool past WRITE_CONNECTIONS: the reads' statements that were not prebuilt
-READ_CONNECTIONS = 20  # reads at once on a loop; more wait for a connection (on the loop)
+MAX_OVERFLOW = 10  # SQLAlchemy's pool past the write transactions' connections: the reads' statements that were not prebuilt
 
 
 class AwaitedCursor:
@@ -181,8 +179,11 @@ class LoopPools:
     """A pool per running event loop, for one PostgreSQL URL; ``on_new_sessions`` is called with each pool's
     session factory (the hub listens to its commits)."""
 
-    def __init__(self, url: str, on_new_sessions: Callable[[sessionmaker[Session]], None]) -> None:
+    def __init__(self, url: str, on_new_sessions: Callable[[sessionmaker[Session]], None], concurrency: int) -> None:
+        """``concurrency``: reads at once on a loop, and write transactions at once (HubSettings.database_concurrency);
+        more wait on the loop for one to end."""
         self._url = url
+        self._concurrency = concurrency
         self._on_new_sessions = on_new_sessions
         self._pools: dict[asyncio.AbstractEventLoop, LoopPool] = {}
         self._lock = threading.Lock()
@@ -203,14 +204,14 @@ class LoopPools:
         async_engine = create_async_engine(
             # not checked before use (a round trip per write): a write whose connection is found lost before its
             # commit runs again on a new one (HubContext.run_write), as reads do
-            self._url, pool_size=WRITE_CONNECTIONS, max_overflow=MAX_OVERFLOW,
+            self._url, pool_size=self._concurrency, max_overflow=MAX_OVERFLOW,
         )
         engine = async_engine.sync_engine
         sessions = make_session_factory(engine)
         self._on_new_sessions(sessions)
         return LoopPool(
-            async_engine, ReadConnections(engine, READ_CONNECTIONS), engine.execution_options(isolation_level="AUTOCOMMIT"), sessions,
-            asyncio.Semaphore(WRITE_CONNECTIONS),
+            async_engine, ReadConnections(engine, self._concurrency), engine.execution_options(isolation_level="AUTOCOMMIT"), sessions,
+            asyncio.Semaphore(self._concurrency),
         )
 
     async def close_running_loop(self) -> None:
