@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from hub.context import HubContext
 from hub.core import accounts
@@ -18,7 +18,7 @@ from pairio.models import PairioComputeClientComputeSlot
 
 from .conftest import auth
 from .hubtools import LiveHub, Seed
-from .test_compute_api import Client, claim, count_chars, create_jobs_directly, hello1, hello2, register, run_and_complete, submit
+from .test_compute_api import RES, Client, claim, count_chars, create_jobs_directly, hello1, hello2, register, run_and_complete, submit
 
 NUM_CLAIMERS = 20
 NUM_JOBS = 500
@@ -67,6 +67,34 @@ def test_twenty_racing_claimers_never_get_the_same_job(ctx: HubContext, seeded: 
     for client, got in zip(clients, results):
         assert all(owner[j] == client.id for j in got), "the hub's record matches what each client was told"
     assert sum(1 for got in results if got) > 1, "the work was spread over several claimers"
+
+
+RACING_SUBMITTERS = 12
+
+
+def submit_at_once(url: str, seeded: Seed, name: str, start: threading.Barrier) -> tuple[int, str]:
+    with httpx.Client(base_url=url, timeout=60) as http:
+        http.get("/healthz")  # connected before the race starts
+        start.wait()
+        r = http.post("/v1/jobs", json={"serviceName": seeded.service, "jobDefinition": hello1(name), "requiredResources": RES},
+                      headers=auth(seeded.key))
+        assert r.status_code in (200, 201), r.text
+        return r.status_code, r.json()["jobId"]
+
+
+def test_racing_submissions_of_one_definition_create_one_job(ctx: HubContext, seeded: Seed, live_hub: LiveHub) -> None:
+    """Submissions of the same definition at the same moment are serialized by the hub (an advisory lock held to
+    the end of the creating transaction on PostgreSQL, the write lock on SQLite): one creates the job, the others
+    get it from the cache."""
+    with ThreadPoolExecutor(RACING_SUBMITTERS) as pool:
+        for round_ in range(5):
+            name = f"race {round_}"
+            start = threading.Barrier(RACING_SUBMITTERS)
+            answers = list(pool.map(lambda _: submit_at_once(live_hub.url, seeded, name, start), range(RACING_SUBMITTERS)))
+            assert sorted(status for status, _ in answers) == [200] * (RACING_SUBMITTERS - 1) + [201], answers
+            assert len({job_id for _, job_id in answers}) == 1, answers
+    with ctx.read_transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 5
 
 
 def waiting_claim(url: str, client: Client, wait_sec: float, out: dict[str, Any]) -> None:

@@ -250,6 +250,37 @@ def test_statements_pipelined_in_a_write_run_in_order_and_fail_together(
         assert s.scalars(select(User.user_id).where(User.user_id.like("piped-%")).order_by(User.user_id)).all() == ["piped-1", "piped-2", "piped-3"]
 
 
+@pytest.mark.parametrize("can_pipeline", [True, False], ids=["pipelined", "libpq-without-pipelines"])
+@pytest.mark.parametrize("first", ["one row", "many rows", "through SQLAlchemy"])
+def test_a_write_is_one_transaction_whatever_its_first_statement(
+    ctx: HubContext, first: str, can_pipeline: bool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loop's write connections are in autocommit at the driver, and each session's transaction sends its
+    own BEGIN with its first statement (hub/db/loop_postgres.py): whichever way that statement goes, a write that
+    fails afterwards commits nothing of it."""
+    monkeypatch.setattr(AwaitedConnection, "can_pipeline", can_pipeline)
+    name = f"first-{first.replace(' ', '-')}-{can_pipeline}"
+
+    def write_then_fail(s: Session) -> None:
+        if first == "one row":
+            on_connection(s.connection()).execute(_INSERT_USER, {"user_id": name, "created_sec": 0.0})
+        elif first == "many rows":
+            on_connection(s.connection()).execute(_INSERT_USER, [{"user_id": name, "created_sec": 0.0}, {"user_id": f"{name}-2", "created_sec": 0.0}])
+        else:
+            s.connection().execute(insert(User.__table__), {"user_id": name, "created_sec": 0.0})
+        assert on_connection(s.connection()).execute(_USERS_LIKE, {"pattern": f"{name}%"}).scalars()  # seen inside
+        raise RuntimeError("refused after the first statement")
+
+    async def scenario() -> None:
+        with pytest.raises(RuntimeError, match="refused"):
+            await ctx.run_write(write_then_fail)
+        await ctx.close_loop()
+
+    asyncio.run(scenario())
+    with Session(ctx.engine) as s:
+        assert s.scalars(select(User.user_id).where(User.user_id.like(f"{name}%"))).all() == []
+
+
 def test_a_database_that_refuses_connections_gets_503_and_the_hub_recovers(database_url: str, tmp_path: Path) -> None:
     """The database restarting or refusing connections is nothing the request did wrong: every path (reads
     and creations on the loop, list pages in worker threads) answers 503 with Retry-After, which pairio's

@@ -21,12 +21,20 @@ An asyncio connection belongs to the event loop that opened it, so each loop get
 (``LoopPools.for_running_loop``): a uvicorn worker has one loop; tests open several (a test client
 without its context runs each request on a loop of its own). The pools of loops that have closed are
 dropped when a new loop's pool is made (psycopg closes a connection as it is collected).
+
+A write transaction's BEGIN goes with its first statements. psycopg, left to begin transactions
+itself, sends BEGIN and waits for its answer before the first statement, even in pipeline mode: one
+round trip more per write. The write connections are therefore in autocommit at the driver, and a
+session's transaction sends its own BEGIN (``begin_with_first_statement``): in the same round trip as
+its first statements where they are pipelined, else just before its first statement. psycopg's commit
+and rollback act on the server's transaction status, so they end it as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -34,7 +42,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,10 +68,10 @@ class AwaitedCursor:
         return self._cursor.description
 
     def execute(self, sql: str, args: Any = None) -> None:
-        await_only(self._cursor.execute(sql, args))
+        await_only(_executed_after_pending_begin(self._cursor, sql, args))
 
     def executemany(self, sql: str, args: Any) -> None:
-        await_only(self._cursor.executemany(sql, args))
+        await_only(_executed_after_pending_begin(self._cursor, sql, args, many=True))
 
     def fetchall(self) -> list[Any]:
         return await_only(self._cursor.fetchall())
@@ -93,6 +101,8 @@ class AwaitedConnection:
         pipeline = self.connection.pipeline()
         await_only(pipeline.__aenter__())
         try:
+            if _take_pending_begin(self.connection):
+                await_only(self.connection.execute(BEGIN, prepare=False))  # sent with what follows
             yield
         except BaseException as e:
             await_only(pipeline.__aexit__(type(e), e, e.__traceback__))
@@ -106,6 +116,57 @@ class AwaitedConnection:
     @property
     def broken(self) -> bool:
         return self.connection.broken
+
+
+BEGIN = "BEGIN"
+_begin_pending: "weakref.WeakSet[psycopg.AsyncConnection[Any]]" = weakref.WeakSet()
+"""write connections whose session began a transaction that has sent no statement yet"""
+
+
+def begin_with_first_statement(sessions: sessionmaker[Session]) -> None:
+    """Each transaction of ``sessions`` (on an engine in autocommit at the driver) sends BEGIN with its first
+    statement: pipelined with it by ``AwaitedConnection`` and ``AwaitedCursor``, or just before it when
+    SQLAlchemy runs it (``before_cursor_execute``)."""
+    engine = sessions.kw["bind"]
+
+    @event.listens_for(sessions, "after_begin")
+    def _pending(session: Session, transaction: Any, connection: Connection) -> None:
+        _begin_pending.add(connection.connection.driver_connection)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _begin_first(connection: Connection, *_: Any) -> None:
+        driver = connection.connection.driver_connection
+        if _take_pending_begin(driver):
+            await_only(driver.execute(BEGIN, prepare=False))
+
+    def _ended(connection: Connection) -> None:  # a transaction that sent nothing leaves nothing pending
+        if not connection.invalidated:  # (else the connection is gone; asking for it would reconnect)
+            _begin_pending.discard(connection.connection.driver_connection)
+
+    event.listen(engine, "commit", _ended)
+    event.listen(engine, "rollback", _ended)
+
+
+def _take_pending_begin(connection: psycopg.AsyncConnection[Any]) -> bool:
+    if connection in _begin_pending:
+        _begin_pending.discard(connection)
+        return True
+    return False
+
+
+async def _executed_after_pending_begin(cursor: psycopg.AsyncCursor[Any], sql: str, args: Any, many: bool = False) -> None:
+    """The cursor's statement, after the BEGIN of its transaction if that is still to be sent."""
+    connection = cursor.connection
+    run = cursor.executemany if many else cursor.execute
+    if not _take_pending_begin(connection):
+        await run(sql, args)
+    elif AwaitedConnection.can_pipeline:  # (inside ``pipelined`` the BEGIN went first: nothing is pending)
+        async with connection.pipeline():  # one round trip for both
+            await connection.execute(BEGIN, prepare=False)
+            await run(sql, args)
+    else:
+        await connection.execute(BEGIN, prepare=False)
+        await run(sql, args)
 
 
 def awaited(driver_connection: Any) -> "AwaitedConnection | None":
@@ -205,12 +266,14 @@ class LoopPools:
             # not checked before use (a round trip per write): a write whose connection is found lost before its
             # commit runs again on a new one (HubContext.run_write), as reads do
             self._url, pool_size=self._concurrency, max_overflow=MAX_OVERFLOW,
+            isolation_level="AUTOCOMMIT",  # a write's session sends its own BEGIN, with its first statement
         )
         engine = async_engine.sync_engine
         sessions = make_session_factory(engine)
+        begin_with_first_statement(sessions)
         self._on_new_sessions(sessions)
         return LoopPool(
-            async_engine, ReadConnections(engine, self._concurrency), engine.execution_options(isolation_level="AUTOCOMMIT"), sessions,
+            async_engine, ReadConnections(engine, self._concurrency), engine, sessions,
             asyncio.Semaphore(self._concurrency),
         )
 
