@@ -18,7 +18,18 @@ from pairio.models import PairioComputeClientComputeSlot
 
 from .conftest import auth
 from .hubtools import LiveHub, Seed
-from .test_compute_api import RES, Client, claim, count_chars, create_jobs_directly, hello1, hello2, register, run_and_complete, submit
+from .test_compute_api import (
+    RES,
+    Client,
+    claim,
+    count_chars,
+    create_jobs_directly,
+    hello1,
+    hello2,
+    register,
+    run_and_complete,
+    submit,
+)
 
 NUM_CLAIMERS = 20
 NUM_JOBS = 500
@@ -90,7 +101,7 @@ def test_racing_submissions_of_one_definition_create_one_job(ctx: HubContext, se
         for round_ in range(5):
             name = f"race {round_}"
             start = threading.Barrier(RACING_SUBMITTERS)
-            answers = list(pool.map(lambda _: submit_at_once(live_hub.url, seeded, name, start), range(RACING_SUBMITTERS)))
+            answers = list(pool.map(submit_at_once, *zip(*[(live_hub.url, seeded, name, start)] * RACING_SUBMITTERS)))
             assert sorted(status for status, _ in answers) == [200] * (RACING_SUBMITTERS - 1) + [201], answers
             assert len({job_id for _, job_id in answers}) == 1, answers
     with ctx.read_transaction() as s:
