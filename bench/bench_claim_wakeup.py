@@ -14,11 +14,14 @@ create + immediate means the waiting bridge learns of the job as soon as it exis
 instead of at its next poll.
 
     python bench/bench_claim_wakeup.py [--rounds 30] [--database-url postgresql+psycopg://...]
+
+With a PostgreSQL URL the hub gets a schema of its own in that database, dropped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import statistics
@@ -152,12 +155,19 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="default: SQLite in the temporary data directory")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="pairio-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pairio-bench-") as tmp, contextlib.ExitStack() as stack:
         data_dir = Path(tmp) / "hub"
-        settings = HubSettings(data_dir=data_dir, database_url=args.database_url)
+        database_url = args.database_url
+        if database_url and database_url.startswith("postgresql"):
+            # a schema of its own, dropped at the end: the database is left as it was, and runs can repeat
+            sys.path.insert(0, str(REPO / "bench"))
+            from bench_hub_rate import postgres_schema
+
+            database_url = stack.enter_context(postgres_schema(database_url))
+        settings = HubSettings(data_dir=data_dir, database_url=database_url)
         user_key, cc_key = seed(settings)
         port = free_port()
-        hub = start_hub(data_dir, args.database_url, port)
+        hub = start_hub(data_dir, database_url, port)
         try:
             bench = Bench(f"http://127.0.0.1:{port}", user_key, cc_key)
             for _ in range(3):  # warm up connections and caches
