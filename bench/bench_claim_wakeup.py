@@ -15,7 +15,8 @@ instead of at its next poll.
 
     python bench/bench_claim_wakeup.py [--rounds 30] [--database-url postgresql+psycopg://...]
 
-With a PostgreSQL URL the hub gets a schema of its own in that database, dropped at the end.
+With a PostgreSQL URL the hub gets a schema of its own in that database, dropped at the end (unless
+the URL names one: ``options=-csearch_path=...``).
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pairio-bench-") as tmp, contextlib.ExitStack() as stack:
         data_dir = Path(tmp) / "hub"
         database_url = args.database_url
-        if database_url and database_url.startswith("postgresql"):
+        if database_url and database_url.startswith("postgresql") and "search_path" not in database_url:
             # a schema of its own, dropped at the end: the database is left as it was, and runs can repeat
             sys.path.insert(0, str(REPO / "bench"))
             from bench_hub_rate import postgres_schema
