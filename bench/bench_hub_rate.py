@@ -210,8 +210,7 @@ Request = tuple[str, str, Optional[dict[str, Any]], int]  # method, path, JSON b
 
 def measure_phase(server: Server, clients: int, requests: list[Request], headers: dict[str, str], warmup: Sequence[Request] = ()) -> Phase:
     """``requests`` from ``clients`` connections, after ``warmup`` (sent the same way, neither timed nor counted)."""
-    result = asyncio.run(run_phase(server.url, clients, requests, headers, warmup, server.pid))
-    return result
+    return asyncio.run(run_phase(server.url, clients, requests, headers, warmup, server.pid))
 
 
 async def run_phase(

@@ -59,12 +59,11 @@ _CLIENTS = prebuilt(
 )
 
 
-def service_clients(s: Union[Session, Connection, RawReads], service_name: str, targets: Optional[Sequence[str]] = None) -> list[ClientSlots]:
-    """The service's compute clients (only those named in ``targets`` when the job names some)."""
+def service_clients(s: Union[Session, Connection, RawReads], service_name: str) -> list[ClientSlots]:
+    """The service's compute clients (``targeted`` keeps those a job names)."""
     return [
         ClientSlots(cc_id, label, [PairioComputeClientComputeSlot.model_validate(x) for x in slots], last_active, _named_apps(bridge_info))
         for cc_id, label, slots, last_active, bridge_info in s.execute(_CLIENTS, {"service": service_name})
-        if targets is None or cc_id in targets
     ]
 
 
@@ -88,7 +87,8 @@ _remembered: "weakref.WeakKeyDictionary[Engine, dict[str, tuple[float, list[Clie
 
 
 def remembered_clients(engine: Any, service_name: str) -> Optional[list[ClientSlots]]:
-    """The service's clients as read by this process less than ``CLIENTS_MEMORY_SEC`` ago through ``engine``; None if not."""
+    """The service's clients as read by this process less than ``CLIENTS_MEMORY_SEC`` ago through ``engine``; None if not
+    (always None when ``engine`` is not an ``Engine``: no memory)."""
     memory = _remembered.get(engine) if isinstance(engine, Engine) else None
     remembered = memory.get(service_name) if memory is not None else None
     if remembered is None or remembered[0] <= time.monotonic():
@@ -106,6 +106,7 @@ def read_clients(engine: Any, reader: Union[Session, Connection, RawReads], serv
 
 
 def targeted(clients: list[ClientSlots], targets: Optional[Sequence[str]]) -> list[ClientSlots]:
+    """Those of ``clients`` named in ``targets`` (a job's ``targetComputeClientIds``); all when None."""
     return clients if targets is None else [c for c in clients if c.compute_client_id in targets]
 
 

@@ -115,14 +115,14 @@ def _dependencies_reason(s: Reader, job: "AnyJob") -> PairioWaitingReason:
 
 def _pending_reason(s: Reader, job: "AnyJob", heartbeat_timeout_sec: float, now: float, clients_memory: Optional[Engine]) -> PairioWaitingReason:
     targets = job.target_compute_client_ids
-    remembered = slot_fit.remembered_clients(clients_memory, job.service_name) if clients_memory is not None else None
+    remembered = slot_fit.remembered_clients(clients_memory, job.service_name)
     if remembered is not None:
         clients = slot_fit.targeted(remembered, targets)
         reason = _pending_reason_among(s, job, clients, heartbeat_timeout_sec, now)
         # a client heard from since the memory's read would be online: that answer only from a fresh read
         if not (clients and reason.code == WaitingCode.NO_COMPUTE_CLIENT_ONLINE):
             return reason
-    read = slot_fit.read_clients(clients_memory, s, job.service_name) if clients_memory is not None else slot_fit.service_clients(s, job.service_name)
+    read = slot_fit.read_clients(clients_memory, s, job.service_name)
     return _pending_reason_among(s, job, slot_fit.targeted(read, targets), heartbeat_timeout_sec, now)
 
 

@@ -36,7 +36,7 @@ import asyncio
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -158,13 +158,10 @@ async def _executed_after_pending_begin(cursor: psycopg.AsyncCursor[Any], sql: s
     """The cursor's statement, after the BEGIN of its transaction if that is still to be sent."""
     connection = cursor.connection
     run = cursor.executemany if many else cursor.execute
-    if not _take_pending_begin(connection):
+    if not _take_pending_begin(connection):  # (inside ``pipelined`` the BEGIN went first: nothing is pending)
         await run(sql, args)
-    elif AwaitedConnection.can_pipeline:  # (inside ``pipelined`` the BEGIN went first: nothing is pending)
-        async with connection.pipeline():  # one round trip for both
-            await connection.execute(BEGIN, prepare=False)
-            await run(sql, args)
-    else:
+        return
+    async with connection.pipeline() if AwaitedConnection.can_pipeline else nullcontext():  # one round trip for both
         await connection.execute(BEGIN, prepare=False)
         await run(sql, args)
 
