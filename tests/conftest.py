@@ -59,6 +59,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_raw_statements": ("hub",),
     "test_loop_connection": ("hub",),
     "test_loop_postgres": ("hub",),
+    "test_pg_batch": ("hub",),
     "test_job_counts": ("hub",),
     "test_job_page": ("hub",),
     "test_job_secrets": ("hub",),

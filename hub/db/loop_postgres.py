@@ -11,9 +11,9 @@ The same synchronous code serves both: SQLAlchemy runs it in a greenlet (``green
 each wait for the server becomes an ``await`` on the loop. Writes (ORM sessions) use SQLAlchemy's
 asyncio adaptation of psycopg, through a sync engine view (``AsyncEngine.sync_engine``) of the loop's
 pool; their prebuilt statements (``on_connection``) run on the psycopg connection itself
-(``AwaitedConnection``), which can send several in one round trip (``pipelined``). Reads (``RawReads``,
-the busiest requests) take psycopg's asyncio connections directly from a small pool of their own
-(``ReadConnections``), in autocommit: checking one out of
+(``AwaitedConnection``), several in one round trip and one write to the socket (``batch``,
+hub/db/pg_batch.py). Reads (``RawReads``, the busiest requests) take psycopg's asyncio connections
+directly from a small pool of their own (``ReadConnections``), in autocommit: checking one out of
 SQLAlchemy's pool and its adaptation cost about as much as the statement (0.19 against 0.08 ms of CPU
 per statement, measured).
 
@@ -26,7 +26,7 @@ A write transaction's BEGIN goes with its first statements. psycopg, left to beg
 itself, sends BEGIN and waits for its answer before the first statement, even in pipeline mode: one
 round trip more per write. The write connections are therefore in autocommit at the driver, and a
 session's transaction sends its own BEGIN (``begin_with_first_statement``): in the same round trip as
-its first statements where they are pipelined, else just before its first statement. psycopg's commit
+its first statements where they go in a batch, else just before its first statement. psycopg's commit
 and rollback act on the server's transaction status, so they end it as before.
 """
 
@@ -35,8 +35,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import await_only, greenlet_spawn
 
 from .engine import make_session_factory
+from .pg_batch import BatchResult, BatchStatement, run_batch
 from .raw import RawReads
 
 T = TypeVar("T")
@@ -91,23 +92,14 @@ class AwaitedConnection:
     def cursor(self) -> AwaitedCursor:
         return AwaitedCursor(self.connection.cursor())
 
-    # libpq 14 or newer (psycopg's binary package brings its own); without it, statements go one by one
+    # libpq 14 or newer (psycopg's binary package brings its own): ``batch`` works; without it, ``RawReads`` sends
+    # statements one by one through ``cursor``
     can_pipeline = psycopg.AsyncPipeline.is_supported()
 
-    @contextmanager
-    def pipelined(self) -> Iterator[None]:
-        """psycopg's pipeline mode: statements executed inside are sent without waiting for their results, which
-        have all come (or an error is raised) when the block ends: one round trip for all of them."""
-        pipeline = self.connection.pipeline()
-        await_only(pipeline.__aenter__())
-        try:
-            if _take_pending_begin(self.connection):
-                await_only(self.connection.execute(BEGIN, prepare=False))  # sent with what follows
-            yield
-        except BaseException as e:
-            await_only(pipeline.__aexit__(type(e), e, e.__traceback__))
-            raise
-        await_only(pipeline.__aexit__(None, None, None))
+    def batch(self, statements: Sequence[BatchStatement]) -> list[BatchResult]:
+        """``statements`` in one round trip (hub/db/pg_batch.py), after the BEGIN of their transaction if that is
+        still to be sent."""
+        return await_only(run_batch(self.connection, statements, begin=_take_pending_begin(self.connection)))
 
     @property
     def closed(self) -> bool:
@@ -125,8 +117,8 @@ _begin_pending: "weakref.WeakSet[psycopg.AsyncConnection[Any]]" = weakref.WeakSe
 
 def begin_with_first_statement(sessions: sessionmaker[Session]) -> None:
     """Each transaction of ``sessions`` (on an engine in autocommit at the driver) sends BEGIN with its first
-    statement: pipelined with it by ``AwaitedConnection`` and ``AwaitedCursor``, or just before it when
-    SQLAlchemy runs it (``before_cursor_execute``)."""
+    statement: in the same round trip by ``AwaitedConnection.batch``, or just before it by ``AwaitedCursor`` and
+    when SQLAlchemy runs it (``before_cursor_execute``)."""
     engine = sessions.kw["bind"]
 
     @event.listens_for(sessions, "after_begin")
@@ -155,15 +147,11 @@ def _take_pending_begin(connection: psycopg.AsyncConnection[Any]) -> bool:
 
 
 async def _executed_after_pending_begin(cursor: psycopg.AsyncCursor[Any], sql: str, args: Any, many: bool = False) -> None:
-    """The cursor's statement, after the BEGIN of its transaction if that is still to be sent."""
-    connection = cursor.connection
-    run = cursor.executemany if many else cursor.execute
-    if not _take_pending_begin(connection):  # (inside ``pipelined`` the BEGIN went first: nothing is pending)
-        await run(sql, args)
-        return
-    async with connection.pipeline() if AwaitedConnection.can_pipeline else nullcontext():  # one round trip for both
-        await connection.execute(BEGIN, prepare=False)
-        await run(sql, args)
+    """The cursor's statement, after the BEGIN of its transaction if that is still to be sent (a libpq without
+    pipeline mode: ``RawReads`` batches where it has one)."""
+    if _take_pending_begin(cursor.connection):
+        await cursor.connection.execute(BEGIN, prepare=False)
+    await (cursor.executemany if many else cursor.execute)(sql, args)
 
 
 def awaited(driver_connection: Any) -> "AwaitedConnection | None":

@@ -134,6 +134,14 @@ class RawReads:
         self._connection: Optional[Connection] = None
         self._lost = False
         """the driver reported the connection lost: ``raw_reads`` invalidates it"""
+        can_batch = getattr(dbapi_connection, "can_pipeline", False)
+        self._batch: Optional[Callable[[Any], list[Any]]] = getattr(dbapi_connection, "batch", None) if can_batch else None
+        """runs statements in one round trip (a psycopg asyncio connection with libpq 14 or newer: hub/db/pg_batch.py)"""
+
+    @property
+    def sends_together(self) -> bool:
+        """Whether ``execute_all`` sends its statements in one round trip (else one by one)."""
+        return self._batch is not None
 
     @property
     def lost(self) -> bool:
@@ -164,35 +172,38 @@ class RawReads:
 
     def send_all(self, statements: Sequence[tuple[Any, Any]]) -> None:
         """Statements whose results nobody reads (inserts, locks), each with its ``execute`` parameters, in order:
-        in one round trip where the connection can pipeline them (``pipelined``), else one by one."""
-        self.execute_after(statements, None)
+        in one round trip where the connection can (``execute_all``), else one by one."""
+        self.execute_all(statements)
 
     def execute_after(self, first: Sequence[tuple[Any, Any]], statement: Any, params: Any = None) -> Any:
         """``send_all(first)``, then ``execute(statement, params)`` (None: nothing), in one round trip where the
-        connection can pipeline them. An error of any of them is raised (the transaction has failed)."""
-        compiled = [(_compiled_for(s, self.dialect), p or {}) for s, p in first]
-        last = _compiled_for(statement, self.dialect) if statement is not None else None
-        pipelined = getattr(self._dbapi, "pipelined", None) if getattr(self._dbapi, "can_pipeline", False) else None
-        alone = len(first) + (statement is not None) <= 1  # nothing to save
-        if pipelined is None or alone or any(c is None for c, _ in compiled) or (statement is not None and last is None):
-            for s, p in first:
-                self.execute(s, p)
-            return None if statement is None else self.execute(statement, params)
-        cursors: list[Any] = []
+        connection can (``execute_all``). An error of any of them is raised (the transaction has failed)."""
+        statements = [*first, (statement, params)] if statement is not None else list(first)
+        results = self.execute_all(statements)
+        return None if statement is None else results[-1]
+
+    def execute_all(self, statements: Sequence[tuple[Any, Any]]) -> list[Any]:
+        """Each statement with its ``execute`` parameters, in order, and their results: in one round trip where the
+        connection can (``batch``: PostgreSQL on the event loop), else one by one. An error of any of them is raised
+        (in a transaction, the transaction has failed); the later ones may not have run."""
+        compiled = [(_compiled_for(s, self.dialect), p or {}) for s, p in statements]
+        if self._batch is None or len(statements) <= 1 or any(c is None or c.param_names is not None for c, _ in compiled):
+            return [self.execute(s, p) for s, p in statements]
+        return self._run_batch(compiled)  # type: ignore[arg-type]
+
+    def _run_batch(self, compiled: Sequence[tuple[_Compiled, Any]]) -> list[Any]:
+        """``compiled`` by the connection's ``batch`` (hub/db/pg_batch.py): one round trip, one write to the socket."""
+        from .pg_batch import BatchStatement  # here: only PostgreSQL's loop connections batch
+
+        statements = []
+        for c, p in compiled:
+            many = not isinstance(p, Mapping)
+            statements.append(BatchStatement(c.sql, [self._args(c, x) for x in p] if many else self._args(c, p), many))
         try:
-            with pipelined():
-                for c, p in compiled:
-                    cursors.append(self._send(c, p)[0])  # type: ignore[arg-type]
-                if last is not None:
-                    cursor, args = self._send(last, params or {})
-                    cursors.append(cursor)
-            # out of pipeline mode: every result has come
-            return None if last is None else RawResult(self._fetched(last, cursor, args))
+            results = self._batch(statements)  # type: ignore[misc]
         except self.dialect.loaded_dbapi.Error as e:
-            self._raise(e, "; ".join(c.sql for c, _ in compiled) + (f"; {last.sql}" if last else ""), None, None)
-        finally:
-            for cursor in cursors:
-                cursor.close()
+            self._raise(e, "; ".join(c.sql for c, _ in compiled), None, None)
+        return [RawResult(self._fetched(c, _BatchCursor(r), st.params)) for (c, _), r, st in zip(compiled, results, statements)]
 
     def _send(self, compiled: _Compiled, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> tuple[Any, Any]:
         many = not isinstance(params, Mapping)
@@ -209,6 +220,8 @@ class RawReads:
         return cursor, args
 
     def _run(self, compiled: _Compiled, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Any]:
+        if self._batch is not None and compiled.param_names is None:
+            return self._run_batch([(compiled, params)])[0].all()  # type: ignore[no-any-return]
         cursor = args = None
         try:
             cursor, args = self._send(compiled, params)
@@ -252,6 +265,19 @@ class RawReads:
         raise DBAPIError.instance(
             sql, args, error, self.dialect.loaded_dbapi.Error, dialect=self.dialect, connection_invalidated=lost,
         ) from error
+
+
+class _BatchCursor:
+    """A ``BatchResult`` as the cursor ``RawReads._fetched`` reads."""
+
+    __slots__ = ("description", "_rows")
+
+    def __init__(self, result: Any) -> None:
+        self.description = result.columns
+        self._rows = result.rows
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
 
 
 def _result_processors(compiled: _Compiled, dialect: Dialect, description: Sequence[Any]) -> tuple[Processor, ...]:
@@ -298,7 +324,7 @@ def on_connection(connection: Connection) -> RawReads:
     """Prebuilt statements on ``connection``'s DBAPI connection, in its transaction; others through ``connection``.
     A failed statement fails the transaction (the caller's session rolls it back). An asyncio driver connection
     (PostgreSQL on the event loop) is used directly, as ``hub.db.loop_postgres`` adapts it: SQLAlchemy's
-    adaptation costs more than the statement, and psycopg's own can pipeline (``RawReads.execute_after``)."""
+    adaptation costs more than the statement, and the connection can batch statements (``RawReads.execute_all``)."""
     from .loop_postgres import awaited  # here: loop_postgres imports this module
 
     fairy = connection.connection
