@@ -6,13 +6,15 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Optional
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from hub.context import HubContext
 from hub.core import accounts
+from hub.core import jobs as jobs_core
 from hub.db.tables import Job
 from pairio.models import PairioComputeClientComputeSlot
 
@@ -106,6 +108,47 @@ def test_racing_submissions_of_one_definition_create_one_job(ctx: HubContext, se
             assert len({job_id for _, job_id in answers}) == 1, answers
     with ctx.read_transaction() as s:
         assert s.scalar(select(func.count()).select_from(Job)) == 5
+
+
+def _read_before_anothers_commit(monkeypatch: pytest.MonkeyPatch, caller: Optional[str] = None) -> None:
+    """Creations read as if just before another request committed: no job with the definition yet (and, with
+    ``caller``, as that user): the write must find out by itself."""
+    read = jobs_core.caller_and_cached
+
+    def stale(conn: Any, token: str, req: Any, prepared: Any) -> Any:
+        found = read(conn, token, req, prepared)
+        return None if found is None else (caller or found[0], found[1], None)
+
+    monkeypatch.setattr(jobs_core, "caller_and_cached", stale)
+
+
+def test_a_creation_that_finds_the_definition_created_meanwhile_returns_that_job(
+    ctx: HubContext, seeded: Seed, live_hub: LiveHub, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On PostgreSQL the write sends its inserts with its checks, presuming the read's answer still holds; when a
+    job of the definition was committed meanwhile, that write is rolled back and made again: the existing job."""
+    with httpx.Client(base_url=live_hub.url, timeout=60) as api:
+        first = submit(api, seeded, hello1("meanwhile"))
+        _read_before_anothers_commit(monkeypatch)
+        r = api.post("/v1/jobs", json={"serviceName": seeded.service, "jobDefinition": hello1("meanwhile"), "requiredResources": RES},
+                     headers=auth(seeded.key))
+    assert r.status_code == 200, r.text
+    assert r.json()["jobId"] == first["jobId"]
+    with ctx.read_transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 1
+
+
+def test_a_creation_whose_role_went_meanwhile_is_refused_and_writes_nothing(
+    ctx: HubContext, seeded: Seed, live_hub: LiveHub, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _read_before_anothers_commit(monkeypatch, caller=seeded.other_user)  # bob: no role in alice's service
+    with httpx.Client(base_url=live_hub.url, timeout=60) as api:
+        r = api.post("/v1/jobs", json={"serviceName": seeded.service, "jobDefinition": hello1("no role"), "requiredResources": RES},
+                     headers=auth(seeded.key))
+    assert r.status_code == 403, r.text
+    assert "lacks the createJobs role" in r.text
+    with ctx.read_transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 0
 
 
 def waiting_claim(url: str, client: Client, wait_sec: float, out: dict[str, Any]) -> None:

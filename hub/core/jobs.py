@@ -255,9 +255,20 @@ def _require_role_and_find_cached(s: Session, service_name: str, user_id: str, d
     conn = on_connection(s.connection())
     params = {"service": service_name, "user": user_id, "hash": definition_hash}
     row = conn.execute_after(_serialize_same_definition_statements(s, definition_hash), _ROLE_AND_CACHED_ID, params).first()
-    if row is None or not (row.owner_user_id == user_id or row.create_jobs or row.admin):
+    if not _may_create(row, user_id):
         accounts.require_role(s, service_name, user_id, "create_jobs")
     return None if row is None or row.cached_job_id is None else s.get(Job, row.cached_job_id)
+
+
+def _nothing_to_read_first(req: JobCreate, definition: PairioJobDefinition) -> bool:
+    """Whether a new job's rows follow from the request alone: no cache to skip, no target compute clients,
+    dependencies or inputs (whose producers are dependencies) to look up before the inserts."""
+    return not (req.skipCache or req.targetComputeClientIds is not None or req.jobDependencies or definition.inputFiles)
+
+
+def _may_create(row: Any, user_id: str) -> bool:
+    """Whether ``_ROLE_AND_CACHED_ID``'s row lets the user create jobs (else ``require_role`` explains why not)."""
+    return row is not None and bool(row.owner_user_id == user_id or row.create_jobs or row.admin)
 
 
 _LATEST_ID_BY_DEFINITION = (
@@ -312,11 +323,20 @@ def create_job(
     return job, created
 
 
+class CheckedTooSoon(Exception):
+    """``create_job_values(..., presumed_new=True)`` wrote a job that the checks sent with it refuse (the role is
+    missing, or a job with the definition exists now): roll the transaction back and create without presuming."""
+
+
 def create_job_values(
-    ctx: HubContext, s: Session, user_id: str, req: JobCreate, *, prepared: Optional[PreparedJob] = None
+    ctx: HubContext, s: Session, user_id: str, req: JobCreate, *, prepared: Optional[PreparedJob] = None, presumed_new: bool = False,
 ) -> tuple[Job | JobValues, bool]:
     """``create_job`` without loading a new job back: it is inserted by Core statements and returned
-    as ``JobValues`` (no dependencies failed, the usual case), else as the ``Job``."""
+    as ``JobValues`` (no dependencies failed, the usual case), else as the ``Job``.
+
+    ``presumed_new`` (with ``prepared``; a read just before found the role and no job with the definition): where
+    the connection sends statements together, the job's inserts go in the same round trip as the checks, after
+    them; when the checks refuse, ``CheckedTooSoon`` is raised and the transaction must be rolled back."""
     if prepared is None:
         prepared = prepare_job(s, user_id, req)
         checked_role = True
@@ -325,7 +345,11 @@ def create_job_values(
     app, definition, definition_hash = prepared.app, prepared.definition, prepared.definition_hash
 
     existing: Optional[Job] = None
-    if req.skipCache:
+    checks: list[tuple[Any, Any]] = []  # sent with the inserts
+    if presumed_new and not checked_role and _nothing_to_read_first(req, definition) and on_connection(s.connection()).sends_together:
+        params = {"service": req.serviceName, "user": user_id, "hash": definition_hash}
+        checks = [*_serialize_same_definition_statements(s, definition_hash), (_ROLE_AND_CACHED_ID, params)]
+    elif req.skipCache:
         if not checked_role:
             accounts.require_role(s, req.serviceName, user_id, "create_jobs")
     elif checked_role:
@@ -416,7 +440,12 @@ def create_job_values(
     job.dependencies = dependencies
     waits = "" if is_runnable else f"; waits for {len(dependencies)} dependenc{'y' if len(dependencies) == 1 else 'ies'}"
     inserts.append((INSERT_EVENT, {"job_id": job_id, "timestamp_sec": now, "status": JobStatus.PENDING.value, "message": f"created by {user_id}{waits}"}))
-    on_connection(s.connection()).send_all(inserts)
+    if checks:
+        checked = on_connection(s.connection()).execute_all([*checks, *inserts])[len(checks) - 1].first()
+        if not _may_create(checked, user_id) or checked.cached_job_id is not None:
+            raise CheckedTooSoon(f"job {job_id} of {definition_hash}")
+    else:
+        on_connection(s.connection()).send_all(inserts)
     if failed_dep is not None:
         failed = s.get(Job, job_id)
         assert failed is not None

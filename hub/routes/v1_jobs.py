@@ -87,9 +87,13 @@ async def create_job(body: JobCreateBody, request: Request, token: Token) -> Res
             return _answer(found[2].answer(), 200)
     if found is None:
         return await _in_thread(_create_job, ctx, token, req)
-    user, prepared_job, _ = found
-    # the key was checked a moment ago, as if the whole request had run then; the role is checked again
-    return await ctx.run_write(lambda s: _create_in(ctx, s, user, req, prepared_job))
+    user, prepared_job, cached = found
+    # the key was checked a moment ago, as if the whole request had run then; the role is checked again (with the
+    # inserts, presuming the read's answer still holds: else again, before them)
+    try:
+        return await ctx.run_write(lambda s: _create_in(ctx, s, user, req, prepared_job, presumed_new=cached is None))
+    except core.CheckedTooSoon:
+        return await ctx.run_write(lambda s: _create_in(ctx, s, user, req, prepared_job))
 
 
 def _create_job(ctx: HubContext, token: Optional[str], req: core.JobCreate) -> Response:
@@ -102,9 +106,9 @@ def _create_job(ctx: HubContext, token: Optional[str], req: core.JobCreate) -> R
         return _create_in(ctx, s, user, req, prepared)
 
 
-def _create_in(ctx: HubContext, s: Session, user: str, req: core.JobCreate, prepared: core.PreparedJob) -> Response:
+def _create_in(ctx: HubContext, s: Session, user: str, req: core.JobCreate, prepared: core.PreparedJob, presumed_new: bool = False) -> Response:
     """Create the job in the transaction of ``s`` (or find the cached one under the write lock)."""
-    job, created = core.create_job_values(ctx, s, user, req, prepared=prepared)
+    job, created = core.create_job_values(ctx, s, user, req, prepared=prepared, presumed_new=presumed_new)
     status = 201 if created else 200
     if isinstance(job, core.JobValues):
         return _answer(core.new_job_answer(job), status)
