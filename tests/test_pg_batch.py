@@ -8,6 +8,7 @@ import asyncio
 import datetime
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -23,14 +24,20 @@ pytestmark = pytest.mark.hub
 DSN = make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _connection(autocommit: bool = True) -> psycopg.AsyncConnection[Any]:
-    return await psycopg.AsyncConnection.connect(DSN, autocommit=autocommit)
+@asynccontextmanager
+async def _connected() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    conn = await psycopg.AsyncConnection.connect(DSN, autocommit=True)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(scenario())
 
 
+@asynccontextmanager
 async def _table(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[str]:
     name = f"pairio_batch_{uuid.uuid4().hex[:10]}"
     await conn.execute(f'CREATE TABLE "{name}" (id text PRIMARY KEY, n integer, doc jsonb)')
@@ -51,8 +58,7 @@ def test_statements_run_in_order_and_come_back_as_psycopgs_cursor_gives_them() -
     )
 
     async def scenario() -> None:
-        conn = await _connection()
-        try:
+        async with _connected() as conn:
             got = await run_batch(conn, [BatchStatement(sql, values), BatchStatement("SELECT 1 WHERE false"), BatchStatement("SELECT 7 AS n")])
             cursor = await conn.execute(sql, values)
             expected = await cursor.fetchall()
@@ -61,67 +67,54 @@ def test_statements_run_in_order_and_come_back_as_psycopgs_cursor_gives_them() -
             assert [oid for _, oid in got[0].columns or []] == [c.type_code for c in cursor.description or []]
             assert got[1].rows == [] and got[1].columns is not None  # a query with no rows still has columns
             assert got[2].rows == [(7,)]
-        finally:
-            await conn.close()
 
     run(scenario)
 
 
 def test_each_parameter_set_of_many_runs_and_each_statement_is_prepared_once_per_connection() -> None:
     async def scenario() -> None:
-        conn = await _connection()
-        try:
-            async for table in _table(conn):
-                insert = f'INSERT INTO "{table}" (id, n) VALUES (%(id)s, %(n)s)'
-                count = f'SELECT count(*) FROM "{table}"'
-                await run_batch(conn, [BatchStatement(insert, [{"id": "a", "n": 1}, {"id": "b", "n": 2}], many=True), BatchStatement(count)])
-                got = await run_batch(conn, [BatchStatement(insert, {"id": "c", "n": 3}), BatchStatement(count)])
-                assert got[1].rows == [(3,)]
-                cursor = await conn.execute("SELECT statement FROM pg_prepared_statements WHERE name LIKE '\\_pairio\\_%%'")
-                prepared = [r[0] for r in await cursor.fetchall()]
-                assert sorted(prepared) == sorted([insert.replace("%(id)s", "$1").replace("%(n)s", "$2"), count])
-        finally:
-            await conn.close()
+        async with _connected() as conn, _table(conn) as table:
+            insert = f'INSERT INTO "{table}" (id, n) VALUES (%(id)s, %(n)s)'
+            count = f'SELECT count(*) FROM "{table}"'
+            await run_batch(conn, [BatchStatement(insert, [{"id": "a", "n": 1}, {"id": "b", "n": 2}], many=True), BatchStatement(count)])
+            got = await run_batch(conn, [BatchStatement(insert, {"id": "c", "n": 3}), BatchStatement(count)])
+            assert got[1].rows == [(3,)]
+            cursor = await conn.execute("SELECT statement FROM pg_prepared_statements WHERE name LIKE '\\_pairio\\_%%'")
+            prepared = [r[0] for r in await cursor.fetchall()]
+            assert sorted(prepared) == sorted([insert.replace("%(id)s", "$1").replace("%(n)s", "$2"), count])
 
     run(scenario)
 
 
 def test_a_failed_statement_fails_its_transaction_and_the_statements_after_it_do_not_run() -> None:
     async def scenario() -> None:
-        conn = await _connection()
-        try:
-            async for table in _table(conn):
-                insert = f'INSERT INTO "{table}" (id) VALUES (%(id)s)'
-                count = BatchStatement(f'SELECT count(*) FROM "{table}"')
-                with pytest.raises(psycopg.errors.UniqueViolation):
-                    await run_batch(conn, [
-                        BatchStatement(insert, {"id": "one"}), BatchStatement(insert, {"id": "one"}), BatchStatement(insert, {"id": "two"}),
-                    ], begin=True)
-                assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
-                await conn.rollback()
-                assert (await run_batch(conn, [count]))[0].rows == [(0,)]  # the connection goes on
-                # outside a transaction a batch is one implicit transaction: all of it or nothing
-                with pytest.raises(psycopg.errors.UniqueViolation):
-                    await run_batch(conn, [BatchStatement(insert, {"id": "three"}), BatchStatement(insert, {"id": "three"})])
-                assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-                assert (await run_batch(conn, [count]))[0].rows == [(0,)]
-        finally:
-            await conn.close()
+        async with _connected() as conn, _table(conn) as table:
+            insert = f'INSERT INTO "{table}" (id) VALUES (%(id)s)'
+            count = BatchStatement(f'SELECT count(*) FROM "{table}"')
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                await run_batch(conn, [
+                    BatchStatement(insert, {"id": "one"}), BatchStatement(insert, {"id": "one"}), BatchStatement(insert, {"id": "two"}),
+                ], begin=True)
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+            await conn.rollback()
+            assert (await run_batch(conn, [count]))[0].rows == [(0,)]  # the connection goes on
+            # outside a transaction a batch is one implicit transaction: all of it or nothing
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                await run_batch(conn, [BatchStatement(insert, {"id": "three"}), BatchStatement(insert, {"id": "three"})])
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert (await run_batch(conn, [count]))[0].rows == [(0,)]
 
     run(scenario)
 
 
 def test_a_value_the_connection_cannot_adapt_fails_the_batch_before_anything_is_sent() -> None:
     async def scenario() -> None:
-        conn = await _connection()
-        try:
+        async with _connected() as conn:
             with pytest.raises(psycopg.ProgrammingError, match="cannot adapt"):
                 await run_batch(conn, [BatchStatement("SELECT pg_advisory_lock(1)"), BatchStatement("SELECT %(x)s", {"x": object()})])
             assert not conn.closed
             locks = await run_batch(conn, [BatchStatement("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")])
             assert locks[0].rows == [(0,)], "the first statement was not sent"
-        finally:
-            await conn.close()
 
     run(scenario)
 
@@ -130,31 +123,23 @@ def test_a_batch_cancelled_while_it_waits_closes_its_connection() -> None:
     """Its results would still come: a later batch on that connection would read them as its own."""
 
     async def scenario() -> None:
-        conn = await _connection()
-        try:
+        async with _connected() as conn:
             task = asyncio.ensure_future(run_batch(conn, [BatchStatement("SELECT pg_sleep(2)")]))
             await asyncio.sleep(0.2)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert conn.closed
-        finally:
-            await conn.close()
 
     run(scenario)
 
 
 def test_a_lost_connection_fails_the_batch_and_is_closed() -> None:
     async def scenario() -> None:
-        conn = await _connection()
-        admin = await _connection()
-        try:
+        async with _connected() as conn, _connected() as admin:
             await admin.execute("SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
             with pytest.raises(psycopg.OperationalError):
                 await run_batch(conn, [BatchStatement("SELECT 1"), BatchStatement("SELECT 2")])
             assert conn.closed
-        finally:
-            await conn.close()
-            await admin.close()
 
     run(scenario)
