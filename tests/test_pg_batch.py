@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -15,6 +17,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from hub.db import pg_batch
 from hub.db.pg_batch import BatchStatement, run_batch
 
 from .hubtools import POSTGRES_URL
@@ -143,3 +146,28 @@ def test_a_lost_connection_fails_the_batch_and_is_closed() -> None:
             assert conn.closed
 
     run(scenario)
+
+
+def test_each_statement_has_a_name_of_its_own_when_loops_of_several_threads_ask_at_once() -> None:
+    """Two statements under one name would run one another's SQL on a connection that prepared the other."""
+    queries = [f"SELECT {i} AS thread_test".encode() for i in range(300)]
+    start = threading.Barrier(8)
+    names: list[list[tuple[bytes, bytes]]] = []
+
+    def ask(offset: int) -> None:
+        start.wait()
+        names.append([(q, pg_batch._statement_name(q, ())) for q in queries[offset:] + queries[:offset]])
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as they can
+    try:
+        threads = [threading.Thread(target=ask, args=(i * 37,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    seen = {q: n for got in names for q, n in got}
+    assert all(seen[q] == n for got in names for q, n in got), "a statement got two names"
+    assert len(set(seen.values())) == len(queries), "two statements share a name"

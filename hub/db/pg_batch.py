@@ -18,6 +18,7 @@ connection closed: results still on their way could not be told apart from a lat
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import weakref
 from collections.abc import Sequence
@@ -58,6 +59,7 @@ class _Converted:
 
 _CONVERTED: dict[str, _Converted] = {}
 _STATEMENT_NAMES: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+_NAME_NUMBERS = itertools.count()
 _prepared: "weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], set[bytes]]" = weakref.WeakKeyDictionary()
 
 
@@ -82,11 +84,12 @@ def _converted(sql: str) -> _Converted:
 
 
 def _statement_name(query: bytes, types: tuple[int, ...]) -> bytes:
-    """The name this process prepares ``query`` under, for parameters of ``types`` (psycopg's own are ``_pg3_*``)."""
+    """The name this process prepares ``query`` under, for parameters of ``types`` (psycopg's own are ``_pg3_*``):
+    one per statement, never two statements under one name (loops of several threads ask at once)."""
     key = (query, types)
     name = _STATEMENT_NAMES.get(key)
     if name is None:
-        name = _STATEMENT_NAMES[key] = f"_pairio_{len(_STATEMENT_NAMES)}".encode()
+        name = _STATEMENT_NAMES.setdefault(key, f"_pairio_{next(_NAME_NUMBERS)}".encode())
     return name
 
 
