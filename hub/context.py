@@ -58,7 +58,8 @@ class HubContext:
     _writers_waiting: int = 0  # worker threads waiting for write_lock: the loop leaves it to them
     _loop_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=list)  # writes on loops
     _waiters_lock: threading.Lock = field(default_factory=threading.Lock)
-    _checkpointing: bool = False
+    _checkpointing: bool = False  # a background checkpoint is under way
+    _log_copied: bool = False  # one copied the log: the loop's next write copies what it missed first
     # PostgreSQL: the busiest reads and writes run on the event loop, on asyncio connections of the loop's own
     # (hub/db/loop_postgres.py; run_read, run_write)
     loop_pools: Optional[LoopPools] = None
@@ -252,6 +253,8 @@ class HubContext:
 
     def _write_on_loop(self, write: Callable[[Session], T]) -> T:
         assert self.loop_sessions is not None
+        if self._log_copied:
+            self._finish_checkpoint_on_loop()
         try:
             with self._session_transaction(self.loop_sessions) as session:
                 result = write(session)
@@ -266,21 +269,41 @@ class HubContext:
         return result
 
     def _checkpoint_in_background(self) -> None:
-        """What the loop's connection never does: copy the write-ahead log into the database file, as SQLite's
-        automatic checkpoint does after a commit: under the write lock, so that no writer of this process
-        appends meanwhile, the copy is complete and the next writer starts the log from its beginning
-        (else the log only grows). PASSIVE: readers and other processes are not waited for."""
+        """The bulk of what the loop's connection never does: copy the write-ahead log into the database file (and
+        fsync both), in a worker thread, while the loop goes on writing. PASSIVE: neither readers, nor writers, nor
+        other processes are waited for, and this process's writers are not held either: holding ``write_lock`` here
+        stalled every write on the loop for 15-30 ms per checkpoint under load (the thread waits for the GIL each
+        time it needs it while holding the lock, bench/README.md "P3, tenth pass"). What the loop commits meanwhile
+        is copied by ``_finish_checkpoint_on_loop`` before its next write."""
         try:
-            with self._write_lock_queued():
-                raw: Any = self.engine.raw_connection()
-                try:
-                    raw.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                finally:
-                    raw.close()
+            raw: Any = self.engine.raw_connection()
+            try:
+                raw.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                raw.close()
+            self._log_copied = True
         except Exception:  # noqa: BLE001 - a later checkpoint (or the next writer's) does it
             pass
         finally:
             self._checkpointing = False
+
+    def _finish_checkpoint_on_loop(self) -> None:
+        """Copy the log's last frames (what the loop committed while the background checkpoint ran: a few pages)
+        on the loop's own connection, between two of its writes. With the whole log in the database file and no
+        write under way, the next write starts the log over from its beginning, as after SQLite's own checkpoint;
+        without this the log only grows under steady writes, since some write is nearly always under way when a
+        background checkpoint ends. PASSIVE: a lock held by another process makes it return at once, and a later
+        checkpoint does it."""
+        assert self.loop_engine is not None
+        self._log_copied = False
+        try:
+            raw: Any = self.loop_engine.raw_connection()  # this thread's own connection (SingletonThreadPool)
+            try:
+                raw.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                raw.close()
+        except Exception:  # noqa: BLE001 - not this write's business: a later checkpoint does it
+            pass
 
     def _write_in_thread(self, write: Callable[[Session], T]) -> T:
         with self.transaction() as session:

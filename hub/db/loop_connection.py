@@ -12,10 +12,11 @@ itself; what it must never do is wait. So the loop's connection:
 - has no busy timeout: a lock held by someone else (another process's write, WAL recovery, a
   checkpoint) fails at once with ``LoopBusy``, and the caller runs the work in a worker thread,
   where waiting blocks nobody else (work that failed so was rolled back, or only read);
-- never checkpoints (``wal_autocheckpoint=0``): a checkpoint writes and fsyncs the database file;
-  the pool's connections (worker threads) still checkpoint as they commit, and the caller has a
-  worker thread checkpoint every ``CHECKPOINT_EVERY_COMMITS`` commits on the loop, under the
-  process's write lock as SQLite's own would (``HubContext.run_write``).
+- never checkpoints by itself (``wal_autocheckpoint=0``): a checkpoint writes and fsyncs the
+  database file; the pool's connections (worker threads) still checkpoint as they commit, and the
+  caller has a worker thread checkpoint every ``CHECKPOINT_EVERY_COMMITS`` commits on the loop,
+  without holding up the loop's writes; the loop's next write first copies the few frames it
+  committed meanwhile, so that the log starts over (``HubContext._write_on_loop``).
 
 Within the process, writes on the loop take the same ``write_lock`` as worker threads' transactions,
 without blocking: when a thread holds it or waits for it, the loop's write waits on the loop (an
