@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from .db.engine import make_engine, make_private_dir, make_session_factory, read_only_engine
 from .db.migrate import upgrade_database
 from .db.loop_connection import CHECKPOINT_EVERY_COMMITS, LoopBusy, is_locked, make_loop_engine
-from .db.loop_postgres import LoopPool, LoopPools, on_loop
+from .db.loop_postgres import AwaitedConnection, LoopPool, LoopPools, on_loop
 from .db.raw import RawReads, raw_reads
 from .files import JobFiles
 from .notifier import ComputeClientNotifier, RunnableNotifier
@@ -194,6 +194,24 @@ class HubContext:
             pool = self.loop_pools.for_running_loop()
             return await on_loop(self._read_retried, lambda: pool.reads.raw_reads(pool.autocommit.connect), read)
         return await run_in_threadpool(self._read_retried, self.raw_reads, read)
+
+    @property
+    def writes_in_one_round_trip(self) -> bool:
+        """Whether ``run_write_in_one_round_trip`` may be used: PostgreSQL on the event loop, with libpq's pipelines."""
+        return self.loop_pools is not None and AwaitedConnection.can_pipeline
+
+    async def run_write_in_one_round_trip(self, write: Callable[[RawReads, Engine], T]) -> T:
+        """``write`` with a ``RawReads`` on one of the loop's connections outside any transaction, whose ``commit_all``
+        writes statements in a transaction of their own, in one round trip; and the engine of the loop's write
+        sessions (what ``slot_fit`` remembers is kept per engine). Only where ``writes_in_one_round_trip``."""
+        assert self.loop_pools is not None
+        pool = self.loop_pools.for_running_loop()
+
+        def run() -> T:
+            with pool.reads.raw_reads(pool.autocommit.connect) as reads:
+                return write(reads, pool.autocommit)
+
+        return await on_loop(run)
 
     def _read_on_loop(self, read: Callable[[RawReads], T]) -> T:
         assert self.loop_engine is not None

@@ -110,6 +110,20 @@ def test_racing_submissions_of_one_definition_create_one_job(ctx: HubContext, se
         assert s.scalar(select(func.count()).select_from(Job)) == 5
 
 
+def _spy_on_one_round_trip(monkeypatch: pytest.MonkeyPatch) -> list[Optional[str]]:
+    """What each creation's one-round-trip write gave (PostgreSQL): the job's id, or None when it wrote nothing."""
+    given: list[Optional[str]] = []
+    write = jobs_core.create_new_job_in_one_round_trip
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        job = write(*args, **kwargs)
+        given.append(None if job is None else job.job_id)
+        return job
+
+    monkeypatch.setattr(jobs_core, "create_new_job_in_one_round_trip", spied)
+    return given
+
+
 def _read_before_anothers_commit(monkeypatch: pytest.MonkeyPatch, caller: Optional[str] = None) -> None:
     """Creations read as if just before another request committed: no job with the definition yet (and, with
     ``caller``, as that user): the write must find out by itself."""
@@ -130,23 +144,65 @@ def test_a_creation_that_finds_the_definition_created_meanwhile_returns_that_job
     with httpx.Client(base_url=live_hub.url, timeout=60) as api:
         first = submit(api, seeded, hello1("meanwhile"))
         _read_before_anothers_commit(monkeypatch)
+        one_round_trip = _spy_on_one_round_trip(monkeypatch)
         r = api.post("/v1/jobs", json={"serviceName": seeded.service, "jobDefinition": hello1("meanwhile"), "requiredResources": RES},
                      headers=auth(seeded.key))
     assert r.status_code == 200, r.text
     assert r.json()["jobId"] == first["jobId"]
+    assert one_round_trip == ([None] if ctx.writes_in_one_round_trip else [])  # its checks refused: it wrote nothing
     with ctx.read_transaction() as s:
         assert s.scalar(select(func.count()).select_from(Job)) == 1
+
+
+def test_a_new_job_on_postgresql_is_written_in_one_round_trip_and_wakes_a_waiting_claim(
+    ctx: HubContext, seeded: Seed, live_hub: LiveHub, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The usual creation on PostgreSQL: checks, inserts and COMMIT in one round trip. The job is whole (its tags,
+    outputs and first event), the same as read back, and a claim waiting for work gets it."""
+    if not ctx.writes_in_one_round_trip:
+        pytest.skip("PostgreSQL on the event loop only")
+    ctx.settings.claim_max_wait_sec = LONG_WAIT_SEC
+    definition = hello2("one round trip")
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        submit(api, seeded, hello1("first"))  # the app's first creation (the hub checks its definition against the app)
+        cc = register(api, seeded)
+        claim(api, cc)
+        one_round_trip = _spy_on_one_round_trip(monkeypatch)
+        thread, out = start_waiting_claim(live_hub.url, cc, LONG_WAIT_SEC)
+        r = api.post("/v1/jobs", json={"serviceName": seeded.service, "jobDefinition": definition, "requiredResources": RES,
+                                       "tags": ["a", "b"]}, headers=auth(seeded.key))
+        thread.join(timeout=ANSWER_TIMEOUT_SEC)
+        assert r.status_code == 201, r.text
+        created = r.json()
+        read_back = api.get(f"/v1/jobs/{created['jobId']}", headers=auth(seeded.key)).json()
+        again = api.post("/v1/jobs", json={"serviceName": seeded.service, "jobDefinition": definition, "requiredResources": RES,
+                                           "tags": ["a"]}, headers=auth(seeded.key))
+    assert one_round_trip == [created["jobId"]]  # the cache hit after it needs no write
+    assert again.status_code == 200 and again.json()["jobId"] == created["jobId"]
+    claimed_since = {"status", "timestampStartingSec", "computeClientId", "computeClientName", "computeClientUserId"}
+    assert {k: v for k, v in read_back.items() if k in created and k not in claimed_since} == {
+        k: v for k, v in created.items() if k not in claimed_since
+    }
+    assert created["tags"] == ["a", "b"] and len(created["outputFileUrlList"]) == 1 and created["isRunnable"]
+    assert "response" in out, "woken by the new job, not by the timeout: no answer yet"
+    assert [j["jobId"] for j in out["response"].json()["jobs"]] == [created["jobId"]]
+    with ctx.read_transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 2
+    events = httpx.get(f"{live_hub.url}/v1/jobs/{created['jobId']}/events", headers=auth(seeded.key)).json()
+    assert any("created by" in (e.get("message") or "") for e in events["events"]), events
 
 
 def test_a_creation_whose_role_went_meanwhile_is_refused_and_writes_nothing(
     ctx: HubContext, seeded: Seed, live_hub: LiveHub, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _read_before_anothers_commit(monkeypatch, caller=seeded.other_user)  # bob: no role in alice's service
+    one_round_trip = _spy_on_one_round_trip(monkeypatch)
     with httpx.Client(base_url=live_hub.url, timeout=60) as api:
         r = api.post("/v1/jobs", json={"serviceName": seeded.service, "jobDefinition": hello1("no role"), "requiredResources": RES},
                      headers=auth(seeded.key))
     assert r.status_code == 403, r.text
     assert "lacks the createJobs role" in r.text
+    assert one_round_trip == ([None] if ctx.writes_in_one_round_trip else [])
     with ctx.read_transaction() as s:
         assert s.scalar(select(func.count()).select_from(Job)) == 0
 

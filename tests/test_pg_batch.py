@@ -110,6 +110,32 @@ def test_a_failed_statement_fails_its_transaction_and_the_statements_after_it_do
     run(scenario)
 
 
+def test_a_batch_that_is_a_transaction_of_its_own_commits_all_or_rolls_back_and_leaves_its_connection_idle() -> None:
+    """``begin`` and ``commit``: BEGIN, the statements and COMMIT in one round trip. A failed statement skips the
+    rest, COMMIT included, and the transaction is rolled back before the error is raised (an advisory lock taken
+    in it is released with it)."""
+    async def scenario() -> None:
+        async with _connected() as conn, _table(conn) as table:
+            insert = f'INSERT INTO "{table}" (id) VALUES (%(id)s)'
+            count = BatchStatement(f'SELECT count(*) FROM "{table}"')
+            lock = BatchStatement("SELECT pg_advisory_xact_lock(12345)")
+            held = BatchStatement("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+            got = await run_batch(conn, [lock, BatchStatement(insert, {"id": "one"}), count], begin=True, commit=True)
+            assert got[2].rows == [(1,)]
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                await run_batch(conn, [
+                    lock, BatchStatement(insert, {"id": "two"}), BatchStatement("SELECT 1 / 0"), BatchStatement(insert, {"id": "three"}),
+                ], begin=True, commit=True)
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            rows = (await run_batch(conn, [count, held]))
+            assert [r.rows for r in rows] == [[(1,)], [(0,)]]  # "two" rolled back, the lock released
+            async with _connected() as other:  # what was committed is there for others
+                assert (await run_batch(other, [count]))[0].rows == [(1,)]
+
+    run(scenario)
+
+
 def test_a_value_the_connection_cannot_adapt_fails_the_batch_before_anything_is_sent() -> None:
     async def scenario() -> None:
         async with _connected() as conn:

@@ -14,6 +14,7 @@ from typing import Any, Optional, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, case, delete, func, insert, or_, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from pairio.models import (
@@ -27,7 +28,7 @@ from pairio.models import (
 from pairio.status import ACTIVE_STATUSES, JobStatus
 
 from ..context import DELETE_FILES_AFTER_COMMIT, SECRETS_ERASED, HubContext, mark_job_to_stop, mark_runnable_changed, now_sec
-from ..db.raw import Reads, on_connection, prebuilt
+from ..db.raw import RawReads, Reads, on_connection, prebuilt
 from ..db.tables import (
     ApiKey,
     ComputeClient,
@@ -323,6 +324,50 @@ def create_job(
     return job, created
 
 
+# The checks of a creation in one round trip: a division by zero, which fails the transaction before its inserts
+# (the server skips them and the COMMIT), unless no job has the definition's hash and the user may create jobs in
+# the service: what ``_ROLE_AND_CACHED_ID`` and ``_may_create`` decide, in one value. The job is looked up as there
+# (the latest, by the index on service, hash and creation time): a plain EXISTS was planned, on a table not yet
+# analyzed, as a walk through the service's jobs by another index.
+_FAIL_UNLESS_NEW_AND_ALLOWED = prebuilt(text(
+    "SELECT 1 / CASE WHEN (SELECT j.job_id FROM jobs j WHERE j.service_name = :service AND j.job_definition_hash = :hash"
+    "   ORDER BY j.timestamp_created_sec DESC LIMIT 1) IS NOT NULL THEN 0"
+    " ELSE COALESCE((SELECT CASE WHEN s.owner_user_id = :user OR su.create_jobs OR su.admin THEN 1 ELSE 0 END"
+    "   FROM services s LEFT JOIN service_users su ON su.service_name = s.service_name AND su.user_id = :user"
+    "   WHERE s.service_name = :service), 0) END AS allowed"
+))
+
+
+def create_new_job_in_one_round_trip(
+    ctx: HubContext, conn: RawReads, clients_engine: Any, user_id: str, req: JobCreate, prepared: PreparedJob,
+) -> Optional[JobValues]:
+    """A new job written in one round trip and one transaction: the definition's lock, the role and cache checks,
+    the inserts and the COMMIT, where a read just before found the role and no job with the definition (PostgreSQL
+    on the event loop: ``conn.commit_all``). None when this way does not apply, when the checks refuse (the role is
+    gone, a job of the definition was created meanwhile: nothing was written), or when the connection failed (the
+    COMMIT may have happened: the usual way then finds the job by its definition): the caller creates the usual
+    way, which explains a refusal.
+
+    It applies when the new job's rows follow from the request alone (``_nothing_to_read_first``) and the service's
+    compute clients (``slot_fit``'s memory, ``clients_engine`` being the engine the loop's writes remember them for)
+    have a slot that fits the job, or there are none: else the usual way writes on the timeline that none fits."""
+    if not (conn.sends_together and _nothing_to_read_first(req, prepared.definition)):
+        return None
+    clients = slot_fit.remembered_clients(clients_engine, req.serviceName)
+    if clients is None:
+        clients = slot_fit.read_clients(clients_engine, conn, req.serviceName)
+    if slot_fit.closest_misfit(clients, req.requiredResources) is not None:
+        return None
+    job, inserts = _new_job_rows(ctx, new_id(), user_id, req, prepared, [], True)
+    checks = {"service": req.serviceName, "user": user_id, "hash": prepared.definition_hash}
+    try:
+        conn.commit_all([_advisory_lock(prepared.definition_hash), (_FAIL_UNLESS_NEW_AND_ALLOWED, checks), *inserts])
+    except DBAPIError:
+        return None
+    ctx.notifier.notify()  # committed: wake the waiting claims
+    return job
+
+
 class CheckedTooSoon(Exception):
     """``create_job_values(..., presumed_new=True)`` wrote a job that the checks sent with it refuse (the role is
     missing, or a job with the definition exists now): roll the transaction back and create without presuming."""
@@ -342,7 +387,7 @@ def create_job_values(
         checked_role = True
     else:
         checked_role = False
-    app, definition, definition_hash = prepared.app, prepared.definition, prepared.definition_hash
+    definition, definition_hash = prepared.definition, prepared.definition_hash
 
     existing: Optional[Job] = None
     checks: list[tuple[Any, Any]] = []  # sent with the inserts
@@ -380,6 +425,30 @@ def create_job_values(
     }
     failed_dep = next((d for d in dependencies if dep_status[d][0] == JobStatus.FAILED), None)
     is_runnable = all(dep_status[d][0] == JobStatus.COMPLETED for d in dependencies)
+    job, inserts = _new_job_rows(ctx, job_id, user_id, req, prepared, dependencies, is_runnable)
+    if checks:
+        checked = on_connection(s.connection()).execute_all([*checks, *inserts])[len(checks) - 1].first()
+        if not _may_create(checked, user_id) or checked.cached_job_id is not None:
+            raise CheckedTooSoon(f"job {job_id} of {definition_hash}")
+    else:
+        on_connection(s.connection()).send_all(inserts)
+    if failed_dep is not None:
+        failed = s.get(Job, job_id)
+        assert failed is not None
+        _fail(s, failed, f"dependency {failed_dep} failed: {dep_status[failed_dep][1] or 'no error given'}")
+        return failed, True
+    _note_if_no_slot_fits(s, job, req.requiredResources)
+    if is_runnable:
+        mark_runnable_changed(s)
+    return job, True
+
+
+def _new_job_rows(
+    ctx: HubContext, job_id: str, user_id: str, req: JobCreate, prepared: PreparedJob, dependencies: list[str], is_runnable: bool,
+) -> tuple[JobValues, list[tuple[Any, Any]]]:
+    """A new job's column values and the prebuilt inserts that write it (its tags, inputs, outputs, dependencies
+    and its first event)."""
+    app, definition, definition_hash = prepared.app, prepared.definition, prepared.definition_hash
     processor = app.get_processor(definition.processorName)
     now = now_sec()
     base = ctx.settings.base_url
@@ -440,21 +509,7 @@ def create_job_values(
     job.dependencies = dependencies
     waits = "" if is_runnable else f"; waits for {len(dependencies)} dependenc{'y' if len(dependencies) == 1 else 'ies'}"
     inserts.append((INSERT_EVENT, {"job_id": job_id, "timestamp_sec": now, "status": JobStatus.PENDING.value, "message": f"created by {user_id}{waits}"}))
-    if checks:
-        checked = on_connection(s.connection()).execute_all([*checks, *inserts])[len(checks) - 1].first()
-        if not _may_create(checked, user_id) or checked.cached_job_id is not None:
-            raise CheckedTooSoon(f"job {job_id} of {definition_hash}")
-    else:
-        on_connection(s.connection()).send_all(inserts)
-    if failed_dep is not None:
-        failed = s.get(Job, job_id)
-        assert failed is not None
-        _fail(s, failed, f"dependency {failed_dep} failed: {dep_status[failed_dep][1] or 'no error given'}")
-        return failed, True
-    _note_if_no_slot_fits(s, job, req.requiredResources)
-    if is_runnable:
-        mark_runnable_changed(s)
-    return job, True
+    return job, inserts
 
 
 def _note_if_no_slot_fits(s: Session, job: "JobValues", resources: PairioJobRequiredResources) -> None:
@@ -507,7 +562,12 @@ def _serialize_same_definition_statements(s: Session, definition_hash: str) -> l
     """What ``_serialize_same_definition`` runs (nothing on SQLite): for ``RawReads.execute_after``."""
     if s.get_bind().dialect.name != "postgresql":
         return []
-    return [(_ADVISORY_XACT_LOCK, {"k": int(definition_hash[:15], 16)})]
+    return [_advisory_lock(definition_hash)]
+
+
+def _advisory_lock(definition_hash: str) -> tuple[Any, dict[str, Any]]:
+    """PostgreSQL: the transaction's lock on a definition hash (creations of one definition go one at a time)."""
+    return (_ADVISORY_XACT_LOCK, {"k": int(definition_hash[:15], 16)})
 
 
 _ADVISORY_XACT_LOCK = prebuilt(text("SELECT pg_advisory_xact_lock(:k)"))

@@ -96,9 +96,12 @@ class AwaitedConnection:
     # statements one by one through ``cursor``
     can_pipeline = psycopg.AsyncPipeline.is_supported()
 
-    def batch(self, statements: Sequence[BatchStatement]) -> list[BatchResult]:
+    def batch(self, statements: Sequence[BatchStatement], transaction: bool = False) -> list[BatchResult]:
         """``statements`` in one round trip (hub/db/pg_batch.py), after the BEGIN of their transaction if that is
-        still to be sent."""
+        still to be sent; ``transaction`` (on a connection outside any): in a transaction of their own, committed
+        in the same round trip."""
+        if transaction:
+            return await_only(run_batch(self.connection, statements, begin=True, commit=True))
         return await_only(run_batch(self.connection, statements, begin=_take_pending_begin(self.connection)))
 
     @property

@@ -10,7 +10,10 @@ results back, converting parameters and rows with the connection's own adapters 
 connection runs it (in the same round trip), so later runs send only its parameters.
 
 An error of a statement aborts the batch's later statements (the server skips them up to the
-sync) and is raised as psycopg raises it: inside a transaction, the transaction has failed. A
+sync) and is raised as psycopg raises it: inside a transaction, the transaction has failed. A batch
+can also be a transaction of its own (``begin`` and ``commit``): BEGIN, the statements and COMMIT in
+one round trip, the COMMIT skipped if a statement fails, and then the transaction rolled back (one
+more round trip) before the error is raised, so the connection is left idle either way. A
 batch interrupted while it waits for the server (cancelled, or the connection lost) leaves the
 connection closed: results still on their way could not be told apart from a later batch's.
 """
@@ -93,8 +96,11 @@ def _statement_name(query: bytes, types: tuple[int, ...]) -> bytes:
     return name
 
 
-async def run_batch(connection: psycopg.AsyncConnection[Any], statements: Sequence[BatchStatement], begin: bool = False) -> list[BatchResult]:
-    """Run ``statements`` in order in one round trip (``begin``: a BEGIN first); the results in the same order."""
+async def run_batch(
+    connection: psycopg.AsyncConnection[Any], statements: Sequence[BatchStatement], begin: bool = False, commit: bool = False,
+) -> list[BatchResult]:
+    """Run ``statements`` in order in one round trip (``begin``: a BEGIN first; ``commit``: a COMMIT last, and a
+    ROLLBACK after a failed statement); the results in the same order."""
     async with connection.lock:
         prepared = _prepared.setdefault(connection, set())
         tx = Transformer.from_context(connection)
@@ -125,8 +131,15 @@ async def run_batch(connection: psycopg.AsyncConnection[Any], statements: Sequen
                     streams.append((-1, name))
                 pgconn.send_query_prepared(name, dumped, param_formats=formats)
                 streams.append((index, None))
+            if commit:
+                pgconn.send_query_params(b"COMMIT", None)
+                streams.append((-1, None))
             pgconn.pipeline_sync()
             results = await _exchange(pgconn, len(streams))
+            if commit and pgconn.transaction_status != pq.TransactionStatus.IDLE:  # a statement failed: COMMIT skipped
+                pgconn.send_query_params(b"ROLLBACK", None)
+                pgconn.pipeline_sync()
+                await _exchange(pgconn, 1)
             finished = True
         finally:
             if finished:

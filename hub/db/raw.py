@@ -135,7 +135,7 @@ class RawReads:
         self._lost = False
         """the driver reported the connection lost: ``raw_reads`` invalidates it"""
         can_batch = getattr(dbapi_connection, "can_pipeline", False)
-        self._batch: Optional[Callable[[Any], list[Any]]] = getattr(dbapi_connection, "batch", None) if can_batch else None
+        self._batch: Optional[Callable[..., list[Any]]] = getattr(dbapi_connection, "batch", None) if can_batch else None
         """runs statements in one round trip (a psycopg asyncio connection with libpq 14 or newer: hub/db/pg_batch.py)"""
 
     @property
@@ -191,7 +191,15 @@ class RawReads:
             return [self.execute(s, p) for s, p in statements]
         return self._run_batch(compiled)  # type: ignore[arg-type]
 
-    def _run_batch(self, compiled: Sequence[tuple[_Compiled, Any]]) -> list[Any]:
+    def commit_all(self, statements: Sequence[tuple[Any, Any]]) -> list[Any]:
+        """``execute_all`` in a transaction of their own, begun and committed in the same round trip (a connection
+        outside any transaction, where ``sends_together``): all or nothing. Every statement must be ``prebuilt``."""
+        compiled = [(_compiled_for(s, self.dialect), p or {}) for s, p in statements]
+        if self._batch is None or any(c is None or c.param_names is not None for c, _ in compiled):
+            raise ValueError("commit_all needs a connection that sends statements together, and prebuilt statements")
+        return self._run_batch(compiled, transaction=True)  # type: ignore[arg-type]
+
+    def _run_batch(self, compiled: Sequence[tuple[_Compiled, Any]], transaction: bool = False) -> list[Any]:
         """``compiled`` by the connection's ``batch`` (hub/db/pg_batch.py): one round trip, one write to the socket."""
         from .pg_batch import BatchStatement  # here: only PostgreSQL's loop connections batch
 
@@ -200,7 +208,7 @@ class RawReads:
             many = not isinstance(p, Mapping)
             statements.append(BatchStatement(c.sql, [self._args(c, x) for x in p] if many else self._args(c, p), many))
         try:
-            results = self._batch(statements)  # type: ignore[misc]
+            results = self._batch(statements, transaction=True) if transaction else self._batch(statements)  # type: ignore[misc]
         except self.dialect.loaded_dbapi.Error as e:
             self._raise(e, "; ".join(c.sql for c, _ in compiled), None, None)
         return [RawResult(self._fetched(c, _BatchCursor(r), st.params)) for (c, _), r, st in zip(compiled, results, statements)]

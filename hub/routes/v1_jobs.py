@@ -90,6 +90,12 @@ async def create_job(body: JobCreateBody, request: Request, token: Token) -> Res
     user, prepared_job, cached = found
     # the key was checked a moment ago, as if the whole request had run then; the role is checked again (with the
     # inserts, presuming the read's answer still holds: else again, before them)
+    if cached is None and ctx.writes_in_one_round_trip:
+        created = await ctx.run_write_in_one_round_trip(
+            lambda conn, engine: core.create_new_job_in_one_round_trip(ctx, conn, engine, user, req, prepared_job)
+        )
+        if created is not None:
+            return _answer(core.new_job_answer(created), 201)
     try:
         return await ctx.run_write(lambda s: _create_in(ctx, s, user, req, prepared_job, presumed_new=cached is None))
     except core.CheckedTooSoon:
