@@ -353,14 +353,14 @@ def create_new_job_in_one_round_trip(
     have a slot that fits the job, or there are none: else the usual way writes on the timeline that none fits."""
     if not (conn.sends_together and _nothing_to_read_first(req, prepared.definition)):
         return None
-    clients = slot_fit.remembered_clients(clients_engine, req.serviceName)
-    if clients is None:
-        clients = slot_fit.read_clients(clients_engine, conn, req.serviceName)
-    if slot_fit.closest_misfit(clients, req.requiredResources) is not None:
-        return None
-    job, inserts = _new_job_rows(ctx, new_id(), user_id, req, prepared, [], True)
-    checks = {"service": req.serviceName, "user": user_id, "hash": prepared.definition_hash}
     try:
+        clients = slot_fit.remembered_clients(clients_engine, req.serviceName)
+        if clients is None:
+            clients = slot_fit.read_clients(clients_engine, conn, req.serviceName)
+        if slot_fit.closest_misfit(clients, req.requiredResources) is not None:
+            return None
+        job, inserts = _new_job_rows(ctx, new_id(), user_id, req, prepared, [], True)
+        checks = {"service": req.serviceName, "user": user_id, "hash": prepared.definition_hash}
         conn.commit_all([_advisory_lock(prepared.definition_hash), (_FAIL_UNLESS_NEW_AND_ALLOWED, checks), *inserts])
     except DBAPIError:
         return None

@@ -89,7 +89,8 @@ async def create_job(body: JobCreateBody, request: Request, token: Token) -> Res
         return await _in_thread(_create_job, ctx, token, req)
     user, prepared_job, cached = found
     # the key was checked a moment ago, as if the whole request had run then; the role is checked again (with the
-    # inserts, presuming the read's answer still holds: else again, before them)
+    # inserts, presuming the read's answer still holds: else again, before them). On PostgreSQL a new job is first
+    # tried in one round trip, checks, inserts and COMMIT (None: it wrote nothing, or does not apply)
     if cached is None and ctx.writes_in_one_round_trip:
         created = await ctx.run_write_in_one_round_trip(
             lambda conn, engine: core.create_new_job_in_one_round_trip(ctx, conn, engine, user, req, prepared_job)
