@@ -1258,8 +1258,33 @@ def _total_cpu_percent(processes: list[psutil.Process]) -> float:
 # ---------------------------------------------------------------- command line
 
 
-def parse_args(argv: Sequence[str]) -> WatchConfig:
-    parser = argparse.ArgumentParser(prog="python -m bridge.watch", description=__doc__.split("\n\n")[0])
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, at a fixed width: argparse makes one per argument added, and the default asks the terminal's
+    size each time, importing shutil (and bz2 and lzma with it) to do so: 3 ms of a watcher's start."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=100)
+
+
+_PARSER: "Optional[argparse.ArgumentParser]" = None
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """The watcher's command line, built once per process."""
+    global _PARSER
+    if _PARSER is None:
+        _PARSER = _build_parser()
+    return _PARSER
+
+
+def prepare_to_fork() -> None:
+    """What every watcher would otherwise do first, done once by the local bridge's launcher before it forks
+    watchers: build the command line and parse one (argparse compiles its patterns on the first parse)."""
+    parse_args(["--job-dir", ".", "--time-sec", "1", "--memory-gb", "1", "--num-cpus", "1", "--", "true"])
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bridge.watch", description=__doc__.split("\n\n")[0], formatter_class=_HelpFormatter)
     parser.add_argument("--job-dir", required=True, type=Path)
     parser.add_argument("--time-sec", required=True, type=float)
     parser.add_argument("--memory-gb", required=True, type=float)
@@ -1276,6 +1301,11 @@ def parse_args(argv: Sequence[str]) -> WatchConfig:
     parser.add_argument("--container-image", default="", help="the job's image, for error messages")
     parser.add_argument("--job-env", action="append", default=[], metavar="NAME=VALUE", help="set this variable for the processor (never a secret: those come in the secrets file)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the processor's argv")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> WatchConfig:
+    parser = argument_parser()
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:

@@ -262,6 +262,9 @@ def _reap() -> set[int]:
 
 def serve(script: str, idle_exit_sec: float = IDLE_EXIT_SEC) -> int:
     watch = _load_watch_module(script)
+    prepare = getattr(watch, "prepare_to_fork", None)  # what each watcher would do first, done once here
+    if prepare is not None:
+        prepare()
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
