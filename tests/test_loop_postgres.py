@@ -8,13 +8,15 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import Connection, bindparam, create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_only
 
@@ -216,6 +218,34 @@ def test_a_write_that_lost_its_connection_midway_runs_again_and_commits_once(ctx
 
 _INSERT_USER = prebuilt(insert(User.__table__), ["user_id", "created_sec"])
 _USERS_LIKE = prebuilt(select(User.__table__.c.user_id).where(User.__table__.c.user_id.like(bindparam("pattern"))).order_by(User.__table__.c.user_id))
+
+
+def test_a_write_in_one_round_trip_is_all_or_nothing_and_a_lost_connection_fails_it_and_is_replaced(ctx: HubContext) -> None:
+    """``run_write_in_one_round_trip``: statements in a transaction of their own, on the loop's plain connections.
+    A failed statement writes nothing and leaves the connection usable; a connection found lost fails the write
+    (the caller decides: a creation goes the usual way, which finds its job if the COMMIT had happened) and the
+    next write gets a new one."""
+    def write(*users: str) -> Callable[[RawReads, Any], list[Any]]:
+        return lambda reads, _engine: reads.commit_all([(_INSERT_USER, {"user_id": u, "created_sec": 0.0}) for u in users])
+
+    async def scenario() -> None:
+        await ctx.run_write_in_one_round_trip(write("one-trip-a", "one-trip-b"))
+        with pytest.raises(IntegrityError):  # the second row is there already: neither is written
+            await ctx.run_write_in_one_round_trip(write("one-trip-c", "one-trip-b"))
+        first = await ctx.run_read(backend_pid)
+        await asyncio.get_running_loop().run_in_executor(None, terminate_backend, first)
+        with pytest.raises(DBAPIError) as lost:
+            await ctx.run_write_in_one_round_trip(write("one-trip-d"))
+        assert lost.value.connection_invalidated
+        await ctx.run_write_in_one_round_trip(write("one-trip-e"))
+        assert await ctx.run_read(backend_pid) != first
+        await ctx.close_loop()
+
+    assert ctx.writes_in_one_round_trip
+    asyncio.run(scenario())
+    with Session(ctx.engine) as s:
+        written = s.scalars(select(User.user_id).where(User.user_id.like("one-trip-%")).order_by(User.user_id)).all()
+    assert written == ["one-trip-a", "one-trip-b", "one-trip-e"]
 
 
 @pytest.mark.parametrize("can_pipeline", [True, False], ids=["pipelined", "libpq-without-pipelines"])
