@@ -294,11 +294,7 @@ class HubContext:
         time it needs it while holding the lock, bench/README.md "P3, tenth pass"). What the loop commits meanwhile
         is copied by ``_finish_checkpoint_on_loop`` before its next write."""
         try:
-            raw: Any = self.engine.raw_connection()
-            try:
-                raw.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            finally:
-                raw.close()
+            _passive_checkpoint(self.engine)
             self._log_copied = True
         except Exception:  # noqa: BLE001 - a later checkpoint (or the next writer's) does it
             pass
@@ -315,11 +311,7 @@ class HubContext:
         assert self.loop_engine is not None
         self._log_copied = False
         try:
-            raw: Any = self.loop_engine.raw_connection()  # this thread's own connection (SingletonThreadPool)
-            try:
-                raw.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            finally:
-                raw.close()
+            _passive_checkpoint(self.loop_engine)  # this thread's own connection (SingletonThreadPool)
         except Exception:  # noqa: BLE001 - not this write's business: a later checkpoint does it
             pass
 
@@ -363,6 +355,15 @@ class HubContext:
         if self.loop_engine is not None:
             self.loop_engine.dispose()
         self.engine.dispose()
+
+
+def _passive_checkpoint(engine: Engine) -> None:
+    """SQLite: copy what it can of the write-ahead log into the database file, waiting for no one."""
+    raw: Any = engine.raw_connection()
+    try:
+        raw.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        raw.close()
 
 
 def mark_runnable_changed(session: Session) -> None:

@@ -154,13 +154,13 @@ def test_a_creation_that_finds_the_definition_created_meanwhile_returns_that_job
         assert s.scalar(select(func.count()).select_from(Job)) == 1
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_a_new_job_on_postgresql_is_written_in_one_round_trip_and_wakes_a_waiting_claim(
     ctx: HubContext, seeded: Seed, live_hub: LiveHub, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The usual creation on PostgreSQL: checks, inserts and COMMIT in one round trip. The job is whole (its tags,
     outputs and first event), the same as read back, and a claim waiting for work gets it."""
-    if not ctx.writes_in_one_round_trip:
-        pytest.skip("PostgreSQL on the event loop only")
+    assert ctx.writes_in_one_round_trip
     ctx.settings.claim_max_wait_sec = LONG_WAIT_SEC
     definition = hello2("one round trip")
     with httpx.Client(base_url=live_hub.url, timeout=30) as api:

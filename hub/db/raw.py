@@ -186,18 +186,28 @@ class RawReads:
         """Each statement with its ``execute`` parameters, in order, and their results: in one round trip where the
         connection can (``batch``: PostgreSQL on the event loop), else one by one. An error of any of them is raised
         (in a transaction, the transaction has failed); the later ones may not have run."""
-        compiled = [(_compiled_for(s, self.dialect), p or {}) for s, p in statements]
-        if self._batch is None or len(statements) <= 1 or any(c is None or c.param_names is not None for c, _ in compiled):
+        compiled = self._batchable(statements)
+        if compiled is None or len(statements) <= 1:
             return [self.execute(s, p) for s, p in statements]
-        return self._run_batch(compiled)  # type: ignore[arg-type]
+        return self._run_batch(compiled)
 
     def commit_all(self, statements: Sequence[tuple[Any, Any]]) -> list[Any]:
         """``execute_all`` in a transaction of their own, begun and committed in the same round trip (a connection
         outside any transaction, where ``sends_together``): all or nothing. Every statement must be ``prebuilt``."""
-        compiled = [(_compiled_for(s, self.dialect), p or {}) for s, p in statements]
-        if self._batch is None or any(c is None or c.param_names is not None for c, _ in compiled):
+        compiled = self._batchable(statements)
+        if compiled is None:
             raise ValueError("commit_all needs a connection that sends statements together, and prebuilt statements")
-        return self._run_batch(compiled, transaction=True)  # type: ignore[arg-type]
+        return self._run_batch(compiled, transaction=True)
+
+    def _batchable(self, statements: Sequence[tuple[Any, Any]]) -> Optional[list[tuple[_Compiled, Any]]]:
+        """``statements`` compiled for ``batch`` (each with its parameters); None when this connection cannot batch
+        them (no ``batch``, or a statement not ``prebuilt`` or with positional parameters)."""
+        if self._batch is None:
+            return None
+        compiled = [(_compiled_for(s, self.dialect), p or {}) for s, p in statements]
+        if any(c is None or c.param_names is not None for c, _ in compiled):
+            return None
+        return compiled  # type: ignore[return-value]
 
     def _run_batch(self, compiled: Sequence[tuple[_Compiled, Any]], transaction: bool = False) -> list[Any]:
         """``compiled`` by the connection's ``batch`` (hub/db/pg_batch.py): one round trip, one write to the socket."""
