@@ -220,6 +220,33 @@ _INSERT_USER = prebuilt(insert(User.__table__), ["user_id", "created_sec"])
 _USERS_LIKE = prebuilt(select(User.__table__.c.user_id).where(User.__table__.c.user_id.like(bindparam("pattern"))).order_by(User.__table__.c.user_id))
 
 
+def test_a_rolled_back_write_leaves_its_connections_prepared_statements_in_place(ctx: HubContext) -> None:
+    """A statement run often enough on a write connection would be prepared by psycopg itself, and psycopg's
+    rollback then deallocates every prepared statement of the connection, the batches' too: the next write's
+    prebuilt statements failed with "prepared statement ... does not exist" (seen in racing creations)."""
+    def pid(s: Session) -> int:
+        return int(s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+    def prebuilt_read(s: Session) -> int:
+        on_connection(s.connection()).execute_all([(_USERS_LIKE, {"pattern": "prepared-%"}), (_USERS_LIKE, {"pattern": "x%"})])
+        return pid(s)
+
+    def busy_then_refused(s: Session) -> None:
+        prebuilt_read(s)
+        for _ in range(8):
+            s.connection().exec_driver_sql("SELECT count(*) FROM users")
+        raise ValueError("refused")
+
+    async def scenario() -> None:
+        first = await ctx.run_write(prebuilt_read)
+        with pytest.raises(ValueError, match="refused"):
+            await ctx.run_write(busy_then_refused)
+        assert await ctx.run_write(prebuilt_read) == first  # the same pooled connection, its statements still there
+        await ctx.close_loop()
+
+    asyncio.run(scenario())
+
+
 def test_a_write_in_one_round_trip_is_all_or_nothing_and_a_lost_connection_fails_it_and_is_replaced(ctx: HubContext) -> None:
     """``run_write_in_one_round_trip``: statements in a transaction of their own, on the loop's plain connections.
     A failed statement writes nothing and leaves the connection usable; a connection found lost fails the write

@@ -29,7 +29,7 @@ DSN = make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(hide_
 
 @asynccontextmanager
 async def _connected() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    conn = await psycopg.AsyncConnection.connect(DSN, autocommit=True)
+    conn = await psycopg.AsyncConnection.connect(DSN, autocommit=True, **pg_batch.BATCH_CONNECT_ARGS)
     try:
         yield conn
     finally:
@@ -132,6 +132,20 @@ def test_a_batch_that_is_a_transaction_of_its_own_commits_all_or_rolls_back_and_
             assert [r.rows for r in rows] == [[(1,)], [(0,)]]  # "two" rolled back, the lock released
             async with _connected() as other:  # what was committed is there for others
                 assert (await run_batch(other, [count]))[0].rows == [(1,)]
+
+    run(scenario)
+
+
+def test_a_connection_where_psycopg_prepares_statements_of_its_own_is_refused() -> None:
+    """psycopg's rollback sends DEALLOCATE ALL on a connection where it prepared statements, dropping the batch's
+    too: such a connection is refused, saying how to open one."""
+    async def scenario() -> None:
+        conn = await psycopg.AsyncConnection.connect(DSN, autocommit=True)
+        try:
+            with pytest.raises(psycopg.ProgrammingError, match="BATCH_CONNECT_ARGS"):
+                await run_batch(conn, [BatchStatement("SELECT 1")])
+        finally:
+            await conn.close()
 
     run(scenario)
 

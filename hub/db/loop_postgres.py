@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import await_only, greenlet_spawn
 
 from .engine import make_session_factory
-from .pg_batch import BatchResult, BatchStatement, run_batch
+from .pg_batch import BATCH_CONNECT_ARGS, BatchResult, BatchStatement, run_batch
 from .raw import RawReads
 
 T = TypeVar("T")
@@ -197,7 +197,7 @@ class ReadConnections:
 
     def _connect(self) -> psycopg.AsyncConnection[Any]:
         try:
-            return await_only(psycopg.AsyncConnection.connect(*self._args, **{**self._params, "autocommit": True}))
+            return await_only(psycopg.AsyncConnection.connect(*self._args, **{**self._params, **BATCH_CONNECT_ARGS, "autocommit": True}))
         except psycopg.Error as e:  # as SQLAlchemy raises it (an OperationalError: the hub answers 503)
             raise DBAPIError.instance(None, None, e, psycopg.Error, dialect=self._dialect) from e
 
@@ -255,6 +255,7 @@ class LoopPools:
             # commit runs again on a new one (HubContext.run_write), as reads do
             self._url, pool_size=self._concurrency, max_overflow=MAX_OVERFLOW,
             isolation_level="AUTOCOMMIT",  # a write's session sends its own BEGIN, with its first statement
+            connect_args=BATCH_CONNECT_ARGS,
         )
         engine = async_engine.sync_engine
         sessions = make_session_factory(engine)

@@ -9,6 +9,10 @@ results back, converting parameters and rows with the connection's own adapters 
 ``Transformer``), as its cursors do. Each statement is prepared on the server the first time a
 connection runs it (in the same round trip), so later runs send only its parameters.
 
+Its connections must leave preparing to it (``BATCH_CONNECT_ARGS``: psycopg's own automatic preparing
+off): psycopg, rolling back a transaction on a connection where it prepared statements of its own, sends
+``DEALLOCATE ALL``, which would drop this module's too while it still counts them as prepared.
+
 An error of a statement aborts the batch's later statements (the server skips them up to the
 sync) and is raised as psycopg raises it: inside a transaction, the transaction has failed. A batch
 can also be a transaction of its own (``begin`` and ``commit``): BEGIN, the statements and COMMIT in
@@ -31,6 +35,9 @@ from typing import Any, Optional
 import psycopg
 from psycopg import errors, pq
 from psycopg.adapt import PyFormat, Transformer
+
+BATCH_CONNECT_ARGS: dict[str, Any] = {"prepare_threshold": None}
+"""psycopg's connect arguments for connections ``run_batch`` is given: psycopg prepares no statement of its own"""
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%|%s")
 
@@ -101,6 +108,11 @@ async def run_batch(
 ) -> list[BatchResult]:
     """Run ``statements`` in order in one round trip (``begin``: a BEGIN first; ``commit``: a COMMIT last, and a
     ROLLBACK after a failed statement); the results in the same order."""
+    if connection.prepare_threshold is not None:
+        raise psycopg.ProgrammingError(
+            "run_batch needs a connection opened with BATCH_CONNECT_ARGS (prepare_threshold=None): psycopg's rollback"
+            " deallocates every prepared statement of a connection where it prepared some of its own"
+        )
     async with connection.lock:
         prepared = _prepared.setdefault(connection, set())
         tx = Transformer.from_context(connection)
