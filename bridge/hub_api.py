@@ -96,6 +96,25 @@ class StatusAnswer:
 @dataclass(frozen=True)
 class FinishAnswer(StatusAnswer):
     console_output_size: int = 0
+    claimed: Optional[list[PairioJobData]] = None
+    """with a claim in the call: the jobs the hub handed out for the freed slot (None: the hub did not say)"""
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """What a claim asks for: up to ``max_jobs`` jobs that fit ``capacity``, of what ``runs`` says the bridge runs."""
+
+    max_jobs: int
+    capacity: Optional[Capacity] = None
+    runs: Optional[dict[str, Any]] = None
+    """``apps``, ``containerMode``, ``originalSdkImages``: the hub hands out only such jobs"""
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"maxJobs": self.max_jobs, **(self.runs or {})}
+        if self.capacity is not None:
+            c = self.capacity
+            body["capacity"] = {"numCpus": c.numCpus, "numGpus": c.numGpus, "memoryGb": c.memoryGb}
+        return body
 
 
 @dataclass(frozen=True)
@@ -256,9 +275,7 @@ class HubApi:
         """Claim up to ``max_jobs`` jobs, waiting up to ``wait_sec`` for one (not retried once sent; see the module doc).
 
         ``runs``: what the bridge can run (``apps``, ``containerMode``, ``originalSdkImages``); the hub hands out only such jobs."""
-        body: dict[str, Any] = {"maxJobs": max_jobs, "waitSec": wait_sec, **(runs or {})}
-        if capacity is not None:
-            body["capacity"] = {"numCpus": capacity.numCpus, "numGpus": capacity.numGpus, "memoryGb": capacity.memoryGb}
+        body = {**ClaimRequest(max_jobs, capacity, runs).body(), "waitSec": wait_sec}
         response = self._request("POST", "/v1/compute/claim", json=body, idempotent=False, timeout=wait_sec + self.long_poll_margin_sec)
         return [job_data(j) for j in self._json(response)["jobs"]]
 
@@ -286,11 +303,14 @@ class HubApi:
 
     def finish(
         self, job_id: str, status: JobStatus, error: Optional[str] = None, *, image_digest: Optional[str] = None,
-        console: Optional[tuple[int, bytes]] = None, resource_log: Optional[bytes] = None,
+        console: Optional[tuple[int, bytes]] = None, resource_log: Optional[bytes] = None, claim: Optional[ClaimRequest] = None,
     ) -> FinishAnswer:
         """A finished job's console tail (offset, bytes), resource log and final status in one call (idempotent).
 
-        Raises ConsoleOffsetError as ``append_console_output`` does; a hub without the call answers 404/405.
+        With ``claim``, the hub also claims jobs for the slot the job frees (``FinishAnswer.claimed``); such a call
+        is not retried once sent, as a claim is not (a lost answer may have claimed jobs: see ``my_active_jobs``).
+        Raises ConsoleOffsetError as ``append_console_output`` does; a hub without the call answers 404/405, and
+        one without claims in it 422.
         """
         payload: dict[str, Any] = {"status": status.value}
         if error is not None:
@@ -301,10 +321,15 @@ class HubApi:
             payload.update(consoleOffset=console[0], consoleBase64=base64.b64encode(console[1]).decode("ascii"))
         if resource_log is not None:
             payload["resourceLog"] = resource_log.decode("utf-8", errors="replace")
-        body = self._json(self._request("POST", f"/v1/compute/jobs/{_segment(job_id)}/finish", json=payload))
+        if claim is not None:
+            payload["claim"] = claim.body()
+        path = f"/v1/compute/jobs/{_segment(job_id)}/finish"
+        body = self._json(self._request("POST", path, json=payload, idempotent=claim is None))
+        claimed = body.get("claimedJobs")
         return FinishAnswer(
             status=JobStatus(body["status"]), canceled=bool(body["canceled"]), error=body.get("error"),
             console_output_size=int(body.get("consoleOutputSize", 0)),
+            claimed=[job_data(j) for j in claimed] if claimed is not None else None,
         )
 
     def add_note(self, job_id: str, message: str) -> None:

@@ -24,7 +24,9 @@ Every step is recorded in the job's ``state.json`` before the next one starts
   staged and submitted now: it never ran, so running it is safe. A job that was being
   submitted when the bridge died is failed instead, as it may or may not have started.
 - a claim whose answer was lost (the hub may have handed out jobs) is followed by a
-  look at the hub's list of this client's jobs, which adopts them the same way.
+  look at the hub's list of this client's jobs, which adopts them the same way. So is a
+  finished job's report that carried a claim: the report claims the next job for the slot
+  it frees (one call instead of two; outputs are uploaded before, in a worker of their own).
 
 SIGTERM (or a first Ctrl-C) drains: no more claims, the jobs at hand are followed to
 the end and reported, then ``run`` returns. A second signal raises ``ImmediateExit``:
@@ -55,7 +57,9 @@ from pairio.waiting import HOST_BUSY_NOTE_PREFIX, QUEUE_NOTE_PREFIX, STARTED_NOT
 
 from .backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError, SubmitRetryLater
 from .config import AppCommandsFile, BridgeConfig, BridgeConfigError, ContainerMode, ProcessorLaunch, processor_command
-from .hub_api import ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError, StatusAnswer
+from .hub_api import (
+    ClaimRequest, ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError, StatusAnswer,
+)
 from .images import app_images, image_report
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
 from .staging import CACHE_VISIBLE_TO_PROCESSOR, InputCache, InputStaging, StagingError, input_staging_for
@@ -108,6 +112,24 @@ class _ClaimInterrupted(BaseException):
     """A signal arrived during an idle long-poll claim; stop waiting for jobs."""
 
 
+class _ClaimAnswerLost(Exception):
+    """The finish report that carried a claim got no answer: the hub may have claimed jobs for this bridge."""
+
+
+@dataclass
+class ClaimWithFinish:
+    """A claim sent in a finished job's report, to fill the slot it frees without a call of its own.
+
+    The main loop makes it (``BridgeRunner._claim_with_finish``) as the one claim in flight; the reporting
+    worker sends it and settles ``answer`` (the jobs, or ``_ClaimAnswerLost``), which the loop takes as it
+    takes a claim thread's answer.
+    """
+
+    request: ClaimRequest
+    answer: Future[list[PairioJobData]] = field(default_factory=Future)
+    sent: bool = False
+
+
 @dataclass
 class TrackedJob:
     """A job the runner is responsible for, until the hub has its final status."""
@@ -135,6 +157,12 @@ class TrackedJob:
     """claimed and staged, but waiting for other programs to leave the host room (respectMachineLoad)"""
     exit_grace_until: Optional[float] = None
     """an original-SDK job that reported its final status itself: stopped only if still running after this"""
+    claim_with_finish: Optional[ClaimWithFinish] = None
+    """the claim its finish report carries (set by the main loop when it hands the report to a worker)"""
+    output_count: Optional[int] = None
+    """how many outputs its processor writes (None: not known here, as for a job re-adopted after a restart)"""
+    uploaded: Optional[tuple[JobStatus, Optional[str]]] = None
+    """a finished job's outputs uploaded: the status to report (failed when one is missing or refused) and its error"""
 
     def masked(self, text: str) -> str:
         return mask_text(text, self.secret_values) if self.secret_values and text else text
@@ -218,6 +246,8 @@ class BridgeRunner:
         self._app_specs: dict[str, tuple[float, PairioApp]] = {}
         self._finish_call = True
         """the hub takes a finished job's report in one call (older hubs: one call per part)"""
+        self._hub_takes_finish_claims = True
+        """false after the hub refused a claim in a finish report (an older hub): the freed slot is claimed for apart"""
         self._reported_info: Optional[dict[str, object]] = None
         self._hub_takes_info = True
         """false after the hub refused the description (an older hub): heartbeats go without it"""
@@ -469,7 +499,10 @@ class BridgeRunner:
             # The hub gave back a job this bridge already ran (it expired before hearing of it):
             # report that run again instead of running the job a second time.
             state.phase, state.runningReported, state.outputsUploaded = RunnerPhase.FINISHED, False, []
-        tracked = TrackedJob(dir=d, state=state, resources=job.requiredResources, job=job, secret_values=_secret_values(job))
+        tracked = TrackedJob(
+            dir=d, state=state, resources=job.requiredResources, job=job, secret_values=_secret_values(job),
+            output_count=len(job.jobDefinition.outputFiles),
+        )
         self._jobs[job.jobId] = tracked
         return tracked
 
@@ -771,7 +804,12 @@ class BridgeRunner:
                 # backend.submit raised something unexpected: find out, as after a restart, whether the job started
                 self._start_worker(tracked, self._recover_interrupted_submission)
             elif tracked.phase is RunnerPhase.FINISHED and self._hub_ok():
-                self._start_worker(tracked, self._finish, self._report_pool)
+                if self._uploads_first(tracked):
+                    # apart from the report: a claim that report carries must not wait out a long upload
+                    self._start_worker(tracked, self._upload_finished_outputs, self._report_pool)
+                else:
+                    tracked.claim_with_finish = self._claim_with_finish(tracked)
+                    self._start_worker(tracked, self._finish, self._report_pool)
 
     def _start_worker(self, tracked: TrackedJob, work: Callable[[TrackedJob], None], pool: Optional[ThreadPoolExecutor] = None) -> None:
         tracked.busy = True
@@ -957,8 +995,33 @@ class BridgeRunner:
         self._app_specs[app_name] = (self._clock(), spec)
         return spec
 
+    @staticmethod
+    def _uploads_first(tracked: TrackedJob) -> bool:
+        """A finished job's outputs go up in a worker of their own before its report (jobs without outputs skip it)."""
+        state = tracked.state
+        return (
+            tracked.uploaded is None and tracked.output_count != 0 and not state.originalSdk
+            and state.outcome is not None and state.outcome.phase is NativePhase.SUCCEEDED
+        )
+
+    def _upload_finished_outputs(self, tracked: TrackedJob) -> None:
+        tracked.uploaded = self._upload_outputs(tracked)
+
     def _finish(self, tracked: TrackedJob) -> None:
-        """Upload outputs and the resource log, send the last console bytes, report the final status."""
+        """Upload outputs and the resource log, send the last console bytes, report the final status
+        (with the claim for the freed slot the main loop attached, if any)."""
+        claim, tracked.claim_with_finish = tracked.claim_with_finish, None
+        try:
+            self._report_finished(tracked, claim)
+        finally:
+            if claim is not None and not claim.answer.done():
+                # never sent: nothing was claimed; sent and unanswered (an unexpected error): the hub's list tells
+                if claim.sent:
+                    claim.answer.set_exception(_ClaimAnswerLost())
+                else:
+                    claim.answer.set_result([])
+
+    def _report_finished(self, tracked: TrackedJob, claim: Optional[ClaimWithFinish]) -> None:
         d, state = tracked.dir, tracked.state
         assert state.outcome is not None
         status = JobStatus.FAILED
@@ -969,14 +1032,14 @@ class BridgeRunner:
             if state.outcome.phase is NativePhase.SUCCEEDED:
                 error = "the job's process (original Pairio SDK) ended without reporting its final status to the hub"
         elif state.outcome.phase is NativePhase.SUCCEEDED:
-            status, error = self._upload_outputs(tracked)
+            status, error = tracked.uploaded or self._upload_outputs(tracked)
         if status is JobStatus.COMPLETED and not state.runningReported:
             if not self._send_running(tracked):
                 return
         if error is not None:
             error = tracked.masked(error)
         # an original-SDK job uploads its console output itself: only its resource log goes from here
-        answer = self._finish_in_one_call(tracked, status, error) if self._finish_call and not state.originalSdk else None
+        answer = self._finish_in_one_call(tracked, status, error, claim) if self._finish_call and not state.originalSdk else None
         if answer is None:
             if state.runningReported or state.nativeId:
                 if not state.originalSdk:
@@ -1008,8 +1071,11 @@ class BridgeRunner:
         self._note_result(tracked.job_id, job.status, state.finalError)
         return True
 
-    def _finish_in_one_call(self, tracked: TrackedJob, status: JobStatus, error: Optional[str]) -> Optional[StatusAnswer]:
-        """The console's last bytes, the resource log and the final status in one call (the slot is free sooner).
+    def _finish_in_one_call(
+        self, tracked: TrackedJob, status: JobStatus, error: Optional[str], claim: Optional[ClaimWithFinish] = None
+    ) -> Optional[StatusAnswer]:
+        """The console's last bytes, the resource log and the final status in one call (the slot is free sooner),
+        and ``claim``, when the main loop attached one: its answer is settled as soon as the hub's comes.
 
         None when the separate calls must do it: more console output than one call carries, a resource
         log too large, a hub without the call, or a refusal (they report or explain it as they always did).
@@ -1028,23 +1094,41 @@ class BridgeRunner:
                 if resource_log is not None and len(resource_log) > FINISH_CALL_MAX_LOG_BYTES:
                     return None
         try:
+            if claim is not None:
+                claim.sent = True
             answer = self.hub.finish(
                 tracked.job_id, status, error, image_digest=state.outcome.imageDigest, console=console, resource_log=resource_log,
+                claim=claim.request if claim is not None else None,
             )
-        except ConsoleOffsetError as e:
-            state.consoleOffsetSent = e.console_output_size  # bytes the hub never stored: resent from its end
-            d.write_state(state)
-            return None
         except HubRejectedError as e:
-            if e.status_code == 405 or (e.status_code == 404 and e.message == "Not Found"):
-                log.info("the hub has no single call for a finished job's report (an older hub); using one call per part")
-                self._finish_call = False
+            if claim is not None:
+                claim.answer.set_result([])  # a refused call claims nothing
+            if claim is not None and e.status_code == 422:
+                log.info("the hub refused a claim in a finish report (%s; an older hub?); claiming for freed slots apart", e.message)
+                self._hub_takes_finish_claims = False
+                return self._finish_in_one_call(tracked, status, error)
+            self._finish_refused(tracked, e)
             return None
+        except HubApiError:
+            if claim is not None:
+                claim.answer.set_exception(_ClaimAnswerLost())
+            raise
+        if claim is not None:
+            claim.answer.set_result(answer.claimed or [])
         if console is not None:
             state.consoleOffsetSent = console[0] + len(console[1])
         if state.runningReported or state.nativeId:
             state.resourceLogUploaded = True
         return answer
+
+    def _finish_refused(self, tracked: TrackedJob, e: HubRejectedError) -> None:
+        """The hub refused a one-call report: the separate calls report or explain it."""
+        if isinstance(e, ConsoleOffsetError):
+            tracked.state.consoleOffsetSent = e.console_output_size  # bytes the hub never stored: resent from its end
+            tracked.dir.write_state(tracked.state)
+        elif e.status_code == 405 or (e.status_code == 404 and e.message == "Not Found"):
+            log.info("the hub has no single call for a finished job's report (an older hub); using one call per part")
+            self._finish_call = False
 
     def _upload_outputs(self, tracked: TrackedJob) -> tuple[JobStatus, Optional[str]]:
         d, state = tracked.dir, tracked.state
@@ -1103,26 +1187,14 @@ class BridgeRunner:
         one claims in the claim thread (a long poll of ``pollIntervalSec``) while this loop goes on polling
         its jobs, and takes the answer at its next pass (``_take_claim_answer``). One claim at a time,
         sized from the jobs at hand when it starts: jobs only leave meanwhile, so it never claims too many.
+        A finished job's report may carry the claim instead (``_claim_with_finish``), sized as if that job had left.
         """
-        if self._claim_in_flight is not None or self._draining or self._reconcile_needed or not self._hub_ok():
+        request = self._claim_request()
+        if request is None:
             return False
-        free = self.config.max_jobs_at_once - len(self._jobs)
-        if free <= 0 or any(t.held for t in self._jobs.values()):
-            return False  # a job held for a busy host is enough; the others stay pending for other bridges
-        try:
-            capacity = self._free_capacity()
-        except Exception:  # noqa: BLE001 - a backend failure must not stop the loop; try again next cycle
-            log.exception("the %s backend could not say how much room it has", self.backend.name)
-            return False
-        if capacity.numCpus < 1 or capacity.memoryGb <= 0:
-            self._capacity_note = f"no room for another job on the {self.backend.name} backend (free: {capacity.numCpus} CPUs, {capacity.memoryGb:g} GB)"
-            return False
-        self._capacity_note = ""
         idle = not self._jobs
         wait = self.config.claimWaitSec if idle else self.config.pollIntervalSec
-        self._refresh_app_commands()  # apps added or removed since take effect in this claim
-        scope = claim_scope(self.config) if self._hub_takes_scope else None
-        count = min(free, MAX_CLAIM_JOBS)
+        count, capacity, scope = request.max_jobs, request.capacity, request.runs
         if not idle:
             claim = self._claim_pool.submit(self.hub.claim, count, wait, capacity, scope)
             self._claim_in_flight = claim
@@ -1144,6 +1216,43 @@ class BridgeRunner:
         self._claimed(jobs, idle=True)
         return True
 
+    def _claim_request(self, leaving: int = 0) -> Optional[ClaimRequest]:
+        """What a claim made now asks for, or None when none should go: one is in flight, the bridge drains or
+        must first compare its jobs with the hub's, the hub is down, or there is no room.
+
+        ``leaving``: jobs about to leave (a finish report carrying the claim), counted as gone.
+        """
+        if self._claim_in_flight is not None or self._draining or self._reconcile_needed or not self._hub_ok():
+            return None
+        free = self.config.max_jobs_at_once - len(self._jobs) + leaving
+        if free <= 0 or any(t.held for t in self._jobs.values()):
+            return None  # a job held for a busy host is enough; the others stay pending for other bridges
+        try:
+            capacity = self._free_capacity()
+        except Exception:  # noqa: BLE001 - a backend failure must not stop the loop; try again next cycle
+            log.exception("the %s backend could not say how much room it has", self.backend.name)
+            return None
+        if capacity.numCpus < 1 or capacity.memoryGb <= 0:
+            self._capacity_note = f"no room for another job on the {self.backend.name} backend (free: {capacity.numCpus} CPUs, {capacity.memoryGb:g} GB)"
+            return None
+        self._capacity_note = ""
+        self._refresh_app_commands()  # apps added or removed since take effect in this claim
+        scope = claim_scope(self.config) if self._hub_takes_scope else None
+        return ClaimRequest(min(free, MAX_CLAIM_JOBS), capacity, scope)
+
+    def _claim_with_finish(self, tracked: TrackedJob) -> Optional[ClaimWithFinish]:
+        """The claim a finished job's report carries for the slot it frees, made the one claim in flight;
+        None when the report goes without one (see ``_claim_request``; an original-SDK job's report, an older hub)."""
+        if not (self._hub_takes_finish_claims and self._finish_call) or tracked.state.originalSdk:
+            return None
+        request = self._claim_request(leaving=1)
+        if request is None:
+            return None
+        claim = ClaimWithFinish(request)
+        claim.answer.add_done_callback(lambda _: self._wake.set())
+        self._claim_in_flight = claim.answer
+        return claim
+
     def _take_claim_answer(self) -> None:
         """The claim thread's answer, once it came: follow the jobs it brought (even when draining: they are this bridge's now)."""
         claim = self._claim_in_flight
@@ -1152,6 +1261,9 @@ class BridgeRunner:
         self._claim_in_flight = None
         try:
             jobs = claim.result()
+        except _ClaimAnswerLost:
+            self._reconcile_needed = True  # the report that carried the claim failed, and said so (_hub_failed)
+            return
         except HubApiError as e:
             self._claim_failed(e)
             return

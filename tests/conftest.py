@@ -50,6 +50,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_client": ("hub",),
     "test_compute_api": ("hub",),
     "test_deploy_examples": ("unit",),
+    "test_finish_claims": ("bridge",),
     "test_files": ("hub",),
     "test_heartbeat_expiry": ("hub",),
     "test_hub_image": ("hub", "container"),

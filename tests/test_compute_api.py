@@ -650,3 +650,45 @@ def test_finish_reports_console_tail_resource_log_and_status_in_one_call(api: ht
     assert get_job(api, jid)["status"] == "failed"
     # a final status the job cannot take is refused like /status refuses it
     assert api.post(url, json={"status": "completed"}, headers=cc.headers).status_code == 409
+
+
+def test_finish_with_a_claim_fills_the_slot_the_job_frees(api: httpx.Client, seeded: Seed) -> None:
+    roles = {"admin": False, "createJobs": False, "processJobs": True}
+    assert api.put(f"/v1/services/{seeded.service}/users/bob", json=roles, headers=auth(seeded.key)).status_code == 200
+    cc = register(api, seeded, "one slot", slots=[{**SLOT, "multiplicity": 1}], user_key=seeded.other_key)
+    first, second, third = (submit(api, seeded, hello1(f"slot {i}")) for i in range(3))
+    assert [j["jobId"] for j in claim(api, cc)] == [first["jobId"]]
+    assert claim(api, cc) == [], "the one slot is taken"
+    failed = {"status": "failed", "error": "exit code 1"}
+
+    def finish(job_id: str, **body: Any) -> httpx.Response:
+        return api.post(f"/v1/compute/jobs/{job_id}/finish", json={**failed, **body}, headers=cc.headers)
+
+    # a bad claim refuses the whole call: the job stays as it was
+    for bad in ({"maxJobs": 0}, {"waitSec": 5}, {"capacity": {"numCpus": -1}}):
+        r = finish(first["jobId"], claim=bad)
+        assert r.status_code == 422 and "detail" in r.json(), (bad, r.text)
+    assert get_job(api, first["jobId"])["status"] == "starting"
+
+    r = finish(first["jobId"], claim={"maxJobs": 2})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["status"] == "failed" and answer["consoleOutputSize"] == 0
+    (taken,) = answer["claimedJobs"]  # the freed slot holds one job: the second stays pending
+    assert taken["jobId"] == second["jobId"] and taken["jobPrivateKey"] and taken["status"] == "starting"
+    assert get_job(api, third["jobId"])["status"] == "pending"
+    assert report(api, second["jobId"], taken["jobPrivateKey"], "running").status_code == 200, "its key works"
+
+    # a refused report claims nothing
+    r = finish(first["jobId"], status="completed", error=None, claim={})
+    assert r.status_code == 409
+    assert get_job(api, third["jobId"])["status"] == "pending"
+
+    # a claim refused after the report was committed: the report stands, the answer claims nothing
+    api.put(f"/v1/services/{seeded.service}/users/bob", json={**roles, "processJobs": False}, headers=auth(seeded.key))
+    r = finish(second["jobId"], claim={})
+    assert r.status_code == 200, r.text
+    assert r.json()["claimedJobs"] == [] and get_job(api, second["jobId"])["status"] == "failed"
+    assert get_job(api, third["jobId"])["status"] == "pending"
+    # without a claim the answer is as before
+    assert "claimedJobs" not in finish(second["jobId"]).json()

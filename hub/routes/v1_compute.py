@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +31,9 @@ from ..context import HubContext
 from ..core import compute
 from ..core.jobs import jobs_public
 from ..deps import Ctx, Token
-from ..errors import BadRequest, PayloadTooLarge
+from ..errors import BadRequest, HubError, PayloadTooLarge
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/compute", tags=["compute (bridges)"])
 
 # Output uploads may be far larger than JSON bodies (see app.state.upload_limits).
@@ -114,12 +116,10 @@ class ClaimCapacity(_Body):
     memoryGb: Optional[float] = Field(default=None, ge=0, le=MAX_FREE_CAPACITY, allow_inf_nan=False)
 
 
-class ClaimBody(_Body):
+class ClaimNowBody(_Body):
+    """A claim that does not wait: what a finish report may carry for the slot it frees."""
+
     maxJobs: int = Field(default=1, ge=1, le=compute.MAX_CLAIM_JOBS)
-    waitSec: float = Field(
-        default=0, ge=0, le=MAX_CLAIM_WAIT_SEC, allow_inf_nan=False,
-        description="long-poll up to this long when nothing is runnable (reduced to the hub's claim_max_wait_sec)",
-    )
     capacity: Optional[ClaimCapacity] = None
     apps: Optional[list[Name]] = Field(
         default=None, max_length=MAX_CLAIM_APPS,
@@ -139,6 +139,18 @@ class ClaimBody(_Body):
             return None
         apps = frozenset(self.apps) if self.apps is not None else None
         return compute.ClaimScope(apps=apps, container_mode=self.containerMode, original_sdk_images=self.originalSdkImages)
+
+    def claim_in(self, s: Session, key: Optional[str]) -> list[compute.ClaimedJob]:
+        """One claim attempt in the transaction of ``s``."""
+        capacity = compute.Capacity(**self.capacity.model_dump()) if self.capacity else None
+        return compute.claim_jobs_in(s, key, self.maxJobs, capacity, self.scope())
+
+
+class ClaimBody(ClaimNowBody):
+    waitSec: float = Field(
+        default=0, ge=0, le=MAX_CLAIM_WAIT_SEC, allow_inf_nan=False,
+        description="long-poll up to this long when nothing is runnable (reduced to the hub's claim_max_wait_sec)",
+    )
 
 
 class StoredJobSecret(BaseModel):
@@ -180,6 +192,12 @@ class FinishBody(StatusBody):
     consoleOffset: Optional[int] = Field(default=None, ge=0, le=MAX_CONSOLE_OFFSET, description="where consoleBase64's bytes start")
     consoleBase64: Optional[str] = Field(default=None, description="the console output's last bytes, base64; with consoleOffset")
     resourceLog: Optional[str] = Field(default=None, description="the whole resource utilization log (JSON lines)")
+    claim: Optional[ClaimNowBody] = Field(
+        default=None,
+        description="claim jobs for the slot this job frees, once its report is committed, as POST /v1/compute/claim would "
+        "without waiting; the answer's claimedJobs lists them. A call with a claim is not repeated on a lost answer: the "
+        "client's job list (GET /v1/compute/jobs) shows what it claimed",
+    )
 
 
 class NoteBody(_Body):
@@ -200,6 +218,9 @@ class ConsoleAppended(BaseModel):
 
 class FinishResult(StatusResult):
     consoleOutputSize: int
+    claimedJobs: Optional[list[ComputeJob]] = Field(
+        default=None, description="with a claim in the call: the jobs it took (as POST /v1/compute/claim answers them; may be empty)"
+    )
 
 
 class OutputUploaded(BaseModel):
@@ -270,13 +291,11 @@ async def claim(body: ClaimBody, request: Request, ctx: Ctx, key: Key) -> Respon
     With ``waitSec`` > 0 and nothing to take, the call waits until a job becomes runnable
     (it returns at once then) or ``waitSec`` passes, and answers ``{"jobs": []}``.
     """
-    capacity = compute.Capacity(**body.capacity.model_dump()) if body.capacity else None
-    scope = body.scope()
     wait_sec = min(body.waitSec, ctx.settings.claim_max_wait_sec)
     deadline = anyio.current_time() + wait_sec
     while True:
         generation = ctx.notifier.generation()  # read before the attempt, so a notify during it is not missed
-        claimed = await ctx.run_write(lambda s: _claim_answer(s, key, body.maxJobs, capacity, scope))
+        claimed = await ctx.run_write(lambda s: _claim_answer(s, key, body))
         remaining = deadline - anyio.current_time()
         if claimed is not None or remaining <= 0:
             return claimed if claimed is not None else _no_jobs()
@@ -290,12 +309,10 @@ def _no_jobs() -> Response:
     return Response(b'{"jobs":[]}', media_type="application/json")
 
 
-def _claim_answer(
-    s: Session, key: Optional[str], max_jobs: int, capacity: Optional[compute.Capacity], scope: Optional[compute.ClaimScope]
-) -> Optional[Response]:
+def _claim_answer(s: Session, key: Optional[str], body: ClaimBody) -> Optional[Response]:
     """One claim attempt in the transaction of ``s`` (``HubContext.run_write``: on SQLite on the event loop); its
     answer (``ClaimResult``'s JSON), or None when it got no job."""
-    claimed = compute.claim_jobs_in(s, key, max_jobs, capacity, scope)
+    claimed = body.claim_in(s, key)
     if not claimed:
         return None
     return Response(to_json({"jobs": [c.answer for c in claimed]}), media_type="application/json")
@@ -356,11 +373,27 @@ def _json(value: Any) -> Response:
 )
 async def finish(job_id: str, body: FinishBody, ctx: Ctx, key: Key) -> Response:
     """Report a finished job in one call: the console's last bytes, the resource log and the final status
-    (``completed`` or ``failed``), each as its own call would, all or nothing. Repeating it is harmless."""
-    return await in_thread(_finish, ctx, job_id, body, key)
+    (``completed`` or ``failed``), each as its own call would, all or nothing. Repeating it is harmless.
+
+    With ``claim``, the slot the job frees is filled in the same call: once the report is committed, the
+    hub claims as ``POST /v1/compute/claim`` would without waiting (its own transaction: a claim that gets
+    nothing, or is refused, leaves the report committed, and ``claimedJobs`` is empty). A refused report
+    claims nothing.
+    """
+    result = await in_thread(_finish, ctx, job_id, body, key)
+    if isinstance(result, Response) or body.claim is None:
+        return result if isinstance(result, Response) else _json(result)
+    claim = body.claim
+    try:
+        claimed = await ctx.run_write(lambda s: claim.claim_in(s, key))
+    except HubError as e:
+        # e.g. the user lost the process_jobs role: the bridge hears it from its next claim of its own
+        log.info("the claim sent with job %s's finish report got nothing: %s", job_id, e)
+        claimed = []
+    return _json({**result, "claimedJobs": [c.answer for c in claimed]})
 
 
-def _finish(ctx: HubContext, job_id: str, body: FinishBody, key: Optional[str]) -> Response:
+def _finish(ctx: HubContext, job_id: str, body: FinishBody, key: Optional[str]) -> dict[str, Any] | Response:
     console = None
     if body.consoleBase64 is not None:
         if body.consoleOffset is None:
@@ -377,7 +410,7 @@ def _finish(ctx: HubContext, job_id: str, body: FinishBody, key: Optional[str]) 
             )
     except compute.ConsoleOffsetMismatch as e:
         return JSONResponse({"detail": e.message, "consoleOutputSize": e.size}, status_code=e.status_code)
-    return _json({**_status_result(report), "consoleOutputSize": console_size})
+    return {**_status_result(report), "consoleOutputSize": console_size}
 
 
 @router.post("/jobs/{job_id}/notes", status_code=204)

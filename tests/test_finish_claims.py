@@ -1,0 +1,179 @@
+"""A finished job's report claims the next job for the slot it frees (``POST /v1/compute/jobs/{id}/finish`` with
+``claim``): no claim call of its own between jobs, each job run once, a lost answer and an older hub handled.
+
+A real hub on 127.0.0.1 (in-process uvicorn, SQLite and PostgreSQL) and the runner in this process on a local
+backend with one slot; the hub client is the bridge's own, wrapped to count its calls (and, for the two failure
+cases, to lose an answer after the hub committed it, or to send what a hub without the field refuses).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional
+
+import httpx
+
+from bridge.backend import JobSubmission
+from bridge.config import BridgeConfig
+from bridge.hub_api import ClaimRequest, FinishAnswer, HubApi, HubUnreachableError
+from bridge.local.backend import LocalBackend
+from bridge.runner import BridgeRunner
+from pairio.models import PairioComputeClientComputeSlot, PairioJobData
+from pairio.status import JobStatus
+
+from .conftest import auth
+from .hubtools import REPO, LiveHub, Seed
+
+SLOT = PairioComputeClientComputeSlot(numCpus=1, numGpus=0, memoryGb=1, timeSec=600, multiplicity=1)
+HELLO = f"{sys.executable} {REPO / 'apps' / 'hello_world' / 'main.py'}"
+
+
+class CountingBackend(LocalBackend):
+    """The local backend, counting the jobs handed to it (each must be handed over once)."""
+
+    def __init__(self, jobs_root: Path) -> None:
+        super().__init__(jobs_root, gpu_ids=[])
+        self.submitted: Counter[str] = Counter()
+        self._count_lock = threading.Lock()
+
+    def submit(self, job: JobSubmission) -> str:
+        with self._count_lock:
+            self.submitted[job.job_id] += 1
+        return super().submit(job)
+
+
+class CountingHubApi(HubApi):
+    """The bridge's hub client, counting claims: those of their own, and those in finish reports with what they took."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.claim_calls: list[int] = []
+        """jobs each claim call of its own brought"""
+        self.finish_claims: list[Optional[int]] = []
+        """jobs each finish report's claim brought (None: the report went without a claim)"""
+
+    def claim(self, max_jobs: int, wait_sec: float, capacity: Any, runs: Optional[dict[str, Any]] = None) -> list[PairioJobData]:
+        jobs = super().claim(max_jobs, wait_sec, capacity, runs)
+        self.claim_calls.append(len(jobs))
+        return jobs
+
+    def finish(self, job_id: str, status: JobStatus, error: Optional[str] = None, **kwargs: Any) -> FinishAnswer:
+        answer = super().finish(job_id, status, error, **kwargs)
+        self.finish_claims.append(None if answer.claimed is None else len(answer.claimed))
+        return answer
+
+
+class LostAnswerHubApi(CountingHubApi):
+    """The first finish report with a claim reaches the hub, which commits it; its answer is lost on the way back."""
+
+    lost = False
+
+    def finish(self, job_id: str, status: JobStatus, error: Optional[str] = None, **kwargs: Any) -> FinishAnswer:
+        answer = super().finish(job_id, status, error, **kwargs)
+        if kwargs.get("claim") is not None and not self.lost:
+            self.lost = True
+            raise HubUnreachableError("the connection dropped before the answer came (a test)")
+        return answer
+
+
+class OlderHubApi(CountingHubApi):
+    """A finish report with a claim goes as to a hub that has no such field: it refuses it (422), as ours refuses any
+    field it does not know."""
+
+    refused = 0
+
+    def finish(
+        self, job_id: str, status: JobStatus, error: Optional[str] = None, *, claim: Optional[ClaimRequest] = None, **kwargs: Any
+    ) -> FinishAnswer:
+        if claim is None:
+            return super().finish(job_id, status, error, **kwargs)
+        self.refused += 1
+        self._request("POST", f"/v1/compute/jobs/{job_id}/finish", json={"status": status.value, "claimOnANewerHub": claim.body()})
+        raise AssertionError("the hub took a field it does not know")
+
+
+def _client_and_jobs(api: httpx.Client, seeded: Seed, live_hub: LiveHub, tmp_path: Path, label: str, count: int) -> tuple[list[str], BridgeConfig]:
+    """A compute client with one slot for a runner made in the test, and ``count`` hello_world_1 jobs for it, oldest first."""
+    created = api.post(
+        "/v1/compute-clients",
+        json={"serviceName": seeded.service, "label": label, "computeSlots": [SLOT.model_dump()]},
+        headers=auth(seeded.key),
+    ).json()
+    job_ids = []
+    for i in range(count):
+        body = {
+            "serviceName": seeded.service,
+            "jobDefinition": {"appName": "hello_world", "processorName": "hello_world_1", "parameters": [{"name": "name", "value": f"{label} {i}"}]},
+            "requiredResources": {"numCpus": 1, "numGpus": 0, "memoryGb": 0.5, "timeSec": 60},
+        }
+        r = api.post("/v1/jobs", json=body, headers=auth(seeded.key))
+        assert r.status_code == 201, r.text
+        job_ids.append(r.json()["jobId"])
+    config = BridgeConfig(
+        hubUrl=live_hub.url, serviceName=seeded.service, computeClientId=created["computeClient"]["computeClientId"],
+        computeClientPrivateKey=created["computeClientPrivateKey"], label=label, computeSlots=[SLOT],
+        appCommands={"hello_world": HELLO},
+        jobsDir=str(tmp_path / "jobs"), cacheDir=str(tmp_path / "cache"),
+        pollIntervalSec=0.05, heartbeatIntervalSec=0.5, claimWaitSec=0.2,
+    )  # fmt: skip
+    return job_ids, config
+
+
+def _run(config: BridgeConfig, hub: HubApi, backend: LocalBackend) -> BridgeRunner:
+    runner = BridgeRunner(config, backend, hub, exit_when_idle=True)
+    try:
+        runner.run()
+    finally:
+        runner.close()
+        hub.close()
+    return runner
+
+
+def _assert_all_ran_once(api: httpx.Client, job_ids: list[str], backend: CountingBackend, label: str) -> None:
+    for i, job_id in enumerate(job_ids):
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] == "completed", job
+        assert f"Hello, {label} {i}!" in api.get(f"/v1/jobs/{job_id}/console-output").text
+    assert backend.submitted == Counter({job_id: 1 for job_id in job_ids}), "each job handed to the backend once"
+
+
+def test_each_finish_report_claims_the_next_job_for_the_slot_it_frees(seeded: Seed, live_hub: LiveHub, tmp_path: Path) -> None:
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        job_ids, config = _client_and_jobs(api, seeded, live_hub, tmp_path, "chain", 4)
+        hub = CountingHubApi(config.hubUrl, config.computeClientPrivateKey)
+        backend = CountingBackend(config.jobs_path)
+        _run(config, hub, backend)
+        _assert_all_ran_once(api, job_ids, backend, "chain")
+        # the first job came by a claim of its own, each next one by the report of the job before it, and the last
+        # report's claim found nothing (the claims after it, waiting for more, found nothing either)
+        assert hub.finish_claims == [1, 1, 1, 0]
+        assert sum(hub.claim_calls) == 1 and hub.claim_calls[0] == 1
+
+
+def test_a_lost_answer_to_a_report_that_claimed_is_found_in_the_hubs_list(seeded: Seed, live_hub: LiveHub, tmp_path: Path) -> None:
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        job_ids, config = _client_and_jobs(api, seeded, live_hub, tmp_path, "lost", 3)
+        hub = LostAnswerHubApi(config.hubUrl, config.computeClientPrivateKey)
+        backend = CountingBackend(config.jobs_path)
+        _run(config, hub, backend)
+        assert hub.lost
+        # the job the lost answer brought was adopted from the hub's list of this client's jobs, and ran once;
+        # the report whose answer was lost went again (a repeat the hub takes as it is)
+        _assert_all_ran_once(api, job_ids, backend, "lost")
+        assert [e["status"] for e in api.get(f"/v1/jobs/{job_ids[0]}/events").json()["events"]].count("completed") == 1
+
+
+def test_against_a_hub_without_claims_in_reports_the_freed_slot_is_claimed_apart(seeded: Seed, live_hub: LiveHub, tmp_path: Path) -> None:
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        job_ids, config = _client_and_jobs(api, seeded, live_hub, tmp_path, "older", 3)
+        hub = OlderHubApi(config.hubUrl, config.computeClientPrivateKey)
+        backend = CountingBackend(config.jobs_path)
+        runner = _run(config, hub, backend)
+        _assert_all_ran_once(api, job_ids, backend, "older")
+        assert hub.refused == 1, "refused once; the reports then went without a claim"
+        assert hub.finish_claims == [None, None, None]
+        assert sum(hub.claim_calls) == 3
+        assert not runner._hub_takes_finish_claims
