@@ -137,6 +137,8 @@ def _assert_all_ran_once(api: httpx.Client, job_ids: list[str], backend: Countin
         job = api.get(f"/v1/jobs/{job_id}").json()
         assert job["status"] == "completed", job
         assert f"Hello, {label} {i}!" in api.get(f"/v1/jobs/{job_id}/console-output").text
+        statuses = [e["status"] for e in api.get(f"/v1/jobs/{job_id}/events").json()["events"] if e["status"]]
+        assert statuses[-3:] == ["starting", "running", "completed"], statuses
     assert backend.submitted == Counter({job_id: 1 for job_id in job_ids}), "each job handed to the backend once"
 
 
