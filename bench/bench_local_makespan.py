@@ -14,7 +14,8 @@ It prints both makespans, their ratio (Pairio / mean of the baselines), where ea
 time went (medians and 90th percentiles of claim -> watcher started -> processor
 started -> processor ended -> result written -> final status at the hub, and the gap
 from one job's end to the next claim), how often all slots ran processors together, and
-how many hub requests the bridge made per job (the hub's access log).
+how many hub requests the bridge made per job (the hub's access log), and the ratio the CPU
+used allows at best (every process's CPU time on the machine's CPUs, none ever idle).
 
     python bench/bench_local_makespan.py [--jobs 500] [--slots 2] [--sleep 0]
         [--respect-machine-load] [--poll-interval SEC]
@@ -329,7 +330,16 @@ def main() -> None:
     print(f"extra makespan per job: {1000 * (result['makespan'] - base) / args.jobs:.0f} ms")
     if not args.no_breakdown:
         report_breakdown(result, args.jobs, args.slots)
+        print(f"  {cpu_bound(result, base)}")
     print(f"ratio: {result['makespan'] / base:.2f}")
+
+
+def cpu_bound(result: dict[str, Any], base: float) -> str:
+    """The ratio this run's CPU allows at best: every process's CPU time (hub, bridge with its start-up, watchers and
+    processors) spread over the machine's CPUs with none ever idle, against the baseline's makespan."""
+    cpus = len(os.sched_getaffinity(0))
+    floor = sum(result["cpu"].values()) / cpus / base
+    return f"CPU-bound floor of the ratio (this CPU on {cpus} CPUs, none ever idle): {floor:.2f}"
 
 
 if __name__ == "__main__":

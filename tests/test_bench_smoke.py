@@ -21,6 +21,7 @@ def test_local_makespan_bench_runs_and_says_where_the_time_went() -> None:
     out = run_bench("bench_local_makespan.py", "--jobs", "4", "--slots", "2")
     assert "ratio: " in out and "baseline (direct, 2 at a time)" in out, out
     assert "result.json -> final status at hub" in out and "hub requests from the bridge" in out, out
+    assert "CPU-bound floor of the ratio" in out, out
 
 
 def test_cancel_bench_runs_and_gives_its_ratio() -> None:
