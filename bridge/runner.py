@@ -13,8 +13,10 @@ claimed again without delay. An idle bridge waits for jobs in its claim (a long 
 ``claimWaitSec``); a busy one claims in a claim thread of its own (a long poll of ``pollIntervalSec``),
 one claim at a time, so a job's end is polled and reported while the claim waits at the hub.
 
-Every step is recorded in the job's ``state.json`` before the next one starts
-(see ``bridge.jobdir``), and every report to the hub is idempotent, so:
+Every step a restart must not take again (staged inputs, the submission, the end, the
+report) is recorded in the job's ``state.json`` before the next one starts (see
+``bridge.jobdir``; a directory without one holds a claimed job, prepared afresh), and every
+report to the hub is idempotent (a ``running`` report is written with the next step), so:
 
 - the hub unreachable: the runner backs off and retries; jobs keep running;
 - the bridge killed and restarted: running jobs are re-adopted (their native ids are
@@ -715,8 +717,7 @@ class BridgeRunner:
             tracked.dir.write_state(tracked.state)
             self._cancel(tracked)
             return True
-        tracked.state.runningReported = True
-        tracked.dir.write_state(tracked.state)
+        tracked.state.runningReported = True  # on disk with the job's next state (a restart reports it again: harmless)
         if answer.canceled:
             self._cancel(tracked)
         return True
@@ -840,18 +841,21 @@ class BridgeRunner:
             self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error=refused))
             return
         if state.phase is RunnerPhase.CLAIMED:
+            # No state file yet: a job directory without one is a claimed job (JobState's default), prepared
+            # afresh after a restart; the first write that must reach the disk is the one before the submission.
             d.create()
             job_file = build_job_file(job, d, lazy_cache=self._lazy_cache(job))
             job_file.write(d.job_file)
-            d.write_state(state)
+            staged = job_file.inputs if job_file.inputStaging == "ahead" else []
             try:
-                for item in job_file.inputs if job_file.inputStaging == "ahead" else []:
+                for item in staged:
                     self.cache.stage(item.url, d.input_path(item.name, item.fileBaseName))
             except StagingError as e:
                 self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error=f"could not stage an input: {e}"))
                 return
             state.phase = RunnerPhase.STAGED
-            d.write_state(state)
+            if staged:
+                d.write_state(state)  # a restart does not download them again
         if tracked.cancel_requested:
             self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error="canceled before it started"))
             return
