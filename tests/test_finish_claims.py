@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,8 +25,8 @@ from bridge.runner import BridgeRunner
 from pairio.models import PairioComputeClientComputeSlot, PairioJobData
 from pairio.status import JobStatus
 
-from .conftest import auth
 from .hubtools import REPO, LiveHub, Seed
+from .test_runner_recovery import client_and_job, submit_hello
 
 SLOT = PairioComputeClientComputeSlot(numCpus=1, numGpus=0, memoryGb=1, timeSec=600, multiplicity=1)
 HELLO = f"{sys.executable} {REPO / 'apps' / 'hello_world' / 'main.py'}"
@@ -96,59 +97,43 @@ class OlderHubApi(CountingHubApi):
 
 
 def _client_and_jobs(api: httpx.Client, seeded: Seed, live_hub: LiveHub, tmp_path: Path, label: str, count: int) -> tuple[list[str], BridgeConfig]:
-    """A compute client with one slot for a runner made in the test, and ``count`` hello_world_1 jobs for it, oldest first."""
-    created = api.post(
-        "/v1/compute-clients",
-        json={"serviceName": seeded.service, "label": label, "computeSlots": [SLOT.model_dump()]},
-        headers=auth(seeded.key),
-    ).json()
-    job_ids = []
-    for i in range(count):
-        body = {
-            "serviceName": seeded.service,
-            "jobDefinition": {"appName": "hello_world", "processorName": "hello_world_1", "parameters": [{"name": "name", "value": f"{label} {i}"}]},
-            "requiredResources": {"numCpus": 1, "numGpus": 0, "memoryGb": 0.5, "timeSec": 60},
-        }
-        r = api.post("/v1/jobs", json=body, headers=auth(seeded.key))
-        assert r.status_code == 201, r.text
-        job_ids.append(r.json()["jobId"])
-    config = BridgeConfig(
-        hubUrl=live_hub.url, serviceName=seeded.service, computeClientId=created["computeClient"]["computeClientId"],
-        computeClientPrivateKey=created["computeClientPrivateKey"], label=label, computeSlots=[SLOT],
-        appCommands={"hello_world": HELLO},
-        jobsDir=str(tmp_path / "jobs"), cacheDir=str(tmp_path / "cache"),
-        pollIntervalSec=0.05, heartbeatIntervalSec=0.5, claimWaitSec=0.2,
-    )  # fmt: skip
-    return job_ids, config
+    """A compute client with one slot for a runner made in the test, and ``count`` hello_world_1 jobs for it, oldest
+    first (greeting ``label``, then ``label 1``, ``label 2``...)."""
+    first, config = client_and_job(api, seeded, live_hub, tmp_path, label, HELLO)
+    return [first] + [submit_hello(api, seeded, f"{label} {i}") for i in range(1, count)], config
 
 
-def _run(config: BridgeConfig, hub: HubApi, backend: LocalBackend) -> BridgeRunner:
+@dataclass
+class Run:
+    job_ids: list[str]
+    hub: CountingHubApi
+    runner: BridgeRunner
+
+
+def _run_jobs(api: httpx.Client, seeded: Seed, live_hub: LiveHub, tmp_path: Path, label: str, count: int, hub_class: type[CountingHubApi]) -> Run:
+    """``count`` jobs run by a runner with one slot until it is idle; each must have completed, and run once."""
+    job_ids, config = _client_and_jobs(api, seeded, live_hub, tmp_path, label, count)
+    hub = hub_class(config.hubUrl, config.computeClientPrivateKey)
+    backend = CountingBackend(config.jobs_path)
     runner = BridgeRunner(config, backend, hub, exit_when_idle=True)
     try:
         runner.run()
     finally:
         runner.close()
         hub.close()
-    return runner
-
-
-def _assert_all_ran_once(api: httpx.Client, job_ids: list[str], backend: CountingBackend, label: str) -> None:
     for i, job_id in enumerate(job_ids):
         job = api.get(f"/v1/jobs/{job_id}").json()
         assert job["status"] == "completed", job
-        assert f"Hello, {label} {i}!" in api.get(f"/v1/jobs/{job_id}/console-output").text
+        assert f"Hello, {label}{f' {i}' if i else ''}!" in api.get(f"/v1/jobs/{job_id}/console-output").text
         statuses = [e["status"] for e in api.get(f"/v1/jobs/{job_id}/events").json()["events"] if e["status"]]
         assert statuses[-3:] == ["starting", "running", "completed"], statuses
     assert backend.submitted == Counter({job_id: 1 for job_id in job_ids}), "each job handed to the backend once"
+    return Run(job_ids, hub, runner)
 
 
 def test_each_finish_report_claims_the_next_job_for_the_slot_it_frees(seeded: Seed, live_hub: LiveHub, tmp_path: Path) -> None:
     with httpx.Client(base_url=live_hub.url, timeout=30) as api:
-        job_ids, config = _client_and_jobs(api, seeded, live_hub, tmp_path, "chain", 4)
-        hub = CountingHubApi(config.hubUrl, config.computeClientPrivateKey)
-        backend = CountingBackend(config.jobs_path)
-        _run(config, hub, backend)
-        _assert_all_ran_once(api, job_ids, backend, "chain")
+        hub = _run_jobs(api, seeded, live_hub, tmp_path, "chain", 4, CountingHubApi).hub
         # the first job came by a claim of its own, each next one by the report of the job before it, and the last
         # report's claim found nothing (the claims after it, waiting for more, found nothing either)
         assert hub.finish_claims == [1, 1, 1, 0]
@@ -157,24 +142,18 @@ def test_each_finish_report_claims_the_next_job_for_the_slot_it_frees(seeded: Se
 
 def test_a_lost_answer_to_a_report_that_claimed_is_found_in_the_hubs_list(seeded: Seed, live_hub: LiveHub, tmp_path: Path) -> None:
     with httpx.Client(base_url=live_hub.url, timeout=30) as api:
-        job_ids, config = _client_and_jobs(api, seeded, live_hub, tmp_path, "lost", 3)
-        hub = LostAnswerHubApi(config.hubUrl, config.computeClientPrivateKey)
-        backend = CountingBackend(config.jobs_path)
-        _run(config, hub, backend)
-        assert hub.lost
         # the job the lost answer brought was adopted from the hub's list of this client's jobs, and ran once;
         # the report whose answer was lost went again (a repeat the hub takes as it is)
-        _assert_all_ran_once(api, job_ids, backend, "lost")
-        assert [e["status"] for e in api.get(f"/v1/jobs/{job_ids[0]}/events").json()["events"]].count("completed") == 1
+        run = _run_jobs(api, seeded, live_hub, tmp_path, "lost", 3, LostAnswerHubApi)
+        assert isinstance(run.hub, LostAnswerHubApi) and run.hub.lost
+        assert [e["status"] for e in api.get(f"/v1/jobs/{run.job_ids[0]}/events").json()["events"]].count("completed") == 1
 
 
 def test_against_a_hub_without_claims_in_reports_the_freed_slot_is_claimed_apart(seeded: Seed, live_hub: LiveHub, tmp_path: Path) -> None:
     with httpx.Client(base_url=live_hub.url, timeout=30) as api:
-        job_ids, config = _client_and_jobs(api, seeded, live_hub, tmp_path, "older", 3)
-        hub = OlderHubApi(config.hubUrl, config.computeClientPrivateKey)
-        backend = CountingBackend(config.jobs_path)
-        runner = _run(config, hub, backend)
-        _assert_all_ran_once(api, job_ids, backend, "older")
+        run = _run_jobs(api, seeded, live_hub, tmp_path, "older", 3, OlderHubApi)
+        hub, runner = run.hub, run.runner
+        assert isinstance(hub, OlderHubApi)
         assert hub.refused == 1, "refused once; the reports then went without a claim"
         assert hub.finish_claims == [None, None, None]
         assert sum(hub.claim_calls) == 3

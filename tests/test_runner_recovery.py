@@ -45,7 +45,20 @@ class FlakyLocalBackend(LocalBackend):
         return super().submit(job)
 
 
-def _client_and_job(
+def submit_hello(api: httpx.Client, seeded: Seed, name: str, **job_fields: Any) -> str:
+    """A hello_world_1 job greeting ``name`` (one CPU, 0.5 GB); its id."""
+    body: dict[str, Any] = {
+        "serviceName": seeded.service,
+        "jobDefinition": {"appName": "hello_world", "processorName": "hello_world_1", "parameters": [{"name": "name", "value": name}]},
+        "requiredResources": {"numCpus": 1, "numGpus": 0, "memoryGb": 0.5, "timeSec": 60},
+        **job_fields,
+    }
+    r = api.post("/v1/jobs", json=body, headers=auth(seeded.key))
+    assert r.status_code == 201, r.text
+    return r.json()["jobId"]  # type: ignore[no-any-return]
+
+
+def client_and_job(
     api: httpx.Client, seeded: Seed, live_hub: LiveHub, tmp_path: Path, label: str, app_command: str, **job_fields: Any
 ) -> tuple[str, BridgeConfig]:
     """A compute client for a runner made in the test, and one hello_world_1 job for it."""
@@ -54,13 +67,7 @@ def _client_and_job(
         json={"serviceName": seeded.service, "label": label, "computeSlots": [SLOT.model_dump()]},
         headers=auth(seeded.key),
     ).json()
-    body: dict[str, Any] = {
-        "serviceName": seeded.service,
-        "jobDefinition": {"appName": "hello_world", "processorName": "hello_world_1", "parameters": [{"name": "name", "value": label}]},
-        "requiredResources": {"numCpus": 1, "numGpus": 0, "memoryGb": 0.5, "timeSec": 60},
-        **job_fields,
-    }
-    job_id = api.post("/v1/jobs", json=body, headers=auth(seeded.key)).json()["jobId"]
+    job_id = submit_hello(api, seeded, label, **job_fields)
     config = BridgeConfig(
         hubUrl=live_hub.url, serviceName=seeded.service, computeClientId=created["computeClient"]["computeClientId"],
         computeClientPrivateKey=created["computeClientPrivateKey"], label=label, computeSlots=[SLOT],
@@ -77,7 +84,7 @@ def test_a_failed_or_postponed_submission_is_retried_and_runs_once(
     monkeypatch.setattr(runner_module, "WORKER_RETRY_SEC", 0.2)
     monkeypatch.setattr(runner_module, "SUBMIT_RETRY_SEC", 0.2)
     with httpx.Client(base_url=live_hub.url, timeout=30) as api:
-        job_id, config = _client_and_job(
+        job_id, config = client_and_job(
             api, seeded, live_hub, tmp_path, "retry", f"{sys.executable} {REPO / 'apps' / 'hello_world' / 'main.py'}"
         )
         backend = FlakyLocalBackend(config.jobs_path, [RuntimeError("the scheduler hiccuped"), SubmitRetryLater("controller down")])
@@ -107,7 +114,7 @@ def test_a_job_claimed_before_a_restart_gets_its_secrets_from_the_hub_again(
         "print('token', os.environ['TOKEN'], flush=True)\n"
     )
     with httpx.Client(base_url=live_hub.url, timeout=30) as api:
-        job_id, config = _client_and_job(
+        job_id, config = client_and_job(
             api, seeded, live_hub, tmp_path, "again", f"{sys.executable} {processor}", secrets=[{"name": "TOKEN", "value": token}]
         )
         hub = HubApi(config.hubUrl, config.computeClientPrivateKey)
@@ -145,7 +152,7 @@ def test_against_a_hub_without_the_one_call_report_the_parts_go_one_by_one(
     seeded: Seed, live_hub: LiveHub, tmp_path: Path
 ) -> None:
     with httpx.Client(base_url=live_hub.url, timeout=30) as api:
-        job_id, config = _client_and_job(
+        job_id, config = client_and_job(
             api, seeded, live_hub, tmp_path, "older", f"{sys.executable} {REPO / 'apps' / 'hello_world' / 'main.py'}"
         )
         hub = OlderHubApi(config.hubUrl, config.computeClientPrivateKey)
