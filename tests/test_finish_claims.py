@@ -26,7 +26,7 @@ from pairio.models import PairioComputeClientComputeSlot, PairioJobData
 from pairio.status import JobStatus
 
 from .hubtools import REPO, LiveHub, Seed
-from .test_runner_recovery import client_and_job, submit_hello
+from .test_runner_recovery import client_and_job, run_until_idle, submit_hello
 
 SLOT = PairioComputeClientComputeSlot(numCpus=1, numGpus=0, memoryGb=1, timeSec=600, multiplicity=1)
 HELLO = f"{sys.executable} {REPO / 'apps' / 'hello_world' / 'main.py'}"
@@ -115,12 +115,7 @@ def _run_jobs(api: httpx.Client, seeded: Seed, live_hub: LiveHub, tmp_path: Path
     job_ids, config = _client_and_jobs(api, seeded, live_hub, tmp_path, label, count)
     hub = hub_class(config.hubUrl, config.computeClientPrivateKey)
     backend = CountingBackend(config.jobs_path)
-    runner = BridgeRunner(config, backend, hub, exit_when_idle=True)
-    try:
-        runner.run()
-    finally:
-        runner.close()
-        hub.close()
+    runner = run_until_idle(config, backend, hub)
     for i, job_id in enumerate(job_ids):
         job = api.get(f"/v1/jobs/{job_id}").json()
         assert job["status"] == "completed", job

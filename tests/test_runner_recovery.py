@@ -58,6 +58,17 @@ def submit_hello(api: httpx.Client, seeded: Seed, name: str, **job_fields: Any) 
     return r.json()["jobId"]  # type: ignore[no-any-return]
 
 
+def run_until_idle(config: BridgeConfig, backend: LocalBackend, hub: HubApi) -> BridgeRunner:
+    """A runner of ``config`` on ``backend`` until it has nothing to do; the hub client is closed after."""
+    runner = BridgeRunner(config, backend, hub, exit_when_idle=True)
+    try:
+        runner.run()
+    finally:
+        runner.close()
+        hub.close()
+    return runner
+
+
 def client_and_job(
     api: httpx.Client, seeded: Seed, live_hub: LiveHub, tmp_path: Path, label: str, app_command: str, **job_fields: Any
 ) -> tuple[str, BridgeConfig]:
@@ -89,12 +100,7 @@ def test_a_failed_or_postponed_submission_is_retried_and_runs_once(
         )
         backend = FlakyLocalBackend(config.jobs_path, [RuntimeError("the scheduler hiccuped"), SubmitRetryLater("controller down")])
         hub = HubApi(config.hubUrl, config.computeClientPrivateKey)
-        runner = BridgeRunner(config, backend, hub, exit_when_idle=True)
-        try:
-            runner.run()
-        finally:
-            runner.close()
-            hub.close()
+        run_until_idle(config, backend, hub)
         job = api.get(f"/v1/jobs/{job_id}").json()
         assert job["status"] == "completed", job
         assert backend.submits == 3
@@ -120,12 +126,7 @@ def test_a_job_claimed_before_a_restart_gets_its_secrets_from_the_hub_again(
         hub = HubApi(config.hubUrl, config.computeClientPrivateKey)
         # The earlier bridge: it claimed the job and stopped before it wrote anything.
         assert [j.jobId for j in hub.claim(1, 0, None)] == [job_id]
-        runner = BridgeRunner(config, LocalBackend(config.jobs_path, gpu_ids=[]), hub, exit_when_idle=True)
-        try:
-            runner.run()
-        finally:
-            runner.close()
-            hub.close()
+        run_until_idle(config, LocalBackend(config.jobs_path, gpu_ids=[]), hub)
         job = api.get(f"/v1/jobs/{job_id}").json()
         assert job["status"] == "completed", job
         assert (tmp_path / "seen.txt").read_text() == token
@@ -156,12 +157,7 @@ def test_against_a_hub_without_the_one_call_report_the_parts_go_one_by_one(
             api, seeded, live_hub, tmp_path, "older", f"{sys.executable} {REPO / 'apps' / 'hello_world' / 'main.py'}"
         )
         hub = OlderHubApi(config.hubUrl, config.computeClientPrivateKey)
-        runner = BridgeRunner(config, LocalBackend(config.jobs_path, gpu_ids=[]), hub, exit_when_idle=True)
-        try:
-            runner.run()
-        finally:
-            runner.close()
-            hub.close()
+        run_until_idle(config, LocalBackend(config.jobs_path, gpu_ids=[]), hub)
         job = api.get(f"/v1/jobs/{job_id}").json()
         assert job["status"] == "completed", job
         assert hub.finish_calls == 1  # tried once; the parts then went one call each
