@@ -1113,10 +1113,7 @@ class BridgeRunner:
                 return self._finish_in_one_call(tracked, status, error)
             self._finish_refused(tracked, e)
             return None
-        except HubApiError:
-            if claim is not None:
-                claim.answer.set_exception(_ClaimAnswerLost())
-            raise
+        # no answer at all (HubUnreachableError): _finish settles the claim as lost
         if claim is not None:
             claim.answer.set_result(answer.claimed or [])
         if console is not None:

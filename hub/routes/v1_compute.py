@@ -381,16 +381,18 @@ async def finish(job_id: str, body: FinishBody, ctx: Ctx, key: Key) -> Response:
     claims nothing.
     """
     result = await in_thread(_finish, ctx, job_id, body, key)
-    if isinstance(result, Response) or body.claim is None:
-        return result if isinstance(result, Response) else _json(result)
+    if isinstance(result, Response):
+        return result
     claim = body.claim
-    try:
-        claimed = await ctx.run_write(lambda s: claim.claim_in(s, key))
-    except HubError as e:
-        # e.g. the user lost the process_jobs role: the bridge hears it from its next claim of its own
-        log.info("the claim sent with job %s's finish report got nothing: %s", job_id, e)
-        claimed = []
-    return _json({**result, "claimedJobs": [c.answer for c in claimed]})
+    if claim is not None:
+        try:
+            claimed = await ctx.run_write(lambda s: claim.claim_in(s, key))
+        except HubError as e:
+            # e.g. the user lost the process_jobs role: the bridge hears it from its next claim of its own
+            log.info("the claim sent with job %s's finish report got nothing: %s", job_id, e)
+            claimed = []
+        result["claimedJobs"] = [c.answer for c in claimed]
+    return _json(result)
 
 
 def _finish(ctx: HubContext, job_id: str, body: FinishBody, key: Optional[str]) -> dict[str, Any] | Response:
