@@ -8,6 +8,9 @@ Per run, on this machine, back to back:
   bridge runs, then a ``pairio-bridge local`` process with ``--slots`` slots (one CPU
   each) started with its default timings; the makespan runs from the hub's first claim
   to the hub's last final status (the bridge process's own start-up is shown apart);
+- the same N jobs through bench/bare_pipeline.py (unless ``--no-bare``): a bare FastAPI + SQLite
+  hub and a bridge of threads starting each processor under /bin/sh, nothing else; what a design
+  of this shape pays on this machine at least, as its own ratio and CPU-bound floor;
 - the baseline again, so a change in the machine's load shows.
 
 It prints both makespans, their ratio (Pairio / mean of the baselines), where each job's
@@ -18,7 +21,7 @@ how many hub requests the bridge made per job (the hub's access log), and the ra
 used allows at best (every process's CPU time on the machine's CPUs, none ever idle).
 
     python bench/bench_local_makespan.py [--jobs 500] [--slots 2] [--sleep 0]
-        [--respect-machine-load] [--poll-interval SEC]
+        [--respect-machine-load] [--poll-interval SEC] [--no-breakdown] [--no-bare]
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import Any, Optional
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import bare_pipeline  # noqa: E402
 from tests.test_bridge_e2e import PAIRIO, HubProcess, OutputCollector, Stack, wait_for  # noqa: E402
 
 ACCESS_LINE = re.compile(r'"(GET|POST|PUT|DELETE|PATCH) (/v1/compute/[^ ?]*)')
@@ -302,6 +306,7 @@ def main() -> None:
     parser.add_argument("--respect-machine-load", action="store_true", help="register the bridge with --respect-machine-load")
     parser.add_argument("--poll-interval", type=float, default=None, help="the bridge's pollIntervalSec [default: its default]")
     parser.add_argument("--no-breakdown", action="store_true")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare pipeline (bench/bare_pipeline.py)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -319,6 +324,7 @@ def main() -> None:
             )
         finally:
             hub.stop()
+        bare = None if args.no_bare else bare_pipeline.run(work / "bare", processor, args.jobs, args.slots, args.sleep)
         after = baseline(work / "baseline2", processor, args.jobs, args.slots, args.sleep)
     base = (before + after) / 2
     load = "on" if args.respect_machine_load else "off"
@@ -331,6 +337,11 @@ def main() -> None:
     if not args.no_breakdown:
         report_breakdown(result, args.jobs, args.slots)
         print(f"  {cpu_bound(result, base)}")
+    if bare is not None:
+        cpu = ", ".join(f"{name} {1000 * sec / args.jobs:.0f} ms" for name, sec in bare["cpu"].items())
+        print(f"bare pipeline (bench/bare_pipeline.py: bare FastAPI + SQLite hub, a bridge of threads, /bin/sh as supervisor; "
+              f"no features): {bare['makespan']:.2f} s, ratio {bare['makespan'] / base:.2f}")
+        print(f"  CPU per job: {cpu}; {cpu_bound(bare, base)}")
     print(f"ratio: {result['makespan'] / base:.2f}")
 
 
