@@ -4,13 +4,14 @@ Same process structure as Pairio's, with nothing in it but what running a job th
 
 - **hub**: a bare FastAPI app served by uvicorn (as ``pairio hub serve`` is, access log off), on a
   SQLite file in WAL mode with the hub's pragmas. Three routes, one committed transaction each: claim
-  (pending -> starting), running, and finish (which also claims the slot's next job, as Pairio's does).
-  No keys, no validation beyond JSON, no events, no outputs, no console or resource logs.
+  (pending -> starting), running, and finish (which also claims the slot's next job, as Pairio's does),
+  and a read of the counts that says it is up. No keys, no validation beyond JSON, no events, no
+  outputs, no console or resource logs.
 - **bridge**: one process, one thread per slot, each with its own HTTP connection. Per job it writes
-  the job file and its state (written, fsynced, renamed: the one durable write before a start), starts the processor under ``/bin/sh``
-  (the cheapest supervisor that outlives the bridge and keeps the exit code), reports ``running``,
-  waits, reads the exit code and reports the end. No watcher in Python, no resource sampling, no
-  limits, no cancel, no masking, no restart recovery.
+  the job file and its state (written, fsynced, renamed: the one durable write before a start),
+  starts the processor under ``/bin/sh`` (the cheapest supervisor that outlives the bridge and keeps
+  the exit code), reports ``running``, waits, reads the exit code and reports the end. No watcher in
+  Python, no resource sampling, no limits, no cancel, no masking, no restart recovery.
 
 So its makespan is what any design of this shape (a hub over HTTP with a database, a bridge, a
 supervisor per job) pays on this machine at least; Pairio's features are what it pays above that.
@@ -72,9 +73,11 @@ def bare_hub_app() -> FastAPI:
 
     def claim(client: str, max_jobs: int) -> list[dict[str, Any]]:
         with transaction() as conn:
-            ids = [row[0] for row in conn.execute("SELECT id FROM jobs WHERE status = 'pending' ORDER BY id LIMIT ?", (max_jobs,))]
+            pending = conn.execute("SELECT id FROM jobs WHERE status = 'pending' ORDER BY id LIMIT ?", (max_jobs,))
+            ids = [row[0] for row in pending]
             conn.executemany(
-                "UPDATE jobs SET status = 'starting', client = ?, updated = ? WHERE id = ?", [(client, time.time(), i) for i in ids]
+                "UPDATE jobs SET status = 'starting', client = ?, updated = ? WHERE id = ?",
+                [(client, time.time(), i) for i in ids],
             )
         return [{"jobId": str(i)} for i in ids]
 
@@ -172,7 +175,7 @@ def bridge_main(url: str, slots: int, jobs_dir: Path, processor: str, record_dir
     cpu = os.times()
     print(json.dumps({
         "firstClaim": min(log[0] for log in logs), "lastFinish": max(log[-1] for log in logs), "jobs": sum(ran),
-        "cpu": cpu.user + cpu.system, "user": cpu.user, "childrenCpu": cpu.children_user + cpu.children_system,
+        "cpu": cpu.user + cpu.system, "childrenCpu": cpu.children_user + cpu.children_system,
     }))
 
 
@@ -208,7 +211,8 @@ def run(work: Path, processor: Path, jobs: int, slots: int, sleep: float) -> dic
         _wait_until_up(hub, url)
         hub_before = _cpu_seconds(hub.pid, children=False)
         bridge = subprocess.Popen(
-            [sys.executable, __file__, "bridge", url, str(slots), str(work / "jobs"), str(processor), str(work / "records"), str(sleep)],
+            [sys.executable, __file__, "bridge", url, str(slots), str(work / "jobs"), str(processor),
+             str(work / "records"), str(sleep)],
             stdout=subprocess.PIPE, text=True,
         )
         out, _ = bridge.communicate()
