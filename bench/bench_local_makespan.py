@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import bare_pipeline  # noqa: E402
+
 from tests.test_bridge_e2e import PAIRIO, HubProcess, OutputCollector, Stack, wait_for  # noqa: E402
 
 ACCESS_LINE = re.compile(r'"(GET|POST|PUT|DELETE|PATCH) (/v1/compute/[^ ?]*)')
