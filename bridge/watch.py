@@ -20,8 +20,8 @@ Secrets: the bridge hands them over in ``secrets.json`` (mode 0600) in the job d
 the watcher reads and deletes it at start, keeps the values in memory and puts them only
 into the processor's environment, which it builds here from an allow-list (``ALLOWED_ENV``),
 the bridge's ``--pass-env`` patterns and Pairio's own variables, never from the whole
-environment. The processor's output reaches ``console.txt`` through a pipe that masks the
-secret values (and their encodings) with ``***``.
+environment. A job with secrets has its output reach ``console.txt`` through a pipe that
+masks the secret values (and their encodings) with ``***``; a job without writes it there itself.
 """
 
 from __future__ import annotations
@@ -384,15 +384,17 @@ def timing_args(sample_interval_sec: float, log_interval_sec: float, kill_grace_
     ]  # fmt: skip
 
 
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    """Readers see the old file or the whole new one, never a partial write."""
+def write_json_atomically(path: Path, data: dict[str, Any], *, durable: bool = True) -> None:
+    """Readers see the old file or the whole new one, never a partial write. ``durable``: on the disk before it
+    replaces the old one (fsync), so that it survives the machine's crash; without, it survives its writer's."""
     # unique per write, not per process: the bridge writes these from several threads
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
     try:
         with tmp.open("x") as f:
             json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         tmp.replace(path)
     except BaseException:
         _unlink_quietly(tmp)
@@ -755,7 +757,8 @@ class WatchConfig:
 
 
 class ConsolePump:
-    """Copies the processor's output from a pipe into console.txt, masking secrets on the way.
+    """Copies the processor's output from a pipe into console.txt, masking secrets on the way (a job without
+    secrets writes console.txt itself).
 
     A thread of its own, so that a processor printing much never blocks on a full pipe and the
     watcher's loop still notices its exit at once; ``finish`` waits for the end of the output.
@@ -877,14 +880,18 @@ class Watcher:
                 cwd=work_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
+                # with secrets its output goes through the watcher, which masks them; else straight to the file
+                stdout=subprocess.PIPE if self.secrets else console,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own group: one killpg reaches the whole job
             )
         except OSError as e:
             console.close()
             return Result("failed", None, self.masked(f"could not start the processor {self.config.command[0]!r}: {e}"))
-        self.console_pump = ConsolePump(child.stdout, console, list(self.secrets.values()))
+        if self.secrets:
+            self.console_pump = ConsolePump(child.stdout, console, list(self.secrets.values()))
+        else:
+            console.close()  # the processor has it
         try:
             self.write_watcher_file(child)
             result = self.supervise(child)
@@ -892,7 +899,8 @@ class Watcher:
             ProcessTree(process_group=child.pid).signal_all(signal.SIGKILL)  # never leave a job unsupervised
             raise
         finally:
-            self.console_pump.finish()  # result.json comes after the whole console
+            if self.console_pump is not None:
+                self.console_pump.finish()  # result.json comes after the whole console
             (self.job_dir / CONTAINER_ENV_FILE).unlink(missing_ok=True)  # apptainer's
         return Result(result.phase, result.exit_code, self.masked(result.error))
 
@@ -997,6 +1005,7 @@ class Watcher:
                 "containerEngine": self.config.container_engine if self.config.container_name else "",
                 "containerName": self.config.container_name,
             },
+            durable=False,  # it finds this watcher for a restarted bridge; after a machine's crash no watcher is left
         )
 
     def supervise(self, child: subprocess.Popen[bytes]) -> Result:
