@@ -252,36 +252,6 @@ def test_a_signal_from_outside_is_not_called_a_cancel(tmp_path: Path, with_cance
         assert result["error"].startswith("stopped by SIGTERM from outside Pairio"), result
 
 
-@pytest.mark.parametrize("with_secrets", [True, False])
-def test_only_a_job_with_secrets_has_its_output_piped_through_the_masking(tmp_path: Path, with_secrets: bool) -> None:
-    """With secrets the processor writes into the watcher's pipe, which masks them; without, into console.txt itself."""
-    import subprocess
-    import sys
-
-    from bridge.watch import write_secrets_file
-
-    job_dir = tmp_path / "job"
-    (job_dir / "work").mkdir(parents=True)
-    (job_dir / "job.json").write_text("{}")
-    flags = []
-    if with_secrets:
-        write_secrets_file(job_dir, {"TOKEN": "t0ken-value"})
-        flags = ["--secrets"]
-    processor = (
-        "import os, stat; kind = 'pipe' if stat.S_ISFIFO(os.fstat(1).st_mode) else 'file'; "
-        "print(kind, os.environ.get('TOKEN', 'no-token'), flush=True)"
-    )
-    watcher = subprocess.run(
-        [sys.executable, "-m", "bridge.watch", "--job-dir", str(job_dir), "--time-sec", "600", "--memory-gb", "1",
-         "--num-cpus", "1", *flags, "--", sys.executable, "-c", processor],
-        timeout=120, check=False,
-    )  # fmt: skip
-    assert watcher.returncode == 0
-    assert json.loads((job_dir / "result.json").read_text())["phase"] == "succeeded"
-    console = (job_dir / "console.txt").read_text()
-    assert console == ("pipe ***\n" if with_secrets else "file no-token\n"), console
-
-
 # ---------------------------------------------------------------- secrets and the processor's environment (issue 10)
 
 
@@ -312,6 +282,36 @@ def test_the_secrets_file_is_private_from_its_first_byte_and_taken_once(tmp_path
     with pytest.raises(ValueError, match="does not map secret names"):
         take_secrets(tmp_path)
     assert not path.exists()
+
+
+@pytest.mark.parametrize("with_secrets", [True, False])
+def test_only_a_job_with_secrets_has_its_output_piped_through_the_masking(tmp_path: Path, with_secrets: bool) -> None:
+    """With secrets the processor writes into the watcher's pipe, which masks them; without, into console.txt itself."""
+    import subprocess
+    import sys
+
+    from bridge.watch import write_secrets_file
+
+    job_dir = tmp_path / "job"
+    (job_dir / "work").mkdir(parents=True)
+    (job_dir / "job.json").write_text("{}")
+    flags: list[str] = []
+    if with_secrets:
+        write_secrets_file(job_dir, {"TOKEN": "t0ken-value"})
+        flags = ["--secrets"]
+    processor = (
+        "import os, stat; kind = 'pipe' if stat.S_ISFIFO(os.fstat(1).st_mode) else 'file'; "
+        "print(kind, os.environ.get('TOKEN', 'no-token'), flush=True)"
+    )
+    watcher = subprocess.run(
+        [sys.executable, "-m", "bridge.watch", "--job-dir", str(job_dir), "--time-sec", "600", "--memory-gb", "1",
+         "--num-cpus", "1", *flags, "--", sys.executable, "-c", processor],
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert watcher.returncode == 0
+    assert json.loads((job_dir / "result.json").read_text())["phase"] == "succeeded"
+    console = (job_dir / "console.txt").read_text()
+    assert console == ("pipe ***\n" if with_secrets else "file no-token\n"), console
 
 
 def test_watcher_options_for_pass_env_and_secrets() -> None:
