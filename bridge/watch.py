@@ -384,17 +384,15 @@ def timing_args(sample_interval_sec: float, log_interval_sec: float, kill_grace_
     ]  # fmt: skip
 
 
-def write_json_atomically(path: Path, data: dict[str, Any], *, durable: bool = True) -> None:
-    """Readers see the old file or the whole new one, never a partial write. ``durable``: on the disk before it
-    replaces the old one (fsync), so that it survives the machine's crash; without, it survives its writer's."""
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    """Readers see the old file or the whole new one, never a partial write."""
     # unique per write, not per process: the bridge writes these from several threads
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
     try:
         with tmp.open("x") as f:
             json.dump(data, f)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
+            f.flush()
+            os.fsync(f.fileno())
         tmp.replace(path)
     except BaseException:
         _unlink_quietly(tmp)
@@ -1005,7 +1003,6 @@ class Watcher:
                 "containerEngine": self.config.container_engine if self.config.container_name else "",
                 "containerName": self.config.container_name,
             },
-            durable=False,  # it finds this watcher for a restarted bridge; after a machine's crash no watcher is left
         )
 
     def supervise(self, child: subprocess.Popen[bytes]) -> Result:
