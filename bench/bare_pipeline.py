@@ -4,9 +4,9 @@ Same process structure as Pairio's, with nothing in it but what running a job th
 
 - **hub**: a bare FastAPI app served by uvicorn (as ``pairio hub serve`` is, access log off), on a
   SQLite file in WAL mode with the hub's pragmas. Three routes, one committed transaction each: claim
-  (pending -> starting), running, and finish (which also claims the slot's next job, as Pairio's does),
-  and a read of the counts that says it is up. No keys, no validation beyond JSON, no events, no
-  outputs, no console or resource logs.
+  (pending -> starting), running, and finish (which also claims the slot's next job, as Pairio's does).
+  No keys, no validation beyond JSON, no events, no outputs, no console or resource logs. Started by
+  bench_hub_rate's ``serve``, as that bench's bare app is.
 - **bridge**: one process, one thread per slot, each with its own HTTP connection. Per job it writes
   the job file and its state (written, fsynced, renamed: the one durable write before a start),
   starts the processor under ``/bin/sh`` (the cheapest supervisor that outlives the bridge and keeps
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -104,10 +103,6 @@ def bare_hub_app() -> FastAPI:
         ok = move(job_id, str(body["client"]), "running", str(body["status"]))
         return {"ok": ok, "claimedJobs": claim(str(body["client"]), int(body.get("claim", 0))) if ok else []}
 
-    @app.get("/counts")
-    def counts_route() -> dict[str, int]:
-        return dict(connection().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
-
     return app
 
 
@@ -182,68 +177,30 @@ def bridge_main(url: str, slots: int, jobs_dir: Path, processor: str, record_dir
 # ---------------------------------------------------------------- run it (from the bench)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cpu_seconds(pid: int, children: bool) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def run(work: Path, processor: Path, jobs: int, slots: int, sleep: float) -> dict[str, Any]:
     """The bare hub seeded with ``jobs`` jobs, then the bare bridge with ``slots`` slots until none is left:
     the makespan (first claim to last finish) and the CPU per process, as bench_local_makespan reports Pairio's."""
+    from bench_hub_rate import cpu_seconds, serve  # the bench's process only: the hub and the bridge import less
+
     work.mkdir(parents=True)
-    port = _free_port()
-    here = str(Path(__file__).resolve().parent)
-    hub = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "bare_pipeline:bare_hub_app", "--app-dir", here,
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env={**os.environ, "BARE_DB": str(work / "hub.sqlite"), "BARE_JOBS": str(jobs)},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(hub, url)
-        hub_before = _cpu_seconds(hub.pid, children=False)
-        bridge = subprocess.Popen(
-            [sys.executable, __file__, "bridge", url, str(slots), str(work / "jobs"), str(processor),
+    env = {"BARE_DB": str(work / "hub.sqlite"), "BARE_JOBS": str(jobs)}
+    with serve("bare_hub_app", env, 1, module="bare_pipeline") as hub:
+        hub_before = cpu_seconds(hub.pid)
+        bridge = subprocess.run(
+            [sys.executable, __file__, "bridge", hub.url, str(slots), str(work / "jobs"), str(processor),
              str(work / "records"), str(sleep)],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, text=True, check=False,
         )
-        out, _ = bridge.communicate()
-        hub_cpu = _cpu_seconds(hub.pid, children=False) - hub_before
-        if bridge.returncode != 0:
-            raise SystemExit(f"the bare bridge failed (exit {bridge.returncode})")
-        summary = json.loads(out.strip().splitlines()[-1])
-    finally:
-        hub.terminate()
-        hub.wait()
+        hub_cpu = cpu_seconds(hub.pid) - hub_before
+    if bridge.returncode != 0:
+        raise SystemExit(f"the bare bridge failed (exit {bridge.returncode})")
+    summary = json.loads(bridge.stdout.strip().splitlines()[-1])
     if summary["jobs"] != jobs:
         raise SystemExit(f"the bare pipeline ran {summary['jobs']} of {jobs} jobs")
     return {
         "makespan": summary["lastFinish"] - summary["firstClaim"],
         "cpu": {"hub": hub_cpu, "bridge": summary["cpu"], "supervisors and processors": summary["childrenCpu"]},
     }
-
-
-def _wait_until_up(hub: subprocess.Popen[bytes], url: str) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if hub.poll() is not None:
-            raise SystemExit(f"the bare hub exited ({hub.returncode})")
-        try:
-            httpx.get(url + "/counts", timeout=5).raise_for_status()
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise SystemExit("the bare hub did not answer within 60 s")
 
 
 if __name__ == "__main__":

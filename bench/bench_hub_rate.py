@@ -130,11 +130,11 @@ class Server:
 
 
 @contextmanager
-def serve(factory: str, env: dict[str, str], workers: int) -> Iterator[Server]:
-    """``python -m uvicorn --factory`` on a free port of 127.0.0.1."""
+def serve(factory: str, env: dict[str, str], workers: int, module: str = "hub_rate_apps") -> Iterator[Server]:
+    """``python -m uvicorn --factory`` on a free port of 127.0.0.1 (``module``: of bench/)."""
     port = free_port()
     cmd = [
-        sys.executable, "-m", "uvicorn", "--factory", f"hub_rate_apps:{factory}", "--app-dir", str(BENCH),
+        sys.executable, "-m", "uvicorn", "--factory", f"{module}:{factory}", "--app-dir", str(BENCH),
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
     ]
     if workers > 1:
