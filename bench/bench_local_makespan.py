@@ -213,11 +213,13 @@ def slot_refill_gaps(times: list[JobTimes]) -> list[float]:
 
 def through_pairio(
     hub: LoggingHub, key: str, work: Path, jobs: int, slots: int, sleep: float, respect_load: bool,
-    poll_interval: Optional[float],
+    poll_interval: Optional[float], warm_start: bool = False,
 ) -> dict[str, Any]:
     work.mkdir(parents=True)
     stack = Stack(hub, key, work)
     extra = ["--respect-machine-load"] if respect_load else []
+    if warm_start:
+        extra.append("--python-warm-start")
     # the bridge's own defaults for its timings (the tests' Stack makes them faster)
     updates: dict[str, Any] = {"pollIntervalSec": 0.5, "heartbeatIntervalSec": 2.0, "claimWaitSec": 10.0}
     if poll_interval is not None:
@@ -307,6 +309,7 @@ def main() -> None:
     parser.add_argument("--respect-machine-load", action="store_true", help="register the bridge with --respect-machine-load")
     parser.add_argument("--poll-interval", type=float, default=None, help="the bridge's pollIntervalSec [default: its default]")
     parser.add_argument("--no-breakdown", action="store_true")
+    parser.add_argument("--warm-start", action="store_true", help="register the bridge with --python-warm-start")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare pipeline (bench/bare_pipeline.py)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -321,7 +324,8 @@ def main() -> None:
         hub.start()
         try:
             result = through_pairio(
-                hub, key, work / "pairio", args.jobs, args.slots, args.sleep, args.respect_machine_load, args.poll_interval
+                hub, key, work / "pairio", args.jobs, args.slots, args.sleep, args.respect_machine_load, args.poll_interval,
+                args.warm_start,
             )
         finally:
             hub.stop()

@@ -141,13 +141,18 @@ def _parse_app_commands(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--slurm-jobs-dir", default=None, help="pairio-bridge slurm: job directories on the file system the compute nodes share")
 @click.option("--slurm-option", "slurm_options", multiple=True, metavar="KEY=VALUE", help="pairio-bridge slurm: any site option (README, 'Slurm site options'); VALUE may be JSON (repeatable)")
 @click.option("--pass-env", "pass_env", multiple=True, metavar="NAME", help="a variable of the bridge's environment processors also get: NAME or PREFIX_* (repeatable)")
+@click.option(
+    "--python-warm-start", is_flag=True,
+    help="local bridge, container mode none: fork the processors of apps run as 'PYTHON SCRIPT ...' from that interpreter, "
+    "started once (README, 'Warm start') [default: a new interpreter per job]",
+)
 @click.option("--force", is_flag=True, help="register a new compute client even if DIR already has one")
 def register(
     bridge_dir: Path, service: str, label: Optional[str], hub_url: Optional[str], apps: tuple[str, ...],
     num_cpus: Optional[int], num_gpus: Optional[int], memory_gb: Optional[float], time_sec: float,
     multiplicity: Optional[int], max_concurrent_jobs: Optional[int], respect_machine_load: bool, container: str, pull_policy: str,
     apptainer_limits: bool, slurm_partition: Optional[str], slurm_account: Optional[str], slurm_qos: Optional[str], slurm_jobs_dir: Optional[str],
-    slurm_options: tuple[str, ...], force: bool, pass_env: tuple[str, ...] = (),
+    slurm_options: tuple[str, ...], force: bool, pass_env: tuple[str, ...] = (), python_warm_start: bool = False,
 ) -> None:
     """Create a compute client for SERVICE on the hub and write its configuration into DIR/bridge.json.
 
@@ -193,6 +198,7 @@ def register(
         respectMachineLoad=respect_machine_load,
         slurm=slurm_site,
         passEnv=list(pass_env),
+        pythonWarmStart=python_warm_start,
     )
     save_bridge_config(bridge_dir, config)
     _warn_about_unknown_apps(settings.url, settings.api_key, service, list(app_commands))
@@ -337,7 +343,9 @@ def local(bridge_dir: Path, exit_when_idle: bool, log_level: str) -> None:
     _setup_logging(log_level)
     config = load_bridge_config(bridge_dir)
     lock_bridge_dir(bridge_dir)
-    backend = LocalBackend(config.jobs_path, respect_machine_load=config.respectMachineLoad)
+    backend = LocalBackend(
+        config.jobs_path, respect_machine_load=config.respectMachineLoad, python_warm_start=config.pythonWarmStart
+    )
     try:
         run_bridge(config, backend, exit_when_idle=exit_when_idle, bridge_dir=bridge_dir)
     finally:

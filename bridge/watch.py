@@ -754,6 +754,26 @@ class WatchConfig:
         self.job_env = job_env if job_env is not None else {}
 
 
+WARM_START: Any = None
+"""set by a warm launcher (bridge/local/warm_start.py): a ``WarmInterpreter`` that forks the processors it accepts"""
+
+
+def start_processor(command: list[str], work_dir: Path, env: dict[str, str], console: Any, piped: bool) -> Any:
+    """The processor in a session (and group) of its own, reading nothing, its output in ``console`` or (``piped``)
+    a pipe: a ``subprocess.Popen``, or the ``ForkedProcessor`` of a warm launcher's interpreter."""
+    if WARM_START is not None and WARM_START.accepts(command, env):
+        return WARM_START.start(command, str(work_dir), env, console, piped)
+    return subprocess.Popen(
+        command,
+        cwd=work_dir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if piped else console,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own group: one killpg reaches the whole job
+    )
+
+
 class ConsolePump:
     """Copies the processor's output from a pipe into console.txt, masking secrets on the way (a job without
     secrets writes console.txt itself).
@@ -873,16 +893,8 @@ class Watcher:
                 (self.job_dir / CONTAINER_ENV_FILE).unlink(missing_ok=True)
         console = (self.job_dir / CONSOLE_FILE).open("ab")
         try:
-            child = subprocess.Popen(
-                self.config.command,
-                cwd=work_dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                # with secrets its output goes through the watcher, which masks them; else straight to the file
-                stdout=subprocess.PIPE if self.secrets else console,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own group: one killpg reaches the whole job
-            )
+            # with secrets its output goes through the watcher, which masks them; else straight to the file
+            child = start_processor(self.config.command, work_dir, env, console, piped=bool(self.secrets))
         except OSError as e:
             console.close()
             return Result("failed", None, self.masked(f"could not start the processor {self.config.command[0]!r}: {e}"))

@@ -66,6 +66,9 @@ class BackendContract:
     """a bound for a cancel that never takes effect, not a measure: well below UNTIL_STOPPED_SEC"""
     operator_env_reaches_jobs: bool = True
     """the jobs run in an environment made from this test process's (not a remote login's), so passEnv can be checked"""
+    isolated_watcher: bool = True
+    """the watcher runs as ``python -I``; False for warm start (bridge/local/warm_start.py), whose watchers run in the
+    app's interpreter started as the processor's would be, in the operator's environment for watchers (never a job's)"""
 
     # ------------------------------------------------------------ hooks
 
@@ -346,7 +349,10 @@ signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if self.operator_env_reaches_jobs:
             assert env["LAB_SHARED_SETTING"] == "passed-through"
         watcher = json.loads((work / "watcher_seen.json").read_text())
-        assert "-I" in watcher["cmdline"].split("\0")  # isolated: PYTHON* variables cannot change the watcher
+        if self.isolated_watcher:
+            assert "-I" in watcher["cmdline"].split("\0")  # isolated: PYTHON* variables cannot change the watcher
+        else:
+            assert "--warm-start" in watcher["cmdline"].split("\0")  # a warm launcher's fork (see the attribute)
         assert SECRET_VALUE not in watcher["environ"] and SECRET_VALUE not in watcher["cmdline"]
         assert watcher["secretsFileLeft"] is False
         console = (job.job_dir / "console.txt").read_text()

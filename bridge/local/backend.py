@@ -28,6 +28,7 @@ import psutil
 from bridge.backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError
 from bridge.images import ImageCheck
 from bridge.local.load import CpuLoadMeter
+from bridge.local.warm_start import python_interpreter
 from bridge.local.watcher_launcher import LauncherUnavailable, WatcherLauncher
 from bridge.local.resources import (
     DeclaredLimits,
@@ -153,12 +154,15 @@ class LocalBackend(Backend):
         log_interval_sec: float = DEFAULT_LOG_INTERVAL_SEC,
         kill_grace_sec: float = DEFAULT_KILL_GRACE_SEC,
         use_launcher: bool = True,
+        python_warm_start: bool = False,
     ) -> None:
         """``jobs_root``: where earlier instances' job directories are, to re-learn what still runs.
 
         ``gpu_ids``: the GPUs to hand out; detected from CUDA_VISIBLE_DEVICES or nvidia-smi when None.
         ``respect_machine_load``: a job waits while other programs keep the CPUs busy
         (``busy_reason``); otherwise jobs run up to the slots whatever else runs here.
+        ``python_warm_start``: processors whose command is ``PYTHON SCRIPT ...`` are forked from a launcher
+        that is that interpreter, already started (bridge/local/warm_start.py).
         """
         self.declared = declared
         self.gpu_ids = list(gpu_ids) if gpu_ids is not None else detect_gpu_ids(os.environ)
@@ -177,6 +181,9 @@ class LocalBackend(Backend):
             if use_launcher and interpreter[-1] == str(WATCHER_SCRIPT)
             else None
         )
+        self._python_warm_start = python_warm_start and self._launcher is not None
+        self._warm_launchers: dict[str, WatcherLauncher] = {}  # by interpreter
+        self._warm_failed: set[WatcherLauncher] = set()
         if jobs_root is not None and jobs_root.is_dir():
             for job_dir in sorted(p for p in jobs_root.iterdir() if p.is_dir()):
                 self._learn(job_dir.resolve())
@@ -327,6 +334,14 @@ class LocalBackend(Backend):
         # not the operator's whole environment; the engine's settings for container mode (the watcher keeps them from the job)
         env = allowed_environment(dict(os.environ), (*job.pass_env, *ENGINE_ENV))
         log_path = job_dir / WATCHER_LOG_FILE
+        warm_launcher = self._warm_launcher(job.command, env)
+        if warm_launcher is not None:
+            try:
+                return warm_launcher.launch(watcher_args, job_dir, env, log_path)
+            except (LauncherUnavailable, OSError) as e:
+                self._warm_failed.add(warm_launcher)  # under the backend's lock: submit holds it
+                print(f"pairio-bridge: no warm start for {job.command[0]} ({e}); its processors start as their own "
+                      "interpreters until the bridge restarts", file=sys.stderr)  # fmt: skip
         if self._launcher is not None:
             try:
                 return self._launcher.launch(watcher_args, job_dir, env, log_path)
@@ -347,6 +362,20 @@ class LocalBackend(Backend):
         if self._on_job_end is not None:
             threading.Thread(target=self._wait_for_watcher, args=(watcher, self._on_job_end), name=f"watcher-{watcher.pid}", daemon=True).start()
         return watcher.pid, create_time
+
+    def _warm_launcher(self, command: Sequence[str], env: dict[str, str]) -> Optional[WatcherLauncher]:
+        """The launcher that is the command's Python interpreter, started in the watchers' environment ``env``;
+        None where warm start is off or the command is not ``PYTHON SCRIPT ...``."""
+        if not self._python_warm_start:
+            return None
+        interpreter = python_interpreter(command, env.get("PATH"))
+        if interpreter is None:
+            return None
+        launcher = self._warm_launchers.get(interpreter)  # under the backend's lock: submit holds it
+        if launcher is None:
+            launcher = WatcherLauncher([interpreter], WATCHER_SCRIPT, self._launched_watcher_ended, warm_start_env=dict(env))
+            self._warm_launchers[interpreter] = launcher
+        return None if launcher in self._warm_failed else launcher
 
     def _assign_gpus(self, job: JobSubmission) -> list[str]:
         wanted = job.resources.numGpus
@@ -394,8 +423,9 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         """Ends the watcher launcher (running watchers go on); the backend stays usable."""
-        if self._launcher is not None:
-            self._launcher.close()
+        for launcher in (self._launcher, *self._warm_launchers.values()):
+            if launcher is not None:
+                launcher.close()
 
     @staticmethod
     def _wait_for_watcher(watcher: subprocess.Popen[bytes], on_end: Callable[[], None]) -> None:

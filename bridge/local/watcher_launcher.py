@@ -18,6 +18,10 @@ The two halves live here, one home for their line protocol (JSON, one object per
   ``on_exit`` when a watcher ends. If the launcher cannot start or dies, ``launch`` raises
   ``LauncherUnavailable`` and the caller starts the watcher the plain way.
 
+A warm launcher (``... WATCH_PY IDLE --warm-start``, bridge/local/warm_start.py) is the same process
+started as an app's Python interpreter with its usual flags, in the watchers' environment: its
+watchers fork the processor from it instead of starting a new interpreter.
+
 What the watcher runs is decided by the bridge alone, as with the plain command line: the
 launcher is the bridge's child, reachable only through its pipes.
 """
@@ -34,6 +38,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 LAUNCHER_SCRIPT = Path(__file__).resolve()
+WARM_FLAG = "--warm-start"
+"""the launcher's last argument when it is an apps' interpreter (bridge/local/warm_start.py)"""
 REPLY_TIMEOUT_SEC = 60.0  # a fork on a machine that is swapping hard; past it the plain launch is tried
 IDLE_EXIT_SEC = 120.0  # with no watcher of its own running for this long, the launcher ends (the next launch starts it again)
 
@@ -53,10 +59,16 @@ class WatcherLauncher:
         on_exit: Callable[[int, int], None],
         *,
         idle_exit_sec: float = IDLE_EXIT_SEC,
+        warm_start_env: Optional[dict[str, str]] = None,
     ) -> None:
         """``interpreter_args``: how the plain watcher starts, without its script (``python -I -S``).
-        ``on_exit(pid, status)``: called from a reader thread when a launched watcher ends."""
+        ``on_exit(pid, status)``: called from a reader thread when a launched watcher ends.
+        ``warm_start_env``: a warm launcher (bridge/local/warm_start.py): ``interpreter_args`` is the apps'
+        interpreter alone, started in this environment (the watchers'), and its watchers fork the processors."""
         self._argv = [*interpreter_args, str(LAUNCHER_SCRIPT), str(watch_script), str(idle_exit_sec)]
+        if warm_start_env is not None:
+            self._argv.append(WARM_FLAG)
+        self._env = warm_start_env if warm_start_env is not None else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         self._on_exit = on_exit
         self._lock = threading.Lock()
         self._process: Optional[subprocess.Popen[bytes]] = None
@@ -120,7 +132,7 @@ class WatcherLauncher:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=None,  # the bridge's own log: a launcher that fails says why there
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                env=self._env,
                 start_new_session=True,  # a Ctrl-C in the bridge's terminal is for the bridge
             )
         except OSError as e:
@@ -172,11 +184,15 @@ def _psutil_create_time(pid: int) -> float:
 
 
 def _load_watch_module(path: str) -> Any:
+    return _load_module("pairio_watcher", path)
+
+
+def _load_module(name: str, path: str) -> Any:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("pairio_watcher", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the watcher from {path}")
+        raise ImportError(f"cannot load {name} from {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -260,11 +276,16 @@ def _reap() -> set[int]:
         _send({"exited": pid, "status": os.waitstatus_to_exitcode(wait_status)})
 
 
-def serve(script: str, idle_exit_sec: float = IDLE_EXIT_SEC) -> int:
+def serve(script: str, idle_exit_sec: float = IDLE_EXIT_SEC, warm_start: bool = False) -> int:
     watch = _load_watch_module(script)
     prepare = getattr(watch, "prepare_to_fork", None)  # what each watcher would do first, done once here
     if prepare is not None:
         prepare()
+    if warm_start:
+        warm = _load_module("pairio_warm_start", str(Path(__file__).resolve().with_name("warm_start.py")))
+        interpreter = warm.WarmInterpreter(dict(os.environ))
+        interpreter.warm_up()
+        watch.WARM_START = interpreter
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
@@ -309,4 +330,4 @@ def serve(script: str, idle_exit_sec: float = IDLE_EXIT_SEC) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else IDLE_EXIT_SEC))
+    sys.exit(serve(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else IDLE_EXIT_SEC, warm_start=sys.argv[3:4] == [WARM_FLAG]))
