@@ -8,12 +8,15 @@ Per run, on this machine, back to back:
   bridge runs, then a ``pairio-bridge local`` process with ``--slots`` slots (one CPU
   each) started with its default timings; the makespan runs from the hub's first claim
   to the hub's last final status (the bridge process's own start-up is shown apart);
+- the same again with the bridge registered with ``--python-warm-start`` (unless ``--no-warm``):
+  each processor forked from the interpreter started once (bridge/local/warm_start.py), where
+  the baseline starts a new one per job;
 - the same N jobs through bench/bare_pipeline.py (unless ``--no-bare``): a bare FastAPI + SQLite
   hub and a bridge of threads starting each processor under /bin/sh, nothing else; what a design
   of this shape pays on this machine at least, as its own ratio and CPU-bound floor;
 - the baseline again, so a change in the machine's load shows.
 
-It prints both makespans, their ratio (Pairio / mean of the baselines), where each job's
+It prints the makespans, their ratios (Pairio / mean of the baselines), where each job's
 time went (medians and 90th percentiles of claim -> watcher started -> processor
 started -> processor ended -> result written -> final status at the hub, and the gap
 from one job's end to the next claim), how often all slots ran processors together, and
@@ -21,7 +24,7 @@ how many hub requests the bridge made per job (the hub's access log), and the ra
 used allows at best (every process's CPU time on the machine's CPUs, none ever idle).
 
     python bench/bench_local_makespan.py [--jobs 500] [--slots 2] [--sleep 0]
-        [--respect-machine-load] [--poll-interval SEC] [--no-breakdown] [--no-bare]
+        [--respect-machine-load] [--poll-interval SEC] [--no-breakdown] [--no-bare] [--no-warm]
 """
 
 from __future__ import annotations
@@ -309,7 +312,7 @@ def main() -> None:
     parser.add_argument("--respect-machine-load", action="store_true", help="register the bridge with --respect-machine-load")
     parser.add_argument("--poll-interval", type=float, default=None, help="the bridge's pollIntervalSec [default: its default]")
     parser.add_argument("--no-breakdown", action="store_true")
-    parser.add_argument("--warm-start", action="store_true", help="register the bridge with --python-warm-start")
+    parser.add_argument("--no-warm", action="store_true", help="skip the run with warm start (--python-warm-start)")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare pipeline (bench/bare_pipeline.py)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -325,7 +328,10 @@ def main() -> None:
         try:
             result = through_pairio(
                 hub, key, work / "pairio", args.jobs, args.slots, args.sleep, args.respect_machine_load, args.poll_interval,
-                args.warm_start,
+            )
+            warm = None if args.no_warm else through_pairio(
+                hub, key, work / "warm", args.jobs, args.slots, args.sleep, args.respect_machine_load, args.poll_interval,
+                warm_start=True,
             )
         finally:
             hub.stop()
@@ -336,18 +342,24 @@ def main() -> None:
     print(f"{args.jobs} jobs, {args.slots} slots, processor sleep {args.sleep:g} s, machine-load check {load}, "
           f"pollIntervalSec {args.poll_interval if args.poll_interval is not None else 'default'}")
     print(f"baseline (direct, {args.slots} at a time): {before:.2f} s before, {after:.2f} s after")
-    print(f"through hub + bridge: {result['makespan']:.2f} s (first claim to last final status; "
-          f"bridge start to first claim {result['bridge_start']:.2f} s more)")
-    print(f"extra makespan per job: {1000 * (result['makespan'] - base) / args.jobs:.0f} ms")
-    if not args.no_breakdown:
-        report_breakdown(result, args.jobs, args.slots)
-        print(f"  {cpu_bound(result, base)}")
+    runs = [("through hub + bridge, a new interpreter per job", result)]
+    if warm is not None:
+        runs.append(("through hub + bridge with warm start (--python-warm-start: processors forked from a started interpreter)", warm))
+    for title, run in runs:
+        print(f"{title}: {run['makespan']:.2f} s (first claim to last final status; "
+              f"bridge start to first claim {run['bridge_start']:.2f} s more), ratio {run['makespan'] / base:.2f}")
+        print(f"  extra makespan per job: {1000 * (run['makespan'] - base) / args.jobs:.0f} ms")
+        if not args.no_breakdown:
+            report_breakdown(run, args.jobs, args.slots)
+            print(f"  {cpu_bound(run, base)}")
     if bare is not None:
         cpu = ", ".join(f"{name} {1000 * sec / args.jobs:.0f} ms" for name, sec in bare["cpu"].items())
         print(f"bare pipeline (bench/bare_pipeline.py: bare FastAPI + SQLite hub, a bridge of threads, /bin/sh as supervisor; "
               f"no features): {bare['makespan']:.2f} s, ratio {bare['makespan'] / base:.2f}")
         print(f"  CPU per job: {cpu}; {cpu_bound(bare, base)}")
     print(f"ratio: {result['makespan'] / base:.2f}")
+    if warm is not None:
+        print(f"ratio with warm start: {warm['makespan'] / base:.2f}")
 
 
 def cpu_bound(result: dict[str, Any], base: float) -> str:

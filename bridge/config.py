@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Optional
-
-from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -28,9 +27,9 @@ from pairio.private_file import write_private_file
 from .containers import PullPolicy, apptainer_exec_command, container_name, executable_argv, oci_create_command
 from .original_sdk import OriginalSdkNetwork, job_env_args, no_network_error, original_environment
 from .slurm.site import SlurmSiteOptions
-from .watch import WORK_DIR
 from .ssh.options import SshOptions
 from .staging import InputStaging
+from .watch import WORK_DIR
 
 CONFIG_FILE_NAME = "bridge.json"
 _PASS_ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")

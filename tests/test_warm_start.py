@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bridge.backend import Backend
@@ -23,6 +24,7 @@ from bridge.local.warm_start import python_interpreter, startup_environment
 from pairio.models import PairioJobRequiredResources
 
 from .bridge_contract import BackendContract
+from .test_bridge_e2e import Stack, hub, public_get, stack  # noqa: F401 - the hub and stack fixtures
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="the launcher serves where watchers run as a script (/proc)")
 
@@ -188,3 +190,20 @@ def test_only_python_script_commands_are_warm_started(tmp_path: Path) -> None:
 def test_the_interpreters_start_up_settings_are_compared_not_the_jobs_own() -> None:
     env = {"PYTHONPATH": "/x", "LANG": "C.UTF-8", "LC_ALL": "C", "HOME": "/home/u", "PAIRIO_JOB_ID": "j", "OMP_NUM_THREADS": "2", "PATH": "/bin"}
     assert startup_environment(env) == {"PYTHONPATH": "/x", "LANG": "C.UTF-8", "LC_ALL": "C", "HOME": "/home/u"}
+
+
+
+def test_a_bridge_registered_with_warm_start_forks_its_jobs_processors(stack: Stack) -> None:  # noqa: F811
+    """Through the real hub and ``pairio-bridge local``: the register flag reaches bridge.json and the bridge, whose
+    warm launcher is the app's interpreter; jobs complete with their console and outputs."""
+    stack.register("--python-warm-start")
+    assert json.loads((stack.bridge_dir / "bridge.json").read_text())["pythonWarmStart"] is True
+    stack.bridge.start()
+    produce = stack.submit("produce", outputs=[{"name": "output", "fileBaseName": "greeting.txt"}], message="Hello, warm!", text="warm text")
+    done = stack.wait_done(produce)
+    assert done.status.value == "completed", (done.error, stack.bridge.log)
+    assert "Hello, warm!" in public_get(done.consoleOutputUrl).text
+    assert public_get(produce.get_output("output")).text == "warm text"
+    assert stack.bridge.process is not None
+    launchers = [p.cmdline() for p in psutil.Process(stack.bridge.process.pid).children()]
+    assert any(c[:1] == [sys.executable] and c[-1] == "--warm-start" for c in launchers), launchers

@@ -25,11 +25,10 @@ from typing import Any, Callable, ClassVar, Optional
 
 import psutil
 
+import bridge.watch as bridge_watch
 from bridge.backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError
 from bridge.images import ImageCheck
 from bridge.local.load import CpuLoadMeter
-from bridge.local.warm_start import python_interpreter
-from bridge.local.watcher_launcher import LauncherUnavailable, WatcherLauncher
 from bridge.local.resources import (
     DeclaredLimits,
     JobReservation,
@@ -40,14 +39,15 @@ from bridge.local.resources import (
     free_capacity,
     local_directives,
 )
-import bridge.watch as bridge_watch
+from bridge.local.warm_start import python_interpreter
+from bridge.local.watcher_launcher import LauncherUnavailable, WatcherLauncher
 from bridge.watch import (
     BYTES_PER_GB,
     CANCEL_FILE,
-    ENGINE_ENV,
     DEFAULT_KILL_GRACE_SEC,
     DEFAULT_LOG_INTERVAL_SEC,
     DEFAULT_SAMPLE_INTERVAL_SEC,
+    ENGINE_ENV,
     RESOURCE_LOG_FILE,
     RESULT_FILE,
     SECRETS_FILE,
