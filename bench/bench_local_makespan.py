@@ -216,7 +216,7 @@ def slot_refill_gaps(times: list[JobTimes]) -> list[float]:
 
 def through_pairio(
     hub: LoggingHub, key: str, work: Path, jobs: int, slots: int, sleep: float, respect_load: bool,
-    poll_interval: Optional[float], warm_start: bool = False,
+    poll_interval: Optional[float], warm_start: bool = False, claim_ahead: int = 0,
 ) -> dict[str, Any]:
     work.mkdir(parents=True)
     stack = Stack(hub, key, work)
@@ -227,6 +227,8 @@ def through_pairio(
     updates: dict[str, Any] = {"pollIntervalSec": 0.5, "heartbeatIntervalSec": 2.0, "claimWaitSec": 10.0}
     if poll_interval is not None:
         updates["pollIntervalSec"] = poll_interval
+    if claim_ahead:
+        updates["claimAheadJobs"] = claim_ahead
     stack.register("--num-cpus", "1", "--multiplicity", str(slots), *extra, config_updates=updates)
     try:
         submitted = [stack.submit("work", index=i, sleep=sleep) for i in range(jobs)]
@@ -312,6 +314,7 @@ def main() -> None:
     parser.add_argument("--respect-machine-load", action="store_true", help="register the bridge with --respect-machine-load")
     parser.add_argument("--poll-interval", type=float, default=None, help="the bridge's pollIntervalSec [default: its default]")
     parser.add_argument("--no-breakdown", action="store_true")
+    parser.add_argument("--claim-ahead", type=int, default=0, help="the bridge's claimAheadJobs in the warm-start run [default: 0, off]")
     parser.add_argument("--no-warm", action="store_true", help="skip the run with warm start (--python-warm-start)")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare pipeline (bench/bare_pipeline.py)")
     args = parser.parse_args()
@@ -331,7 +334,7 @@ def main() -> None:
             )
             warm = None if args.no_warm else through_pairio(
                 hub, key, work / "warm", args.jobs, args.slots, args.sleep, args.respect_machine_load, args.poll_interval,
-                warm_start=True,
+                warm_start=True, claim_ahead=args.claim_ahead,
             )
         finally:
             hub.stop()

@@ -81,6 +81,14 @@ class BridgeConfig(BaseModel):
         "from that interpreter, started once, instead of a new interpreter per job (tens of ms of CPU less per job; see "
         "the README's 'Warm start')",
     )
+    claimAheadJobs: int = Field(
+        default=0, ge=0, le=64,
+        description="jobs claimed ahead while every slot is busy, each started the moment a slot frees (0: off); for "
+        "many short jobs. A job claimed ahead that finds no free slot within claimAheadHoldSec goes back to pending",
+    )
+    claimAheadHoldSec: float = Field(
+        default=30.0, gt=0, le=3600, description="how long a job claimed ahead waits for a free slot before it is given back"
+    )
     jobsDir: str = Field(default="jobs", description="where job directories go; relative to the bridge directory")
     cacheDir: str = Field(default="cache", description="where staged inputs are cached; relative to the bridge directory")
     inputStaging: Optional[InputStaging] = Field(

@@ -108,9 +108,13 @@ class ClaimRequest:
     capacity: Optional[Capacity] = None
     runs: Optional[dict[str, Any]] = None
     """``apps``, ``containerMode``, ``originalSdkImages``: the hub hands out only such jobs"""
+    ahead: int = 0
+    """jobs the bridge may hold beyond its slots (claimAheadJobs), when this claim is made while every slot is busy"""
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"maxJobs": self.max_jobs, **(self.runs or {})}
+        if self.ahead:
+            body["aheadJobs"] = self.ahead
         if self.capacity is not None:
             c = self.capacity
             body["capacity"] = {"numCpus": c.numCpus, "numGpus": c.numGpus, "memoryGb": c.memoryGb}
@@ -270,12 +274,13 @@ class HubApi:
         return HeartbeatAnswer(cancel_job_ids=list(body["cancelJobIds"]), heartbeat_timeout_sec=float(body["heartbeatTimeoutSec"]))
 
     def claim(
-        self, max_jobs: int, wait_sec: float, capacity: Optional[Capacity], runs: Optional[dict[str, Any]] = None
+        self, max_jobs: int, wait_sec: float, capacity: Optional[Capacity], runs: Optional[dict[str, Any]] = None, ahead: int = 0,
     ) -> list[PairioJobData]:
         """Claim up to ``max_jobs`` jobs, waiting up to ``wait_sec`` for one (not retried once sent; see the module doc).
 
-        ``runs``: what the bridge can run (``apps``, ``containerMode``, ``originalSdkImages``); the hub hands out only such jobs."""
-        body = {**ClaimRequest(max_jobs, capacity, runs).body(), "waitSec": wait_sec}
+        ``runs``: what the bridge can run (``apps``, ``containerMode``, ``originalSdkImages``); the hub hands out only such jobs.
+        ``ahead``: jobs it may hold beyond its slots (``ClaimRequest.ahead``)."""
+        body = {**ClaimRequest(max_jobs, capacity, runs, ahead).body(), "waitSec": wait_sec}
         response = self._request("POST", "/v1/compute/claim", json=body, idempotent=False, timeout=wait_sec + self.long_poll_margin_sec)
         return [job_data(j) for j in self._json(response)["jobs"]]
 
@@ -299,6 +304,12 @@ class HubApi:
         if image_digest is not None:
             payload["imageDigest"] = image_digest
         body = self._json(self._request("POST", f"/v1/compute/jobs/{_segment(job_id)}/status", json=payload))
+        return StatusAnswer(status=JobStatus(body["status"]), canceled=bool(body["canceled"]), error=body.get("error"))
+
+    def release(self, job_id: str, reason: str) -> StatusAnswer:
+        """Give back a job claimed and not started (pending again at the hub; failed there if its user canceled it).
+        Retried like a status report: a repeat after a lost answer is refused (403: the job is not this client's)."""
+        body = self._json(self._request("POST", f"/v1/compute/jobs/{_segment(job_id)}/release", json={"reason": reason}))
         return StatusAnswer(status=JobStatus(body["status"]), canceled=bool(body["canceled"]), error=body.get("error"))
 
     def finish(

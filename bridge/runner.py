@@ -37,8 +37,10 @@ the jobs keep running detached and the next start re-adopts them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
+import shutil
 import signal
 import threading
 import time
@@ -52,21 +54,28 @@ from typing import Callable, Optional
 import pairio
 from pairio.jobfile import PairioJobFile, PairioJobFileInput, PairioJobFileOutput
 from pairio.masking import mask_text
-from pairio.names import check_name, secret_name_problem
 from pairio.models import PairioApp, PairioJobData, PairioJobRequiredResources
+from pairio.names import check_name, secret_name_problem
 from pairio.status import JobStatus
 from pairio.waiting import HOST_BUSY_NOTE_PREFIX, QUEUE_NOTE_PREFIX, STARTED_NOTE_PREFIX
 
+from . import original_sdk
 from .backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError, SubmitRetryLater
 from .config import AppCommandsFile, BridgeConfig, BridgeConfigError, ContainerMode, ProcessorLaunch, processor_command
 from .hub_api import (
-    ClaimRequest, ConsoleOffsetError, HubApi, HubApiError, HubAuthError, HubRejectedError, HubUnreachableError, StatusAnswer,
+    ClaimRequest,
+    ConsoleOffsetError,
+    HubApi,
+    HubApiError,
+    HubAuthError,
+    HubRejectedError,
+    HubUnreachableError,
+    StatusAnswer,
 )
 from .images import app_images, image_report
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
-from .staging import CACHE_VISIBLE_TO_PROCESSOR, InputCache, InputStaging, StagingError, input_staging_for
-from . import original_sdk
 from .original_sdk import OriginalSdkNetwork
+from .staging import CACHE_VISIBLE_TO_PROCESSOR, InputCache, InputStaging, StagingError, input_staging_for
 from .watch import SECRETS_FILE
 
 log = logging.getLogger("bridge")
@@ -157,6 +166,8 @@ class TrackedJob:
     again after a restart: its list of this client's jobs includes them)"""
     held: bool = False
     """claimed and staged, but waiting for other programs to leave the host room (respectMachineLoad)"""
+    waiting_since: Optional[float] = None
+    """claimed ahead (claimAheadJobs) and staged, waiting since then for a free slot"""
     exit_grace_until: Optional[float] = None
     """an original-SDK job that reported its final status itself: stopped only if still running after this"""
     claim_with_finish: Optional[ClaimWithFinish] = None
@@ -255,6 +266,17 @@ class BridgeRunner:
         """false after the hub refused the description (an older hub): heartbeats go without it"""
         self._hub_takes_scope = True
         """false after the hub refused the claim's apps and container mode (an older hub): claims go without them"""
+        self._submit_lock = threading.Lock()
+        """with claimAheadJobs: a job's look for a free slot and its submission, one job at a time"""
+        self._ahead_paused = False
+        """a job claimed ahead was given back: none is claimed ahead again until a job ends here"""
+        self._slot_frees = 0
+        self._drain_seen = False
+        """how many times a job here ended (a look for a slot that saw none, while one ended, looks again)"""
+        self._hub_takes_release = True
+        """false after the hub did not know the release call or a claim's aheadJobs (an older hub): no job is claimed ahead"""
+        self._claim_in_flight_ahead = False
+        """the claim in flight asks for jobs ahead of a free slot (an older hub refuses it with 422)"""
         """what the hub was last told of where and how this bridge runs (sent again when it changes)"""
 
     # ---------------------------------------------------------------- lifecycle
@@ -598,6 +620,8 @@ class BridgeRunner:
         if not tracked.cancel_requested:
             log.info("job %s: stopping it, as the hub asks", tracked.job_id)
         tracked.cancel_requested = True
+        if tracked.waiting_since is not None:
+            tracked.retry_at = 0.0  # claimed ahead and waiting for a slot: fail it now, not when one frees
         if tracked.busy or tracked.phase is not RunnerPhase.SUBMITTED or not tracked.state.nativeId:
             return  # a preparing job is stopped by its worker before it is submitted
         if self._clock() - tracked.cancel_sent_at < CANCEL_RESEND_SEC:
@@ -686,6 +710,7 @@ class BridgeRunner:
         return True
 
     def _record_outcome(self, tracked: TrackedJob, outcome: NativeOutcome) -> None:
+        self._slot_freed()
         tracked.state.phase = RunnerPhase.FINISHED
         tracked.state.outcome = RecordedOutcome.of(outcome)
         if tracked.state.outcome.error:
@@ -796,6 +821,9 @@ class BridgeRunner:
 
     def _dispatch_work(self) -> None:
         now = self._clock()
+        if self._draining and not self._drain_seen:
+            self._drain_seen = True
+            self._slot_freed()  # jobs claimed ahead go back at once when the bridge drains, not when their wait is over
         for tracked in list(self._jobs.values()):
             if tracked.busy or now < tracked.retry_at:
                 continue
@@ -871,15 +899,18 @@ class BridgeRunner:
         except (BridgeConfigError, HubRejectedError, ValueError) as e:
             self._record_outcome(tracked, NativeOutcome(NativePhase.FAILED, error=str(e)))
             return
-        state.phase = RunnerPhase.SUBMITTING
-        state.submitAttempted = True
-        d.write_state(state)
         submission = JobSubmission(
             job_id=job.jobId, job_dir=d.path, command=launch.command, resources=job.requiredResources,
             secrets=secrets, pass_env=tuple(self.config.passEnv), container_args=launch.watcher_args,
         )
         try:
-            native_id = self.backend.submit(submission)
+            with self._submit_lock if self.config.claimAheadJobs else contextlib.nullcontext():
+                if self.config.claimAheadJobs and self._waits_for_slot(tracked, job):
+                    return
+                state.phase = RunnerPhase.SUBMITTING
+                state.submitAttempted = True
+                d.write_state(state)
+                native_id = self.backend.submit(submission)
         except SubmitRetryLater as e:
             log.warning("job %s: the %s backend cannot take it now (%s); trying again in %.0f s", job.jobId, self.backend.name, e, SUBMIT_RETRY_SEC)
             state.phase, state.submitAttempted = RunnerPhase.STAGED, False
@@ -906,6 +937,66 @@ class BridgeRunner:
             tracked.cancel_sent, tracked.cancel_sent_at = True, self._clock()
         if self._hub_ok():
             self._send_running(tracked)
+
+    # ---------------------------------------------------------------- jobs claimed ahead (claimAheadJobs)
+
+    def _waits_for_slot(self, tracked: TrackedJob, job: PairioJobData) -> bool:
+        """Whether the job must wait for a slot (claimed ahead while every slot was busy); past claimAheadHoldSec, or when
+        the bridge drains, it goes back to the hub instead. Called under the submit lock: room is checked and taken at once."""
+        frees_seen = self._slot_frees
+        if self._has_room(job.requiredResources):
+            if tracked.waiting_since is not None:
+                log.debug("job %s: a slot is free after %.3f s; starting it", job.jobId, self._clock() - tracked.waiting_since)
+                tracked.waiting_since = None
+            return False
+        now = self._clock()
+        if tracked.waiting_since is None:
+            tracked.waiting_since = now
+            log.debug("job %s was claimed ahead: it starts when a slot frees (at most %g s from now)", job.jobId, self.config.claimAheadHoldSec)
+        waited = now - tracked.waiting_since
+        if self._draining or waited >= self.config.claimAheadHoldSec or not self._hub_takes_release:
+            if self._hub_takes_release:
+                why = "the bridge is stopping" if self._draining else f"no slot of this bridge freed within {waited:.0f} s"
+                self._release(tracked, f"claimed ahead while every slot was busy; {why}")
+                return True
+        tracked.retry_at = tracked.waiting_since + self.config.claimAheadHoldSec  # a job's end retries it sooner
+        if self._slot_frees != frees_seen:
+            tracked.retry_at = 0.0  # a job ended while we looked: look again at once
+        return True
+
+    def _has_room(self, resources: PairioJobRequiredResources) -> bool:
+        """A slot free for a job of ``resources``: fewer jobs handed to the backend than the bridge runs at once, and the
+        backend's free resources cover it."""
+        on_backend = sum(1 for t in list(self._jobs.values()) if t.phase in (RunnerPhase.SUBMITTING, RunnerPhase.SUBMITTED))
+        if on_backend >= self.config.max_jobs_at_once:
+            return False
+        free = self.backend.capacity()
+        return free.numCpus >= resources.numCpus and free.numGpus >= resources.numGpus and free.memoryGb >= resources.memoryGb
+
+    def _release(self, tracked: TrackedJob, reason: str) -> None:
+        """Give a job claimed ahead back to the hub (pending again for any bridge) and forget it here."""
+        tracked.retry_at = self._clock() + WORKER_RETRY_SEC  # should the hub not answer: not again at once
+        try:
+            self.hub.release(tracked.job_id, reason)
+        except HubRejectedError as e:
+            if e.status_code in (404, 405) and "no job" not in e.message:
+                log.warning("the hub does not take jobs back (%s; an older hub?): no job is claimed ahead any more", e.message)
+                self._hub_takes_release = False
+                tracked.retry_at = 0.0
+                return
+            log.info("job %s: the hub did not take it back (%s); it is not this bridge's to run", tracked.job_id, e.message)
+        self._ahead_paused = True
+        log.info("job %s given back to the hub: %s", tracked.job_id, reason)
+        tracked.state.phase = RunnerPhase.REPORTED
+        shutil.rmtree(tracked.dir.path, ignore_errors=True)  # never started: nothing in it to keep
+
+    def _slot_freed(self) -> None:
+        """A job here ended: jobs waiting for a slot look again at once, and claiming ahead may go on."""
+        self._ahead_paused = False
+        self._slot_frees += 1
+        for waiting in list(self._jobs.values()):  # also called from workers: a copy, as the main loop may add jobs
+            if waiting.waiting_since is not None:
+                waiting.retry_at = 0.0
 
     def _lazy_cache(self, job: PairioJobData) -> Optional[LazyInputs]:
         """None when the job's inputs are staged ahead; else where its processor fetches them through."""
@@ -1196,8 +1287,9 @@ class BridgeRunner:
         idle = not self._jobs
         wait = self.config.claimWaitSec if idle else self.config.pollIntervalSec
         count, capacity, scope = request.max_jobs, request.capacity, request.runs
+        self._claim_in_flight_ahead = request.ahead > 0
         if not idle:
-            claim = self._claim_pool.submit(self.hub.claim, count, wait, capacity, scope)
+            claim = self._claim_pool.submit(self.hub.claim, count, wait, capacity, scope, request.ahead)
             self._claim_in_flight = claim
             claim.add_done_callback(lambda _: self._wake.set())
             return False
@@ -1226,10 +1318,15 @@ class BridgeRunner:
         if self._claim_in_flight is not None or self._draining or self._reconcile_needed or not self._hub_ok():
             return None
         free = self.config.max_jobs_at_once - len(self._jobs) + leaving
-        if free <= 0 or any(t.held for t in self._jobs.values()):
+        if any(t.held for t in self._jobs.values()):
             return None  # a job held for a busy host is enough; the others stay pending for other bridges
+        ahead = free <= 0
+        if ahead:
+            free = self._ahead_room()
+            if free <= 0:
+                return None
         try:
-            capacity = self._free_capacity()
+            capacity = self._free_capacity(ahead=ahead)
         except Exception:  # noqa: BLE001 - a backend failure must not stop the loop; try again next cycle
             log.exception("the %s backend could not say how much room it has", self.backend.name)
             return None
@@ -1239,7 +1336,15 @@ class BridgeRunner:
         self._capacity_note = ""
         self._refresh_app_commands()  # apps added or removed since take effect in this claim
         scope = claim_scope(self.config) if self._hub_takes_scope else None
-        return ClaimRequest(min(free, MAX_CLAIM_JOBS), capacity, scope)
+        return ClaimRequest(min(free, MAX_CLAIM_JOBS), capacity, scope, ahead=self.config.claimAheadJobs if ahead else 0)
+
+    def _ahead_room(self) -> int:
+        """How many jobs may be claimed ahead of a free slot now (claimAheadJobs less the jobs not yet handed to the
+        backend); 0 while that is off, paused after a job was given back, or the hub cannot take jobs back."""
+        if not self.config.claimAheadJobs or self._ahead_paused or not self._hub_takes_release:
+            return 0
+        waiting = sum(1 for t in self._jobs.values() if t.phase in (RunnerPhase.CLAIMED, RunnerPhase.STAGED))
+        return self.config.claimAheadJobs - waiting
 
     def _claim_with_finish(self, tracked: TrackedJob) -> Optional[ClaimWithFinish]:
         """The claim a finished job's report carries for the slot it frees, made the one claim in flight;
@@ -1252,6 +1357,7 @@ class BridgeRunner:
         claim = ClaimWithFinish(request)
         claim.answer.add_done_callback(lambda _: self._wake.set())
         self._claim_in_flight = claim.answer
+        self._claim_in_flight_ahead = request.ahead > 0
         return claim
 
     def _take_claim_answer(self) -> None:
@@ -1275,6 +1381,10 @@ class BridgeRunner:
         self._claimed(jobs, idle=False)
 
     def _claim_failed(self, e: HubApiError) -> None:
+        if isinstance(e, HubRejectedError) and e.status_code == 422 and self._claim_in_flight_ahead:
+            log.warning("the hub refused a claim ahead of a free slot (%s; an older hub?): no job is claimed ahead any more", e.message)
+            self._hub_takes_release = False
+            return
         if isinstance(e, HubRejectedError) and e.status_code == 422 and self._hub_takes_scope:
             log.warning(
                 "the hub refused the claim's apps and container mode (%s); claiming without them (an older hub?): "
@@ -1295,10 +1405,16 @@ class BridgeRunner:
         if jobs:
             self._dispatch_work()
 
-    def _free_capacity(self) -> Capacity:
-        """The backend's free resources, less those of jobs claimed but not yet handed to it."""
+    def _free_capacity(self, ahead: bool = False) -> Capacity:
+        """The backend's free resources, less those of jobs claimed but not yet handed to it; ``ahead``: as they will be
+        when the largest of the running jobs has ended (what a job claimed ahead finds then)."""
         free = self.backend.capacity()
         cpus, gpus, memory = free.numCpus, free.numGpus, free.memoryGb
+        if ahead:
+            running = [t.resources for t in self._jobs.values() if t.phase is RunnerPhase.SUBMITTED and t.resources is not None]
+            if running:
+                largest = max(running, key=lambda r: (r.numCpus, r.numGpus, r.memoryGb))
+                cpus, gpus, memory = cpus + largest.numCpus, gpus + largest.numGpus, memory + largest.memoryGb
         for tracked in self._jobs.values():
             if tracked.phase in (RunnerPhase.CLAIMED, RunnerPhase.STAGED) and tracked.resources is not None:
                 cpus -= tracked.resources.numCpus

@@ -13,8 +13,8 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -467,7 +467,7 @@ class _WaitingHub:
     def my_active_jobs(self) -> list[PairioJobData]:
         return []
 
-    def claim(self, max_jobs: int, wait_sec: float, capacity: object, runs: object = None) -> list[PairioJobData]:
+    def claim(self, max_jobs: int, wait_sec: float, capacity: object, runs: object = None, ahead: int = 0) -> list[PairioJobData]:
         self.claims += 1
         self.claim_waiting.set()
         assert self.release.wait(120), "the test never let the claim go"

@@ -633,7 +633,7 @@ def test_finish_reports_console_tail_resource_log_and_status_in_one_call(api: ht
     assert r.status_code == 409 and r.json()["consoleOutputSize"] == 6
     r = api.post(url, json={**body, "resourceLog": "not json\n"}, headers=cc.headers)
     assert r.status_code == 400 and "line 1" in r.json()["detail"]
-    for bad in ({"consoleBase64": "***"}, {"consoleOffset": None}, {"status": "running"}, {"extra": 1}):
+    for bad in ({"consoleBase64": "***"}, {"consoleBase64": "Zm9v\u00dbYmFy"}, {"consoleOffset": None}, {"status": "running"}, {"extra": 1}):
         r = api.post(url, json={**body, **bad}, headers=cc.headers)
         assert r.status_code in (400, 422), (bad, r.text)
         assert "detail" in r.json()

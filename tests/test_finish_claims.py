@@ -56,8 +56,10 @@ class CountingHubApi(HubApi):
         self.finish_claims: list[Optional[int]] = []
         """jobs each finish report's claim brought (None: the report went without a claim)"""
 
-    def claim(self, max_jobs: int, wait_sec: float, capacity: Any, runs: Optional[dict[str, Any]] = None) -> list[PairioJobData]:
-        jobs = super().claim(max_jobs, wait_sec, capacity, runs)
+    def claim(
+        self, max_jobs: int, wait_sec: float, capacity: Any, runs: Optional[dict[str, Any]] = None, ahead: int = 0
+    ) -> list[PairioJobData]:
+        jobs = super().claim(max_jobs, wait_sec, capacity, runs, ahead)
         self.claim_calls.append(len(jobs))
         return jobs
 

@@ -254,21 +254,30 @@ class Capacity:
 
 @dataclass
 class SlotUsage:
-    """How many more jobs each of a client's compute slots can take."""
+    """How many more jobs each of a client's compute slots can take, and how many it may hold ahead beyond them
+    (``spare``: claimed ahead of a free slot, see ``ClaimNowBody.aheadJobs``)."""
 
     slots: list[PairioComputeClientComputeSlot]
     free: list[int] = field(default_factory=list)
+    spare: int = 0
 
     @classmethod
-    def of(cls, slots: list[PairioComputeClientComputeSlot], running: Sequence[PairioJobRequiredResources]) -> "SlotUsage":
+    def of(cls, slots: list[PairioComputeClientComputeSlot], running: Sequence[PairioJobRequiredResources], ahead: int = 0) -> "SlotUsage":
+        """``ahead``: how many jobs the client may hold beyond its slots (those it holds already count against it)."""
         usage = cls(slots=slots, free=[slot.multiplicity for slot in slots])
+        beyond = 0
         for r in running:
-            usage.take(r)  # a job that fits no slot any more (slots changed) uses none
+            # a job beyond the slots is one held ahead, or one that fits no slot any more (slots changed)
+            beyond += not usage.take(r)
+        usage.spare = max(0, ahead - beyond)
         return usage
 
     def best_slot(self, r: PairioJobRequiredResources) -> Optional[int]:
-        """The smallest free slot the job fits, keeping big slots for big jobs."""
+        """The smallest free slot the job fits, keeping big slots for big jobs; with none free but ``spare`` left, the
+        smallest it fits at all (the job waits for it at the client)."""
         fitting = [i for i, slot in enumerate(self.slots) if self.free[i] > 0 and slot.fits(r)]
+        if not fitting and self.spare > 0:
+            fitting = [i for i, slot in enumerate(self.slots) if slot.fits(r)]
         if not fitting:
             return None
         return min(fitting, key=lambda i: (self.slots[i].numGpus, self.slots[i].numCpus, self.slots[i].memoryGb, self.slots[i].timeSec))
@@ -277,11 +286,14 @@ class SlotUsage:
         i = self.best_slot(r)
         if i is None:
             return False
-        self.free[i] -= 1
+        if self.free[i] > 0:
+            self.free[i] -= 1
+        else:
+            self.spare -= 1
         return True
 
     def free_slots(self) -> list[PairioComputeClientComputeSlot]:
-        return [slot for slot, n in zip(self.slots, self.free) if n > 0]
+        return list(self.slots) if self.spare > 0 else [slot for slot, n in zip(self.slots, self.free) if n > 0]
 
 
 @dataclass
@@ -415,9 +427,10 @@ def claim_jobs(
 
 
 def claim_jobs_in(
-    s: Session, key: Optional[str], max_jobs: int, capacity: Optional[Capacity] = None, scope: Optional[ClaimScope] = None
+    s: Session, key: Optional[str], max_jobs: int, capacity: Optional[Capacity] = None, scope: Optional[ClaimScope] = None,
+    *, ahead: int = 0,
 ) -> list[ClaimedJob]:
-    """``claim_jobs`` in the caller's transaction."""
+    """``claim_jobs`` in the caller's transaction; ``ahead``: jobs the client may hold beyond its slots (``SlotUsage``)."""
     if not 1 <= max_jobs <= MAX_CLAIM_JOBS:
         raise BadRequest(f"maxJobs must be between 1 and {MAX_CLAIM_JOBS}")
     capacity = Capacity(**vars(capacity)) if capacity else Capacity()
@@ -429,7 +442,9 @@ def claim_jobs_in(
     if runnable is not None and not runnable.processors:
         return []  # nothing of this service is runnable there (e.g. a bridge with no app commands)
     running = s.execute(_RUNNING_RESOURCES, {"cc_id": cc.compute_client_id}).all()
-    usage = SlotUsage.of([PairioComputeClientComputeSlot.model_validate(x) for x in cc.compute_slots], [resources_of(j) for j in running])
+    usage = SlotUsage.of(
+        [PairioComputeClientComputeSlot.model_validate(x) for x in cc.compute_slots], [resources_of(j) for j in running], ahead
+    )
     keys: dict[str, str] = {}
     for job in _candidates(s, cc, usage, capacity, max_jobs, runnable):
         r = resources_of(job)
@@ -606,6 +621,32 @@ def add_job_note(s: Session, job_id: str, key: Optional[str], message: str) -> N
     if not message:
         raise BadRequest("the note is empty; send a message such as 'queued on Slurm: Resources'")
     add_event(s, job.job_id, None, _clean_error(job, message)[:MAX_JOB_NOTE_CHARS])
+
+
+MAX_RELEASE_REASON_CHARS = 200
+MAX_AHEAD_JOBS = 64
+
+
+def release_job(s: Session, job_id: str, key: Optional[str], reason: str) -> StatusReport:
+    """The compute client that claimed a job gives it back before starting it (it claimed ahead of a free slot and
+    none freed in time): pending again for any compute client, or failed as canceled if its user canceled it."""
+    job, caller = job_for_call(s, job_id, key)
+    if caller.by_job_key:
+        raise Forbidden(f"a job's own key cannot give job {job.job_id} back; its compute client's key can")
+    current = JobStatus(job.status)
+    if current != JobStatus.STARTING:
+        raise Conflict(
+            f"job {job.job_id} is {current.value}: only a job still starting (claimed, not yet running) can be given back; "
+            "report its end instead"
+        )
+    who = f"compute client {job.compute_client_name} ({job.compute_client_id})"
+    reason = " ".join(reason.split())[:MAX_RELEASE_REASON_CHARS] or "no reason given"
+    if job.canceled:
+        fail_job(s, job, _canceled_error(job, f"{who} gave it back before starting it"))
+    elif not _requeue(s, job, f"{who} gave the job back ({reason})"):
+        raise Conflict(f"job {job.job_id} changed while it was being given back; look at it again")
+    s.refresh(job)
+    return report_of(job)
 
 
 def _illegal_transition_message(job: Job, current: JobStatus, new: JobStatus) -> str:

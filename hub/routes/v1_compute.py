@@ -133,6 +133,11 @@ class ClaimNowBody(_Body):
     originalSdkImages: StrictBool = Field(
         default=True, description="container modes: whether it runs images built with the original Pairio SDK (their containers must reach the hub)"
     )
+    aheadJobs: int = Field(
+        default=0, ge=0, le=compute.MAX_AHEAD_JOBS,
+        description="how many jobs the client may hold beyond its slots' multiplicity: claimed ahead of a free slot, started "
+        "when one frees, given back (POST /v1/compute/jobs/{id}/release) if none frees in time",
+    )
 
     def scope(self) -> Optional[compute.ClaimScope]:
         if self.apps is None and self.containerMode is None:
@@ -143,7 +148,7 @@ class ClaimNowBody(_Body):
     def claim_in(self, s: Session, key: Optional[str]) -> list[compute.ClaimedJob]:
         """One claim attempt in the transaction of ``s``."""
         capacity = compute.Capacity(**self.capacity.model_dump()) if self.capacity else None
-        return compute.claim_jobs_in(s, key, self.maxJobs, capacity, self.scope())
+        return compute.claim_jobs_in(s, key, self.maxJobs, capacity, self.scope(), ahead=self.aheadJobs)
 
 
 class ClaimBody(ClaimNowBody):
@@ -202,6 +207,13 @@ class FinishBody(StatusBody):
 
 class NoteBody(_Body):
     message: str = Field(min_length=1, max_length=10_000, description="shown on the job's timeline (the first 1000 characters)")
+
+
+class ReleaseBody(_Body):
+    reason: str = Field(
+        default="", max_length=10_000,
+        description=f"why, for the job's timeline (the first {compute.MAX_RELEASE_REASON_CHARS} characters)",
+    )
 
 
 class StatusResult(BaseModel):
@@ -402,7 +414,7 @@ def _finish(ctx: HubContext, job_id: str, body: FinishBody, key: Optional[str]) 
             raise BadRequest("consoleBase64 needs consoleOffset: where its bytes start in the console output")
         try:
             console = (body.consoleOffset, base64.b64decode(body.consoleBase64, validate=True))
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
             raise BadRequest("consoleBase64 is not base64; send the console bytes base64-encoded") from None
     resource_log = body.resourceLog.encode() if body.resourceLog is not None else None
     try:
@@ -413,6 +425,18 @@ def _finish(ctx: HubContext, job_id: str, body: FinishBody, key: Optional[str]) 
     except compute.ConsoleOffsetMismatch as e:
         return JSONResponse({"detail": e.message, "consoleOutputSize": e.size}, status_code=e.status_code)
     return {**_status_result(report), "consoleOutputSize": console_size}
+
+
+@router.post(
+    "/jobs/{job_id}/release",
+    response_model=StatusResult,
+    responses={409: {"description": "the job is not starting any more (running or finished): report its end instead"}},
+)
+def release(job_id: str, body: ReleaseBody, ctx: Ctx, key: Key) -> Response:
+    """Give back a job this compute client claimed and has not started (claimed ahead of a free slot, none freed in
+    time): it is pending again for any compute client (failed as canceled if its user canceled it meanwhile)."""
+    with ctx.transaction() as s:
+        return _json(_status_result(compute.release_job(s, job_id, key, body.reason)))
 
 
 @router.post("/jobs/{job_id}/notes", status_code=204)
