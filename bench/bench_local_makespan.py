@@ -10,7 +10,8 @@ Per run, on this machine, back to back:
   to the hub's last final status (the bridge process's own start-up is shown apart);
 - the same again with the bridge registered with ``--python-warm-start`` (unless ``--no-warm``):
   each processor forked from the interpreter started once (bridge/local/warm_start.py), where
-  the baseline starts a new one per job;
+  the baseline starts a new one per job; and ``claimAheadJobs`` (``--claim-ahead``, 2 by default):
+  while both slots are busy the bridge holds jobs claimed ahead and starts one the moment a slot frees;
 - the same N jobs through bench/bare_pipeline.py (unless ``--no-bare``): a bare FastAPI + SQLite
   hub and a bridge of threads starting each processor under /bin/sh, nothing else; what a design
   of this shape pays on this machine at least, as its own ratio and CPU-bound floor;
@@ -24,7 +25,7 @@ how many hub requests the bridge made per job (the hub's access log), and the ra
 used allows at best (every process's CPU time on the machine's CPUs, none ever idle).
 
     python bench/bench_local_makespan.py [--jobs 500] [--slots 2] [--sleep 0]
-        [--respect-machine-load] [--poll-interval SEC] [--no-breakdown] [--no-bare] [--no-warm]
+        [--respect-machine-load] [--poll-interval SEC] [--no-breakdown] [--no-bare] [--no-warm] [--claim-ahead N]
 """
 
 from __future__ import annotations
@@ -314,7 +315,7 @@ def main() -> None:
     parser.add_argument("--respect-machine-load", action="store_true", help="register the bridge with --respect-machine-load")
     parser.add_argument("--poll-interval", type=float, default=None, help="the bridge's pollIntervalSec [default: its default]")
     parser.add_argument("--no-breakdown", action="store_true")
-    parser.add_argument("--claim-ahead", type=int, default=0, help="the bridge's claimAheadJobs in the warm-start run [default: 0, off]")
+    parser.add_argument("--claim-ahead", type=int, default=2, help="the bridge's claimAheadJobs in the warm-start run (0: off) [default: 2]")
     parser.add_argument("--no-warm", action="store_true", help="skip the run with warm start (--python-warm-start)")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare pipeline (bench/bare_pipeline.py)")
     args = parser.parse_args()
@@ -347,7 +348,8 @@ def main() -> None:
     print(f"baseline (direct, {args.slots} at a time): {before:.2f} s before, {after:.2f} s after")
     runs = [("through hub + bridge, a new interpreter per job", result)]
     if warm is not None:
-        runs.append(("through hub + bridge with warm start (--python-warm-start: processors forked from a started interpreter)", warm))
+        runs.append((f"through hub + bridge with warm start (--python-warm-start: processors forked from a started interpreter) "
+                     f"and claimAheadJobs {args.claim_ahead}", warm))
     for title, run in runs:
         print(f"{title}: {run['makespan']:.2f} s (first claim to last final status; "
               f"bridge start to first claim {run['bridge_start']:.2f} s more), ratio {run['makespan'] / base:.2f}")

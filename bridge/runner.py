@@ -824,7 +824,8 @@ class BridgeRunner:
         if self._draining and not self._drain_seen:
             self._drain_seen = True
             self._slot_freed()  # jobs claimed ahead go back at once when the bridge drains, not when their wait is over
-        for tracked in list(self._jobs.values()):
+        # jobs to start first: a finished job's report then claims for what is left (a job claimed ahead took the slot)
+        for tracked in sorted(self._jobs.values(), key=lambda t: t.phase not in (RunnerPhase.CLAIMED, RunnerPhase.STAGED)):
             if tracked.busy or now < tracked.retry_at:
                 continue
             if tracked.phase in (RunnerPhase.CLAIMED, RunnerPhase.STAGED) and tracked.job is not None:
@@ -1285,7 +1286,8 @@ class BridgeRunner:
         if request is None:
             return False
         idle = not self._jobs
-        wait = self.config.claimWaitSec if idle else self.config.pollIntervalSec
+        # a claim ahead does not wait at the hub: one that gets nothing pauses claiming ahead until a job ends here
+        wait = self.config.claimWaitSec if idle else 0.0 if request.ahead else self.config.pollIntervalSec
         count, capacity, scope = request.max_jobs, request.capacity, request.runs
         self._claim_in_flight_ahead = request.ahead > 0
         if not idle:
@@ -1322,7 +1324,7 @@ class BridgeRunner:
             return None  # a job held for a busy host is enough; the others stay pending for other bridges
         ahead = free <= 0
         if ahead:
-            free = self._ahead_room()
+            free = self._ahead_room(leaving)
             if free <= 0:
                 return None
         try:
@@ -1338,13 +1340,17 @@ class BridgeRunner:
         scope = claim_scope(self.config) if self._hub_takes_scope else None
         return ClaimRequest(min(free, MAX_CLAIM_JOBS), capacity, scope, ahead=self.config.claimAheadJobs if ahead else 0)
 
-    def _ahead_room(self) -> int:
-        """How many jobs may be claimed ahead of a free slot now (claimAheadJobs less the jobs not yet handed to the
-        backend); 0 while that is off, paused after a job was given back, or the hub cannot take jobs back."""
+    def _ahead_room(self, leaving: int = 0) -> int:
+        """How many jobs may be claimed ahead of a free slot now: claimAheadJobs less the jobs not yet handed to the
+        backend, and as the hub counts them (every job here until its end is reported, less ``leaving``); 0 while
+        that is off, paused (a job was given back, or a claim ahead got none: until a job ends here), or the hub
+        cannot take jobs back."""
         if not self.config.claimAheadJobs or self._ahead_paused or not self._hub_takes_release:
             return 0
-        waiting = sum(1 for t in self._jobs.values() if t.phase in (RunnerPhase.CLAIMED, RunnerPhase.STAGED))
-        return self.config.claimAheadJobs - waiting
+        # one a worker is submitting now is on its way to a slot (the hub holds the true count: it hands out no more)
+        waiting = sum(1 for t in self._jobs.values() if t.phase in (RunnerPhase.CLAIMED, RunnerPhase.STAGED) and not t.busy)
+        beyond_slots = len(self._jobs) - leaving - self.config.max_jobs_at_once
+        return min(self.config.claimAheadJobs - waiting, self.config.claimAheadJobs - beyond_slots)
 
     def _claim_with_finish(self, tracked: TrackedJob) -> Optional[ClaimWithFinish]:
         """The claim a finished job's report carries for the slot it frees, made the one claim in flight;
@@ -1368,6 +1374,8 @@ class BridgeRunner:
         self._claim_in_flight = None
         try:
             jobs = claim.result()
+            if self._claim_in_flight_ahead and not jobs:
+                self._ahead_paused = True
         except _ClaimAnswerLost:
             self._reconcile_needed = True  # the report that carried the claim failed, and said so (_hub_failed)
             return
