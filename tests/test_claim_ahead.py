@@ -3,7 +3,11 @@ back one that finds no free slot in time (``POST /v1/compute/jobs/{id}/release``
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
+
+from pairio.job import PairioJob
 
 from .test_bridge_e2e import Stack, hub, stack, wait_for  # noqa: F401 - the hub and stack fixtures
 
@@ -12,6 +16,19 @@ ONE_SLOT = ("--num-cpus", "1", "--multiplicity", "1")
 
 def timeline(stack: Stack, job_id: str) -> list[str]:  # noqa: F811
     return [e["message"] for e in httpx.get(f"{stack.hub.url}/v1/jobs/{job_id}/events", timeout=30).json()["events"]]
+
+
+def one_running_one_held(stack: Stack) -> tuple[PairioJob, PairioJob, Path]:  # noqa: F811
+    """A one-slot bridge that claims one job ahead: the first job runs until the returned file exists, the second is
+    held (starting at the hub) with a hold long enough never to end in a test."""
+    stack.register(*ONE_SLOT, config_updates={"claimAheadJobs": 1, "claimAheadHoldSec": 600})
+    go = stack.tmp_path / "go"
+    first = stack.submit("work", go_file=str(go))
+    second = stack.submit("work")
+    stack.bridge.start()
+    stack.wait_status(first, "running")
+    stack.wait_status(second, "starting")
+    return first, second, go
 
 
 def test_a_job_claimed_ahead_waits_for_the_slot_and_starts_when_it_frees(stack: Stack) -> None:  # noqa: F811
@@ -54,13 +71,7 @@ def test_a_job_claimed_ahead_goes_back_when_no_slot_frees_in_time(stack: Stack) 
 
 
 def test_a_job_claimed_ahead_and_canceled_fails_without_running(stack: Stack) -> None:  # noqa: F811
-    stack.register(*ONE_SLOT, config_updates={"claimAheadJobs": 1, "claimAheadHoldSec": 600})
-    go = stack.tmp_path / "go"
-    first = stack.submit("work", go_file=str(go))
-    second = stack.submit("work")
-    stack.bridge.start()
-    stack.wait_status(first, "running")
-    stack.wait_status(second, "starting")
+    first, second, go = one_running_one_held(stack)
     stack.client.cancel_job(second.jobId)
     done = stack.wait_done(second)
     assert done.status.value == "failed" and "cancel" in (done.error or ""), done.error
@@ -71,13 +82,7 @@ def test_a_job_claimed_ahead_and_canceled_fails_without_running(stack: Stack) ->
 
 
 def test_a_draining_bridge_gives_back_the_jobs_it_claimed_ahead_at_once(stack: Stack) -> None:  # noqa: F811
-    stack.register(*ONE_SLOT, config_updates={"claimAheadJobs": 1, "claimAheadHoldSec": 600})
-    go = stack.tmp_path / "go"
-    first = stack.submit("work", go_file=str(go))
-    second = stack.submit("work")
-    stack.bridge.start()
-    stack.wait_status(first, "running")
-    stack.wait_status(second, "starting")
+    first, second, go = one_running_one_held(stack)
     assert stack.bridge.process is not None
     stack.bridge.process.terminate()  # SIGTERM: drain
     stack.wait_status(second, "pending")
