@@ -271,8 +271,9 @@ class BridgeRunner:
         self._ahead_paused = False
         """a job claimed ahead was given back: none is claimed ahead again until a job ends here"""
         self._slot_frees = 0
-        self._drain_seen = False
         """how many times a job here ended (a look for a slot that saw none, while one ended, looks again)"""
+        self._drain_seen = False
+        """the drain has given back the jobs held ahead (``_dispatch_work``)"""
         self._hub_takes_release = True
         """false after the hub did not know the release call or a claim's aheadJobs (an older hub): no job is claimed ahead"""
         self._claim_in_flight_ahead = False
