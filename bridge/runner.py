@@ -956,11 +956,10 @@ class BridgeRunner:
             tracked.waiting_since = now
             log.debug("job %s was claimed ahead: it starts when a slot frees (at most %g s from now)", job.jobId, self.config.claimAheadHoldSec)
         waited = now - tracked.waiting_since
-        if self._draining or waited >= self.config.claimAheadHoldSec or not self._hub_takes_release:
-            if self._hub_takes_release:
-                why = "the bridge is stopping" if self._draining else f"no slot of this bridge freed within {waited:.0f} s"
-                self._release(tracked, f"claimed ahead while every slot was busy; {why}")
-                return True
+        if self._hub_takes_release and (self._draining or waited >= self.config.claimAheadHoldSec):
+            why = "the bridge is stopping" if self._draining else f"no slot of this bridge freed within {waited:.0f} s"
+            self._release(tracked, f"claimed ahead while every slot was busy; {why}")
+            return True
         tracked.retry_at = tracked.waiting_since + self.config.claimAheadHoldSec  # a job's end retries it sooner
         if self._slot_frees != frees_seen:
             tracked.retry_at = 0.0  # a job ended while we looked: look again at once

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import bridge.watch as bridge_watch
 from bridge.backend import Backend
 from bridge.local.backend import LocalBackend
 from bridge.local.warm_start import python_interpreter, startup_environment
@@ -131,9 +132,12 @@ def test_a_forked_processor_starts_as_python_script_args_would(tmp_path: Path) -
 def test_a_forked_processor_ends_with_the_interpreters_status(tmp_path: Path, source: str, status: int, expected: str) -> None:
     backend = warm_backend(tmp_path / "jobs")
     try:
-        _, console, result = run_job(backend, tmp_path, f"import json, os\njson.dump({{'forked': True}}, open(os.environ['RECORD'], 'w'))\n{source}")
+        record, console, result = run_job(
+            backend, tmp_path, f"import json, os, sys\njson.dump({{'forked': 'pairio_watcher' in sys.modules}}, open(os.environ['RECORD'], 'w'))\n{source}"
+        )
     finally:
         backend.close()
+    assert record["forked"] is True
     assert result["exitCode"] == status
     assert expected in console
 
@@ -207,3 +211,18 @@ def test_a_bridge_registered_with_warm_start_forks_its_jobs_processors(stack: St
     assert stack.bridge.process is not None
     launchers = [p.cmdline() for p in psutil.Process(stack.bridge.process.pid).children()]
     assert any(c[:1] == [sys.executable] and c[-1] == "--warm-start" for c in launchers), launchers
+
+
+def test_a_warm_launcher_that_cannot_start_leaves_its_jobs_to_start_cold(tmp_path: Path) -> None:
+    from bridge.local.watcher_launcher import WatcherLauncher
+
+    backend = warm_backend(tmp_path / "jobs")
+    broken = WatcherLauncher([str(tmp_path / "no-such-python")], Path(bridge_watch.__file__), lambda pid, status: None, warm_start_env={})
+    backend._warm_launchers[sys.executable] = broken  # as if this interpreter's launcher had been started and failed
+    try:
+        first, _, first_result = run_job(backend, tmp_path, RECORDING_PROCESSOR)
+        second, _, _ = run_job(backend, tmp_path, RECORDING_PROCESSOR)
+    finally:
+        backend.close()
+    assert first["forked"] is False and first_result["exitCode"] == 0
+    assert second["forked"] is False and backend._warm_launchers[sys.executable] is None  # not tried again

@@ -182,8 +182,8 @@ class LocalBackend(Backend):
             else None
         )
         self._python_warm_start = python_warm_start and self._launcher is not None
-        self._warm_launchers: dict[str, WatcherLauncher] = {}  # by interpreter
-        self._warm_failed: set[WatcherLauncher] = set()
+        self._warm_launchers: dict[str, Optional[WatcherLauncher]] = {}
+        """by interpreter; None for one whose launcher failed (its jobs start cold until the bridge restarts)"""
         if jobs_root is not None and jobs_root.is_dir():
             for job_dir in sorted(p for p in jobs_root.iterdir() if p.is_dir()):
                 self._learn(job_dir.resolve())
@@ -334,12 +334,14 @@ class LocalBackend(Backend):
         # not the operator's whole environment; the engine's settings for container mode (the watcher keeps them from the job)
         env = allowed_environment(dict(os.environ), (*job.pass_env, *ENGINE_ENV))
         log_path = job_dir / WATCHER_LOG_FILE
-        warm_launcher = self._warm_launcher(job.command, env)
-        if warm_launcher is not None:
+        interpreter = python_interpreter(job.command, env.get("PATH")) if self._python_warm_start else None
+        warm_launcher = self._warm_launcher(interpreter, env) if interpreter is not None else None
+        if interpreter is not None and warm_launcher is not None:
             try:
                 return warm_launcher.launch(watcher_args, job_dir, env, log_path)
             except (LauncherUnavailable, OSError) as e:
-                self._warm_failed.add(warm_launcher)  # under the backend's lock: submit holds it
+                self._warm_launchers[interpreter] = None  # under the backend's lock: submit holds it
+                warm_launcher.close()
                 print(f"pairio-bridge: no warm start for {job.command[0]} ({e}); its processors start as their own "
                       "interpreters until the bridge restarts", file=sys.stderr)  # fmt: skip
         if self._launcher is not None:
@@ -363,19 +365,13 @@ class LocalBackend(Backend):
             threading.Thread(target=self._wait_for_watcher, args=(watcher, self._on_job_end), name=f"watcher-{watcher.pid}", daemon=True).start()
         return watcher.pid, create_time
 
-    def _warm_launcher(self, command: Sequence[str], env: dict[str, str]) -> Optional[WatcherLauncher]:
-        """The launcher that is the command's Python interpreter, started in the watchers' environment ``env``;
-        None where warm start is off or the command is not ``PYTHON SCRIPT ...``."""
-        if not self._python_warm_start:
-            return None
-        interpreter = python_interpreter(command, env.get("PATH"))
-        if interpreter is None:
-            return None
-        launcher = self._warm_launchers.get(interpreter)  # under the backend's lock: submit holds it
-        if launcher is None:
-            launcher = WatcherLauncher([interpreter], WATCHER_SCRIPT, self._launched_watcher_ended, warm_start_env=dict(env))
-            self._warm_launchers[interpreter] = launcher
-        return None if launcher in self._warm_failed else launcher
+    def _warm_launcher(self, interpreter: str, env: dict[str, str]) -> Optional[WatcherLauncher]:
+        """The launcher that is ``interpreter``, started in the watchers' environment ``env``; None after it failed."""
+        if interpreter not in self._warm_launchers:  # under the backend's lock: submit holds it
+            self._warm_launchers[interpreter] = WatcherLauncher(
+                [interpreter], WATCHER_SCRIPT, self._launched_watcher_ended, warm_start_env=dict(env)
+            )
+        return self._warm_launchers[interpreter]
 
     def _assign_gpus(self, job: JobSubmission) -> list[str]:
         wanted = job.resources.numGpus

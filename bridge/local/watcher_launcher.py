@@ -183,10 +183,6 @@ def _psutil_create_time(pid: int) -> float:
 # ---------------------------------------------------------------- the launcher process
 
 
-def _load_watch_module(path: str) -> Any:
-    return _load_module("pairio_watcher", path)
-
-
 def _load_module(name: str, path: str) -> Any:
     import importlib.util
 
@@ -277,7 +273,7 @@ def _reap() -> set[int]:
 
 
 def serve(script: str, idle_exit_sec: float = IDLE_EXIT_SEC, warm_start: bool = False) -> int:
-    watch = _load_watch_module(script)
+    watch = _load_module("pairio_watcher", script)
     prepare = getattr(watch, "prepare_to_fork", None)  # what each watcher would do first, done once here
     if prepare is not None:
         prepare()
