@@ -17,7 +17,7 @@ hub that stops answering (stopped, or its machine swapping) never holds the brid
 for long; the first call it leaves unanswered is logged, and so is its first answer after.
 
 The key is sent per request in the Authorization header and never appears in a
-message (httpx masks it in reprs; our messages go through ``redact``).
+message (our messages go through ``redact``). The connections themselves are bridge/hub_http.py's.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ from pairio.models import PairioApp, PairioJobData, PairioJobSecret
 from pairio.status import JobStatus
 
 from .backend import Capacity
+from .hub_http import HubConnectionError, HubResponse, connections_to
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS_CODES = frozenset({500, 502, 503, 504})
-_NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 # One attempt's limit: with the retries, an idempotent call gives up after about 35 s.
 DEFAULT_TIMEOUT_SEC = 10.0
@@ -153,7 +153,7 @@ class HubApi:
         self.retry_policy = retry_policy
         # a long poll (claim, waiting heartbeat) may take this much longer than its wait: the hub's last look
         self.long_poll_margin_sec = timeout
-        self._http = httpx.Client(base_url=self.hub_url, transport=transport, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+        self._http = connections_to(self.hub_url, timeout, transport)
         self._answering_lock = threading.Lock()
         self._closed = False
         self.answering = True
@@ -180,7 +180,7 @@ class HubApi:
         content_factory: Any = None,
         timeout: Optional[float] = None,
         auth: bool = True,
-    ) -> httpx.Response:
+    ) -> HubResponse:
         """One call with retries; ``content_factory()`` makes a fresh body per attempt (a streamed file)."""
         headers = {"Authorization": f"Bearer {self._key}"} if auth else {}
         attempt = 0
@@ -188,19 +188,16 @@ class HubApi:
             last_attempt = attempt + 1 >= self.retry_policy.max_attempts
             body = content_factory() if content_factory is not None else content
             try:
-                response = self._http.request(
-                    method, path, json=json, params=params, content=body, headers=headers,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                )
-            except httpx.TransportError as e:
-                self._set_answering(False, f"{type(e).__name__} on {method} {path}")
-                if (idempotent or isinstance(e, _NOT_SENT_ERRORS)) and not last_attempt:
+                response = self._http.request(method, path, json=json, params=params, content=body, headers=headers, timeout=timeout)
+            except HubConnectionError as e:
+                self._set_answering(False, f"{e.kind} on {method} {path}")
+                if (idempotent or e.surely_not_sent) and not last_attempt:
                     time.sleep(self.retry_policy.delay(attempt))
                     attempt += 1
                     continue
-                detail = redact(str(e), self._key) or type(e).__name__
+                detail = redact(str(e), self._key) or e.kind
                 raise HubUnreachableError(
-                    f"could not reach the hub at {self.hub_url} for {method} {path} ({type(e).__name__}: {detail})"
+                    f"could not reach the hub at {self.hub_url} for {method} {path} ({e.kind}: {detail})"
                 ) from None
             finally:
                 if hasattr(body, "close"):
@@ -230,7 +227,7 @@ class HubApi:
         else:
             log.warning("the hub at %s is not answering (%s); retrying, and running jobs go on", self.hub_url, detail)
 
-    def _rejected(self, response: httpx.Response, method: str, path: str) -> HubRejectedError:
+    def _rejected(self, response: HubResponse, method: str, path: str) -> HubRejectedError:
         message = redact(hub_message(response), self._key)
         try:
             body = response.json()
@@ -246,12 +243,12 @@ class HubApi:
         return HubRejectedError(status, message, method, path, body)
 
     @staticmethod
-    def _json(response: httpx.Response) -> Any:
+    def _json(response: HubResponse) -> Any:
         try:
             return response.json()
         except ValueError:
             raise HubUnreachableError(
-                f"the answer to {response.request.method} {response.request.url.path} is not JSON; is hubUrl a Pairio hub?"
+                f"the answer to {response.method} {response.path} is not JSON; is hubUrl a Pairio hub?"
             ) from None
 
     # ---------------------------------------------------------------- the compute client

@@ -23,7 +23,7 @@ reprs, and any text the client builds goes through ``redact`` first.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, Protocol
 
 import httpx
 
@@ -149,7 +149,19 @@ def redact(text: str, *secrets: Optional[str]) -> str:
     return text
 
 
-def hub_message(response: httpx.Response) -> str:
+class AnswerWithBody(Protocol):
+    """What ``hub_message`` reads of an answer: httpx's responses, and the bridge's own (bridge/hub_http.py)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def reason_phrase(self) -> str: ...
+
+    def json(self) -> Any: ...
+
+
+def hub_message(response: AnswerWithBody) -> str:
     """The hub's error message: ``detail`` of a JSON body, else the start of the text."""
     try:
         body = response.json()

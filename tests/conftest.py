@@ -56,6 +56,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_finish_claims": ("bridge",),
     "test_files": ("hub",),
     "test_heartbeat_expiry": ("hub",),
+    "test_hub_http": ("bridge",),
     "test_hub_image": ("hub", "container"),
     "test_install_extras": ("hub", "bridge"),
     "test_bench_hub_smoke": ("hub",),
