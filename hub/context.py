@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from .claim_waiters import ClaimWaiters
 from .db.engine import make_engine, make_private_dir, make_session_factory, read_only_engine
 from .db.migrate import upgrade_database
 from .db.loop_connection import CHECKPOINT_EVERY_COMMITS, LoopBusy, is_locked, make_loop_engine
@@ -47,6 +48,8 @@ class HubContext:
     # set when a commit erased secrets: the next housekeeping empties SQLite's write-ahead log
     secrets_erased: bool = False
     stop_notifier: ComputeClientNotifier = field(default_factory=ComputeClientNotifier)
+    claim_waiters: ClaimWaiters = field(default_factory=ClaimWaiters)
+    """the claims waiting for a job, per service: none gets a job ahead while another client waits (hub/claim_waiters.py)"""
     # SQLite: this process's writers queue here instead of in SQLite's busy handler, which
     # polls with growing sleeps (seconds of tail latency under load); see transaction()
     write_lock: AbstractContextManager[object] = field(default_factory=nullcontext)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import httpx
 
+from hub.context import HubContext
+
 from .conftest import auth
-from .hubtools import Seed, hello2
-from .test_compute_api import claim, events, get_job, register, report, submit
+from .hubtools import LiveHub, Seed, hello2
+from .test_compute_api import Client, claim, events, get_job, register, report, submit
 
 
 def release(api: httpx.Client, job_id: str, key: str, reason: str = "no slot freed within 30 s") -> httpx.Response:
@@ -87,3 +94,57 @@ def test_a_claim_takes_jobs_beyond_the_slots_only_as_far_as_it_asks_ahead(api: h
     for body in ({"aheadJobs": -1}, {"aheadJobs": 65}, {"aheadJobs": "two"}):
         r = api.post("/v1/compute/claim", json=body, headers=cc.headers)
         assert r.status_code == 422, (body, r.text)
+
+
+
+ONE_SLOT = [{"numCpus": 1, "numGpus": 0, "memoryGb": 4, "timeSec": 3600, "multiplicity": 1}]
+
+
+@contextmanager
+def waiting_claims(live_hub: LiveHub, client: Client, apps: list[str]) -> Iterator[None]:
+    """``client`` long-polls claims for ``apps`` over real HTTP (in a thread) until the block ends; none gets a job."""
+    stop = threading.Event()
+    answers: list[httpx.Response] = []
+
+    def poll() -> None:
+        with httpx.Client(base_url=live_hub.url, timeout=60) as http:
+            while not stop.is_set():
+                answers.append(http.post("/v1/compute/claim", json={"apps": apps, "waitSec": 0.3}, headers=client.headers))
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    assert answers and all(r.status_code == 200 and r.json()["jobs"] == [] for r in answers)
+
+
+def test_no_job_is_claimed_ahead_while_another_client_that_runs_its_app_waits_in_a_claim(
+    api: httpx.Client, seeded: Seed, live_hub: LiveHub, ctx: HubContext
+) -> None:
+    busy, other_app = register(api, seeded, "busy", slots=ONE_SLOT), register(api, seeded, "other-app", slots=ONE_SLOT)
+    # a client of the same app that waits because the pending job does not fit it (it would wait for one that does)
+    small = register(api, seeded, "small", slots=[{**ONE_SLOT[0], "memoryGb": 0.5}])
+    jobs = [submit(api, seeded, hello2(name=f"n{i}")) for i in range(2)]
+    assert [j["jobId"] for j in claim(api, busy, apps=["hello_world"])] == [jobs[0]["jobId"]]  # its one slot is busy
+    registry = ctx.claim_waiters
+
+    with waiting_claims(live_hub, small, ["hello_world"]):
+        wait_until(lambda: registry.others_waiting(seeded.service, busy.id, frozenset({"hello_world"})), "the waiting claim")
+        assert claim(api, busy, apps=["hello_world"], aheadJobs=1) == []  # left pending for the waiting client
+        assert claim(api, busy, aheadJobs=1) == []  # a claim for any app: the same
+    wait_until(lambda: not registry.others_waiting(seeded.service, busy.id, None), "the waiting claim to end")
+
+    with waiting_claims(live_hub, other_app, ["another_app"]):  # waits for another app's jobs: no reason to hold back
+        wait_until(lambda: registry.others_waiting(seeded.service, busy.id, None), "the other app's waiting claim")
+        assert not registry.others_waiting(seeded.service, busy.id, frozenset({"hello_world"}))
+        assert [j["jobId"] for j in claim(api, busy, apps=["hello_world"], aheadJobs=1)] == [jobs[1]["jobId"]]
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)

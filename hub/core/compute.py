@@ -27,6 +27,7 @@ from pairio.models import PairioComputeClientComputeSlot, PairioJobData, PairioJ
 from pairio.names import check_name
 from pairio.status import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus, is_allowed_transition
 
+from ..claim_waiters import ClaimCall
 from ..context import HubContext, mark_runnable_changed, now_sec
 from ..db.raw import on_connection, prebuilt
 from ..db.tables import ComputeClient, Job, JobOutput
@@ -428,9 +429,10 @@ def claim_jobs(
 
 def claim_jobs_in(
     s: Session, key: Optional[str], max_jobs: int, capacity: Optional[Capacity] = None, scope: Optional[ClaimScope] = None,
-    *, ahead: int = 0,
+    *, ahead: int = 0, call: Optional[ClaimCall] = None,
 ) -> list[ClaimedJob]:
-    """``claim_jobs`` in the caller's transaction; ``ahead``: jobs the client may hold beyond its slots (``SlotUsage``)."""
+    """``claim_jobs`` in the caller's transaction; ``ahead``: jobs the client may hold beyond its slots (``SlotUsage``),
+    none while ``call`` (this claim's place among the waiting ones) sees another client of the service waiting."""
     if not 1 <= max_jobs <= MAX_CLAIM_JOBS:
         raise BadRequest(f"maxJobs must be between 1 and {MAX_CLAIM_JOBS}")
     capacity = Capacity(**vars(capacity)) if capacity else Capacity()
@@ -438,6 +440,10 @@ def claim_jobs_in(
     now = now_sec()
     _touch(cc, now, throttled=True)
     accounts.require_role(s, cc.service_name, cc.user_id, "process_jobs")
+    if call is not None:
+        call.identify(cc.service_name, cc.compute_client_id, scope.apps if scope is not None else None)
+        if ahead and call.others_waiting():
+            ahead = 0  # another bridge of the service is idle: it starts them now, not when a slot frees here
     runnable = runnable_jobs(s, cc.service_name, scope) if scope is not None else None
     if runnable is not None and not runnable.processors:
         return []  # nothing of this service is runnable there (e.g. a bridge with no app commands)

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from pairio.models import Name, PairioJobData
 from pairio.status import JobStatus
 
+from ..claim_waiters import ClaimCall
 from ..context import HubContext
 from ..core import compute
 from ..core.jobs import jobs_public
@@ -145,10 +146,10 @@ class ClaimNowBody(_Body):
         apps = frozenset(self.apps) if self.apps is not None else None
         return compute.ClaimScope(apps=apps, container_mode=self.containerMode, original_sdk_images=self.originalSdkImages)
 
-    def claim_in(self, s: Session, key: Optional[str]) -> list[compute.ClaimedJob]:
-        """One claim attempt in the transaction of ``s``."""
+    def claim_in(self, s: Session, key: Optional[str], call: Optional[ClaimCall] = None) -> list[compute.ClaimedJob]:
+        """One claim attempt in the transaction of ``s``; ``call``: the claim's place among the waiting ones."""
         capacity = compute.Capacity(**self.capacity.model_dump()) if self.capacity else None
-        return compute.claim_jobs_in(s, key, self.maxJobs, capacity, self.scope(), ahead=self.aheadJobs)
+        return compute.claim_jobs_in(s, key, self.maxJobs, capacity, self.scope(), ahead=self.aheadJobs, call=call)
 
 
 class ClaimBody(ClaimNowBody):
@@ -305,26 +306,31 @@ async def claim(body: ClaimBody, request: Request, ctx: Ctx, key: Key) -> Respon
     """
     wait_sec = min(body.waitSec, ctx.settings.claim_max_wait_sec)
     deadline = anyio.current_time() + wait_sec
-    while True:
-        generation = ctx.notifier.generation()  # read before the attempt, so a notify during it is not missed
-        claimed = await ctx.run_write(lambda s: _claim_answer(s, key, body))
-        remaining = deadline - anyio.current_time()
-        if claimed is not None or remaining <= 0:
-            return claimed if claimed is not None else _no_jobs()
-        await ctx.notifier.wait(generation, min(remaining, _recheck_interval(ctx)))
-        if await request.is_disconnected():
-            # Jobs claimed now would sit in 'starting' with nobody to run them.
-            return _no_jobs()
+    call = ctx.claim_waiters.call()
+    try:
+        while True:
+            generation = ctx.notifier.generation()  # read before the attempt, so a notify during it is not missed
+            claimed = await ctx.run_write(lambda s: _claim_answer(s, key, body, call))
+            remaining = deadline - anyio.current_time()
+            if claimed is not None or remaining <= 0:
+                return claimed if claimed is not None else _no_jobs()
+            call.start_waiting()  # meanwhile, no other client of the service gets jobs ahead
+            await ctx.notifier.wait(generation, min(remaining, _recheck_interval(ctx)))
+            if await request.is_disconnected():
+                # Jobs claimed now would sit in 'starting' with nobody to run them.
+                return _no_jobs()
+    finally:
+        call.stop_waiting()
 
 
 def _no_jobs() -> Response:
     return Response(b'{"jobs":[]}', media_type="application/json")
 
 
-def _claim_answer(s: Session, key: Optional[str], body: ClaimBody) -> Optional[Response]:
+def _claim_answer(s: Session, key: Optional[str], body: ClaimBody, call: ClaimCall) -> Optional[Response]:
     """One claim attempt in the transaction of ``s`` (``HubContext.run_write``: on SQLite on the event loop); its
     answer (``ClaimResult``'s JSON), or None when it got no job."""
-    claimed = body.claim_in(s, key)
+    claimed = body.claim_in(s, key, call)
     if not claimed:
         return None
     return Response(to_json({"jobs": [c.answer for c in claimed]}), media_type="application/json")
@@ -398,7 +404,8 @@ async def finish(job_id: str, body: FinishBody, ctx: Ctx, key: Key) -> Response:
     claim = body.claim
     if claim is not None:
         try:
-            claimed = await ctx.run_write(lambda s: claim.claim_in(s, key))
+            call = ctx.claim_waiters.call()
+            claimed = await ctx.run_write(lambda s: claim.claim_in(s, key, call))
         except HubError as e:
             # e.g. the user lost the process_jobs role: the bridge hears it from its next claim of its own
             log.info("the claim sent with job %s's finish report got nothing: %s", job_id, e)
