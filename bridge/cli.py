@@ -142,9 +142,14 @@ def _parse_app_commands(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--slurm-option", "slurm_options", multiple=True, metavar="KEY=VALUE", help="pairio-bridge slurm: any site option (README, 'Slurm site options'); VALUE may be JSON (repeatable)")
 @click.option("--pass-env", "pass_env", multiple=True, metavar="NAME", help="a variable of the bridge's environment processors also get: NAME or PREFIX_* (repeatable)")
 @click.option(
-    "--python-warm-start", is_flag=True,
+    "--python-warm-start/--no-python-warm-start", default=True, show_default=True,
     help="local bridge, container mode none: fork the processors of apps run as 'PYTHON SCRIPT ...' from that interpreter, "
-    "started once (README, 'Warm start') [default: a new interpreter per job]",
+    "started once, or start a new interpreter per job (README, 'Warm start')",
+)
+@click.option(
+    "--claim-ahead", "claim_ahead", type=click.IntRange(0, 64), default=2, show_default=True, metavar="N",
+    help="while every slot is busy and jobs run short, hold up to N more jobs, each started the moment a slot frees "
+    "(0: off; README, 'Claiming ahead')",
 )
 @click.option("--force", is_flag=True, help="register a new compute client even if DIR already has one")
 def register(
@@ -152,7 +157,8 @@ def register(
     num_cpus: Optional[int], num_gpus: Optional[int], memory_gb: Optional[float], time_sec: float,
     multiplicity: Optional[int], max_concurrent_jobs: Optional[int], respect_machine_load: bool, container: str, pull_policy: str,
     apptainer_limits: bool, slurm_partition: Optional[str], slurm_account: Optional[str], slurm_qos: Optional[str], slurm_jobs_dir: Optional[str],
-    slurm_options: tuple[str, ...], force: bool, pass_env: tuple[str, ...] = (), python_warm_start: bool = False,
+    slurm_options: tuple[str, ...], force: bool, pass_env: tuple[str, ...] = (), python_warm_start: bool = True,
+    claim_ahead: int = 2,
 ) -> None:
     """Create a compute client for SERVICE on the hub and write its configuration into DIR/bridge.json.
 
@@ -199,6 +205,7 @@ def register(
         slurm=slurm_site,
         passEnv=list(pass_env),
         pythonWarmStart=python_warm_start,
+        claimAheadJobs=claim_ahead,
     )
     save_bridge_config(bridge_dir, config)
     _warn_about_unknown_apps(settings.url, settings.api_key, service, list(app_commands))

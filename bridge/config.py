@@ -76,15 +76,16 @@ class BridgeConfig(BaseModel):
         default_factory=dict, description="container mode none: the command that runs each app, e.g. 'python /abs/main.py'"
     )
     pythonWarmStart: bool = Field(
-        default=False,
+        default=True,
         description="local bridge, container mode none: apps whose command is 'PYTHON SCRIPT ...' have each processor forked "
         "from that interpreter, started once, instead of a new interpreter per job (tens of ms of CPU less per job; see "
         "the README's 'Warm start')",
     )
     claimAheadJobs: int = Field(
-        default=0, ge=0, le=64,
-        description="jobs claimed ahead while every slot is busy, each started the moment a slot frees (0: off); for "
-        "many short jobs. A job claimed ahead that finds no free slot within claimAheadHoldSec goes back to pending",
+        default=2, ge=0, le=64,
+        description="jobs claimed ahead while every slot is busy and the jobs here typically run under 5 s, each started "
+        "the moment a slot frees (0: off). A job claimed ahead that finds no free slot within claimAheadHoldSec goes back "
+        "to pending; none is claimed ahead while another bridge of the service waits for such jobs",
     )
     claimAheadHoldSec: float = Field(
         default=30.0, gt=0, le=3600, description="how long a job claimed ahead waits for a free slot before it is given back"

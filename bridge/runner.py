@@ -102,6 +102,12 @@ RESOURCE_LOG_UPLOAD_SCALE_BYTES = 32 * 1024
 BUSY_HOST_RECHECK_SEC = 2.0
 BUSY_HOST_NOTE_PREFIX = HOST_BUSY_NOTE_PREFIX  # the hub reads these notes back as the job's waiting reason
 FINISH_CALL_MAX_LOG_BYTES = 2 * 1024 * 1024
+AHEAD_FOR_RUNS_UNDER_SEC = 5.0
+"""jobs are claimed ahead (claimAheadJobs) only while the jobs here typically run shorter than this and than half of
+claimAheadHoldSec: with long jobs a slot frees seldom, a job held ahead would mostly go back to the hub unstarted, and
+the gain (the tens of milliseconds between a job's end and the next one's start) is nothing beside its run"""
+RUN_TIME_SMOOTHING = 0.2
+"""the weight of the latest job's run time in the typical one (an exponential moving average)"""
 """a larger resource log goes in its own upload, not in the finished job's JSON report"""
 RESOURCE_LOG_FIRST_UPLOAD_SEC = 2.0
 """a running job's resource log is first sent this long after it started (a short job's goes with its report)"""
@@ -168,6 +174,8 @@ class TrackedJob:
     """claimed and staged, but waiting for other programs to leave the host room (respectMachineLoad)"""
     waiting_since: Optional[float] = None
     """claimed ahead (claimAheadJobs) and staged, waiting since then for a free slot"""
+    submitted_at: Optional[float] = None
+    """when this bridge handed it to the backend (not known for a job re-adopted after a restart)"""
     exit_grace_until: Optional[float] = None
     """an original-SDK job that reported its final status itself: stopped only if still running after this"""
     claim_with_finish: Optional[ClaimWithFinish] = None
@@ -272,6 +280,9 @@ class BridgeRunner:
         """a job claimed ahead was given back: none is claimed ahead again until a job ends here"""
         self._slot_frees = 0
         """how many times a job here ended (a look for a slot that saw none, while one ended, looks again)"""
+        self._typical_run_sec: Optional[float] = None
+        """the jobs' typical time from submission to end here (None until one ended): jobs are claimed ahead only
+        while it is short (``AHEAD_FOR_RUNS_UNDER_SEC``)"""
         self._drain_seen = False
         """the drain has given back the jobs held ahead (``_dispatch_work``)"""
         self._hub_takes_release = True
@@ -711,6 +722,8 @@ class BridgeRunner:
         return True
 
     def _record_outcome(self, tracked: TrackedJob, outcome: NativeOutcome) -> None:
+        if tracked.submitted_at is not None:
+            self._note_run_time(self._clock() - tracked.submitted_at)
         self._slot_freed()
         tracked.state.phase = RunnerPhase.FINISHED
         tracked.state.outcome = RecordedOutcome.of(outcome)
@@ -929,6 +942,7 @@ class BridgeRunner:
         state.nativeId = native_id
         d.write_state(state)
         tracked.job = None
+        tracked.submitted_at = self._clock()
         tracked.resource_log_next_upload = self._clock() + RESOURCE_LOG_FIRST_UPLOAD_SEC
         log.info("job %s (%s/%s) submitted as %s", job.jobId, job.jobDefinition.appName, job.jobDefinition.processorName, native_id)
         description = self.backend.describe(native_id)
@@ -990,6 +1004,15 @@ class BridgeRunner:
         log.info("job %s given back to the hub: %s", tracked.job_id, reason)
         tracked.state.phase = RunnerPhase.REPORTED
         shutil.rmtree(tracked.dir.path, ignore_errors=True)  # never started: nothing in it to keep
+
+    def _note_run_time(self, seconds: float) -> None:
+        typical = self._typical_run_sec
+        self._typical_run_sec = seconds if typical is None else typical + RUN_TIME_SMOOTHING * (seconds - typical)
+
+    def _jobs_run_short(self) -> bool:
+        """Whether the jobs here typically end soon enough for claiming ahead to pay (``AHEAD_FOR_RUNS_UNDER_SEC``)."""
+        typical = self._typical_run_sec
+        return typical is not None and typical < min(AHEAD_FOR_RUNS_UNDER_SEC, self.config.claimAheadHoldSec / 2)
 
     def _slot_freed(self) -> None:
         """A job here ended: jobs waiting for a slot look again at once, and claiming ahead may go on."""
@@ -1343,9 +1366,9 @@ class BridgeRunner:
     def _ahead_room(self, leaving: int = 0) -> int:
         """How many jobs may be claimed ahead of a free slot now: claimAheadJobs less the jobs not yet handed to the
         backend, and as the hub counts them (every job here until its end is reported, less ``leaving``); 0 while
-        that is off, paused (a job was given back, or a claim ahead got none: until a job ends here), or the hub
-        cannot take jobs back."""
-        if not self.config.claimAheadJobs or self._ahead_paused or not self._hub_takes_release:
+        that is off, paused (a job was given back, or a claim ahead got none: until a job ends here), while jobs here
+        run long (``_jobs_run_short``), or when the hub cannot take jobs back."""
+        if not self.config.claimAheadJobs or self._ahead_paused or not self._hub_takes_release or not self._jobs_run_short():
             return 0
         # one a worker is submitting now is on its way to a slot (the hub holds the true count: it hands out no more)
         waiting = sum(1 for t in self._jobs.values() if t.phase in (RunnerPhase.CLAIMED, RunnerPhase.STAGED) and not t.busy)
