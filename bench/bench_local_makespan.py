@@ -6,12 +6,13 @@ Per run, on this machine, back to back:
   job file) run directly N times, ``--slots`` at a time;
 - through Pairio: N jobs submitted to a real hub process (``pairio hub serve``) while no
   bridge runs, then a ``pairio-bridge local`` process with ``--slots`` slots (one CPU
-  each) started with its default timings; the makespan runs from the hub's first claim
-  to the hub's last final status (the bridge process's own start-up is shown apart);
-- the same again with the bridge registered with ``--python-warm-start`` (unless ``--no-warm``):
-  each processor forked from the interpreter started once (bridge/local/warm_start.py), where
-  the baseline starts a new one per job; and ``claimAheadJobs`` (``--claim-ahead``, 2 by default):
-  while both slots are busy the bridge holds jobs claimed ahead and starts one the moment a slot frees;
+  each) registered and started with its defaults: each processor forked from the app's
+  interpreter started once (warm start, bridge/local/warm_start.py), where the baseline starts a
+  new one per job, and jobs claimed ahead while both slots are busy, each started the moment a
+  slot frees (``--claim-ahead N`` sets claimAheadJobs); the makespan runs from the hub's first
+  claim to the hub's last final status (the bridge process's own start-up is shown apart);
+- the same again with the bridge registered with ``--no-python-warm-start --claim-ahead 0``
+  (unless ``--no-cold``): a new interpreter per job, a slot refilled only once it is free;
 - the same N jobs through bench/bare_pipeline.py (unless ``--no-bare``): a bare FastAPI + SQLite
   hub and a bridge of threads starting each processor under /bin/sh, nothing else; what a design
   of this shape pays on this machine at least, as its own ratio and CPU-bound floor;
@@ -25,7 +26,7 @@ how many hub requests the bridge made per job (the hub's access log), and the ra
 used allows at best (every process's CPU time on the machine's CPUs, none ever idle).
 
     python bench/bench_local_makespan.py [--jobs 500] [--slots 2] [--sleep 0]
-        [--respect-machine-load] [--poll-interval SEC] [--no-breakdown] [--no-bare] [--no-warm] [--claim-ahead N]
+        [--respect-machine-load] [--poll-interval SEC] [--no-breakdown] [--no-bare] [--no-cold] [--claim-ahead N]
 """
 
 from __future__ import annotations
@@ -217,19 +218,19 @@ def slot_refill_gaps(times: list[JobTimes]) -> list[float]:
 
 def through_pairio(
     hub: LoggingHub, key: str, work: Path, jobs: int, slots: int, sleep: float, respect_load: bool,
-    poll_interval: Optional[float], warm_start: bool = False, claim_ahead: int = 0,
+    poll_interval: Optional[float], cold: bool = False, claim_ahead: Optional[int] = None,
 ) -> dict[str, Any]:
     work.mkdir(parents=True)
     stack = Stack(hub, key, work)
     extra = ["--respect-machine-load"] if respect_load else []
-    if warm_start:
-        extra.append("--python-warm-start")
+    if cold:
+        extra += ["--no-python-warm-start", "--claim-ahead", "0"]
+    elif claim_ahead is not None:
+        extra += ["--claim-ahead", str(claim_ahead)]
     # the bridge's own defaults for its timings (the tests' Stack makes them faster)
     updates: dict[str, Any] = {"pollIntervalSec": 0.5, "heartbeatIntervalSec": 2.0, "claimWaitSec": 10.0}
     if poll_interval is not None:
         updates["pollIntervalSec"] = poll_interval
-    if claim_ahead:
-        updates["claimAheadJobs"] = claim_ahead
     stack.register("--num-cpus", "1", "--multiplicity", str(slots), *extra, config_updates=updates)
     try:
         submitted = [stack.submit("work", index=i, sleep=sleep) for i in range(jobs)]
@@ -315,8 +316,8 @@ def main() -> None:
     parser.add_argument("--respect-machine-load", action="store_true", help="register the bridge with --respect-machine-load")
     parser.add_argument("--poll-interval", type=float, default=None, help="the bridge's pollIntervalSec [default: its default]")
     parser.add_argument("--no-breakdown", action="store_true")
-    parser.add_argument("--claim-ahead", type=int, default=2, help="the bridge's claimAheadJobs in the warm-start run (0: off) [default: 2]")
-    parser.add_argument("--no-warm", action="store_true", help="skip the run with warm start (--python-warm-start)")
+    parser.add_argument("--claim-ahead", type=int, default=None, help="the bridge's claimAheadJobs in the run with its defaults [default: its default]")
+    parser.add_argument("--no-cold", action="store_true", help="skip the run with a new interpreter per job and no claims ahead")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare pipeline (bench/bare_pipeline.py)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -332,10 +333,10 @@ def main() -> None:
         try:
             result = through_pairio(
                 hub, key, work / "pairio", args.jobs, args.slots, args.sleep, args.respect_machine_load, args.poll_interval,
+                claim_ahead=args.claim_ahead,
             )
-            warm = None if args.no_warm else through_pairio(
-                hub, key, work / "warm", args.jobs, args.slots, args.sleep, args.respect_machine_load, args.poll_interval,
-                warm_start=True, claim_ahead=args.claim_ahead,
+            cold = None if args.no_cold else through_pairio(
+                hub, key, work / "cold", args.jobs, args.slots, args.sleep, args.respect_machine_load, args.poll_interval, cold=True,
             )
         finally:
             hub.stop()
@@ -346,10 +347,11 @@ def main() -> None:
     print(f"{args.jobs} jobs, {args.slots} slots, processor sleep {args.sleep:g} s, machine-load check {load}, "
           f"pollIntervalSec {args.poll_interval if args.poll_interval is not None else 'default'}")
     print(f"baseline (direct, {args.slots} at a time): {before:.2f} s before, {after:.2f} s after")
-    runs = [("through hub + bridge, a new interpreter per job", result)]
-    if warm is not None:
-        runs.append((f"through hub + bridge with warm start (--python-warm-start: processors forked from a started interpreter) "
-                     f"and claimAheadJobs {args.claim_ahead}", warm))
+    ahead = f"claimAheadJobs {args.claim_ahead}" if args.claim_ahead is not None else "claiming ahead as by default"
+    runs = [(f"through hub + bridge with its defaults (warm start, {ahead})", result)]
+    if cold is not None:
+        runs.append(("through hub + bridge with --no-python-warm-start --claim-ahead 0 (a new interpreter per job, "
+                     "a slot refilled once free)", cold))
     for title, run in runs:
         print(f"{title}: {run['makespan']:.2f} s (first claim to last final status; "
               f"bridge start to first claim {run['bridge_start']:.2f} s more), ratio {run['makespan'] / base:.2f}")
@@ -363,8 +365,8 @@ def main() -> None:
               f"no features): {bare['makespan']:.2f} s, ratio {bare['makespan'] / base:.2f}")
         print(f"  CPU per job: {cpu}; {cpu_bound(bare, base)}")
     print(f"ratio: {result['makespan'] / base:.2f}")
-    if warm is not None:
-        print(f"ratio with warm start: {warm['makespan'] / base:.2f}")
+    if cold is not None:
+        print(f"ratio with a new interpreter per job and no claims ahead: {cold['makespan'] / base:.2f}")
 
 
 def cpu_bound(result: dict[str, Any], base: float) -> str:

@@ -103,9 +103,9 @@ BUSY_HOST_RECHECK_SEC = 2.0
 BUSY_HOST_NOTE_PREFIX = HOST_BUSY_NOTE_PREFIX  # the hub reads these notes back as the job's waiting reason
 FINISH_CALL_MAX_LOG_BYTES = 2 * 1024 * 1024
 AHEAD_FOR_RUNS_UNDER_SEC = 5.0
-"""jobs are claimed ahead (claimAheadJobs) only while the jobs here typically run shorter than this and than half of
-claimAheadHoldSec: with long jobs a slot frees seldom, a job held ahead would mostly go back to the hub unstarted, and
-the gain (the tens of milliseconds between a job's end and the next one's start) is nothing beside its run"""
+"""jobs are claimed ahead (claimAheadJobs) only while the jobs here typically run shorter than this (or before any
+ended): with long jobs a slot frees seldom, a job held ahead would mostly go back to the hub unstarted, and the gain
+(the tens of milliseconds between a job's end and the next one's start) is nothing beside its run"""
 RUN_TIME_SMOOTHING = 0.2
 """the weight of the latest job's run time in the typical one (an exponential moving average)"""
 """a larger resource log goes in its own upload, not in the finished job's JSON report"""
@@ -282,7 +282,7 @@ class BridgeRunner:
         """how many times a job here ended (a look for a slot that saw none, while one ended, looks again)"""
         self._typical_run_sec: Optional[float] = None
         """the jobs' typical time from submission to end here (None until one ended): jobs are claimed ahead only
-        while it is short (``AHEAD_FOR_RUNS_UNDER_SEC``)"""
+        while it is unknown or short (``AHEAD_FOR_RUNS_UNDER_SEC``)"""
         self._drain_seen = False
         """the drain has given back the jobs held ahead (``_dispatch_work``)"""
         self._hub_takes_release = True
@@ -1010,9 +1010,10 @@ class BridgeRunner:
         self._typical_run_sec = seconds if typical is None else typical + RUN_TIME_SMOOTHING * (seconds - typical)
 
     def _jobs_run_short(self) -> bool:
-        """Whether the jobs here typically end soon enough for claiming ahead to pay (``AHEAD_FOR_RUNS_UNDER_SEC``)."""
+        """Whether the jobs here typically end soon enough for claiming ahead to pay (``AHEAD_FOR_RUNS_UNDER_SEC``); before
+        any ended, yes: long ones send the jobs held ahead back once, and no job ends, so none is claimed ahead again."""
         typical = self._typical_run_sec
-        return typical is not None and typical < min(AHEAD_FOR_RUNS_UNDER_SEC, self.config.claimAheadHoldSec / 2)
+        return typical is None or typical < AHEAD_FOR_RUNS_UNDER_SEC
 
     def _slot_freed(self) -> None:
         """A job here ended: jobs waiting for a slot look again at once, and claiming ahead may go on."""

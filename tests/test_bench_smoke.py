@@ -23,7 +23,7 @@ def test_local_makespan_bench_runs_and_says_where_the_time_went() -> None:
     assert "result.json -> final status at hub" in out and "hub requests from the bridge" in out, out
     assert "CPU-bound floor of the ratio" in out, out
     assert "bare pipeline (bench/bare_pipeline.py" in out and out.count("CPU-bound floor of the ratio") == 3, out
-    assert "ratio with warm start: " in out, out
+    assert "ratio with a new interpreter per job and no claims ahead: " in out, out
 
 
 def test_cancel_bench_runs_and_gives_its_ratio() -> None:

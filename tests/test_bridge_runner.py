@@ -602,3 +602,19 @@ def test_a_job_prepared_while_the_main_loop_reads_changed_app_commands_gets_the_
         assert seen == [{"hello_world": "/bin/true"}]
     finally:
         runner.close()
+
+
+def test_jobs_are_claimed_ahead_only_while_the_jobs_here_run_short() -> None:
+    runner = BridgeRunner(make_config(claimAheadJobs=2), _EndingBackend(), _WaitingHub())  # type: ignore[arg-type]
+    assert runner._ahead_room() == 2  # before any job ended: yes (long ones go back once, and then it stops)
+    runner._note_run_time(0.05)
+    assert runner._ahead_room() == 2
+    for _ in range(20):  # jobs of a minute: a slot frees seldom, and a held job would mostly go back
+        runner._note_run_time(60.0)
+    assert runner._ahead_room() == 0
+    runner._note_run_time(0.05)  # one short job among long ones does not turn it on again
+    assert runner._ahead_room() == 0
+    for _ in range(40):
+        runner._note_run_time(0.05)
+    assert runner._ahead_room() == 2
+    assert BridgeRunner(make_config(claimAheadJobs=0), _EndingBackend(), _WaitingHub())._ahead_room() == 0  # type: ignore[arg-type]

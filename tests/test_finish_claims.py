@@ -115,6 +115,7 @@ class Run:
 def _run_jobs(api: httpx.Client, seeded: Seed, live_hub: LiveHub, tmp_path: Path, label: str, count: int, hub_class: type[CountingHubApi]) -> Run:
     """``count`` jobs run by a runner with one slot until it is idle; each must have completed, and run once."""
     job_ids, config = _client_and_jobs(api, seeded, live_hub, tmp_path, label, count)
+    config = config.model_copy(update={"claimAheadJobs": 0})  # one job per freed slot (claims ahead: test_claim_ahead.py)
     hub = hub_class(config.hubUrl, config.computeClientPrivateKey)
     backend = CountingBackend(config.jobs_path)
     runner = run_until_idle(config, backend, hub)

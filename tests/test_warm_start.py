@@ -197,11 +197,12 @@ def test_the_interpreters_start_up_settings_are_compared_not_the_jobs_own() -> N
 
 
 
-def test_a_bridge_registered_with_warm_start_forks_its_jobs_processors(stack: Stack) -> None:  # noqa: F811
-    """Through the real hub and ``pairio-bridge local``: the register flag reaches bridge.json and the bridge, whose
-    warm launcher is the app's interpreter; jobs complete with their console and outputs."""
-    stack.register("--python-warm-start")
-    assert json.loads((stack.bridge_dir / "bridge.json").read_text())["pythonWarmStart"] is True
+def test_a_bridge_registered_with_its_defaults_forks_its_jobs_processors(stack: Stack) -> None:  # noqa: F811
+    """Through the real hub and ``pairio-bridge local``: warm start is the default, in bridge.json and in the bridge,
+    whose warm launcher is the app's interpreter; jobs complete with their console and outputs."""
+    stack.register()
+    config = json.loads((stack.bridge_dir / "bridge.json").read_text())
+    assert config["pythonWarmStart"] is True and config["claimAheadJobs"] == 2
     stack.bridge.start()
     produce = stack.submit("produce", outputs=[{"name": "output", "fileBaseName": "greeting.txt"}], message="Hello, warm!", text="warm text")
     done = stack.wait_done(produce)
@@ -211,6 +212,18 @@ def test_a_bridge_registered_with_warm_start_forks_its_jobs_processors(stack: St
     assert stack.bridge.process is not None
     launchers = [p.cmdline() for p in psutil.Process(stack.bridge.process.pid).children()]
     assert any(c[:1] == [sys.executable] and c[-1] == "--warm-start" for c in launchers), launchers
+
+
+def test_a_bridge_registered_without_warm_start_starts_an_interpreter_per_job(stack: Stack) -> None:  # noqa: F811
+    stack.register("--no-python-warm-start", "--claim-ahead", "0")
+    config = json.loads((stack.bridge_dir / "bridge.json").read_text())
+    assert config["pythonWarmStart"] is False and config["claimAheadJobs"] == 0
+    stack.bridge.start()
+    done = stack.wait_done(stack.submit("work", message="cold"))
+    assert done.status.value == "completed", (done.error, stack.bridge.log)
+    assert stack.bridge.process is not None
+    launchers = [p.cmdline() for p in psutil.Process(stack.bridge.process.pid).children()]
+    assert not any(c[-1:] == ["--warm-start"] for c in launchers), launchers
 
 
 def test_a_warm_launcher_that_cannot_start_leaves_its_jobs_to_start_cold(tmp_path: Path) -> None:
