@@ -1349,7 +1349,8 @@ class BridgeRunner:
         ahead = free <= 0
         if ahead:
             free = self._ahead_room(leaving)
-            if free <= 0:
+            if free <= 0 or (not leaving and free < self.config.claimAheadJobs):
+                # a claim of its own goes for a whole refill; short of that, the next finish report's claim tops it up
                 return None
         try:
             capacity = self._free_capacity(ahead=ahead)
@@ -1371,10 +1372,15 @@ class BridgeRunner:
         run long (``_jobs_run_short``), or when the hub cannot take jobs back."""
         if not self.config.claimAheadJobs or self._ahead_paused or not self._hub_takes_release or not self._jobs_run_short():
             return 0
-        # one a worker is submitting now is on its way to a slot (the hub holds the true count: it hands out no more)
-        waiting = sum(1 for t in self._jobs.values() if t.phase in (RunnerPhase.CLAIMED, RunnerPhase.STAGED) and not t.busy)
+        # one a worker is submitting now is on its way to a slot (the hub holds the true count: it hands out no more);
+        # so is one that will take the slot of a job leaving, which the claim of that job's finish report refills
+        waiting = self._jobs_waiting_for_a_slot()
         beyond_slots = len(self._jobs) - leaving - self.config.max_jobs_at_once
-        return min(self.config.claimAheadJobs - waiting, self.config.claimAheadJobs - beyond_slots)
+        return min(self.config.claimAheadJobs - max(0, waiting - leaving), self.config.claimAheadJobs - beyond_slots)
+
+    def _jobs_waiting_for_a_slot(self) -> int:
+        """Jobs claimed and not handed to the backend, none of them being prepared or submitted right now."""
+        return sum(1 for t in list(self._jobs.values()) if t.phase in (RunnerPhase.CLAIMED, RunnerPhase.STAGED) and not t.busy)
 
     def _claim_with_finish(self, tracked: TrackedJob) -> Optional[ClaimWithFinish]:
         """The claim a finished job's report carries for the slot it frees, made the one claim in flight;
@@ -1439,14 +1445,14 @@ class BridgeRunner:
 
     def _free_capacity(self, ahead: bool = False) -> Capacity:
         """The backend's free resources, less those of jobs claimed but not yet handed to it; ``ahead``: as they will be
-        when the largest of the running jobs has ended (what a job claimed ahead finds then)."""
+        once the running jobs have ended (what the jobs claimed ahead find as slots free, one by one: claimAheadJobs and
+        the hub's count of them bound how many)."""
         free = self.backend.capacity()
         cpus, gpus, memory = free.numCpus, free.numGpus, free.memoryGb
         if ahead:
-            running = [t.resources for t in self._jobs.values() if t.phase is RunnerPhase.SUBMITTED and t.resources is not None]
-            if running:
-                largest = max(running, key=lambda r: (r.numCpus, r.numGpus, r.memoryGb))
-                cpus, gpus, memory = cpus + largest.numCpus, gpus + largest.numGpus, memory + largest.memoryGb
+            for t in self._jobs.values():
+                if t.phase is RunnerPhase.SUBMITTED and t.resources is not None:
+                    cpus, gpus, memory = cpus + t.resources.numCpus, gpus + t.resources.numGpus, memory + t.resources.memoryGb
         for tracked in self._jobs.values():
             if tracked.phase in (RunnerPhase.CLAIMED, RunnerPhase.STAGED) and tracked.resources is not None:
                 cpus -= tracked.resources.numCpus

@@ -618,3 +618,27 @@ def test_jobs_are_claimed_ahead_only_while_the_jobs_here_run_short() -> None:
         runner._note_run_time(0.05)
     assert runner._ahead_room() == 2
     assert BridgeRunner(make_config(claimAheadJobs=0), _EndingBackend(), _WaitingHub())._ahead_room() == 0  # type: ignore[arg-type]
+
+
+def test_a_claim_of_its_own_while_every_slot_is_busy_asks_for_a_whole_refill_of_jobs_ahead(tmp_path: Path) -> None:
+    from bridge.runner import TrackedJob
+
+    runner = BridgeRunner(make_config(claimAheadJobs=2), _EndingBackend(), _WaitingHub())  # type: ignore[arg-type]
+    runner._reconcile_needed = False  # as once its jobs were compared with the hub's at the start
+
+    def track(job_id: str, phase: RunnerPhase) -> None:
+        runner._jobs[job_id] = TrackedJob(dir=JobDir(tmp_path / job_id), state=JobState(jobId=job_id, phase=phase), resources=RESOURCES)
+
+    track("a", RunnerPhase.SUBMITTED)
+    track("b", RunnerPhase.SUBMITTED)  # both slots busy, nothing held
+    request = runner._claim_request()
+    assert request is not None and request.max_jobs == 2 and request.ahead == 2
+    track("c", RunnerPhase.STAGED)  # one held: room for one more
+    assert runner._claim_request() is None  # not a claim of its own for it: a finish report's claim tops it up
+    request = runner._claim_request(leaving=1)  # the finish report of a or b: c takes that slot, two may come ahead
+    assert request is not None and request.max_jobs == 2 and request.ahead == 2
+    track("d", RunnerPhase.STAGED)
+    request = runner._claim_request(leaving=1)
+    assert request is not None and request.max_jobs == 1
+    track("e", RunnerPhase.STAGED)
+    assert runner._claim_request(leaving=1) is None  # two held already beyond the slot c will take
