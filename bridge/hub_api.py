@@ -312,13 +312,15 @@ class HubApi:
     def finish(
         self, job_id: str, status: JobStatus, error: Optional[str] = None, *, image_digest: Optional[str] = None,
         console: Optional[tuple[int, bytes]] = None, resource_log: Optional[bytes] = None, claim: Optional[ClaimRequest] = None,
+        started_ago: Optional[float] = None,
     ) -> FinishAnswer:
         """A finished job's console tail (offset, bytes), resource log and final status in one call (idempotent).
 
         With ``claim``, the hub also claims jobs for the slot the job frees (``FinishAnswer.claimed``); such a call
         is not retried once sent, as a claim is not (a lost answer may have claimed jobs: see ``my_active_jobs``).
+        ``started_ago``: the job's 'running' report was not sent; it ran from that many seconds before this call.
         Raises ConsoleOffsetError as ``append_console_output`` does; a hub without the call answers 404/405, and
-        one without claims in it 422.
+        one without claims or startedAgoSec in it 422.
         """
         payload: dict[str, Any] = {"status": status.value}
         if error is not None:
@@ -331,6 +333,8 @@ class HubApi:
             payload["resourceLog"] = resource_log.decode("utf-8", errors="replace")
         if claim is not None:
             payload["claim"] = claim.body()
+        if started_ago is not None:
+            payload["startedAgoSec"] = round(started_ago, 3)
         path = f"/v1/compute/jobs/{_segment(job_id)}/finish"
         body = self._json(self._request("POST", path, json=payload, idempotent=claim is None))
         claimed = body.get("claimedJobs")

@@ -102,6 +102,9 @@ RESOURCE_LOG_UPLOAD_SCALE_BYTES = 32 * 1024
 BUSY_HOST_RECHECK_SEC = 2.0
 BUSY_HOST_NOTE_PREFIX = HOST_BUSY_NOTE_PREFIX  # the hub reads these notes back as the job's waiting reason
 FINISH_CALL_MAX_LOG_BYTES = 2 * 1024 * 1024
+RUNNING_REPORT_DELAY_SEC = 0.5
+"""a job's 'running' report waits this long after its start: a job that ends sooner has it in its finish report
+(``startedAgoSec``), one call instead of two, as most short jobs do"""
 AHEAD_FOR_RUNS_UNDER_SEC = 5.0
 """jobs are claimed ahead (claimAheadJobs) only while the jobs here typically run shorter than this (or before any
 ended): with long jobs a slot frees seldom, a job held ahead would mostly go back to the hub unstarted, and the gain
@@ -176,6 +179,8 @@ class TrackedJob:
     """claimed ahead (claimAheadJobs) and staged, waiting since then for a free slot"""
     submitted_at: Optional[float] = None
     """when this bridge handed it to the backend (not known for a job re-adopted after a restart)"""
+    running_report_due: float = 0.0
+    """its 'running' report goes no sooner (``RUNNING_REPORT_DELAY_SEC``)"""
     exit_grace_until: Optional[float] = None
     """an original-SDK job that reported its final status itself: stopped only if still running after this"""
     claim_with_finish: Optional[ClaimWithFinish] = None
@@ -285,6 +290,8 @@ class BridgeRunner:
         while it is unknown or short (``AHEAD_FOR_RUNS_UNDER_SEC``)"""
         self._drain_seen = False
         """the drain has given back the jobs held ahead (``_dispatch_work``)"""
+        self._hub_takes_started_ago = True
+        """false after the hub refused a finish report's startedAgoSec (an older hub): 'running' goes at the start"""
         self._hub_takes_release = True
         """false after the hub did not know the release call or a claim's aheadJobs (an older hub): no job is claimed ahead"""
         self._claim_in_flight_ahead = False
@@ -734,9 +741,12 @@ class BridgeRunner:
         tracked.dir.write_state(tracked.state)
 
     def _report_running(self) -> None:
-        """Retry 'running' reports that failed right after submission (the hub was down)."""
+        """'running' reports now due (``RUNNING_REPORT_DELAY_SEC``), and those that failed right after submission (the hub was down)."""
+        now = self._clock()
         for tracked in list(self._jobs.values()):
             if tracked.busy or tracked.phase is not RunnerPhase.SUBMITTED or tracked.state.runningReported:
+                continue
+            if now < tracked.running_report_due:
                 continue
             if not self._hub_ok():
                 return
@@ -951,8 +961,15 @@ class BridgeRunner:
         if tracked.cancel_requested:  # asked while it was being submitted
             self.backend.cancel([native_id])
             tracked.cancel_sent, tracked.cancel_sent_at = True, self._clock()
-        if self._hub_ok():
+        if self._defers_running(tracked):
+            tracked.running_report_due = tracked.submitted_at + RUNNING_REPORT_DELAY_SEC
+        elif self._hub_ok():
             self._send_running(tracked)
+
+    def _defers_running(self, tracked: TrackedJob) -> bool:
+        """Whether the job's 'running' report may wait (``RUNNING_REPORT_DELAY_SEC``), to go with its finish report if
+        it ends first: not for an original-SDK job (its processor talks to the hub itself) nor with an older hub."""
+        return self._finish_call and self._hub_takes_started_ago and not tracked.state.originalSdk
 
     # ---------------------------------------------------------------- jobs claimed ahead (claimAheadJobs)
 
@@ -1153,14 +1170,21 @@ class BridgeRunner:
                 error = "the job's process (original Pairio SDK) ended without reporting its final status to the hub"
         elif state.outcome.phase is NativePhase.SUCCEEDED:
             status, error = tracked.uploaded or self._upload_outputs(tracked)
-        if status is JobStatus.COMPLETED and not state.runningReported:
+        started_ago: Optional[float] = None
+        if not state.runningReported and state.nativeId and tracked.submitted_at is not None and self._defers_running(tracked):
+            started_ago = max(0.0, self._clock() - tracked.submitted_at)  # it ran: the finish report says since when
+        elif status is JobStatus.COMPLETED and not state.runningReported:
             if not self._send_running(tracked):
                 return
         if error is not None:
             error = tracked.masked(error)
         # an original-SDK job uploads its console output itself: only its resource log goes from here
-        answer = self._finish_in_one_call(tracked, status, error, claim) if self._finish_call and not state.originalSdk else None
+        answer = (
+            self._finish_in_one_call(tracked, status, error, claim, started_ago) if self._finish_call and not state.originalSdk else None
+        )
         if answer is None:
+            if started_ago is not None and not state.runningReported and not self._send_running(tracked):
+                return  # the parts go one by one: 'running' first
             if state.runningReported or state.nativeId:
                 if not state.originalSdk:
                     self._send_console(tracked, None)
@@ -1192,10 +1216,12 @@ class BridgeRunner:
         return True
 
     def _finish_in_one_call(
-        self, tracked: TrackedJob, status: JobStatus, error: Optional[str], claim: Optional[ClaimWithFinish] = None
+        self, tracked: TrackedJob, status: JobStatus, error: Optional[str], claim: Optional[ClaimWithFinish] = None,
+        started_ago: Optional[float] = None,
     ) -> Optional[StatusAnswer]:
         """The console's last bytes, the resource log and the final status in one call (the slot is free sooner),
-        and ``claim``, when the main loop attached one: its answer is settled as soon as the hub's comes.
+        and ``claim``, when the main loop attached one: its answer is settled as soon as the hub's comes;
+        ``started_ago``: the job's 'running' report was not sent, it ran from that many seconds ago.
 
         None when the separate calls must do it: more console output than one call carries, a resource
         log too large, a hub without the call, or a refusal (they report or explain it as they always did).
@@ -1218,15 +1244,21 @@ class BridgeRunner:
                 claim.sent = True
             answer = self.hub.finish(
                 tracked.job_id, status, error, image_digest=state.outcome.imageDigest, console=console, resource_log=resource_log,
-                claim=claim.request if claim is not None else None,
+                claim=claim.request if claim is not None else None, started_ago=started_ago,
             )
         except HubRejectedError as e:
             if claim is not None:
                 claim.answer.set_result([])  # a refused call claims nothing
+            if started_ago is not None and e.status_code == 422 and "startedAgo" in e.message:
+                log.info("the hub refused a finish report's startedAgoSec (%s; an older hub?); reporting 'running' apart", e.message)
+                self._hub_takes_started_ago = False
+                if not self._send_running(tracked):
+                    return None
+                return self._finish_in_one_call(tracked, status, error)
             if claim is not None and e.status_code == 422:
                 log.info("the hub refused a claim in a finish report (%s; an older hub?); claiming for freed slots apart", e.message)
                 self._hub_takes_finish_claims = False
-                return self._finish_in_one_call(tracked, status, error)
+                return self._finish_in_one_call(tracked, status, error, started_ago=started_ago)
             self._finish_refused(tracked, e)
             return None
         # no answer at all (HubUnreachableError): _finish settles the claim as lost

@@ -7,6 +7,7 @@ test_heartbeat_expiry).
 from __future__ import annotations
 
 import base64
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -692,3 +693,38 @@ def test_finish_with_a_claim_fills_the_slot_the_job_frees(api: httpx.Client, see
     assert get_job(api, third["jobId"])["status"] == "pending"
     # without a claim the answer is as before
     assert "claimedJobs" not in finish(second["jobId"]).json()
+
+
+def test_a_short_job_is_reported_running_and_finished_in_one_call(api: httpx.Client, seeded: Seed) -> None:
+    cc = register(api, seeded)
+    jobs = [submit(api, seeded, hello1(f"short {i}")) for i in range(3)]
+    claimed = claim(api, cc, maxJobs=3)
+    assert len(claimed) == 3
+    first, second, third = (j["jobId"] for j in jobs)
+    claimed_at = get_job(api, first)["timestampStartingSec"]
+    url = "/v1/compute/jobs/{}/finish"
+    # without startedAgoSec, a job still starting cannot complete: it never ran, as far as the hub knows
+    r = api.post(url.format(first), json={"status": "completed"}, headers=cc.headers)
+    assert r.status_code == 409 and "starting" in r.json()["detail"]
+    r = api.post(url.format(first), json={"status": "completed", "startedAgoSec": 0.25}, headers=cc.headers)
+    assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+    done = get_job(api, first)
+    assert claimed_at <= done["timestampStartedSec"] <= done["timestampFinishedSec"]
+    statuses = [e["status"] for e in events(api, first) if e["status"]]
+    assert statuses[-3:] == ["starting", "running", "completed"], statuses
+    # never before its claim, however long ago the bridge says; a failure the same way; a repeat changes nothing
+    r = api.post(url.format(second), json={"status": "failed", "error": "exit 1", "startedAgoSec": 10_000}, headers=cc.headers)
+    assert r.status_code == 200 and r.json()["status"] == "failed"
+    assert get_job(api, second)["timestampStartedSec"] >= get_job(api, second)["timestampStartingSec"]
+    again = api.post(url.format(second), json={"status": "failed", "error": "exit 1", "startedAgoSec": 1}, headers=cc.headers)
+    assert again.status_code == 200 and [e["status"] for e in events(api, second)].count("running") == 1
+    # a job already running: the field changes nothing; bad values are refused and lose nothing
+    assert report(api, third, cc.key, "running").status_code == 200
+    started = get_job(api, third)["timestampStartedSec"]
+    for bad in (-1, "soon", 1e12, float("nan")):
+        r = api.post(url.format(third), content=json.dumps({"status": "completed", "startedAgoSec": bad}).encode(),
+                     headers={**cc.headers, "Content-Type": "application/json"})
+        assert r.status_code == 422, (bad, r.text)
+    assert get_job(api, third)["status"] == "running"
+    r = api.post(url.format(third), json={"status": "completed", "startedAgoSec": 5}, headers=cc.headers)
+    assert r.status_code == 200 and get_job(api, third)["timestampStartedSec"] == started

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import httpx
+import pytest
 
+from bridge import runner as runner_module
 from bridge.backend import JobSubmission
 from bridge.config import BridgeConfig
 from bridge.hub_api import ClaimRequest, FinishAnswer, HubApi, HubUnreachableError
@@ -53,6 +55,7 @@ class CountingHubApi(HubApi):
         super().__init__(*args, **kwargs)
         self.claim_calls: list[int] = []
         """jobs each claim call of its own brought"""
+        self.status_calls = 0
         self.finish_claims: list[Optional[int]] = []
         """jobs each finish report's claim brought (None: the report went without a claim)"""
 
@@ -62,6 +65,10 @@ class CountingHubApi(HubApi):
         jobs = super().claim(max_jobs, wait_sec, capacity, runs, ahead)
         self.claim_calls.append(len(jobs))
         return jobs
+
+    def set_status(self, *args: Any, **kwargs: Any) -> Any:
+        self.status_calls += 1
+        return super().set_status(*args, **kwargs)
 
     def finish(self, job_id: str, status: JobStatus, error: Optional[str] = None, **kwargs: Any) -> FinishAnswer:
         answer = super().finish(job_id, status, error, **kwargs)
@@ -95,6 +102,20 @@ class OlderHubApi(CountingHubApi):
             return super().finish(job_id, status, error, **kwargs)
         self.refused += 1
         self._request("POST", f"/v1/compute/jobs/{job_id}/finish", json={"status": status.value, "claimOnANewerHub": claim.body()})
+        raise AssertionError("the hub took a field it does not know")
+
+
+class NoStartedAgoHubApi(CountingHubApi):
+    """A finish report with startedAgoSec goes as to a hub without that field (before it, 'running' went apart): the
+    hub refuses it (422), as ours refuses any field it does not know."""
+
+    refused = 0
+
+    def finish(self, job_id: str, status: JobStatus, error: Optional[str] = None, *, started_ago: Optional[float] = None, **kwargs: Any) -> FinishAnswer:
+        if started_ago is None:
+            return super().finish(job_id, status, error, **kwargs)
+        self.refused += 1
+        self._request("POST", f"/v1/compute/jobs/{job_id}/finish", json={"status": status.value, "startedAgoOnANewerHub": started_ago})
         raise AssertionError("the hub took a field it does not know")
 
 
@@ -156,3 +177,27 @@ def test_against_a_hub_without_claims_in_reports_the_freed_slot_is_claimed_apart
         assert hub.finish_claims == [None, None, None]
         assert sum(hub.claim_calls) == 3
         assert not runner._hub_takes_finish_claims
+
+
+def test_against_a_hub_without_started_ago_running_is_reported_apart(
+    seeded: Seed, live_hub: LiveHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "RUNNING_REPORT_DELAY_SEC", 3600.0)  # every job's 'running' would go with its end
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        run = _run_jobs(api, seeded, live_hub, tmp_path, "no-started-ago", 3, NoStartedAgoHubApi)
+        assert isinstance(run.hub, NoStartedAgoHubApi)
+        # refused once, then 'running' went apart at each start (each job's events, checked by _run_jobs: starting,
+        # running, completed)
+        assert run.hub.refused == 1 and not run.runner._hub_takes_started_ago
+
+
+def test_a_job_that_ends_before_its_running_report_is_due_is_reported_in_one_call(
+    seeded: Seed, live_hub: LiveHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "RUNNING_REPORT_DELAY_SEC", 3600.0)
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        run = _run_jobs(api, seeded, live_hub, tmp_path, "one-call", 2, CountingHubApi)
+        assert run.hub.status_calls == 0, "no call of its own for 'running'"
+        for job_id in run.job_ids:
+            job = api.get(f"/v1/jobs/{job_id}").json()
+            assert job["timestampStartingSec"] <= job["timestampStartedSec"] <= job["timestampFinishedSec"]

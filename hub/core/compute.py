@@ -631,6 +631,7 @@ def add_job_note(s: Session, job_id: str, key: Optional[str], message: str) -> N
 
 MAX_RELEASE_REASON_CHARS = 200
 MAX_AHEAD_JOBS = 64
+MAX_STARTED_AGO_SEC = 366 * 24 * 3600.0
 
 
 def release_job(s: Session, job_id: str, key: Optional[str], reason: str) -> StatusReport:
@@ -665,10 +666,13 @@ def _illegal_transition_message(job: Job, current: JobStatus, new: JobStatus) ->
     )
 
 
-def _mark_running(s: Session, job: Job) -> None:
+def _mark_running(s: Session, job: Job, at: Optional[float] = None) -> None:
     job.status = JobStatus.RUNNING.value
-    job.timestamp_started_sec = now_sec()
-    add_event(s, job.job_id, JobStatus.RUNNING, f"running on compute client {job.compute_client_name} ({job.compute_client_id})")
+    job.timestamp_started_sec = now_sec() if at is None else at
+    add_event(
+        s, job.job_id, JobStatus.RUNNING, f"running on compute client {job.compute_client_name} ({job.compute_client_id})",
+        at=job.timestamp_started_sec,
+    )
 
 
 _MISSING_OUTPUTS = (
@@ -880,10 +884,13 @@ def _store_resource_log(ctx: HubContext, s: Session, job: Job, data: bytes) -> N
 def finish_job(
     ctx: HubContext, s: Session, job_id: str, key: Optional[str], status: JobStatus, error: Optional[str], *,
     image_digest: Optional[str] = None, console: Optional[tuple[int, bytes]] = None, resource_log: Optional[bytes] = None,
+    started_ago_sec: Optional[float] = None,
 ) -> tuple[StatusReport, int]:
     """A bridge's last words on a job in one transaction: its console's last bytes (offset, data),
     its resource log, then its final status; each checked as in its own call, and all or nothing.
 
+    ``started_ago_sec``: a job still ``starting`` here ran from that many seconds ago, its 'running' report
+    not sent (a short job): it is recorded running from then (not before its claim) first.
     A repeat of a report that already went through (its answer was lost) changes nothing.
     Returns the status report and the console bytes received.
     """
@@ -891,6 +898,10 @@ def finish_job(
         raise BadRequest(f"a job finishes as completed or failed, not {status.value}; report running with /status")
     job, caller = job_for_call(s, job_id, key)  # once: the steps below take the job as read and locked here
     current = JobStatus(job.status)
+    if current == JobStatus.STARTING and started_ago_sec is not None:
+        now = now_sec()
+        _mark_running(s, job, at=max(job.timestamp_starting_sec or now, now - started_ago_sec))
+        current = JobStatus.RUNNING
     if current != status and not is_allowed_transition(current, status):
         raise Conflict(_illegal_transition_message(job, current, status))  # before anything is written
     path = ctx.files.console_output_path(job.job_id)

@@ -71,8 +71,9 @@ class JobCreate:
     deleteFailing: bool = False
 
 
-def add_event(s: Session, job_id: str, status: Optional[JobStatus], message: str) -> None:
-    s.add(JobEvent(job_id=job_id, timestamp_sec=now_sec(), status=status.value if status else None, message=message))
+def add_event(s: Session, job_id: str, status: Optional[JobStatus], message: str, at: Optional[float] = None) -> None:
+    """A line on the job's timeline, at ``at`` (default: now)."""
+    s.add(JobEvent(job_id=job_id, timestamp_sec=now_sec() if at is None else at, status=status.value if status else None, message=message))
 
 
 def output_url(ctx: HubContext, job_id: str, name: str, file_base_name: str) -> str:

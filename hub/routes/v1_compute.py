@@ -198,6 +198,12 @@ class FinishBody(StatusBody):
     consoleOffset: Optional[int] = Field(default=None, ge=0, le=MAX_CONSOLE_OFFSET, description="where consoleBase64's bytes start")
     consoleBase64: Optional[str] = Field(default=None, description="the console output's last bytes, base64; with consoleOffset")
     resourceLog: Optional[str] = Field(default=None, description="the whole resource utilization log (JSON lines)")
+    startedAgoSec: Optional[float] = Field(
+        default=None, ge=0, le=compute.MAX_STARTED_AGO_SEC, allow_inf_nan=False,
+        description="for a job still starting at the hub: it ran, without a 'running' report of its own (a short job "
+        "reported in one call), from this many seconds before this call; the hub records it running from then (never "
+        "before it was claimed), then its end",
+    )
     claim: Optional[ClaimNowBody] = Field(
         default=None,
         description="claim jobs for the slot this job frees, once its report is committed, as POST /v1/compute/claim would "
@@ -428,6 +434,7 @@ def _finish(ctx: HubContext, job_id: str, body: FinishBody, key: Optional[str]) 
         with ctx.transaction() as s:
             report, console_size = compute.finish_job(
                 ctx, s, job_id, key, body.status, body.error, image_digest=body.imageDigest, console=console, resource_log=resource_log,
+                started_ago_sec=body.startedAgoSec,
             )
     except compute.ConsoleOffsetMismatch as e:
         return JSONResponse({"detail": e.message, "consoleOutputSize": e.size}, status_code=e.status_code)
