@@ -750,7 +750,11 @@ class BridgeRunner:
                 continue
             if not self._hub_ok():
                 return
-            self._send_running(tracked)
+            # by a reporting worker: with many jobs starting at once, the main loop (polls, claims) never waits on these
+            self._start_worker(tracked, self._send_running_report, self._report_pool)
+
+    def _send_running_report(self, tracked: TrackedJob) -> None:
+        self._send_running(tracked)
 
     def _send_running(self, tracked: TrackedJob) -> bool:
         """Report 'running'; False when the hub is unreachable (retried later)."""
