@@ -280,7 +280,7 @@ class BridgeRunner:
         self._hub_takes_scope = True
         """false after the hub refused the claim's apps and container mode (an older hub): claims go without them"""
         self._submit_lock = threading.Lock()
-        """with claimAheadJobs: a job's look for a free slot and its submission, one job at a time"""
+        """with claimAheadJobs: a job's look for a free slot and its taking it (the phase SUBMITTING), one job at a time"""
         self._ahead_paused = False
         """a job claimed ahead was given back: none is claimed ahead again until a job ends here"""
         self._slot_frees = 0
@@ -936,10 +936,12 @@ class BridgeRunner:
             with self._submit_lock if self.config.claimAheadJobs else contextlib.nullcontext():
                 if self.config.claimAheadJobs and self._waits_for_slot(tracked, job):
                     return
+                # on the backend from here, as the next look for room counts: the slot is taken, the lock can go
+                # (submissions, an sbatch each on Slurm, go on side by side)
                 state.phase = RunnerPhase.SUBMITTING
-                state.submitAttempted = True
-                d.write_state(state)
-                native_id = self.backend.submit(submission)
+            state.submitAttempted = True
+            d.write_state(state)
+            native_id = self.backend.submit(submission)
         except SubmitRetryLater as e:
             log.warning("job %s: the %s backend cannot take it now (%s); trying again in %.0f s", job.jobId, self.backend.name, e, SUBMIT_RETRY_SEC)
             state.phase, state.submitAttempted = RunnerPhase.STAGED, False
