@@ -156,7 +156,8 @@ class KeepAliveConnections:
         return HubResponse(answer.status, answer.reason, data, method, path)
 
     def _host_header(self) -> str:
-        return self.host if self.port == 80 else f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address, as the URL wrote it
+        return host if self.port == 80 else f"{host}:{self.port}"
 
     def _take(self) -> http.client.HTTPConnection:
         """An idle connection that still looks open (none idle too long, none the server closed), else a new one."""

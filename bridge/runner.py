@@ -102,6 +102,7 @@ RESOURCE_LOG_UPLOAD_SCALE_BYTES = 32 * 1024
 BUSY_HOST_RECHECK_SEC = 2.0
 BUSY_HOST_NOTE_PREFIX = HOST_BUSY_NOTE_PREFIX  # the hub reads these notes back as the job's waiting reason
 FINISH_CALL_MAX_LOG_BYTES = 2 * 1024 * 1024
+"""a larger resource log goes in its own upload, not in the finished job's JSON report"""
 RUNNING_REPORT_DELAY_SEC = 0.5
 """a job's 'running' report waits this long after its start: a job that ends sooner has it in its finish report
 (``startedAgoSec``), one call instead of two, as most short jobs do"""
@@ -111,7 +112,6 @@ ended): with long jobs a slot frees seldom, a job held ahead would mostly go bac
 (the tens of milliseconds between a job's end and the next one's start) is nothing beside its run"""
 RUN_TIME_SMOOTHING = 0.2
 """the weight of the latest job's run time in the typical one (an exponential moving average)"""
-"""a larger resource log goes in its own upload, not in the finished job's JSON report"""
 RESOURCE_LOG_FIRST_UPLOAD_SEC = 2.0
 """a running job's resource log is first sent this long after it started (a short job's goes with its report)"""
 

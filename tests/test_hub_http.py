@@ -99,6 +99,8 @@ def server() -> Iterator[tuple[str, Seen]]:
 def test_plain_http_to_a_direct_hub_goes_over_kept_alive_connections() -> None:
     assert isinstance(connections_to("http://127.0.0.1:9", 5.0), KeepAliveConnections)
     assert isinstance(connections_to("https://hub.example.org", 5.0), HttpxConnections)
+    ipv6 = connections_to("http://[::1]:8080/pairio", 5.0)
+    assert isinstance(ipv6, KeepAliveConnections) and ipv6._host_header() == "[::1]:8080" and ipv6.base_path == "/pairio"
 
 
 def test_a_hub_behind_a_proxy_goes_through_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
