@@ -142,12 +142,13 @@ def _parse_app_commands(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--slurm-option", "slurm_options", multiple=True, metavar="KEY=VALUE", help="pairio-bridge slurm: any site option (README, 'Slurm site options'); VALUE may be JSON (repeatable)")
 @click.option("--pass-env", "pass_env", multiple=True, metavar="NAME", help="a variable of the bridge's environment processors also get: NAME or PREFIX_* (repeatable)")
 @click.option(
-    "--python-warm-start/--no-python-warm-start", default=True, show_default=True,
+    "--python-warm-start/--no-python-warm-start", default=BridgeConfig.model_fields["pythonWarmStart"].default, show_default=True,
     help="local bridge, container mode none: fork the processors of apps run as 'PYTHON SCRIPT ...' from that interpreter, "
     "started once, or start a new interpreter per job (README, 'Warm start')",
 )
 @click.option(
-    "--claim-ahead", "claim_ahead", type=click.IntRange(0, 64), default=2, show_default=True, metavar="N",
+    "--claim-ahead", "claim_ahead", type=click.IntRange(0, 64), default=BridgeConfig.model_fields["claimAheadJobs"].default,
+    show_default=True, metavar="N",
     help="while every slot is busy and jobs run short, hold up to N more jobs, each started the moment a slot frees "
     "(0: off; README, 'Claiming ahead')",
 )

@@ -179,8 +179,6 @@ class TrackedJob:
     """claimed ahead (claimAheadJobs) and staged, waiting since then for a free slot"""
     submitted_at: Optional[float] = None
     """when this bridge handed it to the backend (not known for a job re-adopted after a restart)"""
-    running_report_due: float = 0.0
-    """its 'running' report goes no sooner (``RUNNING_REPORT_DELAY_SEC``)"""
     exit_grace_until: Optional[float] = None
     """an original-SDK job that reported its final status itself: stopped only if still running after this"""
     claim_with_finish: Optional[ClaimWithFinish] = None
@@ -746,7 +744,7 @@ class BridgeRunner:
         for tracked in list(self._jobs.values()):
             if tracked.busy or tracked.phase is not RunnerPhase.SUBMITTED or tracked.state.runningReported:
                 continue
-            if now < tracked.running_report_due:
+            if self._running_report_waits(tracked, now):
                 continue
             if not self._hub_ok():
                 return
@@ -967,15 +965,17 @@ class BridgeRunner:
         if tracked.cancel_requested:  # asked while it was being submitted
             self.backend.cancel([native_id])
             tracked.cancel_sent, tracked.cancel_sent_at = True, self._clock()
-        if self._defers_running(tracked):
-            tracked.running_report_due = tracked.submitted_at + RUNNING_REPORT_DELAY_SEC
-        elif self._hub_ok():
-            self._send_running(tracked)
+        if not self._defers_running(tracked) and self._hub_ok():
+            self._send_running(tracked)  # else at its due time (_report_running) or with its finish report
 
     def _defers_running(self, tracked: TrackedJob) -> bool:
         """Whether the job's 'running' report may wait (``RUNNING_REPORT_DELAY_SEC``), to go with its finish report if
         it ends first: not for an original-SDK job (its processor talks to the hub itself) nor with an older hub."""
         return self._finish_call and self._hub_takes_started_ago and not tracked.state.originalSdk
+
+    def _running_report_waits(self, tracked: TrackedJob, now: float) -> bool:
+        """Whether a started job's deferred 'running' report is not due yet (a re-adopted job's is due at once)."""
+        return tracked.submitted_at is not None and self._defers_running(tracked) and now < tracked.submitted_at + RUNNING_REPORT_DELAY_SEC
 
     # ---------------------------------------------------------------- jobs claimed ahead (claimAheadJobs)
 
