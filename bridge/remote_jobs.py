@@ -52,6 +52,7 @@ from .jobdir import CONSOLE_FILE_NAME, RESOURCE_LOG_FILE_NAME, RESULT_FILE_NAME,
 from .local.resources import local_directives
 from .shell import CommandNotFoundError, Shell, ShellError
 from .watch import MASKING_SCRIPT_FILE, SECRETS_FILE, write_secrets_file
+from .watcher_code import bootstrap_argv
 
 log = logging.getLogger("bridge.remote")
 
@@ -359,7 +360,8 @@ class RemoteJobs:
         # -I: PYTHON* variables and the user site there never change what the watcher runs; -S where /proc
         # serves instead of psutil: the watcher needs only the standard library, and starts sooner without site
         flags = ["-I", "-S"] if self._procfs else ["-I"]
-        return [self.python, *flags, self.watcher_path, "--job-dir", remote, *directives, *watcher_args, "--", *processor]
+        # imported by a bootstrap, not run as a script: its bytecode is compiled once per host, not once per job
+        return [self.python, *flags, *bootstrap_argv(self.watcher_path), "--job-dir", remote, *directives, *watcher_args, "--", *processor]
 
     def launch(
         self, job_dir: Path, watcher_argv: Sequence[str], *, pass_env: Sequence[str] = (), cpus: Sequence[int] = ()

@@ -25,6 +25,7 @@ from bridge.slurm import (
     slurm_resource_options,
 )
 from bridge.slurm.states import SLURM_STATE_ERROR
+from bridge.watcher_code import BOOTSTRAP_CODE
 from pairio.models import PairioJobRequiredResources
 
 DATA = Path(__file__).parent / "data" / "slurm"
@@ -224,7 +225,7 @@ def test_script_runs_the_watcher_and_records_its_exit_code(tmp_path: Path, exit_
     assert not (tmp_path / "pwned").exists()
     argv = (tmp_path / "argv.txt").read_text().splitlines()
     assert argv == [  # -S: this machine has /proc, so the watcher needs no site-packages
-        "-I", "-S", str(job_dir / "pairio_watch.py"), "--job-dir", str(job_dir), "--time-sec", "90", "--memory-gb", "1.5", "--num-cpus", "2",
+        "-I", "-S", "-c", BOOTSTRAP_CODE, str(job_dir / "pairio_watch.py"), "--job-dir", str(job_dir), "--time-sec", "90", "--memory-gb", "1.5", "--num-cpus", "2",
         "--pass-env=SLURM_*", "--pass-env=HDF5_USE_FILE_LOCKING", "--pass-env=LAB_NOTE", "--gpus", "0,1", "--", *HOSTILE_ARGV,
     ]
     assert (tmp_path / "note.txt").read_text() == "it's a \"test\" $(whoami)"

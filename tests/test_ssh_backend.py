@@ -10,6 +10,7 @@ remote one (``run_dir``), which is a local path here.
 from __future__ import annotations
 
 import http.server
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ from bridge.remote_jobs import RemoteJobs, map_argument, remote_job_file
 from bridge.shell import CommandNotFoundError, LocalShell
 from bridge.ssh.backend import SshBackend
 from bridge.ssh.connection import SshShell
+from bridge.watcher_code import BOOTSTRAP_CODE
 from pairio.jobfile import JOB_FILE_NAME, PairioJobFile, PairioJobFileInput, PairioJobFileOutput
 from pairio.models import PairioJobRequiredResources
 
@@ -387,13 +389,14 @@ def test_the_mirror_works_through_any_shell(tmp_path: Path) -> None:
     remote_dir = remote.upload(job.job_dir)
     assert remote_dir == str(tmp_path / "elsewhere" / "jobs" / job.job_id)
     argv = remote.watcher_command(job.job_dir, job.command, job.resources, watcher_args=["--sample-interval-sec", "0.1"])
-    assert argv[:5] == [sys.executable, "-I", remote.watcher_path, "--job-dir", remote_dir]
+    assert argv[:7] == [sys.executable, "-I", "-c", BOOTSTRAP_CODE, remote.watcher_path, "--job-dir", remote_dir]
     assert remote.launch(job.job_dir, argv)["state"] == "launched"
     assert remote.launch(job.job_dir, argv)["state"] in ("launched-before", "ended")  # never twice
     progress = wait_for(lambda: remote.sync([job.job_dir])[job.job_dir], lambda p: p.outcome is not None, 20)
     assert progress.outcome is not None and progress.outcome.phase == NativePhase.SUCCEEDED
     assert (job.job_dir / "console.txt").read_text() == "through the seam\n"
     assert (job.job_dir / "outputs" / "out" / "out.txt").read_text() == "written there"
+    assert Path(importlib.util.cache_from_source(remote.watcher_path)).is_file(), "imported, so its bytecode is cached for the next job"
     remote.remove(job.job_dir)
     assert not Path(remote_dir).exists()
     assert remote.sync([job.job_dir])[job.job_dir].outcome is not None  # the local mirror is complete: nothing asked

@@ -49,6 +49,7 @@ from bridge.local.backend import read_watcher_result
 from bridge.remote_jobs import RemoteJobs, map_argument
 from bridge.shell import LocalShell, Shell, ShellError, ShellUnavailableError
 from bridge.watch import read_file_tail, tail_text
+from bridge.watcher_code import write_bytecode
 
 from .commands import SbatchRejectedError, SlurmCommands, SlurmUnavailableError, check_slurm_job_id
 from .script import (
@@ -294,8 +295,9 @@ class SlurmBackend(Backend):
                 command = [map_argument(a, job_dir, there) for a in job.command]
                 script_dir, watcher_path = Path(there), self.remote.watcher_path
             else:
-                shutil.copyfile(watch.__file__, job_dir / WATCHER_SCRIPT_FILE)
-                shutil.copyfile(watch.masking.__file__, job_dir / MASKING_SCRIPT_FILE)
+                for source, copy in ((watch.__file__, job_dir / WATCHER_SCRIPT_FILE), (watch.masking.__file__, job_dir / MASKING_SCRIPT_FILE)):
+                    shutil.copyfile(source, copy)
+                    write_bytecode(copy, Path(source))  # the watcher imports its copy: nothing to compile on the node
                 if job.secrets:
                     watch.write_secrets_file(job_dir, job.secrets)  # on the shared file system; never in sbatch's environment
                 command, script_dir, watcher_path = job.command, job_dir, ""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pairio.models import PairioJobRequiredResources
 
+from ..watcher_code import BOOTSTRAP_CODE
 from .site import GpuStyle, MemoryStyle, SlurmSiteOptions
 
 EXIT_CODE_FILE = "slurm_exit_code"
@@ -198,9 +199,11 @@ def render_sbatch_script(
     # -I: PYTHON* variables and the user site never change what the watcher runs. -S where the node has /proc:
     # the watcher then needs only the standard library (else psutil), and starts without importing site
     lines.append('WATCHER_FLAGS="-I"; if [ -r /proc/self/stat ]; then WATCHER_FLAGS="-I -S"; fi')
+    # the watcher (the copy in the job directory, or over SSH the one in the cluster's tools directory) is imported
+    # by a constant bootstrap, not run as a script, so its cached bytecode is used (bridge/watcher_code.py)
     watcher = [
-        (f'"$PYTHON" $WATCHER_FLAGS {q(watcher_path)}' if watcher_path else f'"$PYTHON" $WATCHER_FLAGS "$JOB_DIR/{WATCHER_SCRIPT_FILE}"')
-        + ' --job-dir "$JOB_DIR"',
+        f'"$PYTHON" $WATCHER_FLAGS -c {q(BOOTSTRAP_CODE)} '
+        + (q(watcher_path) if watcher_path else f'"$JOB_DIR/{WATCHER_SCRIPT_FILE}"') + ' --job-dir "$JOB_DIR"',
         f"--time-sec {_number(resources.timeSec)}",
         f"--memory-gb {_number(resources.memoryGb)}",
         f"--num-cpus {resources.numCpus}",

@@ -27,5 +27,5 @@ module load python/3.11
 source /shared/venvs/pairio/bin/activate
 set -u
 WATCHER_FLAGS="-I"; if [ -r /proc/self/stat ]; then WATCHER_FLAGS="-I -S"; fi
-"$PYTHON" $WATCHER_FLAGS "$JOB_DIR/pairio_watch.py" --job-dir "$JOB_DIR" --time-sec 61 --memory-gb 1.1 --num-cpus 4 '--pass-env=SLURM_*' --pass-env=HDF5_USE_FILE_LOCKING --pass-env=LAB_NOTE --gpus "${CUDA_VISIBLE_DEVICES:-}" -- python /apps/main.py
+"$PYTHON" $WATCHER_FLAGS -c 'import importlib.util as u, sys; s = u.spec_from_file_location("pairio_watch", sys.argv.pop(1)); m = u.module_from_spec(s); sys.modules[s.name] = m; s.loader.exec_module(m); sys.exit(m.main())' "$JOB_DIR/pairio_watch.py" --job-dir "$JOB_DIR" --time-sec 61 --memory-gb 1.1 --num-cpus 4 '--pass-env=SLURM_*' --pass-env=HDF5_USE_FILE_LOCKING --pass-env=LAB_NOTE --gpus "${CUDA_VISIBLE_DEVICES:-}" -- python /apps/main.py
 exit $?
