@@ -348,6 +348,12 @@ class HubApi:
         """A line on the job's timeline (e.g. why it waits in the cluster's queue)."""
         self._request("POST", f"/v1/compute/jobs/{_segment(job_id)}/notes", json={"message": message})
 
+    def add_notes(self, notes: Sequence[tuple[str, str]]) -> list[tuple[str, int, str]]:
+        """Lines on the timelines of several jobs (job id, message) in one call; the ones the hub refused, as (job id,
+        HTTP status, why). An older hub has no such call: HubRejectedError with status 404 or 405."""
+        response = self._request("POST", "/v1/compute/notes", json={"notes": [{"jobId": j, "message": m} for j, m in notes]})
+        return [(str(r["jobId"]), int(r["statusCode"]), str(r["detail"])) for r in self._json(response)["refused"]]
+
     def append_console_output(self, job_id: str, offset: int, data: bytes) -> int:
         """Write ``data`` at ``offset`` of the job's console output; returns the hub's new size."""
         response = self._request(

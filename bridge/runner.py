@@ -74,6 +74,7 @@ from .hub_api import (
 )
 from .images import app_images, image_report
 from .jobdir import JobDir, JobState, RecordedOutcome, RunnerPhase, job_dirs, remove_old_job_dirs
+from .note_outbox import NoteOutbox
 from .original_sdk import OriginalSdkNetwork
 from .staging import CACHE_VISIBLE_TO_PROCESSOR, InputCache, InputStaging, StagingError, input_staging_for
 from .watch import SECRETS_FILE
@@ -169,7 +170,7 @@ class TrackedJob:
     resource_log_sent_size: int = 0
     resource_log_next_upload: float = 0.0
     last_note: Optional[str] = None
-    """the latest queue/progress note sent to the hub's timeline, so a note is sent only when it changes"""
+    """the latest queue/progress note for the hub's timeline (queued or sent), so a note is sent only when it changes"""
     secret_values: list[str] = field(default_factory=list)
     """the job's secret values, held to mask them in what the runner logs, records and reports (from the hub
     again after a restart: its list of this client's jobs includes them)"""
@@ -228,6 +229,9 @@ class BridgeRunner:
         self._app_commands_lock = threading.Lock()
         self.backend = backend
         self.hub = hub_api
+        self.notes = NoteOutbox(hub_api)
+        """the jobs' timeline notes, sent together once per pass of the main loop"""
+        self._notes_in_flight = False
         self.exit_when_idle = exit_when_idle
         self.cache = input_cache or InputCache(config.cache_path)
         self.jobs_root = config.jobs_path
@@ -397,6 +401,7 @@ class BridgeRunner:
         self._stream_console()
         self._stream_resource_logs()
         self._dispatch_work()
+        self._send_queued_notes()
         self._forget_reported()
         self._log_status()
         if not self._claim():
@@ -704,16 +709,39 @@ class BridgeRunner:
         else:
             return
         if note != tracked.last_note and self._hub_ok():
-            # by a reporting worker: a note per job (each a hub call) must not hold up the main loop's polls and claims
-            self._start_worker(tracked, lambda t: self._send_note(t, note), self._report_pool)
+            self._queue_note(tracked, note)
 
-    def _send_note(self, tracked: TrackedJob, note: str) -> None:
-        note = tracked.masked(note)
-        if self._send_running_job_extra(tracked, "a note", lambda: self.hub.add_note(tracked.job_id, note)):
-            tracked.last_note = note
+    def _queue_note(self, tracked: TrackedJob, note: str) -> None:
+        """A line for the job's timeline: it goes with the other notes of this pass, in one call (``_send_notes``)."""
+        tracked.last_note = note
+        self.notes.put(tracked.job_id, tracked.masked(note))
+
+    def _send_queued_notes(self) -> None:
+        """Hand the notes queued so far to a reporting worker: the main loop never waits for the hub."""
+        if self._notes_in_flight or not self._hub_ok():
+            return
+        notes = self.notes.take()
+        if notes:
+            self._notes_in_flight = True
+            self._report_pool.submit(self._send_notes, notes)
+
+    def _send_notes(self, notes: list[tuple[str, str]]) -> None:
+        try:
+            self.notes.send(notes)
+        except HubApiError as e:
+            self._hub_failed(e)
+            for job_id, _ in notes:  # noted again at the next look, once the hub answers
+                if (tracked := self._jobs.get(job_id)) is not None:
+                    tracked.last_note = None
+        except Exception:  # noqa: BLE001 - notes are worth a log line, not the bridge
+            log.exception("could not send %d note(s) to the hub", len(notes))
+        finally:
+            self.notes.done(notes)
+            self._notes_in_flight = False
+            self._wake.set()  # a finish report held back for its job's note may go now
 
     def _send_running_job_extra(self, tracked: TrackedJob, what: str, call: Callable[[], object]) -> bool:
-        """A running job's note or resource log to the hub (by a reporting worker); False when the hub is down,
+        """A running job's resource log to the hub (by a reporting worker); False when the hub is down,
         so it goes again later. A refusal is logged and not retried."""
         if not self._hub_ok():
             return False
@@ -859,7 +887,7 @@ class BridgeRunner:
             elif tracked.phase is RunnerPhase.SUBMITTING:
                 # backend.submit raised something unexpected: find out, as after a restart, whether the job started
                 self._start_worker(tracked, self._recover_interrupted_submission)
-            elif tracked.phase is RunnerPhase.FINISHED and self._hub_ok():
+            elif tracked.phase is RunnerPhase.FINISHED and self._hub_ok() and not self.notes.waiting_for(tracked.job_id):
                 if self._uploads_first(tracked):
                     # apart from the report: a claim that report carries must not wait out a long upload
                     self._start_worker(tracked, self._upload_finished_outputs, self._report_pool)
@@ -961,7 +989,7 @@ class BridgeRunner:
         log.info("job %s (%s/%s) submitted as %s", job.jobId, job.jobDefinition.appName, job.jobDefinition.processorName, native_id)
         description = self.backend.describe(native_id)
         if description:
-            self._send_note(tracked, f"submitted as {description}")
+            self._queue_note(tracked, f"submitted as {description}")
         if tracked.cancel_requested:  # asked while it was being submitted
             self.backend.cancel([native_id])
             tracked.cancel_sent, tracked.cancel_sent_at = True, self._clock()
@@ -1069,7 +1097,7 @@ class BridgeRunner:
             return False
         if not (tracked.last_note or "").startswith(BUSY_HOST_NOTE_PREFIX):
             log.info("job %s waits: %s (respectMachineLoad)", job.jobId, reason)
-            self._send_note(tracked, BUSY_HOST_NOTE_PREFIX + reason)
+            self._queue_note(tracked, BUSY_HOST_NOTE_PREFIX + reason)
         else:
             log.debug("job %s still waits: %s", job.jobId, reason)
         tracked.retry_at = self._clock() + BUSY_HOST_RECHECK_SEC

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import httpx
+import pytest
 from sqlalchemy import update
 
 from hub.context import HubContext
@@ -616,6 +617,71 @@ def test_notes_go_on_the_timeline_of_an_active_job_only(api: httpx.Client, seede
     assert api.post(url, json={"message": "not mine"}, headers=auth(seeded.key)).status_code in (401, 403)
     assert report(api, job["jobId"], key, "failed", "stopped").status_code == 200
     assert api.post(url, json={"message": "too late"}, headers=auth(key)).status_code == 409
+
+
+def test_notes_of_several_jobs_go_in_one_call_each_taken_or_refused_on_its_own(api: httpx.Client, seeded: Seed) -> None:
+    client, other = register(api, seeded, "cc"), register(api, seeded, "other")
+    jobs = [submit(api, seeded, hello1(f"notes {i}"), secrets=[{"name": "TOKEN", "value": "s3cr3t-value"}]) for i in range(3)]
+    mine = claim(api, client, maxJobs=2)
+    (theirs,) = claim(api, other)
+    ended = mine[1]
+    assert report(api, ended["jobId"], client.key, "failed", "stopped").status_code == 200
+    notes = [
+        {"jobId": mine[0]["jobId"], "message": "submitted as Slurm job 7"},
+        {"jobId": mine[0]["jobId"], "message": "waiting in the slurm queue: Priority (token s3cr3t-value)"},
+        {"jobId": ended["jobId"], "message": "too late"},
+        {"jobId": theirs["jobId"], "message": "not mine"},
+        {"jobId": "nosuchjob", "message": "gone"},
+        {"jobId": mine[0]["jobId"], "message": "  "},
+    ]
+    r = api.post("/v1/compute/notes", json={"notes": notes}, headers=client.headers)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["added"] == 2
+    assert [(n["jobId"], n["statusCode"]) for n in answer["refused"]] == [
+        (ended["jobId"], 409), (theirs["jobId"], 403), ("nosuchjob", 404), (mine[0]["jobId"], 400),
+    ]
+    assert all(n["detail"] for n in answer["refused"])
+    messages = [e["message"] for e in events(api, mine[0]["jobId"]) if e.get("message")]
+    added = [m for m in messages if m.startswith(("submitted as", "waiting in"))]
+    assert len(added) == 2 and added[0] == "submitted as Slurm job 7", added  # in the order sent
+    assert added[1].startswith("waiting in the slurm queue: Priority") and "s3cr3t-value" not in added[1], added
+    for job in jobs:
+        assert not any(e.get("message") in ("too late", "not mine", "gone") for e in events(api, job["jobId"]))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"notes": []},
+        {"notes": [{"jobId": "x", "message": ""}]},
+        {"notes": [{"jobId": "", "message": "m"}]},
+        {"notes": [{"jobId": "x" * 101, "message": "m"}]},
+        {"notes": [{"jobId": "x", "message": "m", "extra": 1}]},
+        {"notes": [{"jobId": "x", "message": "m"}] * 501},
+        {"notes": "x"},
+        {},
+    ],
+)
+def test_a_bad_notes_call_is_refused_whole_and_adds_nothing(api: httpx.Client, seeded: Seed, body: dict[str, Any]) -> None:
+    client = register(api, seeded)
+    job = submit(api, seeded, hello1("bad notes"))
+    claim(api, client)
+    before = events(api, job["jobId"])
+    r = api.post("/v1/compute/notes", json=body, headers=client.headers)
+    assert r.status_code == 422 and "detail" in r.json(), r.text
+    assert events(api, job["jobId"]) == before
+
+
+def test_the_notes_call_takes_a_compute_client_key_only(api: httpx.Client, seeded: Seed) -> None:
+    client = register(api, seeded)
+    job = submit(api, seeded, hello1("keys"))
+    (claimed,) = claim(api, client)
+    note = {"notes": [{"jobId": job["jobId"], "message": "by whom?"}]}
+    for headers in (auth(claimed["jobPrivateKey"]), auth(seeded.key), auth("not-a-key"), {}):
+        r = api.post("/v1/compute/notes", json=note, headers=headers)
+        assert r.status_code in (401, 403), r.text
+    assert not any(e.get("message") == "by whom?" for e in events(api, job["jobId"]))
 
 
 def test_finish_reports_console_tail_resource_log_and_status_in_one_call(api: httpx.Client, seeded: Seed) -> None:

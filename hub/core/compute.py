@@ -31,7 +31,7 @@ from ..claim_waiters import ClaimCall
 from ..context import HubContext, mark_runnable_changed, now_sec
 from ..db.raw import on_connection, prebuilt
 from ..db.tables import ComputeClient, Job, JobOutput
-from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from ..errors import BadRequest, Conflict, Forbidden, HubError, NotFound, Unauthorized
 from ..security import hash_secret, new_secret
 from . import accounts, job_answers, job_secrets
 from .claim_scope import ClaimScope, RunnableJobs, runnable_jobs
@@ -627,6 +627,23 @@ def add_job_note(s: Session, job_id: str, key: Optional[str], message: str) -> N
     if not message:
         raise BadRequest("the note is empty; send a message such as 'queued on Slurm: Resources'")
     add_event(s, job.job_id, None, _clean_error(job, message)[:MAX_JOB_NOTE_CHARS])
+
+
+MAX_NOTES_PER_CALL = 500
+
+
+def add_job_notes(s: Session, key: Optional[str], notes: list[tuple[str, str]]) -> list[tuple[str, int, str]]:
+    """Notes on the timelines of several of a compute client's jobs (job id, message), each taken or refused on its
+    own as ``add_job_note`` would take or refuse it; the refused ones as (job id, that call's HTTP status, why).
+    The key must be a compute client's (a job's own key adds notes to its job only, one at a time)."""
+    compute_client_for_key(s, key)
+    refused: list[tuple[str, int, str]] = []
+    for job_id, message in notes:
+        try:
+            add_job_note(s, job_id, key, message)  # checks everything before it writes: a refusal leaves nothing behind
+        except HubError as e:
+            refused.append((job_id, e.status_code, e.message))
+    return refused
 
 
 MAX_RELEASE_REASON_CHARS = 200

@@ -216,6 +216,26 @@ class NoteBody(_Body):
     message: str = Field(min_length=1, max_length=10_000, description="shown on the job's timeline (the first 1000 characters)")
 
 
+class JobNote(_Body):
+    jobId: str = Field(min_length=1, max_length=100)
+    message: str = Field(min_length=1, max_length=10_000, description="shown on the job's timeline (the first 1000 characters)")
+
+
+class NotesBody(_Body):
+    notes: list[JobNote] = Field(min_length=1, max_length=compute.MAX_NOTES_PER_CALL, description="in the order they happened")
+
+
+class RefusedNote(BaseModel):
+    jobId: str
+    statusCode: int = Field(description="what POST /v1/compute/jobs/{jobId}/notes would have answered (404, 403, 409, ...)")
+    detail: str
+
+
+class NotesResult(BaseModel):
+    added: int
+    refused: list[RefusedNote] = Field(description="notes not added, each with why; the others are on their jobs' timelines")
+
+
 class ReleaseBody(_Body):
     reason: str = Field(
         default="", max_length=10_000,
@@ -458,6 +478,19 @@ def add_note(job_id: str, body: NoteBody, ctx: Ctx, key: Key) -> None:
     """Add a line to the job's timeline while it is starting or running (why it waits in a batch queue, ...)."""
     with ctx.transaction() as s:
         compute.add_job_note(s, job_id, key, body.message)
+
+
+@router.post("/notes", response_model=NotesResult)
+def add_notes(body: NotesBody, ctx: Ctx, key: Key) -> NotesResult:
+    """Lines on the timelines of several of this compute client's jobs in one call (a bridge following many queued
+    jobs notes them all after each look at its queue). Each note is taken or refused on its own, as the call for
+    one job would: the refused ones are listed, the rest are added in one transaction."""
+    with ctx.transaction() as s:
+        refused = compute.add_job_notes(s, key, [(note.jobId, note.message) for note in body.notes])
+    return NotesResult(
+        added=len(body.notes) - len(refused),
+        refused=[RefusedNote(jobId=job_id, statusCode=code, detail=detail) for job_id, code, detail in refused],
+    )
 
 
 @router.post(
