@@ -107,6 +107,9 @@ FINISH_CALL_MAX_LOG_BYTES = 2 * 1024 * 1024
 RUNNING_REPORT_DELAY_SEC = 0.5
 """a job's 'running' report waits this long after its start: a job that ends sooner has it in its finish report
 (``startedAgoSec``), one call instead of two, as most short jobs do"""
+CONSOLE_HOLD_SEC = RUNNING_REPORT_DELAY_SEC
+"""a running job's new console output waits this long after the runner first sees it before it goes to the hub on its
+own: a job that ends sooner sends it with its finish report (most short jobs print and end within this)"""
 AHEAD_FOR_RUNS_UNDER_SEC = 5.0
 """jobs are claimed ahead (claimAheadJobs) only while the jobs here typically run shorter than this (or before any
 ended): with long jobs a slot frees seldom, a job held ahead would mostly go back to the hub unstarted, and the gain
@@ -169,6 +172,8 @@ class TrackedJob:
     retry_at: float = 0.0
     resource_log_sent_size: int = 0
     resource_log_next_upload: float = 0.0
+    console_seen_at: Optional[float] = None
+    """when the runner first saw console output of the job that the hub does not have (``CONSOLE_HOLD_SEC``)"""
     last_note: Optional[str] = None
     """the latest queue/progress note for the hub's timeline (queued or sent), so a note is sent only when it changes"""
     secret_values: list[str] = field(default_factory=list)
@@ -811,7 +816,11 @@ class BridgeRunner:
                 continue  # an original-SDK job uploads its console output itself
             if not self._hub_ok():
                 return
-            if self._has_unsent_console(tracked):
+            if not self._has_unsent_console(tracked):
+                continue
+            if tracked.console_seen_at is None:
+                tracked.console_seen_at = now
+            if now - tracked.console_seen_at >= CONSOLE_HOLD_SEC:
                 # by a reporting worker: with many jobs running, the main loop (polls, claims) never waits on these calls
                 self._start_worker(tracked, self._send_console_of_running_job, self._report_pool)
 
@@ -827,6 +836,8 @@ class BridgeRunner:
             self._send_console(tracked, CONSOLE_BYTES_PER_CYCLE)
         except HubRejectedError as e:
             log.warning("job %s: the hub refused console output (%s)", tracked.job_id, e)
+        if not self._has_unsent_console(tracked):
+            tracked.console_seen_at = None  # output after a quiet spell waits its CONSOLE_HOLD_SEC; a steady stream does not
 
     def _stream_resource_logs(self) -> None:
         """Upload running jobs' resource logs now and then, so their pages plot CPU and memory while they run.

@@ -56,6 +56,7 @@ class CountingHubApi(HubApi):
         self.claim_calls: list[int] = []
         """jobs each claim call of its own brought"""
         self.status_calls = 0
+        self.console_calls = 0
         self.finish_claims: list[Optional[int]] = []
         """jobs each finish report's claim brought (None: the report went without a claim)"""
 
@@ -69,6 +70,10 @@ class CountingHubApi(HubApi):
     def set_status(self, *args: Any, **kwargs: Any) -> Any:
         self.status_calls += 1
         return super().set_status(*args, **kwargs)
+
+    def append_console_output(self, *args: Any, **kwargs: Any) -> int:
+        self.console_calls += 1
+        return super().append_console_output(*args, **kwargs)
 
     def finish(self, job_id: str, status: JobStatus, error: Optional[str] = None, **kwargs: Any) -> FinishAnswer:
         answer = super().finish(job_id, status, error, **kwargs)
@@ -191,13 +196,15 @@ def test_against_a_hub_without_started_ago_running_is_reported_apart(
         assert run.hub.refused == 1 and not run.runner._hub_takes_started_ago
 
 
-def test_a_job_that_ends_before_its_running_report_is_due_is_reported_in_one_call(
+def test_a_job_that_ends_before_its_running_report_and_console_are_due_is_reported_in_one_call(
     seeded: Seed, live_hub: LiveHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runner_module, "RUNNING_REPORT_DELAY_SEC", 3600.0)
+    monkeypatch.setattr(runner_module, "CONSOLE_HOLD_SEC", 3600.0)
     with httpx.Client(base_url=live_hub.url, timeout=30) as api:
         run = _run_jobs(api, seeded, live_hub, tmp_path, "one-call", 2, CountingHubApi)
         assert run.hub.status_calls == 0, "no call of its own for 'running'"
+        assert run.hub.console_calls == 0, "its console output went with its finish report (checked by _run_jobs)"
         for job_id in run.job_ids:
             job = api.get(f"/v1/jobs/{job_id}").json()
             assert job["timestampStartingSec"] <= job["timestampStartedSec"] <= job["timestampFinishedSec"]
