@@ -94,6 +94,23 @@ class StatusAnswer:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """One job's part of a call for several that the hub refused (what the call for that job alone would answer)."""
+
+    job_id: str
+    status_code: int
+    detail: str
+
+
+MAX_REPORTS_PER_CALL = 500
+"""the hub's limit on the jobs one call for several names (notes, 'running' reports)"""
+
+
+def _refusals(body: dict[str, Any]) -> list[Refusal]:
+    return [Refusal(str(r["jobId"]), int(r["statusCode"]), str(r["detail"])) for r in body["refused"]]
+
+
+@dataclass(frozen=True)
 class FinishAnswer(StatusAnswer):
     console_output_size: int = 0
     claimed: Optional[list[PairioJobData]] = None
@@ -303,6 +320,16 @@ class HubApi:
         body = self._json(self._request("POST", f"/v1/compute/jobs/{_segment(job_id)}/status", json=payload))
         return StatusAnswer(status=JobStatus(body["status"]), canceled=bool(body["canceled"]), error=body.get("error"))
 
+    def report_running(self, job_ids: Sequence[str]) -> tuple[dict[str, StatusAnswer], list[Refusal]]:
+        """'running' for several jobs in one call: the hub's answer for each it took (by job id) and the ones it
+        refused. An older hub has no such call: HubRejectedError with status 404 or 405."""
+        body = self._json(self._request("POST", "/v1/compute/running", json={"jobIds": list(job_ids)}))
+        answers = {
+            str(r["jobId"]): StatusAnswer(status=JobStatus(r["status"]), canceled=bool(r["canceled"]), error=r.get("error"))
+            for r in body["jobs"]
+        }
+        return answers, _refusals(body)
+
     def release(self, job_id: str, reason: str) -> StatusAnswer:
         """Give back a job claimed and not started (pending again at the hub; failed there if its user canceled it).
         Retried like a status report: a repeat after a lost answer is refused (403: the job is not this client's)."""
@@ -348,11 +375,11 @@ class HubApi:
         """A line on the job's timeline (e.g. why it waits in the cluster's queue)."""
         self._request("POST", f"/v1/compute/jobs/{_segment(job_id)}/notes", json={"message": message})
 
-    def add_notes(self, notes: Sequence[tuple[str, str]]) -> list[tuple[str, int, str]]:
-        """Lines on the timelines of several jobs (job id, message) in one call; the ones the hub refused, as (job id,
-        HTTP status, why). An older hub has no such call: HubRejectedError with status 404 or 405."""
+    def add_notes(self, notes: Sequence[tuple[str, str]]) -> list[Refusal]:
+        """Lines on the timelines of several jobs (job id, message) in one call; the ones the hub refused. An older
+        hub has no such call: HubRejectedError with status 404 or 405."""
         response = self._request("POST", "/v1/compute/notes", json={"notes": [{"jobId": j, "message": m} for j, m in notes]})
-        return [(str(r["jobId"]), int(r["statusCode"]), str(r["detail"])) for r in self._json(response)["refused"]]
+        return _refusals(self._json(response))
 
     def append_console_output(self, job_id: str, offset: int, data: bytes) -> int:
         """Write ``data`` at ``offset`` of the job's console output; returns the hub's new size."""

@@ -16,12 +16,9 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 
-from .hub_api import HubApi, HubAuthError, HubRejectedError
+from .hub_api import MAX_REPORTS_PER_CALL, HubApi, HubAuthError, HubRejectedError
 
 log = logging.getLogger("bridge.runner")
-
-MAX_NOTES_PER_CALL = 500
-"""the hub's limit on one call (hub/core/compute.py)"""
 
 
 class NoteOutbox:
@@ -62,8 +59,8 @@ class NoteOutbox:
         """Send ``notes`` (from ``take``), in order. A note the hub refuses (the job ended there, or went to another
         bridge) is only logged; a hub that cannot be reached, or that refuses the bridge's key, raises (HubApiError),
         and the rest are not sent."""
-        for start in range(0, len(notes), MAX_NOTES_PER_CALL):
-            chunk = notes[start:start + MAX_NOTES_PER_CALL]
+        for start in range(0, len(notes), MAX_REPORTS_PER_CALL):
+            chunk = notes[start:start + MAX_REPORTS_PER_CALL]
             if self.hub_takes_batches:
                 try:
                     refused = self.hub.add_notes(chunk)
@@ -76,8 +73,8 @@ class NoteOutbox:
                     log.info("the hub takes no notes of several jobs in one call (an older hub?); one call per note from now on")
                     self.hub_takes_batches = False
                 else:
-                    for job_id, status_code, detail in refused:
-                        log.debug("job %s: the hub refused a note (%d: %s)", job_id, status_code, detail)
+                    for refusal in refused:
+                        log.debug("job %s: the hub refused a note (%d: %s)", refusal.job_id, refusal.status_code, refusal.detail)
                     continue
             for job_id, note in chunk:
                 try:

@@ -63,6 +63,7 @@ from . import original_sdk
 from .backend import Backend, Capacity, JobSubmission, NativeOutcome, NativePhase, SubmitError, SubmitRetryLater
 from .config import AppCommandsFile, BridgeConfig, BridgeConfigError, ContainerMode, ProcessorLaunch, processor_command
 from .hub_api import (
+    MAX_REPORTS_PER_CALL,
     ClaimRequest,
     ConsoleOffsetError,
     HubApi,
@@ -298,6 +299,8 @@ class BridgeRunner:
         self._drain_seen = False
         """the drain has given back the jobs held ahead (``_dispatch_work``)"""
         self._hub_takes_started_ago = True
+        self._hub_takes_running_batches = True
+        """false after the hub did not know the call for several jobs' 'running' (an older hub): one call per job"""
         """false after the hub refused a finish report's startedAgoSec (an older hub): 'running' goes at the start"""
         self._hub_takes_release = True
         """false after the hub did not know the release call or a claim's aheadJobs (an older hub): no job is claimed ahead"""
@@ -772,20 +775,40 @@ class BridgeRunner:
         tracked.dir.write_state(tracked.state)
 
     def _report_running(self) -> None:
-        """'running' reports now due (``RUNNING_REPORT_DELAY_SEC``), and those that failed right after submission (the hub was down)."""
+        """'running' reports now due (``RUNNING_REPORT_DELAY_SEC``), and those that failed right after submission (the hub
+        was down): all in one call, by a reporting worker, so that many jobs starting at once cost one call and the
+        main loop (polls, claims) never waits on it."""
         now = self._clock()
-        for tracked in list(self._jobs.values()):
-            if tracked.busy or tracked.phase is not RunnerPhase.SUBMITTED or tracked.state.runningReported:
-                continue
-            if self._running_report_waits(tracked, now):
-                continue
-            if not self._hub_ok():
-                return
-            # by a reporting worker: with many jobs starting at once, the main loop (polls, claims) never waits on these
-            self._start_worker(tracked, self._send_running_report, self._report_pool)
+        due = [
+            tracked for tracked in list(self._jobs.values())
+            if not tracked.busy and tracked.phase is RunnerPhase.SUBMITTED and not tracked.state.runningReported
+            and not self._running_report_waits(tracked, now)
+        ]
+        if due and self._hub_ok():
+            self._start_jobs_worker(due, self._send_running_reports, "_send_running_reports", self._report_pool)
 
-    def _send_running_report(self, tracked: TrackedJob) -> None:
-        self._send_running(tracked)
+    def _send_running_reports(self, jobs: list[TrackedJob]) -> None:
+        if self._hub_takes_running_batches:
+            try:
+                for start in range(0, len(jobs), MAX_REPORTS_PER_CALL):
+                    chunk = jobs[start:start + MAX_REPORTS_PER_CALL]
+                    answers, refused = self.hub.report_running([t.job_id for t in chunk])
+                    for tracked in chunk:
+                        if tracked.job_id in answers:
+                            self._running_taken(tracked, answers[tracked.job_id])
+                    by_id = {t.job_id: t for t in chunk}
+                    for refusal in refused:
+                        if refusal.job_id in by_id:
+                            self._running_refused(by_id[refusal.job_id], f"{refusal.detail} (HTTP {refusal.status_code})")
+                return
+            except HubRejectedError as e:
+                if isinstance(e, HubAuthError) or e.status_code not in (404, 405):
+                    raise
+                log.info("the hub takes no 'running' reports of several jobs in one call (an older hub?); one call per job from now on")
+                self._hub_takes_running_batches = False
+        for tracked in jobs:
+            if not tracked.state.runningReported and not self._send_running(tracked):
+                return  # the hub is down: the rest wait for it
 
     def _send_running(self, tracked: TrackedJob) -> bool:
         """Report 'running'; False when the hub is unreachable (retried later)."""
@@ -795,16 +818,22 @@ class BridgeRunner:
             self._hub_failed(e)
             return False
         except HubRejectedError as e:
-            # The hub ended the job or gave it to another client meanwhile: stop it here.
-            log.warning("job %s: the hub refused 'running' (%s); stopping it", tracked.job_id, e)
-            tracked.state.runningReported = True
-            tracked.dir.write_state(tracked.state)
-            self._cancel(tracked)
+            self._running_refused(tracked, str(e))
             return True
+        self._running_taken(tracked, answer)
+        return True
+
+    def _running_taken(self, tracked: TrackedJob, answer: StatusAnswer) -> None:
         tracked.state.runningReported = True  # on disk with the job's next state (a restart reports it again: harmless)
         if answer.canceled:
             self._cancel(tracked)
-        return True
+
+    def _running_refused(self, tracked: TrackedJob, why: str) -> None:
+        """The hub ended the job or gave it to another client meanwhile: stop it here."""
+        log.warning("job %s: the hub refused 'running' (%s); stopping it", tracked.job_id, why)
+        tracked.state.runningReported = True
+        tracked.dir.write_state(tracked.state)
+        self._cancel(tracked)
 
     def _stream_console(self) -> None:
         now = self._clock()
@@ -907,18 +936,28 @@ class BridgeRunner:
                     self._start_worker(tracked, self._finish, self._report_pool)
 
     def _start_worker(self, tracked: TrackedJob, work: Callable[[TrackedJob], None], pool: Optional[ThreadPoolExecutor] = None) -> None:
-        tracked.busy = True
+        self._start_jobs_worker([tracked], lambda jobs: work(jobs[0]), work.__name__, pool)
+
+    def _start_jobs_worker(
+        self, jobs: list[TrackedJob], work: Callable[[list[TrackedJob]], None], what: str, pool: Optional[ThreadPoolExecutor] = None
+    ) -> None:
+        """``work(jobs)`` in a worker, the jobs busy meanwhile (the main loop leaves them alone)."""
+        for tracked in jobs:
+            tracked.busy = True
 
         def run() -> None:
             try:
-                work(tracked)
+                work(jobs)
             except HubApiError as e:
                 self._hub_failed(e)
-            except Exception:  # noqa: BLE001 - keep the bridge alive; the job is retried after a pause
-                log.exception("job %s: unexpected error in %s; retrying in %.0f s", tracked.job_id, work.__name__.strip("_"), WORKER_RETRY_SEC)
-                tracked.retry_at = self._clock() + WORKER_RETRY_SEC
+            except Exception:  # noqa: BLE001 - keep the bridge alive; the jobs are retried after a pause
+                names = ", ".join(t.job_id for t in jobs)
+                log.exception("job %s: unexpected error in %s; retrying in %.0f s", names, what.strip("_"), WORKER_RETRY_SEC)
+                for tracked in jobs:
+                    tracked.retry_at = self._clock() + WORKER_RETRY_SEC
             finally:
-                tracked.busy = False
+                for tracked in jobs:
+                    tracked.busy = False
                 self._wake.set()  # the main loop takes it from here (report, forget, claim the next) without waiting out its sleep
 
         (pool or self._pool).submit(run)

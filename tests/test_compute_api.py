@@ -684,6 +684,52 @@ def test_the_notes_call_takes_a_compute_client_key_only(api: httpx.Client, seede
     assert not any(e.get("message") == "by whom?" for e in events(api, job["jobId"]))
 
 
+def test_running_reports_of_several_jobs_go_in_one_call_each_taken_or_refused_on_its_own(api: httpx.Client, seeded: Seed) -> None:
+    client, other = register(api, seeded, "cc"), register(api, seeded, "other")
+    for i in range(5):
+        submit(api, seeded, hello1(f"running {i}"))
+    mine = claim(api, client, maxJobs=4, aheadJobs=4)
+    (theirs,) = claim(api, other)
+    fresh, canceled, ended, again = (j["jobId"] for j in mine)
+    api.post(f"/v1/jobs/{canceled}/cancel", headers=auth(seeded.key))
+    assert report(api, ended, client.key, "failed", "stopped").status_code == 200
+    assert report(api, again, client.key, "running").status_code == 200
+    ids = [fresh, canceled, ended, theirs["jobId"], "nosuchjob", again]
+    r = api.post("/v1/compute/running", json={"jobIds": ids}, headers=client.headers)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    taken = {j["jobId"]: j for j in answer["jobs"]}
+    assert list(taken) == [fresh, canceled, again]  # a repeat is taken as it is (nothing changes)
+    assert all(j["status"] == "running" for j in taken.values())
+    assert taken[canceled]["canceled"] and not taken[fresh]["canceled"]
+    assert [(n["jobId"], n["statusCode"]) for n in answer["refused"]] == [(ended, 409), (theirs["jobId"], 403), ("nosuchjob", 404)]
+    assert get_job(api, fresh)["status"] == "running" and get_job(api, ended)["status"] == "failed"
+    assert get_job(api, theirs["jobId"])["status"] == "starting"
+    assert [e["status"] for e in events(api, fresh) if e["status"]] == ["pending", "starting", "running"]
+
+
+@pytest.mark.parametrize(
+    "body", [{"jobIds": []}, {"jobIds": [""]}, {"jobIds": ["x" * 101]}, {"jobIds": ["x"] * 501}, {"jobIds": "x"}, {"jobIds": ["x"], "extra": 1}, {}]
+)
+def test_a_bad_running_call_is_refused_whole_and_changes_nothing(api: httpx.Client, seeded: Seed, body: dict[str, Any]) -> None:
+    client = register(api, seeded)
+    job = submit(api, seeded, hello1("bad running"))
+    claim(api, client)
+    r = api.post("/v1/compute/running", json=body, headers=client.headers)
+    assert r.status_code == 422 and "detail" in r.json(), r.text
+    assert get_job(api, job["jobId"])["status"] == "starting"
+
+
+def test_the_running_call_takes_a_compute_client_key_only(api: httpx.Client, seeded: Seed) -> None:
+    client = register(api, seeded)
+    job = submit(api, seeded, hello1("running keys"))
+    (claimed,) = claim(api, client)
+    for headers in (auth(claimed["jobPrivateKey"]), auth(seeded.key), auth("not-a-key"), {}):
+        r = api.post("/v1/compute/running", json={"jobIds": [job["jobId"]]}, headers=headers)
+        assert r.status_code in (401, 403), r.text
+    assert get_job(api, job["jobId"])["status"] == "starting"
+
+
 def test_finish_reports_console_tail_resource_log_and_status_in_one_call(api: httpx.Client, seeded: Seed) -> None:
     cc = register(api, seeded)
     job = submit(api, seeded, hello1())

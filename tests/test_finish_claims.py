@@ -57,6 +57,8 @@ class CountingHubApi(HubApi):
         """jobs each claim call of its own brought"""
         self.status_calls = 0
         self.console_calls = 0
+        self.running_batches: list[int] = []
+        """jobs in each call for several jobs' 'running'"""
         self.finish_claims: list[Optional[int]] = []
         """jobs each finish report's claim brought (None: the report went without a claim)"""
 
@@ -70,6 +72,10 @@ class CountingHubApi(HubApi):
     def set_status(self, *args: Any, **kwargs: Any) -> Any:
         self.status_calls += 1
         return super().set_status(*args, **kwargs)
+
+    def report_running(self, job_ids: Any) -> Any:
+        self.running_batches.append(len(job_ids))
+        return super().report_running(job_ids)
 
     def append_console_output(self, *args: Any, **kwargs: Any) -> int:
         self.console_calls += 1
@@ -108,6 +114,15 @@ class OlderHubApi(CountingHubApi):
         self.refused += 1
         self._request("POST", f"/v1/compute/jobs/{job_id}/finish", json={"status": status.value, "claimOnANewerHub": claim.body()})
         raise AssertionError("the hub took a field it does not know")
+
+
+class NoRunningBatchesHubApi(CountingHubApi):
+    """A hub from before the call for several jobs' 'running': the batch goes where this hub has no route (its 404)."""
+
+    def report_running(self, job_ids: Any) -> Any:
+        self.running_batches.append(len(job_ids))
+        self._request("POST", "/v1/compute/running-on-a-newer-hub", json={"jobIds": list(job_ids)})
+        raise AssertionError("the hub answered a call it does not have")
 
 
 class NoStartedAgoHubApi(CountingHubApi):
@@ -208,3 +223,29 @@ def test_a_job_that_ends_before_its_running_report_and_console_are_due_is_report
         for job_id in run.job_ids:
             job = api.get(f"/v1/jobs/{job_id}").json()
             assert job["timestampStartingSec"] <= job["timestampStartedSec"] <= job["timestampFinishedSec"]
+
+
+SLEEPER = f"{sys.executable} -c 'import time; time.sleep(3)'"
+
+
+@pytest.mark.parametrize("hub_class", [CountingHubApi, NoRunningBatchesHubApi])
+def test_running_reports_due_together_go_in_one_call_or_one_each_to_an_older_hub(
+    seeded: Seed, live_hub: LiveHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_class: type[CountingHubApi]
+) -> None:
+    monkeypatch.setattr(runner_module, "RUNNING_REPORT_DELAY_SEC", 0.2)  # due while the jobs still run (3 s each)
+    with httpx.Client(base_url=live_hub.url, timeout=30) as api:
+        first, config = client_and_job(api, seeded, live_hub, tmp_path, "sleepers", SLEEPER)
+        job_ids = [first] + [submit_hello(api, seeded, f"sleeper {i}") for i in range(1, 3)]
+        slots = [SLOT.model_copy(update={"multiplicity": 3})]
+        config = config.model_copy(update={"computeSlots": slots, "claimAheadJobs": 0})
+        hub = hub_class(config.hubUrl, config.computeClientPrivateKey)
+        runner = run_until_idle(config, CountingBackend(config.jobs_path), hub)
+        for job_id in job_ids:
+            statuses = [e["status"] for e in api.get(f"/v1/jobs/{job_id}/events").json()["events"] if e["status"]]
+            assert statuses[-3:] == ["starting", "running", "completed"], statuses
+        if hub_class is CountingHubApi:
+            assert hub.status_calls == 0 and sum(hub.running_batches) == 3, hub.running_batches
+            assert runner._hub_takes_running_batches
+        else:
+            assert len(hub.running_batches) == 1, "tried once"
+            assert hub.status_calls == 3 and not runner._hub_takes_running_batches

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from bridge.config import BridgeConfig
-from bridge.hub_api import HubApi, HubAuthError
+from bridge.hub_api import MAX_REPORTS_PER_CALL, HubApi, HubAuthError, Refusal
 from bridge.local.backend import LocalBackend
-from bridge.note_outbox import MAX_NOTES_PER_CALL, NoteOutbox
+from bridge.note_outbox import NoteOutbox
 
 from .conftest import auth
 from .hubtools import LiveHub, Seed
@@ -33,7 +33,7 @@ class CountingNotesHubApi(HubApi):
         self.single_notes = 0
         self._count_lock = threading.Lock()
 
-    def add_notes(self, notes: Any) -> list[tuple[str, int, str]]:
+    def add_notes(self, notes: Any) -> list[Refusal]:
         with self._count_lock:
             self.batches.append(len(notes))
         return super().add_notes(notes)
@@ -47,7 +47,7 @@ class CountingNotesHubApi(HubApi):
 class OlderNotesHubApi(CountingNotesHubApi):
     """A hub from before the call for several notes: the batch goes where this hub has no route (its real 404)."""
 
-    def add_notes(self, notes: Any) -> list[tuple[str, int, str]]:
+    def add_notes(self, notes: Any) -> list[Refusal]:
         with self._count_lock:
             self.batches.append(len(notes))
         self._request("POST", "/v1/compute/notes-on-a-newer-hub", json={"notes": []})
@@ -108,7 +108,7 @@ def test_the_outbox_sends_in_order_in_calls_of_at_most_the_hubs_limit(seeded: Se
         job_ids, config = claimed_jobs(api, seeded, live_hub, tmp_path, 2)
         counting = CountingNotesHubApi(config.hubUrl, config.computeClientPrivateKey)
         outbox = NoteOutbox(counting)
-        for i in range(MAX_NOTES_PER_CALL + 2):
+        for i in range(MAX_REPORTS_PER_CALL + 2):
             outbox.put(job_ids[i % 2], f"note {i}")
         assert outbox.waiting_for(job_ids[0]) and outbox.waiting_for(job_ids[1])
         notes = outbox.take()
@@ -116,10 +116,10 @@ def test_the_outbox_sends_in_order_in_calls_of_at_most_the_hubs_limit(seeded: Se
         outbox.send(notes)
         outbox.done(notes)
         assert not outbox.waiting_for(job_ids[0]) and not outbox.waiting_for(job_ids[1])
-        assert counting.batches == [MAX_NOTES_PER_CALL, 2] and counting.single_notes == 0
+        assert counting.batches == [MAX_REPORTS_PER_CALL, 2] and counting.single_notes == 0
         for k, job_id in enumerate(job_ids):
             notes_there = [e for e in timeline(api, job_id) if e.startswith("note ")]
-            assert notes_there == [f"note {i}" for i in range(k, MAX_NOTES_PER_CALL + 2, 2)]
+            assert notes_there == [f"note {i}" for i in range(k, MAX_REPORTS_PER_CALL + 2, 2)]
         counting.close()
 
 

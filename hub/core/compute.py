@@ -15,10 +15,10 @@ import heapq
 import json
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session, object_session
@@ -629,21 +629,35 @@ def add_job_note(s: Session, job_id: str, key: Optional[str], message: str) -> N
     add_event(s, job.job_id, None, _clean_error(job, message)[:MAX_JOB_NOTE_CHARS])
 
 
-MAX_NOTES_PER_CALL = 500
+MAX_REPORTS_PER_CALL = 500
+"""how many jobs one call for several may name (notes, 'running' reports)"""
+R = TypeVar("R")
 
 
-def add_job_notes(s: Session, key: Optional[str], notes: list[tuple[str, str]]) -> list[tuple[str, int, str]]:
-    """Notes on the timelines of several of a compute client's jobs (job id, message), each taken or refused on its
-    own as ``add_job_note`` would take or refuse it; the refused ones as (job id, that call's HTTP status, why).
-    The key must be a compute client's (a job's own key adds notes to its job only, one at a time)."""
+def for_each_job(s: Session, key: Optional[str], job_ids: Sequence[str], call: Callable[[int], R]) -> tuple[list[R], list[tuple[str, int, str]]]:
+    """``call(i)`` for the i-th of several jobs of the compute client whose key this is, each taken or refused on its
+    own: what the calls returned, and the refused ones as (job id, the HTTP status the call for that job alone would
+    answer, why). Every call checks all before it writes, so a refusal leaves nothing behind. The key must be a
+    compute client's (a job's own key speaks for its job only, one call at a time)."""
     compute_client_for_key(s, key)
+    done: list[R] = []
     refused: list[tuple[str, int, str]] = []
-    for job_id, message in notes:
+    for i, job_id in enumerate(job_ids):
         try:
-            add_job_note(s, job_id, key, message)  # checks everything before it writes: a refusal leaves nothing behind
+            done.append(call(i))
         except HubError as e:
             refused.append((job_id, e.status_code, e.message))
-    return refused
+    return done, refused
+
+
+def add_job_notes(s: Session, key: Optional[str], notes: Sequence[tuple[str, str]]) -> list[tuple[str, int, str]]:
+    """Notes (job id, message) on several jobs' timelines, as ``add_job_note`` takes each; the refused ones."""
+    return for_each_job(s, key, [job_id for job_id, _ in notes], lambda i: add_job_note(s, notes[i][0], key, notes[i][1]))[1]
+
+
+def set_jobs_running(s: Session, key: Optional[str], job_ids: Sequence[str]) -> tuple[list[StatusReport], list[tuple[str, int, str]]]:
+    """'running' reports of several jobs, as ``set_job_status`` takes each: the reports taken, and the refused ones."""
+    return for_each_job(s, key, job_ids, lambda i: set_job_status(s, job_ids[i], key, JobStatus.RUNNING))
 
 
 MAX_RELEASE_REASON_CHARS = 200

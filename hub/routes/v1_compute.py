@@ -222,18 +222,27 @@ class JobNote(_Body):
 
 
 class NotesBody(_Body):
-    notes: list[JobNote] = Field(min_length=1, max_length=compute.MAX_NOTES_PER_CALL, description="in the order they happened")
+    notes: list[JobNote] = Field(min_length=1, max_length=compute.MAX_REPORTS_PER_CALL, description="in the order they happened")
 
 
-class RefusedNote(BaseModel):
+class RunningBody(_Body):
+    jobIds: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(min_length=1, max_length=compute.MAX_REPORTS_PER_CALL)
+
+
+class RefusedReport(BaseModel):
     jobId: str
-    statusCode: int = Field(description="what POST /v1/compute/jobs/{jobId}/notes would have answered (404, 403, 409, ...)")
+    statusCode: int = Field(description="what the call for this job alone would have answered (404, 403, 409, ...)")
     detail: str
 
 
 class NotesResult(BaseModel):
     added: int
-    refused: list[RefusedNote] = Field(description="notes not added, each with why; the others are on their jobs' timelines")
+    refused: list[RefusedReport] = Field(description="notes not added, each with why; the others are on their jobs' timelines")
+
+
+class RunningResult(BaseModel):
+    jobs: list[StatusResult] = Field(description="the reports taken, as POST /v1/compute/jobs/{jobId}/status answers each")
+    refused: list[RefusedReport] = Field(description="the reports refused, each with why (the job ended, or is another client's)")
 
 
 class ReleaseBody(_Body):
@@ -487,10 +496,24 @@ def add_notes(body: NotesBody, ctx: Ctx, key: Key) -> NotesResult:
     one job would: the refused ones are listed, the rest are added in one transaction."""
     with ctx.transaction() as s:
         refused = compute.add_job_notes(s, key, [(note.jobId, note.message) for note in body.notes])
-    return NotesResult(
-        added=len(body.notes) - len(refused),
-        refused=[RefusedNote(jobId=job_id, statusCode=code, detail=detail) for job_id, code, detail in refused],
-    )
+    return NotesResult(added=len(body.notes) - len(refused), refused=_refused(refused))
+
+
+@router.post("/running", response_model=RunningResult)
+async def report_running(body: RunningBody, ctx: Ctx, key: Key) -> RunningResult:
+    """'running' for several of this compute client's jobs in one call (a bridge that started many at once). Each
+    report is taken or refused on its own, as POST /v1/compute/jobs/{jobId}/status with ``running`` would take it."""
+    return await in_thread(_report_running, ctx, key, body.jobIds)
+
+
+def _report_running(ctx: HubContext, key: Optional[str], job_ids: list[str]) -> RunningResult:
+    with ctx.transaction() as s:
+        reports, refused = compute.set_jobs_running(s, key, job_ids)
+    return RunningResult(jobs=[StatusResult.model_validate(_status_result(r)) for r in reports], refused=_refused(refused))
+
+
+def _refused(refused: list[tuple[str, int, str]]) -> list[RefusedReport]:
+    return [RefusedReport(jobId=job_id, statusCode=code, detail=detail) for job_id, code, detail in refused]
 
 
 @router.post(
