@@ -22,6 +22,8 @@ log = logging.getLogger("bridge.runner")
 
 
 class NoteOutbox:
+    """The notes queued for the hub, oldest first, and the jobs that have one queued or on its way."""
+
     def __init__(self, hub: HubApi) -> None:
         self.hub = hub
         self._queued: list[tuple[str, str]] = []

@@ -299,9 +299,9 @@ class BridgeRunner:
         self._drain_seen = False
         """the drain has given back the jobs held ahead (``_dispatch_work``)"""
         self._hub_takes_started_ago = True
+        """false after the hub refused a finish report's startedAgoSec (an older hub): 'running' goes at the start"""
         self._hub_takes_running_batches = True
         """false after the hub did not know the call for several jobs' 'running' (an older hub): one call per job"""
-        """false after the hub refused a finish report's startedAgoSec (an older hub): 'running' goes at the start"""
         self._hub_takes_release = True
         """false after the hub did not know the release call or a claim's aheadJobs (an older hub): no job is claimed ahead"""
         self._claim_in_flight_ahead = False

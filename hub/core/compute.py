@@ -640,6 +640,10 @@ def for_each_job(s: Session, key: Optional[str], job_ids: Sequence[str], call: C
     answer, why). Every call checks all before it writes, so a refusal leaves nothing behind. The key must be a
     compute client's (a job's own key speaks for its job only, one call at a time)."""
     compute_client_for_key(s, key)
+    if s.get_bind().dialect.name == "postgresql":
+        # every row locked at once, in one order, before any is used: two such calls (a bridge's notes and its
+        # 'running' reports) naming the same jobs in other orders wait for each other, never in a deadlock
+        s.execute(select(Job.job_id).where(Job.job_id.in_(sorted(set(job_ids)))).order_by(Job.job_id).with_for_update(of=Job))
     done: list[R] = []
     refused: list[tuple[str, int, str]] = []
     for i, job_id in enumerate(job_ids):
