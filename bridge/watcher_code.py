@@ -27,8 +27,6 @@ from pathlib import Path
 
 log = logging.getLogger("bridge.watcher_code")
 
-
-
 BOOTSTRAP_CODE = (
     'import importlib.util as u, sys; s = u.spec_from_file_location("pairio_watch", sys.argv.pop(1)); '
     "m = u.module_from_spec(s); sys.modules[s.name] = m; s.loader.exec_module(m); sys.exit(m.main())"

@@ -216,9 +216,10 @@ class NoteBody(_Body):
     message: str = Field(min_length=1, max_length=10_000, description="shown on the job's timeline (the first 1000 characters)")
 
 
-class JobNote(_Body):
+class JobNote(NoteBody):
+    """A note and the job it is for (``POST /v1/compute/notes``)."""
+
     jobId: str = Field(min_length=1, max_length=100)
-    message: str = Field(min_length=1, max_length=10_000, description="shown on the job's timeline (the first 1000 characters)")
 
 
 class NotesBody(_Body):
