@@ -66,8 +66,9 @@ class JobSubmission:
     """container mode: the watcher options naming the engine and the container (``bridge.containers``)"""
 
     def watcher_env_args(self) -> list[str]:
-        """The watcher options that say which variables pass through, that secrets are waiting, and which container runs."""
-        args = [f"--pass-env={pattern}" for pattern in self.pass_env]
+        """The watcher options of this job: its id (so the watcher need not read job.json for it), which variables
+        pass through, that secrets are waiting, and which container runs."""
+        args = ["--job-id", self.job_id, *(f"--pass-env={pattern}" for pattern in self.pass_env)]
         return args + (["--secrets"] if self.secrets else []) + list(self.container_args)
 
 

@@ -26,24 +26,26 @@ masks the secret values (and their encodings) with ``***``; a job without writes
 
 from __future__ import annotations
 
-import argparse
-import ctypes
-import importlib.util
-import json
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
-# Annotations only (postponed: never evaluated at run time). Every job's start pays for what the watcher
-# imports, so it imports neither typing nor dataclasses (which brings inspect, ast and dis): about a
-# fifth of its start.
+# What the watcher imports, every job's start pays for (on a Slurm node, an SSH host, or a local bridge
+# without its warm launcher). A job without secrets or containers needs only os, signal, sys, time, ctypes
+# and select: about 8 ms of imports on a small VM, against 30 ms for argparse, json, pathlib, subprocess
+# and threading, which bring re, enum's helpers, locale and urllib with them. So it writes its JSON itself
+# (``json_text``), starts the processor with ``os.posix_spawn`` (``spawn_processor``), parses its command
+# line by hand (``parse_args``) and uses plain path strings; the rest is imported where it is needed
+# (secrets, containers, GPUs). tests/test_watch.py checks the list. Annotations are never evaluated, so
+# typing is not imported either.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Optional, Sequence
+    import subprocess
+    from pathlib import Path
+    from typing import Any, Callable, NoReturn, Optional, Sequence, Union
+
+    StrPath = Union[str, "os.PathLike[str]"]
 
 # Linux's /proc answers the few process calls the watcher makes (ProcfsPsutil, below) without importing
 # psutil, which costs each job's start tens of milliseconds; psutil serves where there is no /proc.
@@ -56,22 +58,33 @@ else:
         psutil = None  # type: ignore[assignment]
 
 
-def _masking_module() -> Any:
-    """pairio/masking.py (standard library only), loaded from its file: shipped beside a copied watcher as
-    ``pairio_masking.py`` (``python -I`` does not put the script's directory on sys.path), or Pairio's own
-    beside this package when run as ``-m bridge.watch``; never through ``import pairio``."""
-    here = Path(__file__).resolve()
-    for path in (here.with_name("pairio_masking.py"), here.parent.parent / "pairio" / "masking.py"):
-        if path.is_file():
-            spec = importlib.util.spec_from_file_location("pairio_masking", path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
-    raise ImportError(f"pairio_masking.py is missing beside {here}; the bridge copies it there with the watcher")
+_masking: list[Any] = []
 
 
-masking = _masking_module()
+def masking_module() -> Any:
+    """pairio/masking.py (standard library only), loaded from its file the first time a job needs it (secrets to
+    mask, a container's output): shipped beside a copied watcher as ``pairio_masking.py`` (``python -I`` does not
+    put the script's directory on sys.path), or Pairio's own beside this package when run as ``-m bridge.watch``;
+    never through ``import pairio``."""
+    if not _masking:
+        import importlib.util
+
+        here = os.path.realpath(__file__)
+        for path in (
+            os.path.join(os.path.dirname(here), MASKING_SCRIPT_FILE),
+            os.path.join(os.path.dirname(os.path.dirname(here)), "pairio", "masking.py"),
+        ):
+            if os.path.isfile(path):
+                spec = importlib.util.spec_from_file_location("pairio_masking", path)
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                _masking.append(module)
+                break
+        else:
+            raise ImportError(f"{MASKING_SCRIPT_FILE} is missing beside {here}; the bridge copies it there with the watcher")
+    return _masking[0]
+
 
 BYTES_PER_GB = 1024**3
 """memoryGb is binary (GiB), as Slurm's --mem counts it, so limits mean the same everywhere."""
@@ -160,40 +173,44 @@ def allowed_environment(env: dict[str, str], pass_env: Sequence[str] = ()) -> di
 
 
 def job_environment(
-    base_env: dict[str, str], job_dir: Path, num_cpus: int, gpu_ids: Sequence[str], *,
+    base_env: dict[str, str], job_dir: StrPath, num_cpus: int, gpu_ids: Sequence[str], *,
     pass_env: Sequence[str] = (), secrets: Optional[dict[str, str]] = None, job_id: str = "",
 ) -> dict[str, str]:
     """The processor's whole environment: the one place it is built, for every backend."""
     env = allowed_environment(base_env, pass_env)
     env.update(secrets or {})
     env.update(resource_environment(num_cpus, gpu_ids))  # Pairio's own settings win over anything else
-    env["PAIRIO_JOB_FILE"] = str(job_dir / JOB_FILE)
-    env["PAIRIO_JOB_ID"] = job_id or job_dir.name
+    env["PAIRIO_JOB_FILE"] = os.path.join(job_dir, JOB_FILE)
+    env["PAIRIO_JOB_ID"] = job_id or os.path.basename(os.fspath(job_dir))
     return env
 
 
-def write_secrets_file(job_dir: Path, secrets: dict[str, str]) -> Path:
-    """Hand the job's secrets to its watcher: a file only its user can read, from the first byte on."""
-    path = job_dir / SECRETS_FILE
-    path.unlink(missing_ok=True)  # left by an earlier attempt: O_EXCL refuses to reuse a file someone could have opened
+def write_secrets_file(job_dir: StrPath, secrets: dict[str, str]) -> Path:
+    """Hand the job's secrets to its watcher: a file only its user can read, from the first byte on (the bridge's
+    side: the watcher only takes them)."""
+    from pathlib import Path
+
+    path = Path(job_dir, SECRETS_FILE)
+    _unlink_if_present(path)  # left by an earlier attempt: O_EXCL refuses to reuse a file someone could have opened
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(secrets, f)
+        f.write(json_text(secrets))
     return path
 
 
-def take_secrets(job_dir: Path) -> Optional[dict[str, str]]:
+def take_secrets(job_dir: StrPath) -> Optional[dict[str, str]]:
     """Read and delete the job's secrets file (None when there is none): the values then live in memory only."""
-    path = job_dir / SECRETS_FILE
+    path = os.path.join(job_dir, SECRETS_FILE)
     try:
-        data = json.loads(path.read_text())
+        with open(path) as f:
+            text = f.read()
     except FileNotFoundError:
         return None
     finally:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+        _unlink_if_present(path)
+    import json  # only a job with secrets reads JSON
+
+    data = json.loads(text)
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise ValueError(f"{path} does not map secret names to values")
     return data
@@ -243,10 +260,10 @@ def with_gpu_options(create_command: Sequence[str], gpu_ids: Sequence[str]) -> l
     engine, verb, *rest = create_command
     if verb != "create":
         raise ValueError(f"not a container engine's create command: {' '.join(create_command[:2])}")
-    return [engine, verb, *gpu_options(Path(engine).name, gpu_ids), *rest]
+    return [engine, verb, *gpu_options(os.path.basename(engine), gpu_ids), *rest]
 
 
-def write_env_file(path: Path, env: dict[str, str]) -> Path:
+def write_env_file(path: StrPath, env: dict[str, str]) -> StrPath:
     """NAME=VALUE lines for ``--env-file``, readable by the job's user only from the first byte on."""
     for name, value in env.items():
         if "\n" in value or "\r" in value:
@@ -254,7 +271,7 @@ def write_env_file(path: Path, env: dict[str, str]) -> Path:
                 f"the variable {name} holds a line break, which an engine's env file cannot carry; "
                 "store the value without line breaks (e.g. base64-encoded)"
             )
-    path.unlink(missing_ok=True)
+    _unlink_if_present(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("".join(f"{name}={value}\n" for name, value in env.items()))
@@ -344,9 +361,9 @@ def tail_text(data: bytes, max_lines: int = CONSOLE_TAIL_LINES, max_chars: int =
     return tail[-max_chars:]
 
 
-def read_file_tail(path: Path, max_bytes: int = 16 * 1024) -> bytes:
+def read_file_tail(path: StrPath, max_bytes: int = 16 * 1024) -> bytes:
     try:
-        with path.open("rb") as f:
+        with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - max_bytes))
             return f.read()
@@ -384,26 +401,92 @@ def timing_args(sample_interval_sec: float, log_interval_sec: float, kill_grace_
     ]  # fmt: skip
 
 
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomically(path: StrPath, data: dict[str, Any]) -> None:
     """Readers see the old file or the whole new one, never a partial write."""
+    directory, name = os.path.split(os.fspath(path))
     # unique per write, not per process: the bridge writes these from several threads
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
     try:
-        with tmp.open("x") as f:
-            json.dump(data, f)
+        with open(tmp, "x") as f:
+            f.write(json_text(data))
             f.flush()
             os.fsync(f.fileno())
-        tmp.replace(path)
+        os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
         raise
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: StrPath) -> None:
     try:
-        path.unlink()
+        os.unlink(path)
     except OSError:
         pass
+
+
+def _unlink_if_present(path: StrPath) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+_JSON_ESCAPES = {code: f"\\u{code:04x}" for code in range(0x20)}
+_JSON_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
+                      ord("\b"): "\\b", ord("\f"): "\\f"})
+_JSON_ESCAPES[0x7F] = "\\u007f"  # json.dumps escapes DEL too
+
+
+def _json_string(text: str) -> str:
+    escaped = text.translate(_JSON_ESCAPES)
+    if not escaped.isascii():  # as json.dumps writes it (ensure_ascii): \uXXXX, astral characters as surrogate pairs
+        parts = []
+        for char in escaped:
+            code = ord(char)
+            if code < 0x80:
+                parts.append(char)
+            elif code < 0x10000:
+                parts.append(f"\\u{code:04x}")
+            else:
+                code -= 0x10000
+                parts.append(f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}")
+        escaped = "".join(parts)
+    return f'"{escaped}"'
+
+
+def json_text(value: Any) -> str:
+    """``value`` (dicts with string keys, lists, strings, numbers, booleans, None) as ``json.dumps`` writes it.
+
+    The watcher writes JSON (result.json, watcher.json, each resource sample) but reads none for a job without
+    secrets, and the json module costs every job's start a few milliseconds (it imports re); this is the
+    writing half, checked against json.dumps in tests/test_watch.py.
+    """
+    if isinstance(value, str):
+        return _json_string(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        if value in (float("inf"), float("-inf")):
+            return "Infinity" if value > 0 else "-Infinity"
+        return float.__repr__(value)
+    if isinstance(value, dict):
+        items = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"keys must be str, not {type(key).__name__}")
+            items.append(f"{_json_string(key)}: {json_text(item)}")
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(json_text(item) for item in value) + "]"
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 # ---------------------------------------------------------------- psutil's stand-in on Linux
@@ -445,7 +528,9 @@ _boot_time_cache: list[float] = []
 
 def _boot_time() -> float:
     if not _boot_time_cache:
-        for line in Path("/proc/stat").read_text().splitlines():
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+        for line in lines:
             if line.startswith("btime "):
                 _boot_time_cache.append(float(line.split()[1]))
                 break
@@ -489,7 +574,8 @@ class ProcfsProcess:
     def memory_info(self) -> ProcfsMemoryInfo:
         self._fields()
         try:
-            pages = int(Path(f"/proc/{self.pid}/statm").read_text().split()[1])
+            with open(f"/proc/{self.pid}/statm") as f:
+                pages = int(f.read().split()[1])
         except (OSError, IndexError, ValueError):
             raise ProcfsNoSuchProcess(f"no process {self.pid}") from None
         return ProcfsMemoryInfo(rss=pages * self._page_size)
@@ -600,6 +686,8 @@ def become_child_subreaper() -> None:
         return
     PR_SET_CHILD_SUBREAPER = 36
     try:
+        import ctypes
+
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
@@ -655,12 +743,11 @@ def is_alive(p: psutil.Process) -> bool:
 class ExitWaiter:
     """Waits up to a timeout for a child to exit, and returns the moment it does.
 
-    ``Popen.wait(timeout)`` polls with sleeps of up to 50 ms, so a short job's end would be seen
-    that much later; a pidfd (Linux 5.3+) becomes readable when the process exits. Elsewhere, or
-    where the kernel has none, it falls back to ``Popen.wait``.
+    A pidfd (Linux 5.3+) becomes readable when the process exits. Elsewhere, or where the kernel has
+    none, it asks the child every 20 ms (as ``Popen.wait(timeout)`` would, with sleeps of up to 50 ms).
     """
 
-    def __init__(self, child: subprocess.Popen[bytes]) -> None:
+    def __init__(self, child: Any) -> None:
         self.child = child
         self._pidfd: Optional[int] = None
         try:
@@ -670,10 +757,9 @@ class ExitWaiter:
 
     def wait(self, timeout_sec: float) -> None:
         if self._pidfd is None:
-            try:
-                self.child.wait(timeout=timeout_sec)
-            except subprocess.TimeoutExpired:
-                pass
+            deadline = time.monotonic() + timeout_sec
+            while self.child.poll() is None and time.monotonic() < deadline:
+                time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
             return
         import select
 
@@ -715,11 +801,12 @@ class WatchConfig:
     apptainer: ``command`` runs as a processor; both get the job's variables in CONTAINER_ENV_FILE.
     ``job_env``: variables the bridge sets for this job that are not secret (an original-SDK image's contract,
     bridge/original_sdk.py).
+    ``job_id``: the job's id (PAIRIO_JOB_ID); empty: read from the job directory's job.json.
     """
 
     def __init__(
         self,
-        job_dir: Path,
+        job_dir: StrPath,
         command: list[str],
         time_sec: float,
         memory_gb: float,
@@ -735,8 +822,9 @@ class WatchConfig:
         container_name: str = "",
         container_image: str = "",
         job_env: Optional[dict[str, str]] = None,
+        job_id: str = "",
     ) -> None:
-        self.job_dir = job_dir
+        self.job_dir = os.fspath(job_dir)
         self.command = command
         self.time_sec = time_sec
         self.memory_gb = memory_gb
@@ -752,26 +840,126 @@ class WatchConfig:
         self.container_name = container_name
         self.container_image = container_image
         self.job_env = job_env if job_env is not None else {}
+        self.job_id = job_id
 
 
 WARM_START: Any = None
 """set by a warm launcher (bridge/local/warm_start.py): a ``WarmInterpreter`` that forks the processors it accepts"""
 
 
-def start_processor(command: list[str], work_dir: Path, env: dict[str, str], console: Any, piped: bool) -> Any:
+def start_processor(command: list[str], work_dir: str, env: dict[str, str], console: Any, piped: bool) -> Any:
     """The processor in a session (and group) of its own, reading nothing, its output in ``console`` or (``piped``)
-    a pipe: a ``subprocess.Popen``, or the ``ForkedProcessor`` of a warm launcher's interpreter."""
+    a pipe: a ``ChildProcess`` (or a ``subprocess.Popen`` where ``os.posix_spawn`` cannot start a session), or the
+    ``ForkedProcessor`` of a warm launcher's interpreter."""
     if WARM_START is not None and WARM_START.accepts(command, env):
-        return WARM_START.start(command, str(work_dir), env, console, piped)
-    return subprocess.Popen(
-        command,
-        cwd=work_dir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE if piped else console,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own group: one killpg reaches the whole job
-    )
+        return WARM_START.start(command, work_dir, env, console, piped)
+    try:
+        return spawn_processor(command, work_dir, env, console, piped)
+    except NotImplementedError:  # no POSIX_SPAWN_SETSID (glibc before 2.26, some BSDs)
+        import subprocess
+
+        return subprocess.Popen(
+            command, cwd=work_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if piped else console,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+class ChildProcess:
+    """A process this one started: the part of ``subprocess.Popen``'s interface the watcher uses (``pid``,
+    ``returncode``, ``stdout``: the pipe of a masked console, else None, ``poll``)."""
+
+    def __init__(self, pid: int, stdout: Any = None) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self.returncode: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        """The exit code once it ended (minus the signal's number when a signal ended it), else None; reaps it."""
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self.returncode  # reaped elsewhere: treat as still unknown
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+def spawn_processor(command: list[str], work_dir: str, env: dict[str, str], console: Any, piped: bool) -> ChildProcess:
+    """``subprocess.Popen(command, cwd=work_dir, env=env, stdin=DEVNULL, stdout=console or a pipe, stderr=STDOUT,
+    start_new_session=True)``, done with ``os.posix_spawn``: importing subprocess would cost every job's start
+    more than the rest of the watcher's imports together.
+
+    As Popen: the executable is looked up in ``env``'s PATH from the working directory, signals Python ignores
+    (SIGPIPE, SIGXFSZ) are the default again, and no descriptor of the watcher's but the output reaches the
+    processor. posix_spawn has no working directory of its own, so the watcher moves into ``work_dir`` for the
+    call (it has no other threads yet) and back. Raises OSError when the processor cannot be started, and
+    NotImplementedError where posix_spawn cannot start a session.
+    """
+    if not hasattr(os, "posix_spawn"):
+        raise NotImplementedError("os.posix_spawn")
+    read_end, out = os.pipe() if piped else (-1, console.fileno())
+    to_close = [out] if piped else []
+    while out <= 2:  # the watcher was started without some of 0-2: keep the output clear of the slots it goes to
+        out = os.dup(out)
+        to_close.append(out)
+    actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, out, 1),
+        (os.POSIX_SPAWN_DUP2, out, 2),
+        *((os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited_descriptors() if fd > 2 and fd != out),
+    ]
+    defaults = [getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ") if hasattr(signal, name)]
+    try:
+        back: Optional[int] = os.open(".", getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY)
+    except OSError:
+        back = None  # the watcher's own directory is gone or closed to it: it uses absolute paths only
+    try:
+        os.chdir(work_dir)
+        try:
+            pid = os.posix_spawn(_executable(command[0], env), command, env, file_actions=actions, setsid=True, setsigdef=defaults)
+        except OSError as e:
+            raise type(e)(e.errno, e.strerror, command[0]) from None
+    except BaseException:
+        if read_end >= 0:
+            os.close(read_end)
+        raise
+    finally:
+        if back is not None:
+            os.fchdir(back)
+            os.close(back)
+        for fd in to_close:
+            os.close(fd)
+    return ChildProcess(pid, os.fdopen(read_end, "rb", buffering=0) if piped else None)
+
+
+def _executable(program: str, env: dict[str, str]) -> str:
+    """Where ``program`` is, as Popen finds it: a name with a slash as it is, else the first executable file of that
+    name on the child's PATH."""
+    if os.path.dirname(program):
+        return program
+    for directory in os.get_exec_path(env):
+        candidate = os.path.join(directory, program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise FileNotFoundError(2, os.strerror(2), program)
+
+
+def _inherited_descriptors() -> list[int]:
+    """The watcher's descriptors an exec would pass on (its own files are opened close-on-exec: it got these)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        names = []
+    found = []
+    for name in names:
+        try:
+            fd = int(name)
+            if os.get_inheritable(fd):
+                found.append(fd)
+        except (ValueError, OSError):
+            continue  # the listing's own descriptor, closed by now
+    return found
 
 
 class ConsolePump:
@@ -785,7 +973,9 @@ class ConsolePump:
     def __init__(self, pipe: Any, console: Any, secret_values: Sequence[str]) -> None:
         self.pipe = pipe
         self.console = console
-        self.masker = masking.StreamMasker(secret_values)
+        import threading  # only a job whose output the watcher copies (secrets, containers) has a second thread
+
+        self.masker = masking_module().StreamMasker(secret_values)
         self.thread = threading.Thread(target=self._copy, name="console", daemon=True)
         self.thread.start()
 
@@ -840,7 +1030,7 @@ class Watcher:
         self.config = config
         self.secrets = dict(secrets or {})
         self.console_pump: Optional[ConsolePump] = None
-        self.job_dir = config.job_dir
+        self.job_dir = os.fspath(config.job_dir)
         self.stop_requested = False
         self.stop_signal: Optional[str] = None
         self.gpu_sampling = bool(config.gpu_ids) and _which("nvidia-smi") is not None
@@ -851,12 +1041,16 @@ class Watcher:
 
     def stop_error(self) -> str:
         """"canceled" when the bridge asked (its cancel file); otherwise say that a signal came from outside."""
-        if (self.job_dir / CANCEL_FILE).exists() or self.stop_signal is None:
+        if os.path.exists(self.file(CANCEL_FILE)) or self.stop_signal is None:
             return CANCELED_ERROR
         return stopped_by_signal_error(self.stop_signal)
 
     def cancel_requested(self) -> bool:
-        return self.stop_requested or (self.job_dir / CANCEL_FILE).exists()
+        return self.stop_requested or os.path.exists(self.file(CANCEL_FILE))
+
+    def file(self, name: str) -> str:
+        """The path of ``name`` in the job directory."""
+        return os.path.join(self.job_dir, name)
 
     def run(self) -> Result:
         if self.cancel_requested():
@@ -867,19 +1061,19 @@ class Watcher:
                 f"the job's secrets were not in {SECRETS_FILE} (a watcher that ran before took them, e.g. a batch system "
                 "requeued the job); submit the job again",
             )
-        work_dir = self.job_dir / WORK_DIR
-        work_dir.mkdir(parents=True, exist_ok=True)
+        work_dir = self.file(WORK_DIR)
+        os.makedirs(work_dir, exist_ok=True)
         env = job_environment(
             dict(os.environ), self.job_dir, self.config.num_cpus, self.config.gpu_ids,
-            pass_env=self.config.pass_env, secrets=self.secrets, job_id=_job_id(self.job_dir),
+            pass_env=self.config.pass_env, secrets=self.secrets, job_id=self.config.job_id or _job_id(self.job_dir),
         )
         env.update(self.config.job_env)
         if self.config.container_engine:
             for mounted in (JOB_TMP_DIR, INPUTS_DIR, OUTPUTS_DIR):  # the engine refuses to mount what is not there
-                (self.job_dir / mounted).mkdir(exist_ok=True)
+                _make_directory(self.file(mounted))
             try:
                 write_env_file(
-                    self.job_dir / CONTAINER_ENV_FILE,
+                    self.file(CONTAINER_ENV_FILE),
                     container_environment(env, self.config.container_engine, self.config.gpu_ids),
                 )
             except (OSError, ValueError) as e:
@@ -890,8 +1084,8 @@ class Watcher:
             try:
                 return self.run_container(env)
             finally:
-                (self.job_dir / CONTAINER_ENV_FILE).unlink(missing_ok=True)
-        console = (self.job_dir / CONSOLE_FILE).open("ab")
+                _unlink_if_present(self.file(CONTAINER_ENV_FILE))
+        console = open(self.file(CONSOLE_FILE), "ab")
         try:
             # with secrets its output goes through the watcher, which masks them; else straight to the file
             child = start_processor(self.config.command, work_dir, env, console, piped=bool(self.secrets))
@@ -911,27 +1105,29 @@ class Watcher:
         finally:
             if self.console_pump is not None:
                 self.console_pump.finish()  # result.json comes after the whole console
-            (self.job_dir / CONTAINER_ENV_FILE).unlink(missing_ok=True)  # apptainer's
+            _unlink_if_present(self.file(CONTAINER_ENV_FILE))  # apptainer's
         return Result(result.phase, result.exit_code, self.masked(result.error))
 
     # ------------------------------------------------------------ podman and docker
 
     def run_container(self, engine_env: dict[str, str]) -> Result:
         """Create, start and follow the job's container through its engine; it is removed whatever happens."""
+        import subprocess  # containers only: their engine's commands cost far more than the import
+
         container = Container(self.config.container_engine, self.config.container_name, engine_env, self.job_dir)
         container.remove()  # left by an earlier attempt of this job (a watcher that was lost)
         try:
             created = container.engine(
                 with_owner(with_gpu_options(self.config.command, self.config.gpu_ids), self.config.container_engine)[1:]
             )
-            (self.job_dir / CONTAINER_ENV_FILE).unlink(missing_ok=True)  # the container holds the values now
+            _unlink_if_present(self.file(CONTAINER_ENV_FILE))  # the container holds the values now
             if created.returncode != 0:
                 return Result("failed", created.returncode, self.masked(self.create_error(created)))
             if self.cancel_requested():
                 # canceled while the engine created it (seconds on a busy host): never started, only removed
                 return Result("failed", None, self.stop_error())
             digest = container.image_digest()
-            console = (self.job_dir / CONSOLE_FILE).open("ab")
+            console = open(self.file(CONSOLE_FILE), "ab")
             try:
                 attach = subprocess.Popen(
                     container.command("start", "--attach", container.name),
@@ -960,10 +1156,12 @@ class Watcher:
         return engine_failed_error(engine, "create", created.returncode, detail)
 
     def supervise_container(self, container: "Container", attach: subprocess.Popen[bytes]) -> Result:
+        import subprocess
+
         started = time.monotonic()
         next_log = started
         peak_rss = 0
-        with (self.job_dir / RESOURCE_LOG_FILE).open("a") as resource_log:
+        with open(self.file(RESOURCE_LOG_FILE), "a") as resource_log:
             while True:
                 if attach.poll() is not None:
                     return self.container_exit_result(container, peak_rss)
@@ -998,12 +1196,12 @@ class Watcher:
         return self.exit_result(returncode)
 
     def masked(self, text: Optional[str]) -> Optional[str]:
-        return masking.mask_text(text, self.secrets.values()) if text else text
+        return masking_module().mask_text(text, self.secrets.values()) if text and self.secrets else text
 
     def write_watcher_file(self, child: subprocess.Popen[bytes]) -> None:
         me = psutil.Process()
         write_json_atomically(
-            self.job_dir / WATCHER_FILE,
+            self.file(WATCHER_FILE),
             {
                 "pid": me.pid,
                 "createTime": me.create_time(),
@@ -1028,7 +1226,7 @@ class Watcher:
         tree = ProcessTree(process_group=child.pid)
         started = time.monotonic()
         next_log = started
-        with (self.job_dir / RESOURCE_LOG_FILE).open("a") as resource_log:
+        with open(self.file(RESOURCE_LOG_FILE), "a") as resource_log:
             while True:
                 reap_zombie_children(keep_pid=child.pid)
                 returncode = child.poll()
@@ -1063,7 +1261,7 @@ class Watcher:
             return Result("succeeded", 0, None)
         if self.console_pump is not None:
             self.console_pump.finish()  # the tail must include the processor's last words
-        tail = tail_text(read_file_tail(self.job_dir / CONSOLE_FILE))
+        tail = tail_text(read_file_tail(self.file(CONSOLE_FILE)))
         return Result("failed", returncode, exit_error(returncode, tail))
 
     def terminate(self, tree: ProcessTree, child: subprocess.Popen[bytes]) -> None:
@@ -1103,10 +1301,12 @@ class Watcher:
         }
         if self.gpu_sampling:
             sample["gpus"] = self.sample_gpus()
-        resource_log.write(json.dumps(sample) + "\n")
+        resource_log.write(json_text(sample) + "\n")
         resource_log.flush()
 
     def sample_gpus(self) -> list[dict[str, Any]]:
+        import subprocess  # GPU jobs only
+
         try:
             out = subprocess.run(
                 [
@@ -1128,20 +1328,22 @@ class Watcher:
 class Container:
     """One job's podman/docker container, driven through the engine's command line."""
 
-    def __init__(self, program: str, name: str, env: dict[str, str], job_dir: Path) -> None:
+    def __init__(self, program: str, name: str, env: dict[str, str], job_dir: StrPath) -> None:
         self.program = program
         self.name = name
         self.env = env
         self._pid: Optional[int] = None
         # The engine's commands run here: podman's conmon leaves its OOM record (a file named "oom")
         # in its working directory on cgroup v1 hosts, where the engine's OOMKilled stays false.
-        self.work_dir = job_dir / ENGINE_DIR
-        self.work_dir.mkdir(mode=0o700, exist_ok=True)
+        self.work_dir = os.path.join(job_dir, ENGINE_DIR)
+        _make_directory(self.work_dir, 0o700)
 
     def command(self, *args: str) -> list[str]:
         return [self.program, *args]
 
     def engine(self, args: Sequence[str], timeout_sec: float = ENGINE_COMMAND_TIMEOUT_SEC) -> subprocess.CompletedProcess[str]:
+        import subprocess
+
         try:
             return subprocess.run(
                 self.command(*args), env=self.env, cwd=self.work_dir, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -1190,7 +1392,7 @@ class Container:
         the memory limit, the usual cause of a SIGKILL nobody sent.
         """
         state = self.engine(["inspect", "--format", "{{.State.OOMKilled}}", self.name], timeout_sec=30).stdout.strip()
-        if state == "true" or (self.work_dir / "oom").exists():
+        if state == "true" or os.path.exists(os.path.join(self.work_dir, "oom")):
             return True
         return self.program != "podman"
 
@@ -1232,12 +1434,24 @@ def digest_or_none(text: str) -> Optional[str]:
     return None
 
 
-def _job_id(job_dir: Path) -> str:
-    """The job's id from its job.json (the directory's name when that cannot be read)."""
+def _job_id(job_dir: str) -> str:
+    """The job's id from its job.json (the directory's name when that cannot be read), for a bridge that does not
+    pass ``--job-id``."""
+    import json
+
     try:
-        return str(json.loads((job_dir / JOB_FILE).read_text())["jobId"])
+        with open(os.path.join(job_dir, JOB_FILE)) as f:
+            return str(json.load(f)["jobId"])
     except (OSError, ValueError, KeyError, TypeError):
-        return job_dir.name
+        return os.path.basename(job_dir)
+
+
+def _make_directory(path: str, mode: int = 0o777) -> None:
+    """``path`` as a directory (its parent must exist); one that is there already is fine."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass
 
 
 def _which(program: str) -> Optional[str]:
@@ -1276,84 +1490,124 @@ def _total_cpu_percent(processes: list[psutil.Process]) -> float:
 # ---------------------------------------------------------------- command line
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's, at a fixed width: argparse makes one per argument added, and the default asks the terminal's
-    size each time, importing shutil (and bz2 and lzma with it) to do so: 3 ms of a watcher's start."""
+PROG = "python -m bridge.watch"
+_REQUIRED = object()
+# The watcher's options: flag -> (WatchConfig's keyword, kind, default, help). Kinds: "path", "float", "int", "str",
+# "list" (repeatable), "flag" (no value), or a tuple of the values allowed. Parsed by hand, not by argparse: it
+# and what it imports would be a sixth of every watcher's start. The bridge writes these command lines, so
+# options are never abbreviated; a person reading ``--help`` sees the same table.
+OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
+    "--job-dir": ("job_dir", "path", _REQUIRED, "the job's directory (job.json, work/, console.txt, result.json, ...)"),
+    "--job-id": ("job_id", "str", "", "the job's id, PAIRIO_JOB_ID (default: from the directory's job.json)"),
+    "--time-sec": ("time_sec", "float", _REQUIRED, "the time limit: SIGTERM, then SIGKILL after --kill-grace-sec"),
+    "--memory-gb": ("memory_gb", "float", _REQUIRED, "the memory limit (RSS of the whole tree, GiB): killed at once"),
+    "--num-cpus": ("num_cpus", "int", _REQUIRED, "CPUs given to the job (sizes its thread pools)"),
+    "--gpus": ("gpu_ids", "str", "", "comma-separated GPU ids assigned to this job"),
+    "--sample-interval-sec": ("sample_interval_sec", "float", DEFAULT_SAMPLE_INTERVAL_SEC, "how often the tree is measured"),
+    "--log-interval-sec": ("log_interval_sec", "float", DEFAULT_LOG_INTERVAL_SEC, "how often a sample goes to resource_log.jsonl"),
+    "--kill-grace-sec": ("kill_grace_sec", "float", DEFAULT_KILL_GRACE_SEC, "SIGTERM -> SIGKILL for a time limit"),
+    "--pass-env": ("pass_env", "list", None, "also give the processor this variable (NAME or PREFIX*); repeatable"),
+    "--secrets": ("expect_secrets", "flag", False, f"the job has secrets in {SECRETS_FILE}; fail when it is missing"),
+    "--cancel-grace-sec": ("cancel_grace_sec", "float", DEFAULT_CANCEL_GRACE_SEC, "SIGTERM -> SIGKILL for a cancel"),
+    "--container-engine": ("container_engine", CONTAINER_ENGINES, "", "the command creates (podman, docker) or is (apptainer) the job's container"),
+    "--container-name": ("container_name", "str", "", "podman/docker: the container's name (pairio-<jobId>)"),
+    "--container-image": ("container_image", "str", "", "the job's image, for error messages"),
+    "--job-env": ("job_env", "list", None, "NAME=VALUE: set this variable for the processor (never a secret: those come in the secrets file); repeatable"),
+}
+USAGE = f"usage: {PROG} --job-dir DIR --time-sec T --memory-gb M --num-cpus N [options] -- COMMAND..."
 
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=100)
+
+def help_text() -> str:
+    lines = [USAGE, "", (__doc__ or "").split("\n\n")[0], "", "options:"]
+    for flag, (_, kind, default, text) in OPTIONS.items():
+        value = "" if kind == "flag" else " {" + ",".join(kind) + "}" if isinstance(kind, tuple) else f" {kind.upper()}"
+        note = " (required)" if default is _REQUIRED else f" (default {default})" if kind in ("float", "int") else ""
+        lines.append(f"  {flag}{value}\n      {text}{note}")
+    lines.append("  -- COMMAND...\n      the processor's argv")
+    return "\n".join(lines)
 
 
-_PARSER: "Optional[argparse.ArgumentParser]" = None
+def usage_error(message: str) -> NoReturn:
+    """Exit as argparse does: the usage and the problem on stderr, status 2."""
+    print(f"{USAGE}\n{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
-def argument_parser() -> argparse.ArgumentParser:
-    """The watcher's command line, built once per process."""
-    global _PARSER
-    if _PARSER is None:
-        _PARSER = _build_parser()
-    return _PARSER
-
-
-def prepare_to_fork() -> None:
-    """What every watcher would otherwise do first, done once by the local bridge's launcher before it forks
-    watchers: build the command line and parse one (argparse compiles its patterns on the first parse)."""
-    parse_args(["--job-dir", ".", "--time-sec", "1", "--memory-gb", "1", "--num-cpus", "1", "--", "true"])
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bridge.watch", description=__doc__.split("\n\n")[0], formatter_class=_HelpFormatter)
-    parser.add_argument("--job-dir", required=True, type=Path)
-    parser.add_argument("--time-sec", required=True, type=float)
-    parser.add_argument("--memory-gb", required=True, type=float)
-    parser.add_argument("--num-cpus", required=True, type=int)
-    parser.add_argument("--gpus", default="", help="comma-separated GPU ids assigned to this job")
-    parser.add_argument("--sample-interval-sec", type=float, default=DEFAULT_SAMPLE_INTERVAL_SEC)
-    parser.add_argument("--log-interval-sec", type=float, default=DEFAULT_LOG_INTERVAL_SEC)
-    parser.add_argument("--kill-grace-sec", type=float, default=DEFAULT_KILL_GRACE_SEC)
-    parser.add_argument("--pass-env", action="append", default=[], metavar="NAME", help="also give the processor this variable (NAME or PREFIX*)")
-    parser.add_argument("--secrets", action="store_true", help=f"the job has secrets in {SECRETS_FILE}; fail when it is missing")
-    parser.add_argument("--cancel-grace-sec", type=float, default=DEFAULT_CANCEL_GRACE_SEC)
-    parser.add_argument("--container-engine", choices=CONTAINER_ENGINES, default="", help="the command creates (podman, docker) or is (apptainer) the job's container")
-    parser.add_argument("--container-name", default="", help="podman/docker: the container's name (pairio-<jobId>)")
-    parser.add_argument("--container-image", default="", help="the job's image, for error messages")
-    parser.add_argument("--job-env", action="append", default=[], metavar="NAME=VALUE", help="set this variable for the processor (never a secret: those come in the secrets file)")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the processor's argv")
-    return parser
+def _option_value(flag: str, kind: Any, text: str) -> Any:
+    try:
+        if kind == "float":
+            return float(text)
+        if kind == "int":
+            return int(text)
+    except ValueError:
+        usage_error(f"{flag}: not a number: {text!r}")
+    if isinstance(kind, tuple) and text not in kind:
+        usage_error(f"{flag}: {text!r} is not one of {', '.join(kind)}")
+    return text
 
 
 def parse_args(argv: Sequence[str]) -> WatchConfig:
-    parser = argument_parser()
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    """The watcher's command line: options, then ``--`` and the processor's argv (the first word that is not an
+    option starts it too). Exits with status 2 and the usage on stderr for a bad one, 0 after ``--help``."""
+    values: dict[str, Any] = {attribute: ([] if kind == "list" else default) for attribute, kind, default, _ in OPTIONS.values()}
+    command: list[str] = []
+    at = 0
+    while at < len(argv):
+        word = argv[at]
+        if word == "--":
+            command = list(argv[at + 1 :])
+            break
+        if word in ("-h", "--help"):
+            print(help_text())
+            raise SystemExit(0)
+        if not word.startswith("-"):
+            command = list(argv[at:])
+            break
+        flag, has_value, inline = word.partition("=")
+        if flag not in OPTIONS:
+            usage_error(f"unrecognized argument: {word}")
+        attribute, kind, _, _ = OPTIONS[flag]
+        at += 1
+        if kind == "flag":
+            if has_value:
+                usage_error(f"{flag} takes no value")
+            values[attribute] = True
+            continue
+        if not has_value:
+            if at >= len(argv):
+                usage_error(f"{flag} needs a value")
+            inline, at = argv[at], at + 1
+        value = _option_value(flag, kind, inline)
+        if kind == "list":
+            values[attribute].append(value)
+        else:
+            values[attribute] = value
+    missing = [flag for flag, (attribute, _, default, _) in OPTIONS.items() if default is _REQUIRED and values[attribute] is _REQUIRED]
+    if missing:
+        usage_error(f"the following arguments are required: {', '.join(missing)}")
     if not command:
-        parser.error("no command given: put the processor's argv after --")
+        usage_error("no command given: put the processor's argv after --")
     job_env: dict[str, str] = {}
-    for item in args.job_env:
+    for item in values["job_env"]:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            parser.error(f"--job-env takes NAME=VALUE, not {item!r}")
+            usage_error(f"--job-env takes NAME=VALUE, not {item!r}")
         job_env[name] = value
-    if args.container_engine in ("podman", "docker") and not args.container_name:
-        parser.error("--container-name is required with --container-engine podman or docker")
-    return WatchConfig(
-        job_dir=args.job_dir.resolve(),
-        command=command,
-        time_sec=args.time_sec,
-        memory_gb=args.memory_gb,
-        num_cpus=args.num_cpus,
-        gpu_ids=[g for g in args.gpus.split(",") if g],
-        sample_interval_sec=args.sample_interval_sec,
-        log_interval_sec=args.log_interval_sec,
-        kill_grace_sec=args.kill_grace_sec,
-        pass_env=list(args.pass_env),
-        expect_secrets=args.secrets,
-        cancel_grace_sec=args.cancel_grace_sec,
-        container_engine=args.container_engine,
-        container_name=args.container_name,
-        container_image=args.container_image,
-        job_env=job_env,
-    )
+    values["job_env"] = job_env
+    if values["container_engine"] in ("podman", "docker") and not values["container_name"]:
+        usage_error("--container-name is required with --container-engine podman or docker")
+    values["job_dir"] = os.path.realpath(values["job_dir"])
+    values["gpu_ids"] = [g for g in values["gpu_ids"].split(",") if g]
+    return WatchConfig(command=command, **values)
+
+
+def prepare_to_fork() -> None:
+    """Done once by the local bridge's launcher before it forks watchers: import what a watcher imports only when
+    a job needs it (masking, a second thread, subprocess for containers and GPUs), so no forked watcher pays for it."""
+    import subprocess  # noqa: F401
+    import threading  # noqa: F401
+
+    masking_module()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -1362,12 +1616,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         secrets = take_secrets(config.job_dir)  # first: the file is gone before anything else runs
     except (OSError, ValueError) as e:
-        write_json_atomically(config.job_dir / RESULT_FILE, Result("failed", None, f"the job's secrets could not be read: {e}").as_json())
+        write_json_atomically(os.path.join(config.job_dir, RESULT_FILE), Result("failed", None, f"the job's secrets could not be read: {e}").as_json())
         return 0
     problem = process_support_problem()
     if problem is not None:
         print(f"watcher: {problem}", file=sys.stderr)
-        write_json_atomically(config.job_dir / RESULT_FILE, Result("failed", None, problem).as_json())
+        write_json_atomically(os.path.join(config.job_dir, RESULT_FILE), Result("failed", None, problem).as_json())
         return 0
     become_child_subreaper()
     watcher = Watcher(config, secrets)
@@ -1377,11 +1631,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = watcher.run()
     except Exception as e:  # a result must always be written, or the job would look running until declared lost
         write_json_atomically(
-            config.job_dir / RESULT_FILE,
+            os.path.join(config.job_dir, RESULT_FILE),
             Result("failed", None, f"the job's watcher failed: {type(e).__name__}: {e}").as_json(),
         )
         raise
-    write_json_atomically(config.job_dir / RESULT_FILE, result.as_json())
+    write_json_atomically(os.path.join(config.job_dir, RESULT_FILE), result.as_json())
     return 0
 
 

@@ -29,6 +29,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_app_sdk": ("unit",),
     "test_watcher_launcher": ("bridge",),
     "test_watcher_code": ("bridge",),
+    "test_watcher_spawn": ("bridge",),
     "test_note_outbox": ("bridge",),
     "test_warm_start": ("bridge",),
     "test_batch_page": ("hub",),

@@ -397,3 +397,85 @@ def test_parse_args_container_options() -> None:
     assert parse_args([*base, "--container-engine", "apptainer", "--", "apptainer", "exec"]).container_engine == "apptainer"
     with pytest.raises(SystemExit):
         parse_args([*base, "--container-engine", "docker", "--", "docker", "create"])  # a name is needed to follow it
+
+
+# ---------------------------------------------------------------- the watcher's JSON and command line, by hand
+
+
+JSON_SAMPLES: list[object] = [
+    {"exitCode": 0, "phase": "succeeded", "error": None, "timestampFinishedSec": 1796553250.4262605},
+    {"cpuPercent": 12.5, "rssBytes": 2**40, "numProcesses": 3, "gpus": [{"index": "0", "utilizationPercent": 1e-7}]},
+    {"quotes \" and \\ back": "tab\t nl\n cr\r bell\x07 del\x7f nul\x00 \b \f"},
+    {"unicode": "Grüße — ✓ 𝄞 emoji 🎉", "surrogate": "bad \udcff byte"},
+    {"empty": {}, "list": [], "nested": [[1, 2.0, -3], {"a": [True, False, None]}], "big": -(10**30)},
+    {"floats": [0.1, -0.0, 1e300, 5e-324, float("inf"), float("-inf")]},
+    ["a", 1, None],
+    "just a string",
+]
+
+
+@pytest.mark.parametrize("value", JSON_SAMPLES)
+def test_the_watchers_json_is_what_json_dumps_writes(value: object) -> None:
+    from bridge.watch import json_text
+
+    assert json_text(value) == json.dumps(value)
+    assert json.loads(json_text(value)) == json.loads(json.dumps(value))
+
+
+def test_the_watchers_json_refuses_what_json_cannot_hold() -> None:
+    from bridge.watch import json_text
+
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        json_text({"path": Path("/tmp")})
+    with pytest.raises(TypeError, match="keys must be str"):
+        json_text({1: "x"})
+
+
+def test_every_character_survives_the_watchers_json() -> None:
+    from bridge.watch import json_text
+
+    text = "".join(chr(code) for code in range(0, 0x3000)) + "".join(chr(code) for code in range(0xD800, 0xE100)) + "\U0010ffff"
+    assert json_text(text) == json.dumps(text)
+
+
+def test_watcher_options_with_equals_signs_job_id_and_defaults() -> None:
+    from bridge.watch import DEFAULT_KILL_GRACE_SEC
+
+    config = parse_args(["--job-dir=/tmp/j/../j", "--job-id", "J1", "--time-sec=2.5", "--memory-gb", "1", "--num-cpus=3",
+                         "--job-env", "A=1=2", "--job-env=B=", "python", "main.py", "--secrets"])  # fmt: skip
+    assert config.job_dir == "/tmp/j" and config.job_id == "J1"
+    assert (config.time_sec, config.num_cpus, config.kill_grace_sec) == (2.5, 3, DEFAULT_KILL_GRACE_SEC)
+    assert config.job_env == {"A": "1=2", "B": ""}
+    assert config.command == ["python", "main.py", "--secrets"]  # the processor's own, after its first word
+    assert not config.expect_secrets and config.gpu_ids == [] and config.pass_env == []
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--time-sec", "2", "--memory-gb", "1", "--num-cpus", "1", "--", "true"], "required: --job-dir"),
+        (["--job-dir", "/j", "--time-sec", "soon", "--memory-gb", "1", "--num-cpus", "1", "--", "true"], "--time-sec: not a number: 'soon'"),
+        (["--job-dir", "/j", "--time-sec", "2", "--memory-gb", "1", "--num-cpus", "1.5", "--", "true"], "--num-cpus: not a number"),
+        (["--job-dir", "/j", "--time-sec", "2", "--memory-gb", "1", "--num-cpus", "1", "--bogus", "--", "true"], "unrecognized argument: --bogus"),
+        (["--job-dir", "/j", "--time-sec", "2", "--memory-gb", "1", "--num-cpus", "1", "--container-engine", "lxc", "--", "x"], "'lxc' is not one of podman"),
+        (["--job-dir", "/j", "--time-sec", "2", "--memory-gb", "1", "--num-cpus", "1", "--secrets=yes", "--", "x"], "--secrets takes no value"),
+        (["--job-dir", "/j", "--time-sec", "2", "--memory-gb", "1", "--num-cpus"], "--num-cpus needs a value"),
+        (["--job-dir", "/j", "--time-sec", "2", "--memory-gb", "1", "--num-cpus", "1", "--job-env", "NOVALUE", "--", "x"], "NAME=VALUE"),
+    ],
+)
+def test_a_bad_watcher_command_line_exits_2_saying_what_is_wrong(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m bridge.watch --job-dir DIR") and message in err, err
+
+
+def test_the_watchers_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.watch import OPTIONS
+
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in OPTIONS) and "{podman,docker,apptainer}" in out and "(required)" in out

@@ -295,7 +295,7 @@ class SlurmBackend(Backend):
                 command = [map_argument(a, job_dir, there) for a in job.command]
                 script_dir, watcher_path = Path(there), self.remote.watcher_path
             else:
-                for source, copy in ((watch.__file__, job_dir / WATCHER_SCRIPT_FILE), (watch.masking.__file__, job_dir / MASKING_SCRIPT_FILE)):
+                for source, copy in ((watch.__file__, job_dir / WATCHER_SCRIPT_FILE), (watch.masking_module().__file__, job_dir / MASKING_SCRIPT_FILE)):
                     shutil.copyfile(source, copy)
                     write_bytecode(copy, Path(source))  # the watcher imports its copy: nothing to compile on the node
                 if job.secrets:
