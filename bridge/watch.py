@@ -881,7 +881,8 @@ class ChildProcess:
             except ChildProcessError:
                 return self.returncode  # reaped elsewhere: treat as still unknown
             if pid == self.pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
+                # os.waitstatus_to_exitcode, which a remote host's Python before 3.9 lacks
+                self.returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
         return self.returncode
 
 
