@@ -283,6 +283,7 @@ def test_site_options_defaults() -> None:
 LISTED_STATES = [
     "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "COMPLETED", "FAILED", "TIMEOUT",
     "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "DEADLINE", "SPECIAL_EXIT", "REVOKED",
+    "SIGNALING", "STOPPED", "STAGE_OUT", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD",  # flags squeue -o %T names
 ]
 FAILING = ["FAILED", "TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "DEADLINE", "SPECIAL_EXIT", "REVOKED"]
 
@@ -325,6 +326,17 @@ def test_pending_shows_its_reason() -> None:
 def test_completed_succeeds() -> None:
     outcome = outcome_from_slurm("COMPLETED", "0:0")
     assert outcome.phase is NativePhase.SUCCEEDED and outcome.exit_code == 0 and outcome.error is None
+
+
+@pytest.mark.parametrize(
+    "state, phase",
+    [("COMPLETING", NativePhase.RUNNING), ("STAGE_OUT", NativePhase.RUNNING), ("SIGNALING", NativePhase.RUNNING),
+     ("STOPPED", NativePhase.RUNNING), ("CONFIGURING", NativePhase.QUEUED), ("REQUEUED", NativePhase.QUEUED),
+     ("REQUEUE_HOLD", NativePhase.QUEUED), ("REQUEUE_FED", NativePhase.QUEUED), ("RESV_DEL_HOLD", NativePhase.QUEUED)],
+)
+def test_the_flags_squeues_text_format_names_instead_of_the_state_never_settle_a_job(state: str, phase: NativePhase) -> None:
+    """squeue -o %T prints a flag (COMPLETING, STAGE_OUT, ...) in place of the base state: each is known, none is final."""
+    assert outcome_from_slurm(state, "0:0").phase is phase
 
 
 @pytest.mark.parametrize("state", ["STOPPED_SOMEHOW", "", "COMPLETEDISH"])

@@ -27,6 +27,12 @@ SLURM_STATE_PHASE: dict[str, NativePhase] = {
     "COMPLETING": NativePhase.RUNNING,  # the script ended but Slurm is still cleaning up; not settled yet
     "SUSPENDED": NativePhase.RUNNING,  # keeps its allocation and resumes
     "RESIZING": NativePhase.RUNNING,
+    "SIGNALING": NativePhase.RUNNING,  # being signalled (e.g. at its time limit); the end follows
+    "STOPPED": NativePhase.RUNNING,  # SIGSTOPped, keeps its allocation
+    "STAGE_OUT": NativePhase.RUNNING,  # the script ended, a burst buffer is being staged out; not settled yet
+    "REQUEUE_FED": NativePhase.QUEUED,
+    "REQUEUE_HOLD": NativePhase.QUEUED,  # requeued and held: waits for a release
+    "RESV_DEL_HOLD": NativePhase.QUEUED,  # its reservation was deleted: held
     "COMPLETED": NativePhase.SUCCEEDED,
     "FAILED": NativePhase.FAILED,
     "TIMEOUT": NativePhase.FAILED,
@@ -53,8 +59,9 @@ SLURM_STATE_ERROR: dict[str, str] = {
     "REVOKED": "the Slurm job was revoked because a sibling job of its federation started elsewhere (REVOKED)",
 }
 
-# squeue --json (Slurm 23.02+) gives job_state as a base state plus flags.
-_FLAG_STATES = ("COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING")
+# squeue --json (Slurm 23.02+) gives job_state as a base state plus flags; squeue's text format (%T) names the
+# flag instead of the state, in this order (Slurm's job_state_string), where it says more than the base state.
+_FLAG_STATES = ("COMPLETING", "STAGE_OUT", "CONFIGURING", "RESIZING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD")
 
 
 class SlurmOutputError(ValueError):
