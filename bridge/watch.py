@@ -37,7 +37,7 @@ import time
 # and threading, which bring re, enum's helpers, locale and urllib with them. So it writes its JSON itself
 # (``json_text``), starts the processor with ``os.posix_spawn`` (``spawn_processor``), parses its command
 # line by hand (``parse_args``) and uses plain path strings; the rest is imported where it is needed
-# (secrets, containers, GPUs). tests/test_watch.py checks the list. Annotations are never evaluated, so
+# (secrets, containers, GPUs). tests/test_watcher_code.py checks the list. Annotations are never evaluated, so
 # typing is not imported either.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
