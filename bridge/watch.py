@@ -849,10 +849,10 @@ WARM_START: Any = None
 
 def start_processor(command: list[str], work_dir: str, env: dict[str, str], console: Any, piped: bool) -> Any:
     """The processor in a session (and group) of its own, reading nothing, its output in ``console`` or (``piped``)
-    a pipe: a ``ChildProcess`` (or a ``subprocess.Popen`` where ``os.posix_spawn`` cannot start a session), or the
-    ``ForkedProcessor`` of a warm launcher's interpreter."""
+    a pipe: a ``ChildProcess`` (forked by a warm launcher's interpreter, or spawned), or a ``subprocess.Popen`` where
+    ``os.posix_spawn`` cannot start a session."""
     if WARM_START is not None and WARM_START.accepts(command, env):
-        return WARM_START.start(command, work_dir, env, console, piped)
+        return ChildProcess(*WARM_START.start(command, work_dir, env, console, piped))
     try:
         return spawn_processor(command, work_dir, env, console, piped)
     except NotImplementedError:  # no POSIX_SPAWN_SETSID (glibc before 2.26, some BSDs)

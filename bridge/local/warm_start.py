@@ -29,9 +29,7 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
-import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -59,35 +57,6 @@ def startup_environment(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith(STARTUP_ENV_PREFIXES) or k in STARTUP_ENV_NAMES}
 
 
-class ForkedProcessor:
-    """The processor forked by ``WarmInterpreter.start``, with the part of ``subprocess.Popen``'s interface the
-    watcher uses: ``pid``, ``returncode``, ``stdout`` (the pipe of a masked console, else None), ``poll``, ``wait``."""
-
-    def __init__(self, pid: int, stdout: Optional[IO[bytes]]) -> None:
-        self.pid = pid
-        self.stdout = stdout
-        self.returncode: Optional[int] = None
-
-    def poll(self) -> Optional[int]:
-        if self.returncode is None:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                return self.returncode  # reaped elsewhere: treat as still unknown
-            if pid == self.pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self, timeout: Optional[float] = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired([str(self.pid)], timeout or 0.0)
-            time.sleep(0.005)
-        assert self.returncode is not None
-        return self.returncode
-
-
 class WarmInterpreter:
     """The launcher's interpreter as a processor's: ``accepts`` says whether a job's command may start here,
     ``start`` forks its processor."""
@@ -111,8 +80,9 @@ class WarmInterpreter:
             and startup_environment(env) == self.startup_env
         )
 
-    def start(self, command: Sequence[str], cwd: str, env: dict[str, str], console: IO[bytes], piped: bool) -> ForkedProcessor:
-        """Fork the processor: its output goes to ``console``, or (``piped``) to a pipe the watcher reads."""
+    def start(self, command: Sequence[str], cwd: str, env: dict[str, str], console: IO[bytes], piped: bool) -> tuple[int, Optional[IO[bytes]]]:
+        """Fork the processor: its output goes to ``console``, or (``piped``) to a pipe the watcher reads. Returns its
+        pid and that pipe (the watcher follows it as any child it started, ``ChildProcess``)."""
         read_end, write_end = os.pipe() if piped else (-1, console.fileno())
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # nothing of the watcher's own output is copied into the child
@@ -121,8 +91,8 @@ class WarmInterpreter:
             _become_processor(list(command), cwd, env, write_end)
         if piped:
             os.close(write_end)
-            return ForkedProcessor(pid, os.fdopen(read_end, "rb", buffering=0))
-        return ForkedProcessor(pid, None)
+            return pid, os.fdopen(read_end, "rb", buffering=0)
+        return pid, None
 
 
 def _become_processor(command: list[str], cwd: str, env: dict[str, str], output: int) -> None:
