@@ -1521,8 +1521,14 @@ USAGE = f"usage: {PROG} --job-dir DIR --time-sec T --memory-gb M --num-cpus N [o
 def help_text() -> str:
     lines = [USAGE, "", (__doc__ or "").split("\n\n")[0], "", "options:"]
     for flag, (_, kind, default, text) in OPTIONS.items():
-        value = "" if kind == "flag" else " {" + ",".join(kind) + "}" if isinstance(kind, tuple) else f" {kind.upper()}"
-        note = " (required)" if default is _REQUIRED else f" (default {default})" if kind in ("float", "int") else ""
+        if isinstance(kind, tuple):
+            value = " {" + ",".join(kind) + "}"
+        else:
+            value = "" if kind == "flag" else f" {kind.upper()}"
+        if default is _REQUIRED:
+            note = " (required)"
+        else:
+            note = f" (default {default})" if kind in ("float", "int") else ""
         lines.append(f"  {flag}{value}\n      {text}{note}")
     lines.append("  -- COMMAND...\n      the processor's argv")
     return "\n".join(lines)
@@ -1614,15 +1620,16 @@ def prepare_to_fork() -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     os.umask(0o077)  # everything the watcher and the processor write in the job directory is the job user's only
     config = parse_args(sys.argv[1:] if argv is None else argv)
+    result_file = os.path.join(config.job_dir, RESULT_FILE)
     try:
         secrets = take_secrets(config.job_dir)  # first: the file is gone before anything else runs
     except (OSError, ValueError) as e:
-        write_json_atomically(os.path.join(config.job_dir, RESULT_FILE), Result("failed", None, f"the job's secrets could not be read: {e}").as_json())
+        write_json_atomically(result_file, Result("failed", None, f"the job's secrets could not be read: {e}").as_json())
         return 0
     problem = process_support_problem()
     if problem is not None:
         print(f"watcher: {problem}", file=sys.stderr)
-        write_json_atomically(os.path.join(config.job_dir, RESULT_FILE), Result("failed", None, problem).as_json())
+        write_json_atomically(result_file, Result("failed", None, problem).as_json())
         return 0
     become_child_subreaper()
     watcher = Watcher(config, secrets)
@@ -1631,12 +1638,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         result = watcher.run()
     except Exception as e:  # a result must always be written, or the job would look running until declared lost
-        write_json_atomically(
-            os.path.join(config.job_dir, RESULT_FILE),
-            Result("failed", None, f"the job's watcher failed: {type(e).__name__}: {e}").as_json(),
-        )
+        write_json_atomically(result_file, Result("failed", None, f"the job's watcher failed: {type(e).__name__}: {e}").as_json())
         raise
-    write_json_atomically(os.path.join(config.job_dir, RESULT_FILE), result.as_json())
+    write_json_atomically(result_file, result.as_json())
     return 0
 
 

@@ -225,7 +225,7 @@ def _become_watcher(watch: Any, script: str, request: dict[str, Any]) -> None:
         os.environ.update(request["env"])
         sys.argv = [script, *request["argv"]]
         status = int(watch.main(request["argv"]) or 0)
-    except SystemExit as e:  # argparse's errors, as the plain watcher would exit
+    except SystemExit as e:  # a bad command line (status 2) or --help, as the plain watcher would exit
         status = e.code if isinstance(e.code, int) else 1
     except BaseException:  # noqa: BLE001 - the traceback goes to the watcher's log, as an uncaught one would
         import traceback
